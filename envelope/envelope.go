@@ -1,0 +1,337 @@
+// Package envelope is Trousseau's threshold envelope. A local
+// data-encryption key (DEK) seals what kube-apiserver hands the plugin
+// with AES-256-GCM; the DEK is split k-of-n and each share is wrapped by a
+// different KMS backend. The wrapped shares travel in a header beside
+// every ciphertext, so any node with any k backends can decrypt, and fewer
+// than k learn nothing.
+//
+// The current DEK is created once (it needs all n backends), kept wrapped
+// in a state file, and reused: Encrypt makes no remote call. Decrypt finds
+// DEKs in a bounded cache and, on a miss, asks every backend at once and
+// combines as soon as k shares fit the header's commitment.
+package envelope
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/split"
+)
+
+// ErrNotReady reports that no current DEK can be used yet: it has not been
+// created (all n backends are needed once) or not unlocked since start
+// (k backends are needed).
+var ErrNotReady = errors.New("no usable DEK yet")
+
+// Config configures an Envelope.
+type Config struct {
+	Threshold int
+	Backends  []kmsclients.Backend
+	// StateDir keeps the wrapped current DEK across restarts. Empty keeps
+	// it in memory only (tests, one-shot tools).
+	StateDir string
+	// MaxAge rotates the DEK when it is older; 0 never rotates on age.
+	MaxAge time.Duration
+	// CacheSize bounds the DEKs kept unwrapped in memory (default 1024).
+	CacheSize int
+	Logger    *slog.Logger
+	Observer  Observer
+	Now       func() time.Time
+}
+
+// Observer is told what the envelope does, for metrics. Implementations
+// must be cheap and safe for concurrent use.
+type Observer interface {
+	BackendCall(backend, op string, err error, took time.Duration)
+	CacheLookup(hit bool)
+	Rotation(err error)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) BackendCall(string, string, error, time.Duration) {}
+func (nopObserver) CacheLookup(bool)                                 {}
+func (nopObserver) Rotation(error)                                   {}
+
+// dek is an unwrapped DEK, ready to seal and open.
+type dek struct {
+	aead       cipher.AEAD
+	header     []byte // encoded header that wraps it
+	headerHash [32]byte
+	parsed     *Header
+	keyID      string
+}
+
+// Sealed is what Encrypt returns.
+type Sealed struct {
+	Ciphertext []byte // small: at most MaxCiphertextSize bytes
+	Header     []byte // the wrapped DEK: goes in an annotation, or MarshalCombined
+	KeyID      string
+}
+
+// Envelope encrypts and decrypts with a threshold-wrapped DEK.
+type Envelope struct {
+	cfg      Config
+	log      *slog.Logger
+	obs      Observer
+	backends map[string]kmsclients.Backend
+	state    *stateFile
+	cache    *lru.Cache[[32]byte, *dek]
+	flight   singleflight.Group
+
+	rotateMu sync.Mutex // one rotation or unlock at a time
+
+	mu            sync.RWMutex
+	current       *dek    // nil until created or unlocked
+	currentHeader []byte  // the wrapped current DEK, known even while locked
+	currentParsed *Header // parsed currentHeader
+}
+
+// New checks cfg and loads the state file if there is one. It makes no
+// remote call: Prepare creates or unlocks the current DEK.
+func New(cfg Config) (*Envelope, error) {
+	if err := split.ValidateThreshold(cfg.Threshold, len(cfg.Backends)); err != nil {
+		return nil, err
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 1024
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	e := &Envelope{cfg: cfg, log: cfg.Logger, obs: cfg.Observer, backends: map[string]kmsclients.Backend{}}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.obs == nil {
+		e.obs = nopObserver{}
+	}
+	for _, b := range cfg.Backends {
+		if err := kmsclients.ValidateName(b.Name()); err != nil {
+			return nil, err
+		}
+		if e.backends[b.Name()] != nil {
+			return nil, fmt.Errorf("backend %s configured twice", b.Name())
+		}
+		e.backends[b.Name()] = b
+	}
+	cache, err := lru.New[[32]byte, *dek](cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	e.cache = cache
+	if cfg.StateDir != "" {
+		e.state = &stateFile{dir: cfg.StateDir}
+		raw, err := e.state.load()
+		if err != nil {
+			return nil, err
+		}
+		if raw != nil {
+			h, err := ParseHeader(raw)
+			if err != nil {
+				return nil, fmt.Errorf("state file %s: %w", e.state.path(), err)
+			}
+			e.currentHeader, e.currentParsed = raw, h
+			e.log.Info("loaded wrapped DEK from state", "key_id", h.KeyID(), "generation", h.Generation, "created", h.Created)
+		}
+	}
+	if cfg.Threshold == 1 {
+		e.log.Warn("threshold is 1: every backend wraps the whole DEK; this gives redundancy but no threshold custody (any single backend can decrypt)")
+	}
+	return e, nil
+}
+
+// Prepare makes the current DEK usable: it creates one if there is none
+// (all n backends must answer) or unlocks the stored one (k must answer).
+// It returns at once when the DEK is ready.
+func (e *Envelope) Prepare(ctx context.Context) error {
+	if e.Ready() {
+		return nil
+	}
+	e.rotateMu.Lock()
+	defer e.rotateMu.Unlock()
+	e.mu.RLock()
+	ready, raw := e.current != nil, e.currentHeader
+	e.mu.RUnlock()
+	switch {
+	case ready:
+		return nil
+	case raw == nil:
+		return e.rotateLocked(ctx, "first start: no DEK yet")
+	}
+	d, err := e.openHeader(ctx, raw)
+	if err != nil {
+		if reason := e.configChange(); reason != "" {
+			// The stored DEK belongs to another backend set; a new one
+			// (all n configured backends) replaces it.
+			return e.rotateLocked(ctx, reason)
+		}
+		return fmt.Errorf("unlock current DEK: %w", err)
+	}
+	e.mu.Lock()
+	e.current = d
+	e.mu.Unlock()
+	e.log.Info("current DEK unlocked", "key_id", d.keyID)
+	return nil
+}
+
+// Ready reports whether Encrypt can work.
+func (e *Envelope) Ready() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.current != nil
+}
+
+// KeyID is the key id of the current DEK, known from the state file even
+// before it is unlocked; "" before the first DEK is created.
+func (e *Envelope) KeyID() string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.currentParsed == nil {
+		return ""
+	}
+	return e.currentParsed.KeyID()
+}
+
+// Current describes the current DEK; nil before the first is created.
+func (e *Envelope) Current() *Header {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.currentParsed
+}
+
+// Threshold is the configured k.
+func (e *Envelope) Threshold() int { return e.cfg.Threshold }
+
+// Backends are the configured backends, in config order.
+func (e *Envelope) Backends() []kmsclients.Backend { return e.cfg.Backends }
+
+// Encrypt seals plaintext under the current DEK. It makes no remote call.
+func (e *Envelope) Encrypt(plaintext []byte) (Sealed, error) {
+	if len(plaintext) == 0 || len(plaintext) > MaxPlaintextSize {
+		return Sealed{}, fmt.Errorf("plaintext must be 1 to %d bytes, got %d", MaxPlaintextSize, len(plaintext))
+	}
+	e.mu.RLock()
+	d := e.current
+	e.mu.RUnlock()
+	if d == nil {
+		return Sealed{}, fmt.Errorf("%w: %w", ErrNotReady, kmsclients.ErrUnavailable)
+	}
+	ct := make([]byte, 1+nonceSize, MaxCiphertextSize)
+	ct[0] = ciphertextVersion
+	if _, err := rand.Read(ct[1:]); err != nil {
+		return Sealed{}, err
+	}
+	ct = d.aead.Seal(ct, ct[1:1+nonceSize], plaintext, dataAAD(d.headerHash))
+	return Sealed{Ciphertext: ct, Header: d.header, KeyID: d.keyID}, nil
+}
+
+// Decrypt opens a ciphertext made by Encrypt, with the header Encrypt
+// returned beside it.
+func (e *Envelope) Decrypt(ctx context.Context, ciphertext, header []byte) ([]byte, error) {
+	if err := checkCiphertext(ciphertext); err != nil {
+		return nil, err
+	}
+	if len(header) > MaxHeaderSize {
+		return nil, fmt.Errorf("%w: header is %d bytes, over the limit of %d", ErrInvalid, len(header), MaxHeaderSize)
+	}
+	d, err := e.dekFor(ctx, header)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := d.aead.Open(nil, ciphertext[1:1+nonceSize], ciphertext[1+nonceSize:], dataAAD(d.headerHash))
+	if err != nil {
+		return nil, fmt.Errorf("%w: ciphertext failed authentication", ErrInvalid)
+	}
+	return pt, nil
+}
+
+// dekFor finds the DEK a header wraps: from the cache, or from the
+// backends, one lookup per header however many callers wait for it.
+func (e *Envelope) dekFor(ctx context.Context, header []byte) (*dek, error) {
+	hash := sha256.Sum256(header)
+	if d, ok := e.cache.Get(hash); ok {
+		e.obs.CacheLookup(true)
+		return d, nil
+	}
+	e.obs.CacheLookup(false)
+	ch := e.flight.DoChan(string(hash[:]), func() (any, error) {
+		// Detached from the first caller's cancellation so that others
+		// waiting on the same header are not failed by it; bounded by
+		// the longest deadline a caller can reasonably give.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unwrapTimeout(ctx))
+		defer cancel()
+		return e.openHeader(ctx, bytesClone(header))
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*dek), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// unwrapTimeout is how long a shared unwrap may run: the caller's own
+// deadline if it has one, else a bound so nothing waits forever.
+func unwrapTimeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+	}
+	return 30 * time.Second
+}
+
+func bytesClone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// openHeader recovers, verifies and caches the DEK of an encoded header.
+func (e *Envelope) openHeader(ctx context.Context, raw []byte) (*dek, error) {
+	h, err := ParseHeader(raw)
+	if err != nil {
+		return nil, err
+	}
+	key, err := e.recoverDEK(ctx, h, raw)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	d, err := newDEK(key, raw, h)
+	if err != nil {
+		return nil, err
+	}
+	e.cache.Add(d.headerHash, d)
+	return d, nil
+}
+
+func newDEK(key, raw []byte, h *Header) (*dek, error) {
+	dataKey := deriveKey(key, infoData)
+	defer clear(dataKey)
+	block, err := aes.NewCipher(dataKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &dek{aead: aead, header: raw, headerHash: sha256.Sum256(raw), parsed: h, keyID: h.KeyID()}, nil
+}
+
+func dataAAD(headerHash [32]byte) []byte {
+	return append([]byte(aadData), headerHash[:]...)
+}

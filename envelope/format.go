@@ -1,0 +1,311 @@
+package envelope
+
+import (
+	"bytes"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/split"
+)
+
+// The header: everything needed to recover a DEK from a quorum of
+// backends, and nothing that helps without one. Version 1, big-endian:
+//
+//	magic "TRSH" | version 1 | k u8 | n u8 | generation u32 | created unix-seconds i64 | dek id [16]
+//	n times: index u8 | len u8, backend name | len u16, key identity | len u16, wrapped share
+//	commitment [32] = HMAC-SHA256(HKDF(DEK, "commitment"), every byte before it)
+//
+// The commitment tells a right DEK from a wrong one (a lying backend, a
+// tampered share) and authenticates the whole header: a changed byte
+// anywhere makes it fail.
+const (
+	headerMagic   = "TRSH"
+	headerVersion = 1
+	dekIDSize     = 16
+	dekSize       = 32
+	commitSize    = sha256.Size
+	headerFixed   = len(headerMagic) + 1 + 1 + 1 + 4 + 8 + dekIDSize
+
+	// MaxHeaderSize keeps the header, with its annotation key, inside
+	// KMS v2's 32 KiB limit on annotations.
+	MaxHeaderSize = 32*1024 - 64
+)
+
+// The ciphertext: what the header's DEK sealed.
+//
+//	version 1 | nonce [12] | AES-256-GCM(HKDF(DEK, "data"), nonce, plaintext, aad = "trousseau/v1/data" | SHA-256(header))
+const (
+	ciphertextVersion  = 1
+	nonceSize          = 12
+	tagSize            = 16
+	ciphertextOverhead = 1 + nonceSize + tagSize
+	// MaxPlaintextSize keeps the ciphertext well under KMS v2's 1024-byte
+	// limit. kube-apiserver sends 32 bytes.
+	MaxPlaintextSize = 512
+	// MaxCiphertextSize is the largest ciphertext Encrypt produces.
+	MaxCiphertextSize = MaxPlaintextSize + ciphertextOverhead
+)
+
+// Labels for HKDF and associated data; changing one breaks every stored object.
+const (
+	infoData       = "trousseau/v1/data"
+	infoCommitment = "trousseau/v1/commitment"
+	aadShare       = "trousseau/v1/share\x00"
+	aadData        = "trousseau/v1/data\x00"
+)
+
+// ErrInvalid reports input that is malformed, tampered with, or was not
+// made by Trousseau. It never depends on backends being up.
+var ErrInvalid = errors.New("invalid or tampered ciphertext")
+
+// WrappedShare is one backend's protected share, as recorded in a header.
+type WrappedShare struct {
+	Index       int
+	Backend     string
+	KeyIdentity string
+	Wrapped     []byte
+}
+
+// Header describes one DEK: its threshold, generation and wrapped shares.
+type Header struct {
+	Threshold  int
+	Generation uint32
+	Created    time.Time
+	DEKID      [dekIDSize]byte
+	Shares     []WrappedShare
+	commitment [commitSize]byte
+}
+
+// KeyID names the DEK for kube-apiserver. It is derived from the header
+// alone, so it is the same after a restart and on every node; the random
+// DEK id makes it unique even if the state is lost and generations start
+// over.
+func (h *Header) KeyID() string {
+	sum := sha256.New()
+	for _, s := range h.Shares {
+		fmt.Fprintf(sum, "%d\x00%s\x00%s\x00", s.Index, s.Backend, s.KeyIdentity)
+	}
+	return fmt.Sprintf("trousseau-v1-g%d-%dof%d-%s-%s",
+		h.Generation, h.Threshold, len(h.Shares), hex.EncodeToString(h.DEKID[:12]), hex.EncodeToString(sum.Sum(nil)[:6]))
+}
+
+// shareAAD binds a wrapped share to its DEK and its place in the split.
+func (h *Header) shareAAD(index, n int) []byte {
+	aad := make([]byte, 0, len(aadShare)+dekIDSize+3)
+	aad = append(aad, aadShare...)
+	aad = append(aad, h.DEKID[:]...)
+	return append(aad, byte(index), byte(h.Threshold), byte(n))
+}
+
+// marshalBody encodes everything but the commitment.
+func (h *Header) marshalBody() ([]byte, error) {
+	if err := split.ValidateThreshold(h.Threshold, len(h.Shares)); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString(headerMagic)
+	b.WriteByte(headerVersion)
+	b.WriteByte(byte(h.Threshold))
+	b.WriteByte(byte(len(h.Shares)))
+	b.Write(binary.BigEndian.AppendUint32(nil, h.Generation))
+	b.Write(binary.BigEndian.AppendUint64(nil, uint64(h.Created.Unix())))
+	b.Write(h.DEKID[:])
+	for i, s := range h.Shares {
+		if s.Index != i+1 {
+			return nil, fmt.Errorf("share %d has index %d", i+1, s.Index)
+		}
+		if err := kmsclients.ValidateName(s.Backend); err != nil {
+			return nil, err
+		}
+		if err := kmsclients.CheckWrapped(kmsclients.Wrapped{Ciphertext: s.Wrapped, KeyIdentity: s.KeyIdentity}); err != nil {
+			return nil, fmt.Errorf("backend %s: %w", s.Backend, err)
+		}
+		b.WriteByte(byte(s.Index))
+		b.WriteByte(byte(len(s.Backend)))
+		b.WriteString(s.Backend)
+		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(s.KeyIdentity))))
+		b.WriteString(s.KeyIdentity)
+		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(s.Wrapped))))
+		b.Write(s.Wrapped)
+	}
+	if b.Len()+commitSize > MaxHeaderSize {
+		return nil, fmt.Errorf("header would be %d bytes, over the limit of %d: the backends' wrapped shares are too large", b.Len()+commitSize, MaxHeaderSize)
+	}
+	return b.Bytes(), nil
+}
+
+// seal computes the commitment under dek and returns the encoded header.
+func (h *Header) seal(dek []byte) ([]byte, error) {
+	body, err := h.marshalBody()
+	if err != nil {
+		return nil, err
+	}
+	mac := commitment(dek, body)
+	copy(h.commitment[:], mac)
+	return append(body, mac...), nil
+}
+
+func commitment(dek, body []byte) []byte {
+	key := deriveKey(dek, infoCommitment)
+	m := hmac.New(sha256.New, key)
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+func deriveKey(dek []byte, info string) []byte {
+	key, err := hkdf.Key(sha256.New, dek, nil, info, 32)
+	if err != nil {
+		panic("hkdf: " + err.Error()) // only for lengths out of range, which are constants here
+	}
+	return key
+}
+
+// reader decodes with bounds checks; the first error sticks.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) take(n int, what string) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n > len(r.b) {
+		r.err = fmt.Errorf("%w: header truncated in %s", ErrInvalid, what)
+		return nil
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *reader) u8(what string) int {
+	b := r.take(1, what)
+	if b == nil {
+		return 0
+	}
+	return int(b[0])
+}
+
+func (r *reader) u16(what string) int {
+	b := r.take(2, what)
+	if b == nil {
+		return 0
+	}
+	return int(binary.BigEndian.Uint16(b))
+}
+
+// ParseHeader decodes a header. It checks structure and bounds only: the
+// commitment can be checked once the DEK is recovered.
+func ParseHeader(raw []byte) (*Header, error) {
+	if len(raw) > MaxHeaderSize {
+		return nil, fmt.Errorf("%w: header is %d bytes, over the limit of %d", ErrInvalid, len(raw), MaxHeaderSize)
+	}
+	if len(raw) < headerFixed+commitSize {
+		return nil, fmt.Errorf("%w: header too short (%d bytes)", ErrInvalid, len(raw))
+	}
+	if string(raw[:len(headerMagic)]) != headerMagic {
+		return nil, fmt.Errorf("%w: not a Trousseau header", ErrInvalid)
+	}
+	r := &reader{b: raw[len(headerMagic) : len(raw)-commitSize]}
+	if v := r.u8("version"); v != headerVersion {
+		return nil, fmt.Errorf("%w: unknown header version %d", ErrInvalid, v)
+	}
+	h := &Header{Threshold: r.u8("threshold")}
+	n := r.u8("share count")
+	if err := split.ValidateThreshold(h.Threshold, n); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if b := r.take(4+8, "generation"); b != nil {
+		h.Generation = binary.BigEndian.Uint32(b)
+		h.Created = time.Unix(int64(binary.BigEndian.Uint64(b[4:])), 0).UTC()
+	}
+	copy(h.DEKID[:], r.take(dekIDSize, "dek id"))
+	seen := map[string]bool{}
+	for i := 1; i <= n && r.err == nil; i++ {
+		s := WrappedShare{Index: r.u8("share index")}
+		s.Backend = string(r.take(r.u8("name length"), "backend name"))
+		s.KeyIdentity = string(r.take(r.u16("key identity length"), "key identity"))
+		s.Wrapped = bytes.Clone(r.take(r.u16("wrapped length"), "wrapped share"))
+		if r.err != nil {
+			break
+		}
+		if s.Index != i {
+			return nil, fmt.Errorf("%w: share %d has index %d", ErrInvalid, i, s.Index)
+		}
+		if err := kmsclients.ValidateName(s.Backend); err != nil {
+			return nil, fmt.Errorf("%w: share %d: %v", ErrInvalid, i, err)
+		}
+		if seen[s.Backend] {
+			return nil, fmt.Errorf("%w: backend %s named twice", ErrInvalid, s.Backend)
+		}
+		seen[s.Backend] = true
+		if err := kmsclients.CheckWrapped(kmsclients.Wrapped{Ciphertext: s.Wrapped, KeyIdentity: s.KeyIdentity}); err != nil {
+			return nil, fmt.Errorf("%w: share %d: %v", ErrInvalid, i, err)
+		}
+		h.Shares = append(h.Shares, s)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes in header", ErrInvalid, len(r.b))
+	}
+	copy(h.commitment[:], raw[len(raw)-commitSize:])
+	return h, nil
+}
+
+// verify reports whether dek is the key this header commits to. raw is the
+// encoded header h was parsed from.
+func (h *Header) verify(raw, dek []byte) bool {
+	want := commitment(dek, raw[:len(raw)-commitSize])
+	return hmac.Equal(want, h.commitment[:])
+}
+
+// Combined is the form used where there is no room for annotations (the KMS
+// v1 API): the header and the ciphertext in one blob.
+//
+//	magic "TRS1" | header length u32 | header | ciphertext
+const combinedMagic = "TRS1"
+
+// MarshalCombined joins a header and a ciphertext.
+func MarshalCombined(header, ciphertext []byte) []byte {
+	out := make([]byte, 0, len(combinedMagic)+4+len(header)+len(ciphertext))
+	out = append(out, combinedMagic...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(header)))
+	out = append(out, header...)
+	return append(out, ciphertext...)
+}
+
+// ParseCombined splits what MarshalCombined joined.
+func ParseCombined(b []byte) (header, ciphertext []byte, err error) {
+	if len(b) < len(combinedMagic)+4 || string(b[:len(combinedMagic)]) != combinedMagic {
+		return nil, nil, fmt.Errorf("%w: not a Trousseau v1 ciphertext", ErrInvalid)
+	}
+	n := binary.BigEndian.Uint32(b[len(combinedMagic):])
+	rest := b[len(combinedMagic)+4:]
+	if uint64(n) > uint64(len(rest)) || n > MaxHeaderSize {
+		return nil, nil, fmt.Errorf("%w: header length %d out of range", ErrInvalid, n)
+	}
+	return rest[:n], rest[n:], nil
+}
+
+// checkCiphertext validates the shape of a ciphertext before any key is looked up.
+func checkCiphertext(ct []byte) error {
+	switch {
+	case len(ct) < ciphertextOverhead:
+		return fmt.Errorf("%w: ciphertext too short (%d bytes)", ErrInvalid, len(ct))
+	case len(ct) > MaxCiphertextSize:
+		return fmt.Errorf("%w: ciphertext is %d bytes, over the limit of %d", ErrInvalid, len(ct), MaxCiphertextSize)
+	case ct[0] != ciphertextVersion:
+		return fmt.Errorf("%w: unknown ciphertext version %d", ErrInvalid, ct[0])
+	}
+	return nil
+}

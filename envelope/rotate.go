@@ -1,0 +1,163 @@
+package envelope
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/split"
+)
+
+// Rotate makes a new DEK, wrapped by every configured backend with its
+// current key, and makes it current. If any backend cannot wrap its share
+// the rotation is abandoned as a whole: the current DEK stays in use and
+// nothing is half-done. Data sealed under older DEKs stays readable.
+func (e *Envelope) Rotate(ctx context.Context, reason string) error {
+	e.rotateMu.Lock()
+	defer e.rotateMu.Unlock()
+	return e.rotateLocked(ctx, reason)
+}
+
+func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) {
+	defer func() { e.obs.Rotation(err) }()
+	e.log.Info("rotating DEK", "reason", reason)
+	key := make([]byte, dekSize)
+	defer clear(key)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	h := &Header{Threshold: e.cfg.Threshold, Created: e.cfg.Now().UTC().Truncate(time.Second)}
+	if _, err := rand.Read(h.DEKID[:]); err != nil {
+		return err
+	}
+	if prev := e.Current(); prev != nil {
+		h.Generation = prev.Generation + 1
+	} else {
+		h.Generation = 1
+	}
+	shares, err := split.Split(key, e.cfg.Threshold, len(e.cfg.Backends))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range shares {
+			s.Wipe()
+		}
+	}()
+	h.Shares, err = e.wrapAll(ctx, h, shares)
+	if err != nil {
+		e.log.Warn("DEK rotation postponed; the current DEK stays in use", "reason", reason, "error", err)
+		return fmt.Errorf("rotation postponed: %w", err)
+	}
+	raw, err := h.seal(key)
+	if err != nil {
+		return fmt.Errorf("rotation postponed: %w", err)
+	}
+	d, err := newDEK(key, raw, h)
+	if err != nil {
+		return err
+	}
+	if e.state != nil {
+		if err := e.state.save(raw, d.keyID, e.cfg.Now()); err != nil {
+			return fmt.Errorf("rotation postponed: %w", err)
+		}
+	}
+	e.cache.Add(d.headerHash, d)
+	e.mu.Lock()
+	e.current, e.currentHeader, e.currentParsed = d, raw, h
+	e.mu.Unlock()
+	e.log.Info("DEK rotated", "key_id", d.keyID, "generation", h.Generation, "threshold", h.Threshold, "backends", len(h.Shares))
+	return nil
+}
+
+// wrapAll has every backend wrap its share, in parallel. All must succeed.
+func (e *Envelope) wrapAll(ctx context.Context, h *Header, shares []split.Share) ([]WrappedShare, error) {
+	type result struct {
+		i   int
+		w   kmsclients.Wrapped
+		err error
+	}
+	results := make(chan result, len(shares))
+	for i, b := range e.cfg.Backends {
+		go func() {
+			start := time.Now()
+			framed := shares[i].Marshal()
+			defer clear(framed)
+			w, err := b.Wrap(ctx, framed, h.shareAAD(i+1, len(shares)))
+			if err == nil {
+				err = kmsclients.CheckWrapped(w)
+			}
+			e.obs.BackendCall(b.Name(), "wrap", err, time.Since(start))
+			results <- result{i, w, err}
+		}()
+	}
+	out := make([]WrappedShare, len(shares))
+	var failed []string
+	for range shares {
+		r := <-results
+		name := e.cfg.Backends[r.i].Name()
+		if r.err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", name, r.err))
+			continue
+		}
+		out[r.i] = WrappedShare{Index: r.i + 1, Backend: name, KeyIdentity: r.w.KeyIdentity, Wrapped: r.w.Ciphertext}
+	}
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		return nil, fmt.Errorf("a new DEK needs all %d backends, %d failed: %s", len(shares), len(failed), strings.Join(failed, "; "))
+	}
+	return out, nil
+}
+
+// RotationDue says why the current DEK should be replaced, or "" if it
+// should not. observed maps backend names to the key identity their last
+// probe reported (backends missing from it are not judged).
+func (e *Envelope) RotationDue(observed map[string]string) string {
+	cur := e.Current()
+	if cur == nil {
+		return ""
+	}
+	if reason := e.configChange(); reason != "" {
+		return reason
+	}
+	for _, s := range cur.Shares {
+		if id, ok := observed[s.Backend]; ok && id != "" && id != s.KeyIdentity {
+			return fmt.Sprintf("backend %s key changed from %s to %s", s.Backend, s.KeyIdentity, id)
+		}
+	}
+	if e.cfg.MaxAge > 0 {
+		if age := e.cfg.Now().Sub(cur.Created); age >= e.cfg.MaxAge {
+			return fmt.Sprintf("DEK is %s old (maxAge %s)", age.Truncate(time.Second), e.cfg.MaxAge)
+		}
+	}
+	return ""
+}
+
+// configChange says how the configured threshold or backends differ from
+// those of the current DEK, or "".
+func (e *Envelope) configChange() string {
+	cur := e.Current()
+	if cur == nil {
+		return ""
+	}
+	if cur.Threshold != e.cfg.Threshold {
+		return fmt.Sprintf("threshold changed from %d to %d", cur.Threshold, e.cfg.Threshold)
+	}
+	var names []string
+	for _, s := range cur.Shares {
+		names = append(names, s.Backend)
+	}
+	var want []string
+	for _, b := range e.cfg.Backends {
+		want = append(want, b.Name())
+	}
+	if !slices.Equal(names, want) {
+		return fmt.Sprintf("backends changed from [%s] to [%s]", strings.Join(names, " "), strings.Join(want, " "))
+	}
+	return ""
+}

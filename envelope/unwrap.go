@@ -1,0 +1,189 @@
+package envelope
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/split"
+)
+
+// QuorumError says why a DEK could not be recovered, backend by backend.
+// It never holds key material.
+type QuorumError struct {
+	Threshold int
+	Failures  map[string]error // by backend name
+	// Mismatch is set when k or more shares came back but no k of them
+	// fit the header's commitment: a lying backend, or a tampered header.
+	Mismatch bool
+	kind     error
+}
+
+func (e *QuorumError) Error() string {
+	names := make([]string, 0, len(e.Failures))
+	for n := range e.Failures {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s: %v", n, e.Failures[n]))
+	}
+	msg := fmt.Sprintf("quorum not reached: need %d of %d backends", e.Threshold, len(e.Failures))
+	if e.Mismatch {
+		msg += "; the shares returned do not combine to the key the header commits to (a backend returned a wrong share, or the header was tampered with)"
+	}
+	if len(parts) > 0 {
+		msg += "; " + strings.Join(parts, "; ")
+	}
+	return msg
+}
+
+// Unwrap makes errors.Is(err, kmsclients.ErrUnavailable) true when
+// backends being down explain the failure (retrying later may work), and
+// errors.Is(err, ErrInvalid) when they cannot.
+func (e *QuorumError) Unwrap() error { return e.kind }
+
+type shareResult struct {
+	backend string
+	share   split.Share
+	err     error
+}
+
+// recoverDEK asks every backend of the header for its share at once and
+// returns the DEK as soon as k shares combine to the committed key. Slow
+// or dead backends cost nothing once a quorum has answered: their calls
+// are cancelled.
+func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte) ([]byte, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan shareResult, len(h.Shares))
+	for _, ws := range h.Shares {
+		go func() { results <- e.unwrapShare(ctx, h, ws) }()
+	}
+	var good []split.Share
+	failures := map[string]error{}
+	for range h.Shares {
+		r := <-results
+		if r.err != nil {
+			failures[r.backend] = r.err
+			continue
+		}
+		good = append(good, r.share)
+		if key := e.combine(h, raw, good); key != nil {
+			for _, s := range good {
+				s.Wipe()
+			}
+			return key, nil
+		}
+	}
+	for _, s := range good {
+		s.Wipe()
+		failures[h.Shares[s.Index-1].Backend] = errors.New("returned a share that did not fit the others")
+	}
+	return nil, newQuorumError(ctx, h, failures, len(good))
+}
+
+func newQuorumError(ctx context.Context, h *Header, failures map[string]error, got int) error {
+	qe := &QuorumError{Threshold: h.Threshold, Failures: failures, Mismatch: got >= h.Threshold}
+	// Could the backends that did not answer have made a quorum?
+	transient := 0
+	for _, err := range failures {
+		if k := kmsclients.Kind(err); k == "unavailable" || k == "permission" || k == "deadline" || k == "canceled" || k == "other" {
+			transient++
+		}
+	}
+	switch {
+	case !qe.Mismatch && transient > 0 && ctx.Err() != nil:
+		qe.kind = ctx.Err()
+	case !qe.Mismatch && got+transient >= h.Threshold:
+		qe.kind = kmsclients.ErrUnavailable
+	default:
+		qe.kind = ErrInvalid
+	}
+	return qe
+}
+
+// unwrapShare asks one backend for its share and checks its framing.
+func (e *Envelope) unwrapShare(ctx context.Context, h *Header, ws WrappedShare) shareResult {
+	res := shareResult{backend: ws.Backend}
+	b := e.backends[ws.Backend]
+	if b == nil {
+		res.err = fmt.Errorf("not configured: %w", kmsclients.ErrUnavailable)
+		return res
+	}
+	start := time.Now()
+	raw, err := b.Unwrap(ctx, kmsclients.Wrapped{Ciphertext: ws.Wrapped, KeyIdentity: ws.KeyIdentity}, h.shareAAD(ws.Index, len(h.Shares)))
+	e.obs.BackendCall(ws.Backend, "unwrap", err, time.Since(start))
+	if err != nil {
+		e.log.Debug("share not unwrapped", "backend", ws.Backend, "kind", kmsclients.Kind(err), "took", time.Since(start))
+		res.err = err
+		return res
+	}
+	defer clear(raw)
+	s, err := split.Parse(raw, dekSize)
+	switch {
+	case err != nil:
+		res.err = fmt.Errorf("returned a malformed share: %w", kmsclients.ErrInvalidCiphertext)
+	case s.Index != ws.Index || s.Threshold != h.Threshold:
+		res.err = fmt.Errorf("returned share %d of %d, want share %d of %d: %w", s.Index, s.Threshold, ws.Index, h.Threshold, kmsclients.ErrInvalidCiphertext)
+	default:
+		res.share = s
+		e.log.Debug("share unwrapped", "backend", ws.Backend, "took", time.Since(start))
+	}
+	return res
+}
+
+// combine tries every k-subset of good that includes its newest share
+// (older subsets were tried when their last share arrived) and returns the
+// DEK that the header commits to, or nil.
+func (e *Envelope) combine(h *Header, raw []byte, good []split.Share) []byte {
+	k := h.Threshold
+	if len(good) < k {
+		return nil
+	}
+	newest := good[len(good)-1]
+	var found []byte
+	chooseSubsets(len(good)-1, k-1, func(idx []int) bool {
+		pick := make([]split.Share, 0, k)
+		for _, i := range idx {
+			pick = append(pick, good[i])
+		}
+		pick = append(pick, newest)
+		key, err := split.Combine(pick)
+		if err != nil {
+			return true
+		}
+		if h.verify(raw, key) {
+			found = key
+			return false
+		}
+		clear(key)
+		return true
+	})
+	return found
+}
+
+// chooseSubsets calls f with every size-subset of {0..n-1} until f returns false.
+func chooseSubsets(n, size int, f func([]int) bool) {
+	idx := make([]int, 0, size)
+	var rec func(start int) bool
+	rec = func(start int) bool {
+		if len(idx) == size {
+			return f(idx)
+		}
+		for i := start; i <= n-(size-len(idx)); i++ {
+			idx = append(idx, i)
+			if !rec(i + 1) {
+				return false
+			}
+			idx = idx[:len(idx)-1]
+		}
+		return true
+	}
+	rec(0)
+}

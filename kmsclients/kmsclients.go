@@ -1,0 +1,116 @@
+// Package kmsclients defines the one small interface every KMS backend of
+// Trousseau implements, and the kinds of error they report.
+//
+// A backend wraps and unwraps one share of a data-encryption key. It never
+// sees the key itself, only its share, and each wrapped share is bound to
+// associated data (the DEK it belongs to and the share's index) so that a
+// wrapped share cannot be replayed as another.
+//
+// Backends live one per package below this one (local, vault, awskms, ...).
+package kmsclients
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// Error kinds. Backends wrap their errors so that errors.Is reports one of
+// these; the gRPC server maps them to status codes, metrics count them.
+var (
+	// ErrUnavailable: the backend could not be reached or did not answer in
+	// time (network, throttling, server error, missing key file). Retrying
+	// later may work.
+	ErrUnavailable = errors.New("backend unavailable")
+	// ErrPermission: the backend answered but refused (credentials,
+	// policy, disabled key). Retrying will not help until an operator acts.
+	ErrPermission = errors.New("permission denied")
+	// ErrInvalidCiphertext: the wrapped share is corrupt, was tampered
+	// with, was wrapped under another key, or its associated data differs.
+	ErrInvalidCiphertext = errors.New("invalid ciphertext")
+)
+
+// Kind names the kind of err for logs and metric labels: "ok",
+// "unavailable", "permission", "invalid", "canceled", "deadline" or "other".
+func Kind(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, ErrPermission):
+		return "permission"
+	case errors.Is(err, ErrInvalidCiphertext):
+		return "invalid"
+	default:
+		return "other"
+	}
+}
+
+// Wrapped is a share as one backend protected it.
+type Wrapped struct {
+	Ciphertext []byte
+	// KeyIdentity names the key and key version that wrapped the share
+	// (e.g. "vault:transit/trousseau:v3"). It is recorded next to the
+	// wrapped share and handed back to Unwrap. It is not secret.
+	KeyIdentity string
+}
+
+// Backend wraps and unwraps shares with one KMS key.
+//
+// Every method honours ctx's deadline and cancellation: a backend adds no
+// hidden timeouts of its own. Implementations must be safe for concurrent
+// use.
+type Backend interface {
+	// Name is the operator's name for this backend ([a-z0-9-], unique in a config).
+	Name() string
+	// Wrap protects share under the backend's current key, bound to aad.
+	Wrap(ctx context.Context, share, aad []byte) (Wrapped, error)
+	// Unwrap recovers a share that Wrap protected. keyIdentity is what Wrap
+	// reported; aad must equal what Wrap was given.
+	Unwrap(ctx context.Context, w Wrapped, aad []byte) ([]byte, error)
+	// Probe is a cheap health check that reports the identity of the key
+	// that Wrap would use now, so that a rotated backend key is noticed.
+	Probe(ctx context.Context) (keyIdentity string, err error)
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// Limits on what a backend may return, so that a lying or broken backend
+// cannot make the header grow without bound.
+const (
+	MaxWrappedSize     = 4096
+	MaxKeyIdentitySize = 512
+	MaxNameSize        = 63
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// ValidateName checks a backend name: 1 to 63 of [a-z0-9-], starting and
+// ending with a letter or digit.
+func ValidateName(name string) error {
+	if len(name) == 0 || len(name) > MaxNameSize || !nameRE.MatchString(name) {
+		return fmt.Errorf("invalid backend name %q: want 1 to %d characters of [a-z0-9-], starting and ending with a letter or digit", name, MaxNameSize)
+	}
+	return nil
+}
+
+// CheckWrapped validates what a backend returned from Wrap.
+func CheckWrapped(w Wrapped) error {
+	switch {
+	case len(w.Ciphertext) == 0:
+		return errors.New("backend returned an empty wrapped share")
+	case len(w.Ciphertext) > MaxWrappedSize:
+		return fmt.Errorf("backend returned a wrapped share of %d bytes (limit %d)", len(w.Ciphertext), MaxWrappedSize)
+	case w.KeyIdentity == "":
+		return errors.New("backend returned an empty key identity")
+	case len(w.KeyIdentity) > MaxKeyIdentitySize:
+		return fmt.Errorf("backend returned a key identity of %d bytes (limit %d)", len(w.KeyIdentity), MaxKeyIdentitySize)
+	}
+	return nil
+}

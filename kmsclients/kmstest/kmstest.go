@@ -1,0 +1,208 @@
+// Package kmstest is the conformance suite that every Trousseau backend
+// runs against itself: the behaviour the envelope relies on, checked the
+// same way for a key file, a real Vault, local-kms, or a faked Azure vault.
+package kmstest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// Harness makes the backends the suite needs.
+type Harness struct {
+	// New returns a working backend.
+	New func(t *testing.T) kmsclients.Backend
+	// OtherKey returns a working backend of the same kind with another key.
+	OtherKey func(t *testing.T) kmsclients.Backend
+	// Unavailable returns a backend whose server or key is gone.
+	Unavailable func(t *testing.T) kmsclients.Backend
+}
+
+// callTimeout bounds each call of the suite; backends must honour it.
+const callTimeout = 10 * time.Second
+
+// Run runs the conformance suite.
+func Run(t *testing.T, h Harness) {
+	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, h.New(t)) })
+	t.Run("AssociatedDataMismatch", func(t *testing.T) { testAADMismatch(t, h.New(t)) })
+	t.Run("TamperedCiphertext", func(t *testing.T) { testTampered(t, h.New(t)) })
+	t.Run("WrongKey", func(t *testing.T) { testWrongKey(t, h.New(t), h.OtherKey(t)) })
+	t.Run("CancelledContext", func(t *testing.T) { testCancelled(t, h.New(t)) })
+	t.Run("Unavailable", func(t *testing.T) { testUnavailable(t, h.New(t), h.Unavailable(t)) })
+	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h.New(t)) })
+}
+
+func randomShare(t testing.TB) []byte {
+	b := make([]byte, 36)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func callCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// wrap wraps a random share and checks what the backend returned.
+func wrap(t testing.TB, b kmsclients.Backend, aad []byte) ([]byte, kmsclients.Wrapped) {
+	t.Helper()
+	share := randomShare(t)
+	w, err := b.Wrap(callCtx(t), share, aad)
+	if err != nil {
+		t.Fatalf("Wrap: %v", err)
+	}
+	if err := kmsclients.CheckWrapped(w); err != nil {
+		t.Fatalf("Wrap returned %v", err)
+	}
+	if bytes.Contains(w.Ciphertext, share) {
+		t.Fatal("wrapped share contains the share in the clear")
+	}
+	return share, w
+}
+
+func wantKind(t testing.TB, what string, err, kind error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: succeeded, want %v", what, kind)
+	}
+	if !errors.Is(err, kind) {
+		t.Fatalf("%s: error %q (kind %s), want kind %v", what, err, kmsclients.Kind(err), kind)
+	}
+}
+
+func testRoundTrip(t *testing.T, b kmsclients.Backend) {
+	aad := []byte("dek=1234;share=2")
+	share, w := wrap(t, b, aad)
+	got, err := b.Unwrap(callCtx(t), w, aad)
+	if err != nil {
+		t.Fatalf("Unwrap: %v", err)
+	}
+	if !bytes.Equal(got, share) {
+		t.Fatal("Unwrap returned another share")
+	}
+	id, err := b.Probe(callCtx(t))
+	if err != nil {
+		t.Fatalf("Probe: %v", err)
+	}
+	if id != w.KeyIdentity {
+		t.Fatalf("Probe reports key %q, Wrap used %q", id, w.KeyIdentity)
+	}
+	if err := kmsclients.ValidateName(b.Name()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testAADMismatch(t *testing.T, b kmsclients.Backend) {
+	_, w := wrap(t, b, []byte("dek=1234;share=2"))
+	_, err := b.Unwrap(callCtx(t), w, []byte("dek=1234;share=3"))
+	wantKind(t, "Unwrap with other associated data", err, kmsclients.ErrInvalidCiphertext)
+}
+
+func testTampered(t *testing.T, b kmsclients.Backend) {
+	aad := []byte("aad")
+	_, w := wrap(t, b, aad)
+	n := len(w.Ciphertext)
+	for _, pos := range []int{0, n / 3, n / 2, n - 1} {
+		t.Run(fmt.Sprintf("byte%d", pos), func(t *testing.T) {
+			bad := w
+			bad.Ciphertext = append([]byte(nil), w.Ciphertext...)
+			bad.Ciphertext[pos] ^= 0x01
+			_, err := b.Unwrap(callCtx(t), bad, aad)
+			wantKind(t, "Unwrap of a tampered share", err, kmsclients.ErrInvalidCiphertext)
+		})
+	}
+	t.Run("truncated", func(t *testing.T) {
+		bad := w
+		bad.Ciphertext = w.Ciphertext[:n/2]
+		_, err := b.Unwrap(callCtx(t), bad, aad)
+		wantKind(t, "Unwrap of a truncated share", err, kmsclients.ErrInvalidCiphertext)
+	})
+}
+
+func testWrongKey(t *testing.T, b, other kmsclients.Backend) {
+	aad := []byte("aad")
+	_, w := wrap(t, b, aad)
+	_, err := other.Unwrap(callCtx(t), w, aad)
+	if err == nil {
+		t.Fatal("a backend with another key unwrapped the share")
+	}
+	if !errors.Is(err, kmsclients.ErrInvalidCiphertext) && !errors.Is(err, kmsclients.ErrPermission) {
+		t.Fatalf("Unwrap with another key: %v (kind %s), want invalid or permission", err, kmsclients.Kind(err))
+	}
+}
+
+func testCancelled(t *testing.T, b kmsclients.Backend) {
+	aad := []byte("aad")
+	_, w := wrap(t, b, aad)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := b.Wrap(ctx, randomShare(t), aad)
+	wantKind(t, "Wrap with a cancelled context", err, context.Canceled)
+	_, err = b.Unwrap(ctx, w, aad)
+	wantKind(t, "Unwrap with a cancelled context", err, context.Canceled)
+	_, err = b.Probe(ctx)
+	wantKind(t, "Probe with a cancelled context", err, context.Canceled)
+}
+
+func testUnavailable(t *testing.T, good, down kmsclients.Backend) {
+	aad := []byte("aad")
+	_, w := wrap(t, good, aad)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	check := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s on an unavailable backend succeeded", what)
+		}
+		if !errors.Is(err, kmsclients.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s: %v (kind %s), want unavailable", what, err, kmsclients.Kind(err))
+		}
+	}
+	_, err := down.Wrap(ctx, randomShare(t), aad)
+	check("Wrap", err)
+	_, err = down.Unwrap(ctx, w, aad)
+	check("Unwrap", err)
+	_, err = down.Probe(ctx)
+	check("Probe", err)
+}
+
+func testConcurrent(t *testing.T, b kmsclients.Backend) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			aad := fmt.Appendf(nil, "share=%d", i)
+			share := randomShare(t)
+			w, err := b.Wrap(callCtx(t), share, aad)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got, err := b.Unwrap(callCtx(t), w, aad)
+			if err == nil && !bytes.Equal(got, share) {
+				err = errors.New("concurrent round trip returned another share")
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
