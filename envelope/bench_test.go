@@ -1,0 +1,139 @@
+package envelope
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// Benchmarks report ratios against a baseline measured in the same loop,
+// so that a noisy shared machine moves both sides alike:
+//   - warm Encrypt/Decrypt against a bare AES-256-GCM seal/open of the
+//     same bytes (what any envelope must at least cost);
+//   - cold Decrypt against the time the quorum's slowest member itself
+//     took (the floor for any k-of-n scheme).
+
+func plainGCM(b *testing.B) cipher.AEAD {
+	key := make([]byte, 32)
+	rand.Read(key)
+	block, _ := aes.NewCipher(key)
+	aead, _ := cipher.NewGCM(block)
+	return aead
+}
+
+func benchEnvelope(b *testing.B) *Envelope {
+	e, err := New(Config{Threshold: 2, Backends: newLocals(b, 3)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Prepare(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return e
+}
+
+// interleave times f and baseline alternately and reports both and their ratio.
+func interleave(b *testing.B, name string, f, baseline func()) {
+	var ours, base time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		f()
+		t1 := time.Now()
+		baseline()
+		base += time.Since(t1)
+		ours += t1.Sub(t0)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(ours.Nanoseconds())/n, "trousseau-ns/op")
+	b.ReportMetric(float64(base.Nanoseconds())/n, name+"-ns/op")
+	b.ReportMetric(float64(ours)/float64(base), "x-"+name)
+}
+
+func BenchmarkEncrypt(b *testing.B) {
+	e := benchEnvelope(b)
+	aead := plainGCM(b)
+	nonce := make([]byte, 12)
+	interleave(b, "aesgcm", func() {
+		if _, err := e.Encrypt(seed); err != nil {
+			b.Fatal(err)
+		}
+	}, func() {
+		rand.Read(nonce)
+		aead.Seal(nil, nonce, seed, nil)
+	})
+}
+
+func BenchmarkDecryptWarm(b *testing.B) {
+	e := benchEnvelope(b)
+	s, _ := e.Encrypt(seed)
+	ctx := context.Background()
+	aead := plainGCM(b)
+	nonce := make([]byte, 12)
+	sealed := aead.Seal(nil, nonce, seed, nil)
+	interleave(b, "aesgcm", func() {
+		if _, err := e.Decrypt(ctx, s.Ciphertext, s.Header); err != nil {
+			b.Fatal(err)
+		}
+	}, func() {
+		if _, err := aead.Open(nil, nonce, sealed, nil); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// timed records how long its backend's unwraps took.
+type timed struct {
+	kmsclients.Backend
+	total, calls atomic.Int64
+}
+
+func (t *timed) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	start := time.Now()
+	defer func() { t.total.Add(int64(time.Since(start))); t.calls.Add(1) }()
+	return t.Backend.Unwrap(ctx, w, aad)
+}
+
+// BenchmarkDecryptCold: 2 of 3 local backends, one answering in ~200 ms
+// and one that never answers. A cold Decrypt should cost about the slow
+// backend's own time (x-quorum-floor near 1), not the sum of all, and
+// never the dead backend's wait.
+func BenchmarkDecryptCold(b *testing.B) {
+	sw := wrapSwitchable(newLocals(b, 3))
+	slow := &timed{Backend: sw[1]}
+	e, err := New(Config{Threshold: 2, Backends: []kmsclients.Backend{sw[0], slow, sw[2]}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Prepare(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	s, _ := e.Encrypt(seed)
+	sw[1].delay.Store(int64(200 * time.Millisecond))
+	sw[2].down.Store(true)
+	sw[2].hang.Store(true)
+	ctx := context.Background()
+	slow.total.Store(0)
+	slow.calls.Store(0)
+	var ours time.Duration
+	b.ResetTimer()
+	for range b.N {
+		e.cache.Purge()
+		t0 := time.Now()
+		if _, err := e.Decrypt(ctx, s.Ciphertext, s.Header); err != nil {
+			b.Fatal(err)
+		}
+		ours += time.Since(t0)
+	}
+	b.StopTimer()
+	floor := float64(slow.total.Load()) / float64(slow.calls.Load())
+	b.ReportMetric(float64(ours.Milliseconds())/float64(b.N), "decrypt-ms/op")
+	b.ReportMetric(floor/1e6, "slow-backend-ms/op")
+	b.ReportMetric(float64(ours.Nanoseconds())/float64(b.N)/floor, "x-quorum-floor")
+}
