@@ -1,0 +1,149 @@
+package config
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients/local"
+)
+
+func keyFiles(t *testing.T, n int) []string {
+	dir := t.TempDir()
+	var out []string
+	for i := range n {
+		p := filepath.Join(dir, string(rune('a'+i))+".key")
+		if err := local.GenerateKeyFile(p); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func validYAML(t *testing.T) string {
+	k := keyFiles(t, 3)
+	return `
+socket: /var/run/trousseau/kms.sock
+stateDir: /var/lib/trousseau
+threshold: 2
+backends:
+  - name: local-a
+    local: {keyFile: ` + k[0] + `}
+  - name: local-b
+    local: {keyFile: ` + k[1] + `}
+  - name: local-c
+    local: {keyFile: ` + k[2] + `}
+health: {listen: 127.0.0.1:8787, probeInterval: 30s}
+rotation: {maxAge: 720h}
+log: {level: info, format: json}
+`
+}
+
+func TestParseTheDocumentedShape(t *testing.T) {
+	c, err := Parse([]byte(validYAML(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Threshold != 2 || len(c.Backends) != 3 || c.Health.ProbeInterval.Duration != 30*time.Second || c.MaxAge() != 720*time.Hour {
+		t.Fatalf("parsed %+v", c)
+	}
+	if c.Health.ProbeTimeout.Duration != DefaultProbeTimeout || c.SocketPermissions.Mode != "0600" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	bs, err := c.BuildBackends(context.Background())
+	if err != nil || len(bs) != 3 || bs[1].Name() != "local-b" {
+		t.Fatalf("BuildBackends: %v", err)
+	}
+	// What Marshal writes parses back to the same config.
+	out, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse(out)
+	if err != nil {
+		t.Fatalf("re-parse of marshalled config: %v\n%s", err, out)
+	}
+	if again.Threshold != c.Threshold || again.Backends[2].Local.KeyFile != c.Backends[2].Local.KeyFile || again.MaxAge() != c.MaxAge() {
+		t.Fatal("marshal/parse changed the config")
+	}
+}
+
+func TestRotationMaxAgeZeroTurnsItOff(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(validYAML(t), "maxAge: 720h", "maxAge: 0s", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxAge() != 0 {
+		t.Fatalf("maxAge %s", c.MaxAge())
+	}
+}
+
+// Each bad config is rejected with a message naming the field.
+func TestRejectsWithFieldName(t *testing.T) {
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"typo in a field", "threshold: 2", "thresold: 2", `unknown field "thresold"`},
+		{"typo in a nested field", "probeInterval: 30s", "probeIntervall: 30s", `unknown field "health.probeIntervall"`},
+		{"typo in a backend", "local: {keyFile", "locall: {keyFile", `unknown field "backends[0].locall"`},
+		{"k above n", "threshold: 2", "threshold: 4", "threshold: threshold 4 is larger than the number of backends 3"},
+		{"k zero", "threshold: 2", "threshold: 0", "threshold:"},
+		{"duplicate name", "name: local-b", "name: local-a", "backends[1].name"},
+		{"bad name", "name: local-b", "name: Local_B", "backends[1].name"},
+		{"no kind", "    local: {keyFile: ", "    #", "backends[0]: set exactly one backend kind"},
+		{"empty key file", "local: {keyFile: ", "local: {keyFile: \"\"} #", "backends[0].local: keyFile: required"},
+		{"bad duration", "probeInterval: 30s", "probeInterval: soon", "probeInterval"},
+		{"tiny interval", "probeInterval: 30s", "probeInterval: 10ms", "health.probeInterval"},
+		{"bad level", "level: info", "level: chatty", "log.level"},
+		{"bad format", "format: json", "format: xml", "log.format"},
+		{"relative socket", "socket: /var/run/trousseau/kms.sock", "socket: kms.sock", "socket: must be an absolute path"},
+		{"world socket", "stateDir:", "socketPermissions: {mode: \"0666\"}\nstateDir:", "socketPermissions.mode"},
+		{"duplicate key", "threshold: 2", "threshold: 2\nthreshold: 3", "threshold"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := validYAML(t)
+			if !strings.Contains(y, tc.from) {
+				t.Fatalf("test setup: %q not in config", tc.from)
+			}
+			_, err := Parse([]byte(strings.Replace(y, tc.from, tc.to, 1)))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestUnreadableKeyFileRejectedAtBuild(t *testing.T) {
+	y := validYAML(t)
+	c, err := Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(c.Backends[1].Local.KeyFile, 0o644)
+	_, err = c.BuildBackends(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "backends[1] (local-b)") {
+		t.Fatalf("world-readable key file: %v", err)
+	}
+	os.Remove(c.Backends[2].Local.KeyFile)
+	os.Chmod(c.Backends[1].Local.KeyFile, 0o600)
+	_, err = c.BuildBackends(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "backends[2] (local-c)") {
+		t.Fatalf("missing key file: %v", err)
+	}
+}
+
+func TestLoadNamesTheFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("threshold: [\n"), 0o600)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := Load(p + ".missing"); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}

@@ -1,0 +1,131 @@
+package grpcserver
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// Metrics are Trousseau's Prometheus metrics. Every label is bounded: gRPC
+// method and code, backend name (from the config), operation and result
+// kind. Never error text, key ids or key material.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests        *prometheus.CounterVec
+	requestSeconds  *prometheus.HistogramVec
+	backendOps      *prometheus.CounterVec
+	backendSeconds  *prometheus.HistogramVec
+	backendUp       *prometheus.GaugeVec
+	cacheLookups    *prometheus.CounterVec
+	rotations       *prometheus.CounterVec
+	threshold       prometheus.Gauge
+	reachable       prometheus.Gauge
+	healthy         prometheus.Gauge
+}
+
+var _ envelope.Observer = (*Metrics)(nil)
+
+// NewMetrics registers Trousseau's metrics, with Go and process collectors,
+// on a registry of their own.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{Registry: reg}
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trousseau_grpc_requests_total", Help: "KMS gRPC requests by method and status code.",
+	}, []string{"method", "code"})
+	m.requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "trousseau_grpc_request_duration_seconds", Help: "KMS gRPC request latency by method and status code.",
+		Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"method", "code"})
+	m.backendOps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trousseau_backend_operations_total", Help: "Backend operations by backend, operation (wrap, unwrap, probe) and result kind.",
+	}, []string{"backend", "operation", "result"})
+	m.backendSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "trousseau_backend_operation_duration_seconds", Help: "Backend operation latency.",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"backend", "operation"})
+	m.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trousseau_backend_up", Help: "1 if the backend answered its last probe.",
+	}, []string{"backend"})
+	m.cacheLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trousseau_dek_cache_lookups_total", Help: "DEK cache lookups on Decrypt, by result (hit, miss).",
+	}, []string{"result"})
+	m.rotations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trousseau_dek_rotations_total", Help: "DEK rotations (including the first DEK), by result (ok, postponed).",
+	}, []string{"result"})
+	m.threshold = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_threshold", Help: "Backends needed to recover a DEK (k)."})
+	m.reachable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_backends_reachable", Help: "Backends that answered the last probe."})
+	m.healthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_healthy", Help: "1 when Status reports ok."})
+	for _, c := range []prometheus.Collector{m.requests, m.requestSeconds, m.backendOps, m.backendSeconds, m.backendUp,
+		m.cacheLookups, m.rotations, m.threshold, m.reachable, m.healthy,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	for _, r := range []string{"hit", "miss"} {
+		m.cacheLookups.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "postponed"} {
+		m.rotations.WithLabelValues(r)
+	}
+	return m
+}
+
+// BackendCall implements envelope.Observer.
+func (m *Metrics) BackendCall(backend, op string, err error, took time.Duration) {
+	m.backendOps.WithLabelValues(backend, op, kmsclients.Kind(err)).Inc()
+	m.backendSeconds.WithLabelValues(backend, op).Observe(took.Seconds())
+}
+
+// CacheLookup implements envelope.Observer.
+func (m *Metrics) CacheLookup(hit bool) {
+	if hit {
+		m.cacheLookups.WithLabelValues("hit").Inc()
+	} else {
+		m.cacheLookups.WithLabelValues("miss").Inc()
+	}
+}
+
+// Rotation implements envelope.Observer.
+func (m *Metrics) Rotation(err error) {
+	if err != nil {
+		m.rotations.WithLabelValues("postponed").Inc()
+	} else {
+		m.rotations.WithLabelValues("ok").Inc()
+	}
+}
+
+func (m *Metrics) observeProbe(s Snapshot) {
+	m.threshold.Set(float64(s.Threshold))
+	m.reachable.Set(float64(s.Reachable))
+	for _, b := range s.Backends {
+		up := 0.0
+		if b.Up {
+			up = 1
+		}
+		m.backendUp.WithLabelValues(b.Name).Set(up)
+	}
+	if s.Healthz == healthzOK {
+		m.healthy.Set(1)
+	} else {
+		m.healthy.Set(0)
+	}
+}
+
+// unaryInterceptor counts and times each request by method and code.
+func (m *Metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	code := status.Code(err).String()
+	m.requests.WithLabelValues(info.FullMethod, code).Inc()
+	m.requestSeconds.WithLabelValues(info.FullMethod, code).Observe(time.Since(start).Seconds())
+	return resp, err
+}

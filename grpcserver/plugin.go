@@ -1,0 +1,155 @@
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/trousseau-io/trousseau/envelope"
+)
+
+// Options configures a Plugin.
+type Options struct {
+	Socket        string
+	SocketMode    os.FileMode
+	SocketGroup   string
+	HealthListen  string // "" turns the HTTP endpoint off
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	Version       string // of the binary, reported by KMS v1's Version
+	Logger        *slog.Logger
+}
+
+// Plugin is the running KMS plugin: socket, prober, health and metrics.
+type Plugin struct {
+	opts    Options
+	env     *envelope.Envelope
+	metrics *Metrics
+	prober  *Prober
+	log     *slog.Logger
+
+	mu         sync.Mutex
+	socketAddr string
+	httpAddr   string
+	ready      chan struct{}
+}
+
+// NewPlugin assembles a plugin. m must be the Observer env was made with
+// (or nil for no metrics).
+func NewPlugin(env *envelope.Envelope, m *Metrics, opts Options) *Plugin {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SocketMode == 0 {
+		opts.SocketMode = 0o600
+	}
+	return &Plugin{
+		opts: opts, env: env, metrics: m, log: opts.Logger,
+		prober: NewProber(env, opts.ProbeInterval, opts.ProbeTimeout, opts.Logger, m),
+		ready:  make(chan struct{}),
+	}
+}
+
+// Prober gives access to health and rotation requests.
+func (p *Plugin) Prober() *Prober { return p.prober }
+
+// Ready is closed once the socket and the HTTP endpoint listen.
+func (p *Plugin) Ready() <-chan struct{} { return p.ready }
+
+// HTTPAddr is the address the health endpoint listens on (after Ready).
+func (p *Plugin) HTTPAddr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.httpAddr
+}
+
+// Run serves until ctx ends, then shuts down gracefully: in-flight
+// requests finish (bounded), the socket file is removed.
+func (p *Plugin) Run(ctx context.Context) error {
+	lis, err := ListenUnix(p.opts.Socket, p.opts.SocketMode, p.opts.SocketGroup)
+	if err != nil {
+		return err
+	}
+	var httpLis net.Listener
+	if p.opts.HealthListen != "" {
+		httpLis, err = net.Listen("tcp", p.opts.HealthListen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("health endpoint %s: %w", p.opts.HealthListen, err)
+		}
+		p.mu.Lock()
+		p.httpAddr = httpLis.Addr().String()
+		p.mu.Unlock()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	services := NewServices(p.env, p.prober.Snapshot, p.opts.Version, p.log)
+	grpcSrv := NewGRPCServer(services, p.metrics)
+	errc := make(chan error, 2)
+	go func() { errc <- grpcSrv.Serve(lis) }()
+	var httpSrv *http.Server
+	if httpLis != nil {
+		httpSrv = &http.Server{Handler: p.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- httpSrv.Serve(httpLis) }()
+	}
+	proberDone := make(chan struct{})
+	go func() { p.prober.Run(ctx); close(proberDone) }()
+	p.log.Info("serving", "socket", p.opts.Socket, "health", p.HTTPAddr(), "threshold", p.env.Threshold(), "backends", len(p.env.Backends()))
+	close(p.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		runErr = fmt.Errorf("server stopped: %w", runErr)
+	}
+	p.log.Info("shutting down")
+	cancel()
+	stopped := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		grpcSrv.Stop()
+	}
+	if httpSrv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		httpSrv.Shutdown(sctx)
+		scancel()
+	}
+	<-proberDone
+	if errors.Is(runErr, http.ErrServerClosed) {
+		runErr = nil
+	}
+	return runErr
+}
+
+func (p *Plugin) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	// livez: the process serves. Kept apart from readiness so that a lost
+	// backend (which no restart fixes) does not restart-loop the plugin.
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		s := p.prober.Snapshot()
+		if s.Healthz != healthzOK {
+			http.Error(w, s.Healthz, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	if p.metrics != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(p.metrics.Registry, promhttp.HandlerOpts{}))
+	}
+	return mux
+}

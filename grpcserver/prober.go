@@ -1,0 +1,200 @@
+package grpcserver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+const healthzOK = "ok"
+
+// BackendHealth is what the last probe of one backend found.
+type BackendHealth struct {
+	Name        string
+	Up          bool
+	Kind        string // error kind when down: unavailable, permission, deadline, ...
+	Error       string // the error, for operators (status and config check); never in Status
+	KeyIdentity string
+	Latency     time.Duration
+}
+
+// Snapshot is the plugin's health as of the last probe. Status, /readyz
+// and metrics read it; none of them calls a backend.
+type Snapshot struct {
+	Backends  []BackendHealth
+	Reachable int
+	Threshold int
+	Ready     bool   // the current DEK is unlocked
+	KeyID     string // of the current DEK
+	Healthz   string // "ok", or why not
+	// RotationPending says why a rotation is wanted but could not be done.
+	RotationPending string
+}
+
+// Prober probes every backend on an interval, keeps a Snapshot, unlocks
+// or creates the current DEK when it can, and rotates it when due.
+type Prober struct {
+	env      *envelope.Envelope
+	interval time.Duration
+	timeout  time.Duration
+	log      *slog.Logger
+	metrics  *Metrics
+	rotateCh chan struct{}
+
+	mu   sync.RWMutex
+	snap Snapshot
+}
+
+// NewProber makes a prober; Run starts it.
+func NewProber(env *envelope.Envelope, interval, timeout time.Duration, log *slog.Logger, m *Metrics) *Prober {
+	p := &Prober{env: env, interval: interval, timeout: timeout, log: log, metrics: m, rotateCh: make(chan struct{}, 1)}
+	p.snap = Snapshot{Threshold: env.Threshold(), KeyID: env.KeyID(), Healthz: "starting: backends not probed yet"}
+	return p
+}
+
+// Snapshot returns the latest health.
+func (p *Prober) Snapshot() Snapshot {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.snap
+}
+
+// RequestRotation asks for a DEK rotation at the next opportunity (now,
+// unless a probe is running).
+func (p *Prober) RequestRotation() {
+	select {
+	case p.rotateCh <- struct{}{}:
+	default:
+	}
+}
+
+// Run probes until ctx ends.
+func (p *Prober) Run(ctx context.Context) {
+	p.ProbeOnce(ctx, false)
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.ProbeOnce(ctx, false)
+		case <-p.rotateCh:
+			p.ProbeOnce(ctx, true)
+		}
+	}
+}
+
+// ProbeOnce probes all backends, then unlocks, creates or rotates the DEK
+// as the results allow. forceRotate rotates even if nothing is due.
+func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
+	results := p.probeAll(ctx)
+	reachable := 0
+	identities := map[string]string{}
+	for _, r := range results {
+		if r.Up {
+			reachable++
+			identities[r.Name] = r.KeyIdentity
+		}
+	}
+	pending := p.maintainDEK(ctx, reachable, len(results), identities, forceRotate)
+	s := Snapshot{Backends: results, Reachable: reachable, Threshold: p.env.Threshold(),
+		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending}
+	s.Healthz = healthz(s)
+	p.mu.Lock()
+	old := p.snap
+	p.snap = s
+	p.mu.Unlock()
+	if old.Healthz != s.Healthz {
+		if s.Healthz == healthzOK {
+			p.log.Info("healthy", "reachable", reachable, "backends", len(results), "threshold", s.Threshold, "key_id", s.KeyID)
+		} else {
+			p.log.Warn("unhealthy", "reason", s.Healthz)
+		}
+	}
+	if p.metrics != nil {
+		p.metrics.observeProbe(s)
+	}
+}
+
+func (p *Prober) probeAll(ctx context.Context) []BackendHealth {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	backends := p.env.Backends()
+	out := make([]BackendHealth, len(backends))
+	var wg sync.WaitGroup
+	for i, b := range backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			id, err := b.Probe(ctx)
+			took := time.Since(start)
+			if p.metrics != nil {
+				p.metrics.BackendCall(b.Name(), "probe", err, took)
+			}
+			h := BackendHealth{Name: b.Name(), Up: err == nil, KeyIdentity: id, Latency: took}
+			if err != nil {
+				h.Kind, h.Error = kmsclients.Kind(err), err.Error()
+			}
+			out[i] = h
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// maintainDEK returns why a wanted rotation did not happen, or "".
+func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities map[string]string, force bool) string {
+	opCtx, cancel := context.WithTimeout(ctx, 2*p.timeout)
+	defer cancel()
+	if !p.env.Ready() {
+		if reachable < p.env.Threshold() {
+			return ""
+		}
+		if err := p.env.Prepare(opCtx); err != nil {
+			p.log.Warn("current DEK not usable yet", "error", err)
+			return "no usable DEK: " + err.Error()
+		}
+	}
+	reason := p.env.RotationDue(identities)
+	if force {
+		reason = "requested by operator"
+	}
+	if reason == "" {
+		return ""
+	}
+	if reachable < n {
+		p.log.Warn("DEK rotation postponed until every backend answers", "reason", reason, "reachable", reachable, "backends", n)
+		return fmt.Sprintf("%s; postponed: %d of %d backends reachable, a new DEK needs all", reason, reachable, n)
+	}
+	if err := p.env.Rotate(opCtx, reason); err != nil {
+		return fmt.Sprintf("%s; %v", reason, err)
+	}
+	return ""
+}
+
+// healthz is "ok" while the current DEK is usable and a quorum answered
+// the last probe; otherwise a short reason for the operator (kube-apiserver
+// shows it in /healthz/kms-providers).
+func healthz(s Snapshot) string {
+	var down []string
+	for _, b := range s.Backends {
+		if !b.Up {
+			down = append(down, b.Name+" "+b.Kind)
+		}
+	}
+	switch {
+	case s.Reachable < s.Threshold:
+		return fmt.Sprintf("quorum lost: %d of %d backends reachable, %d needed (down: %s)", s.Reachable, len(s.Backends), s.Threshold, strings.Join(down, ", "))
+	case !s.Ready:
+		return fmt.Sprintf("no usable DEK: %s", s.RotationPending)
+	}
+	return healthzOK
+}

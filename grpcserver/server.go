@@ -1,0 +1,225 @@
+// Package grpcserver serves Trousseau's envelope to kube-apiserver: the
+// KMS v2 service (and v1beta1, for clusters that still run KMS v1) on a
+// unix socket, with request validation, error mapping to gRPC codes, a
+// background prober behind Status, and the health and metrics endpoints.
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	kmsv1 "k8s.io/kms/apis/v1beta1"
+	kmsv2 "k8s.io/kms/apis/v2"
+
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// Limits of the KMS v2 contract, enforced on the way in and out.
+const (
+	// SharesAnnotation carries the wrapped DEK (the envelope header).
+	SharesAnnotation   = "shares.trousseau.io"
+	maxCiphertext      = 1024
+	maxKeyID           = 1024
+	maxAnnotationsSize = 32 * 1024
+	statusVersion      = "v2"
+	v1Version          = "v1beta1"
+	// maxV1Cipher: kube-apiserver stores a v1 ciphertext behind a uint16 length.
+	maxV1Cipher = 1<<16 - 1
+)
+
+// Envelope is what the services need of the envelope.
+type Envelope interface {
+	Encrypt(plaintext []byte) (envelope.Sealed, error)
+	Decrypt(ctx context.Context, ciphertext, header []byte) ([]byte, error)
+}
+
+// Services implements the KMS v2 and v1beta1 gRPC services.
+type Services struct {
+	env     Envelope
+	health  func() Snapshot
+	version string
+	log     *slog.Logger
+}
+
+// NewServices returns the services over env; health reports the prober's snapshot.
+func NewServices(env Envelope, health func() Snapshot, version string, log *slog.Logger) *Services {
+	return &Services{env: env, health: health, version: version, log: log}
+}
+
+// NewGRPCServer returns a gRPC server with both services registered,
+// metrics (if m is not nil) and a recovery interceptor.
+func NewGRPCServer(s *Services, m *Metrics) *grpc.Server {
+	var chain []grpc.UnaryServerInterceptor
+	if m != nil {
+		chain = append(chain, m.unaryInterceptor)
+	}
+	chain = append(chain, recoverInterceptor(s.log))
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(chain...), grpc.MaxRecvMsgSize(4<<20))
+	kmsv2.RegisterKeyManagementServiceServer(srv, v2Service{Services: s})
+	kmsv1.RegisterKeyManagementServiceServer(srv, v1Service{Services: s})
+	return srv
+}
+
+// recoverInterceptor turns a panic into codes.Internal: the last line of
+// defence, so that one bad request cannot take the plugin (and every
+// write of the cluster) down. The request itself is not logged: it may
+// hold a DEK seed.
+func recoverInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("panic in gRPC handler; request failed", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				resp, err = nil, status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+// toStatus maps envelope and backend errors to gRPC codes at the edge.
+func toStatus(err error) error {
+	code := codes.Internal
+	switch {
+	case errors.Is(err, envelope.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, kmsclients.ErrUnavailable), errors.Is(err, kmsclients.ErrPermission):
+		code = codes.Unavailable
+	}
+	return status.Error(code, err.Error())
+}
+
+func invalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
+
+func checkPlaintext(p []byte) error {
+	if len(p) == 0 || len(p) > envelope.MaxPlaintextSize {
+		return invalid("plaintext must be 1 to %d bytes, got %d", envelope.MaxPlaintextSize, len(p))
+	}
+	return nil
+}
+
+type v2Service struct {
+	kmsv2.UnimplementedKeyManagementServiceServer
+	*Services
+}
+
+// Status answers from the prober's snapshot: no remote call.
+func (s v2Service) Status(context.Context, *kmsv2.StatusRequest) (*kmsv2.StatusResponse, error) {
+	snap := s.health()
+	return &kmsv2.StatusResponse{Version: statusVersion, Healthz: snap.Healthz, KeyId: snap.KeyID}, nil
+}
+
+func (s v2Service) Encrypt(ctx context.Context, req *kmsv2.EncryptRequest) (*kmsv2.EncryptResponse, error) {
+	if err := checkPlaintext(req.GetPlaintext()); err != nil {
+		return nil, err
+	}
+	sealed, err := s.env.Encrypt(req.GetPlaintext())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if len(sealed.Ciphertext) > maxCiphertext || len(sealed.KeyID) > maxKeyID ||
+		len(SharesAnnotation)+len(sealed.Header) > maxAnnotationsSize {
+		return nil, status.Error(codes.Internal, "encrypt produced output over the KMS v2 limits")
+	}
+	s.log.Debug("encrypt", "uid", req.GetUid(), "key_id", sealed.KeyID)
+	return &kmsv2.EncryptResponse{
+		Ciphertext:  sealed.Ciphertext,
+		KeyId:       sealed.KeyID,
+		Annotations: map[string][]byte{SharesAnnotation: sealed.Header},
+	}, nil
+}
+
+func (s v2Service) Decrypt(ctx context.Context, req *kmsv2.DecryptRequest) (*kmsv2.DecryptResponse, error) {
+	ct := req.GetCiphertext()
+	if len(ct) == 0 || len(ct) > maxCiphertext {
+		return nil, invalid("ciphertext must be 1 to %d bytes, got %d", maxCiphertext, len(ct))
+	}
+	if len(req.GetKeyId()) > maxKeyID {
+		return nil, invalid("key_id is %d bytes, over the limit of %d", len(req.GetKeyId()), maxKeyID)
+	}
+	size := 0
+	for k, v := range req.GetAnnotations() {
+		size += len(k) + len(v)
+	}
+	if size > maxAnnotationsSize {
+		return nil, invalid("annotations are %d bytes, over the limit of %d", size, maxAnnotationsSize)
+	}
+	header, ok := req.GetAnnotations()[SharesAnnotation]
+	if !ok {
+		return nil, invalid("annotation %s is missing: this ciphertext was not made by Trousseau", SharesAnnotation)
+	}
+	pt, err := s.env.Decrypt(ctx, ct, header)
+	if err != nil {
+		s.log.Debug("decrypt failed", "uid", req.GetUid(), "key_id", req.GetKeyId(), "error", err)
+		return nil, toStatus(err)
+	}
+	return &kmsv2.DecryptResponse{Plaintext: pt}, nil
+}
+
+type v1Service struct {
+	kmsv1.UnimplementedKeyManagementServiceServer
+	*Services
+}
+
+func checkV1Version(v string) error {
+	if v != "" && v != v1Version {
+		return invalid("unsupported KMS API version %q, want %q", v, v1Version)
+	}
+	return nil
+}
+
+func (s v1Service) Version(ctx context.Context, req *kmsv1.VersionRequest) (*kmsv1.VersionResponse, error) {
+	if err := checkV1Version(req.GetVersion()); err != nil {
+		return nil, err
+	}
+	return &kmsv1.VersionResponse{Version: v1Version, RuntimeName: "trousseau", RuntimeVersion: s.version}, nil
+}
+
+// Encrypt is called on every write under KMS v1: it must stay local.
+func (s v1Service) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*kmsv1.EncryptResponse, error) {
+	if err := checkV1Version(req.GetVersion()); err != nil {
+		return nil, err
+	}
+	if err := checkPlaintext(req.GetPlain()); err != nil {
+		return nil, err
+	}
+	sealed, err := s.env.Encrypt(req.GetPlain())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	blob := envelope.MarshalCombined(sealed.Header, sealed.Ciphertext)
+	if len(blob) > maxV1Cipher {
+		return nil, status.Error(codes.Internal, "encrypt produced output over the KMS v1 limit")
+	}
+	return &kmsv1.EncryptResponse{Cipher: blob}, nil
+}
+
+func (s v1Service) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*kmsv1.DecryptResponse, error) {
+	if err := checkV1Version(req.GetVersion()); err != nil {
+		return nil, err
+	}
+	if len(req.GetCipher()) > maxV1Cipher {
+		return nil, invalid("cipher is %d bytes, over the limit of %d", len(req.GetCipher()), maxV1Cipher)
+	}
+	header, ct, err := envelope.ParseCombined(req.GetCipher())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pt, err := s.env.Decrypt(ctx, ct, header)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &kmsv1.DecryptResponse{Plain: pt}, nil
+}
