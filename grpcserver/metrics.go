@@ -19,16 +19,16 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	requests        *prometheus.CounterVec
-	requestSeconds  *prometheus.HistogramVec
-	backendOps      *prometheus.CounterVec
-	backendSeconds  *prometheus.HistogramVec
-	backendUp       *prometheus.GaugeVec
-	cacheLookups    *prometheus.CounterVec
-	rotations       *prometheus.CounterVec
-	threshold       prometheus.Gauge
-	reachable       prometheus.Gauge
-	healthy         prometheus.Gauge
+	requests       *prometheus.CounterVec
+	requestSeconds *prometheus.HistogramVec
+	backendOps     *prometheus.CounterVec
+	backendSeconds *prometheus.HistogramVec
+	backendUp      *prometheus.GaugeVec
+	cacheLookups   *prometheus.CounterVec
+	rotations      *prometheus.CounterVec
+	threshold      prometheus.Gauge
+	reachable      prometheus.Gauge
+	healthy        prometheus.Gauge
 }
 
 var _ envelope.Observer = (*Metrics)(nil)
