@@ -129,11 +129,11 @@ func TestUnreadableKeyFileRejectedAtBuild(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "backends[1] (local-b)") {
 		t.Fatalf("world-readable key file: %v", err)
 	}
-	os.Remove(c.Backends[2].Local.KeyFile)
+	os.WriteFile(c.Backends[2].Local.KeyFile, []byte("not a key"), 0o600)
 	os.Chmod(c.Backends[1].Local.KeyFile, 0o600)
 	_, err = c.BuildBackends(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "backends[2] (local-c)") {
-		t.Fatalf("missing key file: %v", err)
+		t.Fatalf("malformed key file: %v", err)
 	}
 }
 

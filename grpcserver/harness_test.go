@@ -30,6 +30,8 @@ type harness struct {
 	cancel   context.CancelFunc
 	done     chan error
 	logs     *syncBuffer
+	// fastProbe probes every 50 ms instead of waiting for explicit probes.
+	fastProbe bool
 }
 
 func newHarness(t *testing.T) *harness {
@@ -50,8 +52,14 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-// start runs the plugin and waits until it serves and has probed once.
+// start runs the plugin and waits until it serves and is healthy.
 func (h *harness) start() {
+	h.startNoWait()
+	h.waitHealthz(func(s string) bool { return s == "ok" })
+}
+
+// startNoWait runs the plugin and waits until it serves.
+func (h *harness) startNoWait() {
 	t := h.t
 	var backends []kmsclients.Backend
 	for i, p := range h.keys {
@@ -69,8 +77,12 @@ func (h *harness) start() {
 		t.Fatal(err)
 	}
 	h.env = env
+	interval := time.Hour
+	if h.fastProbe {
+		interval = 50 * time.Millisecond
+	}
 	h.plugin = grpcserver.NewPlugin(env, h.metrics, grpcserver.Options{
-		Socket: h.socket, HealthListen: "127.0.0.1:0", ProbeInterval: time.Hour, ProbeTimeout: 5 * time.Second,
+		Socket: h.socket, HealthListen: "127.0.0.1:0", ProbeInterval: interval, ProbeTimeout: 5 * time.Second,
 		Version: "test", Logger: log,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -82,7 +94,6 @@ func (h *harness) start() {
 		t.Fatalf("plugin did not start: %v", err)
 	}
 	t.Cleanup(h.stop)
-	h.waitHealthz(func(s string) bool { return s == "ok" })
 }
 
 func (h *harness) stop() {

@@ -61,15 +61,18 @@ type Backend struct {
 
 var _ kmsclients.Backend = (*Backend)(nil)
 
-// New returns a backend for cfg. It reads the key once to reject an
-// unreadable, malformed or world-readable key file at start.
+// New returns a backend for cfg. It reads the key once to reject a
+// malformed, unreadable or world-readable key file at start. A missing key
+// file is not an error here: it is a backend that is down (its media
+// unmounted), and a plugin must be able to start with up to n-k backends
+// down. Probe reports it.
 func New(name string, cfg Config) (*Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	b := &Backend{name: name, keyFile: cfg.KeyFile}
 	key, err := b.readKey()
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	clear(key)

@@ -87,8 +87,13 @@ func TestKeyFileContents(t *testing.T) {
 			t.Errorf("%s key file accepted", name)
 		}
 	}
-	if _, err := New("a", Config{KeyFile: filepath.Join(dir, "missing")}); !errors.Is(err, kmsclients.ErrUnavailable) {
-		t.Errorf("missing key file: %v, want unavailable", err)
+	// A missing key file is a backend that is down, not a bad config.
+	missing, err := New("a", Config{KeyFile: filepath.Join(dir, "missing")})
+	if err != nil {
+		t.Fatalf("missing key file refused at New: %v", err)
+	}
+	if _, err := missing.Probe(context.Background()); !errors.Is(err, kmsclients.ErrUnavailable) {
+		t.Errorf("probe of a missing key file: %v, want unavailable", err)
 	}
 	if _, err := New("a", Config{}); err == nil || !strings.Contains(err.Error(), "local.keyFile") {
 		t.Errorf("empty config: %v, want an error naming local.keyFile", err)
