@@ -19,7 +19,7 @@ import (
 // key-file backends, 2 of 3. A backend is taken down the way it would be
 // in life: its key file goes away.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	socket   string
 	stateDir string
@@ -34,7 +34,7 @@ type harness struct {
 	fastProbe bool
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	// Unix socket paths are limited to ~108 bytes: keep the dir short.
 	dir, err := os.MkdirTemp("", "trs")
 	if err != nil {
