@@ -1,0 +1,303 @@
+// Package awskms is a Trousseau backend that wraps shares with an AWS KMS
+// symmetric key.
+//
+// Config example (in the backends list of the serve config):
+//
+//   - name: aws-us
+//     awskms: {keyID: "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", encryptionContext: {cluster: prod}}
+//
+// Credentials come from the SDK's default chain (IRSA or EKS Pod Identity,
+// environment, shared files, instance role), which also refreshes them.
+//
+// Each share is sealed by Encrypt under the configured key with the
+// configured encryption context plus two entries of Trousseau's own:
+// "trousseau": "share" and "trousseau-aad": base64 of the associated data,
+// which names the DEK and the share index, so KMS itself refuses to open a
+// share as another. Decrypt is pinned to the key ARN the share was wrapped
+// under, after checking that this backend owns that key.
+//
+// The key identity is the key ARN that KMS reports: Encrypt names the key
+// it used, Probe asks DescribeKey. Both are asked on every call rather than
+// resolved once at New, so a repointed alias is noticed (as a key rotation)
+// without a restart, and New needs no answer from KMS: a backend may be
+// down when the plugin starts, and the threshold envelope copes with that.
+package awskms
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"maps"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// kmsAPI is the part of the KMS client the backend uses.
+type kmsAPI interface {
+	Encrypt(ctx context.Context, in *kms.EncryptInput, optFns ...func(*kms.Options)) (*kms.EncryptOutput, error)
+	Decrypt(ctx context.Context, in *kms.DecryptInput, optFns ...func(*kms.Options)) (*kms.DecryptOutput, error)
+	DescribeKey(ctx context.Context, in *kms.DescribeKeyInput, optFns ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
+}
+
+var _ kmsAPI = (*kms.Client)(nil)
+
+// Backend is an AWS KMS backend.
+type Backend struct {
+	name    string
+	key     keyRef
+	region  string
+	context map[string]string
+	client  kmsAPI
+}
+
+var _ kmsclients.Backend = (*Backend)(nil)
+
+const (
+	// maxAttempts bounds the SDK's retries; the caller's deadline bounds
+	// their total time.
+	maxAttempts = 3
+	// maxBackoff keeps retries inside the few seconds the API server
+	// gives a KMS call; longer waits would only end as deadline errors.
+	maxBackoff = time.Second
+)
+
+// New returns a backend for cfg. It makes no KMS call (see the package
+// comment); the first Probe reports whether the key is usable.
+func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
+	return newBackend(ctx, name, cfg)
+}
+
+// newBackend lets tests add load options (static credentials).
+func newBackend(ctx context.Context, name string, cfg Config, extra ...func(*config.LoadOptions) error) (*Backend, error) {
+	if err := kmsclients.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("awskms %s: %w", name, err)
+	}
+	awsCfg, err := loadAWSConfig(ctx, name, cfg, extra)
+	if err != nil {
+		return nil, err
+	}
+	client := kms.NewFromConfig(awsCfg, func(o *kms.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+	})
+	return withClient(name, cfg, awsCfg.Region, client)
+}
+
+func loadAWSConfig(ctx context.Context, name string, cfg Config, extra []func(*config.LoadOptions) error) (aws.Config, error) {
+	opts := []func(*config.LoadOptions) error{config.WithRetryer(newRetryer)}
+	if r := cfg.region(); r != "" {
+		opts = append(opts, config.WithRegion(r))
+	}
+	if cfg.Profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(cfg.Profile))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, append(opts, extra...)...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("awskms %s: load AWS configuration: %w", name, err)
+	}
+	if awsCfg.Region == "" {
+		return aws.Config{}, fmt.Errorf("awskms %s: no region: set awskms.region, give keyID as an ARN, or configure one for the SDK (AWS_REGION)", name)
+	}
+	if cfg.AssumeRoleARN != "" {
+		provider := stscreds.NewAssumeRoleProvider(sts.NewFromConfig(awsCfg), cfg.AssumeRoleARN,
+			func(o *stscreds.AssumeRoleOptions) { o.RoleSessionName = sessionName(name) })
+		awsCfg.Credentials = aws.NewCredentialsCache(provider)
+	}
+	return awsCfg, nil
+}
+
+// sessionName names the assumed-role session in CloudTrail (at most 64
+// characters).
+func sessionName(backend string) string {
+	s := "trousseau-" + backend
+	return s[:min(len(s), 64)]
+}
+
+// newRetryer is the SDK's standard retryer with a bounded attempt count
+// and no client-side retry quota: with three attempts the quota adds
+// nothing but a second, confusing failure during an outage.
+func newRetryer() aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = maxAttempts
+		o.MaxBackoff = maxBackoff
+		o.RateLimiter = ratelimit.None
+	})
+}
+
+// withClient assembles a backend around client; cfg must be valid.
+func withClient(name string, cfg Config, region string, client kmsAPI) (*Backend, error) {
+	key, err := parseKeyRef(cfg.KeyID)
+	if err != nil {
+		return nil, fmt.Errorf("awskms %s: awskms.keyID: %w", name, err)
+	}
+	return &Backend{name: name, key: key, region: region, context: maps.Clone(cfg.EncryptionContext), client: client}, nil
+}
+
+// Name implements kmsclients.Backend.
+func (b *Backend) Name() string { return b.name }
+
+// Close implements kmsclients.Backend. The SDK client holds nothing that
+// needs releasing.
+func (b *Backend) Close() error { return nil }
+
+// Wrap encrypts share under the configured key, bound to aad.
+func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
+	if err := ctx.Err(); err != nil {
+		return kmsclients.Wrapped{}, err
+	}
+	out, err := b.client.Encrypt(ctx, &kms.EncryptInput{
+		KeyId:             aws.String(b.key.raw),
+		Plaintext:         share,
+		EncryptionContext: b.encryptionContext(aad),
+	})
+	if err != nil {
+		return kmsclients.Wrapped{}, b.fail(ctx, "wrap", err)
+	}
+	keyARN := aws.ToString(out.KeyId)
+	if !b.key.owns(keyARN, b.region) {
+		return kmsclients.Wrapped{}, fmt.Errorf("awskms %s: wrap: KMS reports key %q, which keyID %q does not name", b.name, keyARN, b.key.raw)
+	}
+	if len(out.CiphertextBlob) == 0 {
+		return kmsclients.Wrapped{}, fmt.Errorf("awskms %s: wrap: KMS returned an empty ciphertext", b.name)
+	}
+	return kmsclients.Wrapped{Ciphertext: frame(out.CiphertextBlob), KeyIdentity: keyARN}, nil
+}
+
+// Unwrap decrypts a share that Wrap encrypted, with Decrypt pinned to the
+// key that wrapped it.
+func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !b.key.owns(w.KeyIdentity, b.region) {
+		return nil, fmt.Errorf("awskms %s: unwrap: share was wrapped by key %q, which keyID %q does not name: %w", b.name, w.KeyIdentity, b.key.raw, kmsclients.ErrInvalidCiphertext)
+	}
+	blob, ok := unframe(w.Ciphertext)
+	if !ok {
+		return nil, fmt.Errorf("awskms %s: unwrap: malformed or corrupt wrapped share: %w", b.name, kmsclients.ErrInvalidCiphertext)
+	}
+	out, err := b.client.Decrypt(ctx, &kms.DecryptInput{
+		KeyId:             aws.String(w.KeyIdentity),
+		CiphertextBlob:    blob,
+		EncryptionContext: b.encryptionContext(aad),
+	})
+	if err != nil {
+		return nil, b.fail(ctx, "unwrap", err)
+	}
+	if got := aws.ToString(out.KeyId); got != w.KeyIdentity {
+		clear(out.Plaintext)
+		return nil, fmt.Errorf("awskms %s: unwrap: Decrypt pinned to %q reports key %q: %w", b.name, w.KeyIdentity, got, kmsclients.ErrInvalidCiphertext)
+	}
+	return out.Plaintext, nil
+}
+
+// Probe asks DescribeKey which key keyID names now and whether it can
+// wrap shares.
+func (b *Backend) Probe(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	out, err := b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(b.key.raw)})
+	if err != nil {
+		return "", b.fail(ctx, "probe", err)
+	}
+	if out.KeyMetadata == nil {
+		return "", fmt.Errorf("awskms %s: probe: DescribeKey returned no key metadata", b.name)
+	}
+	keyARN := aws.ToString(out.KeyMetadata.Arn)
+	if err := checkUsable(out.KeyMetadata); err != nil {
+		return "", fmt.Errorf("awskms %s: probe: key %s %w", b.name, keyARN, err)
+	}
+	if !b.key.owns(keyARN, b.region) {
+		return "", fmt.Errorf("awskms %s: probe: KMS reports key %q, which keyID %q does not name", b.name, keyARN, b.key.raw)
+	}
+	return keyARN, nil
+}
+
+// checkUsable sorts a key that exists but cannot wrap shares now.
+func checkUsable(md *types.KeyMetadata) error {
+	switch md.KeyState {
+	case types.KeyStateEnabled:
+	case types.KeyStateUnavailable, types.KeyStateCreating, types.KeyStateUpdating:
+		return fmt.Errorf("is %s: %w", md.KeyState, kmsclients.ErrUnavailable)
+	default: // Disabled, PendingDeletion, PendingImport, and states to come.
+		return fmt.Errorf("is %s: %w", md.KeyState, kmsclients.ErrPermission)
+	}
+	// An emulator may leave the spec out; AWS always sets it.
+	if md.KeyUsage != types.KeyUsageTypeEncryptDecrypt || (md.KeySpec != "" && md.KeySpec != types.KeySpecSymmetricDefault) {
+		return fmt.Errorf("cannot wrap shares (usage %s, spec %s; want ENCRYPT_DECRYPT, SYMMETRIC_DEFAULT): %w", md.KeyUsage, md.KeySpec, kmsclients.ErrPermission)
+	}
+	return nil
+}
+
+// encryptionContext is the configured context plus Trousseau's entries.
+// The associated data is base64 because context values are strings.
+func (b *Backend) encryptionContext(aad []byte) map[string]string {
+	ec := make(map[string]string, len(b.context)+2)
+	maps.Copy(ec, b.context)
+	ec[ctxKeyTrousseau] = ctxValueShare
+	ec[ctxKeyAAD] = base64.StdEncoding.EncodeToString(aad)
+	return ec
+}
+
+// The stored form of a wrapped share is a version byte, the KMS ciphertext
+// blob, and a CRC-32C of both. The checksum catches corrupt storage before
+// a KMS call is spent on it, and it makes corruption of any byte report
+// ErrInvalidCiphertext even from emulators that, unlike AWS, do not
+// authenticate the whole blob (local-kms ignores the key ARN it prefixes
+// to its blobs when Decrypt names the key). It is not a defence against
+// tampering: KMS's own authentication is.
+const (
+	formatVersion = 1
+	crcSize       = 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func frame(blob []byte) []byte {
+	out := make([]byte, 0, 1+len(blob)+crcSize)
+	out = append(out, formatVersion)
+	out = append(out, blob...)
+	return binary.BigEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+}
+
+func unframe(wrapped []byte) ([]byte, bool) {
+	if len(wrapped) < 1+1+crcSize || wrapped[0] != formatVersion {
+		return nil, false
+	}
+	body, sum := wrapped[:len(wrapped)-crcSize], wrapped[len(wrapped)-crcSize:]
+	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(sum) {
+		return nil, false
+	}
+	return body[1:], true
+}
+
+// fail prefixes err and sorts it into a kind. A done ctx takes precedence,
+// so that callers see their own cancellation or deadline whatever the SDK
+// made of it.
+func (b *Backend) fail(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("awskms %s: %s: %w: %w", b.name, op, cerr, err)
+	}
+	if kind := kindOf(err); kind != nil {
+		return fmt.Errorf("awskms %s: %s: %w: %w", b.name, op, kind, err)
+	}
+	return fmt.Errorf("awskms %s: %s: %w", b.name, op, err)
+}

@@ -1,0 +1,215 @@
+package awskms
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
+)
+
+func TestConformance(t *testing.T) {
+	srv := startLocalKMS(t)
+	kmstest.Run(t, kmstest.Harness{
+		New: func(t *testing.T) kmsclients.Backend {
+			return newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
+		},
+		OtherKey: func(t *testing.T) kmsclients.Backend {
+			return newTestBackend(t, "aws-two", srv.endpoint(), Config{KeyID: key2ARN})
+		},
+		// New succeeds with nothing listening: a backend may be down at start.
+		Unavailable: func(t *testing.T) kmsclients.Backend {
+			return newTestBackend(t, "aws-down", closedEndpoint(t), Config{KeyID: key1ARN})
+		},
+	})
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// mustWrap wraps a fresh share and returns it with its wrapped form.
+func mustWrap(t *testing.T, b *Backend, aad []byte) ([]byte, kmsclients.Wrapped) {
+	t.Helper()
+	share := []byte("a 33-byte share of some DEK, ok?!")
+	w, err := b.Wrap(ctxFor(t, 10*time.Second), share, aad)
+	if err != nil {
+		t.Fatalf("Wrap: %v", err)
+	}
+	return share, w
+}
+
+func mustUnwrap(t *testing.T, b *Backend, w kmsclients.Wrapped, aad, want []byte) {
+	t.Helper()
+	got, err := b.Unwrap(ctxFor(t, 10*time.Second), w, aad)
+	if err != nil {
+		t.Fatalf("Unwrap: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("Unwrap returned another share")
+	}
+}
+
+func wantKind(t *testing.T, what string, err, kind error) {
+	t.Helper()
+	if !errors.Is(err, kind) {
+		t.Fatalf("%s: got %v (kind %s), want kind %v", what, err, kmsclients.Kind(err), kind)
+	}
+}
+
+func TestEncryptionContextMismatch(t *testing.T) {
+	srv := startLocalKMS(t)
+	prod := newTestBackend(t, "aws-prod", srv.endpoint(), Config{KeyID: key1ARN, EncryptionContext: map[string]string{"cluster": "prod"}})
+	aad := []byte("dek=1;share=1")
+	share, w := mustWrap(t, prod, aad)
+	mustUnwrap(t, prod, w, aad, share)
+	for name, ec := range map[string]map[string]string{
+		"other value": {"cluster": "staging"},
+		"none":        nil,
+		"extra entry": {"cluster": "prod", "team": "x"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			other := newTestBackend(t, "aws-other", srv.endpoint(), Config{KeyID: key1ARN, EncryptionContext: ec})
+			_, err := other.Unwrap(ctxFor(t, 10*time.Second), w, aad)
+			wantKind(t, "Unwrap with another encryption context", err, kmsclients.ErrInvalidCiphertext)
+		})
+	}
+}
+
+func TestAliasResolution(t *testing.T) {
+	srv := startLocalKMS(t)
+	for name, cfg := range map[string]Config{
+		"alias ARN":  {KeyID: aliasARN},
+		"alias name": {KeyID: aliasName, Region: testRegion},
+		"key ID":     {KeyID: key1ID, Region: testRegion},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := newTestBackend(t, "aws-alias", srv.endpoint(), cfg)
+			aad := []byte("dek=2;share=1")
+			share, w := mustWrap(t, b, aad)
+			if w.KeyIdentity != key1ARN {
+				t.Fatalf("Wrap reports key %q, want the alias target %q", w.KeyIdentity, key1ARN)
+			}
+			id, err := b.Probe(ctxFor(t, 10*time.Second))
+			if err != nil || id != key1ARN {
+				t.Fatalf("Probe = %q, %v; want %q", id, err, key1ARN)
+			}
+			mustUnwrap(t, b, w, aad, share)
+			// A share that claims key 2 is refused: by the backend when
+			// keyID names key 1, by KMS (Decrypt pinned to key 2) when
+			// keyID is an alias, which may own key 2.
+			w.KeyIdentity = key2ARN
+			_, err = b.Unwrap(ctxFor(t, 10*time.Second), w, aad)
+			wantKind(t, "Unwrap pinned to another key", err, kmsclients.ErrInvalidCiphertext)
+		})
+	}
+}
+
+// TestAliasRepointed: the identity follows the alias, and shares wrapped
+// before the move still unwrap under their old key.
+func TestAliasRepointed(t *testing.T) {
+	srv := startLocalKMS(t)
+	b := newTestBackend(t, "aws-alias", srv.endpoint(), Config{KeyID: aliasARN})
+	aad := []byte("dek=3;share=1")
+	share, old := mustWrap(t, b, aad)
+	_, err := adminClient(t, srv.endpoint()).UpdateAlias(ctxFor(t, 10*time.Second), &kms.UpdateAliasInput{
+		AliasName: aws.String(aliasName), TargetKeyId: aws.String(key2ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := b.Probe(ctxFor(t, 10*time.Second))
+	if err != nil || id != key2ARN {
+		t.Fatalf("Probe after repointing = %q, %v; want %q", id, err, key2ARN)
+	}
+	if _, w := mustWrap(t, b, aad); w.KeyIdentity != key2ARN {
+		t.Fatalf("Wrap after repointing used %q, want %q", w.KeyIdentity, key2ARN)
+	}
+	mustUnwrap(t, b, old, aad, share)
+}
+
+func TestUnusableKey(t *testing.T) {
+	srv := startLocalKMS(t)
+	admin := adminClient(t, srv.endpoint())
+	one := newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
+	two := newTestBackend(t, "aws-two", srv.endpoint(), Config{KeyID: key2ARN})
+	aad := []byte("dek=4;share=1")
+	_, w := mustWrap(t, one, aad)
+
+	ctx := ctxFor(t, 10*time.Second)
+	if _, err := admin.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(key1ID)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := one.Probe(ctx)
+	wantKind(t, "Probe of a disabled key", err, kmsclients.ErrPermission)
+	_, err = one.Wrap(ctx, []byte("share"), aad)
+	wantKind(t, "Wrap under a disabled key", err, kmsclients.ErrPermission)
+	_, err = one.Unwrap(ctx, w, aad)
+	wantKind(t, "Unwrap under a disabled key", err, kmsclients.ErrPermission)
+
+	if _, err := admin.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(key2ID)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = two.Probe(ctx)
+	wantKind(t, "Probe of a key pending deletion", err, kmsclients.ErrPermission)
+}
+
+func TestServerStoppedAndRestarted(t *testing.T) {
+	srv := startLocalKMS(t)
+	b := newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
+	aad := []byte("dek=5;share=1")
+	share, w := mustWrap(t, b, aad)
+
+	srv.stop()
+	const budget = 3 * time.Second
+	start := time.Now()
+	ctx := ctxFor(t, budget)
+	_, errWrap := b.Wrap(ctx, share, aad)
+	_, errUnwrap := b.Unwrap(ctx, w, aad)
+	_, errProbe := b.Probe(ctx)
+	if elapsed := time.Since(start); elapsed > budget+time.Second {
+		t.Errorf("calls to a stopped server took %v, beyond the caller's %v deadline", elapsed, budget)
+	}
+	for what, err := range map[string]error{"Wrap": errWrap, "Unwrap": errUnwrap, "Probe": errProbe} {
+		if !errors.Is(err, kmsclients.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s on a stopped server: %v (kind %s), want unavailable or deadline", what, err, kmsclients.Kind(err))
+		}
+	}
+
+	srv.restart()
+	mustUnwrap(t, b, w, aad, share)
+	if id, err := b.Probe(ctxFor(t, 10*time.Second)); err != nil || id != key1ARN {
+		t.Fatalf("Probe after restart = %q, %v", id, err)
+	}
+}
+
+// TestServerRejectsTamperedBlob gets a corrupt blob past the local
+// checksum, so that KMS's own refusal and its mapping are what is tested.
+func TestServerRejectsTamperedBlob(t *testing.T) {
+	srv := startLocalKMS(t)
+	b := newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
+	aad := []byte("dek=6;share=1")
+	_, w := mustWrap(t, b, aad)
+	blob, ok := unframe(w.Ciphertext)
+	if !ok {
+		t.Fatal("Wrap produced a frame that unframe refuses")
+	}
+	for name, mutate := range map[string]func([]byte) []byte{
+		"last byte flipped": func(b []byte) []byte { b[len(b)-1] ^= 1; return b },
+		"truncated":         func(b []byte) []byte { return b[:len(b)-20] },
+	} {
+		t.Run(name, func(t *testing.T) {
+			bad := w
+			bad.Ciphertext = frame(mutate(bytes.Clone(blob)))
+			_, err := b.Unwrap(ctxFor(t, 10*time.Second), bad, aad)
+			wantKind(t, "Unwrap of a tampered blob", err, kmsclients.ErrInvalidCiphertext)
+		})
+	}
+}
