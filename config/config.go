@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/awskms"
+	"github.com/trousseau-io/trousseau/kmsclients/azurekv"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 	"github.com/trousseau-io/trousseau/split"
 )
@@ -70,16 +73,24 @@ type Log struct {
 
 // Backend is one entry of backends: a name and exactly one kind.
 type Backend struct {
-	Name  string        `json:"name"`
-	Local *local.Config `json:"local,omitempty"`
+	Name    string          `json:"name"`
+	Local   *local.Config   `json:"local,omitempty"`
+	AWSKMS  *awskms.Config  `json:"awskms,omitempty"`
+	AzureKV *azurekv.Config `json:"azurekv,omitempty"`
 }
+
+// kindNames lists every backend kind, by its YAML name.
+const kindNames = "local, awskms or azurekv"
 
 // kinds lists the kinds set on b, by their YAML names.
 func (b Backend) kinds() []string {
 	var k []string
-	if b.Local != nil {
-		k = append(k, "local")
+	for name, set := range map[string]bool{"local": b.Local != nil, "awskms": b.AWSKMS != nil, "azurekv": b.AzureKV != nil} {
+		if set {
+			k = append(k, name)
+		}
 	}
+	sort.Strings(k)
 	return k
 }
 
@@ -205,10 +216,10 @@ func (c *Config) Validate() error {
 		seen[b.Name] = i
 		switch kinds := b.kinds(); len(kinds) {
 		case 0:
-			add(field, "set exactly one backend kind (local)")
+			add(field, "set exactly one backend kind (%s)", kindNames)
 		case 1:
 			if err := b.validateKind(); err != nil {
-				add(field+"."+kinds[0], "%v", err)
+				add(field, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 			}
 		default:
 			add(field, "set exactly one backend kind, got %s", strings.Join(kinds, " and "))
@@ -237,19 +248,16 @@ func (c *Config) Validate() error {
 }
 
 func (b Backend) validateKind() error {
+	// Each kind's errors name its fields ("awskms.keyID: ...").
 	switch {
 	case b.Local != nil:
-		return stripPrefix(b.Local.Validate(), "local.")
+		return b.Local.Validate()
+	case b.AWSKMS != nil:
+		return b.AWSKMS.Validate()
+	case b.AzureKV != nil:
+		return b.AzureKV.Validate()
 	}
 	return nil
-}
-
-// stripPrefix avoids "backends[0].local: local.keyFile: ..." stutter.
-func stripPrefix(err error, prefix string) error {
-	if err == nil {
-		return nil
-	}
-	return errors.New(strings.TrimPrefix(err.Error(), prefix))
 }
 
 // SocketMode parses socketPermissions.mode.
@@ -293,6 +301,10 @@ func (b Backend) build(ctx context.Context) (kmsclients.Backend, error) {
 	switch {
 	case b.Local != nil:
 		return local.New(b.Name, *b.Local)
+	case b.AWSKMS != nil:
+		return awskms.New(ctx, b.Name, *b.AWSKMS)
+	case b.AzureKV != nil:
+		return azurekv.New(ctx, b.Name, *b.AzureKV)
 	}
 	return nil, errors.New("no backend kind set")
 }

@@ -93,7 +93,7 @@ func TestRejectsWithFieldName(t *testing.T) {
 		{"duplicate name", "name: local-b", "name: local-a", "backends[1].name"},
 		{"bad name", "name: local-b", "name: Local_B", "backends[1].name"},
 		{"no kind", "    local: {keyFile: ", "    #", "backends[0]: set exactly one backend kind"},
-		{"empty key file", "local: {keyFile: ", "local: {keyFile: \"\"} #", "backends[0].local: keyFile: required"},
+		{"empty key file", "local: {keyFile: ", "local: {keyFile: \"\"} #", "backends[0]: local.keyFile: required"},
 		{"bad duration", "probeInterval: 30s", "probeInterval: soon", "probeInterval"},
 		{"tiny interval", "probeInterval: 30s", "probeInterval: 10ms", "health.probeInterval"},
 		{"bad level", "level: info", "level: chatty", "log.level"},
@@ -101,6 +101,10 @@ func TestRejectsWithFieldName(t *testing.T) {
 		{"relative socket", "socket: /var/run/trousseau/kms.sock", "socket: kms.sock", "socket: must be an absolute path"},
 		{"world socket", "stateDir:", "socketPermissions: {mode: \"0666\"}\nstateDir:", "socketPermissions.mode"},
 		{"duplicate key", "threshold: 2", "threshold: 2\nthreshold: 3", "threshold"},
+		{"two kinds", "    local: {keyFile: ", "    awskms: {keyID: alias/x}\n    local: {keyFile: ", "backends[0]: set exactly one backend kind, got awskms and local"},
+		{"bad aws key", "    local: {keyFile: ", "    awskms: {keyID: \"\"}\n    #", "backends[0]: awskms.keyID"},
+		{"bad azure", "    local: {keyFile: ", "    azurekv: {keyName: k}\n    #", "backends[0]: azurekv.vaultURL"},
+		{"aws typo", "    local: {keyFile: ", "    awskms: {keyId: x}\n    #", `unknown field "backends[0].awskms.keyId"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			y := validYAML(t)
@@ -146,4 +150,51 @@ func TestLoadNamesTheFile(t *testing.T) {
 	if _, err := Load(p + ".missing"); err == nil {
 		t.Fatal("missing file accepted")
 	}
+}
+
+func TestCloudBackendsParseAndBuild(t *testing.T) {
+	k := keyFiles(t, 1)
+	y := `
+threshold: 2
+backends:
+  - name: aws-us
+    awskms:
+      keyID: arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab
+      encryptionContext: {cluster: prod}
+  - name: azure-we
+    azurekv:
+      vaultURL: https://myvault.vault.azure.net/
+      keyName: trousseau
+      credential: {managedIdentity: {}}
+  - name: break-glass
+    local: {keyFile: ` + k[0] + `}
+`
+	c, err := Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Backends[0].AWSKMS.EncryptionContext["cluster"] != "prod" || c.Backends[1].AzureKV.KeyName != "trousseau" {
+		t.Fatalf("parsed %+v", c.Backends)
+	}
+	// Building makes no remote call: a backend may be down at start.
+	bs, err := c.BuildBackends(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"aws-us", "azure-we", "break-glass"} {
+		if bs[i].Name() != want {
+			t.Errorf("backend %d is %s", i, bs[i].Name())
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("threshold: 1\nbackends: [{name: a, local: {keyFile: /k}}]\n"))
+	f.Add([]byte("backends: [{name: a, awskms: {keyID: alias/x}}]\nhealth: {probeInterval: 1s}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil && c.Validate() != nil {
+			t.Fatal("Parse accepted a config that does not validate")
+		}
+	})
 }
