@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	kmsv2 "k8s.io/kms/apis/v2"
+
+	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/envelope"
+)
+
+// Operator commands that talk to a running plugin over its socket, the
+// way kube-apiserver does.
+
+func dialPlugin(socket string) (kmsv2.KeyManagementServiceClient, func(), error) {
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return kmsv2.NewKeyManagementServiceClient(conn), func() { conn.Close() }, nil
+}
+
+func addSocketFlag(cmd *cobra.Command, socket *string) {
+	cmd.Flags().StringVar(socket, "socket", config.DefaultSocket, "the plugin's socket")
+}
+
+// NewCmdStatus builds `trousseau status`.
+func NewCmdStatus(s streams) *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "status --socket PATH",
+		Short: "Ask a running plugin for its KMS v2 status (as kube-apiserver does)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, closeFn, err := dialPlugin(socket)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), dialTimeout)
+			defer cancel()
+			st, err := c.Status(ctx, &kmsv2.StatusRequest{})
+			if err != nil {
+				return fmt.Errorf("status: %w", err)
+			}
+			fmt.Fprintf(s.Out, "version: %s\nhealthz: %s\nkey_id:  %s\n", st.Version, st.Healthz, st.KeyId)
+			if st.Healthz != "ok" {
+				return fmt.Errorf("plugin is not healthy: %s", st.Healthz)
+			}
+			return nil
+		},
+	}
+	addSocketFlag(cmd, &socket)
+	return cmd
+}
+
+// sealedMessage is what `encrypt` prints and `decrypt` reads: what
+// kube-apiserver would store, as JSON (bytes in base64).
+type sealedMessage struct {
+	KeyID       string            `json:"keyID"`
+	Ciphertext  []byte            `json:"ciphertext"`
+	Annotations map[string][]byte `json:"annotations"`
+}
+
+// NewCmdEncrypt builds `trousseau encrypt`.
+func NewCmdEncrypt(s streams) *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "encrypt --socket PATH < plaintext > sealed.json",
+		Short: "Encrypt stdin through a running plugin (at most 512 bytes: a DEK seed, not a file)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pt, err := io.ReadAll(io.LimitReader(s.In, envelope.MaxPlaintextSize+1))
+			if err != nil {
+				return err
+			}
+			c, closeFn, err := dialPlugin(socket)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), dialTimeout)
+			defer cancel()
+			resp, err := c.Encrypt(ctx, &kmsv2.EncryptRequest{Plaintext: pt, Uid: "trousseau-cli"})
+			if err != nil {
+				return fmt.Errorf("encrypt: %w", err)
+			}
+			enc := json.NewEncoder(s.Out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(sealedMessage{KeyID: resp.KeyId, Ciphertext: resp.Ciphertext, Annotations: resp.Annotations})
+		},
+	}
+	addSocketFlag(cmd, &socket)
+	return cmd
+}
+
+// NewCmdDecrypt builds `trousseau decrypt`.
+func NewCmdDecrypt(s streams) *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "decrypt --socket PATH < sealed.json > plaintext",
+		Short: "Decrypt what `trousseau encrypt` printed, through a running plugin",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var m sealedMessage
+			dec := json.NewDecoder(io.LimitReader(s.In, 1<<20))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&m); err != nil {
+				return fmt.Errorf("read sealed JSON from stdin: %w", err)
+			}
+			c, closeFn, err := dialPlugin(socket)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), dialTimeout)
+			defer cancel()
+			resp, err := c.Decrypt(ctx, &kmsv2.DecryptRequest{Ciphertext: m.Ciphertext, KeyId: m.KeyID, Annotations: m.Annotations, Uid: "trousseau-cli"})
+			if err != nil {
+				return fmt.Errorf("decrypt: %w", err)
+			}
+			_, err = s.Out.Write(resp.Plaintext)
+			return err
+		},
+	}
+	addSocketFlag(cmd, &socket)
+	return cmd
+}

@@ -1,0 +1,66 @@
+// Command trousseau is the Trousseau KMS plugin and its operator tools.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// streams are the command's input and outputs, so tests can capture them.
+type streams struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// NewRootCmd builds the whole command tree.
+func NewRootCmd(s streams) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "trousseau",
+		Short:         "Threshold KMS plugin for Kubernetes: secrets stay readable with any k of n KMS backends, and no single one can read them",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(s.In)
+	root.SetOut(s.Out)
+	root.SetErr(s.Err)
+	root.AddCommand(
+		NewCmdServe(s),
+		NewCmdStatus(s),
+		NewCmdEncrypt(s),
+		NewCmdDecrypt(s),
+		NewCmdConfig(s),
+		NewCmdKeygen(s),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(s.Out, buildVersion()) },
+		},
+	)
+	return root
+}
+
+func main() {
+	cmd := NewRootCmd(streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "trousseau:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/grpcserver"
+)
+
+type serveOptions struct {
+	streams
+	configFile   string
+	dev          bool
+	socket       string
+	stateDir     string
+	healthListen string
+}
+
+// NewCmdServe builds `trousseau serve`.
+func NewCmdServe(s streams) *cobra.Command {
+	o := &serveOptions{streams: s}
+	cmd := &cobra.Command{
+		Use:   "serve (--config FILE | --dev --socket PATH --state-dir DIR)",
+		Short: "Run the KMS plugin",
+		Long: `Run the KMS plugin on a unix socket for kube-apiserver.
+
+With --config, the plugin runs with the backends of a config file.
+With --dev, it runs on an embedded default: three local key-file backends
+created in --state-dir (reused if present), threshold 2. The full config is
+written to <state-dir>/config.yaml so the same setup can be re-run with
+--config or handed to other commands.
+
+SIGTERM and SIGINT shut down gracefully; SIGHUP rotates the DEK.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
+			return o.run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.configFile, "config", "", "config file (YAML)")
+	f.BoolVar(&o.dev, "dev", false, "run on an embedded default of three local key-file backends, 2 of 3")
+	f.StringVar(&o.socket, "socket", "", "socket path (dev mode; overrides the config's)")
+	f.StringVar(&o.stateDir, "state-dir", "", "state directory (dev mode; overrides the config's)")
+	f.StringVar(&o.healthListen, "health-listen", "", "health and metrics address (overrides the config's)")
+	return cmd
+}
+
+func (o *serveOptions) validate() error {
+	switch {
+	case o.dev && o.configFile != "":
+		return errors.New("--dev and --config are exclusive")
+	case o.dev && (o.socket == "" || o.stateDir == ""):
+		return errors.New("--dev needs --socket and --state-dir")
+	case !o.dev && o.configFile == "":
+		return errors.New("give --config FILE, or --dev --socket PATH --state-dir DIR")
+	}
+	return nil
+}
+
+func (o *serveOptions) loadConfig() (*config.Config, error) {
+	if o.dev {
+		return setUpDev(o.Out, o.socket, o.stateDir, o.healthListen)
+	}
+	cfg, err := config.Load(o.configFile)
+	if err != nil {
+		return nil, err
+	}
+	if o.socket != "" {
+		cfg.Socket = o.socket
+	}
+	if o.stateDir != "" {
+		cfg.StateDir = o.stateDir
+	}
+	if o.healthListen != "" {
+		cfg.Health.Listen = o.healthListen
+	}
+	return cfg, cfg.Validate()
+}
+
+func (o *serveOptions) run(parent context.Context) error {
+	cfg, err := o.loadConfig()
+	if err != nil {
+		return err
+	}
+	log := newLogger(o.Err, cfg.Log)
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	backends, err := cfg.BuildBackends(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, b := range backends {
+			b.Close()
+		}
+	}()
+	if cfg.Threshold == 1 {
+		log.Warn("threshold is 1: each backend alone can decrypt; this is redundancy, not threshold custody")
+	}
+	metrics := grpcserver.NewMetrics()
+	env, err := envelope.New(envelope.Config{
+		Threshold: cfg.Threshold, Backends: backends, StateDir: cfg.StateDir,
+		MaxAge: cfg.MaxAge(), Logger: log, Observer: metrics,
+	})
+	if err != nil {
+		return err
+	}
+	mode, _ := cfg.SocketMode()
+	plugin := grpcserver.NewPlugin(env, metrics, grpcserver.Options{
+		Socket: cfg.Socket, SocketMode: mode, SocketGroup: cfg.SocketPermissions.Group,
+		HealthListen: cfg.Health.Listen, ProbeInterval: cfg.Health.ProbeInterval.Duration,
+		ProbeTimeout: cfg.Health.ProbeTimeout.Duration, Version: buildVersion(), Logger: log,
+	})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: DEK rotation requested")
+				plugin.Prober().RequestRotation()
+			}
+		}
+	}()
+	log.Info("starting trousseau", "version", buildVersion(), "threshold", cfg.Threshold, "backends", len(backends), "socket", cfg.Socket, "state_dir", cfg.StateDir)
+	return plugin.Run(ctx)
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, c config.Log) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// dialTimeout bounds the operator commands' calls to a plugin.
+const dialTimeout = 10 * time.Second
+
