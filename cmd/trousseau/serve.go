@@ -156,4 +156,3 @@ func newLogger(w interface{ Write([]byte) (int, error) }, c config.Log) *slog.Lo
 
 // dialTimeout bounds the operator commands' calls to a plugin.
 const dialTimeout = 10 * time.Second
-
