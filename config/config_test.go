@@ -198,3 +198,10 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The example config shipped in testdata/ must stay valid.
+func TestExampleConfigIsValid(t *testing.T) {
+	if _, err := Load("../testdata/config-example.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
