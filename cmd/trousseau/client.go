@@ -18,12 +18,16 @@ import (
 // Operator commands that talk to a running plugin over its socket, the
 // way kube-apiserver does.
 
-func dialPlugin(socket string) (kmsv2.KeyManagementServiceClient, func(), error) {
+// withPlugin calls f with a client of the plugin at socket, under dialTimeout.
+func withPlugin(ctx context.Context, socket string, f func(context.Context, kmsv2.KeyManagementServiceClient) error) error {
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	return kmsv2.NewKeyManagementServiceClient(conn), func() { conn.Close() }, nil
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	return f(ctx, kmsv2.NewKeyManagementServiceClient(conn))
 }
 
 func addSocketFlag(cmd *cobra.Command, socket *string) {
@@ -38,22 +42,17 @@ func NewCmdStatus(s streams) *cobra.Command {
 		Short: "Ask a running plugin for its KMS v2 status (as kube-apiserver does)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, closeFn, err := dialPlugin(socket)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			ctx, cancel := context.WithTimeout(cmd.Context(), dialTimeout)
-			defer cancel()
-			st, err := c.Status(ctx, &kmsv2.StatusRequest{})
-			if err != nil {
-				return fmt.Errorf("status: %w", err)
-			}
-			fmt.Fprintf(s.Out, "version: %s\nhealthz: %s\nkey_id:  %s\n", st.Version, st.Healthz, st.KeyId)
-			if st.Healthz != "ok" {
-				return fmt.Errorf("plugin is not healthy: %s", st.Healthz)
-			}
-			return nil
+			return withPlugin(cmd.Context(), socket, func(ctx context.Context, c kmsv2.KeyManagementServiceClient) error {
+				st, err := c.Status(ctx, &kmsv2.StatusRequest{})
+				if err != nil {
+					return fmt.Errorf("status: %w", err)
+				}
+				fmt.Fprintf(s.Out, "version: %s\nhealthz: %s\nkey_id:  %s\n", st.Version, st.Healthz, st.KeyId)
+				if st.Healthz != "ok" {
+					return fmt.Errorf("plugin is not healthy: %s", st.Healthz)
+				}
+				return nil
+			})
 		},
 	}
 	addSocketFlag(cmd, &socket)
@@ -80,20 +79,15 @@ func NewCmdEncrypt(s streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, closeFn, err := dialPlugin(socket)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			ctx, cancel := context.WithTimeout(cmd.Context(), dialTimeout)
-			defer cancel()
-			resp, err := c.Encrypt(ctx, &kmsv2.EncryptRequest{Plaintext: pt, Uid: "trousseau-cli"})
-			if err != nil {
-				return fmt.Errorf("encrypt: %w", err)
-			}
-			enc := json.NewEncoder(s.Out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(sealedMessage{KeyID: resp.KeyId, Ciphertext: resp.Ciphertext, Annotations: resp.Annotations})
+			return withPlugin(cmd.Context(), socket, func(ctx context.Context, c kmsv2.KeyManagementServiceClient) error {
+				resp, err := c.Encrypt(ctx, &kmsv2.EncryptRequest{Plaintext: pt, Uid: "trousseau-cli"})
+				if err != nil {
+					return fmt.Errorf("encrypt: %w", err)
+				}
+				enc := json.NewEncoder(s.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(sealedMessage{KeyID: resp.KeyId, Ciphertext: resp.Ciphertext, Annotations: resp.Annotations})
+			})
 		},
 	}
 	addSocketFlag(cmd, &socket)
@@ -114,19 +108,14 @@ func NewCmdDecrypt(s streams) *cobra.Command {
 			if err := dec.Decode(&m); err != nil {
 				return fmt.Errorf("read sealed JSON from stdin: %w", err)
 			}
-			c, closeFn, err := dialPlugin(socket)
-			if err != nil {
+			return withPlugin(cmd.Context(), socket, func(ctx context.Context, c kmsv2.KeyManagementServiceClient) error {
+				resp, err := c.Decrypt(ctx, &kmsv2.DecryptRequest{Ciphertext: m.Ciphertext, KeyId: m.KeyID, Annotations: m.Annotations, Uid: "trousseau-cli"})
+				if err != nil {
+					return fmt.Errorf("decrypt: %w", err)
+				}
+				_, err = s.Out.Write(resp.Plaintext)
 				return err
-			}
-			defer closeFn()
-			ctx, cancel := context.WithTimeout(cmd.Context(), dialTimeout)
-			defer cancel()
-			resp, err := c.Decrypt(ctx, &kmsv2.DecryptRequest{Ciphertext: m.Ciphertext, KeyId: m.KeyID, Annotations: m.Annotations, Uid: "trousseau-cli"})
-			if err != nil {
-				return fmt.Errorf("decrypt: %w", err)
-			}
-			_, err = s.Out.Write(resp.Plaintext)
-			return err
+			})
 		},
 	}
 	addSocketFlag(cmd, &socket)
