@@ -177,6 +177,18 @@ func TestRotationOnRequest(t *testing.T) {
 	if snap.Healthz != "ok" {
 		t.Fatalf("a postponed rotation made the plugin unhealthy: %q", snap.Healthz)
 	}
+	// The request is remembered: once the backend is back, the next
+	// ordinary probe rotates.
+	h.up(2)
+	h.probe()
+	if again := h.plugin.Prober().Snapshot(); again.KeyID == st.KeyId || again.RotationPending != "" {
+		t.Fatalf("postponed rotation not retried: key %q, pending %q", again.KeyID, again.RotationPending)
+	}
+	rotated := h.plugin.Prober().Snapshot().KeyID
+	h.probe()
+	if h.plugin.Prober().Snapshot().KeyID != rotated {
+		t.Fatal("a fulfilled request rotated again")
+	}
 }
 
 // TestBadRequests sends garbage, truncated, oversized and tampered requests

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trousseau-io/trousseau/envelope"
@@ -46,6 +47,9 @@ type Prober struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	rotateCh chan struct{}
+	// requested: an operator asked for a rotation that has not happened
+	// yet; it is retried at each probe until it succeeds.
+	requested atomic.Bool
 
 	mu   sync.RWMutex
 	snap Snapshot
@@ -92,8 +96,12 @@ func (p *Prober) Run(ctx context.Context) {
 }
 
 // ProbeOnce probes all backends, then unlocks, creates or rotates the DEK
-// as the results allow. forceRotate rotates even if nothing is due.
+// as the results allow. forceRotate rotates even if nothing is due; if the
+// rotation is postponed, later probes retry it.
 func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
+	if forceRotate {
+		p.requested.Store(true)
+	}
 	results := p.probeAll(ctx)
 	reachable := 0
 	identities := map[string]string{}
@@ -103,7 +111,7 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 			identities[r.Name] = r.KeyIdentity
 		}
 	}
-	pending := p.maintainDEK(ctx, reachable, len(results), identities, forceRotate)
+	pending := p.maintainDEK(ctx, reachable, len(results), identities, p.requested.Load())
 	s := Snapshot{Backends: results, Reachable: reachable, Threshold: p.env.Threshold(),
 		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending}
 	s.Healthz = healthz(s)
@@ -167,8 +175,9 @@ func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities m
 	if force {
 		reason = "requested by operator"
 	}
+	done := func() string { p.requested.Store(false); return "" }
 	if reason == "" {
-		return ""
+		return done()
 	}
 	if reachable < n {
 		p.log.Warn("DEK rotation postponed until every backend answers", "reason", reason, "reachable", reachable, "backends", n)
@@ -177,7 +186,7 @@ func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities m
 	if err := p.env.Rotate(opCtx, reason); err != nil {
 		return fmt.Sprintf("%s; %v", reason, err)
 	}
-	return ""
+	return done()
 }
 
 // healthz is "ok" while the current DEK is usable and a quorum answered

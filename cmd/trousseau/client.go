@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -20,7 +21,12 @@ import (
 
 // withPlugin calls f with a client of the plugin at socket, under dialTimeout.
 func withPlugin(ctx context.Context, socket string, f func(context.Context, kmsv2.KeyManagementServiceClient) error) error {
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// grpc reads "unix://relative/path" as an authority: make it absolute.
+	abs, err := filepath.Abs(socket)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient("unix://"+abs, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
