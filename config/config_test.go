@@ -199,9 +199,11 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// The example config shipped in testdata/ must stay valid.
-func TestExampleConfigIsValid(t *testing.T) {
-	if _, err := Load("../testdata/config-example.yaml"); err != nil {
-		t.Fatal(err)
+// The example configs shipped in testdata/ and deploy/ must stay valid.
+func TestExampleConfigsAreValid(t *testing.T) {
+	for _, p := range []string{"../testdata/config-example.yaml", "../deploy/config/trousseau.yaml"} {
+		if _, err := Load(p); err != nil {
+			t.Error(err)
+		}
 	}
 }
