@@ -2,7 +2,6 @@ package envelope
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -16,6 +15,8 @@ import (
 // It never holds key material.
 type QuorumError struct {
 	Threshold int
+	Backends  int              // n: backends in the header
+	Unwrapped []string         // backends whose shares came back, too few (or not fitting)
 	Failures  map[string]error // by backend name
 	// Mismatch is set when k or more shares came back but no k of them
 	// fit the header's commitment: a lying backend, or a tampered header.
@@ -33,7 +34,10 @@ func (e *QuorumError) Error() string {
 	for _, n := range names {
 		parts = append(parts, fmt.Sprintf("%s: %v", n, e.Failures[n]))
 	}
-	msg := fmt.Sprintf("quorum not reached: need %d of %d backends", e.Threshold, len(e.Failures))
+	msg := fmt.Sprintf("quorum not reached: need %d of %d backends", e.Threshold, e.Backends)
+	if len(e.Unwrapped) > 0 {
+		msg += fmt.Sprintf(", got shares from %d (%s)", len(e.Unwrapped), strings.Join(e.Unwrapped, ", "))
+	}
 	if e.Mismatch {
 		msg += "; the shares returned do not combine to the key the header commits to (a backend returned a wrong share, or the header was tampered with)"
 	}
@@ -81,15 +85,18 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte) ([]byt
 			return key, nil
 		}
 	}
+	var unwrapped []string
 	for _, s := range good {
 		s.Wipe()
-		failures[h.Shares[s.Index-1].Backend] = errors.New("returned a share that did not fit the others")
+		unwrapped = append(unwrapped, h.Shares[s.Index-1].Backend)
 	}
-	return nil, newQuorumError(ctx, h, failures, len(good))
+	sort.Strings(unwrapped)
+	return nil, newQuorumError(ctx, h, failures, unwrapped)
 }
 
-func newQuorumError(ctx context.Context, h *Header, failures map[string]error, got int) error {
-	qe := &QuorumError{Threshold: h.Threshold, Failures: failures, Mismatch: got >= h.Threshold}
+func newQuorumError(ctx context.Context, h *Header, failures map[string]error, unwrapped []string) error {
+	got := len(unwrapped)
+	qe := &QuorumError{Threshold: h.Threshold, Backends: len(h.Shares), Unwrapped: unwrapped, Failures: failures, Mismatch: got >= h.Threshold}
 	// Could the backends that did not answer have made a quorum?
 	transient := 0
 	for _, err := range failures {
