@@ -22,6 +22,7 @@ test:
 # Benchmarks report ratios against a baseline timed in the same loop.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./envelope/ ./grpcserver/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/recovery/
 
 # Each fuzz target for FUZZTIME (go test runs one -fuzz target at a time).
 fuzz:
@@ -33,6 +34,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/awskms/
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
 	$(GO) test -run '^$$' -fuzz '^FuzzVersionOf$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./internal/recovery/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecryptValue$$' -fuzztime $(FUZZTIME) ./internal/recovery/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

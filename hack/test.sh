@@ -15,12 +15,10 @@ if [ -f hack/vault.sh ]; then
 	TROUSSEAU_VAULT=$(hack/vault.sh)
 	export TROUSSEAU_VAULT
 fi
-if [ -d e2e ]; then
-	servers=$(hack/kube.sh)
-	TROUSSEAU_KUBE_APISERVER=$(echo "$servers" | sed -n 1p)
-	TROUSSEAU_ETCD=$(echo "$servers" | sed -n 2p)
-	export TROUSSEAU_KUBE_APISERVER TROUSSEAU_ETCD
-fi
+servers=$(hack/kube.sh)
+TROUSSEAU_KUBE_APISERVER=$(echo "$servers" | sed -n 1p)
+TROUSSEAU_ETCD=$(echo "$servers" | sed -n 2p)
+export TROUSSEAU_KUBE_APISERVER TROUSSEAU_ETCD
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

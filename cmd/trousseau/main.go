@@ -48,6 +48,7 @@ func NewRootCmd(s streams) *cobra.Command {
 		NewCmdDecrypt(s),
 		NewCmdConfig(s),
 		NewCmdKeygen(s),
+		NewCmdRecover(s), NewCmdDecryptValue(s),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

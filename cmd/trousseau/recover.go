@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/internal/recovery"
+)
+
+type recoverOptions struct {
+	streams
+	configFile    string
+	snapshot      string
+	endpoints     []string
+	caCert        string
+	cert, key     string
+	user          string
+	resources     []string
+	namespace     string
+	prefix        string
+	provider      string
+	outputDir     string
+	format        string
+	dryRun        bool
+	unencrypted   bool
+	keepOwners    bool
+	skipIntegrity bool
+	workers       int
+	unwrapTimeout time.Duration
+	probeTimeout  time.Duration
+	quiet         bool
+}
+
+// NewCmdRecover builds `trousseau recover`.
+func NewCmdRecover(s streams) *cobra.Command {
+	o := &recoverOptions{streams: s}
+	cmd := &cobra.Command{
+		Use:   "recover --config FILE (--etcd-snapshot FILE | --etcd-endpoints URLS) (--output DIR | -o yaml|json | --dry-run)",
+		Short: "Disaster recovery: decrypt every KMS-encrypted object of an etcd snapshot (or a live etcd) with any quorum of backends",
+		Long: `Read an etcd snapshot file (made by 'etcdctl snapshot save'; no etcd
+needs to run) or a live etcd, decrypt every object that kube-apiserver
+encrypted through a KMS provider, and write the objects as manifests
+ready for 'kubectl apply'.
+
+The backends come from --config (the format of 'serve'). Any set of them
+that reaches each DEK's quorum is enough; backends that cannot be built
+are skipped and reported. The threshold is read from the stored data,
+not from the config.
+
+Values are decrypted by kube-apiserver's own KMS v2 and v1 transformer
+code. Server-managed metadata (resourceVersion, uid, creationTimestamp,
+managedFields, ownerReferences, ...) is removed.
+
+A summary goes to stderr: objects found, decrypted, skipped, failed (by
+reason), the DEKs met and the backends used. The exit status is non-zero
+if any object failed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(cmd); err != nil {
+				return err
+			}
+			return o.run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.configFile, "config", "", "config `FILE` with the backends (the format of serve)")
+	f.StringVar(&o.snapshot, "etcd-snapshot", "", "etcd snapshot `FILE` to read")
+	f.StringSliceVar(&o.endpoints, "etcd-endpoints", nil, "live etcd to read instead (comma-separated `URLS`)")
+	f.StringVar(&o.caCert, "cacert", "", "live etcd: CA bundle to verify the server")
+	f.StringVar(&o.cert, "cert", "", "live etcd: client certificate")
+	f.StringVar(&o.key, "key", "", "live etcd: client key")
+	f.StringVar(&o.user, "user", "", "live etcd: `USER[:PASSWORD]` (without a password, $ETCDCTL_PASSWORD is used)")
+	f.StringSliceVar(&o.resources, "resources", nil, "resources to recover, as in etcd keys (secrets,configmaps; custom resources as plural.group); default: every KMS-encrypted resource")
+	f.StringVarP(&o.namespace, "namespace", "n", "", "recover one namespace only")
+	f.StringVar(&o.prefix, "prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	f.StringVar(&o.provider, "provider-name", "", "KMS provider name of the EncryptionConfiguration; default: any (k8s:enc:kms:v2:<name>: and k8s:enc:kms:v1:<name>:)")
+	f.StringVar(&o.outputDir, "output", "", "write one manifest per object to `DIR`/<namespace>/<resource>/<name>.yaml (0700 directories, 0600 files)")
+	f.StringVarP(&o.format, "format", "o", "", "yaml or json; without --output, every object goes to stdout (a YAML stream or a JSON List)")
+	f.BoolVar(&o.dryRun, "dry-run", false, "decrypt and decode everything, write nothing: count what could be recovered")
+	f.BoolVar(&o.unencrypted, "include-unencrypted", false, "also write the selected objects stored unencrypted")
+	f.BoolVar(&o.keepOwners, "keep-owner-references", false, "keep metadata.ownerReferences (they name the old cluster's UIDs)")
+	f.BoolVar(&o.skipIntegrity, "skip-integrity-check", false, "read a snapshot whose checksum fails or that is truncated, salvaging what can be read")
+	f.IntVar(&o.workers, "workers", 0, "objects decrypted in parallel (default: twice the CPUs)")
+	f.DurationVar(&o.unwrapTimeout, "unwrap-timeout", time.Minute, "deadline to unwrap one DEK from the backends")
+	f.DurationVar(&o.probeTimeout, "probe-timeout", 10*time.Second, "deadline for each backend's health probe at start")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
+	cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func (o *recoverOptions) validate(cmd *cobra.Command) error {
+	switch {
+	case o.snapshot == "" && len(o.endpoints) == 0:
+		return errors.New("give --etcd-snapshot FILE or --etcd-endpoints URLS")
+	case o.snapshot != "" && len(o.endpoints) > 0:
+		return errors.New("--etcd-snapshot and --etcd-endpoints are exclusive")
+	case o.snapshot != "" && (o.caCert != "" || o.cert != "" || o.key != "" || o.user != ""):
+		return errors.New("--cacert, --cert, --key and --user are for --etcd-endpoints")
+	case o.outputDir == "" && o.format == "" && !o.dryRun:
+		return errors.New("say where the objects go: --output DIR, -o yaml|json (stdout), or --dry-run")
+	case o.dryRun && (o.outputDir != "" || cmd.Flags().Changed("format")):
+		return errors.New("--dry-run writes nothing: drop --output and -o")
+	case o.skipIntegrity && o.snapshot == "":
+		return errors.New("--skip-integrity-check is for --etcd-snapshot")
+	}
+	if o.format != "" {
+		if _, err := recovery.ParseFormat(o.format); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *recoverOptions) source() recovery.Source {
+	if o.snapshot != "" {
+		return recovery.SnapshotFile{Path: o.snapshot, SkipIntegrityCheck: o.skipIntegrity}
+	}
+	user, pass, _ := strings.Cut(o.user, ":")
+	if user != "" && pass == "" {
+		pass = os.Getenv("ETCDCTL_PASSWORD")
+	}
+	return recovery.LiveEtcd{Endpoints: o.endpoints, CACert: o.caCert, Cert: o.cert, Key: o.key, Username: user, Password: pass}
+}
+
+func (o *recoverOptions) sink() (recovery.Sink, error) {
+	if o.dryRun {
+		return nil, nil
+	}
+	format := recovery.YAML
+	if o.format != "" {
+		format = recovery.Format(o.format)
+	}
+	if o.outputDir != "" {
+		return recovery.NewDirSink(o.outputDir, format)
+	}
+	return recovery.NewStreamSink(o.Out, format), nil
+}
+
+func (o *recoverOptions) run(ctx context.Context) error {
+	quietKubeLogs()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.Load(o.configFile)
+	if err != nil {
+		return err
+	}
+	kr, err := recovery.OpenKeyring(ctx, cfg, o.probeTimeout)
+	if err != nil {
+		return err
+	}
+	defer kr.Close()
+	sink, err := o.sink()
+	if err != nil {
+		return err
+	}
+	opts := recovery.Options{
+		Source: o.source(), Envelope: kr, Prefix: o.prefix,
+		Resources: o.resources, Namespace: o.namespace, Provider: o.provider,
+		IncludeUnencrypted: o.unencrypted, KeepOwnerReferences: o.keepOwners,
+		Sink: sink, Workers: o.workers, UnwrapTimeout: o.unwrapTimeout,
+	}
+	if !o.quiet {
+		opts.Progress = o.Err
+	}
+	sum, err := recovery.Run(ctx, opts)
+	if sum != nil {
+		sum.WriteTo(o.Err)
+	}
+	if err != nil {
+		return err
+	}
+	return sum.Err()
+}
+
+// quietKubeLogs keeps kube-apiserver's transformer code from logging
+// each failed object on stderr: the summary reports them, grouped.
+func quietKubeLogs() { klog.SetLogger(logr.Discard()) }
+
+type decryptValueOptions struct {
+	streams
+	configFile string
+	key        string
+	input      string
+	format     string
+	prefix     string
+	provider   string
+}
+
+// NewCmdDecryptValue builds `trousseau decrypt-value`.
+func NewCmdDecryptValue(s streams) *cobra.Command {
+	o := &decryptValueOptions{streams: s}
+	cmd := &cobra.Command{
+		Use:   "decrypt-value --config FILE --key ETCD_KEY < value",
+		Short: "Decrypt one raw etcd value read from stdin (support cases)",
+		Long: `Decrypt one value as stored in etcd, read from stdin, with the backends of
+--config. --key is the value's etcd key (e.g. /registry/secrets/default/db):
+kube-apiserver authenticates every value with its key, so it is needed.
+
+--input raw (default) reads the bytes as 'etcdctl get KEY --print-value-only'
+prints them (its trailing newline is tolerated); --input base64 reads them
+base64-encoded; --input json reads 'etcdctl get KEY -w json', which carries
+the key too.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context()) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.configFile, "config", "", "config file with the backends (the format of serve)")
+	f.StringVar(&o.key, "key", "", "the value's etcd key")
+	f.StringVar(&o.input, "input", "raw", "raw, base64, or json (etcdctl -w json)")
+	f.StringVarP(&o.format, "output", "o", "yaml", "yaml, json, or raw (the decrypted bytes as stored)")
+	f.StringVar(&o.prefix, "prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	f.StringVar(&o.provider, "provider-name", "", "KMS provider name; default: any")
+	cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+// maxValueInput is far above etcd's largest request (1.5 MiB by default).
+const maxValueInput = 64 << 20
+
+func (o *decryptValueOptions) run(ctx context.Context) error {
+	quietKubeLogs()
+	if o.format != "raw" {
+		if _, err := recovery.ParseFormat(o.format); err != nil {
+			return err
+		}
+	}
+	in, err := io.ReadAll(io.LimitReader(o.In, maxValueInput+1))
+	if err != nil {
+		return fmt.Errorf("read stdin: %w", err)
+	}
+	if len(in) > maxValueInput {
+		return fmt.Errorf("stdin holds more than %d bytes: not one etcd value", maxValueInput)
+	}
+	key, values, err := o.parseInput(in)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(o.configFile)
+	if err != nil {
+		return err
+	}
+	kr, err := recovery.OpenKeyring(ctx, cfg, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer kr.Close()
+	var plain []byte
+	var obj recovery.Object
+	for _, v := range values {
+		plain, obj, err = recovery.DecryptValue(ctx, kr, o.prefix, o.provider, key, v)
+		if de := (*recovery.DEKError)(nil); err == nil || errors.As(err, &de) {
+			break // a DEK that cannot be recovered will not be by another try
+		}
+	}
+	if o.format == "raw" && plain != nil {
+		_, werr := o.Out.Write(plain)
+		return werr
+	}
+	if err != nil {
+		return err
+	}
+	out, err := obj.Render(recovery.Format(o.format))
+	if err != nil {
+		return err
+	}
+	_, err = o.Out.Write(out)
+	return err
+}
+
+// parseInput returns the key and the candidate values: a raw value that
+// ends in a newline may be etcdctl's, or the value's own last byte.
+func (o *decryptValueOptions) parseInput(in []byte) (string, [][]byte, error) {
+	switch o.input {
+	case "raw":
+		if o.key == "" {
+			return "", nil, errors.New("--key ETCD_KEY is required: the key authenticates the value")
+		}
+		values := [][]byte{in}
+		if t, ok := bytes.CutSuffix(in, []byte("\n")); ok {
+			values = append(values, t)
+		}
+		return o.key, values, nil
+	case "base64":
+		if o.key == "" {
+			return "", nil, errors.New("--key ETCD_KEY is required: the key authenticates the value")
+		}
+		v, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(in)))
+		if err != nil {
+			return "", nil, fmt.Errorf("stdin is not base64: %w", err)
+		}
+		return o.key, [][]byte{v}, nil
+	case "json":
+		var resp struct {
+			Kvs []struct {
+				Key, Value []byte
+			} `json:"kvs"`
+		}
+		if err := json.Unmarshal(in, &resp); err != nil {
+			return "", nil, fmt.Errorf("stdin is not the output of etcdctl get -w json: %w", err)
+		}
+		if len(resp.Kvs) != 1 {
+			return "", nil, fmt.Errorf("etcdctl JSON holds %d keys, want exactly 1", len(resp.Kvs))
+		}
+		key := string(resp.Kvs[0].Key)
+		if o.key != "" && o.key != key {
+			return "", nil, fmt.Errorf("--key %s differs from the key in the JSON, %s", o.key, key)
+		}
+		return key, [][]byte{resp.Kvs[0].Value}, nil
+	}
+	return "", nil, fmt.Errorf("--input %q: want raw, base64 or json", o.input)
+}

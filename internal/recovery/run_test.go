@@ -1,0 +1,130 @@
+package recovery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memScan is a Source of given values.
+type memScan struct {
+	kvs []KV
+	bad []BadRecord
+}
+
+func (m memScan) Scan(_ context.Context, prefix string, keep func(string) bool) (*Scan, error) {
+	s := &Scan{Describe: "memory", Bad: m.bad}
+	for _, kv := range m.kvs {
+		if strings.HasPrefix(kv.Key, normalizePrefix(prefix)) && (keep == nil || keep(kv.Key)) {
+			s.KVs = append(s.KVs, kv)
+		}
+	}
+	return s, nil
+}
+
+// TestRunBadValues: every kind of bad input fails its own object with a
+// clear reason; the others are still recovered.
+func TestRunBadValues(t *testing.T) {
+	s := newSealer(t)
+	v2 := s.seal(t, fuzzKey, secretBytes(t, "default", "fuzz"))[0]
+	src := memScan{
+		kvs: []KV{
+			{Key: fuzzKey, Value: v2},
+			{Key: "/registry/secrets/default/garbage", Value: []byte("\x01\x02garbage")},
+			{Key: "/registry/secrets/default/no-name", Value: []byte("k8s:enc:kms:v2:")},
+			{Key: "/registry/secrets/default/truncated", Value: v2[:len(v2)/2]},
+			{Key: "/registry/secrets/default/moved", Value: v2}, // another key: the AAD differs
+			{Key: "/registry/secrets/default/plain", Value: []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"plain","namespace":"default"}}`)},
+			{Key: "/registry/health", Value: []byte(`{"health":"true"}`)},
+			{Key: "/registry/oddity", Value: s.seal(t, "/registry/oddity", secretBytes(t, "default", "oddity"))[1]},
+			// KMS v1 of another plugin under the same provider name.
+			{Key: "/registry/secrets/default/v1-other", Value: append([]byte("k8s:enc:kms:v1:trousseau:\x00\x04abcd"), make([]byte, 40)...)},
+		},
+		bad: []BadRecord{{Ref: "revision 7_0", Err: errors.New("corrupt snapshot: undecodable record")}},
+	}
+	var out bytes.Buffer
+	sum, err := Run(context.Background(), Options{Source: src, Envelope: s.env, Sink: NewStreamSink(&out, YAML), Workers: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	sum.WriteTo(&text)
+	if sum.Decrypted != 1 || sum.NotEncrypted != 1 || sum.OtherProvider != 1 || sum.Failed != 6 || sum.Found != 9 || sum.OK() {
+		t.Fatalf("summary:\n%s", text.String())
+	}
+	for _, want := range []string{"unknown value format", "revision 7_0", "/registry/oddity", "the key is not <prefix>/<resource>", "cipher: message authentication failed", "cannot parse invalid wire-format data"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, text.String())
+		}
+	}
+	if !strings.Contains(out.String(), "name: fuzz") || strings.Count(out.String(), "kind: Secret") != 1 {
+		t.Errorf("output:\n%s", out.String())
+	}
+}
+
+func TestRunProgressAndCancel(t *testing.T) {
+	env, _, _ := fuzzValues(t)
+	var kvs []KV
+	for i := range 200 {
+		name := fmt.Sprintf("s%03d", i)
+		kvs = append(kvs, KV{Key: "/registry/secrets/default/" + name, Value: []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + name + `","namespace":"default"}}`)})
+	}
+	var progress syncBuf
+	sink := &slowSink{StreamSink: NewStreamSink(io.Discard, YAML), d: time.Millisecond}
+	sum, err := Run(context.Background(), Options{Source: memScan{kvs: kvs}, Envelope: env, IncludeUnencrypted: true, Sink: sink,
+		Progress: &progress, ProgressEvery: 10 * time.Millisecond, Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Found != len(kvs) || sum.Unencrypted != len(kvs) || !sum.OK() {
+		t.Fatalf("summary: %+v", sum)
+	}
+	if !strings.Contains(progress.String(), "objects/s") || !strings.Contains(progress.String(), "/200 objects") {
+		t.Fatalf("progress:\n%s", progress.String())
+	}
+	// In key order, whatever order the workers finished in.
+	if !slices.IsSorted(sink.keys) || len(sink.keys) != len(kvs) {
+		t.Fatal("objects not written in key order")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Run(ctx, Options{Source: memScan{kvs: kvs}, Envelope: env}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled run: %v", err)
+	}
+}
+
+type slowSink struct {
+	*StreamSink
+	d    time.Duration
+	keys []string
+}
+
+func (s *slowSink) Put(k Key, b []byte) error {
+	time.Sleep(s.d)
+	s.keys = append(s.keys, k.Namespace+"/"+k.Name)
+	return s.StreamSink.Put(k, b)
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
