@@ -34,6 +34,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/awskms/
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
 	$(GO) test -run '^$$' -fuzz '^FuzzVersionOf$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
+	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/vault/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseIdentity$$' -fuzztime $(FUZZTIME) ./kmsclients/vault/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./internal/recovery/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecryptValue$$' -fuzztime $(FUZZTIME) ./internal/recovery/
 

@@ -20,6 +20,7 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients/awskms"
 	"github.com/trousseau-io/trousseau/kmsclients/azurekv"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
+	"github.com/trousseau-io/trousseau/kmsclients/vault"
 	"github.com/trousseau-io/trousseau/split"
 )
 
@@ -77,15 +78,16 @@ type Backend struct {
 	Local   *local.Config   `json:"local,omitempty"`
 	AWSKMS  *awskms.Config  `json:"awskms,omitempty"`
 	AzureKV *azurekv.Config `json:"azurekv,omitempty"`
+	Vault   *vault.Config   `json:"vault,omitempty"`
 }
 
 // kindNames lists every backend kind, by its YAML name.
-const kindNames = "local, awskms or azurekv"
+const kindNames = "local, vault, awskms or azurekv"
 
 // kinds lists the kinds set on b, by their YAML names.
 func (b Backend) kinds() []string {
 	var k []string
-	for name, set := range map[string]bool{"local": b.Local != nil, "awskms": b.AWSKMS != nil, "azurekv": b.AzureKV != nil} {
+	for name, set := range map[string]bool{"local": b.Local != nil, "awskms": b.AWSKMS != nil, "azurekv": b.AzureKV != nil, "vault": b.Vault != nil} {
 		if set {
 			k = append(k, name)
 		}
@@ -256,6 +258,8 @@ func (b Backend) validateKind() error {
 		return b.AWSKMS.Validate()
 	case b.AzureKV != nil:
 		return b.AzureKV.Validate()
+	case b.Vault != nil:
+		return b.Vault.Validate()
 	}
 	return nil
 }
@@ -305,6 +309,8 @@ func (b Backend) build(ctx context.Context) (kmsclients.Backend, error) {
 		return awskms.New(ctx, b.Name, *b.AWSKMS)
 	case b.AzureKV != nil:
 		return azurekv.New(ctx, b.Name, *b.AzureKV)
+	case b.Vault != nil:
+		return vault.New(ctx, b.Name, *b.Vault)
 	}
 	return nil, errors.New("no backend kind set")
 }

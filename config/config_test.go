@@ -105,6 +105,7 @@ func TestRejectsWithFieldName(t *testing.T) {
 		{"bad aws key", "    local: {keyFile: ", "    awskms: {keyID: \"\"}\n    #", "backends[0]: awskms.keyID"},
 		{"bad azure", "    local: {keyFile: ", "    azurekv: {keyName: k}\n    #", "backends[0]: azurekv.vaultURL"},
 		{"aws typo", "    local: {keyFile: ", "    awskms: {keyId: x}\n    #", `unknown field "backends[0].awskms.keyId"`},
+		{"vault two auths", "    local: {keyFile: ", "    vault: {address: http://127.0.0.1:8200, keyName: k, auth: {tokenFile: /t, appRole: {roleID: r, secretIDFile: /s}}}\n    #", "backends[0]: vault.auth"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			y := validYAML(t)
@@ -168,6 +169,11 @@ backends:
       credential: {managedIdentity: {}}
   - name: break-glass
     local: {keyFile: ` + k[0] + `}
+  - name: vault-eu
+    vault:
+      address: https://vault.example:8200
+      keyName: trousseau
+      auth: {tokenFile: ` + k[0] + `}
 `
 	c, err := Parse([]byte(y))
 	if err != nil {
@@ -181,7 +187,7 @@ backends:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, want := range []string{"aws-us", "azure-we", "break-glass"} {
+	for i, want := range []string{"aws-us", "azure-we", "break-glass", "vault-eu"} {
 		if bs[i].Name() != want {
 			t.Errorf("backend %d is %s", i, bs[i].Name())
 		}

@@ -1,0 +1,157 @@
+package vault
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"hash/crc32"
+	"strconv"
+	"strings"
+)
+
+// The stored form of a wrapped share is
+//
+//	format version (1 byte) | binding (1 byte) | Vault ciphertext | CRC-32C
+//
+// where the Vault ciphertext is transit's own "vault:v<N>:<base64>" text
+// and the binding says how the share's associated data was tied to it.
+//
+// The checksum catches corrupt storage before a Vault call is spent on it,
+// and makes a damaged "vault:vN:" prefix report ErrInvalidCiphertext rather
+// than whatever Vault makes of a version it does not have. It is not a
+// defence against tampering: transit's authenticated encryption is.
+const (
+	formatVersion = 1
+	crcSize       = 4
+	headerSize    = 2
+)
+
+// How the associated data is bound. AEAD key types (AES-GCM,
+// ChaCha20-Poly1305) take it as transit's associated_data; other types
+// that can encrypt (RSA) refuse associated_data, so a digest of it is
+// sealed in front of the share instead and compared on unwrap.
+const (
+	bindAssociatedData byte = 1
+	bindInPlaintext    byte = 2
+)
+
+// bindingSize is the length of the digest sealed with the share: 128 bits
+// are enough to tell one DEK's share from another's, and keep the sealed
+// plaintext short enough for RSA-2048 with OAEP.
+const bindingSize = 16
+
+// Domain-separation prefixes, so that neither form of binding can be
+// confused with another use of the same key or digest.
+const (
+	adPrefix      = "trousseau/vault/v1\x00"
+	bindingPrefix = "trousseau/vault/aad-binding/v1\x00"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func frame(binding byte, ciphertext string) []byte {
+	out := make([]byte, 0, headerSize+len(ciphertext)+crcSize)
+	out = append(out, formatVersion, binding)
+	out = append(out, ciphertext...)
+	return binary.BigEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+}
+
+// unframe checks a stored share and returns its binding, the Vault
+// ciphertext and the key version that ciphertext names.
+func unframe(wrapped []byte) (binding byte, ciphertext string, version uint64, ok bool) {
+	if len(wrapped) < headerSize+crcSize || wrapped[0] != formatVersion {
+		return 0, "", 0, false
+	}
+	body, sum := wrapped[:len(wrapped)-crcSize], wrapped[len(wrapped)-crcSize:]
+	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(sum) {
+		return 0, "", 0, false
+	}
+	binding = body[1]
+	if binding != bindAssociatedData && binding != bindInPlaintext {
+		return 0, "", 0, false
+	}
+	ciphertext = string(body[headerSize:])
+	version, ok = ciphertextVersion(ciphertext)
+	return binding, ciphertext, version, ok
+}
+
+// ciphertextVersion reads N from transit's "vault:v<N>:<base64>".
+func ciphertextVersion(ct string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(ct, "vault:v")
+	if !ok {
+		return 0, false
+	}
+	num, body, ok := strings.Cut(rest, ":")
+	if !ok || body == "" || strings.ContainsAny(body, ": \n") {
+		return 0, false
+	}
+	return parseVersion(num)
+}
+
+// parseVersion reads a key version: a positive decimal with no sign or
+// leading zero, so that each version has exactly one spelling.
+func parseVersion(s string) (uint64, bool) {
+	if s == "" || s[0] < '1' || s[0] > '9' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return v, true
+}
+
+// associatedData is what transit authenticates with an AEAD key.
+func associatedData(aad []byte) string {
+	return base64.StdEncoding.EncodeToString(append([]byte(adPrefix), aad...))
+}
+
+// aadBinding is the digest sealed in front of the share for key types
+// without associated data.
+func aadBinding(aad []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(bindingPrefix))
+	h.Write(aad)
+	return h.Sum(nil)[:bindingSize]
+}
+
+// parseIdentity splits "vault:<scheme>://<host>/<key path>:v<N>" into the
+// key path (namespace, mount and key name) and N. The address is not
+// returned: it says how Vault was reached, not which key wrapped a share,
+// and shares must still unwrap after Vault moves behind another name.
+func parseIdentity(id string) (keyPath string, version uint64, ok bool) {
+	rest, ok := strings.CutPrefix(id, "vault:")
+	if !ok {
+		return "", 0, false
+	}
+	scheme, rest, ok := strings.Cut(rest, "://")
+	if !ok || (scheme != "https" && scheme != "http") {
+		return "", 0, false
+	}
+	_, rest, ok = strings.Cut(rest, "/")
+	if !ok {
+		return "", 0, false
+	}
+	i := strings.LastIndex(rest, ":v")
+	if i <= 0 {
+		return "", 0, false
+	}
+	version, ok = parseVersion(rest[i+2:])
+	return rest[:i], version, ok
+}
+
+// keyPath is the key's path as the identity names it: the namespace, if
+// any, then the mount and the key name.
+func keyPath(c Config) string {
+	p := c.TransitMount + "/" + c.KeyName
+	if c.Namespace != "" {
+		p = c.Namespace + "/" + p
+	}
+	return p
+}
+
+// identityPrefix is the key identity without its version number; c must
+// have its defaults.
+func identityPrefix(c Config) string {
+	return "vault:" + c.Address + "/" + keyPath(c) + ":v"
+}

@@ -1,0 +1,505 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
+)
+
+// config is a backend config for key on srv's TLS listener.
+func (s *vaultServer) config(key string, auth Auth) Config {
+	return Config{Address: s.httpsAddr(), KeyName: key, CAFile: s.pki.caFile, Auth: auth}
+}
+
+// appRoleAuth logs in as the trousseau role with a new secret ID.
+func (s *vaultServer) appRoleAuth(t testing.TB) Auth {
+	t.Helper()
+	roleID, secretID := s.appRole(t, "trousseau", map[string]any{"token_policies": "trousseau"})
+	return Auth{AppRole: &AppRoleAuth{RoleID: roleID, SecretIDFile: secretFile(t, "secret-id", secretID)}}
+}
+
+func (s *vaultServer) tokenFileAuth(t testing.TB, policies ...string) Auth {
+	t.Helper()
+	token := s.token(t, &api.TokenCreateRequest{Policies: policies, NoParent: true})
+	return Auth{TokenFile: secretFile(t, "token", token)}
+}
+
+func secretFile(t testing.TB, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	writeFile(t, path, content+"\n")
+	return path
+}
+
+func newTestBackend(t testing.TB, name string, cfg Config) *Backend {
+	t.Helper()
+	b, err := New(context.Background(), name, cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// closedAddress is a loopback URL where nothing listens.
+func closedAddress(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "https://" + addr
+}
+
+func TestConformance(t *testing.T) {
+	srv := sharedVault(t)
+	// An AEAD key binds the associated data through transit; an RSA key
+	// cannot, and the backend seals a digest of it with the share.
+	for _, keyType := range []string{"aes256-gcm96", "rsa-2048"} {
+		t.Run(keyType, func(t *testing.T) {
+			one, two := "conf-"+keyType+"-one", "conf-"+keyType+"-two"
+			srv.createKey(t, one, keyType)
+			srv.createKey(t, two, keyType)
+			kmstest.Run(t, kmstest.Harness{
+				New: func(t *testing.T) kmsclients.Backend {
+					return newTestBackend(t, "vault-one", srv.config(one, srv.appRoleAuth(t)))
+				},
+				OtherKey: func(t *testing.T) kmsclients.Backend {
+					return newTestBackend(t, "vault-two", srv.config(two, srv.appRoleAuth(t)))
+				},
+				// New succeeds with nothing listening: a backend may be
+				// down at start.
+				Unavailable: func(t *testing.T) kmsclients.Backend {
+					cfg := srv.config(one, srv.appRoleAuth(t))
+					cfg.Address = closedAddress(t)
+					return newTestBackend(t, "vault-down", cfg)
+				},
+			})
+		})
+	}
+}
+
+// mustWrap wraps a fresh share and returns it with its wrapped form.
+func mustWrap(t testing.TB, b *Backend, aad []byte) ([]byte, kmsclients.Wrapped) {
+	t.Helper()
+	share := []byte("a 33-byte share of some DEK, ok?!")
+	w, err := b.Wrap(ctxFor(t, 10*time.Second), share, aad)
+	if err != nil {
+		t.Fatalf("Wrap: %v", err)
+	}
+	return share, w
+}
+
+func mustUnwrap(t testing.TB, b *Backend, w kmsclients.Wrapped, aad, want []byte) {
+	t.Helper()
+	got, err := b.Unwrap(ctxFor(t, 10*time.Second), w, aad)
+	if err != nil {
+		t.Fatalf("Unwrap: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("Unwrap returned another share")
+	}
+}
+
+func mustProbe(t testing.TB, b *Backend, want string) {
+	t.Helper()
+	id, err := b.Probe(ctxFor(t, 10*time.Second))
+	if err != nil || id != want {
+		t.Fatalf("Probe = %q, %v; want %q", id, err, want)
+	}
+}
+
+func wantKind(t testing.TB, what string, err, kind error) {
+	t.Helper()
+	if !errors.Is(err, kind) {
+		t.Fatalf("%s: got %v (kind %s), want kind %v", what, err, kmsclients.Kind(err), kind)
+	}
+}
+
+func TestAuthMethods(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "auth-methods", "")
+	cert := Auth{Cert: &CertAuth{CertFile: srv.pki.clientCert, KeyFile: srv.pki.clientKey}}
+	for name, cfg := range map[string]Config{
+		"token file": srv.config("auth-methods", srv.tokenFileAuth(t, "trousseau")),
+		"approle":    srv.config("auth-methods", srv.appRoleAuth(t)),
+		"kubernetes": srv.config("auth-methods", Auth{Kubernetes: &KubernetesAuth{Role: "trousseau", JWTFile: secretFile(t, "jwt", srv.review.newJWT(t))}}),
+		"cert":       srv.config("auth-methods", cert),
+		"cert with tlsServerName": func() Config {
+			c := srv.config("auth-methods", cert)
+			c.TLSServerName = serverName
+			return c
+		}(),
+		"token file over plain http": func() Config {
+			c := srv.config("auth-methods", srv.tokenFileAuth(t, "trousseau"))
+			c.Address, c.CAFile = srv.httpAddr(), ""
+			return c
+		}(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := newTestBackend(t, "vault-auth", cfg)
+			aad := []byte("dek=1;share=1")
+			share, w := mustWrap(t, b, aad)
+			mustUnwrap(t, b, w, aad, share)
+			want := "vault:" + cfg.Address + "/transit/auth-methods:v1"
+			if w.KeyIdentity != want {
+				t.Fatalf("Wrap reports key %q, want %q", w.KeyIdentity, want)
+			}
+			mustProbe(t, b, want)
+		})
+	}
+}
+
+// TestLoginRefused: a refused login is a permission error, told apart
+// from a Vault that cannot be reached, and its message holds no secret.
+func TestLoginRefused(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "refused", "")
+	roleID, _ := srv.appRole(t, "trousseau", map[string]any{"token_policies": "trousseau"})
+	jwt := srv.review.newJWT(t)
+	srv.review.revoke(jwt)
+	badToken := "hvs.CAESIJustNotAValidTokenAtAll0123456789"
+	for name, tc := range map[string]struct {
+		auth   Auth
+		kind   error
+		secret string
+	}{
+		"wrong secret ID":           {Auth{AppRole: &AppRoleAuth{RoleID: roleID, SecretIDFile: secretFile(t, "sid", "0f1e2d3c-not-a-secret-id")}}, kmsclients.ErrPermission, "0f1e2d3c-not-a-secret-id"},
+		"unknown role ID":           {Auth{AppRole: &AppRoleAuth{RoleID: "no-such-role", SecretIDFile: secretFile(t, "sid", "x")}}, kmsclients.ErrPermission, ""},
+		"invalid token":             {Auth{TokenFile: secretFile(t, "token", badToken)}, kmsclients.ErrPermission, badToken},
+		"revoked JWT":               {Auth{Kubernetes: &KubernetesAuth{Role: "trousseau", JWTFile: secretFile(t, "jwt", jwt)}}, kmsclients.ErrPermission, jwt},
+		"unknown k8s role":          {Auth{Kubernetes: &KubernetesAuth{Role: "nobody", JWTFile: secretFile(t, "jwt", srv.review.newJWT(t))}}, kmsclients.ErrPermission, ""},
+		"certificate of a stranger": {Auth{Cert: &CertAuth{CertFile: srv.pki.strangerCert, KeyFile: srv.pki.strangerKey}}, kmsclients.ErrPermission, ""},
+		"empty token file":          {Auth{TokenFile: secretFile(t, "token", "")}, kmsclients.ErrPermission, ""},
+		"missing secret file":       {Auth{AppRole: &AppRoleAuth{RoleID: roleID, SecretIDFile: filepath.Join(t.TempDir(), "absent")}}, kmsclients.ErrUnavailable, ""},
+		"unknown auth mount":        {Auth{AppRole: &AppRoleAuth{RoleID: roleID, SecretIDFile: secretFile(t, "sid", "x"), Mount: "elsewhere"}}, kmsclients.ErrPermission, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := newTestBackend(t, "vault-refused", srv.config("refused", tc.auth))
+			_, err := b.Probe(ctxFor(t, 10*time.Second))
+			wantKind(t, "Probe", err, tc.kind)
+			_, err = b.Wrap(ctxFor(t, 10*time.Second), []byte("share"), []byte("aad"))
+			wantKind(t, "Wrap", err, tc.kind)
+			if tc.secret != "" && strings.Contains(err.Error(), tc.secret) {
+				t.Fatalf("error reveals the secret: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), "vault vault-refused: ") {
+				t.Fatalf("error %q lacks the backend prefix", err)
+			}
+		})
+	}
+}
+
+// TestTokenExpiryAndRenewal runs requests across several token lifetimes
+// (TTL 3s, max TTL 6s): the token is renewed, then replaced by a new login
+// before it expires, and no request fails meanwhile.
+func TestTokenExpiryAndRenewal(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "expiry", "")
+	roleID, secretID := srv.appRole(t, "short", map[string]any{"token_policies": "trousseau", "token_ttl": "3s", "token_max_ttl": "6s"})
+	b := newTestBackend(t, "vault-short", srv.config("expiry", Auth{AppRole: &AppRoleAuth{RoleID: roleID, SecretIDFile: secretFile(t, "sid", secretID)}}))
+
+	tokens := map[string]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	end := time.Now().Add(15 * time.Second)
+	for worker := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			aad := fmt.Appendf(nil, "worker=%d", worker)
+			for time.Now().Before(end) {
+				if err := roundTrip(b, aad); err != nil {
+					t.Errorf("worker %d at %s: %v", worker, time.Now().Format("15:04:05.000"), err)
+					return
+				}
+				mu.Lock()
+				tokens[b.currentToken()] = true
+				mu.Unlock()
+				time.Sleep(150 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d tokens in 15s", len(tokens))
+	if len(tokens) < 3 {
+		t.Errorf("saw %d tokens in 15s of 6s-max-TTL tokens; want new logins before expiry", len(tokens))
+	}
+}
+
+func roundTrip(b *Backend, aad []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	share := []byte("share")
+	w, err := b.Wrap(ctx, share, aad)
+	if err != nil {
+		return err
+	}
+	got, err := b.Unwrap(ctx, w, aad)
+	if err == nil && !bytes.Equal(got, share) {
+		err = errors.New("round trip returned another share")
+	}
+	if err != nil {
+		return err
+	}
+	_, err = b.Probe(ctx)
+	return err
+}
+
+// currentToken is the token the backend sends now, "" before a login.
+func (b *Backend) currentToken() string {
+	b.auth.mu.Lock()
+	defer b.auth.mu.Unlock()
+	if b.auth.current == nil {
+		return ""
+	}
+	return b.auth.current.token
+}
+
+// TestTokenRevoked: a revoked token is answered 403; the backend logs in
+// again (once, for all the callers that saw the 403) and the requests
+// succeed.
+func TestTokenRevoked(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "revoked", "")
+	b := newTestBackend(t, "vault-revoked", srv.config("revoked", srv.appRoleAuth(t)))
+	mustProbe(t, b, "vault:"+srv.httpsAddr()+"/transit/revoked:v1")
+	old := b.currentToken()
+	srv.write(t, "auth/token/revoke", map[string]any{"token": old})
+
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := roundTrip(b, fmt.Appendf(nil, "share=%d", i)); err != nil {
+				t.Errorf("after revocation: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if now := b.currentToken(); now == old || now == "" {
+		t.Fatal("the backend did not log in again")
+	}
+}
+
+// TestSecretsReread: each login reads its secret file again.
+func TestSecretsReread(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "reread", "")
+	t.Run("secret ID", func(t *testing.T) {
+		roleID, first := srv.appRole(t, "trousseau", map[string]any{"token_policies": "trousseau"})
+		file := secretFile(t, "sid", first)
+		b := newTestBackend(t, "vault-reread", srv.config("reread", Auth{AppRole: &AppRoleAuth{RoleID: roleID, SecretIDFile: file}}))
+		mustProbe(t, b, "vault:"+srv.httpsAddr()+"/transit/reread:v1")
+		writeFile(t, file, srv.secretID(t, "trousseau"))
+		srv.write(t, "auth/approle/role/trousseau/secret-id/destroy", map[string]any{"secret_id": first})
+		srv.write(t, "auth/token/revoke", map[string]any{"token": b.currentToken()})
+		if err := roundTrip(b, []byte("aad")); err != nil {
+			t.Fatalf("after the secret ID was replaced: %v", err)
+		}
+	})
+	t.Run("token file", func(t *testing.T) {
+		first := srv.token(t, &api.TokenCreateRequest{Policies: []string{"trousseau"}, NoParent: true})
+		file := secretFile(t, "token", first)
+		b := newTestBackend(t, "vault-reread", srv.config("reread", Auth{TokenFile: file}))
+		mustProbe(t, b, "vault:"+srv.httpsAddr()+"/transit/reread:v1")
+		writeFile(t, file, srv.token(t, &api.TokenCreateRequest{Policies: []string{"trousseau"}, NoParent: true}))
+		srv.write(t, "auth/token/revoke", map[string]any{"token": first})
+		if err := roundTrip(b, []byte("aad")); err != nil {
+			t.Fatalf("after the token file was rewritten: %v", err)
+		}
+	})
+}
+
+// TestKeyRotation: the prober notices a rotated transit key, new shares
+// use the new version, and old shares unwrap while min_decryption_version
+// allows.
+func TestKeyRotation(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "rotating", "")
+	b := newTestBackend(t, "vault-rot", srv.config("rotating", srv.appRoleAuth(t)))
+	prefix := "vault:" + srv.httpsAddr() + "/transit/rotating:v"
+	aad := []byte("dek=7;share=2")
+	share1, w1 := mustWrap(t, b, aad)
+	if w1.KeyIdentity != prefix+"1" {
+		t.Fatalf("Wrap reports %q, want %q", w1.KeyIdentity, prefix+"1")
+	}
+
+	srv.write(t, "transit/keys/rotating/rotate", nil)
+	mustProbe(t, b, prefix+"2")
+	share2, w2 := mustWrap(t, b, aad)
+	if w2.KeyIdentity != prefix+"2" {
+		t.Fatalf("Wrap after rotation reports %q, want %q", w2.KeyIdentity, prefix+"2")
+	}
+	mustUnwrap(t, b, w1, aad, share1)
+
+	srv.write(t, "transit/keys/rotating/config", map[string]any{"min_decryption_version": 2})
+	_, err := b.Unwrap(ctxFor(t, 10*time.Second), w1, aad)
+	wantKind(t, "Unwrap of a version below min_decryption_version", err, kmsclients.ErrPermission)
+	mustUnwrap(t, b, w2, aad, share2)
+}
+
+// TestWrongPolicy: a token whose policy refuses a path gets a permission
+// error, not a loop of logins.
+func TestWrongPolicy(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "policy", "")
+	aad := []byte("aad")
+	good := newTestBackend(t, "vault-good", srv.config("policy", srv.appRoleAuth(t)))
+	_, w := mustWrap(t, good, aad)
+
+	encryptOnly := newTestBackend(t, "vault-enc", srv.config("policy", srv.tokenFileAuth(t, "encrypt-only")))
+	mustProbe(t, encryptOnly, "vault:"+srv.httpsAddr()+"/transit/policy:v1")
+	mustWrap(t, encryptOnly, aad)
+	_, err := encryptOnly.Unwrap(ctxFor(t, 10*time.Second), w, aad)
+	wantKind(t, "Unwrap without transit/decrypt", err, kmsclients.ErrPermission)
+
+	none := newTestBackend(t, "vault-none", srv.config("policy", srv.tokenFileAuth(t, "default")))
+	_, err = none.Probe(ctxFor(t, 10*time.Second))
+	wantKind(t, "Probe without transit/keys read", err, kmsclients.ErrPermission)
+	_, err = none.Wrap(ctxFor(t, 10*time.Second), []byte("share"), aad)
+	wantKind(t, "Wrap without any transit policy", err, kmsclients.ErrPermission)
+
+	missing := newTestBackend(t, "vault-missing", srv.config("no-such-key", srv.appRoleAuth(t)))
+	_, err = missing.Probe(ctxFor(t, 10*time.Second))
+	wantKind(t, "Probe of a missing key", err, kmsclients.ErrPermission)
+}
+
+// TestServerStoppedAndRestarted: a stopped Vault is reported unavailable
+// within the caller's deadline, a sealed one too, and once it is back the
+// same backend works again, old shares included.
+func TestServerStoppedAndRestarted(t *testing.T) {
+	srv := startVault(t)
+	srv.createKey(t, "restart", "")
+	cfg := srv.config("restart", srv.appRoleAuth(t))
+	b := newTestBackend(t, "vault-restart", cfg)
+	aad := []byte("dek=5;share=1")
+	share, w := mustWrap(t, b, aad)
+	lateCfg := srv.config("restart", srv.appRoleAuth(t))
+
+	srv.stop()
+	checkUnavailable(t, "stopped", b, w, aad)
+	// A backend created while Vault is down starts, and is down.
+	late := newTestBackend(t, "vault-late", lateCfg)
+	checkUnavailable(t, "stopped, at start", late, w, aad)
+
+	srv.restartSealed(t)
+	checkUnavailable(t, "sealed", b, w, aad)
+
+	srv.unseal(t)
+	mustUnwrap(t, b, w, aad, share)
+	mustProbe(t, b, "vault:"+srv.httpsAddr()+"/transit/restart:v1")
+	mustWrap(t, b, aad)
+	mustUnwrap(t, late, w, aad, share)
+}
+
+func checkUnavailable(t *testing.T, state string, b *Backend, w kmsclients.Wrapped, aad []byte) {
+	t.Helper()
+	const budget = 3 * time.Second
+	start := time.Now()
+	ctx := ctxFor(t, budget)
+	_, errWrap := b.Wrap(ctx, []byte("share"), aad)
+	_, errUnwrap := b.Unwrap(ctx, w, aad)
+	_, errProbe := b.Probe(ctx)
+	if elapsed := time.Since(start); elapsed > budget+time.Second {
+		t.Errorf("calls to a %s Vault took %v, beyond the caller's %v deadline", state, elapsed, budget)
+	}
+	t.Logf("%s Vault: %v for three calls", state, time.Since(start))
+	for what, err := range map[string]error{"Wrap": errWrap, "Unwrap": errUnwrap, "Probe": errProbe} {
+		t.Logf("%s: %v", what, err)
+		if !errors.Is(err, kmsclients.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s on a %s Vault: %v (kind %s), want unavailable", what, state, err, kmsclients.Kind(err))
+		}
+	}
+}
+
+// TestServerRejectsTamperedCiphertext gets damaged ciphertexts past the
+// frame checksum, so that transit's own refusal and its mapping are what
+// is tested.
+func TestServerRejectsTamperedCiphertext(t *testing.T) {
+	srv := sharedVault(t)
+	for _, keyType := range []string{"aes256-gcm96", "rsa-2048"} {
+		t.Run(keyType, func(t *testing.T) {
+			key := "tamper-" + keyType
+			srv.createKey(t, key, keyType)
+			srv.createKey(t, key+"-other", keyType)
+			b := newTestBackend(t, "vault-tamper", srv.config(key, srv.appRoleAuth(t)))
+			other := newTestBackend(t, "vault-other", srv.config(key+"-other", srv.appRoleAuth(t)))
+			testForgedCiphertexts(t, b, other)
+		})
+	}
+}
+
+func testForgedCiphertexts(t *testing.T, b, other *Backend) {
+	aad := []byte("dek=6;share=1")
+	_, w := mustWrap(t, b, aad)
+	_, wOther := mustWrap(t, other, aad)
+	binding, ct, _, _ := unframe(w.Ciphertext)
+	_, ctOther, _, _ := unframe(wOther.Ciphertext)
+	body := strings.TrimPrefix(ct, "vault:v1:")
+
+	for name, forged := range map[string]string{
+		"body byte changed":       "vault:v1:" + flipBase64(body, len(body)/2),
+		"body truncated":          "vault:v1:" + body[:len(body)-8],
+		"not base64":              "vault:v1:" + body[:10] + "!" + body[11:],
+		"version that is not yet": "vault:v9:" + body,
+		"another key's share":     ctOther,
+	} {
+		t.Run(name, func(t *testing.T) {
+			bad := w
+			bad.Ciphertext = frame(binding, forged)
+			if v, ok := ciphertextVersion(forged); ok {
+				bad.KeyIdentity = b.identity(v)
+			}
+			_, err := b.Unwrap(ctxFor(t, 10*time.Second), bad, aad)
+			t.Logf("%v", err)
+			wantKind(t, "Unwrap of a forged ciphertext", err, kmsclients.ErrInvalidCiphertext)
+		})
+	}
+}
+
+func flipBase64(s string, i int) string {
+	c := byte('A')
+	if s[i] == 'A' {
+		c = 'B'
+	}
+	return s[:i] + string(c) + s[i+1:]
+}
+
+// TestEnvironmentIgnored: the VAULT_* variables the api client reads do
+// not change which Vault the backend talks to, as whom, or how.
+func TestEnvironmentIgnored(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "env", "")
+	noPolicy := srv.tokenFileAuth(t, "default")
+	good := srv.appRoleAuth(t)
+	t.Setenv("VAULT_TOKEN", srv.root)
+	t.Setenv("VAULT_ADDR", closedAddress(t))
+	t.Setenv("VAULT_NAMESPACE", "elsewhere")
+	t.Setenv("VAULT_WRAP_TTL", "60s")
+	t.Setenv("VAULT_HEADERS", `{"X-Trousseau-Test": "1"}`)
+	t.Setenv("HTTPS_PROXY", closedAddress(t))
+
+	b := newTestBackend(t, "vault-env", srv.config("env", good))
+	if err := roundTrip(b, []byte("aad")); err != nil {
+		t.Fatalf("with VAULT_* set: %v", err)
+	}
+	weak := newTestBackend(t, "vault-weak", srv.config("env", noPolicy))
+	_, err := weak.Probe(ctxFor(t, 10*time.Second))
+	wantKind(t, "Probe with a weak token file and VAULT_TOKEN=root", err, kmsclients.ErrPermission)
+}

@@ -1,0 +1,467 @@
+// Package vault is a Trousseau backend that wraps shares with a key of
+// HashiCorp Vault's transit secrets engine.
+//
+// Config example (in the serve config):
+//
+//	backends:
+//	  - name: vault-eu
+//	    vault:
+//	      address: https://vault.eu.example.com:8200
+//	      keyName: trousseau
+//	      caFile: /etc/trousseau/vault-ca.pem
+//	      auth:
+//	        kubernetes: {role: trousseau}
+//
+// docs/vault.md has the policy the login needs and an example of each
+// login method.
+//
+// Wrap calls transit/encrypt/<key>, Unwrap transit/decrypt/<key>, Probe
+// reads transit/keys/<key>. The share is bound to its associated data
+// (the DEK and the share index) by transit's associated_data when the key
+// type is an AEAD (AES-GCM, ChaCha20-Poly1305); for other key types that
+// can encrypt (RSA) a 16-byte digest of the associated data is sealed in
+// front of the share and compared on unwrap.
+//
+// The key identity is "vault:<address>/<namespace/><mount>/<key>:v<N>",
+// N the key version: the one the ciphertext names for Wrap, the latest
+// for Probe, so that rotating the transit key is noticed. Shares wrapped
+// under older versions still unwrap while the key's
+// min_decryption_version allows.
+//
+// New makes no call to Vault: the first login runs in the background, and
+// a backend may be down when the plugin starts. The token is renewed with
+// a LifetimeWatcher and replaced by a new login before it runs out, or
+// when Vault refuses it (403), in which case the request is tried once
+// more with the new token.
+//
+// The backend reads no environment variable itself. The api client's
+// constructor does read VAULT_* variables; the backend passes it a
+// complete configuration and then undoes what it applies from the
+// environment (token, namespace, headers, response wrapping), so that a
+// plugin's environment cannot change which Vault it talks to or as whom.
+// HTTP proxy variables are ignored for the same reason. What cannot be
+// undone: a malformed VAULT_* variable makes the constructor, and so New,
+// fail.
+package vault
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// Backend is a Vault transit backend.
+type Backend struct {
+	name    string
+	keyPath string // namespace, mount and key, as identities name them
+	idPfx   string
+	paths   transitPaths
+	auth    *authenticator
+	// idle releases the connections of the backend's transports.
+	idle []*http.Transport
+	// aead caches whether the key type takes associated_data; nil until
+	// the key is first read. A key's type is fixed when it is created.
+	aead atomic.Pointer[bool]
+}
+
+var _ kmsclients.Backend = (*Backend)(nil)
+
+type transitPaths struct{ encrypt, decrypt, keys string }
+
+const (
+	// maxRetries bounds the api client's own retries of 5xx answers and
+	// failed connections (a pooled connection to a restarted Vault); the
+	// caller's deadline bounds their total time.
+	maxRetries   = 2
+	minRetryWait = 50 * time.Millisecond
+	maxRetryWait = 250 * time.Millisecond
+	// renewTimeout bounds a token renewal, which runs in the background
+	// with no caller and so no caller's deadline.
+	renewTimeout = 10 * time.Second
+)
+
+// New returns a backend for cfg. It reads the CA file, but makes no call
+// to Vault (see the package comment); the first Probe reports whether
+// Vault, the login and the key are usable.
+func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
+	if err := kmsclients.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("vault %s: %w", name, err)
+	}
+	cfg = cfg.withDefaults()
+	tlsCfg, err := clientTLS(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault %s: %w", name, err)
+	}
+	b := &Backend{
+		name:    name,
+		keyPath: keyPath(cfg),
+		idPfx:   identityPrefix(cfg),
+		paths: transitPaths{
+			encrypt: cfg.TransitMount + "/encrypt/" + cfg.KeyName,
+			decrypt: cfg.TransitMount + "/decrypt/" + cfg.KeyName,
+			keys:    cfg.TransitMount + "/keys/" + cfg.KeyName,
+		},
+	}
+	login, err := b.clients(cfg, tlsCfg)
+	if err != nil {
+		return nil, fmt.Errorf("vault %s: %w", name, err)
+	}
+	b.auth = login
+	return b, nil
+}
+
+// clients builds the api clients and the authenticator that uses them.
+func (b *Backend) clients(cfg Config, tlsCfg *tls.Config) (*authenticator, error) {
+	tr := newTransport(tlsCfg, true)
+	base, err := newAPIClient(cfg, tr, 0)
+	if err != nil {
+		return nil, err
+	}
+	renewer, err := newAPIClient(cfg, tr, renewTimeout)
+	if err != nil {
+		return nil, err
+	}
+	b.idle = append(b.idle, tr)
+	var cert *certLogin
+	if cfg.Auth.Cert != nil {
+		cert = &certLogin{cfg: *cfg.Auth.Cert}
+		certTLS := tlsCfg.Clone()
+		certTLS.GetClientCertificate = cert.getClientCertificate
+		if cert.client, err = newAPIClient(cfg, newTransport(certTLS, false), 0); err != nil {
+			return nil, err
+		}
+	}
+	return newAuthenticator(newLogin(cfg, base, cert), base, renewer), nil
+}
+
+// clientTLS verifies Vault against caFile when set, else the system roots.
+func clientTLS(cfg Config) (*tls.Config, error) {
+	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
+	if cfg.CAFile == "" {
+		return t, nil
+	}
+	pem, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("vault.caFile: %w", err)
+	}
+	t.RootCAs = x509.NewCertPool()
+	if !t.RootCAs.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("vault.caFile: %s holds no PEM certificate", cfg.CAFile)
+	}
+	return t, nil
+}
+
+// newTransport is a transport that ignores proxy settings of the
+// environment. The cert login's transport does not keep connections, so
+// that each login presents the certificate just read.
+func newTransport(tlsCfg *tls.Config, keepAlive bool) *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsCfg,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 8,
+		IdleConnTimeout:     90 * time.Second,
+		DisableKeepAlives:   !keepAlive,
+	}
+}
+
+// newAPIClient builds an api client from cfg alone. timeout 0 leaves the
+// caller's context as the only deadline.
+func newAPIClient(cfg Config, tr *http.Transport, timeout time.Duration) (*api.Client, error) {
+	c, err := api.NewClient(&api.Config{
+		Address: cfg.Address,
+		HttpClient: &http.Client{
+			Transport: tr,
+			// The api client follows redirects itself, refusing a
+			// downgrade to http.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		MaxRetries:   maxRetries,
+		MinRetryWait: minRetryWait,
+		MaxRetryWait: maxRetryWait,
+		CheckRetry:   retryPolicy,
+		Timeout:      timeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create Vault client: %w", err)
+	}
+	// NewClient applies VAULT_TOKEN, VAULT_NAMESPACE and VAULT_HEADERS on
+	// top of the config it is given; undo them. The one header kept is
+	// the one Vault Agent requires against request forgery.
+	c.ClearToken()
+	c.SetHeaders(http.Header{api.RequestHeaderName: []string{"true"}})
+	if cfg.Namespace != "" {
+		c.SetNamespace(cfg.Namespace)
+	}
+	// The default lookup honours VAULT_WRAP_TTL, which would wrap the
+	// answers this backend reads.
+	c.SetWrappingLookupFunc(func(string, string) string { return "" })
+	return c, nil
+}
+
+// retryPolicy is the api client's, except that a 500 is not retried:
+// Vault answers 500 to a ciphertext that RSA cannot decrypt, and to other
+// internal errors that a second attempt within the same second will not
+// fix.
+func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if err == nil && resp != nil && resp.StatusCode == http.StatusInternalServerError {
+		return false, nil
+	}
+	return api.DefaultRetryPolicy(ctx, resp, err)
+}
+
+// Name implements kmsclients.Backend.
+func (b *Backend) Name() string { return b.name }
+
+// Close stops token renewal and any login under way.
+func (b *Backend) Close() error {
+	b.auth.close()
+	for _, tr := range b.idle {
+		tr.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Wrap encrypts share under the transit key, bound to aad.
+func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
+	if err := ctx.Err(); err != nil {
+		return kmsclients.Wrapped{}, err
+	}
+	aead, err := b.keyIsAEAD(ctx)
+	if err != nil {
+		return kmsclients.Wrapped{}, b.fail(ctx, "wrap", err)
+	}
+	data, binding := encryptRequest(share, aad, aead)
+	s, err := b.call(ctx, opWrap, func(ctx context.Context, c *api.Client) (*api.Secret, error) {
+		return c.Logical().WriteWithContext(ctx, b.paths.encrypt, data)
+	})
+	if err != nil {
+		return kmsclients.Wrapped{}, b.fail(ctx, "wrap", err)
+	}
+	ct, _ := secretString(s, "ciphertext")
+	version, ok := ciphertextVersion(ct)
+	if !ok {
+		return kmsclients.Wrapped{}, fmt.Errorf("vault %s: wrap: Vault answered without a vault:v<N>: ciphertext", b.name)
+	}
+	return kmsclients.Wrapped{Ciphertext: frame(binding, ct), KeyIdentity: b.identity(version)}, nil
+}
+
+// encryptRequest is the body of transit/encrypt.
+func encryptRequest(share, aad []byte, aead bool) (map[string]any, byte) {
+	if aead {
+		return map[string]any{
+			"plaintext":       base64.StdEncoding.EncodeToString(share),
+			"associated_data": associatedData(aad),
+		}, bindAssociatedData
+	}
+	plaintext := append(aadBinding(aad), share...)
+	defer clear(plaintext)
+	return map[string]any{"plaintext": base64.StdEncoding.EncodeToString(plaintext)}, bindInPlaintext
+}
+
+// Unwrap decrypts a share that Wrap encrypted, after checking that it
+// names this backend's key.
+func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	binding, ct, version, err := b.checkWrapped(w)
+	if err != nil {
+		return nil, err
+	}
+	data := map[string]any{"ciphertext": ct}
+	if binding == bindAssociatedData {
+		data["associated_data"] = associatedData(aad)
+	}
+	s, err := b.call(ctx, opUnwrap, func(ctx context.Context, c *api.Client) (*api.Secret, error) {
+		return c.Logical().WriteWithContext(ctx, b.paths.decrypt, data)
+	})
+	if err != nil {
+		return nil, b.fail(ctx, "unwrap", err)
+	}
+	plaintext, err := decodePlaintext(s)
+	if err != nil {
+		return nil, fmt.Errorf("vault %s: unwrap v%d: %w", b.name, version, err)
+	}
+	if binding == bindAssociatedData {
+		return plaintext, nil
+	}
+	return b.checkBinding(plaintext, aad)
+}
+
+// checkWrapped parses the stored share and its key identity.
+func (b *Backend) checkWrapped(w kmsclients.Wrapped) (byte, string, uint64, error) {
+	binding, ct, version, ok := unframe(w.Ciphertext)
+	if !ok {
+		return 0, "", 0, fmt.Errorf("vault %s: unwrap: malformed or corrupt wrapped share: %w", b.name, kmsclients.ErrInvalidCiphertext)
+	}
+	path, idVersion, ok := parseIdentity(w.KeyIdentity)
+	if !ok || path != b.keyPath {
+		return 0, "", 0, fmt.Errorf("vault %s: unwrap: share was wrapped by key %q, this backend uses %s: %w", b.name, w.KeyIdentity, b.keyPath, kmsclients.ErrInvalidCiphertext)
+	}
+	if idVersion != version {
+		return 0, "", 0, fmt.Errorf("vault %s: unwrap: key identity names version %d, the ciphertext version %d: %w", b.name, idVersion, version, kmsclients.ErrInvalidCiphertext)
+	}
+	return binding, ct, version, nil
+}
+
+// checkBinding compares the digest sealed in front of the share with aad.
+func (b *Backend) checkBinding(plaintext, aad []byte) ([]byte, error) {
+	defer clear(plaintext)
+	if len(plaintext) < bindingSize || subtle.ConstantTimeCompare(plaintext[:bindingSize], aadBinding(aad)) != 1 {
+		return nil, fmt.Errorf("vault %s: unwrap: associated data differs from the one the share was wrapped with: %w", b.name, kmsclients.ErrInvalidCiphertext)
+	}
+	return append([]byte(nil), plaintext[bindingSize:]...), nil
+}
+
+func decodePlaintext(s *api.Secret) ([]byte, error) {
+	text, ok := secretString(s, "plaintext")
+	if !ok {
+		return nil, errors.New("Vault answered without a plaintext")
+	}
+	plaintext, err := base64.StdEncoding.DecodeString(text)
+	if err != nil {
+		return nil, errors.New("Vault answered with a plaintext that is not base64")
+	}
+	return plaintext, nil
+}
+
+// Probe reads the transit key: it checks the login and that the key can
+// encrypt and decrypt, and reports its latest version.
+func (b *Backend) Probe(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	info, err := b.readKey(ctx, opProbe)
+	if err != nil {
+		return "", b.fail(ctx, "probe", err)
+	}
+	return b.identity(info.latest), nil
+}
+
+// keyIsAEAD reports whether the key takes associated_data, reading the key
+// the first time.
+func (b *Backend) keyIsAEAD(ctx context.Context) (bool, error) {
+	if aead := b.aead.Load(); aead != nil {
+		return *aead, nil
+	}
+	info, err := b.readKey(ctx, opWrap)
+	if err != nil {
+		return false, err
+	}
+	return info.aead, nil
+}
+
+// keyInfo is what the backend needs from transit/keys/<key>.
+type keyInfo struct {
+	latest uint64
+	aead   bool
+}
+
+func (b *Backend) readKey(ctx context.Context, op operation) (keyInfo, error) {
+	s, err := b.call(ctx, op, func(ctx context.Context, c *api.Client) (*api.Secret, error) {
+		return c.Logical().ReadWithContext(ctx, b.paths.keys)
+	})
+	if err != nil {
+		return keyInfo{}, err
+	}
+	if s == nil || s.Data == nil {
+		return keyInfo{}, fmt.Errorf("transit key %s not found: %w", b.keyPath, kmsclients.ErrPermission)
+	}
+	info, err := parseKeyInfo(s.Data)
+	if err != nil {
+		return keyInfo{}, fmt.Errorf("transit key %s: %w", b.keyPath, err)
+	}
+	b.aead.Store(&info.aead)
+	return info, nil
+}
+
+// aeadTypes are the transit key types that take associated_data.
+var aeadTypes = map[string]bool{"aes128-gcm96": true, "aes256-gcm96": true, "chacha20-poly1305": true}
+
+func parseKeyInfo(data map[string]any) (keyInfo, error) {
+	keyType, _ := data["type"].(string)
+	enc, _ := data["supports_encryption"].(bool)
+	dec, _ := data["supports_decryption"].(bool)
+	if !enc || !dec {
+		return keyInfo{}, fmt.Errorf("key type %q cannot encrypt and decrypt: %w", keyType, kmsclients.ErrPermission)
+	}
+	latest, ok := jsonUint(data["latest_version"])
+	if !ok || latest == 0 {
+		return keyInfo{}, errors.New("Vault reports no latest_version")
+	}
+	return keyInfo{latest: latest, aead: aeadTypes[keyType]}, nil
+}
+
+func jsonUint(v any) (uint64, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		u, err := strconv.ParseUint(n.String(), 10, 32)
+		return u, err == nil
+	case float64:
+		return uint64(n), n >= 0 && n <= 1<<32 && n == float64(uint64(n))
+	}
+	return 0, false
+}
+
+func secretString(s *api.Secret, field string) (string, bool) {
+	if s == nil || s.Data == nil {
+		return "", false
+	}
+	v, ok := s.Data[field].(string)
+	return v, ok && v != ""
+}
+
+func (b *Backend) identity(version uint64) string {
+	return b.idPfx + strconv.FormatUint(version, 10)
+}
+
+// call makes a request with the current token. When Vault refuses the
+// token (403) it logs in again, or takes the token another caller just
+// obtained, and tries once more.
+func (b *Backend) call(ctx context.Context, op operation, req func(context.Context, *api.Client) (*api.Secret, error)) (*api.Secret, error) {
+	s, err := b.auth.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out, err := req(ctx, s.client)
+	if err = classify(op, err); !isForbidden(err) {
+		return out, err
+	}
+	fresh, lerr := b.auth.replace(ctx, s)
+	if errors.Is(lerr, errThrottled) {
+		return nil, err
+	}
+	if lerr != nil {
+		return nil, fmt.Errorf("log in again after Vault refused the token (%v): %w", err, lerr)
+	}
+	out, err = req(ctx, fresh.client)
+	return out, classify(op, err)
+}
+
+// fail prefixes err. A done ctx takes precedence, so that callers see
+// their own cancellation or deadline whatever the api client made of it.
+func (b *Backend) fail(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("vault %s: %s: %w: %w", b.name, op, cerr, err)
+	}
+	return fmt.Errorf("vault %s: %s: %w", b.name, op, err)
+}
