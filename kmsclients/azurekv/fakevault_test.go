@@ -304,7 +304,8 @@ func aesKeyUnwrap(kek, wrapped []byte) ([]byte, error) {
 // stallingTransport stands for a vault that does not answer. It is not
 // done inside the fake.Server handlers because the SDK's fake transport
 // panics (send on closed channel) when a request's context ends while a
-// handler is still running.
+// handler is still running; for the same reason it passes requests on
+// with a context that is never cancelled.
 type stallingTransport struct {
 	v    *fakeVault
 	next policy.Transporter
@@ -316,7 +317,10 @@ func (s stallingTransport) Do(req *http.Request) (*http.Response, error) {
 		<-req.Context().Done()
 		return nil, req.Context().Err()
 	}
-	return s.next.Do(req)
+	// The fake answers at once; shield it from the caller's cancellation
+	// (the envelope cancels the unwraps it no longer needs), which would
+	// make it panic.
+	return s.next.Do(req.WithContext(context.WithoutCancel(req.Context())))
 }
 
 // fakeServer serves v through the SDK's fake transport.
