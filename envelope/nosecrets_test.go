@@ -8,9 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/split"
 )
 
@@ -20,7 +20,7 @@ import (
 // error and the state dir for the DEK, its shares and the plaintext.
 func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	// Unwraps cancelled after a quorum answered may still log: lock the buffer.
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dir := t.TempDir()
 	sw := wrapSwitchable(newLocals(t, 3))
@@ -79,7 +79,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	secrets = append(secrets, dek, deriveKey(dek, infoData), deriveKey(dek, infoCommitment))
 
 	var haystack bytes.Buffer
-	haystack.Write(logs.bytes())
+	haystack.Write(logs.Bytes())
 	for _, err := range errs {
 		fmt.Fprintln(&haystack, err.Error())
 	}
@@ -90,7 +90,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		}
 		return nil
 	})
-	if len(logs.bytes()) == 0 {
+	if len(logs.Bytes()) == 0 {
 		t.Fatal("nothing was logged at debug level")
 	}
 	for _, sec := range secrets {
@@ -100,21 +100,4 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 			}
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.b.Bytes())
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
@@ -29,7 +30,7 @@ type harness struct {
 	metrics  *grpcserver.Metrics
 	cancel   context.CancelFunc
 	done     chan error
-	logs     *syncBuffer
+	logs     *testutil.Buffer
 	// fastProbe probes every 50 ms instead of waiting for explicit probes.
 	fastProbe bool
 }
@@ -69,7 +70,7 @@ func (h *harness) startNoWait() {
 		}
 		backends = append(backends, b)
 	}
-	h.logs = &syncBuffer{}
+	h.logs = &testutil.Buffer{}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.metrics = grpcserver.NewMetrics()
 	env, err := envelope.New(envelope.Config{Threshold: 2, Backends: backends, StateDir: h.stateDir, Logger: log, Observer: h.metrics})

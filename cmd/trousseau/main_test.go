@@ -7,29 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trousseau-io/trousseau/internal/testutil"
 )
-
-// syncBuffer collects output written from the serve goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // run executes one trousseau command in-process.
 func run(t *testing.T, stdin string, args ...string) (string, string, error) {
@@ -53,9 +36,9 @@ func shortTemp(t *testing.T) string {
 }
 
 // serveDev runs `serve --dev` in-process until the test ends.
-func serveDev(t *testing.T, dir string) (socket string, out *syncBuffer) {
+func serveDev(t *testing.T, dir string) (socket string, out *testutil.Buffer) {
 	socket = filepath.Join(dir, "kms.sock")
-	out = &syncBuffer{}
+	out = &testutil.Buffer{}
 	cmd := NewRootCmd(streams{In: strings.NewReader(""), Out: out, Err: out})
 	cmd.SetArgs([]string{"serve", "--dev", "--socket", socket, "--state-dir", dir, "--health-listen", "127.0.0.1:0"})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -213,7 +196,7 @@ func TestSignals(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	socket := filepath.Join(dir, "kms.sock")
-	var logs syncBuffer
+	var logs testutil.Buffer
 	cmd := exec.Command(bin, "serve", "--dev", "--socket", socket, "--state-dir", filepath.Join(dir, "s"), "--health-listen", "127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

@@ -8,9 +8,10 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
 // memScan is a Source of given values.
@@ -76,7 +77,7 @@ func TestRunProgressAndCancel(t *testing.T) {
 		name := fmt.Sprintf("s%03d", i)
 		kvs = append(kvs, KV{Key: "/registry/secrets/default/" + name, Value: []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + name + `","namespace":"default"}}`)})
 	}
-	var progress syncBuf
+	var progress testutil.Buffer
 	sink := &slowSink{StreamSink: NewStreamSink(io.Discard, YAML), d: time.Millisecond}
 	sum, err := Run(context.Background(), Options{Source: memScan{kvs: kvs}, Envelope: env, IncludeUnencrypted: true, Sink: sink,
 		Progress: &progress, ProgressEvery: 10 * time.Millisecond, Workers: 2})
@@ -110,21 +111,4 @@ func (s *slowSink) Put(k Key, b []byte) error {
 	time.Sleep(s.d)
 	s.keys = append(s.keys, k.Namespace+"/"+k.Name)
 	return s.StreamSink.Put(k, b)
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

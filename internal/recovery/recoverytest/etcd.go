@@ -6,7 +6,6 @@
 package recoverytest
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -15,14 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
 // EtcdVersion is the etcd that hack/kube.sh builds.
@@ -53,7 +52,7 @@ type Etcd struct {
 	// TLS files, set when started with TLS (client certificates required).
 	CACert, Cert, Key string
 	DataDir           string
-	logs              *lockedBuffer
+	logs              *testutil.Buffer
 }
 
 // StartEtcd runs etcd on 127.0.0.1 random ports in a temporary directory
@@ -80,7 +79,7 @@ func startEtcd(t testing.TB, bin, dir string, attempt int, withTLS bool) (*Etcd,
 		return nil, err
 	}
 	scheme := "http"
-	e := &Etcd{DataDir: filepath.Join(dir, fmt.Sprintf("data%d", attempt)), logs: &lockedBuffer{}}
+	e := &Etcd{DataDir: filepath.Join(dir, fmt.Sprintf("data%d", attempt)), logs: &testutil.Buffer{}}
 	args := []string{"--name", "recovery-test", "--data-dir", e.DataDir, "--log-level", "warn"}
 	if withTLS {
 		scheme = "https"
@@ -193,21 +192,4 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.TrimSpace(l.b.String())
 }
