@@ -33,6 +33,7 @@ const (
 	DefaultProbeTimeout  = 5 * time.Second
 	DefaultMaxAge        = 720 * time.Hour
 	DefaultSocketMode    = "0600"
+	MinMaxAge            = time.Hour
 )
 
 // Config is the whole file.
@@ -208,7 +209,14 @@ func (c *Config) Validate() error {
 		add("threshold", "%v", err)
 	}
 	seen := map[string]int{}
+	keyFiles := map[string]int{}
 	for i, b := range c.Backends {
+		if b.Local != nil && b.Local.KeyFile != "" {
+			if j, dup := keyFiles[b.Local.KeyFile]; dup {
+				add(fmt.Sprintf("backends[%d].local.keyFile", i), "%s is already the key of backends[%d]: each backend needs a key of its own", b.Local.KeyFile, j)
+			}
+			keyFiles[b.Local.KeyFile] = i
+		}
 		field := fmt.Sprintf("backends[%d]", i)
 		if err := kmsclients.ValidateName(b.Name); err != nil {
 			add(field+".name", "%v", err)
@@ -233,8 +241,8 @@ func (c *Config) Validate() error {
 	if d := c.Health.ProbeTimeout.Duration; d <= 0 || d > c.Health.ProbeInterval.Duration {
 		add("health.probeTimeout", "must be positive and at most health.probeInterval, got %s", d)
 	}
-	if c.Rotation.MaxAge != nil && c.Rotation.MaxAge.Duration < 0 {
-		add("rotation.maxAge", "must not be negative")
+	if d := c.MaxAge(); d != 0 && d < MinMaxAge {
+		add("rotation.maxAge", "must be 0s (off) or at least %s, got %s: each rotation makes every stored object stale", MinMaxAge, d)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

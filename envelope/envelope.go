@@ -46,9 +46,12 @@ type Config struct {
 	MaxAge time.Duration
 	// CacheSize bounds the DEKs kept unwrapped in memory (default 1024).
 	CacheSize int
-	Logger    *slog.Logger
-	Observer  Observer
-	Now       func() time.Time
+	// UnwrapTimeout bounds one unwrap of a DEK from the backends, however
+	// many Decrypt calls wait on it (default DefaultUnwrapTimeout).
+	UnwrapTimeout time.Duration
+	Logger        *slog.Logger
+	Observer      Observer
+	Now           func() time.Time
 }
 
 // Observer is told what the envelope does, for metrics. Implementations
@@ -110,6 +113,9 @@ func New(cfg Config) (*Envelope, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.UnwrapTimeout <= 0 {
+		cfg.UnwrapTimeout = DefaultUnwrapTimeout
 	}
 	e := &Envelope{cfg: cfg, log: cfg.Logger, obs: cfg.Observer, backends: map[string]kmsclients.Backend{}}
 	if e.log == nil {
@@ -267,11 +273,16 @@ func (e *Envelope) dekFor(ctx context.Context, header []byte) (*dek, error) {
 		return d, nil
 	}
 	e.obs.CacheLookup(false)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	ch := e.flight.DoChan(string(hash[:]), func() (any, error) {
-		// Detached from the first caller's cancellation so that others
-		// waiting on the same header are not failed by it; bounded by
-		// the longest deadline a caller can reasonably give.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unwrapTimeout(ctx))
+		// One unwrap serves every caller waiting on this header, so it
+		// is not bound to the first caller's deadline: each caller
+		// stops waiting at its own, and an unwrap that outlives a
+		// caller still fills the cache for the retry. UnwrapTimeout
+		// bounds it.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.UnwrapTimeout)
 		defer cancel()
 		return e.openHeader(ctx, bytesClone(header))
 	})
@@ -286,16 +297,8 @@ func (e *Envelope) dekFor(ctx context.Context, header []byte) (*dek, error) {
 	}
 }
 
-// unwrapTimeout is how long a shared unwrap may run: the caller's own
-// deadline if it has one, else a bound so nothing waits forever.
-func unwrapTimeout(ctx context.Context) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		if d := time.Until(dl); d > 0 {
-			return d
-		}
-	}
-	return 30 * time.Second
-}
+// DefaultUnwrapTimeout bounds one unwrap of a DEK from the backends.
+const DefaultUnwrapTimeout = 30 * time.Second
 
 func bytesClone(b []byte) []byte { return append([]byte(nil), b...) }
 

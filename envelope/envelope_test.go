@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
 var seed = []byte("0123456789abcdef0123456789abcdef") // what kube-apiserver sends: 32 bytes
@@ -549,6 +550,79 @@ func TestCombinedFormat(t *testing.T) {
 	for _, bad := range [][]byte{nil, []byte("TRS1"), blob[:6], append([]byte("XXXX"), blob[4:]...)} {
 		if _, _, err := ParseCombined(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseCombined(%q): %v", bad, err)
+		}
+	}
+}
+
+func TestSameKeyTwiceIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	one := newLocal(t, dir, "b1")
+	path := filepath.Join(dir, "b1.key")
+	twin, err := local.New("b2", local.Config{KeyFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{Threshold: 2, Backends: []kmsclients.Backend{one, twin, newLocal(t, dir, "b3")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Prepare(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "same key") {
+		t.Fatalf("two backends on one key file: %v", err)
+	}
+}
+
+func TestUnconfiguredBackendInHeaderIsInvalid(t *testing.T) {
+	// 2 of 2: a header naming a backend this plugin does not have cannot
+	// be decrypted, and retrying will not help: invalid, not unavailable.
+	bs := newLocals(t, 2)
+	e := mustNew(t, Config{Threshold: 2, Backends: bs})
+	s := mustEncrypt(t, e, seed)
+	other, _ := New(Config{Threshold: 2, Backends: []kmsclients.Backend{bs[0], newLocal(t, t.TempDir(), "zz")}})
+	_, err := other.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	if !errors.Is(err, ErrInvalid) || errors.Is(err, kmsclients.ErrUnavailable) || !strings.Contains(err.Error(), "not configured") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestLiarPlusOutageIsUnavailable(t *testing.T) {
+	// 2 of 3, one backend lies and one is down: the down one could have
+	// made a quorum with the honest one, so the caller should retry.
+	sw := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, e, seed)
+	sw[2].down.Store(true)
+	d, _ := New(Config{Threshold: 2, Backends: []kmsclients.Backend{sw[0], liar{sw[1]}, sw[2]}})
+	_, err := d.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	if !errors.Is(err, kmsclients.ErrUnavailable) {
+		t.Fatalf("got %v, want unavailable", err)
+	}
+}
+
+func TestEmptyStateHeaderIsCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, stateFileName), []byte(`{"version":1,"header":null}`), 0o600)
+	if _, err := New(Config{Threshold: 1, Backends: newLocals(t, 1), StateDir: dir}); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestDecryptWithDoneContextStartsNothing(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, e, seed)
+	e.cache.Purge()
+	for _, b := range sw {
+		b.calls.Store(0)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := e.Decrypt(ctx, s.Ciphertext, s.Header); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v", err)
+	}
+	for _, b := range sw {
+		if b.calls.Load() != 0 {
+			t.Fatal("a cancelled Decrypt called a backend")
 		}
 	}
 }

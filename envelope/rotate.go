@@ -111,7 +111,21 @@ func (e *Envelope) wrapAll(ctx context.Context, h *Header, shares []split.Share)
 		sort.Strings(failed)
 		return nil, fmt.Errorf("a new DEK needs all %d backends, %d failed: %s", len(shares), len(failed), strings.Join(failed, "; "))
 	}
-	return out, nil
+	return out, checkDistinctKeys(out)
+}
+
+// checkDistinctKeys refuses two shares wrapped by the same key: whoever
+// holds that key would hold two shares, and k-of-n would not mean k
+// custodians.
+func checkDistinctKeys(shares []WrappedShare) error {
+	seen := map[string]string{}
+	for _, s := range shares {
+		if other, dup := seen[s.KeyIdentity]; dup {
+			return fmt.Errorf("backends %s and %s wrap with the same key (%s): each backend needs a key of its own", other, s.Backend, s.KeyIdentity)
+		}
+		seen[s.KeyIdentity] = s.Backend
+	}
+	return nil
 }
 
 // RotationDue says why the current DEK should be replaced, or "" if it

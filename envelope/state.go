@@ -45,6 +45,10 @@ func (s *stateFile) load() ([]byte, error) {
 	if doc.Version != stateVersion {
 		return nil, fmt.Errorf("state file %s has version %d, this build reads %d", s.path(), doc.Version, stateVersion)
 	}
+	if len(doc.Header) == 0 {
+		// Starting over would change the key id; an operator must decide.
+		return nil, fmt.Errorf("state file %s is corrupt: it holds no DEK header (move it away to start with a new DEK)", s.path())
+	}
 	return doc.Header, nil
 }
 

@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -98,15 +99,24 @@ func newQuorumError(ctx context.Context, h *Header, failures map[string]error, u
 	got := len(unwrapped)
 	qe := &QuorumError{Threshold: h.Threshold, Backends: len(h.Shares), Unwrapped: unwrapped, Failures: failures, Mismatch: got >= h.Threshold}
 	// Could the backends that did not answer have made a quorum?
+	// A backend named in the header but not configured is neither: the
+	// name may have been tampered with, or the operator removed it.
 	transient := 0
 	for _, err := range failures {
+		if errors.Is(err, errNotConfigured) {
+			continue
+		}
 		if k := kmsclients.Kind(err); k == "unavailable" || k == "permission" || k == "deadline" || k == "canceled" || k == "other" {
 			transient++
 		}
 	}
 	switch {
-	case !qe.Mismatch && transient > 0 && ctx.Err() != nil:
+	case transient > 0 && ctx.Err() != nil:
 		qe.kind = ctx.Err()
+	case qe.Mismatch && transient > 0:
+		// Shares did not fit, but a backend that did not answer might
+		// have made a fitting set: retrying may work.
+		qe.kind = kmsclients.ErrUnavailable
 	case !qe.Mismatch && got+transient >= h.Threshold:
 		qe.kind = kmsclients.ErrUnavailable
 	default:
@@ -115,12 +125,15 @@ func newQuorumError(ctx context.Context, h *Header, failures map[string]error, u
 	return qe
 }
 
+// errNotConfigured: the header names a backend this plugin does not have.
+var errNotConfigured = errors.New("not configured here")
+
 // unwrapShare asks one backend for its share and checks its framing.
 func (e *Envelope) unwrapShare(ctx context.Context, h *Header, ws WrappedShare) shareResult {
 	res := shareResult{backend: ws.Backend}
 	b := e.backends[ws.Backend]
 	if b == nil {
-		res.err = fmt.Errorf("not configured: %w", kmsclients.ErrUnavailable)
+		res.err = errNotConfigured
 		return res
 	}
 	start := time.Now()

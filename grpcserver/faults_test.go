@@ -279,3 +279,22 @@ func TestBadRequests(t *testing.T) {
 		t.Fatalf("unknown method: %v", err)
 	}
 }
+
+func TestFirstStartWithABackendDown(t *testing.T) {
+	h := newHarness(t)
+	h.down(2)
+	h.startNoWait()
+	h.probe()
+	s := h.plugin.Prober().Snapshot()
+	if s.Healthz != "no DEK yet: the first one needs all 3 backends (down: local-c unavailable)" {
+		t.Fatalf("healthz: %q", s.Healthz)
+	}
+	if strings.Contains(s.Healthz, h.dir) {
+		t.Fatal("healthz carries backend error text (paths)")
+	}
+	h.up(2)
+	h.probe()
+	if s := h.plugin.Prober().Snapshot(); s.Healthz != "ok" || s.KeyID == "" {
+		t.Fatalf("after the backend came back: %+v", s)
+	}
+}

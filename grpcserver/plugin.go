@@ -51,6 +51,12 @@ func NewPlugin(env *envelope.Envelope, m *Metrics, opts Options) *Plugin {
 	if opts.SocketMode == 0 {
 		opts.SocketMode = 0o600
 	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 30 * time.Second
+	}
+	if opts.ProbeTimeout <= 0 || opts.ProbeTimeout > opts.ProbeInterval {
+		opts.ProbeTimeout = min(5*time.Second, opts.ProbeInterval)
+	}
 	return &Plugin{
 		opts: opts, env: env, metrics: m, log: opts.Logger,
 		prober: NewProber(env, opts.ProbeInterval, opts.ProbeTimeout, opts.Logger, m),

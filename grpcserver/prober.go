@@ -168,7 +168,7 @@ func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities m
 		}
 		if err := p.env.Prepare(opCtx); err != nil {
 			p.log.Warn("current DEK not usable yet", "error", err)
-			return "no usable DEK: " + err.Error()
+			return "cannot create or unlock the DEK: " + err.Error()
 		}
 	}
 	reason := p.env.RotationDue(identities)
@@ -199,11 +199,19 @@ func healthz(s Snapshot) string {
 			down = append(down, b.Name+" "+b.Kind)
 		}
 	}
+	downText := "none; see the plugin's log"
+	if len(down) > 0 {
+		downText = strings.Join(down, ", ")
+	}
+	// Only names and error kinds: kube-apiserver shows this text, and
+	// backend errors (URLs, paths) stay in the plugin's log.
 	switch {
 	case s.Reachable < s.Threshold:
-		return fmt.Sprintf("quorum lost: %d of %d backends reachable, %d needed (down: %s)", s.Reachable, len(s.Backends), s.Threshold, strings.Join(down, ", "))
+		return fmt.Sprintf("quorum lost: %d of %d backends reachable, %d needed (down: %s)", s.Reachable, len(s.Backends), s.Threshold, downText)
+	case !s.Ready && s.KeyID == "":
+		return fmt.Sprintf("no DEK yet: the first one needs all %d backends (down: %s)", len(s.Backends), downText)
 	case !s.Ready:
-		return fmt.Sprintf("no usable DEK: %s", s.RotationPending)
+		return fmt.Sprintf("DEK not unlocked yet: %d backends needed (down: %s)", s.Threshold, downText)
 	}
 	return healthzOK
 }

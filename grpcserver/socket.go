@@ -67,6 +67,11 @@ func removeStale(path string) error {
 		conn.Close()
 		return fmt.Errorf("socket %s: another process is serving on it (another Trousseau, or another KMS plugin); stop it or choose another path", path)
 	}
+	// Only a refused connection proves nobody listens; a timeout or a
+	// full queue may be a busy live plugin, whose socket must not go.
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("socket %s exists and cannot be probed (%v); not removing it", path, err)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove stale socket %s: %w", path, err)
 	}

@@ -76,6 +76,9 @@ func OpenKeyring(ctx context.Context, cfg *config.Config, probeTimeout time.Dura
 		Backends:  kr.backends,
 		CacheSize: 1 << 16,
 		Observer:  (*keyringObserver)(kr),
+		// The Decrypter bounds each header's wait (--unwrap-timeout);
+		// this only bounds the unwrap left running after it gives up.
+		UnwrapTimeout: 10 * time.Minute,
 	})
 	if err != nil {
 		kr.Close()
