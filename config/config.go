@@ -299,9 +299,7 @@ func (c *Config) BuildBackends(ctx context.Context) ([]kmsclients.Backend, error
 	for i, b := range c.Backends {
 		built, err := b.build(ctx)
 		if err != nil {
-			for _, o := range out {
-				o.Close()
-			}
+			kmsclients.CloseAll(out)
 			return nil, fmt.Errorf("backends[%d] (%s): %w", i, b.Name, err)
 		}
 		out = append(out, built)

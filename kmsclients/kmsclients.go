@@ -114,3 +114,11 @@ func CheckWrapped(w Wrapped) error {
 	}
 	return nil
 }
+
+// CloseAll closes every backend; errors on close are of no use to callers
+// that are shutting down.
+func CloseAll(backends []Backend) {
+	for _, b := range backends {
+		b.Close()
+	}
+}

@@ -52,11 +52,7 @@ func runConfigCheck(ctx context.Context, s streams, file string, timeout time.Du
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, b := range backends {
-			b.Close()
-		}
-	}()
+	defer kmsclients.CloseAll(backends)
 	rows := probeBackends(ctx, backends, timeout)
 	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKEND\tREACHABLE\tKEY IDENTITY\tLATENCY\tERROR")

@@ -14,6 +14,7 @@ import (
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
 type serveOptions struct {
@@ -102,11 +103,7 @@ func (o *serveOptions) run(parent context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, b := range backends {
-			b.Close()
-		}
-	}()
+	defer kmsclients.CloseAll(backends)
 	if cfg.Threshold == 1 {
 		log.Warn("threshold is 1: each backend alone can decrypt; this is redundancy, not threshold custody")
 	}
