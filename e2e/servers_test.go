@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
 // The real servers, built by hack/kube.sh from the Go module proxy. The
@@ -26,15 +28,7 @@ const (
 // serverBinary finds a server built by hack/kube.sh, from env or the
 // cache. A missing server fails the suite: it is never skipped.
 func serverBinary(t testing.TB, env, name, version string) string {
-	if p := os.Getenv(env); p != "" {
-		return p
-	}
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "trousseau", name, version, name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s %s not found at %s (nor $%s): run hack/kube.sh first (./hack/test.sh does)", name, version, p, env)
-	}
-	return p
+	return testutil.ServerBinary(t, env, name, version, "hack/kube.sh")
 }
 
 func freePort(t testing.TB) int {

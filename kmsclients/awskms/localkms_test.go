@@ -18,6 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
 // localKMSVersion must match the version hack/local-kms.sh builds.
@@ -36,22 +38,9 @@ const (
 	aliasARN    = arnPrefix + aliasName
 )
 
-// localKMSBinary finds the emulator, failing the test (never skipping it)
-// when it is not built.
+// localKMSBinary finds the emulator built by hack/local-kms.sh.
 func localKMSBinary(t testing.TB) string {
-	t.Helper()
-	bin := os.Getenv("TROUSSEAU_LOCAL_KMS")
-	if bin == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Fatalf("local-kms: %v; run hack/local-kms.sh, or set TROUSSEAU_LOCAL_KMS to the binary", err)
-		}
-		bin = filepath.Join(home, ".cache", "trousseau", "local-kms", localKMSVersion, "local-kms")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("local-kms %s is not built (%v): run hack/local-kms.sh first, or set TROUSSEAU_LOCAL_KMS to the binary", localKMSVersion, err)
-	}
-	return bin
+	return testutil.ServerBinary(t, "TROUSSEAU_LOCAL_KMS", "local-kms", localKMSVersion, "hack/local-kms.sh")
 }
 
 // localKMS is one emulator process, restartable on the same port and data.

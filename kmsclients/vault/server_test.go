@@ -22,27 +22,16 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
 // vaultVersion must match the version hack/vault.sh builds.
 const vaultVersion = "v1.21.0"
 
-// vaultBinary finds the Vault server, failing the test (never skipping
-// it) when it is not built.
+// vaultBinary finds the Vault server built by hack/vault.sh.
 func vaultBinary(t testing.TB) string {
-	t.Helper()
-	bin := os.Getenv("TROUSSEAU_VAULT")
-	if bin == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Fatalf("vault: %v; run hack/vault.sh, or set TROUSSEAU_VAULT to the binary", err)
-		}
-		bin = filepath.Join(home, ".cache", "trousseau", "vault", vaultVersion, "vault")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("vault %s is not built (%v): run hack/vault.sh first (it takes more than ten minutes), or set TROUSSEAU_VAULT to the binary", vaultVersion, err)
-	}
-	return bin
+	return testutil.ServerBinary(t, "TROUSSEAU_VAULT", "vault", vaultVersion, "hack/vault.sh")
 }
 
 // The service account the TokenReview stand-in vouches for.

@@ -30,19 +30,7 @@ const EtcdVersion = "v3.6.16"
 // EtcdBinary finds the etcd binary: $TROUSSEAU_ETCD, else hack/kube.sh's
 // cache. A missing binary fails the test: nothing is skipped.
 func EtcdBinary(t testing.TB) string {
-	t.Helper()
-	p := os.Getenv("TROUSSEAU_ETCD")
-	if p == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p = filepath.Join(home, ".cache", "trousseau", "etcd", EtcdVersion, "etcd")
-	}
-	if st, err := os.Stat(p); err != nil || st.IsDir() {
-		t.Fatalf("etcd binary not found at %s (set TROUSSEAU_ETCD, or build it with hack/kube.sh): %v", p, err)
-	}
-	return p
+	return testutil.ServerBinary(t, "TROUSSEAU_ETCD", "etcd", EtcdVersion, "hack/kube.sh")
 }
 
 // Etcd is a running single-member etcd.
