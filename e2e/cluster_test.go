@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
@@ -89,7 +90,7 @@ func newCluster(t *testing.T) *cluster {
 func (c *cluster) startEtcd() {
 	t := c.t
 	bin := serverBinary(t, "TROUSSEAU_ETCD", "etcd", etcdVersion)
-	client, peer := freePort(t), freePort(t)
+	client, peer := testutil.FreePort(t), testutil.FreePort(t)
 	c.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", client)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peer)
 	c.etcd = startProc(t, c.dir, "etcd", bin,
@@ -123,7 +124,7 @@ func (c *cluster) writePluginConfig() {
 		c.keys = append(c.keys, p)
 		fmt.Fprintf(&backends, "  - name: local-%s\n    local: {keyFile: %s}\n", n, p)
 	}
-	c.pluginHC = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.pluginHC = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	cfg := fmt.Sprintf(`socket: %s
 stateDir: %s
 threshold: 2
@@ -207,7 +208,7 @@ func (c *cluster) startAPIServer(o apiserverOptions) {
 	token := randomHex(16)
 	tokens := filepath.Join(c.dir, "tokens.csv")
 	os.WriteFile(tokens, []byte(token+",admin,admin,system:masters\n"), 0o600)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	args := []string{
 		"--etcd-servers", c.etcdURL, "--etcd-prefix", o.etcdPrefix,
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", fmt.Sprint(port),

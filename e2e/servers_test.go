@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,15 +28,6 @@ const (
 // cache. A missing server fails the suite: it is never skipped.
 func serverBinary(t testing.TB, env, name, version string) string {
 	return testutil.ServerBinary(t, env, name, version, "hack/kube.sh")
-}
-
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // proc is a server process whose output goes to a log file.

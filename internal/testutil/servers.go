@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,4 +25,17 @@ func ServerBinary(t testing.TB, env, name, version, script string) string {
 		t.Fatalf("%s %s is not built at %s (%v): run %s first (./hack/test.sh does), or set %s to the binary", name, version, bin, err, script, env)
 	}
 	return bin
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that nothing listened on a
+// moment ago: for a server about to start, or for an address where
+// nothing answers.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

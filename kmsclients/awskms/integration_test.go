@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
@@ -25,7 +27,7 @@ func TestConformance(t *testing.T) {
 		},
 		// New succeeds with nothing listening: a backend may be down at start.
 		Unavailable: func(t *testing.T) kmsclients.Backend {
-			return newTestBackend(t, "aws-down", closedEndpoint(t), Config{KeyID: key1ARN})
+			return newTestBackend(t, "aws-down", fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t)), Config{KeyID: key1ARN})
 		},
 	})
 }

@@ -197,15 +197,3 @@ func adminClient(t testing.TB, endpoint string) *kms.Client {
 	}
 	return kms.NewFromConfig(cfg, func(o *kms.Options) { o.BaseEndpoint = aws.String(endpoint) })
 }
-
-// closedEndpoint is a loopback URL where nothing listens.
-func closedEndpoint(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
-}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
@@ -53,18 +53,6 @@ func newTestBackend(t testing.TB, name string, cfg Config) *Backend {
 	return b
 }
 
-// closedAddress is a loopback URL where nothing listens.
-func closedAddress(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "https://" + addr
-}
-
 func TestConformance(t *testing.T) {
 	srv := sharedVault(t)
 	// An AEAD key binds the associated data through transit; an RSA key
@@ -85,7 +73,7 @@ func TestConformance(t *testing.T) {
 				// down at start.
 				Unavailable: func(t *testing.T) kmsclients.Backend {
 					cfg := srv.config(one, srv.appRoleAuth(t))
-					cfg.Address = closedAddress(t)
+					cfg.Address = fmt.Sprintf("https://127.0.0.1:%d", testutil.FreePort(t))
 					return newTestBackend(t, "vault-down", cfg)
 				},
 			})
@@ -489,11 +477,11 @@ func TestEnvironmentIgnored(t *testing.T) {
 	noPolicy := srv.tokenFileAuth(t, "default")
 	good := srv.appRoleAuth(t)
 	t.Setenv("VAULT_TOKEN", srv.root)
-	t.Setenv("VAULT_ADDR", closedAddress(t))
+	t.Setenv("VAULT_ADDR", fmt.Sprintf("https://127.0.0.1:%d", testutil.FreePort(t)))
 	t.Setenv("VAULT_NAMESPACE", "elsewhere")
 	t.Setenv("VAULT_WRAP_TTL", "60s")
 	t.Setenv("VAULT_HEADERS", `{"X-Trousseau-Test": "1"}`)
-	t.Setenv("HTTPS_PROXY", closedAddress(t))
+	t.Setenv("HTTPS_PROXY", fmt.Sprintf("https://127.0.0.1:%d", testutil.FreePort(t)))
 
 	b := newTestBackend(t, "vault-env", srv.config("env", good))
 	if err := roundTrip(b, []byte("aad")); err != nil {

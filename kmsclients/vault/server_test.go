@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -103,7 +102,7 @@ func TestMain(m *testing.M) {
 func newVaultServer(t testing.TB, dir string) *vaultServer {
 	t.Helper()
 	s := &vaultServer{bin: vaultBinary(t), dir: dir, pki: newTestPKI(t, dir)}
-	s.tlsPort, s.plainPort, s.clusPort = freePort(t), freePort(t), freePort(t)
+	s.tlsPort, s.plainPort, s.clusPort = testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 	s.review = newTokenReview(t)
 	s.writeConfig(t)
 	s.start(t)
@@ -111,16 +110,6 @@ func newVaultServer(t testing.TB, dir string) *vaultServer {
 	s.unseal(t)
 	s.setup(t)
 	return s
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func (s *vaultServer) writeConfig(t testing.TB) {
