@@ -8,7 +8,7 @@ set -eu
 
 k8s_version=${K8S_VERSION:-v1.37.2}
 etcd_version=${ETCD_VERSION:-v3.6.16}
-cache="${TROUSSEAU_CACHE:-$HOME/.cache/trousseau}"
+cache="$HOME/.cache/trousseau"
 apiserver="$cache/kube-apiserver/$k8s_version/kube-apiserver"
 etcd="$cache/etcd/$etcd_version/etcd"
 
