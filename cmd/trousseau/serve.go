@@ -104,9 +104,6 @@ func (o *serveOptions) run(parent context.Context) error {
 		return err
 	}
 	defer kmsclients.CloseAll(backends)
-	if cfg.Threshold == 1 {
-		log.Warn("threshold is 1: each backend alone can decrypt; this is redundancy, not threshold custody")
-	}
 	metrics := grpcserver.NewMetrics()
 	env, err := envelope.New(envelope.Config{
 		Threshold: cfg.Threshold, Backends: backends, StateDir: cfg.StateDir,
