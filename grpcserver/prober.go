@@ -132,29 +132,18 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 }
 
 func (p *Prober) probeAll(ctx context.Context) []BackendHealth {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
 	backends := p.env.Backends()
 	out := make([]BackendHealth, len(backends))
-	var wg sync.WaitGroup
-	for i, b := range backends {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			id, err := b.Probe(ctx)
-			took := time.Since(start)
-			if p.metrics != nil {
-				p.metrics.BackendCall(b.Name(), "probe", err, took)
-			}
-			h := BackendHealth{Name: b.Name(), Up: err == nil, KeyIdentity: id, Latency: took}
-			if err != nil {
-				h.Kind, h.Error = kmsclients.Kind(err), err.Error()
-			}
-			out[i] = h
-		}()
+	for i, r := range kmsclients.ProbeAll(ctx, backends, p.timeout) {
+		name := backends[i].Name()
+		if p.metrics != nil {
+			p.metrics.BackendCall(name, "probe", r.Err, r.Took)
+		}
+		out[i] = BackendHealth{Name: name, Up: r.Err == nil, KeyIdentity: r.KeyIdentity, Latency: r.Took}
+		if r.Err != nil {
+			out[i].Kind, out[i].Error = kmsclients.Kind(r.Err), r.Err.Error()
+		}
 	}
-	wg.Wait()
 	return out
 }
 

@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync"
+	"time"
 )
 
 // Error kinds. Backends wrap their errors so that errors.Is reports one of
@@ -121,4 +123,31 @@ func CloseAll(backends []Backend) {
 	for _, b := range backends {
 		b.Close()
 	}
+}
+
+// ProbeResult is what one backend's Probe answered.
+type ProbeResult struct {
+	KeyIdentity string
+	Err         error
+	Took        time.Duration
+}
+
+// ProbeAll probes every backend at once, each under timeout (and ctx),
+// and returns their answers in the same order.
+func ProbeAll(ctx context.Context, backends []Backend, timeout time.Duration) []ProbeResult {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	out := make([]ProbeResult, len(backends))
+	var wg sync.WaitGroup
+	for i, b := range backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			id, err := b.Probe(ctx)
+			out[i] = ProbeResult{KeyIdentity: id, Err: err, Took: time.Since(start)}
+		}()
+	}
+	wg.Wait()
+	return out
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -37,12 +36,6 @@ config is invalid or fewer than threshold backends answer.`,
 	return cmd
 }
 
-type probeRow struct {
-	name, identity, errText string
-	up                      bool
-	took                    time.Duration
-}
-
 func runConfigCheck(ctx context.Context, s streams, file string, timeout time.Duration) error {
 	cfg, err := config.Load(file)
 	if err != nil {
@@ -53,16 +46,17 @@ func runConfigCheck(ctx context.Context, s streams, file string, timeout time.Du
 		return err
 	}
 	defer kmsclients.CloseAll(backends)
-	rows := probeBackends(ctx, backends, timeout)
 	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKEND\tREACHABLE\tKEY IDENTITY\tLATENCY\tERROR")
 	up := 0
-	for _, r := range rows {
-		reach := "no"
-		if r.up {
-			reach, up = "yes", up+1
+	for i, r := range kmsclients.ProbeAll(ctx, backends, timeout) {
+		reach, identity, errText := "yes", r.KeyIdentity, ""
+		if r.Err != nil {
+			reach, identity, errText = "no", "-", fmt.Sprintf("%s: %v", kmsclients.Kind(r.Err), r.Err)
+		} else {
+			up++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.name, reach, r.identity, r.took.Round(time.Microsecond), r.errText)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", backends[i].Name(), reach, identity, r.Took.Round(time.Microsecond), errText)
 	}
 	tw.Flush()
 	n := len(backends)
@@ -77,27 +71,6 @@ func runConfigCheck(ctx context.Context, s streams, file string, timeout time.Du
 		return fmt.Errorf("quorum not reachable: %d of %d backends answered, %d needed", up, n, cfg.Threshold)
 	}
 	return nil
-}
-
-func probeBackends(ctx context.Context, backends []kmsclients.Backend, timeout time.Duration) []probeRow {
-	rows := make([]probeRow, len(backends))
-	var wg sync.WaitGroup
-	for i, b := range backends {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			start := time.Now()
-			id, err := b.Probe(pctx)
-			rows[i] = probeRow{name: b.Name(), identity: id, up: err == nil, took: time.Since(start)}
-			if err != nil {
-				rows[i].identity, rows[i].errText = "-", fmt.Sprintf("%s: %v", kmsclients.Kind(err), err)
-			}
-		}()
-	}
-	wg.Wait()
-	return rows
 }
 
 // NewCmdKeygen builds `trousseau keygen`.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,19 +91,10 @@ func (kr *Keyring) probe(ctx context.Context, timeout time.Duration) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	var wg sync.WaitGroup
-	for _, b := range kr.backends {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			id, err := b.Probe(pctx)
-			st := kr.byName[b.Name()]
-			st.KeyIdentity, st.ProbeErr = id, err
-		}()
+	for i, r := range kmsclients.ProbeAll(ctx, kr.backends, timeout) {
+		st := kr.byName[kr.backends[i].Name()]
+		st.KeyIdentity, st.ProbeErr = r.KeyIdentity, r.Err
 	}
-	wg.Wait()
 }
 
 // Status reports every configured backend, in config order.
