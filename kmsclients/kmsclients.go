@@ -151,3 +151,40 @@ func ProbeAll(ctx context.Context, backends []Backend, timeout time.Duration) []
 	wg.Wait()
 	return out
 }
+
+// PublicWrapper is implemented by backends that may wrap with a public key
+// (RSA-OAEP). Anyone who holds that public key can make a wrapped share
+// the backend will unwrap, so such a share keeps the share secret but
+// proves nothing about who made it: the envelope does not count it as
+// proof that a DEK was made by Trousseau (see IsPublicWrap).
+type PublicWrapper interface {
+	// PublicWrap reports whether shares this backend unwraps could have
+	// been wrapped by anyone holding its public key.
+	PublicWrap() bool
+}
+
+// IsPublicWrap reports whether b's wrapped shares could have been made by
+// anyone holding a public key. Backends that do not implement
+// PublicWrapper wrap with a secret key.
+func IsPublicWrap(b Backend) bool {
+	p, ok := b.(PublicWrapper)
+	return ok && p.PublicWrap()
+}
+
+// CustodianKeyer is implemented by backends whose key identities can name
+// one key in more than one way (one Vault transit key through two
+// addresses, an AWS multi-Region key and its replica). CustodianKey
+// returns a name of the key material itself, so that two backends on one
+// key are seen as one custodian.
+type CustodianKeyer interface {
+	CustodianKey(keyIdentity string) string
+}
+
+// CustodianKey is the canonical name of the key behind keyIdentity: what
+// b's CustodianKeyer says, or keyIdentity itself.
+func CustodianKey(b Backend, keyIdentity string) string {
+	if c, ok := b.(CustodianKeyer); ok {
+		return c.CustodianKey(keyIdentity)
+	}
+	return keyIdentity
+}
