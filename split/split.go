@@ -1,7 +1,13 @@
 // Package split divides a data-encryption key into n shares of which any k
-// recover it (Shamir's secret sharing over GF(2^8), from
-// github.com/hashicorp/vault/shamir), and frames each share so that it
-// carries its own index and threshold.
+// recover it (Shamir's secret sharing over GF(2^8), the field of
+// github.com/hashicorp/vault/shamir, whose Combine does the interpolation),
+// and frames each share so that it carries its own index and threshold.
+//
+// A share's Shamir x-coordinate is its index (1..n), never chosen at
+// random and never 0. That is checked wherever a share is parsed or
+// combined, because the x-coordinate is what an attacker holding one
+// backend would bend: a share at x = 0 gives every other share a Lagrange
+// weight of zero, so the combined secret would be that share's bytes alone.
 //
 // With k = 1 there is no splitting: every share is the whole secret. That
 // gives redundancy (any one backend can decrypt) but no threshold custody,
@@ -9,6 +15,7 @@
 package split
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 
@@ -19,8 +26,10 @@ import (
 // combinations when a backend lies (C(16,8) = 12870 at most).
 const MaxShares = 16
 
-// frameVersion is the first byte of every framed share.
-const frameVersion = 1
+// frameVersion is the first byte of every framed share. Version 1 (the
+// first builds) drew x-coordinates at random; it is refused, since a share
+// whose x is not its index cannot be told from a forged one.
+const frameVersion = 2
 
 // frameOverhead is version, threshold and index.
 const frameOverhead = 3
@@ -32,7 +41,7 @@ var ErrMalformedShare = errors.New("malformed share")
 type Share struct {
 	Index     int    // 1..n: which backend this share belongs to
 	Threshold int    // k: how many shares recover the secret
-	value     []byte // the Shamir share (secret length + 1 tag byte), or the secret itself when k = 1
+	value     []byte // the Shamir share (y bytes, then x = Index), or the secret itself when k = 1
 }
 
 // ValidateThreshold checks 1 <= k <= n <= MaxShares.
@@ -65,12 +74,22 @@ func Split(secret []byte, k, n int) ([]Share, error) {
 		}
 		return shares, nil
 	}
-	parts, err := shamir.Split(secret, n, k)
-	if err != nil {
-		return nil, fmt.Errorf("split secret: %w", err)
+	for i := range shares {
+		shares[i] = Share{Index: i + 1, Threshold: k, value: make([]byte, len(secret)+1)}
+		shares[i].value[len(secret)] = byte(i + 1)
 	}
-	for i, p := range parts {
-		shares[i] = Share{Index: i + 1, Threshold: k, value: p}
+	// One random polynomial of degree k-1 per secret byte, its constant
+	// term the byte, evaluated at x = 1..n.
+	coeffs := make([]byte, k)
+	defer clear(coeffs)
+	for j, b := range secret {
+		if _, err := rand.Read(coeffs[1:]); err != nil {
+			return nil, fmt.Errorf("split secret: %w", err)
+		}
+		coeffs[0] = b
+		for i := range shares {
+			shares[i].value[j] = evaluate(coeffs, byte(i+1))
+		}
 	}
 	return shares, nil
 }
@@ -90,6 +109,9 @@ func Combine(shares []Share) ([]byte, error) {
 	for _, s := range shares {
 		if s.Threshold != k {
 			return nil, fmt.Errorf("share %d has threshold %d, want %d", s.Index, s.Threshold, k)
+		}
+		if err := s.checkX(); err != nil {
+			return nil, err
 		}
 		if seen[s.Index] {
 			return nil, fmt.Errorf("share %d given twice", s.Index)
@@ -125,6 +147,9 @@ func Parse(b []byte, secretLen int) (Share, error) {
 	if len(b) < frameOverhead {
 		return Share{}, fmt.Errorf("%w: %d bytes", ErrMalformedShare, len(b))
 	}
+	if b[0] == 1 {
+		return Share{}, fmt.Errorf("%w: format 1 of the first builds (random x-coordinates) is no longer accepted", ErrMalformedShare)
+	}
 	if b[0] != frameVersion {
 		return Share{}, fmt.Errorf("%w: unknown version %d", ErrMalformedShare, b[0])
 	}
@@ -140,5 +165,24 @@ func Parse(b []byte, secretLen int) (Share, error) {
 		return Share{}, fmt.Errorf("%w: value is %d bytes, want %d", ErrMalformedShare, len(b)-frameOverhead, want)
 	}
 	s.value = append([]byte(nil), b[frameOverhead:]...)
+	if err := s.checkX(); err != nil {
+		s.Wipe()
+		return Share{}, fmt.Errorf("%w: %v", ErrMalformedShare, err)
+	}
 	return s, nil
+}
+
+// checkX refuses a Shamir share whose x-coordinate is not its index
+// (which also rules out x = 0, since indexes start at 1).
+func (s Share) checkX() error {
+	if s.Threshold == 1 {
+		return nil
+	}
+	if len(s.value) < 2 {
+		return fmt.Errorf("share %d is empty", s.Index)
+	}
+	if x := int(s.value[len(s.value)-1]); x != s.Index || x == 0 {
+		return fmt.Errorf("share %d has x-coordinate %d: a share's x must be its index", s.Index, x)
+	}
+	return nil
 }

@@ -124,9 +124,12 @@ func TestParseRejectsMalformed(t *testing.T) {
 		{"empty", nil},
 		{"short", []byte{1, 2}},
 		{"version", append([]byte{9}, good()[1:]...)},
-		{"threshold zero", append([]byte{1, 0}, good()[2:]...)},
-		{"index zero", append([]byte{1, 2, 0}, good()[3:]...)},
-		{"index too big", append([]byte{1, 2, 17}, good()[3:]...)},
+		{"first format", append([]byte{1}, good()[1:]...)},
+		{"threshold zero", append([]byte{frameVersion, 0}, good()[2:]...)},
+		{"index zero", append([]byte{frameVersion, 2, 0}, good()[3:]...)},
+		{"index too big", append([]byte{frameVersion, 2, 17}, good()[3:]...)},
+		{"index not x", append([]byte{frameVersion, 2, 2}, good()[3:]...)},
+		{"x zero", append(good()[:len(good())-1], 0)},
 		{"truncated", good()[:20]},
 		{"long", append(good(), 0)},
 	} {
@@ -152,5 +155,72 @@ func FuzzParse(f *testing.F) {
 		if !bytes.Equal(sh.Marshal(), b) {
 			t.Fatalf("parse/marshal not a round trip")
 		}
+		if sh.Threshold > 1 && int(b[len(b)-1]) != sh.Index {
+			t.Fatalf("accepted share %d with x-coordinate %d", sh.Index, b[len(b)-1])
+		}
 	})
+}
+
+func TestShareXIsItsIndex(t *testing.T) {
+	shares, err := Split(secret(t), 3, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range shares {
+		if x := s.value[len(s.value)-1]; int(x) != s.Index {
+			t.Errorf("share %d has x-coordinate %d", s.Index, x)
+		}
+	}
+}
+
+// An attacker who controls one share must not be able to choose the
+// secret. With x = 0 the other shares' Lagrange weights vanish and the
+// result would be the attacker's bytes; with x set to another share's
+// index the interpolation would run over a repeated point.
+func TestCombineRefusesAForgedX(t *testing.T) {
+	sec := secret(t)
+	shares, _ := Split(sec, 2, 3)
+	chosen := bytes.Repeat([]byte{0x41}, 32)
+	for _, tc := range []struct {
+		name string
+		x    byte
+	}{{"x zero", 0}, {"x of another share", 2}, {"x beyond n", 9}} {
+		t.Run(tc.name, func(t *testing.T) {
+			forged := Share{Index: 1, Threshold: 2, value: append(bytes.Clone(chosen), tc.x)}
+			got, err := Combine([]Share{forged, shares[1]})
+			if err == nil {
+				t.Fatalf("combined a share with x=%d (secret chosen: %v)", tc.x, bytes.Equal(got, chosen))
+			}
+			if _, err := Parse(forged.Marshal(), 32); err == nil {
+				t.Fatalf("parsed a share with x=%d", tc.x)
+			}
+		})
+	}
+}
+
+// gfMul must agree with multiplication in the field vault/shamir
+// interpolates in, or Combine would not invert Split: check it against a
+// slow carry-less multiply reduced by 0x11b.
+func TestGFMulMatchesTheAESField(t *testing.T) {
+	slow := func(a, b byte) byte {
+		var p uint16
+		for i := 0; i < 8; i++ {
+			if b>>i&1 == 1 {
+				p ^= uint16(a) << i
+			}
+		}
+		for i := 15; i >= 8; i-- {
+			if p>>i&1 == 1 {
+				p ^= 0x11b << (i - 8)
+			}
+		}
+		return byte(p)
+	}
+	for a := 0; a < 256; a++ {
+		for b := 0; b < 256; b++ {
+			if got, want := gfMul(byte(a), byte(b)), slow(byte(a), byte(b)); got != want {
+				t.Fatalf("gfMul(%#x, %#x) = %#x, want %#x", a, b, got, want)
+			}
+		}
+	}
 }

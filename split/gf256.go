@@ -1,0 +1,28 @@
+package split
+
+// Arithmetic in GF(2^8) with the reduction polynomial x^8+x^4+x^3+x+1
+// (0x11b), the field github.com/hashicorp/vault/shamir interpolates in.
+// Only Split needs it: Combine is vault/shamir's.
+
+// gfMul multiplies a and b without branches or table look-ups that depend
+// on them, so that the time taken says nothing about share bytes.
+func gfMul(a, b byte) byte {
+	var p byte
+	for range 8 {
+		p ^= a & -(b & 1)  // add a when b's low bit is set
+		carry := -(a >> 7) // 0xff when a overflows on the shift
+		a = a<<1 ^ carry&0x1b
+		b >>= 1
+	}
+	return p
+}
+
+// evaluate returns the polynomial with coefficients coeffs (constant term
+// first) at x, by Horner's rule.
+func evaluate(coeffs []byte, x byte) byte {
+	var y byte
+	for i := len(coeffs) - 1; i >= 0; i-- {
+		y = gfMul(y, x) ^ coeffs[i]
+	}
+	return y
+}
