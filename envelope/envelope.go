@@ -13,10 +13,7 @@ package envelope
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,9 +46,19 @@ type Config struct {
 	// UnwrapTimeout bounds one unwrap of a DEK from the backends, however
 	// many Decrypt calls wait on it (default DefaultUnwrapTimeout).
 	UnwrapTimeout time.Duration
-	Logger        *slog.Logger
-	Observer      Observer
-	Now           func() time.Time
+	// MinThreshold is the lowest threshold a header may carry and still be
+	// opened (default: Threshold). A header below it is refused before
+	// any backend is asked: otherwise whoever can wrap for one backend
+	// could write a 1-of-1 header. Lower it only while raising Threshold,
+	// until the data sealed under the old k has been rewritten.
+	MinThreshold int
+	// MaxUnwraps bounds the DEK unwraps in flight at once (default
+	// DefaultMaxUnwraps). Further unwraps wait; past four times as many
+	// waiting, Decrypt answers ErrBusy at once.
+	MaxUnwraps int
+	Logger     *slog.Logger
+	Observer   Observer
+	Now        func() time.Time
 }
 
 // Observer is told what the envelope does, for metrics. Implementations
@@ -70,8 +77,9 @@ func (nopObserver) Rotation(error)                                   {}
 
 // dek is an unwrapped DEK, ready to seal and open.
 type dek struct {
-	aead       cipher.AEAD
-	header     []byte // encoded header that wraps it
+	dataRoot   []byte      // derives one AES-256-GCM key per message (ciphertext version 2)
+	aead       cipher.AEAD // the one key of ciphertext version 1, for reading only
+	header     []byte      // encoded header that wraps it
 	headerHash [32]byte
 	parsed     *Header
 	keyID      string
@@ -91,7 +99,9 @@ type Envelope struct {
 	obs      Observer
 	backends map[string]kmsclients.Backend
 	state    *stateFile
-	cache    *lru.Cache[[32]byte, *dek]
+	cache    *lru.Cache[[dekIDSize]byte, *dek] // by DEK id: a header variant of a known DEK is refused locally
+	failed   *failedHeaders
+	unwraps  *limiter
 	flight   singleflight.Group
 
 	rotateMu sync.Mutex // one rotation or unlock at a time
@@ -117,6 +127,15 @@ func New(cfg Config) (*Envelope, error) {
 	if cfg.UnwrapTimeout <= 0 {
 		cfg.UnwrapTimeout = DefaultUnwrapTimeout
 	}
+	if cfg.MinThreshold == 0 {
+		cfg.MinThreshold = cfg.Threshold
+	}
+	if cfg.MinThreshold < 1 || cfg.MinThreshold > split.MaxShares {
+		return nil, fmt.Errorf("minimum threshold must be 1 to %d, got %d", split.MaxShares, cfg.MinThreshold)
+	}
+	if cfg.MaxUnwraps <= 0 {
+		cfg.MaxUnwraps = DefaultMaxUnwraps
+	}
 	e := &Envelope{cfg: cfg, log: cfg.Logger, obs: cfg.Observer, backends: map[string]kmsclients.Backend{}}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -133,11 +152,15 @@ func New(cfg Config) (*Envelope, error) {
 		}
 		e.backends[b.Name()] = b
 	}
-	cache, err := lru.New[[32]byte, *dek](cfg.CacheSize)
+	cache, err := lru.New[[dekIDSize]byte, *dek](cfg.CacheSize)
 	if err != nil {
 		return nil, err
 	}
 	e.cache = cache
+	if e.failed, err = newFailedHeaders(cfg.CacheSize, cfg.Now); err != nil {
+		return nil, err
+	}
+	e.unwraps = newLimiter(cfg.MaxUnwraps)
 	if cfg.StateDir != "" {
 		e.state = &stateFile{dir: cfg.StateDir}
 		raw, err := e.state.load()
@@ -147,7 +170,8 @@ func New(cfg Config) (*Envelope, error) {
 		if raw != nil {
 			h, err := ParseHeader(raw)
 			if err != nil {
-				return nil, fmt.Errorf("state file %s: %w", e.state.path(), err)
+				return nil, fmt.Errorf("state file %s holds a DEK header that cannot be read (%w); move the file aside and restart to make a new DEK "+
+					"(nothing is lost by that: every object in etcd carries its own copy of the header)", e.state.path(), err)
 			}
 			e.currentHeader, e.currentParsed = raw, h
 			e.log.Info("loaded wrapped DEK from state", "key_id", h.KeyID(), "generation", h.Generation, "created", h.Created)
@@ -162,6 +186,10 @@ func New(cfg Config) (*Envelope, error) {
 // Prepare makes the current DEK usable: it creates one if there is none
 // (all n backends must answer) or unlocks the stored one (k must answer).
 // It returns at once when the DEK is ready.
+//
+// A stored DEK is adopted only if its header matches the configured
+// backends and threshold exactly, and only from k shares that prove who
+// made them (see unlockCurrent); otherwise a new DEK replaces it.
 func (e *Envelope) Prepare(ctx context.Context) error {
 	if e.Ready() {
 		return nil
@@ -177,14 +205,14 @@ func (e *Envelope) Prepare(ctx context.Context) error {
 	case raw == nil:
 		return e.rotateLocked(ctx, "first start: no DEK yet")
 	}
-	d, err := e.openHeader(ctx, raw)
+	if reason := e.configChange(); reason != "" {
+		// The stored DEK belongs to another backend set or threshold; a
+		// new one (all n configured backends) replaces it.
+		return e.rotateLocked(ctx, reason)
+	}
+	d, err := e.unlockCurrent(ctx, raw)
 	if err != nil {
-		if reason := e.configChange(); reason != "" {
-			// The stored DEK belongs to another backend set; a new one
-			// (all n configured backends) replaces it.
-			return e.rotateLocked(ctx, reason)
-		}
-		return fmt.Errorf("unlock current DEK: %w", err)
+		return e.replaceUnusable(ctx, raw, err)
 	}
 	e.mu.Lock()
 	e.current = d
@@ -235,12 +263,10 @@ func (e *Envelope) Encrypt(plaintext []byte) (Sealed, error) {
 	if d == nil {
 		return Sealed{}, fmt.Errorf("%w: %w", ErrNotReady, kmsclients.ErrUnavailable)
 	}
-	ct := make([]byte, 1+nonceSize, MaxCiphertextSize)
-	ct[0] = ciphertextVersion
-	if _, err := rand.Read(ct[1:]); err != nil {
+	ct, err := d.seal(plaintext)
+	if err != nil {
 		return Sealed{}, err
 	}
-	ct = d.aead.Seal(ct, ct[1:1+nonceSize], plaintext, dataAAD(d.headerHash))
 	return Sealed{Ciphertext: ct, Header: d.header, KeyID: d.keyID}, nil
 }
 
@@ -257,84 +283,5 @@ func (e *Envelope) Decrypt(ctx context.Context, ciphertext, header []byte) ([]by
 	if err != nil {
 		return nil, err
 	}
-	pt, err := d.aead.Open(nil, ciphertext[1:1+nonceSize], ciphertext[1+nonceSize:], dataAAD(d.headerHash))
-	if err != nil {
-		return nil, fmt.Errorf("%w: ciphertext failed authentication", ErrInvalid)
-	}
-	return pt, nil
-}
-
-// dekFor finds the DEK a header wraps: from the cache, or from the
-// backends, one lookup per header however many callers wait for it.
-func (e *Envelope) dekFor(ctx context.Context, header []byte) (*dek, error) {
-	hash := sha256.Sum256(header)
-	if d, ok := e.cache.Get(hash); ok {
-		e.obs.CacheLookup(true)
-		return d, nil
-	}
-	e.obs.CacheLookup(false)
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	ch := e.flight.DoChan(string(hash[:]), func() (any, error) {
-		// One unwrap serves every caller waiting on this header, so it
-		// is not bound to the first caller's deadline: each caller
-		// stops waiting at its own, and an unwrap that outlives a
-		// caller still fills the cache for the retry. UnwrapTimeout
-		// bounds it.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.UnwrapTimeout)
-		defer cancel()
-		return e.openHeader(ctx, bytesClone(header))
-	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*dek), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// DefaultUnwrapTimeout bounds one unwrap of a DEK from the backends.
-const DefaultUnwrapTimeout = 30 * time.Second
-
-func bytesClone(b []byte) []byte { return append([]byte(nil), b...) }
-
-// openHeader recovers, verifies and caches the DEK of an encoded header.
-func (e *Envelope) openHeader(ctx context.Context, raw []byte) (*dek, error) {
-	h, err := ParseHeader(raw)
-	if err != nil {
-		return nil, err
-	}
-	key, err := e.recoverDEK(ctx, h, raw)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(key)
-	d, err := newDEK(key, raw, h)
-	if err != nil {
-		return nil, err
-	}
-	e.cache.Add(d.headerHash, d)
-	return d, nil
-}
-
-func newDEK(key, raw []byte, h *Header) (*dek, error) {
-	dataKey := deriveKey(key, infoData)
-	defer clear(dataKey)
-	block, err := aes.NewCipher(dataKey)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return &dek{aead: aead, header: raw, headerHash: sha256.Sum256(raw), parsed: h, keyID: h.KeyID()}, nil
-}
-
-func dataAAD(headerHash [32]byte) []byte {
-	return append([]byte(aadData), headerHash[:]...)
+	return d.open(ciphertext)
 }

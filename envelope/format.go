@@ -38,14 +38,22 @@ const (
 	MaxHeaderSize = 32*1024 - 64
 )
 
-// The ciphertext: what the header's DEK sealed.
+// The ciphertext: what the header's DEK sealed. Version 2:
 //
-//	version 1 | nonce [12] | AES-256-GCM(HKDF(DEK, "data"), nonce, plaintext, aad = "trousseau/v1/data" | SHA-256(header))
+//	version 2 | salt [24] | AES-256-GCM(HKDF(root, salt, "trousseau/v2/message"), nonce 0, plaintext, aad)
+//	root = HKDF(DEK, "trousseau/v2/data-root"); aad = "trousseau/v1/data" 0x00 | SHA-256(header)
+//
+// Version 1 (first builds, still read): version 1 | nonce [12] |
+// AES-256-GCM(HKDF(DEK, "trousseau/v1/data"), nonce, plaintext, aad).
+// Every message sealed with one key and a random nonce limits a DEK to
+// about 2^32 messages; version 2 gives each message its own key instead.
 const (
-	ciphertextVersion  = 1
+	ciphertextVersion1 = 1
+	ciphertextVersion  = 2
 	nonceSize          = 12
+	saltSize           = 24
 	tagSize            = 16
-	ciphertextOverhead = 1 + nonceSize + tagSize
+	ciphertextOverhead = 1 + saltSize + tagSize
 	// MaxPlaintextSize keeps the ciphertext well under KMS v2's 1024-byte
 	// limit. kube-apiserver sends 32 bytes.
 	MaxPlaintextSize = 512
@@ -56,6 +64,8 @@ const (
 // Labels for HKDF and associated data; changing one breaks every stored object.
 const (
 	infoData       = "trousseau/v1/data"
+	infoDataRoot   = "trousseau/v2/data-root"
+	infoMessage    = "trousseau/v2/message"
 	infoCommitment = "trousseau/v1/commitment"
 	aadShare       = "trousseau/v1/share\x00"
 	aadData        = "trousseau/v1/data\x00"
@@ -299,13 +309,22 @@ func ParseCombined(b []byte) (header, ciphertext []byte, err error) {
 
 // checkCiphertext validates the shape of a ciphertext before any key is looked up.
 func checkCiphertext(ct []byte) error {
-	switch {
-	case len(ct) < ciphertextOverhead:
-		return fmt.Errorf("%w: ciphertext too short (%d bytes)", ErrInvalid, len(ct))
-	case len(ct) > MaxCiphertextSize:
-		return fmt.Errorf("%w: ciphertext is %d bytes, over the limit of %d", ErrInvalid, len(ct), MaxCiphertextSize)
-	case ct[0] != ciphertextVersion:
+	if len(ct) == 0 {
+		return fmt.Errorf("%w: empty ciphertext", ErrInvalid)
+	}
+	overhead := ciphertextOverhead
+	switch ct[0] {
+	case ciphertextVersion:
+	case ciphertextVersion1:
+		overhead = 1 + nonceSize + tagSize
+	default:
 		return fmt.Errorf("%w: unknown ciphertext version %d", ErrInvalid, ct[0])
+	}
+	switch {
+	case len(ct) <= overhead:
+		return fmt.Errorf("%w: ciphertext too short (%d bytes)", ErrInvalid, len(ct))
+	case len(ct) > MaxPlaintextSize+overhead:
+		return fmt.Errorf("%w: ciphertext is %d bytes, over the limit of %d", ErrInvalid, len(ct), MaxPlaintextSize+overhead)
 	}
 	return nil
 }

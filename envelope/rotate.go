@@ -67,7 +67,7 @@ func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) 
 			return fmt.Errorf("rotation postponed: %w", err)
 		}
 	}
-	e.cache.Add(d.headerHash, d)
+	e.cache.Add(h.DEKID, d)
 	e.mu.Lock()
 	e.current, e.currentHeader, e.currentParsed = d, raw, h
 	e.mu.Unlock()
@@ -111,19 +111,22 @@ func (e *Envelope) wrapAll(ctx context.Context, h *Header, shares []split.Share)
 		sort.Strings(failed)
 		return nil, fmt.Errorf("a new DEK needs all %d backends, %d failed: %s", len(shares), len(failed), strings.Join(failed, "; "))
 	}
-	return out, checkDistinctKeys(out)
+	return out, checkDistinctKeys(e.cfg.Backends, out)
 }
 
 // checkDistinctKeys refuses two shares wrapped by the same key: whoever
 // holds that key would hold two shares, and k-of-n would not mean k
-// custodians.
-func checkDistinctKeys(shares []WrappedShare) error {
+// custodians. Keys are compared by what the backend says names the key
+// material (kmsclients.CustodianKey), so one key reached two ways counts
+// once.
+func checkDistinctKeys(backends []kmsclients.Backend, shares []WrappedShare) error {
 	seen := map[string]string{}
-	for _, s := range shares {
-		if other, dup := seen[s.KeyIdentity]; dup {
-			return fmt.Errorf("backends %s and %s wrap with the same key (%s): each backend needs a key of its own", other, s.Backend, s.KeyIdentity)
+	for i, s := range shares {
+		key := kmsclients.CustodianKey(backends[i], s.KeyIdentity)
+		if other, dup := seen[key]; dup {
+			return fmt.Errorf("backends %s and %s wrap with the same key (%s): each backend needs a key of its own", other, s.Backend, key)
 		}
-		seen[s.KeyIdentity] = s.Backend
+		seen[key] = s.Backend
 	}
 	return nil
 }

@@ -87,3 +87,17 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 	}
 	return nil
 }
+
+// setAside copies the state file to state.json.unusable-<time>, so that a
+// DEK that cannot be unlocked now is not forgotten, and returns its path.
+func (s *stateFile) setAside(now time.Time) (string, error) {
+	b, err := os.ReadFile(s.path())
+	if err != nil {
+		return "", err
+	}
+	aside := fmt.Sprintf("%s.unusable-%s", s.path(), now.UTC().Format("20060102T150405Z"))
+	if err := os.WriteFile(aside, b, 0o600); err != nil {
+		return "", err
+	}
+	return aside, nil
+}

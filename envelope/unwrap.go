@@ -22,7 +22,10 @@ type QuorumError struct {
 	// Mismatch is set when k or more shares came back but no k of them
 	// fit the header's commitment: a lying backend, or a tampered header.
 	Mismatch bool
-	kind     error
+	// Unanswered counts backends that had not answered when recovery
+	// gave up (too few left to reach k, or shares that did not fit).
+	Unanswered int
+	kind       error
 }
 
 func (e *QuorumError) Error() string {
@@ -38,6 +41,9 @@ func (e *QuorumError) Error() string {
 	msg := fmt.Sprintf("quorum not reached: need %d of %d backends", e.Threshold, e.Backends)
 	if len(e.Unwrapped) > 0 {
 		msg += fmt.Sprintf(", got shares from %d (%s)", len(e.Unwrapped), strings.Join(e.Unwrapped, ", "))
+	}
+	if e.Unanswered > 0 {
+		msg += fmt.Sprintf("; %d did not answer in time", e.Unanswered)
 	}
 	if e.Mismatch {
 		msg += "; the shares returned do not combine to the key the header commits to (a backend returned a wrong share, or the header was tampered with)"
@@ -62,48 +68,83 @@ type shareResult struct {
 // recoverDEK asks every backend of the header for its share at once and
 // returns the DEK as soon as k shares combine to the committed key. Slow
 // or dead backends cost nothing once a quorum has answered: their calls
-// are cancelled.
-func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte) ([]byte, error) {
+// are cancelled. With authOnly, shares from backends that wrap with a
+// public key are not asked for (see unlockCurrent).
+//
+// It also gives up early. Once too few backends are left to make k good
+// shares, waiting cannot help. Once k shares are in and no k of them fit
+// the commitment, a backend lied or the header was tampered with; the
+// others get as long again as the first k took, not the whole deadline,
+// so a tampered header cannot hold a caller as long as a dead backend can.
+func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOnly bool) ([]byte, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	start := time.Now()
 	results := make(chan shareResult, len(h.Shares))
+	failures := map[string]error{}
+	pending := 0
 	for _, ws := range h.Shares {
+		if authOnly && e.backends[ws.Backend] != nil && kmsclients.IsPublicWrap(e.backends[ws.Backend]) {
+			failures[ws.Backend] = errPublicWrap
+			continue
+		}
+		pending++
 		go func() { results <- e.unwrapShare(ctx, h, ws) }()
 	}
 	var good []split.Share
-	failures := map[string]error{}
-	for range h.Shares {
-		r := <-results
-		if r.err != nil {
-			failures[r.backend] = r.err
-			continue
+	defer func() {
+		for _, s := range good {
+			s.Wipe()
 		}
-		good = append(good, r.share)
-		if key := e.combine(h, raw, good); key != nil {
-			for _, s := range good {
-				s.Wipe()
+	}()
+	var grace <-chan time.Time
+	for pending > 0 && len(good)+pending >= h.Threshold {
+		select {
+		case r := <-results:
+			pending--
+			if r.err != nil {
+				failures[r.backend] = r.err
+				continue
 			}
-			return key, nil
+			good = append(good, r.share)
+			if key := e.combine(h, raw, good); key != nil {
+				return key, nil
+			}
+			if len(good) >= h.Threshold && grace == nil {
+				grace = time.After(max(time.Since(start), minMismatchGrace))
+			}
+		case <-grace:
+			e.log.Debug("shares do not fit the header's commitment; not waiting for the remaining backends", "pending", pending)
+			pending = 0
 		}
 	}
 	var unwrapped []string
 	for _, s := range good {
-		s.Wipe()
 		unwrapped = append(unwrapped, h.Shares[s.Index-1].Backend)
 	}
 	sort.Strings(unwrapped)
-	return nil, newQuorumError(ctx, h, failures, unwrapped)
+	return nil, newQuorumError(ctx, h, failures, unwrapped, len(h.Shares)-len(failures)-len(good))
 }
 
-func newQuorumError(ctx context.Context, h *Header, failures map[string]error, unwrapped []string) error {
+// minMismatchGrace is the least time left to the remaining backends once
+// k shares are in and do not fit.
+const minMismatchGrace = 20 * time.Millisecond
+
+// errPublicWrap: a share wrapped with a public key, not counted as proof
+// that Trousseau made the DEK.
+var errPublicWrap = errors.New("wrapped with a public key: not proof of who made this DEK")
+
+// newQuorumError explains a failed recovery. unanswered counts backends
+// still being asked when recovery gave up: they count as down.
+func newQuorumError(ctx context.Context, h *Header, failures map[string]error, unwrapped []string, unanswered int) error {
 	got := len(unwrapped)
-	qe := &QuorumError{Threshold: h.Threshold, Backends: len(h.Shares), Unwrapped: unwrapped, Failures: failures, Mismatch: got >= h.Threshold}
+	qe := &QuorumError{Threshold: h.Threshold, Backends: len(h.Shares), Unwrapped: unwrapped, Failures: failures, Mismatch: got >= h.Threshold, Unanswered: unanswered}
 	// Could the backends that did not answer have made a quorum?
 	// A backend named in the header but not configured is neither: the
 	// name may have been tampered with, or the operator removed it.
-	transient := 0
+	transient := unanswered
 	for _, err := range failures {
-		if errors.Is(err, errNotConfigured) {
+		if errors.Is(err, errNotConfigured) || errors.Is(err, errPublicWrap) {
 			continue
 		}
 		if k := kmsclients.Kind(err); k == "unavailable" || k == "permission" || k == "deadline" || k == "canceled" || k == "other" {

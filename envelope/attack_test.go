@@ -1,0 +1,311 @@
+package envelope
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/split"
+)
+
+// Tests that play an attacker who holds fewer than k custodians: the key
+// of one backend (a local key file), or only the public key of an RSA
+// backend, together with write access to etcd (headers handed to Decrypt)
+// or to the state dir. None of them may make the plugin decrypt to, or
+// encrypt under, a DEK the attacker chose.
+
+// attacker is what the attacker knows: a DEK they chose, and whatever
+// backends they can wrap for.
+type attacker struct {
+	dek []byte
+}
+
+func newAttacker(t testing.TB) *attacker {
+	a := &attacker{dek: make([]byte, dekSize)}
+	if _, err := rand.Read(a.dek); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// finish computes the commitment and a ciphertext of pt under the
+// attacker's DEK: exactly what a genuine Encrypt would have produced had
+// the plugin made that DEK.
+func (a *attacker) finish(t testing.TB, h *Header, pt []byte) (raw, ct []byte) {
+	t.Helper()
+	raw, err := h.seal(a.dek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDEK(a.dek, raw, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err = d.seal(pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, ct
+}
+
+// wrap wraps a framed share with a backend whose key the attacker holds.
+func wrapFor(t testing.TB, b kmsclients.Backend, h *Header, index, n int, framed []byte) WrappedShare {
+	t.Helper()
+	w, err := b.Wrap(context.Background(), framed, h.shareAAD(index, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return WrappedShare{Index: index, Backend: b.Name(), KeyIdentity: w.KeyIdentity, Wrapped: w.Ciphertext}
+}
+
+// frameShare frames a share value by hand, so the attacker can put any x.
+func frameShare(k, index int, value []byte) []byte {
+	return append([]byte{2, byte(k), byte(index)}, value...)
+}
+
+var chosenPlaintext = []byte("attacker-chosen-seed-0123456789!")
+
+// expectRefused asserts Decrypt did not return the attacker's plaintext.
+func expectRefused(t *testing.T, e *Envelope, ct, raw []byte) error {
+	t.Helper()
+	got, err := e.Decrypt(ctxT(t), ct, raw)
+	if err == nil {
+		t.Fatalf("forged header accepted (attacker's plaintext returned: %v)", bytes.Equal(got, chosenPlaintext))
+	}
+	return err
+}
+
+func TestShareAtXZeroCannotChooseTheDEK(t *testing.T) {
+	bs := newLocals(t, 3)
+	e := mustNew(t, Config{Threshold: 2, Backends: bs})
+	genuine, _ := ParseHeader(mustEncrypt(t, e, seed).Header)
+	a := newAttacker(t)
+	// The attacker holds b1's key file. Share 1 is theirs, at x = 0 with
+	// y = their DEK; share 2 is the genuine one (bound to the same DEK id,
+	// so b2 unwraps it).
+	h := *genuine
+	h.Shares = append([]WrappedShare(nil), genuine.Shares...)
+	h.Shares[0] = wrapFor(t, bs[0], &h, 1, 3, frameShare(2, 1, append(bytes.Clone(a.dek), 0)))
+	raw, ct := a.finish(t, &h, chosenPlaintext)
+	expectRefused(t, e, ct, raw)
+}
+
+func TestShareWithAnotherIndexAsXIsRefused(t *testing.T) {
+	bs := newLocals(t, 3)
+	e := mustNew(t, Config{Threshold: 2, Backends: bs})
+	genuine, _ := ParseHeader(mustEncrypt(t, e, seed).Header)
+	a := newAttacker(t)
+	for _, x := range []byte{0, 2, 3, 200} {
+		t.Run(fmt.Sprintf("x=%d", x), func(t *testing.T) {
+			h := *genuine
+			h.Shares = append([]WrappedShare(nil), genuine.Shares...)
+			h.Shares[0] = wrapFor(t, bs[0], &h, 1, 3, frameShare(2, 1, append(bytes.Clone(a.dek), x)))
+			raw, ct := a.finish(t, &h, chosenPlaintext)
+			expectRefused(t, e, ct, raw)
+		})
+	}
+}
+
+func TestHeaderBelowTheThresholdFloorIsRefused(t *testing.T) {
+	bs := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(bs)})
+	a := newAttacker(t)
+	// A 1-of-1 header naming b1, whose key the attacker holds: the whole
+	// DEK in one share.
+	h := &Header{Threshold: 1, Generation: 99, Created: time.Now().UTC().Truncate(time.Second)}
+	rand.Read(h.DEKID[:])
+	one, err := split.Split(a.dek, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Shares = []WrappedShare{wrapFor(t, bs[0].Backend, h, 1, 1, one[0].Marshal())}
+	raw, ct := a.finish(t, h, chosenPlaintext)
+	before := bs[0].calls.Load()
+	err = expectRefused(t, e, ct, raw)
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("want ErrInvalid, got %v", err)
+	}
+	if bs[0].calls.Load() != before {
+		t.Fatal("a header below the floor reached a backend")
+	}
+
+	// While raising k, the operator may let old headers of a lower k be
+	// read (here the attacker's, since they hold a whole custodian).
+	lowered := mustNew(t, Config{Threshold: 2, MinThreshold: 1, Backends: asBackends(bs)})
+	if got, err := lowered.Decrypt(ctxT(t), ct, raw); err != nil || !bytes.Equal(got, chosenPlaintext) {
+		t.Fatalf("minThreshold 1 should read a 1-of-1 header: %v", err)
+	}
+}
+
+// A forged state file: the attacker holds b1's key file and can write the
+// state dir. The plugin must not adopt the attacker's DEK as current.
+func TestForgedStateFileIsNotAdopted(t *testing.T) {
+	dir := t.TempDir()
+	bs := newLocals(t, 3)
+	e := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+	genuine, _ := ParseHeader(mustEncrypt(t, e, seed).Header)
+	a := newAttacker(t)
+	for _, tc := range []struct {
+		name  string
+		forge func() *Header
+	}{
+		{"x zero", func() *Header {
+			h := *genuine
+			h.Shares = append([]WrappedShare(nil), genuine.Shares...)
+			h.Shares[0] = wrapFor(t, bs[0], &h, 1, 3, frameShare(2, 1, append(bytes.Clone(a.dek), 0)))
+			return &h
+		}},
+		{"1 of 1", func() *Header {
+			h := &Header{Threshold: 1, Generation: genuine.Generation}
+			rand.Read(h.DEKID[:])
+			one, _ := split.Split(a.dek, 1, 1)
+			h.Shares = []WrappedShare{wrapFor(t, bs[0], h, 1, 1, one[0].Marshal())}
+			return h
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := tc.forge()
+			raw, _ := a.finish(t, h, chosenPlaintext)
+			writeState(t, dir, raw)
+			restarted := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+			if restarted.KeyID() == h.KeyID() {
+				t.Fatal("the forged DEK became current")
+			}
+			assertNotSealedUnder(t, restarted, a.dek)
+		})
+	}
+}
+
+func writeState(t testing.TB, dir string, raw []byte) {
+	t.Helper()
+	if err := (&stateFile{dir: dir}).save(raw, "forged", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertNotSealedUnder checks that new writes cannot be opened with key.
+func assertNotSealedUnder(t *testing.T, e *Envelope, key []byte) {
+	t.Helper()
+	s := mustEncrypt(t, e, seed)
+	h, err := ParseHeader(s.Header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDEK(key, s.Header, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.open(s.Ciphertext); err == nil {
+		t.Fatal("new writes are sealed under the attacker's DEK")
+	}
+}
+
+// rsaCustodian wraps with RSA-OAEP: anyone holding its public key can
+// make a share it will unwrap. The OAEP label carries the associated data.
+type rsaCustodian struct {
+	name string
+	priv *rsa.PrivateKey
+}
+
+func newRSACustodian(t testing.TB, name string) *rsaCustodian {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rsaCustodian{name: name, priv: k}
+}
+
+func (r *rsaCustodian) Name() string     { return r.name }
+func (r *rsaCustodian) Close() error     { return nil }
+func (r *rsaCustodian) PublicWrap() bool { return true }
+func (r *rsaCustodian) identity() string {
+	sum := sha256.Sum256(r.priv.PublicKey.N.Bytes())
+	return "rsa:" + hex.EncodeToString(sum[:8])
+}
+func (r *rsaCustodian) Probe(context.Context) (string, error) { return r.identity(), nil }
+func (r *rsaCustodian) Wrap(_ context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
+	return publicWrap(&r.priv.PublicKey, r.identity(), share, aad)
+}
+func (r *rsaCustodian) Unwrap(_ context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	pt, err := rsa.DecryptOAEP(sha256.New(), nil, r.priv, w.Ciphertext, aad)
+	if err != nil {
+		return nil, fmt.Errorf("rsa %s: %w", r.name, kmsclients.ErrInvalidCiphertext)
+	}
+	return pt, nil
+}
+
+// publicWrap is all the attacker needs: the public key.
+func publicWrap(pub *rsa.PublicKey, identity string, share, aad []byte) (kmsclients.Wrapped, error) {
+	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, share, aad)
+	return kmsclients.Wrapped{Ciphertext: ct, KeyIdentity: identity}, err
+}
+
+// The attacker holds the public key of an RSA custodian and one local key
+// file of a 2-of-3, and can write the state dir: that is k shares they
+// can make, but only one of them proves authorship, so the state's DEK is
+// not adopted.
+func TestPublicKeyWrapDoesNotMakeACurrentDEK(t *testing.T) {
+	dir := t.TempDir()
+	rsaB := newRSACustodian(t, "rsa")
+	locals := newLocals(t, 2)
+	bs := []kmsclients.Backend{rsaB, locals[0], locals[1]}
+	mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+	a := newAttacker(t)
+	h := &Header{Threshold: 2, Generation: 7, Created: time.Now().UTC().Truncate(time.Second)}
+	rand.Read(h.DEKID[:])
+	shares, _ := split.Split(a.dek, 2, 3)
+	w, err := publicWrap(&rsaB.priv.PublicKey, rsaB.identity(), shares[0].Marshal(), h.shareAAD(1, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Shares = []WrappedShare{
+		{Index: 1, Backend: "rsa", KeyIdentity: w.KeyIdentity, Wrapped: w.Ciphertext},
+		wrapFor(t, locals[0], h, 2, 3, shares[1].Marshal()),
+		{Index: 3, Backend: locals[1].Name(), KeyIdentity: "local:unknown", Wrapped: []byte("not a share")},
+	}
+	raw, _ := a.finish(t, h, chosenPlaintext)
+	writeState(t, dir, raw)
+	restarted := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+	if restarted.KeyID() == h.KeyID() {
+		t.Fatal("a DEK built from a public-key wrap became current")
+	}
+	assertNotSealedUnder(t, restarted, a.dek)
+}
+
+// With only the RSA public key, the attacker has one share of a 2-of-3
+// and cannot forge an object either.
+func TestPublicKeyAloneCannotForgeAnObject(t *testing.T) {
+	rsaB := newRSACustodian(t, "rsa")
+	locals := newLocals(t, 2)
+	e := mustNew(t, Config{Threshold: 2, Backends: []kmsclients.Backend{rsaB, locals[0], locals[1]}})
+	genuine, _ := ParseHeader(mustEncrypt(t, e, seed).Header)
+	a := newAttacker(t)
+	for _, x := range []byte{0, 1} {
+		h := *genuine
+		h.Shares = append([]WrappedShare(nil), genuine.Shares...)
+		w, _ := publicWrap(&rsaB.priv.PublicKey, rsaB.identity(), frameShare(2, 1, append(bytes.Clone(a.dek), x)), h.shareAAD(1, 3))
+		h.Shares[0].Wrapped = w.Ciphertext
+		raw, ct := a.finish(t, &h, chosenPlaintext)
+		expectRefused(t, e, ct, raw)
+	}
+}
+
+func TestAuthenticationGapIsReported(t *testing.T) {
+	rsa1, rsa2 := newRSACustodian(t, "rsa-a"), newRSACustodian(t, "rsa-b")
+	locals := newLocals(t, 1)
+	bs := []kmsclients.Backend{rsa1, rsa2, locals[0]}
+	if gap := AuthenticationGap(2, bs); gap == "" {
+		t.Fatal("2 of 3 with two RSA backends: no warning")
+	}
+	if gap := AuthenticationGap(1, bs); gap != "" {
+		t.Fatalf("1 of 3 with one secret-key backend: %s", gap)
+	}
+}

@@ -1,0 +1,77 @@
+package envelope
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// unlockCurrent opens the stored current DEK. It will seal every new
+// write, so it needs more than Decrypt does: when k or more configured
+// backends wrap with a secret key, only their shares are combined. A share
+// wrapped with a public key (RSA-OAEP) keeps the share secret but could
+// have been made by anyone who holds that key and can write the state
+// file; counting it would let them choose the key that seals new Secrets.
+func (e *Envelope) unlockCurrent(ctx context.Context, raw []byte) (*dek, error) {
+	h, err := ParseHeader(raw)
+	if err != nil {
+		return nil, err
+	}
+	if h.Threshold < e.cfg.MinThreshold {
+		return nil, fmt.Errorf("%w: header threshold %d is below the minimum of %d", ErrInvalid, h.Threshold, e.cfg.MinThreshold)
+	}
+	authOnly := AuthenticationGap(e.cfg.Threshold, e.cfg.Backends) == ""
+	return e.openHeader(ctx, raw, h, authOnly)
+}
+
+// AuthenticationGap says, when fewer than k of the backends wrap with a
+// secret key, what that means for the operator; "" otherwise. Shares
+// wrapped with a public key prove nothing about who made a DEK, so with
+// k or more such backends whoever holds their public keys and can write
+// etcd or the state dir can make headers the plugin accepts.
+func AuthenticationGap(k int, backends []kmsclients.Backend) string {
+	var public []string
+	for _, b := range backends {
+		if kmsclients.IsPublicWrap(b) {
+			public = append(public, b.Name())
+		}
+	}
+	if len(backends)-len(public) >= k {
+		return ""
+	}
+	return fmt.Sprintf("only %d of %d backends wrap with a secret key, fewer than the threshold %d: %s wrap with public keys (RSA), "+
+		"so anyone holding those public keys and %d secret-key backend(s) can build a DEK this plugin accepts; "+
+		"with write access to etcd they can make stored objects decrypt to values they chose, and with write access to the state dir "+
+		"they can choose the DEK that seals new writes. Use AES (symmetric) keys, or more secret-key backends",
+		len(backends)-len(public), len(backends), k, strings.Join(public, ", "), max(0, k-len(public)))
+}
+
+// replaceUnusable decides what to do when the stored DEK does not unlock.
+// While backends are down, waiting may help: the error is returned and
+// Prepare is tried again later. When every backend answered and the DEK
+// still does not unlock (key files replaced, the header damaged), it
+// never will: a new DEK is made so that the node is not stuck, and the
+// old state is kept aside for the day its keys come back.
+func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error) error {
+	if !errors.Is(cause, ErrInvalid) || errors.Is(cause, kmsclients.ErrUnavailable) || ctx.Err() != nil {
+		return fmt.Errorf("unlock current DEK: %w", cause)
+	}
+	keyID := e.KeyID()
+	e.log.Error("the stored current DEK cannot be unlocked although every backend answered; making a new DEK. "+
+		"Data sealed under the old DEK stays unreadable until the keys that wrapped its shares are back",
+		"key_id", keyID, "cause", cause.Error())
+	if r, ok := e.obs.(interface{ DEKUnusable() }); ok {
+		r.DEKUnusable()
+	}
+	if e.state != nil {
+		aside, err := e.state.setAside(e.cfg.Now())
+		if err != nil {
+			return fmt.Errorf("unlock current DEK: %w; and the state could not be set aside: %w", cause, err)
+		}
+		e.log.Error("the unusable DEK's state is kept", "key_id", keyID, "file", aside)
+	}
+	return e.rotateLocked(ctx, "the stored DEK "+keyID+" cannot be unlocked")
+}

@@ -1,0 +1,240 @@
+package envelope
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/local"
+)
+
+// Tampered headers must be cheap to refuse: no backend call for a variant
+// of a known DEK, none for a replay of a header that already failed, and
+// never the caller's whole deadline because one backend is dark.
+
+func totalCalls(sw []*switchable) int64 {
+	var n int64
+	for _, b := range sw {
+		n += b.calls.Load()
+	}
+	return n
+}
+
+// variant changes the generation field, which no backend's associated
+// data covers: every backend would unwrap its genuine share.
+func variant(raw []byte, i int) []byte {
+	v := bytes.Clone(raw)
+	binary.BigEndian.PutUint32(v[len(headerMagic)+3:], uint32(1000+i))
+	return v
+}
+
+func TestVariantOfAKnownDEKCostsNoBackendCall(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, e, seed)
+	before := totalCalls(sw)
+	for i := range 50 {
+		_, err := e.Decrypt(ctxT(t), s.Ciphertext, variant(s.Header, i))
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("variant %d: want ErrInvalid, got %v", i, err)
+		}
+	}
+	if n := totalCalls(sw) - before; n != 0 {
+		t.Fatalf("50 variants of a known header made %d backend calls", n)
+	}
+	if got, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("the genuine header after the variants: %v", err)
+	}
+}
+
+func TestFailedHeaderIsNotRetriedAgainstBackends(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw), Now: clock})
+	s := mustEncrypt(t, e, seed)
+	e.cache.Purge()
+	bad := variant(s.Header, 1)
+	if _, err := e.Decrypt(ctxT(t), s.Ciphertext, bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("first try: %v", err)
+	}
+	before := totalCalls(sw)
+	for range 10 {
+		if _, err := e.Decrypt(ctxT(t), s.Ciphertext, bad); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("replay: %v", err)
+		}
+	}
+	if n := totalCalls(sw) - before; n != 0 {
+		t.Fatalf("10 replays of a failed header made %d backend calls", n)
+	}
+	// Forgotten after a while: a backend that lied may have been fixed.
+	mu.Lock()
+	now = now.Add(failedHeaderTTL)
+	mu.Unlock()
+	e.Decrypt(ctxT(t), s.Ciphertext, bad)
+	if totalCalls(sw) == before {
+		t.Fatal("a failed header is refused for ever")
+	}
+}
+
+func TestTamperedHeaderWithADarkBackendFailsFast(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, e, seed)
+	e.cache.Purge()
+	sw[2].down.Store(true)
+	sw[2].hang.Store(true)
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+	}{
+		{"generation changed", variant(s.Header, 1)},
+		{"dek id changed", func() []byte { v := bytes.Clone(s.Header); v[dekIDOffset] ^= 1; return v }()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err := e.Decrypt(ctx, s.Ciphertext, tc.raw)
+			if err == nil || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("got %v", err)
+			}
+			if took := time.Since(start); took > 2*time.Second {
+				t.Fatalf("a tampered header held the caller %s with one backend dark", took)
+			}
+		})
+	}
+}
+
+func TestUnwrapsInFlightAreBounded(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw), MaxUnwraps: 1, UnwrapTimeout: time.Second})
+	// Distinct headers (distinct DEK ids) cannot share an unwrap.
+	var sealed []Sealed
+	for range 6 {
+		if err := e.Rotate(ctxT(t), "test"); err != nil {
+			t.Fatal(err)
+		}
+		sealed = append(sealed, mustEncrypt(t, e, seed))
+	}
+	e.cache.Purge()
+	for _, b := range sw {
+		b.down.Store(true)
+		b.hang.Store(true)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	errs := make(chan error, len(sealed))
+	for _, s := range sealed {
+		go func() { _, err := e.Decrypt(ctx, s.Ciphertext, s.Header); errs <- err }()
+	}
+	busy := 0
+	for range sealed {
+		if err := <-errs; errors.Is(err, ErrBusy) {
+			busy++
+		}
+	}
+	// One running, four waiting, the sixth refused at once.
+	if busy != 1 {
+		t.Fatalf("%d of 6 unwraps refused as busy with a bound of 1 (+4 waiting), want 1", busy)
+	}
+	if !errors.Is(ErrBusy, kmsclients.ErrUnavailable) {
+		t.Fatal("ErrBusy should be of kind unavailable")
+	}
+}
+
+func TestVersion1CiphertextStillOpens(t *testing.T) {
+	e := mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3)})
+	s := mustEncrypt(t, e, seed)
+	d, _ := e.cache.Get([dekIDSize]byte(s.Header[dekIDOffset : dekIDOffset+dekIDSize]))
+	nonce := bytes.Repeat([]byte{7}, nonceSize)
+	v1 := append([]byte{ciphertextVersion1}, nonce...)
+	v1 = d.aead.Seal(v1, nonce, seed, dataAAD(d.headerHash))
+	if got, err := e.Decrypt(ctxT(t), v1, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("version 1 ciphertext: %v", err)
+	}
+	if s.Ciphertext[0] != ciphertextVersion || len(s.Ciphertext) != 1+saltSize+len(seed)+tagSize {
+		t.Fatalf("Encrypt wrote version %d, %d bytes", s.Ciphertext[0], len(s.Ciphertext))
+	}
+}
+
+// Operator reliability: a stored DEK that can never be unlocked while
+// every backend answers must not leave the node stuck.
+func TestUnusableStoredDEKIsReplaced(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		break_ func(t *testing.T, dir string, keys []string)
+	}{
+		{"two key files replaced", func(t *testing.T, dir string, keys []string) {
+			for _, k := range keys[1:] {
+				os.Remove(k)
+				if err := local.GenerateKeyFile(k); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"a byte of the stored header flipped", func(t *testing.T, dir string, _ []string) {
+			raw, err := (&stateFile{dir: dir}).load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw[len(raw)-commitSize-3] ^= 1 // inside the last wrapped share
+			writeState(t, dir, raw)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, keyDir := t.TempDir(), t.TempDir()
+			var keys []string
+			var bs []kmsclients.Backend
+			for _, n := range []string{"a", "b", "c"} {
+				bs = append(bs, newLocal(t, keyDir, n))
+				keys = append(keys, filepath.Join(keyDir, n+".key"))
+			}
+			first := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+			old := first.KeyID()
+			tc.break_(t, dir, keys)
+			var log bytes.Buffer
+			restarted := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+			if restarted.KeyID() == old || !restarted.Ready() {
+				t.Fatalf("still on the unusable DEK %s (ready %v)", old, restarted.Ready())
+			}
+			mustEncrypt(t, restarted, seed)
+			aside, _ := filepath.Glob(filepath.Join(dir, stateFileName+".unusable-*"))
+			if len(aside) != 1 {
+				t.Fatalf("old state not kept aside: %v", aside)
+			}
+			if !strings.Contains(log.String(), "level=ERROR") || !strings.Contains(log.String(), old) {
+				t.Fatalf("no ERROR naming the old key id in the log:\n%s", log.String())
+			}
+		})
+	}
+}
+
+// While a backend is down, an unlock failure may be temporary: wait.
+func TestStoredDEKIsNotReplacedWhileBackendsAreDown(t *testing.T) {
+	dir := t.TempDir()
+	sw := wrapSwitchable(newLocals(t, 3))
+	first := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw), StateDir: dir})
+	sw[0].down.Store(true)
+	sw[1].down.Store(true)
+	e, err := New(Config{Threshold: 2, Backends: asBackends(sw), StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prepare(ctxT(t)); !errors.Is(err, kmsclients.ErrUnavailable) {
+		t.Fatalf("want unavailable, got %v", err)
+	}
+	if e.KeyID() != first.KeyID() {
+		t.Fatal("the stored DEK was replaced while backends were down")
+	}
+}
