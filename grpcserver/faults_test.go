@@ -204,19 +204,24 @@ func TestBadRequests(t *testing.T) {
 	big := make([]byte, 40*1024)
 	type req = kmsv2.DecryptRequest
 	ann := func(v []byte) map[string][]byte { return map[string][]byte{grpcserver.SharesAnnotation: v} }
+	// Each carries the right key_id unless the case is about it, so that
+	// the checks behind the key_id check are reached.
+	id := good.KeyId
 	cases := map[string]*req{
-		"empty ciphertext":      {Annotations: good.Annotations},
-		"oversized ciphertext":  {Ciphertext: make([]byte, 1025), Annotations: good.Annotations},
-		"garbage ciphertext":    {Ciphertext: []byte("garbage"), Annotations: good.Annotations},
-		"missing annotation":    {Ciphertext: good.Ciphertext},
-		"garbage annotation":    {Ciphertext: good.Ciphertext, Annotations: ann([]byte("garbage"))},
-		"truncated annotation":  {Ciphertext: good.Ciphertext, Annotations: ann(hdr[:len(hdr)/2])},
-		"oversized annotations": {Ciphertext: good.Ciphertext, Annotations: map[string][]byte{grpcserver.SharesAnnotation: hdr, "x.example.com": big}},
+		"empty ciphertext":      {KeyId: id, Annotations: good.Annotations},
+		"oversized ciphertext":  {KeyId: id, Ciphertext: make([]byte, 1025), Annotations: good.Annotations},
+		"garbage ciphertext":    {KeyId: id, Ciphertext: []byte("garbage"), Annotations: good.Annotations},
+		"missing annotation":    {KeyId: id, Ciphertext: good.Ciphertext},
+		"garbage annotation":    {KeyId: id, Ciphertext: good.Ciphertext, Annotations: ann([]byte("garbage"))},
+		"truncated annotation":  {KeyId: id, Ciphertext: good.Ciphertext, Annotations: ann(hdr[:len(hdr)/2])},
+		"oversized annotations": {KeyId: id, Ciphertext: good.Ciphertext, Annotations: map[string][]byte{grpcserver.SharesAnnotation: hdr, "x.example.com": big}},
 		"oversized key id":      {Ciphertext: good.Ciphertext, Annotations: good.Annotations, KeyId: strings.Repeat("k", 1025)},
-		"tampered ciphertext":   {Ciphertext: flip(good.Ciphertext, 20), Annotations: good.Annotations},
-		"truncated ciphertext":  {Ciphertext: good.Ciphertext[:len(good.Ciphertext)-3], Annotations: good.Annotations},
-		"tampered header":       {Ciphertext: good.Ciphertext, Annotations: ann(flip(hdr, 100))},
-		"tampered commitment":   {Ciphertext: good.Ciphertext, Annotations: ann(flip(hdr, len(hdr)-1))},
+		"empty key id":          {Ciphertext: good.Ciphertext, Annotations: good.Annotations},
+		"another key id":        {Ciphertext: good.Ciphertext, Annotations: good.Annotations, KeyId: id + "x"},
+		"tampered ciphertext":   {KeyId: id, Ciphertext: flip(good.Ciphertext, 20), Annotations: good.Annotations},
+		"truncated ciphertext":  {KeyId: id, Ciphertext: good.Ciphertext[:len(good.Ciphertext)-3], Annotations: good.Annotations},
+		"tampered header":       {KeyId: id, Ciphertext: good.Ciphertext, Annotations: ann(flip(hdr, 100))},
+		"tampered commitment":   {KeyId: id, Ciphertext: good.Ciphertext, Annotations: ann(flip(hdr, len(hdr)-1))},
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 1000)
@@ -291,6 +296,11 @@ func TestFirstStartWithABackendDown(t *testing.T) {
 	}
 	if strings.Contains(s.Healthz, h.dir) {
 		t.Fatal("healthz carries backend error text (paths)")
+	}
+	c, _ := rawClient(t, h)
+	_, err := c.Encrypt(callCtx(t), &kmsv2.EncryptRequest{Plaintext: make([]byte, 32), Uid: "u"})
+	if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != "not ready: no usable DEK yet (see the plugin log)" {
+		t.Fatalf("Encrypt before the first DEK: %v", err)
 	}
 	h.up(2)
 	h.probe()

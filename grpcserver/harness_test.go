@@ -61,6 +61,14 @@ func (h *harness) start() {
 
 // startNoWait runs the plugin and waits until it serves.
 func (h *harness) startNoWait() {
+	if err := h.tryStart(); err != nil {
+		h.t.Fatalf("plugin did not start: %v", err)
+	}
+}
+
+// tryStart runs the plugin and waits until it serves, or returns why Run
+// gave up.
+func (h *harness) tryStart() error {
 	t := h.t
 	var backends []kmsclients.Backend
 	for i, p := range h.keys {
@@ -92,9 +100,12 @@ func (h *harness) startNoWait() {
 	select {
 	case <-h.plugin.Ready():
 	case err := <-h.done:
-		t.Fatalf("plugin did not start: %v", err)
+		cancel()
+		h.cancel = nil
+		return err
 	}
 	t.Cleanup(h.stop)
+	return nil
 }
 
 func (h *harness) stop() {

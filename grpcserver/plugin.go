@@ -78,7 +78,9 @@ func (p *Plugin) HTTPAddr() string {
 }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight
-// requests finish (bounded), the socket file is removed.
+// requests finish (bounded), the socket file is removed and its lock
+// released. It fails at once if another instance holds the socket's lock
+// or the socket's directory is open to others (see ListenUnix).
 func (p *Plugin) Run(ctx context.Context) error {
 	lis, err := ListenUnix(p.opts.Socket, p.opts.SocketMode, p.opts.SocketGroup)
 	if err != nil {

@@ -6,7 +6,6 @@ package grpcserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -18,7 +17,6 @@ import (
 	kmsv2 "k8s.io/kms/apis/v2"
 
 	"github.com/trousseau-io/trousseau/envelope"
-	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
 // Limits of the KMS v2 contract, enforced on the way in and out.
@@ -83,26 +81,6 @@ func recoverInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-// toStatus maps envelope and backend errors to gRPC codes at the edge.
-func toStatus(err error) error {
-	code := codes.Internal
-	switch {
-	case errors.Is(err, envelope.ErrInvalid):
-		code = codes.InvalidArgument
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, kmsclients.ErrUnavailable), errors.Is(err, kmsclients.ErrPermission):
-		code = codes.Unavailable
-	}
-	return status.Error(code, err.Error())
-}
-
-func invalid(format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, format, args...)
-}
-
 func checkPlaintext(p []byte) error {
 	if len(p) == 0 || len(p) > envelope.MaxPlaintextSize {
 		return invalid("plaintext must be 1 to %d bytes, got %d", envelope.MaxPlaintextSize, len(p))
@@ -127,7 +105,7 @@ func (s v2Service) Encrypt(ctx context.Context, req *kmsv2.EncryptRequest) (*kms
 	}
 	sealed, err := s.env.Encrypt(req.GetPlaintext())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.fail(ctx, req.GetUid(), err)
 	}
 	if len(sealed.Ciphertext) > maxCiphertext || len(sealed.KeyID) > maxKeyID ||
 		len(SharesAnnotation)+len(sealed.Header) > maxAnnotationsSize {
@@ -160,12 +138,36 @@ func (s v2Service) Decrypt(ctx context.Context, req *kmsv2.DecryptRequest) (*kms
 	if !ok {
 		return nil, invalid("annotation %s is missing: this ciphertext was not made by Trousseau", SharesAnnotation)
 	}
+	if err := s.checkKeyID(ctx, req.GetUid(), req.GetKeyId(), header); err != nil {
+		return nil, err
+	}
 	pt, err := s.env.Decrypt(ctx, ct, header)
 	if err != nil {
-		s.log.Debug("decrypt failed", "uid", req.GetUid(), "key_id", req.GetKeyId(), "error", err)
-		return nil, toStatus(err)
+		return nil, s.fail(ctx, req.GetUid(), err)
 	}
 	return &kmsv2.DecryptResponse{Plaintext: pt}, nil
+}
+
+// checkKeyID holds kube-apiserver to the contract: Decrypt gets back the
+// key_id that Encrypt returned with these annotations. A mismatch means
+// the stored object was altered or mixed up, so it is refused before any
+// backend is asked to unwrap anything. The header is only parsed here,
+// which needs no backend. This relies on Header.KeyID giving, for every
+// header ever written, the key_id Encrypt returned with it.
+func (s v2Service) checkKeyID(ctx context.Context, uid, keyID string, header []byte) error {
+	if keyID == "" {
+		return invalid("key_id is empty: Decrypt needs the key_id that Encrypt returned")
+	}
+	h, err := envelope.ParseHeader(header)
+	if err != nil {
+		return s.fail(ctx, uid, err)
+	}
+	if want := h.KeyID(); want != keyID {
+		method, _ := grpc.Method(ctx)
+		s.log.Warn("request failed: key_id does not match the wrapped DEK", "method", method, "uid", uid, "key_id", keyID, "header_key_id", want)
+		return invalid("key_id does not match the wrapped DEK in the annotations")
+	}
+	return nil
 }
 
 type v1Service struct {
@@ -175,7 +177,7 @@ type v1Service struct {
 
 func checkV1Version(v string) error {
 	if v != "" && v != v1Version {
-		return invalid("unsupported KMS API version %q, want %q", v, v1Version)
+		return invalid("unsupported KMS API version, want %q", v1Version)
 	}
 	return nil
 }
@@ -197,7 +199,7 @@ func (s v1Service) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*kms
 	}
 	sealed, err := s.env.Encrypt(req.GetPlain())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.fail(ctx, "", err)
 	}
 	blob := envelope.MarshalCombined(sealed.Header, sealed.Ciphertext)
 	if len(blob) > maxV1Cipher {
@@ -215,11 +217,11 @@ func (s v1Service) Decrypt(ctx context.Context, req *kmsv1.DecryptRequest) (*kms
 	}
 	header, ct, err := envelope.ParseCombined(req.GetCipher())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.fail(ctx, "", err)
 	}
 	pt, err := s.env.Decrypt(ctx, ct, header)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.fail(ctx, "", err)
 	}
 	return &kmsv1.DecryptResponse{Plain: pt}, nil
 }

@@ -3,24 +3,145 @@ package grpcserver
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
+// Listener is the plugin's socket. It holds the socket's lock file (see
+// ListenUnix) until it is closed.
+type Listener struct {
+	*net.UnixListener
+	lock *os.File
+	once sync.Once
+}
+
+// Close removes the socket, then releases the lock: in that order, so that
+// the next instance, which waits for the lock, never sees its new socket
+// unlinked by us.
+func (l *Listener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() { l.lock.Close() })
+	return err
+}
+
 // ListenUnix creates the plugin's socket with the given mode (and group,
-// if not empty). Its directory is created if missing. A socket file left
-// by a crashed plugin is removed, but only if nothing answers on it: a
-// second plugin must not steal the socket of a running one.
-func ListenUnix(path string, mode os.FileMode, group string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+// if not empty).
+//
+// Its directory is created if missing, and refused if someone else could
+// replace the socket in it (see checkSocketDir). For the life of the
+// listener it holds an exclusive lock on "<path>.lock" (mode 0600, left in
+// place on exit: removing a lock file races with the next taker), so two
+// Trousseau instances never race on one path. Under that lock a socket
+// file left by a crashed plugin is removed, but only if nothing answers on
+// it: another KMS plugin (which takes no lock) must not lose its socket.
+func ListenUnix(path string, mode os.FileMode, group string) (*Listener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
 	}
+	if err := checkSocketDir(dir); err != nil {
+		return nil, err
+	}
+	lock, err := lockSocket(path)
+	if err != nil {
+		return nil, err
+	}
+	l, err := listen(path, mode, group)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return &Listener{UnixListener: l, lock: lock}, nil
+}
+
+// checkSocketDir refuses a directory in which another user could unlink
+// or replace the socket, and with it point kube-apiserver at their own
+// server: one owned by anyone but us or root, or writable by group or
+// others. The sticky bit (/tmp) is no excuse: it stops others removing
+// our socket, not taking its name or its lock file's before we start.
+// Group write is refused even with a socket group configured:
+// kube-apiserver only connects, which needs search (x) on the directory,
+// never write, so 0750 with that group is enough.
+func checkSocketDir(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("socket directory: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("socket directory %s is not a directory", dir)
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("socket directory %s: cannot read its owner", dir)
+	}
+	euid := os.Geteuid()
+	if int(sys.Uid) != euid && sys.Uid != 0 {
+		return fmt.Errorf("socket directory %s is owned by uid %d, not by this process (uid %d) or root: its owner could replace the socket; chown %d %s, or choose another socket path",
+			dir, sys.Uid, euid, euid, dir)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("socket directory %s (owner uid %d, mode %04o) is writable by group or others, who could replace the socket; chmod go-w %s (0750 suffices for a socket group), or choose another socket path",
+			dir, sys.Uid, unixMode(st.Mode()), dir)
+	}
+	return nil
+}
+
+// unixMode is m as chmod spells it (1777 for /tmp).
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	return u
+}
+
+// lockSocket takes the exclusive lock that makes this process the only
+// Trousseau on path, and records its pid for the error the next one gets.
+func lockSocket(path string) (*os.File, error) {
+	name := path + ".lock"
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("socket lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder := lockHolder(f)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("socket %s: another Trousseau instance (%s) holds its lock %s; stop it or choose another socket path", path, holder, name)
+		}
+		return nil, fmt.Errorf("socket lock %s: %w", name, err)
+	}
+	// The pid only makes the next instance's error clearer: failing to
+	// write it changes nothing.
+	if f.Truncate(0) == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// lockHolder names the process that wrote the lock file, as far as it can
+// tell: the pid is only informative.
+func lockHolder(f *os.File) string {
+	b, _ := io.ReadAll(io.LimitReader(f, 32))
+	pid := strings.TrimSpace(string(b))
+	if _, err := strconv.Atoi(pid); err != nil {
+		return "pid unknown"
+	}
+	return "pid " + pid
+}
+
+// listen binds the socket, first removing a stale one. The caller holds
+// the lock.
+func listen(path string, mode os.FileMode, group string) (*net.UnixListener, error) {
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
@@ -65,7 +186,7 @@ func removeStale(path string) error {
 	conn, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		conn.Close()
-		return fmt.Errorf("socket %s: another process is serving on it (another Trousseau, or another KMS plugin); stop it or choose another path", path)
+		return fmt.Errorf("socket %s: another process is serving on it (another KMS plugin, or a Trousseau that takes no lock); stop it or choose another path", path)
 	}
 	// Only a refused connection proves nobody listens; a timeout or a
 	// full queue may be a busy live plugin, whose socket must not go.

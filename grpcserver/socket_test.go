@@ -2,6 +2,7 @@ package grpcserver_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -67,17 +68,117 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 	l2.Close()
 }
 
+// TestLiveSocketIsNotStolen: a process that takes no lock (another KMS
+// plugin) serves on the path; Trousseau leaves its socket alone.
 func TestLiveSocketIsNotStolen(t *testing.T) {
-	h := newHarness(t)
-	h.start()
-	_, err := grpcserver.ListenUnix(h.socket, 0o600, "")
-	if err == nil || !strings.Contains(err.Error(), "another process is serving") {
+	p := filepath.Join(shortDir(t), "kms.sock")
+	other, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := grpcserver.ListenUnix(p, 0o600, ""); err == nil || !strings.Contains(err.Error(), "another process is serving") {
 		t.Fatalf("second listener on a live socket: %v", err)
 	}
-	// The first plugin still serves.
+	conn, err := net.Dial("unix", p)
+	if err != nil {
+		t.Fatalf("the other process lost its socket: %v", err)
+	}
+	conn.Close()
+}
+
+// TestSecondInstanceOnOneSocket: two Trousseau instances on one path. The
+// lock makes the second give up before it looks at the socket, so it can
+// never unlink the first one's between a probe and a remove.
+func TestSecondInstanceOnOneSocket(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	before, err := os.Lstat(h.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := newHarness(t)
+	h2.socket = h.socket
+	err = h2.tryStart()
+	for _, want := range []string{"another Trousseau instance", h.socket + ".lock", fmt.Sprintf("pid %d", os.Getpid())} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("second instance: %v; want an error that says %q", err, want)
+		}
+	}
+	if after, err := os.Lstat(h.socket); err != nil || !os.SameFile(before, after) {
+		t.Fatalf("the first instance's socket was replaced or removed: %v", err)
+	}
 	c, _ := rawClient(t, h)
 	if st := status2(t, c); st.Healthz != "ok" {
 		t.Fatal(st.Healthz)
+	}
+	if st, err := os.Stat(h.socket + ".lock"); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("lock file: %v, %v", st.Mode(), err)
+	}
+	// Once the first stops, its lock is free and the second starts.
+	h.stop()
+	if err := h2.tryStart(); err != nil {
+		t.Fatalf("after the first instance stopped: %v", err)
+	}
+}
+
+// TestSocketDirectory: a directory in which someone else could replace
+// the socket is refused, with what to do; a private one is accepted.
+func TestSocketDirectory(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		mode  os.FileMode // chmod, after any chown
+		owner int         // -1: ours
+		group string      // socket group
+		want  []string    // in the error; none: accepted
+	}{
+		{name: "0700", mode: 0o700, owner: -1},
+		{name: "0750", mode: 0o750, owner: -1},
+		{name: "0750 with a socket group", mode: 0o750, owner: -1, group: "0"},
+		{name: "group-writable", mode: 0o770, owner: -1, want: []string{"0770", "writable by group or others", "chmod go-w"}},
+		{name: "group-writable with a socket group", mode: 0o770, owner: -1, group: "0", want: []string{"0770", "chmod go-w"}},
+		{name: "world-writable", mode: 0o757, owner: -1, want: []string{"0757", "chmod go-w"}},
+		{name: "sticky like /tmp", mode: 0o777 | os.ModeSticky, owner: -1, want: []string{"1777", "chmod go-w"}},
+		{name: "owned by another user", mode: 0o700, owner: 65534, want: []string{"owned by uid 65534", "chown"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(shortDir(t), "run")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if tc.owner >= 0 {
+				if os.Geteuid() != 0 {
+					t.Skip("giving a directory to another user needs root")
+				}
+				if err := os.Chown(dir, tc.owner, -1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chmod(dir, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(dir, "kms.sock")
+			l, err := grpcserver.ListenUnix(p, 0o660, tc.group)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				l.Close()
+				return
+			}
+			if err == nil {
+				l.Close()
+				t.Fatal("accepted")
+			}
+			for _, want := range append(tc.want, dir) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("left %d files in a refused directory", len(entries))
+			}
+		})
 	}
 }
 
