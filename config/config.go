@@ -42,10 +42,14 @@ type Config struct {
 	SocketPermissions SocketPermissions `json:"socketPermissions,omitzero"`
 	StateDir          string            `json:"stateDir,omitempty"`
 	Threshold         int               `json:"threshold"`
-	Backends          []Backend         `json:"backends"`
-	Health            Health            `json:"health,omitzero"`
-	Rotation          Rotation          `json:"rotation,omitzero"`
-	Log               Log               `json:"log,omitzero"`
+	// MinThreshold is the lowest threshold a stored DEK may have and still
+	// be decrypted (default: threshold). Set it to the old k while raising
+	// threshold, until every object has been rewritten under the new one.
+	MinThreshold int       `json:"minThreshold,omitempty"`
+	Backends     []Backend `json:"backends"`
+	Health       Health    `json:"health,omitzero"`
+	Rotation     Rotation  `json:"rotation,omitzero"`
+	Log          Log       `json:"log,omitzero"`
 }
 
 // SocketPermissions lets a kube-apiserver running as another user reach the socket.
@@ -208,6 +212,9 @@ func (c *Config) Validate() error {
 	if err := split.ValidateThreshold(c.Threshold, len(c.Backends)); err != nil && len(c.Backends) > 0 {
 		add("threshold", "%v", err)
 	}
+	if c.MinThreshold != 0 && (c.MinThreshold < 1 || c.MinThreshold > c.Threshold) {
+		add("minThreshold", "must be 1 to threshold (%d), got %d; leave it out to refuse every DEK below threshold", c.Threshold, c.MinThreshold)
+	}
 	seen := map[string]int{}
 	keyFiles := map[string]int{}
 	for i, b := range c.Backends {
@@ -323,3 +330,12 @@ func (b Backend) build(ctx context.Context) (kmsclients.Backend, error) {
 
 // Marshal writes the config as YAML.
 func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
+
+// ThresholdFloor is the lowest threshold a stored DEK may have:
+// minThreshold, or threshold when it is not set.
+func (c *Config) ThresholdFloor() int {
+	if c.MinThreshold > 0 {
+		return c.MinThreshold
+	}
+	return c.Threshold
+}

@@ -90,6 +90,8 @@ func TestRejectsWithFieldName(t *testing.T) {
 		{"typo in a backend", "local: {keyFile", "locall: {keyFile", `unknown field "backends[0].locall"`},
 		{"k above n", "threshold: 2", "threshold: 4", "threshold: threshold 4 is larger than the number of backends 3"},
 		{"k zero", "threshold: 2", "threshold: 0", "threshold:"},
+		{"floor above k", "threshold: 2", "threshold: 2\nminThreshold: 3", "minThreshold: must be 1 to threshold (2), got 3"},
+		{"floor negative", "threshold: 2", "threshold: 2\nminThreshold: -1", "minThreshold"},
 		{"duplicate name", "name: local-b", "name: local-a", "backends[1].name"},
 		{"bad name", "name: local-b", "name: Local_B", "backends[1].name"},
 		{"no kind", "    local: {keyFile: ", "    #", "backends[0]: set exactly one backend kind"},
@@ -214,5 +216,19 @@ func TestExampleConfigsAreValid(t *testing.T) {
 		if _, err := Load(p); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+func TestThresholdFloorDefaultsToThreshold(t *testing.T) {
+	c, err := Parse([]byte(validYAML(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ThresholdFloor() != c.Threshold {
+		t.Fatalf("floor %d, threshold %d", c.ThresholdFloor(), c.Threshold)
+	}
+	c, err = Parse([]byte(strings.Replace(validYAML(t), "threshold: 2", "threshold: 2\nminThreshold: 1", 1)))
+	if err != nil || c.ThresholdFloor() != 1 {
+		t.Fatalf("minThreshold 1: %v, floor %d", err, c.ThresholdFloor())
 	}
 }

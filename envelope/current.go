@@ -63,9 +63,7 @@ func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error)
 	e.log.Error("the stored current DEK cannot be unlocked although every backend answered; making a new DEK. "+
 		"Data sealed under the old DEK stays unreadable until the keys that wrapped its shares are back",
 		"key_id", keyID, "cause", cause.Error())
-	if r, ok := e.obs.(interface{ DEKUnusable() }); ok {
-		r.DEKUnusable()
-	}
+	e.obs.DEKUnusable()
 	if e.state != nil {
 		aside, err := e.state.setAside(e.cfg.Now())
 		if err != nil {

@@ -67,6 +67,9 @@ type Observer interface {
 	BackendCall(backend, op string, err error, took time.Duration)
 	CacheLookup(hit bool)
 	Rotation(err error)
+	// DEKUnusable: the stored current DEK could not be unlocked although
+	// every backend answered, and was set aside for a new one.
+	DEKUnusable()
 }
 
 type nopObserver struct{}
@@ -74,6 +77,7 @@ type nopObserver struct{}
 func (nopObserver) BackendCall(string, string, error, time.Duration) {}
 func (nopObserver) CacheLookup(bool)                                 {}
 func (nopObserver) Rotation(error)                                   {}
+func (nopObserver) DEKUnusable()                                     {}
 
 // dek is an unwrapped DEK, ready to seal and open.
 type dek struct {

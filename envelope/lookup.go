@@ -55,8 +55,8 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 		return nil, fmt.Errorf("%w: header threshold %d is below the minimum of %d", ErrInvalid, h.Threshold, e.cfg.MinThreshold)
 	}
 	hash := sha256.Sum256(raw)
-	if e.failed.recent(hash) {
-		return nil, fmt.Errorf("%w: this header already failed to open; not asking the backends again", ErrInvalid)
+	if err := e.failed.recent(hash); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 		defer release()
 		d, err := e.openHeader(ctx, bytes.Clone(raw), h, false)
 		if errors.Is(err, ErrInvalid) && !errors.Is(err, kmsclients.ErrUnavailable) {
-			e.failed.add(hash)
+			e.failed.add(hash, err)
 		}
 		return d, err
 	})
@@ -116,30 +116,36 @@ func (e *Envelope) openHeader(ctx context.Context, raw []byte, h *Header, authOn
 }
 
 // failedHeaders remembers, for a while, headers that could not be opened
-// for a reason retrying would not change, so that replaying one costs no
-// backend call. Bounded: the oldest are forgotten first.
+// for a reason retrying would not change, and why, so that replaying one
+// costs no backend call. Bounded: the oldest are forgotten first.
 type failedHeaders struct {
-	seen *lru.Cache[[32]byte, time.Time]
+	seen *lru.Cache[[32]byte, failure]
 	now  func() time.Time
 }
 
+type failure struct {
+	at  time.Time
+	err error
+}
+
 func newFailedHeaders(size int, now func() time.Time) (*failedHeaders, error) {
-	c, err := lru.New[[32]byte, time.Time](size)
+	c, err := lru.New[[32]byte, failure](size)
 	if err != nil {
 		return nil, err
 	}
 	return &failedHeaders{seen: c, now: now}, nil
 }
 
-func (f *failedHeaders) add(hash [32]byte) { f.seen.Add(hash, f.now()) }
+func (f *failedHeaders) add(hash [32]byte, err error) { f.seen.Add(hash, failure{f.now(), err}) }
 
-func (f *failedHeaders) recent(hash [32]byte) bool {
-	at, ok := f.seen.Get(hash)
-	if ok && f.now().Sub(at) >= failedHeaderTTL {
+// recent returns the error a header failed with, if it failed lately.
+func (f *failedHeaders) recent(hash [32]byte) error {
+	got, ok := f.seen.Get(hash)
+	if ok && f.now().Sub(got.at) >= failedHeaderTTL {
 		f.seen.Remove(hash)
-		return false
+		return nil
 	}
-	return ok
+	return got.err
 }
 
 // limiter bounds the unwraps in flight. Callers beyond the bound wait for

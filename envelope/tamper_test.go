@@ -204,7 +204,11 @@ func TestUnusableStoredDEKIsReplaced(t *testing.T) {
 			old := first.KeyID()
 			tc.break_(t, dir, keys)
 			var log bytes.Buffer
-			restarted := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+			obs := &countingObserver{}
+			restarted := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Observer: obs, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+			if obs.unusable.Load() != 1 {
+				t.Fatalf("unusable DEKs counted: %d, want 1", obs.unusable.Load())
+			}
 			if restarted.KeyID() == old || !restarted.Ready() {
 				t.Fatalf("still on the unusable DEK %s (ready %v)", old, restarted.Ready())
 			}

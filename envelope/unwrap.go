@@ -72,10 +72,10 @@ type shareResult struct {
 // public key are not asked for (see unlockCurrent).
 //
 // It also gives up early. Once too few backends are left to make k good
-// shares, waiting cannot help. Once k shares are in and no k of them fit
-// the commitment, a backend lied or the header was tampered with; the
-// others get as long again as the first k took, not the whole deadline,
-// so a tampered header cannot hold a caller as long as a dead backend can.
+// shares, or k shares are in and no k of them fit the commitment (a
+// backend lied, or the header was tampered with), the backends still out
+// get as long again as recovery has taken so far, not the whole deadline:
+// a tampered header cannot hold a caller as long as a dead backend can.
 func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOnly bool) ([]byte, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -98,7 +98,10 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 		}
 	}()
 	var grace <-chan time.Time
-	for pending > 0 && len(good)+pending >= h.Threshold {
+	for pending > 0 {
+		if grace == nil && (len(good) >= h.Threshold || len(good)+pending < h.Threshold) {
+			grace = time.After(max(time.Since(start), minGrace))
+		}
 		select {
 		case r := <-results:
 			pending--
@@ -110,11 +113,8 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 			if key := e.combine(h, raw, good); key != nil {
 				return key, nil
 			}
-			if len(good) >= h.Threshold && grace == nil {
-				grace = time.After(max(time.Since(start), minMismatchGrace))
-			}
 		case <-grace:
-			e.log.Debug("shares do not fit the header's commitment; not waiting for the remaining backends", "pending", pending)
+			e.log.Debug("no quorum can be made from the shares in; not waiting longer for the remaining backends", "pending", pending)
 			pending = 0
 		}
 	}
@@ -126,9 +126,9 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 	return nil, newQuorumError(ctx, h, failures, unwrapped, len(h.Shares)-len(failures)-len(good))
 }
 
-// minMismatchGrace is the least time left to the remaining backends once
-// k shares are in and do not fit.
-const minMismatchGrace = 20 * time.Millisecond
+// minGrace is the least time left to the backends still out once no
+// quorum can be made from what came in.
+const minGrace = 20 * time.Millisecond
 
 // errPublicWrap: a share wrapped with a public key, not counted as proof
 // that Trousseau made the DEK.

@@ -26,6 +26,7 @@ type Metrics struct {
 	backendUp      *prometheus.GaugeVec
 	cacheLookups   *prometheus.CounterVec
 	rotations      *prometheus.CounterVec
+	unusable       prometheus.Counter
 	threshold      prometheus.Gauge
 	reachable      prometheus.Gauge
 	healthy        prometheus.Gauge
@@ -62,11 +63,15 @@ func NewMetrics() *Metrics {
 	m.rotations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trousseau_dek_rotations_total", Help: "DEK rotations (including the first DEK), by result (ok, postponed).",
 	}, []string{"result"})
+	m.unusable = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "trousseau_dek_unusable_total",
+		Help: "Stored current DEKs that could not be unlocked although every backend answered, set aside and replaced (their data is unreadable until the old keys are back).",
+	})
 	m.threshold = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_threshold", Help: "Backends needed to recover a DEK (k)."})
 	m.reachable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_backends_reachable", Help: "Backends that answered the last probe."})
 	m.healthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_healthy", Help: "1 when Status reports ok."})
 	for _, c := range []prometheus.Collector{m.requests, m.requestSeconds, m.backendOps, m.backendSeconds, m.backendUp,
-		m.cacheLookups, m.rotations, m.threshold, m.reachable, m.healthy,
+		m.cacheLookups, m.rotations, m.unusable, m.threshold, m.reachable, m.healthy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -102,6 +107,9 @@ func (m *Metrics) Rotation(err error) {
 		m.rotations.WithLabelValues("ok").Inc()
 	}
 }
+
+// DEKUnusable implements envelope.Observer.
+func (m *Metrics) DEKUnusable() { m.unusable.Inc() }
 
 func (m *Metrics) observeProbe(s Snapshot) {
 	m.threshold.Set(float64(s.Threshold))

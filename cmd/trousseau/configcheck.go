@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
@@ -63,6 +64,9 @@ func runConfigCheck(ctx context.Context, s streams, file string, timeout time.Du
 	fmt.Fprintf(s.Out, "\nthreshold %d of %d; %d reachable\n", cfg.Threshold, n, up)
 	if cfg.Threshold == 1 {
 		fmt.Fprintln(s.Out, "WARNING: threshold 1 means no threshold custody: every backend holds the whole DEK and any one of them can decrypt.")
+	}
+	if gap := envelope.AuthenticationGap(cfg.Threshold, backends); gap != "" {
+		fmt.Fprintln(s.Out, "WARNING: "+gap+".")
 	}
 	if up < n {
 		fmt.Fprintf(s.Out, "note: creating or rotating a DEK needs all %d backends\n", n)

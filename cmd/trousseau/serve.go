@@ -106,7 +106,7 @@ func (o *serveOptions) run(parent context.Context) error {
 	defer kmsclients.CloseAll(backends)
 	metrics := grpcserver.NewMetrics()
 	env, err := envelope.New(envelope.Config{
-		Threshold: cfg.Threshold, Backends: backends, StateDir: cfg.StateDir,
+		Threshold: cfg.Threshold, MinThreshold: cfg.ThresholdFloor(), Backends: backends, StateDir: cfg.StateDir,
 		MaxAge: cfg.MaxAge(), Logger: log, Observer: metrics,
 	})
 	if err != nil {
@@ -132,6 +132,9 @@ func (o *serveOptions) run(parent context.Context) error {
 			}
 		}
 	}()
+	if gap := envelope.AuthenticationGap(cfg.Threshold, backends); gap != "" {
+		log.Warn("public-key backends: " + gap)
+	}
 	log.Info("starting trousseau", "version", buildVersion(), "threshold", cfg.Threshold, "backends", len(backends), "socket", cfg.Socket, "state_dir", cfg.StateDir)
 	return plugin.Run(ctx)
 }

@@ -72,9 +72,12 @@ func OpenKeyring(ctx context.Context, cfg *config.Config, probeTimeout time.Dura
 		// k = 1 lets any subset of the configured backends be used; the
 		// quorum each DEK needs is in its header.
 		Threshold: 1,
-		Backends:  kr.backends,
-		CacheSize: 1 << 16,
-		Observer:  (*keyringObserver)(kr),
+		// But no header below the config's floor: with a lower k, whoever
+		// holds fewer custodians could have made it.
+		MinThreshold: cfg.ThresholdFloor(),
+		Backends:     kr.backends,
+		CacheSize:    1 << 16,
+		Observer:     (*keyringObserver)(kr),
 		// The Decrypter bounds each header's wait (--unwrap-timeout);
 		// this only bounds the unwrap left running after it gives up.
 		UnwrapTimeout: 10 * time.Minute,
@@ -136,3 +139,4 @@ func (o *keyringObserver) BackendCall(backend, op string, err error, _ time.Dura
 
 func (*keyringObserver) CacheLookup(bool) {}
 func (*keyringObserver) Rotation(error)   {}
+func (*keyringObserver) DEKUnusable()     {}
