@@ -83,3 +83,53 @@ func FuzzParseCombined(f *testing.F) {
 		}
 	})
 }
+
+// FuzzForgedHeader extends "only the genuine header decrypts" to headers
+// built by an attacker who holds k-1 backends (here b1 of a 2-of-3): any
+// share framing for b1 (threshold, index, x, value), any header
+// threshold and share count, the genuine wrapped shares of the other
+// backends reused or not, and the commitment and ciphertext computed
+// under the attacker's own DEK. None may decrypt.
+func FuzzForgedHeader(f *testing.F) {
+	bs := newLocals(f, 3)
+	e, err := New(Config{Threshold: 2, Backends: bs})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := e.Prepare(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	s, _ := e.Encrypt(seed)
+	genuine, _ := ParseHeader(s.Header)
+	f.Add(byte(2), byte(3), byte(2), byte(1), byte(0), true, bytes.Repeat([]byte{7}, 32))
+	f.Add(byte(1), byte(1), byte(1), byte(1), byte(1), false, bytes.Repeat([]byte{9}, 32))
+	f.Add(byte(2), byte(3), byte(2), byte(1), byte(2), true, bytes.Repeat([]byte{1}, 32))
+	f.Fuzz(func(t *testing.T, k, n, shareK, index, x byte, reuse bool, value []byte) {
+		if n < 1 || n > 3 || k < 1 || k > n || len(value) == 0 || len(value) > 64 {
+			return
+		}
+		dek := bytes.Repeat([]byte{0x5a}, dekSize)
+		h := &Header{Threshold: int(k), Generation: genuine.Generation, Created: genuine.Created, DEKID: genuine.DEKID}
+		framed := append([]byte{2, shareK, index}, value...)
+		framed = append(framed, x)
+		h.Shares = []WrappedShare{wrapFor(t, bs[0], h, 1, int(n), framed)}
+		for i := 2; i <= int(n); i++ {
+			if reuse {
+				h.Shares = append(h.Shares, genuine.Shares[i-1])
+			} else {
+				h.Shares = append(h.Shares, WrappedShare{Index: i, Backend: bs[i-1].Name(), KeyIdentity: "local:x", Wrapped: []byte{byte(i)}})
+			}
+		}
+		raw, err := h.seal(dek)
+		if err != nil {
+			return
+		}
+		d, _ := newDEK(dek, raw, h)
+		ct, _ := d.seal(seed)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := e.Decrypt(ctx, ct, raw); err == nil {
+			t.Fatalf("a header forged with one backend of a 2-of-3 decrypted: k=%d n=%d share k=%d index=%d x=%d", k, n, shareK, index, x)
+		}
+	})
+}
