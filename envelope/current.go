@@ -73,3 +73,27 @@ func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error)
 	}
 	return e.rotateLocked(ctx, "the stored DEK "+keyID+" cannot be unlocked")
 }
+
+// replaceForConfig handles a stored DEK made for another backend set or
+// threshold: a new DEK wrapped by all n configured backends replaces it.
+// Until all n can be reached, the stored DEK keeps serving if it unlocks
+// under the same rules as a matching one (threshold floor, shares that
+// prove authorship), so a config rolled out while a new backend is not
+// reachable yet does not stop writes; RotationDue keeps asking for the
+// new DEK.
+func (e *Envelope) replaceForConfig(ctx context.Context, raw []byte, reason string) error {
+	err := e.rotateLocked(ctx, reason)
+	if err == nil {
+		return nil
+	}
+	d, uerr := e.unlockCurrent(ctx, raw)
+	if uerr != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.current = d
+	e.mu.Unlock()
+	e.log.Warn("the stored DEK does not match the configuration and no new DEK could be made yet; it serves until one can",
+		"reason", reason, "key_id", d.keyID, "error", err)
+	return nil
+}

@@ -210,9 +210,7 @@ func (e *Envelope) Prepare(ctx context.Context) error {
 		return e.rotateLocked(ctx, "first start: no DEK yet")
 	}
 	if reason := e.configChange(); reason != "" {
-		// The stored DEK belongs to another backend set or threshold; a
-		// new one (all n configured backends) replaces it.
-		return e.rotateLocked(ctx, reason)
+		return e.replaceForConfig(ctx, raw, reason)
 	}
 	d, err := e.unlockCurrent(ctx, raw)
 	if err != nil {

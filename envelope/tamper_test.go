@@ -242,3 +242,45 @@ func TestStoredDEKIsNotReplacedWhileBackendsAreDown(t *testing.T) {
 		t.Fatal("the stored DEK was replaced while backends were down")
 	}
 }
+
+// A config rolled out while a new backend is unreachable: the stored DEK
+// keeps serving until a new one can be made, but only if it unlocks under
+// the new floor.
+func TestConfigChangeWithNewBackendDown(t *testing.T) {
+	dir := t.TempDir()
+	old := newLocals(t, 3)
+	first := mustNew(t, Config{Threshold: 2, Backends: old, StateDir: dir})
+	s := mustEncrypt(t, first, seed)
+	added := wrapSwitchable([]kmsclients.Backend{newLocal(t, t.TempDir(), "b4")})[0]
+	added.down.Store(true)
+	grown := append(append([]kmsclients.Backend(nil), old...), added)
+
+	e := mustNew(t, Config{Threshold: 2, Backends: grown, StateDir: dir})
+	if e.KeyID() != s.KeyID {
+		t.Fatal("the stored DEK was dropped although no new one could be made")
+	}
+	if e.RotationDue(nil) == "" {
+		t.Fatal("no rotation due after the backend set changed")
+	}
+	added.down.Store(false)
+	if err := e.Rotate(ctxT(t), e.RotationDue(nil)); err != nil || e.KeyID() == s.KeyID {
+		t.Fatalf("rotation once the new backend is up: %v", err)
+	}
+
+	// Raising k to 3: the stored 2-of-3 DEK is below the floor unless the
+	// operator opens the window with MinThreshold.
+	raised, err := New(Config{Threshold: 3, Backends: append(old[:3:3], newLocal(t, t.TempDir(), "b5")), StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raised.Prepare(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raised.Decrypt(ctxT(t), s.Ciphertext, s.Header); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("2-of-3 data under a 3-of-4 config without minThreshold: %v", err)
+	}
+	window := mustNew(t, Config{Threshold: 3, MinThreshold: 2, Backends: append(old[:3:3], newLocal(t, t.TempDir(), "b6"))})
+	if got, err := window.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("2-of-3 data with minThreshold 2: %v", err)
+	}
+}
