@@ -167,7 +167,7 @@ func New(cfg Config) (*Envelope, error) {
 	e.unwraps = newLimiter(cfg.MaxUnwraps)
 	if cfg.StateDir != "" {
 		e.state = &stateFile{dir: cfg.StateDir}
-		raw, err := e.state.load()
+		raw, err := e.state.load(e.log)
 		if err != nil {
 			return nil, err
 		}

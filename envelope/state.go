@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/trousseau-io/trousseau/internal/filelock"
 )
 
 // The state file keeps the wrapped current DEK, so that a restarted plugin
@@ -27,10 +30,49 @@ type stateDoc struct {
 
 type stateFile struct{ dir string }
 
+// moveAside tells an operator what to do with a state file that cannot be
+// read: nothing is lost by starting over, since every object in etcd
+// carries its own copy of the header that wraps its DEK.
+const moveAside = "move it aside and restart to make a new DEK (this loses no data: every object in etcd carries its own copy of its wrapped DEK), or restore it from a backup to keep the key_id"
+
+// LockStateDir takes the lock that keeps two plugins off one state dir
+// (they would overwrite each other's DEK). Closing the file releases it.
+func LockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	f, err := filelock.Acquire(filepath.Join(dir, ".lock"))
+	if errors.Is(err, filelock.ErrHeld) {
+		return nil, fmt.Errorf("state dir %s is in use by another Trousseau (%w); give each instance a state dir of its own", dir, err)
+	}
+	return f, err
+}
+
+// removeLeftovers deletes the temporary files of saves that a crash
+// interrupted; they hold nothing the state file does not.
+func (s *stateFile) removeLeftovers(log *slog.Logger) {
+	names, _ := filepath.Glob(filepath.Join(s.dir, ".state-*.tmp"))
+	for _, n := range names {
+		if os.Remove(n) == nil {
+			log.Info("removed a temporary state file left by an interrupted save", "file", n)
+		}
+	}
+}
+
 func (s *stateFile) path() string { return filepath.Join(s.dir, stateFileName) }
 
 // load returns the stored header, or nil when there is no state yet.
-func (s *stateFile) load() ([]byte, error) {
+// Temporary files that a crash during save left behind are removed, and a
+// state file readable by others is made 0600 again (it holds only wrapped
+// material, but it is nobody else's business).
+func (s *stateFile) load(log *slog.Logger) ([]byte, error) {
+	s.removeLeftovers(log)
+	if st, err := os.Stat(s.path()); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("state file was readable or writable by others; made it 0600", "file", s.path(), "mode", st.Mode().Perm().String())
+		if err := os.Chmod(s.path(), 0o600); err != nil {
+			return nil, fmt.Errorf("state file %s has mode %s and cannot be made 0600: %w", s.path(), st.Mode().Perm(), err)
+		}
+	}
 	b, err := os.ReadFile(s.path())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -40,14 +82,17 @@ func (s *stateFile) load() ([]byte, error) {
 	}
 	var doc stateDoc
 	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("state file %s is corrupt: %w", s.path(), err)
+		return nil, fmt.Errorf("state file %s is corrupt (%w): %s", s.path(), err, moveAside)
+	}
+	if doc.Version == 0 {
+		return nil, fmt.Errorf("state file %s holds no Trousseau state (no version field): %s", s.path(), moveAside)
 	}
 	if doc.Version != stateVersion {
 		return nil, fmt.Errorf("state file %s has version %d, this build reads %d", s.path(), doc.Version, stateVersion)
 	}
 	if len(doc.Header) == 0 {
 		// Starting over would change the key id; an operator must decide.
-		return nil, fmt.Errorf("state file %s is corrupt: it holds no DEK header (move it away to start with a new DEK)", s.path())
+		return nil, fmt.Errorf("state file %s is corrupt: it holds no DEK header: %s", s.path(), moveAside)
 	}
 	return doc.Header, nil
 }
@@ -79,7 +124,13 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 		return fmt.Errorf("write state: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), s.path()); err != nil {
-		return fmt.Errorf("replace state: %w", err)
+		// The temporary name changes at every try: leave it out, so that
+		// the same cause reads the same each time.
+		var le *os.LinkError
+		if errors.As(err, &le) {
+			err = le.Err
+		}
+		return fmt.Errorf("replace state file %s: %w", s.path(), err)
 	}
 	if d, err := os.Open(s.dir); err == nil {
 		d.Sync()

@@ -184,7 +184,7 @@ func TestUnusableStoredDEKIsReplaced(t *testing.T) {
 			}
 		}},
 		{"a byte of the stored header flipped", func(t *testing.T, dir string, _ []string) {
-			raw, err := (&stateFile{dir: dir}).load()
+			raw, err := (&stateFile{dir: dir}).load(slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -282,5 +282,44 @@ func TestConfigChangeWithNewBackendDown(t *testing.T) {
 	window := mustNew(t, Config{Threshold: 3, MinThreshold: 2, Backends: append(old[:3:3], newLocal(t, t.TempDir(), "b6"))})
 	if got, err := window.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
 		t.Fatalf("2-of-3 data with minThreshold 2: %v", err)
+	}
+}
+
+// Case 7 (state dir): leftovers of interrupted saves are removed, a state
+// file open to others is made 0600, and two plugins cannot share one
+// state dir.
+func TestCase7_StateDirHousekeeping(t *testing.T) {
+	dir := t.TempDir()
+	bs := newLocals(t, 3)
+	mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+	leftover := filepath.Join(dir, ".state-123.tmp")
+	os.WriteFile(leftover, []byte("{}"), 0o600)
+	os.Chmod(filepath.Join(dir, stateFileName), 0o644)
+	mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("leftover temporary file still there: %v", err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, stateFileName)); st.Mode().Perm() != 0o600 {
+		t.Fatalf("state file left at %v", st.Mode().Perm())
+	}
+	lock, err := LockStateDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := LockStateDir(dir); err == nil || !strings.Contains(err.Error(), "in use by another Trousseau") {
+		t.Fatalf("second lock on one state dir: %v", err)
+	}
+}
+
+// Case 6 (state): a state file that is not Trousseau's says what to do.
+func TestCase6_UnreadableStateSaysWhatToDo(t *testing.T) {
+	for _, content := range []string{"{}", "null", "not json"} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, stateFileName), []byte(content), 0o600)
+		_, err := New(Config{Threshold: 2, Backends: newLocals(t, 3), StateDir: dir})
+		if err == nil || !strings.Contains(err.Error(), "move it aside") || strings.Contains(err.Error(), "version 0") {
+			t.Errorf("%s: %v", content, err)
+		}
 	}
 }

@@ -148,6 +148,9 @@ func (p *Plugin) httpHandler() http.Handler {
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	// readyz: 200 "ok" while kube-apiserver's Status would say ok, then
+	// one "warning:" line per thing to look at (a rotation postponed for
+	// long, a backend down); 503 with the reason otherwise.
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		s := p.prober.Snapshot()
 		if s.Healthz != healthzOK {
@@ -155,6 +158,9 @@ func (p *Plugin) httpHandler() http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ok")
+		for _, warning := range s.Warnings(time.Now()) {
+			fmt.Fprintln(w, "warning: "+warning)
+		}
 	})
 	if p.metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(p.metrics.Registry, promhttp.HandlerOpts{}))

@@ -36,6 +36,30 @@ type Snapshot struct {
 	Healthz   string // "ok", or why not
 	// RotationPending says why a rotation is wanted but could not be done.
 	RotationPending string
+	// PendingSince is when RotationPending last went from "" to a reason.
+	PendingSince time.Time
+}
+
+// RotationOverdue is how long a rotation may stay postponed before
+// /readyz and `trousseau status` show it as a warning. kube-apiserver
+// still sees "ok": the current DEK works.
+const RotationOverdue = 10 * time.Minute
+
+// Warnings lists what an operator should look at although the plugin
+// serves: a rotation postponed for longer than RotationOverdue, backends
+// down.
+func (s Snapshot) Warnings(now time.Time) []string {
+	var out []string
+	if s.RotationPending != "" && !s.PendingSince.IsZero() && now.Sub(s.PendingSince) >= RotationOverdue {
+		out = append(out, fmt.Sprintf("DEK rotation due since %s (%s ago) and not done: %s",
+			s.PendingSince.UTC().Format(time.RFC3339), now.Sub(s.PendingSince).Truncate(time.Second), s.RotationPending))
+	}
+	for _, b := range s.Backends {
+		if !b.Up {
+			out = append(out, fmt.Sprintf("backend %s down (%s)", b.Name, b.Kind))
+		}
+	}
+	return out
 }
 
 // Prober probes every backend on an interval, keeps a Snapshot, unlocks
@@ -117,17 +141,49 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	s.Healthz = healthz(s)
 	p.mu.Lock()
 	old := p.snap
+	s.PendingSince = old.PendingSince
+	if pending == "" {
+		s.PendingSince = time.Time{}
+	} else if old.RotationPending == "" {
+		s.PendingSince = time.Now()
+	}
 	p.snap = s
 	p.mu.Unlock()
+	p.logChanges(old, s)
+	if p.metrics != nil {
+		p.metrics.observeProbe(s)
+	}
+}
+
+// logChanges logs what changed since the last probe, once per change:
+// health, each backend going down (with its error, which only the log
+// carries) or coming back, and a rotation postponed, with its cause.
+func (p *Prober) logChanges(old, s Snapshot) {
 	if old.Healthz != s.Healthz {
 		if s.Healthz == healthzOK {
-			p.log.Info("healthy", "reachable", reachable, "backends", len(results), "threshold", s.Threshold, "key_id", s.KeyID)
+			p.log.Info("healthy", "reachable", s.Reachable, "backends", len(s.Backends), "threshold", s.Threshold, "key_id", s.KeyID)
 		} else {
 			p.log.Warn("unhealthy", "reason", s.Healthz)
 		}
 	}
-	if p.metrics != nil {
-		p.metrics.observeProbe(s)
+	wasUp := map[string]bool{}
+	for _, b := range old.Backends {
+		wasUp[b.Name] = b.Up
+	}
+	for _, b := range s.Backends {
+		up, known := wasUp[b.Name]
+		switch {
+		case !b.Up && (up || !known):
+			p.log.Warn("backend down", "backend", b.Name, "kind", b.Kind, "error", b.Error)
+		case b.Up && known && !up:
+			p.log.Info("backend up again", "backend", b.Name, "key_identity", b.KeyIdentity)
+		}
+	}
+	switch {
+	case s.RotationPending != "" && s.RotationPending != old.RotationPending:
+		p.log.Warn("DEK rotation postponed; the current DEK stays in use", "cause", s.RotationPending, "since", s.PendingSince)
+	case s.RotationPending == "" && old.RotationPending != "":
+		p.log.Info("postponed DEK rotation no longer pending", "key_id", s.KeyID)
 	}
 }
 
@@ -169,7 +225,6 @@ func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities m
 		return done()
 	}
 	if reachable < n {
-		p.log.Warn("DEK rotation postponed until every backend answers", "reason", reason, "reachable", reachable, "backends", n)
 		return fmt.Sprintf("%s; postponed: %d of %d backends reachable, a new DEK needs all", reason, reachable, n)
 	}
 	if err := p.env.Rotate(opCtx, reason); err != nil {

@@ -3,17 +3,17 @@ package grpcserver
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/trousseau-io/trousseau/internal/filelock"
 )
 
 // Listener is the plugin's socket. It holds the socket's lock file (see
@@ -105,38 +105,16 @@ func unixMode(m fs.FileMode) uint32 {
 }
 
 // lockSocket takes the exclusive lock that makes this process the only
-// Trousseau on path, and records its pid for the error the next one gets.
+// Trousseau on path.
 func lockSocket(path string) (*os.File, error) {
-	name := path + ".lock"
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := filelock.Acquire(path + ".lock")
+	if errors.Is(err, filelock.ErrHeld) {
+		return nil, fmt.Errorf("socket %s: another Trousseau instance serves it (%w); stop it or choose another socket path", path, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("socket lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder := lockHolder(f)
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("socket %s: another Trousseau instance (%s) holds its lock %s; stop it or choose another socket path", path, holder, name)
-		}
-		return nil, fmt.Errorf("socket lock %s: %w", name, err)
-	}
-	// The pid only makes the next instance's error clearer: failing to
-	// write it changes nothing.
-	if f.Truncate(0) == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		return nil, fmt.Errorf("socket %s: %w", path, err)
 	}
 	return f, nil
-}
-
-// lockHolder names the process that wrote the lock file, as far as it can
-// tell: the pid is only informative.
-func lockHolder(f *os.File) string {
-	b, _ := io.ReadAll(io.LimitReader(f, 32))
-	pid := strings.TrimSpace(string(b))
-	if _, err := strconv.Atoi(pid); err != nil {
-		return "pid unknown"
-	}
-	return "pid " + pid
 }
 
 // listen binds the socket, first removing a stale one. The caller holds
