@@ -274,6 +274,13 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// restartAPIServer stops kube-apiserver and starts a new one, which has
+// no cached DEK seeds.
+func (c *cluster) restartAPIServer(o apiserverOptions) {
+	c.apiserver.stop()
+	c.startAPIServer(o)
+}
+
 // restartPlugin kills the plugin (no graceful shutdown) and starts it again.
 func (c *cluster) restartPlugin() {
 	c.plugin.signal(syscall.SIGKILL)

@@ -17,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kmstypes "k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/v2"
+
+	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
 const v2Prefix = "k8s:enc:kms:v2:trousseau:"
@@ -113,6 +115,59 @@ func TestKMSv2(t *testing.T) {
 		w.createMany(t, "after-recovery", 2)
 		w.checkStored(t, v2Prefix, keyID)
 		w.checkReadBack(t) // nothing lost
+	})
+
+	step(t, "7 two key files replaced: the stored DEK is set aside, not stuck (issue 12, case 1)", func(t *testing.T) {
+		old := w.snapshotNames()
+		c.plugin.signal(syscall.SIGKILL)
+		<-c.plugin.done
+		for _, i := range []int{1, 2} {
+			c.rename(c.keys[i], c.keys[i]+".orig")
+			if err := local.GenerateKeyFile(c.keys[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.startPlugin() // ready means a new DEK was made
+		if !c.plugin.logContains("cannot be unlocked although every backend answered") || !c.plugin.logContains(keyID) {
+			t.Fatalf("no ERROR naming the unusable DEK in the plugin's log:\n%s", c.plugin.tail(20))
+		}
+		var newKeyID string
+		eventually(t, 150*time.Second, "new writes carry the new DEK's key_id", func(ctx context.Context) error {
+			time.Sleep(2 * time.Second)
+			name := w.create(t, "after-new-keys")
+			id := w.storedKeyID(t, "secrets", name)
+			if id == keyID {
+				return fmt.Errorf("still %s", id)
+			}
+			newKeyID = id
+			return nil
+		})
+		t.Logf("new DEK %s after the key files were replaced", newKeyID)
+		// kube-apiserver caches decrypted seeds: restart it so that the old
+		// objects go through the plugin again.
+		c.restartAPIServer(apiserverOptions{kmsAPIVersion: "v2", etcdPrefix: "/registry"})
+		if _, err := c.kube.CoreV1().Secrets(w.ns).Get(context.Background(), old[0], metav1.GetOptions{}); err == nil {
+			t.Fatal("an object under the unusable DEK read back with the wrong keys")
+		}
+		eventually(t, 10*time.Second, "the failed read explained in the plugin's log", func(context.Context) error {
+			if !c.plugin.logContains("quorum not reached") {
+				return fmt.Errorf("not logged yet")
+			}
+			return nil
+		})
+		// The old key files turn up again: the old objects read back.
+		for _, i := range []int{1, 2} {
+			c.rename(c.keys[i], c.keys[i]+".new")
+			c.rename(c.keys[i]+".orig", c.keys[i])
+		}
+		eventually(t, 30*time.Second, "old objects readable with the old keys back", func(ctx context.Context) error {
+			for _, name := range old {
+				if _, err := c.kube.CoreV1().Secrets(w.ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
 
 	step(t, "deploy manifests pass a server-side dry run", func(t *testing.T) {
@@ -243,6 +298,15 @@ func (w *workload) checkStored(t *testing.T, prefix, wantKeyID string) string {
 		check("configmaps", name, []byte(data["config"]))
 	}
 	return seen
+}
+
+// snapshotNames lists the Secrets written so far.
+func (w *workload) snapshotNames() []string {
+	var out []string
+	for name := range w.secrets {
+		out = append(out, name)
+	}
+	return out
 }
 
 // checkReadBack reads every object through the API and compares it.
