@@ -14,13 +14,24 @@
 // "trousseau": "share" and "trousseau-aad": base64 of the associated data,
 // which names the DEK and the share index, so KMS itself refuses to open a
 // share as another. Decrypt is pinned to the key ARN the share was wrapped
-// under, after checking that this backend owns that key.
+// under, after checking that this backend owns that key: the configured
+// key itself, or, for an alias, any key of the alias's account and region.
 //
 // The key identity is the key ARN that KMS reports: Encrypt names the key
 // it used, Probe asks DescribeKey. Both are asked on every call rather than
 // resolved once at New, so a repointed alias is noticed (as a key rotation)
 // without a restart, and New needs no answer from KMS: a backend may be
 // down when the plugin starts, and the threshold envelope copes with that.
+//
+// An alias name or a bare key ID names no account: KMS resolves it in the
+// caller's. The backend takes the account from the first key ARN KMS
+// reports for it (a Probe, a Wrap, or one DescribeKey before an Unwrap
+// that comes first) and keeps it: a share recorded under a key of another
+// account is refused without a Decrypt, since whoever can write etcd could
+// otherwise name a key of their own that the role is allowed to use.
+//
+// A multi-Region key (mrk-...) and its replicas in other regions are one
+// key material: CustodianKey names them alike, without the region.
 package awskms
 
 import (
@@ -31,9 +42,11 @@ import (
 	"fmt"
 	"hash/crc32"
 	"maps"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -61,9 +74,17 @@ type Backend struct {
 	region  string
 	context map[string]string
 	client  kmsAPI
+	// home is where the configured key lives; every key the backend uses
+	// or unwraps with lives there too (see keyRef.owns). An ARN keyID
+	// gives it at New; an alias name or bare key ID leaves the account to
+	// KMS, so the first key ARN KMS reports for it sets it (see pin).
+	home atomic.Pointer[keyHome]
 }
 
-var _ kmsclients.Backend = (*Backend)(nil)
+var (
+	_ kmsclients.Backend        = (*Backend)(nil)
+	_ kmsclients.CustodianKeyer = (*Backend)(nil)
+)
 
 const (
 	// maxAttempts bounds the SDK's retries; the caller's deadline bounds
@@ -147,7 +168,11 @@ func withClient(name string, cfg Config, region string, client kmsAPI) (*Backend
 	if err != nil {
 		return nil, fmt.Errorf("awskms %s: awskms.keyID: %w", name, err)
 	}
-	return &Backend{name: name, key: key, region: region, context: maps.Clone(cfg.EncryptionContext), client: client}, nil
+	b := &Backend{name: name, key: key, region: region, context: maps.Clone(cfg.EncryptionContext), client: client}
+	if h, ok := key.home(); ok {
+		b.home.Store(&h)
+	}
+	return b, nil
 }
 
 // Name implements kmsclients.Backend.
@@ -171,7 +196,7 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 		return kmsclients.Wrapped{}, b.fail(ctx, "wrap", err)
 	}
 	keyARN := aws.ToString(out.KeyId)
-	if !b.key.owns(keyARN, b.region) {
+	if !b.pin(keyARN) {
 		return kmsclients.Wrapped{}, fmt.Errorf("awskms %s: wrap: KMS reports key %q, which keyID %q does not name", b.name, keyARN, b.key.raw)
 	}
 	if len(out.CiphertextBlob) == 0 {
@@ -186,12 +211,16 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !b.key.owns(w.KeyIdentity, b.region) {
-		return nil, fmt.Errorf("awskms %s: unwrap: share was wrapped by key %q, which keyID %q does not name: %w", b.name, w.KeyIdentity, b.key.raw, kmsclients.ErrInvalidCiphertext)
-	}
 	blob, ok := unframe(w.Ciphertext)
 	if !ok {
 		return nil, fmt.Errorf("awskms %s: unwrap: malformed or corrupt wrapped share: %w", b.name, kmsclients.ErrInvalidCiphertext)
+	}
+	home, err := b.resolveHome(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !b.key.owns(w.KeyIdentity, home) {
+		return nil, fmt.Errorf("awskms %s: unwrap: share was wrapped by key %q, which keyID %q does not name: %w", b.name, w.KeyIdentity, b.key.raw, kmsclients.ErrInvalidCiphertext)
 	}
 	out, err := b.client.Decrypt(ctx, &kms.DecryptInput{
 		KeyId:             aws.String(w.KeyIdentity),
@@ -214,21 +243,73 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	out, err := b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(b.key.raw)})
+	md, err := b.describe(ctx, "probe")
 	if err != nil {
-		return "", b.fail(ctx, "probe", err)
+		return "", err
 	}
-	if out.KeyMetadata == nil {
-		return "", fmt.Errorf("awskms %s: probe: DescribeKey returned no key metadata", b.name)
-	}
-	keyARN := aws.ToString(out.KeyMetadata.Arn)
-	if err := checkUsable(out.KeyMetadata); err != nil {
+	keyARN := aws.ToString(md.Arn)
+	if err := checkUsable(md); err != nil {
 		return "", fmt.Errorf("awskms %s: probe: key %s %w", b.name, keyARN, err)
 	}
-	if !b.key.owns(keyARN, b.region) {
+	if !b.pin(keyARN) {
 		return "", fmt.Errorf("awskms %s: probe: KMS reports key %q, which keyID %q does not name", b.name, keyARN, b.key.raw)
 	}
 	return keyARN, nil
+}
+
+// CustodianKey implements kmsclients.CustodianKeyer: a multi-Region key
+// and its replicas are one custodian.
+func (b *Backend) CustodianKey(keyIdentity string) string { return custodianKey(keyIdentity) }
+
+// describe asks DescribeKey about the key keyID names now.
+func (b *Backend) describe(ctx context.Context, op string) (*types.KeyMetadata, error) {
+	out, err := b.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(b.key.raw)})
+	if err != nil {
+		return nil, b.fail(ctx, op, err)
+	}
+	if out.KeyMetadata == nil {
+		return nil, fmt.Errorf("awskms %s: %s: DescribeKey returned no key metadata", b.name, op)
+	}
+	return out.KeyMetadata, nil
+}
+
+// pin reports whether keyARN, a key that KMS reports keyID names, is one
+// this backend may use. When keyID gave no home, the first such key sets
+// it: later answers, and shares, that name a key of another account are
+// refused. KMS's answer is trusted here; a share's key identity, which
+// anyone who can write etcd can choose, never is.
+func (b *Backend) pin(keyARN string) bool {
+	if h := b.home.Load(); h != nil {
+		return b.key.owns(keyARN, *h)
+	}
+	a, err := arn.Parse(keyARN)
+	if err != nil {
+		return false
+	}
+	h := keyHome{partition: a.Partition, region: b.region, account: a.AccountID}
+	if !b.key.owns(keyARN, h) {
+		return false
+	}
+	b.home.CompareAndSwap(nil, &h)
+	return b.key.owns(keyARN, *b.home.Load())
+}
+
+// resolveHome returns the configured key's home, asking DescribeKey while
+// no answer of KMS has set it: only when an Unwrap comes before any
+// successful Probe or Wrap. The key's state does not matter here: a
+// disabled key still says which account it is in.
+func (b *Backend) resolveHome(ctx context.Context) (keyHome, error) {
+	if h := b.home.Load(); h != nil {
+		return *h, nil
+	}
+	md, err := b.describe(ctx, "unwrap")
+	if err != nil {
+		return keyHome{}, err
+	}
+	if keyARN := aws.ToString(md.Arn); !b.pin(keyARN) {
+		return keyHome{}, fmt.Errorf("awskms %s: unwrap: KMS reports key %q, which keyID %q does not name", b.name, keyARN, b.key.raw)
+	}
+	return *b.home.Load(), nil
 }
 
 // checkUsable sorts a key that exists but cannot wrap shares now.

@@ -253,6 +253,98 @@ func TestUnwrapRefusesLocally(t *testing.T) {
 	}
 }
 
+// foreignKeyARN is key 1's ID in another account: what someone who can
+// write etcd would name to have a share opened by a key of their own.
+const foreignKeyARN = "arn:aws:kms:" + testRegion + ":999999999999:key/" + key1ID
+
+// pinningFake is a KMS whose keyID resolves to key 1, counting Decrypts.
+func pinningFake(decrypts *atomic.Int32) *fakeKMS {
+	return &fakeKMS{
+		describe: func(context.Context, *kms.DescribeKeyInput) (*kms.DescribeKeyOutput, error) {
+			return &kms.DescribeKeyOutput{KeyMetadata: &types.KeyMetadata{
+				Arn: aws.String(key1ARN), KeyState: types.KeyStateEnabled, KeyUsage: types.KeyUsageTypeEncryptDecrypt,
+			}}, nil
+		},
+		encrypt: func(context.Context, *kms.EncryptInput) (*kms.EncryptOutput, error) {
+			return &kms.EncryptOutput{KeyId: aws.String(key1ARN), CiphertextBlob: []byte("blob")}, nil
+		},
+		decrypt: func(_ context.Context, in *kms.DecryptInput) (*kms.DecryptOutput, error) {
+			decrypts.Add(1)
+			return &kms.DecryptOutput{KeyId: in.KeyId, Plaintext: bytes.Clone(secretShare)}, nil
+		},
+	}
+}
+
+// TestAccountPinned: an alias name or bare key ID is pinned to the account
+// of the key KMS resolves it to, however that is first learned, and a
+// share naming a key of another account is refused without a Decrypt.
+func TestAccountPinned(t *testing.T) {
+	learn := map[string]func(*Backend) error{
+		"by Probe":  func(b *Backend) error { _, err := b.Probe(context.Background()); return err },
+		"by Wrap":   func(b *Backend) error { _, err := b.Wrap(context.Background(), secretShare, nil); return err },
+		"by Unwrap": func(*Backend) error { return nil },
+	}
+	for _, keyID := range []string{aliasName, key1ID} {
+		for how, first := range learn {
+			t.Run(keyID+"/"+how, func(t *testing.T) {
+				var decrypts atomic.Int32
+				b := fakeBackend(t, Config{KeyID: keyID, Region: testRegion}, pinningFake(&decrypts))
+				if err := first(b); err != nil {
+					t.Fatal(err)
+				}
+				foreign := kmsclients.Wrapped{Ciphertext: frame([]byte("blob")), KeyIdentity: foreignKeyARN}
+				_, err := b.Unwrap(context.Background(), foreign, nil)
+				wantKind(t, "Unwrap of a share naming another account's key", err, kmsclients.ErrInvalidCiphertext)
+				if n := decrypts.Load(); n != 0 {
+					t.Fatalf("%d Decrypts sent for another account's key", n)
+				}
+				own := kmsclients.Wrapped{Ciphertext: frame([]byte("blob")), KeyIdentity: key1ARN}
+				if _, err := b.Unwrap(context.Background(), own, nil); err != nil {
+					t.Fatalf("Unwrap under the resolved key: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// TestAliasPinnedKeepsRotation: an alias name still owns the other keys
+// of its account, and refuses a later answer of KMS in another account.
+func TestAliasPinnedKeepsRotation(t *testing.T) {
+	var decrypts atomic.Int32
+	f := pinningFake(&decrypts)
+	b := fakeBackend(t, Config{KeyID: aliasName, Region: testRegion}, f)
+	if _, err := b.Probe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	repointed := kmsclients.Wrapped{Ciphertext: frame([]byte("blob")), KeyIdentity: key2ARN}
+	if _, err := b.Unwrap(context.Background(), repointed, nil); err != nil {
+		t.Fatalf("Unwrap under another key of the alias's account: %v", err)
+	}
+	f.describe = func(context.Context, *kms.DescribeKeyInput) (*kms.DescribeKeyOutput, error) {
+		return &kms.DescribeKeyOutput{KeyMetadata: &types.KeyMetadata{
+			Arn: aws.String(foreignKeyARN), KeyState: types.KeyStateEnabled, KeyUsage: types.KeyUsageTypeEncryptDecrypt,
+		}}, nil
+	}
+	if id, err := b.Probe(context.Background()); err == nil {
+		t.Fatalf("Probe accepted %q, a key of another account than the one pinned", id)
+	}
+}
+
+// TestUnwrapResolveFails: with no home known and KMS down, Unwrap reports
+// KMS's failure and sends no Decrypt.
+func TestUnwrapResolveFails(t *testing.T) {
+	b := fakeBackend(t, Config{KeyID: aliasName, Region: testRegion}, &fakeKMS{
+		describe: func(context.Context, *kms.DescribeKeyInput) (*kms.DescribeKeyOutput, error) {
+			return nil, httpError(503)
+		},
+	})
+	_, err := b.Unwrap(context.Background(), kmsclients.Wrapped{Ciphertext: frame([]byte("blob")), KeyIdentity: key1ARN}, nil)
+	wantKind(t, "Unwrap with KMS down", err, kmsclients.ErrUnavailable)
+	if !strings.HasPrefix(err.Error(), "awskms fake: unwrap: ") {
+		t.Fatalf("error %q lacks the prefix", err)
+	}
+}
+
 func TestProbeKeyStates(t *testing.T) {
 	for _, tc := range []struct {
 		state types.KeyState

@@ -185,24 +185,58 @@ func parseKeyRef(s string) (keyRef, error) {
 	return keyRef{}, fmt.Errorf("%q: resource must be key/<key-id> or alias/<name>", s)
 }
 
+// keyHome is where a key lives: its partition, region and account.
+type keyHome struct{ partition, region, account string }
+
+// home is the home of the key or alias that keyID names, when keyID says
+// (an ARN). An alias name or a bare key ID names no account: KMS resolves
+// it in the caller's.
+func (k keyRef) home() (keyHome, bool) {
+	if k.arn == nil {
+		return keyHome{}, false
+	}
+	return keyHome{partition: k.arn.Partition, region: k.arn.Region, account: k.arn.AccountID}, true
+}
+
 // owns reports whether keyARN, a key ARN reported by KMS or recorded with
-// a wrapped share, is a key this backend may use. A configured key owns
-// only itself. An alias owns any key of its account and region: it may
-// have been repointed since a share was wrapped, and that share must still
-// unwrap under its old key (IAM decides which keys the role may use).
-func (k keyRef) owns(keyARN, region string) bool {
+// a wrapped share, is a key this backend may use, home being where the
+// configured key lives. A configured key owns only itself. An alias owns
+// any key of its home: it may have been repointed since a share was
+// wrapped, and that share must still unwrap under its old key (IAM
+// decides which keys the role may use). No key of another account or
+// region is owned: whoever can write a share's key identity (in etcd)
+// could name a key of their own account that the role may use, and so
+// choose the share.
+func (k keyRef) owns(keyARN string, home keyHome) bool {
 	a, err := arn.Parse(keyARN)
 	if err != nil || a.Service != "kms" || !strings.HasPrefix(a.Resource, "key/") {
 		return false
 	}
-	switch {
-	case k.arn != nil && !k.alias:
-		return keyARN == k.raw
-	case k.arn != nil:
-		return a.Partition == k.arn.Partition && a.Region == k.arn.Region && a.AccountID == k.arn.AccountID
-	case !k.alias:
-		return a.Resource == "key/"+k.raw && a.Region == region
-	default:
-		return a.Region == region
+	if (keyHome{partition: a.Partition, region: a.Region, account: a.AccountID}) != home {
+		return false
 	}
+	switch {
+	case k.alias:
+		return true
+	case k.arn != nil:
+		return keyARN == k.raw
+	default:
+		return a.Resource == "key/"+k.raw
+	}
+}
+
+// custodianKey names the key material behind keyARN. A multi-Region key
+// and its replicas in other regions share one key ID (mrk-...) and one
+// key material, so they are named without a region; any other key ARN,
+// or what is not a key ARN, names itself.
+func custodianKey(keyARN string) string {
+	a, err := arn.Parse(keyARN)
+	if err != nil || a.Service != "kms" {
+		return keyARN
+	}
+	id, ok := strings.CutPrefix(a.Resource, "key/")
+	if !ok || !strings.HasPrefix(id, "mrk-") || !keyIDRE.MatchString(id) {
+		return keyARN
+	}
+	return "awskms:" + a.Partition + ":" + a.AccountID + ":" + id
 }

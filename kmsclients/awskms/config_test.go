@@ -4,6 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws/arn"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -84,6 +88,7 @@ func TestNewRejects(t *testing.T) {
 
 func TestKeyRefOwns(t *testing.T) {
 	const other = "arn:aws:kms:eu-west-2:999999999999:key/" + key1ID
+	home := keyHome{partition: "aws", region: testRegion, account: testAccount}
 	for _, tc := range []struct {
 		keyID  string
 		keyARN string
@@ -94,11 +99,14 @@ func TestKeyRefOwns(t *testing.T) {
 		{key1ID, key1ARN, true},
 		{key1ID, key2ARN, false},
 		{key1ID, "arn:aws:kms:us-east-1:111122223333:key/" + key1ID, false},
+		{key1ID, other, false},
 		{aliasARN, key1ARN, true},
 		{aliasARN, key2ARN, true},
 		{aliasARN, other, false},
 		{aliasName, key2ARN, true},
 		{aliasName, "arn:aws:kms:us-east-1:111122223333:key/" + key1ID, false},
+		{aliasName, other, false},
+		{aliasName, "arn:aws-cn:kms:" + testRegion + ":111122223333:key/" + key1ID, false},
 		{key1ARN, "", false},
 		{aliasName, aliasARN, false},
 		{aliasName, "arn:aws:s3:" + testRegion + ":111122223333:key/" + key1ID, false},
@@ -107,8 +115,79 @@ func TestKeyRefOwns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := k.owns(tc.keyARN, testRegion); got != tc.want {
+		if got := k.owns(tc.keyARN, home); got != tc.want {
 			t.Errorf("keyID %q owns %q = %v, want %v", tc.keyID, tc.keyARN, got, tc.want)
 		}
 	}
+}
+
+func TestKeyRefHome(t *testing.T) {
+	for keyID, want := range map[string]bool{key1ARN: true, aliasARN: true, key1ID: false, aliasName: false} {
+		k, err := parseKeyRef(keyID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, ok := k.home()
+		if ok != want || ok && h != (keyHome{partition: "aws", region: testRegion, account: testAccount}) {
+			t.Errorf("home of %q = %+v, %v", keyID, h, ok)
+		}
+	}
+}
+
+func TestCustodianKey(t *testing.T) {
+	const mrk = "mrk-1234abcd12ab34cd56ef1234567890ab"
+	b := &Backend{}
+	for id, want := range map[string]string{
+		"arn:aws:kms:eu-west-1:111122223333:key/" + mrk:            "awskms:aws:111122223333:" + mrk,
+		"arn:aws:kms:us-east-1:111122223333:key/" + mrk:            "awskms:aws:111122223333:" + mrk,
+		"arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/" + mrk: "awskms:aws-us-gov:111122223333:" + mrk,
+		"arn:aws:kms:eu-west-1:999999999999:key/" + mrk:            "awskms:aws:999999999999:" + mrk,
+		key1ARN: key1ARN,
+		"arn:aws:kms:eu-west-1:111122223333:alias/" + mrk:   "arn:aws:kms:eu-west-1:111122223333:alias/" + mrk,
+		"arn:aws:kms:eu-west-1:111122223333:key/mrk-nothex": "arn:aws:kms:eu-west-1:111122223333:key/mrk-nothex",
+		"arn:aws:s3:eu-west-1:111122223333:key/" + mrk:      "arn:aws:s3:eu-west-1:111122223333:key/" + mrk,
+		"vault:https://127.0.0.1:8200/transit/k:v1":         "vault:https://127.0.0.1:8200/transit/k:v1",
+		"": "",
+	} {
+		if got := b.CustodianKey(id); got != want {
+			t.Errorf("CustodianKey(%q) = %q, want %q", id, got, want)
+		}
+	}
+	if kmsclients.CustodianKey(b, "arn:aws:kms:eu-west-1:111122223333:key/"+mrk) != kmsclients.CustodianKey(b, "arn:aws:kms:ap-south-1:111122223333:key/"+mrk) {
+		t.Error("a multi-Region key and its replica are two custodians")
+	}
+	if kmsclients.CustodianKey(b, key1ARN) == kmsclients.CustodianKey(b, key2ARN) {
+		t.Error("two single-Region keys are one custodian")
+	}
+}
+
+// FuzzOwns: a share's key identity is untrusted (etcd); whatever it is, it
+// is owned only if it is a key ARN in the configured key's home.
+func FuzzOwns(f *testing.F) {
+	f.Add(key1ARN)
+	f.Add("arn:aws:kms:eu-west-2:999999999999:key/" + key1ID)
+	f.Add("arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab")
+	home := keyHome{partition: "aws", region: testRegion, account: testAccount}
+	refs := make([]keyRef, 0, 4)
+	for _, keyID := range []string{key1ARN, key1ID, aliasARN, aliasName} {
+		k, err := parseKeyRef(keyID)
+		if err != nil {
+			f.Fatal(err)
+		}
+		refs = append(refs, k)
+	}
+	f.Fuzz(func(t *testing.T, keyARN string) {
+		for _, k := range refs {
+			if !k.owns(keyARN, home) {
+				continue
+			}
+			a, err := arn.Parse(keyARN)
+			if err != nil || a.Service != "kms" || (keyHome{a.Partition, a.Region, a.AccountID}) != home {
+				t.Fatalf("keyID %q owns %q, outside its home", k.raw, keyARN)
+			}
+		}
+		if c := custodianKey(keyARN); c != keyARN && !strings.HasPrefix(c, "awskms:") {
+			t.Fatalf("custodianKey(%q) = %q", keyARN, c)
+		}
+	})
 }

@@ -5,6 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,26 +119,97 @@ func TestAliasResolution(t *testing.T) {
 	}
 }
 
-// TestAliasRepointed: the identity follows the alias, and shares wrapped
-// before the move still unwrap under their old key.
-func TestAliasRepointed(t *testing.T) {
+// TestForeignAccountRefused: with keyID an alias name or a bare key ID,
+// a share whose key identity names a key of another account is refused
+// before any Decrypt, whether or not the backend had used KMS before.
+func TestForeignAccountRefused(t *testing.T) {
 	srv := startLocalKMS(t)
-	b := newTestBackend(t, "aws-alias", srv.endpoint(), Config{KeyID: aliasARN})
-	aad := []byte("dek=3;share=1")
-	share, old := mustWrap(t, b, aad)
-	_, err := adminClient(t, srv.endpoint()).UpdateAlias(ctxFor(t, 10*time.Second), &kms.UpdateAliasInput{
-		AliasName: aws.String(aliasName), TargetKeyId: aws.String(key2ID)})
+	calls := &callLog{}
+	endpoint := serve(t, calls.proxy(t, srv.endpoint()))
+	aad := []byte("dek=7;share=1")
+	for name, cfg := range map[string]Config{
+		"alias name": {KeyID: aliasName, Region: testRegion},
+		"key ID":     {KeyID: key1ID, Region: testRegion},
+	} {
+		t.Run(name, func(t *testing.T) {
+			warm := newTestBackend(t, "aws-warm", endpoint, cfg)
+			share, w := mustWrap(t, warm, aad)
+			foreign := w
+			foreign.KeyIdentity = foreignKeyARN
+			cold := newTestBackend(t, "aws-cold", endpoint, cfg)
+			for what, b := range map[string]*Backend{"after a Wrap": warm, "as first call": cold} {
+				before := calls.count("TrentService.Decrypt")
+				_, err := b.Unwrap(ctxFor(t, 10*time.Second), foreign, aad)
+				wantKind(t, "Unwrap "+what+" of a share naming account 999999999999", err, kmsclients.ErrInvalidCiphertext)
+				if n := calls.count("TrentService.Decrypt") - before; n != 0 {
+					t.Fatalf("Unwrap %s sent %d Decrypts for another account's key", what, n)
+				}
+				mustUnwrap(t, b, w, aad, share)
+			}
+			if calls.count("TrentService.Decrypt") == 0 {
+				t.Fatal("the proxy saw no Decrypt at all: it does not see the backend's calls")
+			}
+		})
+	}
+}
+
+// callLog counts the KMS operations (X-Amz-Target) that pass a proxy.
+type callLog struct {
+	mu      sync.Mutex
+	targets map[string]int
+}
+
+func (c *callLog) proxy(t *testing.T, target string) http.Handler {
+	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := b.Probe(ctxFor(t, 10*time.Second))
-	if err != nil || id != key2ARN {
-		t.Fatalf("Probe after repointing = %q, %v; want %q", id, err, key2ARN)
+	next := httputil.NewSingleHostReverseProxy(u)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		if c.targets == nil {
+			c.targets = map[string]int{}
+		}
+		c.targets[r.Header.Get("X-Amz-Target")]++
+		c.mu.Unlock()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (c *callLog) count(target string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.targets[target]
+}
+
+// TestAliasRepointed: the identity follows the alias, and shares wrapped
+// before the move still unwrap under their old key, whether keyID names
+// the alias by ARN or by name alone.
+func TestAliasRepointed(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"alias ARN":  {KeyID: aliasARN},
+		"alias name": {KeyID: aliasName, Region: testRegion},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := startLocalKMS(t)
+			b := newTestBackend(t, "aws-alias", srv.endpoint(), cfg)
+			aad := []byte("dek=3;share=1")
+			share, old := mustWrap(t, b, aad)
+			_, err := adminClient(t, srv.endpoint()).UpdateAlias(ctxFor(t, 10*time.Second), &kms.UpdateAliasInput{
+				AliasName: aws.String(aliasName), TargetKeyId: aws.String(key2ID)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := b.Probe(ctxFor(t, 10*time.Second))
+			if err != nil || id != key2ARN {
+				t.Fatalf("Probe after repointing = %q, %v; want %q", id, err, key2ARN)
+			}
+			if _, w := mustWrap(t, b, aad); w.KeyIdentity != key2ARN {
+				t.Fatalf("Wrap after repointing used %q, want %q", w.KeyIdentity, key2ARN)
+			}
+			mustUnwrap(t, b, old, aad, share)
+		})
 	}
-	if _, w := mustWrap(t, b, aad); w.KeyIdentity != key2ARN {
-		t.Fatalf("Wrap after repointing used %q, want %q", w.KeyIdentity, key2ARN)
-	}
-	mustUnwrap(t, b, old, aad, share)
 }
 
 func TestUnusableKey(t *testing.T) {

@@ -24,6 +24,14 @@
 // the associated data together with the share and checks it on unwrap: a
 // wrapped share replayed under other associated data is rejected.
 //
+// With RSA-OAEP, anyone holding the key's public half can make a share
+// the backend unwraps, so PublicWrap reports true and the envelope counts
+// such a share as proof of nothing. With AES key wrap (a Managed HSM oct
+// key) it reports false, and Unwrap refuses, without asking the vault, a
+// stored share that names an RSA algorithm: an older RSA version of the
+// key would open it. To move a key from RSA to AES, rotate the DEK before
+// changing the algorithm.
+//
 // New does no network I/O: the plugin starts while the vault is out of
 // reach, and says so through Probe rather than by exiting.
 package azurekv
@@ -56,7 +64,10 @@ type Backend struct {
 	alg        algorithm
 }
 
-var _ kmsclients.Backend = (*Backend)(nil)
+var (
+	_ kmsclients.Backend       = (*Backend)(nil)
+	_ kmsclients.PublicWrapper = (*Backend)(nil)
+)
 
 // hooks let tests replace what New would otherwise take from the config
 // and the network.
@@ -127,6 +138,11 @@ func (b *Backend) Name() string { return b.name }
 // and needs no closing.
 func (b *Backend) Close() error { return nil }
 
+// PublicWrap implements kmsclients.PublicWrapper: RSA-OAEP wraps with a
+// public key. Unwrap keeps an AES-configured backend to AES shares, so
+// that its false holds for every share it opens.
+func (b *Backend) PublicWrap() bool { return b.alg.rsa }
+
 // Probe reads the key (the pinned version, or the latest) and reports its
 // ID, after checking that Wrap could use it.
 func (b *Backend) Probe(ctx context.Context) (string, error) {
@@ -171,6 +187,9 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	alg, ct, err := parseWrapped(w.Ciphertext)
 	if err != nil {
 		return nil, b.reject(opUnwrap, kmsclients.ErrInvalidCiphertext, "%v", err)
+	}
+	if alg.rsa && !b.alg.rsa {
+		return nil, b.reject(opUnwrap, kmsclients.ErrInvalidCiphertext, "share wrapped with %s, a public-key algorithm; this backend wraps with %s", alg.name, b.alg.name)
 	}
 	resp, err := b.client.UnwrapKey(ctx, b.keyName, version, b.params(alg, ct), nil)
 	if err != nil {

@@ -3,6 +3,9 @@ package azurekv
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"net"
 	"net/http"
@@ -322,6 +325,53 @@ func TestAlgorithmChangeKeepsOldShares(t *testing.T) {
 	cfg := testConfig("trousseau")
 	cfg.Algorithm = "RSA-OAEP"
 	mustUnwrap(t, newTestBackend(t, v, cfg), w, aad, share)
+}
+
+func TestPublicWrap(t *testing.T) {
+	v, _ := vaultWithKey(t, "rsa2048")
+	for alg, want := range map[string]bool{
+		"": true, "RSA-OAEP-256": true, "RSA-OAEP": true,
+		"A256KW": false, "A192KW": false, "A128KW": false, "CKM_AES_KEY_WRAP_PAD": false,
+	} {
+		cfg := testConfig("trousseau")
+		cfg.Algorithm = alg
+		if got := kmsclients.IsPublicWrap(newTestBackend(t, v, cfg)); got != want {
+			t.Errorf("PublicWrap with algorithm %q = %v, want %v", alg, got, want)
+		}
+	}
+}
+
+// TestAESBackendRefusesRSAShares: a backend that wraps with AES key wrap
+// says its shares need a secret key; so it does not open a share made
+// with the public half of an older RSA version of its key, which anyone
+// could have made, and does not ask the vault to.
+func TestAESBackendRefusesRSAShares(t *testing.T) {
+	v := newFakeVault(testVaultURL)
+	rsaKID := v.addVersion(t, "trousseau", "rsa2048")
+	v.addVersion(t, "trousseau", "aes256")
+	cfg := testConfig("trousseau")
+	cfg.Algorithm = "A256KW"
+	b := newTestBackend(t, v, cfg)
+	share, aad := []byte("a share chosen by who wrote etcd"), []byte("aad")
+	mustUnwrap(t, b, mustWrap(t, b, share, aad), aad, share)
+
+	v.mu.Lock()
+	pub := &v.keys["trousseau"][0].rsa.PublicKey
+	v.mu.Unlock()
+	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, seal(share, aad), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaAlg, _ := algorithmNamed("RSA-OAEP-256")
+	forged := kmsclients.Wrapped{Ciphertext: append([]byte{formatVersion, rsaAlg.id}, ct...), KeyIdentity: rsaKID}
+	before := v.requests.Load()
+	_, err = b.Unwrap(ctxFor(t), forged, aad)
+	wantKind(t, "Unwrap of an RSA share by an AES backend", err, kmsclients.ErrInvalidCiphertext)
+	if n := v.requests.Load() - before; n != 0 {
+		t.Fatalf("%d requests sent to the vault for an RSA share", n)
+	}
+	// The same share opens for a backend that says its wraps are public.
+	mustUnwrap(t, newTestBackend(t, v, testConfig("trousseau")), forged, aad, share)
 }
 
 func TestShareSizeLimits(t *testing.T) {

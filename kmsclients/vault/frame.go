@@ -29,11 +29,16 @@ const (
 // How the associated data is bound. AEAD key types (AES-GCM,
 // ChaCha20-Poly1305) take it as transit's associated_data; other types
 // that can encrypt (RSA) refuse associated_data, so a digest of it is
-// sealed in front of the share instead and compared on unwrap.
+// sealed in front of the share instead and compared on unwrap. The byte
+// in the frame only records the choice: the key's type makes it (see
+// bindingFor), and Unwrap refuses a frame that disagrees.
 const (
 	bindAssociatedData byte = 1
 	bindInPlaintext    byte = 2
 )
+
+// bindingNames name the bindings in errors.
+var bindingNames = map[byte]string{bindAssociatedData: "associated_data", bindInPlaintext: "a digest sealed with the share"}
 
 // bindingSize is the length of the digest sealed with the share: 128 bits
 // are enough to tell one DEK's share from another's, and keep the sealed
@@ -138,6 +143,13 @@ func parseIdentity(id string) (keyPath string, version uint64, ok bool) {
 	}
 	version, ok = parseVersion(rest[i+2:])
 	return rest[:i], version, ok
+}
+
+// custodianKey names a transit key by what Vault reports, not by how it
+// was reached: the cluster's ID and the key's path. It cannot be read as
+// a key identity (parseIdentity wants "vault:<scheme>://").
+func custodianKey(clusterID, keyPath string) string {
+	return "vault:cluster:" + clusterID + "/" + keyPath
 }
 
 // keyPath is the key's path as the identity names it: the namespace, if

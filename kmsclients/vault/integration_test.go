@@ -3,9 +3,16 @@ package vault
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -458,6 +465,157 @@ func testForgedCiphertexts(t *testing.T, b, other *Backend) {
 			t.Logf("%v", err)
 			wantKind(t, "Unwrap of a forged ciphertext", err, kmsclients.ErrInvalidCiphertext)
 		})
+	}
+}
+
+// TestBindingFollowsKeyTypeOnVault: a stored share whose frame claims the
+// other binding than the key's type calls for is refused, even when the
+// key could decrypt it.
+func TestBindingFollowsKeyTypeOnVault(t *testing.T) {
+	srv := sharedVault(t)
+	for _, keyType := range []string{"aes256-gcm96", "rsa-2048"} {
+		t.Run(keyType, func(t *testing.T) {
+			key := "binding-" + keyType
+			srv.createKey(t, key, keyType)
+			b := newTestBackend(t, "vault-binding", srv.config(key, srv.appRoleAuth(t)))
+			aad := []byte("dek=8;share=1")
+			share, w := mustWrap(t, b, aad)
+			binding, ct, _, _ := unframe(w.Ciphertext)
+			if binding != bindingFor(keyType) {
+				t.Fatalf("Wrap framed binding %d under a %s key", binding, keyType)
+			}
+			other := bindAssociatedData
+			if binding == bindAssociatedData {
+				other = bindInPlaintext
+			}
+			misframed := w
+			misframed.Ciphertext = frame(other, ct)
+			_, err := b.Unwrap(ctxFor(t, 10*time.Second), misframed, aad)
+			wantKind(t, "Unwrap of a share framed for the other binding", err, kmsclients.ErrInvalidCiphertext)
+			mustUnwrap(t, b, w, aad, share)
+			if got, want := b.PublicWrap(), keyType == "rsa-2048"; got != want {
+				t.Fatalf("PublicWrap = %v under a %s key, want %v", got, keyType, want)
+			}
+		})
+	}
+}
+
+// TestAEADKeyNeedsAssociatedData: under an AES key, a share must carry
+// Trousseau's associated_data. A ciphertext that another user of the key
+// made without it (an application that encrypts what it is handed, say),
+// holding the digest and a chosen share, is refused even though its frame
+// claims the digest binding and the digest fits.
+func TestAEADKeyNeedsAssociatedData(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "aead-only", "")
+	b := newTestBackend(t, "vault-aead", srv.config("aead-only", srv.appRoleAuth(t)))
+	aad := []byte("dek=11;share=1")
+	chosen := []byte("a share chosen by who wrote etcd")
+	plaintext := append(aadBinding(aad), chosen...)
+	sec := srv.write(t, "transit/encrypt/aead-only", map[string]any{"plaintext": base64.StdEncoding.EncodeToString(plaintext)})
+	ct, _ := sec.Data["ciphertext"].(string)
+	forged := kmsclients.Wrapped{Ciphertext: frame(bindInPlaintext, ct), KeyIdentity: b.identity(1)}
+	_, err := b.Unwrap(ctxFor(t, 10*time.Second), forged, aad)
+	wantKind(t, "Unwrap of a ciphertext made without associated_data", err, kmsclients.ErrInvalidCiphertext)
+	if b.PublicWrap() {
+		t.Fatal("PublicWrap is true for an AES key")
+	}
+}
+
+// TestRSAPublicKeyShares: anyone with an RSA transit key's public half can
+// make a share. Framed as bound by associated_data, which RSA does not
+// take, it would skip the digest check; it is refused, from the backend's
+// first call on. (Vault 1.21 also refuses associated_data for an RSA key;
+// TestBindingFollowsKeyType shows the backend does not rely on that.)
+// Bound as the key's type requires, it opens: hence PublicWrap.
+func TestRSAPublicKeyShares(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "public-rsa", "rsa-2048")
+	b := newTestBackend(t, "vault-public", srv.config("public-rsa", srv.appRoleAuth(t)))
+	pub := srv.publicKey(t, "public-rsa", "1")
+	chosen := []byte("a share chosen by who wrote etcd")
+	aad := []byte("dek=9;share=2")
+	seal := func(plaintext []byte) string {
+		ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, plaintext, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "vault:v1:" + base64.StdEncoding.EncodeToString(ct)
+	}
+	forged := kmsclients.Wrapped{Ciphertext: frame(bindAssociatedData, seal(chosen)), KeyIdentity: b.identity(1)}
+	_, err := b.Unwrap(ctxFor(t, 10*time.Second), forged, aad)
+	wantKind(t, "Unwrap of a public-key share framed as bound by associated_data", err, kmsclients.ErrInvalidCiphertext)
+
+	bound := kmsclients.Wrapped{Ciphertext: frame(bindInPlaintext, seal(append(aadBinding(aad), chosen...))), KeyIdentity: b.identity(1)}
+	mustUnwrap(t, b, bound, aad, chosen)
+	if !b.PublicWrap() {
+		t.Fatal("PublicWrap is false for a key whose public half makes shares the backend unwraps")
+	}
+}
+
+// publicKey reads the public half of an RSA transit key's version.
+func (s *vaultServer) publicKey(t testing.TB, key, version string) *rsa.PublicKey {
+	t.Helper()
+	sec, err := s.admin(t).Logical().ReadWithContext(ctxFor(t, 10*time.Second), "transit/keys/"+key)
+	if err != nil || sec == nil {
+		t.Fatalf("read transit key %s: %v", key, err)
+	}
+	versions, _ := sec.Data["keys"].(map[string]any)
+	v, _ := versions[version].(map[string]any)
+	text, _ := v["public_key"].(string)
+	block, _ := pem.Decode([]byte(text))
+	if block == nil {
+		t.Fatalf("transit key %s v%s has no PEM public key: %v", key, version, sec.Data["keys"])
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPub, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		t.Fatalf("transit key %s v%s is a %T", key, version, pub)
+	}
+	return rsaPub
+}
+
+// TestCustodianKeyAcrossAddresses: one transit key configured through
+// 127.0.0.1, localhost and the plain listener is one custodian, named by
+// the cluster's ID.
+func TestCustodianKeyAcrossAddresses(t *testing.T) {
+	srv := sharedVault(t)
+	srv.createKey(t, "custodian", "")
+	auth := srv.appRoleAuth(t)
+	byIP := srv.config("custodian", auth)
+	byName := byIP
+	byName.Address = "https://localhost:" + strconv.Itoa(srv.tlsPort)
+	plain := byIP
+	plain.Address, plain.CAFile = srv.httpAddr(), ""
+	aad := []byte("dek=10;share=1")
+	var first kmsclients.Wrapped
+	var backends []*Backend
+	for i, cfg := range []Config{byIP, byName, plain} {
+		b := newTestBackend(t, fmt.Sprintf("vault-%d", i), cfg)
+		backends = append(backends, b)
+		if i == 0 {
+			_, first = mustWrap(t, b, aad)
+			continue
+		}
+		mustProbe(t, b, "vault:"+cfg.Address+"/transit/custodian:v1")
+	}
+	health, err := srv.admin(t).Sys().HealthWithContext(ctxFor(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "vault:cluster:" + health.ClusterID + "/transit/custodian"
+	for _, b := range backends {
+		for _, id := range []string{b.identity(1), first.KeyIdentity} {
+			if got := b.CustodianKey(id); got != want {
+				t.Errorf("%s: CustodianKey(%q) = %q, want %q", b.Name(), id, got, want)
+			}
+		}
+	}
+	if backends[0].identity(1) == backends[1].identity(1) {
+		t.Fatal("the two addresses give one key identity: the test proves nothing")
 	}
 }
 

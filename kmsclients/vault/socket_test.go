@@ -29,11 +29,13 @@ func TestThroughThePluginSocket(t *testing.T) {
 	// Another node (no cached DEK), sharing the key file.
 	other := plugintest.Start(t, 2, vaultA, vaultB, file)
 
-	// Vault stopped: a DEK that is not cached cannot be unwrapped, and the
-	// reason says which backends failed and how.
+	// Vault stopped: a DEK that is not cached cannot be unwrapped. The
+	// caller learns how far it got in numbers; backend names and Vault's
+	// address stay in the plugin's log.
 	s.stop()
 	_, err := other.Decrypt(r)
-	if err == nil || !strings.Contains(err.Error(), "Unavailable") || !strings.Contains(err.Error(), "vault-a") || !strings.Contains(err.Error(), "need 2 of 3") {
+	if err == nil || !strings.Contains(err.Error(), "Unavailable") || !strings.Contains(err.Error(), "2 of 3 needed") ||
+		strings.Contains(err.Error(), "vault-a") || strings.Contains(err.Error(), "127.0.0.1") {
 		t.Fatalf("cold decrypt with Vault stopped: %v", err)
 	}
 	if h := p.Probe(); !strings.Contains(h, "quorum lost") {

@@ -20,13 +20,22 @@
 // (the DEK and the share index) by transit's associated_data when the key
 // type is an AEAD (AES-GCM, ChaCha20-Poly1305); for other key types that
 // can encrypt (RSA) a 16-byte digest of the associated data is sealed in
-// front of the share and compared on unwrap.
+// front of the share and compared on unwrap. The key's type decides which,
+// on unwrap too: a stored share framed for the other binding is refused.
+// The type is read once, by the first Probe, Wrap or Unwrap.
+//
+// With an RSA key, anyone holding its public half can make a share this
+// backend unwraps: PublicWrap says so, and the envelope does not count
+// such a share as proof of anything.
 //
 // The key identity is "vault:<address>/<namespace/><mount>/<key>:v<N>",
 // N the key version: the one the ciphertext names for Wrap, the latest
 // for Probe, so that rotating the transit key is noticed. Shares wrapped
 // under older versions still unwrap while the key's
-// min_decryption_version allows.
+// min_decryption_version allows. CustodianKey names the key by the
+// cluster ID that Vault's sys/health reports (asked once, along with the
+// key's type) rather than by the address, so that one key reached through
+// two addresses is one custodian.
 //
 // New makes no call to Vault: the first login runs in the background, and
 // a backend may be down when the plugin starts. The token is renewed with
@@ -56,6 +65,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -74,12 +84,21 @@ type Backend struct {
 	auth    *authenticator
 	// idle releases the connections of the backend's transports.
 	idle []*http.Transport
-	// aead caches whether the key type takes associated_data; nil until
-	// the key is first read. A key's type is fixed when it is created.
-	aead atomic.Pointer[bool]
+	// keyType is the transit key's type, nil until the key is first read.
+	// A key's type is fixed when it is created, and it alone decides how
+	// shares are bound to their associated data (see bindingFor).
+	keyType atomic.Pointer[string]
+	// cluster is the ID of the Vault cluster that holds the key, nil until
+	// first learned. Unlike the address, it is the same however Vault is
+	// reached (see CustodianKey).
+	cluster atomic.Pointer[string]
 }
 
-var _ kmsclients.Backend = (*Backend)(nil)
+var (
+	_ kmsclients.Backend        = (*Backend)(nil)
+	_ kmsclients.PublicWrapper  = (*Backend)(nil)
+	_ kmsclients.CustodianKeyer = (*Backend)(nil)
+)
 
 type transitPaths struct{ encrypt, decrypt, keys string }
 
@@ -245,11 +264,12 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 	if err := ctx.Err(); err != nil {
 		return kmsclients.Wrapped{}, err
 	}
-	aead, err := b.keyIsAEAD(ctx)
+	keyType, err := b.learnKey(ctx)
 	if err != nil {
 		return kmsclients.Wrapped{}, b.fail(ctx, "wrap", err)
 	}
-	data, binding := encryptRequest(share, aad, aead)
+	binding := bindingFor(keyType)
+	data := encryptRequest(share, aad, binding)
 	s, err := b.call(ctx, opWrap, func(ctx context.Context, c *api.Client) (*api.Secret, error) {
 		return c.Logical().WriteWithContext(ctx, b.paths.encrypt, data)
 	})
@@ -265,26 +285,29 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 }
 
 // encryptRequest is the body of transit/encrypt.
-func encryptRequest(share, aad []byte, aead bool) (map[string]any, byte) {
-	if aead {
+func encryptRequest(share, aad []byte, binding byte) map[string]any {
+	if binding == bindAssociatedData {
 		return map[string]any{
 			"plaintext":       base64.StdEncoding.EncodeToString(share),
 			"associated_data": associatedData(aad),
-		}, bindAssociatedData
+		}
 	}
 	plaintext := append(aadBinding(aad), share...)
 	defer clear(plaintext)
-	return map[string]any{"plaintext": base64.StdEncoding.EncodeToString(plaintext)}, bindInPlaintext
+	return map[string]any{"plaintext": base64.StdEncoding.EncodeToString(plaintext)}
 }
 
 // Unwrap decrypts a share that Wrap encrypted, after checking that it
-// names this backend's key.
+// names this backend's key and is bound as the key's type requires.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	binding, ct, version, err := b.checkWrapped(w)
 	if err != nil {
+		return nil, err
+	}
+	if err := b.checkBindingKind(ctx, binding); err != nil {
 		return nil, err
 	}
 	data := map[string]any{"ciphertext": ct}
@@ -323,6 +346,23 @@ func (b *Backend) checkWrapped(w kmsclients.Wrapped) (byte, string, uint64, erro
 	return binding, ct, version, nil
 }
 
+// checkBindingKind refuses a share whose frame says it is bound otherwise
+// than the key's type requires. The frame is stored bytes that whoever
+// can write etcd can change: were it believed, a share made with an RSA
+// key's public half and framed as bound by associated_data would skip the
+// digest check and open under any associated data.
+func (b *Backend) checkBindingKind(ctx context.Context, binding byte) error {
+	keyType, err := b.learnKey(ctx)
+	if err != nil {
+		return b.fail(ctx, "unwrap", err)
+	}
+	if want := bindingFor(keyType); binding != want {
+		return fmt.Errorf("vault %s: unwrap: share says it is bound by %s, a key of type %q binds by %s: %w",
+			b.name, bindingNames[binding], keyType, bindingNames[want], kmsclients.ErrInvalidCiphertext)
+	}
+	return nil
+}
+
 // checkBinding compares the digest sealed in front of the share with aad.
 func (b *Backend) checkBinding(plaintext, aad []byte) ([]byte, error) {
 	defer clear(plaintext)
@@ -350,34 +390,98 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	info, err := b.readKey(ctx, opProbe)
+	info, err := b.readKey(ctx)
 	if err != nil {
+		return "", b.fail(ctx, "probe", err)
+	}
+	if err := b.learnCluster(ctx); err != nil {
 		return "", b.fail(ctx, "probe", err)
 	}
 	return b.identity(info.latest), nil
 }
 
-// keyIsAEAD reports whether the key takes associated_data, reading the key
-// the first time.
-func (b *Backend) keyIsAEAD(ctx context.Context) (bool, error) {
-	if aead := b.aead.Load(); aead != nil {
-		return *aead, nil
+// PublicWrap implements kmsclients.PublicWrapper. Transit encrypts with
+// an RSA key's public half, which Vault shows to whoever may read the key,
+// so anyone holding it can make a share this backend unwraps; the AEAD
+// types (AES-GCM, ChaCha20-Poly1305) encrypt with a secret key. Until the
+// backend has read the key's type (the first Probe, Wrap or Unwrap does)
+// it cannot tell, and answers true rather than let a share count as proof
+// on a guess; Unwrap reads the type before it opens anything.
+func (b *Backend) PublicWrap() bool {
+	t := b.keyType.Load()
+	return t == nil || !aeadTypes[*t]
+}
+
+// CustodianKey implements kmsclients.CustodianKeyer. A key identity names
+// the address Vault was reached at; the custodian is the transit key, so
+// an identity of this backend's key is named by the ID of the cluster that
+// holds it and the key's path: one key configured through two addresses
+// (or through two nodes of one cluster) is one custodian. Before the
+// backend has reached Vault, and for other keys, an identity names itself.
+func (b *Backend) CustodianKey(keyIdentity string) string {
+	path, _, ok := parseIdentity(keyIdentity)
+	cluster := b.cluster.Load()
+	if !ok || path != b.keyPath || cluster == nil {
+		return keyIdentity
 	}
-	info, err := b.readKey(ctx, opWrap)
+	return custodianKey(*cluster, path)
+}
+
+// learnKey returns the key's type. The first time, it reads the key and
+// learns the cluster's ID; afterwards it costs no call.
+func (b *Backend) learnKey(ctx context.Context) (string, error) {
+	if t := b.keyType.Load(); t != nil && b.cluster.Load() != nil {
+		return *t, nil
+	}
+	info, err := b.readKey(ctx)
 	if err != nil {
-		return false, err
+		return "", err
 	}
-	return info.aead, nil
+	if err := b.learnCluster(ctx); err != nil {
+		return "", err
+	}
+	return info.keyType, nil
+}
+
+// learnCluster asks sys/health, once, for the ID of the cluster: the same
+// from every address and every node. sys/health needs no token and is
+// answered in the root namespace.
+func (b *Backend) learnCluster(ctx context.Context) error {
+	if b.cluster.Load() != nil {
+		return nil
+	}
+	h, err := b.auth.base.WithNamespace("").Sys().HealthWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("read the cluster ID: %w", classify(opProbe, err))
+	}
+	if !clusterIDRE.MatchString(h.ClusterID) {
+		return fmt.Errorf("read the cluster ID: Vault reports %q (sealed, or not initialised): %w", truncate(h.ClusterID, 80), kmsclients.ErrUnavailable)
+	}
+	id := h.ClusterID
+	b.cluster.CompareAndSwap(nil, &id)
+	return nil
+}
+
+// clusterIDRE bounds what Vault's sys/health may report as a cluster ID
+// (a UUID) before it becomes part of a custodian's name.
+var clusterIDRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 // keyInfo is what the backend needs from transit/keys/<key>.
 type keyInfo struct {
-	latest uint64
-	aead   bool
+	latest  uint64
+	keyType string
 }
 
-func (b *Backend) readKey(ctx context.Context, op operation) (keyInfo, error) {
-	s, err := b.call(ctx, op, func(ctx context.Context, c *api.Client) (*api.Secret, error) {
+// readKey reads the key; its answers are sorted as Probe's are.
+func (b *Backend) readKey(ctx context.Context) (keyInfo, error) {
+	s, err := b.call(ctx, opProbe, func(ctx context.Context, c *api.Client) (*api.Secret, error) {
 		return c.Logical().ReadWithContext(ctx, b.paths.keys)
 	})
 	if err != nil {
@@ -390,12 +494,23 @@ func (b *Backend) readKey(ctx context.Context, op operation) (keyInfo, error) {
 	if err != nil {
 		return keyInfo{}, fmt.Errorf("transit key %s: %w", b.keyPath, err)
 	}
-	b.aead.Store(&info.aead)
+	b.keyType.Store(&info.keyType)
 	return info, nil
 }
 
 // aeadTypes are the transit key types that take associated_data.
 var aeadTypes = map[string]bool{"aes128-gcm96": true, "aes256-gcm96": true, "chacha20-poly1305": true}
+
+// bindingFor is how a share under a key of keyType is bound to its
+// associated data: by transit's associated_data for an AEAD type, by a
+// digest sealed with the share for the others (RSA), which refuse
+// associated_data.
+func bindingFor(keyType string) byte {
+	if aeadTypes[keyType] {
+		return bindAssociatedData
+	}
+	return bindInPlaintext
+}
 
 func parseKeyInfo(data map[string]any) (keyInfo, error) {
 	keyType, _ := data["type"].(string)
@@ -408,7 +523,7 @@ func parseKeyInfo(data map[string]any) (keyInfo, error) {
 	if !ok || latest == 0 {
 		return keyInfo{}, errors.New("Vault reports no latest_version")
 	}
-	return keyInfo{latest: latest, aead: aeadTypes[keyType]}, nil
+	return keyInfo{latest: latest, keyType: keyType}, nil
 }
 
 func jsonUint(v any) (uint64, bool) {
