@@ -90,9 +90,7 @@ func (e *Envelope) replaceForConfig(ctx context.Context, raw []byte, reason stri
 	if uerr != nil {
 		return err
 	}
-	e.mu.Lock()
-	e.current = d
-	e.mu.Unlock()
+	e.setCurrent(d, OriginStored)
 	e.log.Warn("the stored DEK does not match the configuration and no new DEK could be made yet; it serves until one can",
 		"reason", reason, "key_id", d.keyID, "error", err)
 	return nil

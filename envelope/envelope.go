@@ -70,6 +70,8 @@ type Observer interface {
 	// DEKUnusable: the stored current DEK could not be unlocked although
 	// every backend answered, and was set aside for a new one.
 	DEKUnusable()
+	// Adopted: a newer DEK made by another node became current here.
+	Adopted()
 }
 
 type nopObserver struct{}
@@ -78,6 +80,7 @@ func (nopObserver) BackendCall(string, string, error, time.Duration) {}
 func (nopObserver) CacheLookup(bool)                                 {}
 func (nopObserver) Rotation(error)                                   {}
 func (nopObserver) DEKUnusable()                                     {}
+func (nopObserver) Adopted()                                         {}
 
 // dek is an unwrapped DEK, ready to seal and open.
 type dek struct {
@@ -87,6 +90,9 @@ type dek struct {
 	headerHash [32]byte
 	parsed     *Header
 	keyID      string
+	// authenticated: the shares that made it all came from secret-key
+	// backends, so k custodians made it (see unlockCurrent, adopt).
+	authenticated bool
 }
 
 // Sealed is what Encrypt returns.
@@ -111,9 +117,13 @@ type Envelope struct {
 	rotateMu sync.Mutex // one rotation or unlock at a time
 
 	mu            sync.RWMutex
-	current       *dek    // nil until created or unlocked
-	currentHeader []byte  // the wrapped current DEK, known even while locked
-	currentParsed *Header // parsed currentHeader
+	current       *dek              // nil until created or unlocked
+	currentHeader []byte            // the wrapped current DEK, known even while locked
+	currentParsed *Header           // parsed currentHeader
+	origin        string            // how the current DEK became current (OriginMade, ...)
+	since         time.Time         // and when
+	highestGen    uint32            // the highest generation of any DEK verified here
+	observed      map[string]string // key identities the last probe saw, by backend
 }
 
 // New checks cfg and loads the state file if there is one. It makes no
@@ -216,9 +226,7 @@ func (e *Envelope) Prepare(ctx context.Context) error {
 	if err != nil {
 		return e.replaceUnusable(ctx, raw, err)
 	}
-	e.mu.Lock()
-	e.current = d
-	e.mu.Unlock()
+	e.setCurrent(d, OriginStored)
 	e.log.Info("current DEK unlocked", "key_id", d.keyID)
 	return nil
 }

@@ -128,7 +128,7 @@ func (l liar) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]b
 
 type countingObserver struct {
 	hits, misses, rotations, rotationFailures atomic.Int64
-	calls, unusable                           atomic.Int64
+	calls, unusable, adopted                  atomic.Int64
 }
 
 func (o *countingObserver) BackendCall(string, string, error, time.Duration) { o.calls.Add(1) }
@@ -140,6 +140,7 @@ func (o *countingObserver) CacheLookup(hit bool) {
 	}
 }
 func (o *countingObserver) DEKUnusable() { o.unusable.Add(1) }
+func (o *countingObserver) Adopted()     { o.adopted.Add(1) }
 
 func (o *countingObserver) Rotation(err error) {
 	if err != nil {

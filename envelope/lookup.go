@@ -78,6 +78,9 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 		if errors.Is(err, ErrInvalid) && !errors.Is(err, kmsclients.ErrUnavailable) {
 			e.failed.add(hash, err)
 		}
+		if err == nil {
+			e.considerAdoption(d)
+		}
 		return d, err
 	})
 	select {
@@ -102,7 +105,7 @@ func (e *Envelope) cached(raw []byte) (*dek, bool) {
 // openHeader recovers, verifies and caches the DEK of a parsed header.
 // With authOnly, only shares that prove who made them are combined.
 func (e *Envelope) openHeader(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {
-	key, err := e.recoverDEK(ctx, h, raw, authOnly)
+	key, authenticated, err := e.recoverDEK(ctx, h, raw, authOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -111,6 +114,7 @@ func (e *Envelope) openHeader(ctx context.Context, raw []byte, h *Header, authOn
 	if err != nil {
 		return nil, err
 	}
+	d.authenticated = authenticated
 	e.cache.Add(h.DEKID, d)
 	return d, nil
 }

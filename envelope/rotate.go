@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -35,11 +36,7 @@ func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) 
 	if _, err := rand.Read(h.DEKID[:]); err != nil {
 		return err
 	}
-	if prev := e.Current(); prev != nil {
-		h.Generation = prev.Generation + 1
-	} else {
-		h.Generation = 1
-	}
+	h.Generation = e.nextGeneration()
 	shares, err := split.Split(key, e.cfg.Threshold, len(e.cfg.Backends))
 	if err != nil {
 		return err
@@ -67,10 +64,9 @@ func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) 
 			return fmt.Errorf("rotation postponed: %w", err)
 		}
 	}
+	d.authenticated = true // made here
 	e.cache.Add(h.DEKID, d)
-	e.mu.Lock()
-	e.current, e.currentHeader, e.currentParsed = d, raw, h
-	e.mu.Unlock()
+	e.setCurrent(d, OriginMade)
 	e.log.Info("DEK rotated", "key_id", d.keyID, "generation", h.Generation, "threshold", h.Threshold, "backends", len(h.Shares))
 	return nil
 }
@@ -135,6 +131,11 @@ func checkDistinctKeys(backends []kmsclients.Backend, shares []WrappedShare) err
 // should not. observed maps backend names to the key identity their last
 // probe reported (backends missing from it are not judged).
 func (e *Envelope) RotationDue(observed map[string]string) string {
+	if observed != nil {
+		e.mu.Lock()
+		e.observed = maps.Clone(observed)
+		e.mu.Unlock()
+	}
 	cur := e.Current()
 	if cur == nil {
 		return ""

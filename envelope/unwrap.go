@@ -76,7 +76,10 @@ type shareResult struct {
 // backend lied, or the header was tampered with), the backends still out
 // get as long again as recovery has taken so far, not the whole deadline:
 // a tampered header cannot hold a caller as long as a dead backend can.
-func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOnly bool) ([]byte, error) {
+//
+// authenticated reports whether the shares that made the DEK all came from
+// backends that wrap with a secret key (proof that a custodian made it).
+func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOnly bool) (key []byte, authenticated bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
@@ -110,8 +113,8 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 				continue
 			}
 			good = append(good, r.share)
-			if key := e.combine(h, raw, good); key != nil {
-				return key, nil
+			if key, authenticated := e.combine(h, raw, good); key != nil {
+				return key, authenticated, nil
 			}
 		case <-grace:
 			e.log.Debug("no quorum can be made from the shares in; not waiting longer for the remaining backends", "pending", pending)
@@ -123,7 +126,7 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 		unwrapped = append(unwrapped, h.Shares[s.Index-1].Backend)
 	}
 	sort.Strings(unwrapped)
-	return nil, newQuorumError(ctx, h, failures, unwrapped, len(h.Shares)-len(failures)-len(good))
+	return nil, false, newQuorumError(ctx, h, failures, unwrapped, len(h.Shares)-len(failures)-len(good))
 }
 
 // minGrace is the least time left to the backends still out once no
@@ -202,13 +205,12 @@ func (e *Envelope) unwrapShare(ctx context.Context, h *Header, ws WrappedShare) 
 // combine tries every k-subset of good that includes its newest share
 // (older subsets were tried when their last share arrived) and returns the
 // DEK that the header commits to, or nil.
-func (e *Envelope) combine(h *Header, raw []byte, good []split.Share) []byte {
+func (e *Envelope) combine(h *Header, raw []byte, good []split.Share) (found []byte, authenticated bool) {
 	k := h.Threshold
 	if len(good) < k {
-		return nil
+		return nil, false
 	}
 	newest := good[len(good)-1]
-	var found []byte
 	chooseSubsets(len(good)-1, k-1, func(idx []int) bool {
 		pick := make([]split.Share, 0, k)
 		for _, i := range idx {
@@ -220,13 +222,25 @@ func (e *Envelope) combine(h *Header, raw []byte, good []split.Share) []byte {
 			return true
 		}
 		if h.verify(raw, key) {
-			found = key
+			found, authenticated = key, e.secretKeyShares(h, pick)
 			return false
 		}
 		clear(key)
 		return true
 	})
-	return found
+	return found, authenticated
+}
+
+// secretKeyShares reports whether every share came from a backend that
+// wraps with a secret key.
+func (e *Envelope) secretKeyShares(h *Header, shares []split.Share) bool {
+	for _, s := range shares {
+		b := e.backends[h.Shares[s.Index-1].Backend]
+		if b == nil || kmsclients.IsPublicWrap(b) {
+			return false
+		}
+	}
+	return true
 }
 
 // chooseSubsets calls f with every size-subset of {0..n-1} until f returns false.

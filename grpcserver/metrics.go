@@ -27,6 +27,9 @@ type Metrics struct {
 	cacheLookups   *prometheus.CounterVec
 	rotations      *prometheus.CounterVec
 	unusable       prometheus.Counter
+	adopted        prometheus.Counter
+	generation     prometheus.Gauge
+	currentSince   prometheus.Gauge
 	threshold      prometheus.Gauge
 	reachable      prometheus.Gauge
 	healthy        prometheus.Gauge
@@ -67,11 +70,20 @@ func NewMetrics() *Metrics {
 		Name: "trousseau_dek_unusable_total",
 		Help: "Stored current DEKs that could not be unlocked although every backend answered, set aside and replaced (their data is unreadable until the old keys are back).",
 	})
+	m.adopted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "trousseau_dek_adoptions_total", Help: "Newer DEKs made by another control-plane node and adopted here as current.",
+	})
+	m.generation = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trousseau_dek_generation", Help: "Generation of the current DEK: equal on every node once they agree.",
+	})
+	m.currentSince = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trousseau_dek_current_since_timestamp_seconds", Help: "When the current DEK became current on this node (Unix time).",
+	})
 	m.threshold = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_threshold", Help: "Backends needed to recover a DEK (k)."})
 	m.reachable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_backends_reachable", Help: "Backends that answered the last probe."})
 	m.healthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_healthy", Help: "1 when Status reports ok."})
 	for _, c := range []prometheus.Collector{m.requests, m.requestSeconds, m.backendOps, m.backendSeconds, m.backendUp,
-		m.cacheLookups, m.rotations, m.unusable, m.threshold, m.reachable, m.healthy,
+		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.currentSince, m.threshold, m.reachable, m.healthy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -111,8 +123,15 @@ func (m *Metrics) Rotation(err error) {
 // DEKUnusable implements envelope.Observer.
 func (m *Metrics) DEKUnusable() { m.unusable.Inc() }
 
+// Adopted implements envelope.Observer.
+func (m *Metrics) Adopted() { m.adopted.Inc() }
+
 func (m *Metrics) observeProbe(s Snapshot) {
 	m.threshold.Set(float64(s.Threshold))
+	if !s.Current.Since.IsZero() {
+		m.generation.Set(float64(s.Current.Generation))
+		m.currentSince.Set(float64(s.Current.Since.Unix()))
+	}
 	m.reachable.Set(float64(s.Reachable))
 	for _, b := range s.Backends {
 		up := 0.0

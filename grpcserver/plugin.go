@@ -158,6 +158,9 @@ func (p *Plugin) httpHandler() http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ok")
+		if c := s.Current; c.KeyID != "" {
+			fmt.Fprintf(w, "current DEK: %s, generation %d, %s at %s\n", c.KeyID, c.Generation, c.Origin, c.Since.UTC().Format(time.RFC3339))
+		}
 		for _, warning := range s.Warnings(time.Now()) {
 			fmt.Fprintln(w, "warning: "+warning)
 		}

@@ -38,6 +38,8 @@ type Snapshot struct {
 	RotationPending string
 	// PendingSince is when RotationPending last went from "" to a reason.
 	PendingSince time.Time
+	// Current describes the current DEK: which, how and since when.
+	Current envelope.CurrentInfo
 }
 
 // RotationOverdue is how long a rotation may stay postponed before
@@ -137,7 +139,7 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	}
 	pending := p.maintainDEK(ctx, reachable, len(results), identities, p.requested.Load())
 	s := Snapshot{Backends: results, Reachable: reachable, Threshold: p.env.Threshold(),
-		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending}
+		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending, Current: p.env.CurrentInfo()}
 	s.Healthz = healthz(s)
 	p.mu.Lock()
 	old := p.snap

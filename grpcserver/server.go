@@ -36,6 +36,8 @@ const (
 type Envelope interface {
 	Encrypt(plaintext []byte) (envelope.Sealed, error)
 	Decrypt(ctx context.Context, ciphertext, header []byte) ([]byte, error)
+	// KeyID names the current DEK ("" before there is one).
+	KeyID() string
 }
 
 // Services implements the KMS v2 and v1beta1 gRPC services.
@@ -95,8 +97,15 @@ type v2Service struct {
 
 // Status answers from the prober's snapshot: no remote call.
 func (s v2Service) Status(context.Context, *kmsv2.StatusRequest) (*kmsv2.StatusResponse, error) {
+	// The key_id is read live, not from the last probe: a DEK adopted or
+	// rotated since must be the one Status names, or kube-apiserver would
+	// see Encrypt answer with a key_id Status did not announce.
 	snap := s.health()
-	return &kmsv2.StatusResponse{Version: statusVersion, Healthz: snap.Healthz, KeyId: snap.KeyID}, nil
+	keyID := s.env.KeyID()
+	if keyID == "" {
+		keyID = snap.KeyID
+	}
+	return &kmsv2.StatusResponse{Version: statusVersion, Healthz: snap.Healthz, KeyId: keyID}, nil
 }
 
 func (s v2Service) Encrypt(ctx context.Context, req *kmsv2.EncryptRequest) (*kmsv2.EncryptResponse, error) {

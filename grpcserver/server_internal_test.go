@@ -32,6 +32,7 @@ func (panicky) Encrypt([]byte) (envelope.Sealed, error) {
 	return envelope.Sealed{Ciphertext: []byte{1}, Header: []byte{1}, KeyID: "k"}, nil
 }
 func (panicky) Decrypt(context.Context, []byte, []byte) ([]byte, error) { panic("boom") }
+func (panicky) KeyID() string                                           { return "" }
 
 func serveForTest(t *testing.T, env Envelope) kmsv2.KeyManagementServiceClient {
 	dir, _ := os.MkdirTemp("", "trs")

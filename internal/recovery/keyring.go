@@ -140,3 +140,4 @@ func (o *keyringObserver) BackendCall(backend, op string, err error, _ time.Dura
 func (*keyringObserver) CacheLookup(bool) {}
 func (*keyringObserver) Rotation(error)   {}
 func (*keyringObserver) DEKUnusable()     {}
+func (*keyringObserver) Adopted()         {}

@@ -1,0 +1,162 @@
+package envelope
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"time"
+)
+
+// Several control-plane nodes, each with its own plugin and state dir,
+// must report one key_id: kube-apiserver treats data under any other
+// key_id as stale. There is no shared store to agree through, but every
+// object carries the header of its DEK, and each node's kube-apiserver
+// reads (through its watch cache) what the others write. So DEKs are
+// totally ordered (generation, then DEK id), and a node that decrypts a
+// DEK newer than its own current one adopts it, if it could have made
+// that DEK itself. A rotation takes the highest generation seen plus one,
+// so nodes move forward together and never back.
+
+// Origins of the current DEK, for status and metrics.
+const (
+	OriginMade    = "made here"
+	OriginStored  = "loaded from the state file"
+	OriginAdopted = "adopted from another node"
+)
+
+// CurrentInfo describes the current DEK for operators.
+type CurrentInfo struct {
+	KeyID      string
+	Generation uint32
+	Origin     string    // OriginMade, OriginStored or OriginAdopted
+	Since      time.Time // when it became current on this node
+}
+
+// CurrentInfo describes the current DEK; zero before there is one.
+func (e *Envelope) CurrentInfo() CurrentInfo {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.current == nil {
+		return CurrentInfo{}
+	}
+	return CurrentInfo{KeyID: e.current.keyID, Generation: e.current.parsed.Generation, Origin: e.origin, Since: e.since}
+}
+
+// setCurrent makes d the current DEK. The caller holds rotateMu.
+func (e *Envelope) setCurrent(d *dek, origin string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.current, e.currentHeader, e.currentParsed = d, d.header, d.parsed
+	e.origin, e.since = origin, e.cfg.Now()
+	e.noteGenerationLocked(d.parsed.Generation)
+}
+
+func (e *Envelope) noteGenerationLocked(g uint32) {
+	e.highestGen = max(e.highestGen, g)
+}
+
+// nextGeneration is the generation of a new DEK: above every DEK seen.
+func (e *Envelope) nextGeneration() uint32 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	g := e.highestGen
+	if e.currentParsed != nil {
+		g = max(g, e.currentParsed.Generation)
+	}
+	return g + 1
+}
+
+// newer reports whether a comes after b in the order of DEKs.
+func newer(a, b *Header) bool {
+	if a.Generation != b.Generation {
+		return a.Generation > b.Generation
+	}
+	return bytes.Compare(a.DEKID[:], b.DEKID[:]) > 0
+}
+
+// considerAdoption is told of every DEK recovered for Decrypt. It never
+// delays the caller: adopting (saving the state, maybe a second unwrap)
+// happens in the background.
+func (e *Envelope) considerAdoption(d *dek) {
+	e.mu.Lock()
+	e.noteGenerationLocked(d.parsed.Generation)
+	cur := e.currentParsed
+	e.mu.Unlock()
+	if cur == nil || !e.Ready() || !newer(d.parsed, cur) {
+		return
+	}
+	if reason := e.notAdoptable(d.parsed); reason != "" {
+		e.log.Debug("a newer DEK was seen but is not adopted", "key_id", d.keyID, "reason", reason)
+		return
+	}
+	go e.adopt(d)
+}
+
+// notAdoptable says why this node could not have made h, or "". A DEK
+// that anyone who can write etcd may plant becomes the key of new writes
+// if adopted, so it must be one this node would make: the configured
+// backends in order, the configured threshold, the key identities this
+// node's probes see, and a config in which k custodians prove authorship.
+func (e *Envelope) notAdoptable(h *Header) string {
+	if h.Threshold != e.cfg.Threshold {
+		return "threshold differs from the configured one"
+	}
+	var names []string
+	for _, s := range h.Shares {
+		names = append(names, s.Backend)
+	}
+	if !slices.Equal(names, e.backendNames()) {
+		return "backends differ from the configured ones"
+	}
+	e.mu.RLock()
+	observed := e.observed
+	e.mu.RUnlock()
+	for _, s := range h.Shares {
+		if id := observed[s.Backend]; id != "" && id != s.KeyIdentity {
+			return "backend " + s.Backend + " wraps with another key here"
+		}
+	}
+	if gap := AuthenticationGap(e.cfg.Threshold, e.cfg.Backends); gap != "" {
+		return "fewer than k backends wrap with a secret key, so no DEK is proof of authorship"
+	}
+	return ""
+}
+
+func (e *Envelope) backendNames() []string {
+	out := make([]string, len(e.cfg.Backends))
+	for i, b := range e.cfg.Backends {
+		out[i] = b.Name()
+	}
+	return out
+}
+
+// adopt makes d current after checking again under rotateMu. A DEK whose
+// shares for Decrypt included a public-key wrap is unwrapped again from
+// secret-key backends only.
+func (e *Envelope) adopt(d *dek) {
+	e.rotateMu.Lock()
+	defer e.rotateMu.Unlock()
+	if cur := e.Current(); cur == nil || !newer(d.parsed, cur) {
+		return
+	}
+	if !d.authenticated {
+		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.UnwrapTimeout)
+		defer cancel()
+		ad, err := e.openHeader(ctx, d.header, d.parsed, true)
+		if err != nil {
+			e.log.Warn("a newer DEK was seen but k secret-key backends did not confirm it; not adopted", "key_id", d.keyID, "error", err)
+			return
+		}
+		d = ad
+	}
+	if e.state != nil {
+		if err := e.state.save(d.header, d.keyID, e.cfg.Now()); err != nil {
+			e.log.Warn("a newer DEK was seen but could not be saved; not adopted", "key_id", d.keyID, "error", err)
+			return
+		}
+	}
+	old := e.KeyID()
+	e.setCurrent(d, OriginAdopted)
+	e.obs.Adopted()
+	e.log.Info("adopted a newer DEK made by another node", "key_id", d.keyID, "generation", d.parsed.Generation, "previous_key_id", old)
+}

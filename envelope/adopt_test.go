@@ -1,0 +1,165 @@
+package envelope
+
+import (
+	"bytes"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/split"
+)
+
+// Two control-plane nodes: each its own envelope and state dir, over the
+// same backends, as two plugins over the same key files.
+
+func twoNodes(t *testing.T, bs []kmsclients.Backend) (a, b *Envelope, dirA string) {
+	dirA = t.TempDir()
+	a = mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dirA})
+	b = mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: t.TempDir()})
+	return a, b, dirA
+}
+
+// waitKeyID waits for the background adoption.
+func waitKeyID(t *testing.T, e *Envelope, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.KeyID() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("key id %s, want %s", e.KeyID(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stays checks that e's key id does not move to another value.
+func stays(t *testing.T, e *Envelope, want string) {
+	t.Helper()
+	time.Sleep(50 * time.Millisecond) // adoption runs in the background
+	if got := e.KeyID(); got != want {
+		t.Fatalf("key id moved to %s, want %s", got, want)
+	}
+}
+
+func TestNodesConvergeOnTheNewestDEK(t *testing.T) {
+	bs := newLocals(t, 3)
+	a, b, dirA := twoNodes(t, bs)
+	// Whichever first DEK is newer wins on both nodes after one cross-read.
+	sa, sb := mustEncrypt(t, a, seed), mustEncrypt(t, b, seed)
+	a.Decrypt(ctxT(t), sb.Ciphertext, sb.Header)
+	b.Decrypt(ctxT(t), sa.Ciphertext, sa.Header)
+	winner := sa.KeyID
+	if newer(b.Current(), a.Current()) {
+		winner = sb.KeyID
+	}
+	waitKeyID(t, a, winner)
+	waitKeyID(t, b, winner)
+
+	// B alone rotates: generation = highest seen + 1; A adopts it from
+	// one object written through B, and keeps it across a restart.
+	if err := b.Rotate(ctxT(t), "operator"); err != nil {
+		t.Fatal(err)
+	}
+	if g := b.Current().Generation; g != 2 {
+		t.Fatalf("generation after rotation %d, want 2", g)
+	}
+	rotated := mustEncrypt(t, b, seed)
+	a.cache.Purge()
+	if _, err := a.Decrypt(ctxT(t), rotated.Ciphertext, rotated.Header); err != nil {
+		t.Fatal(err)
+	}
+	waitKeyID(t, a, rotated.KeyID)
+	if info := a.CurrentInfo(); info.Origin != OriginAdopted || info.Generation != 2 {
+		t.Fatalf("current: %+v", info)
+	}
+	restarted := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dirA})
+	if restarted.KeyID() != rotated.KeyID {
+		t.Fatal("an adopted DEK was not kept across a restart")
+	}
+
+	// Never back: an older DEK read later changes nothing.
+	old := sa
+	if old.KeyID == winner {
+		old = sb
+	}
+	a.cache.Purge()
+	a.Decrypt(ctxT(t), old.Ciphertext, old.Header)
+	stays(t, a, rotated.KeyID)
+
+	// A rotation on A goes above everything seen.
+	if err := a.Rotate(ctxT(t), "operator"); err != nil || a.Current().Generation != 3 {
+		t.Fatalf("rotation after adoption: %v, generation %d", err, a.Current().Generation)
+	}
+}
+
+func TestAdoptionRefusesWhatThisNodeWouldNotMake(t *testing.T) {
+	bs := newLocals(t, 3)
+	extra := newLocal(t, t.TempDir(), "b4")
+	node := mustNew(t, Config{Threshold: 2, MinThreshold: 1, Backends: bs})
+	cur := node.KeyID()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"another backend set", Config{Threshold: 2, Backends: []kmsclients.Backend{bs[0], bs[1], extra}}},
+		{"backends in another order", Config{Threshold: 2, Backends: []kmsclients.Backend{bs[1], bs[0], bs[2]}}},
+		{"a threshold below the configured one", Config{Threshold: 1, Backends: bs}},
+		{"a higher threshold", Config{Threshold: 3, Backends: bs}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			other := mustNew(t, tc.cfg)
+			for range 3 { // a high generation: newer by every order
+				other.Rotate(ctxT(t), "test")
+			}
+			s := mustEncrypt(t, other, seed)
+			node.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+			stays(t, node, cur)
+		})
+	}
+}
+
+// An attacker with etcd write access and the public keys of k RSA
+// custodians can, in such a config, make a header that decrypts (the
+// config check warns of it), but it must never become the key of new
+// writes.
+func TestAdoptionNeverTakesADEKBuiltFromPublicKeys(t *testing.T) {
+	r1, r2 := newRSACustodian(t, "rsa-a"), newRSACustodian(t, "rsa-b")
+	bs := []kmsclients.Backend{r1, r2, newLocals(t, 1)[0]}
+	node := mustNew(t, Config{Threshold: 2, Backends: bs})
+	cur := node.KeyID()
+	a := newAttacker(t)
+	h := &Header{Threshold: 2, Generation: 1 << 20, Created: time.Now().UTC().Truncate(time.Second)}
+	rand.Read(h.DEKID[:])
+	shares, _ := split.Split(a.dek, 2, 3)
+	for i, r := range []*rsaCustodian{r1, r2} {
+		w, _ := publicWrap(&r.priv.PublicKey, r.identity(), shares[i].Marshal(), h.shareAAD(i+1, 3))
+		h.Shares = append(h.Shares, WrappedShare{Index: i + 1, Backend: r.name, KeyIdentity: w.KeyIdentity, Wrapped: w.Ciphertext})
+	}
+	h.Shares = append(h.Shares, WrappedShare{Index: 3, Backend: bs[2].Name(), KeyIdentity: "local:x", Wrapped: []byte("x")})
+	raw, ct := a.finish(t, h, chosenPlaintext)
+	got, err := node.Decrypt(ctxT(t), ct, raw)
+	if err != nil || !bytes.Equal(got, chosenPlaintext) {
+		t.Fatalf("this config cannot tell a public-key forgery (the documented gap): %v", err)
+	}
+	stays(t, node, cur)
+	assertNotSealedUnder(t, node, a.dek)
+}
+
+// With one RSA custodian among three, a genuine newer DEK recovered for
+// Decrypt through the RSA share is confirmed by the two secret-key
+// backends before it is adopted.
+func TestAdoptionConfirmsWithSecretKeyBackends(t *testing.T) {
+	r := newRSACustodian(t, "rsa")
+	locals := wrapSwitchable(newLocals(t, 2))
+	bs := []kmsclients.Backend{r, locals[0], locals[1]}
+	a, b, _ := twoNodes(t, bs)
+	for range 2 {
+		b.Rotate(ctxT(t), "test")
+	}
+	s := mustEncrypt(t, b, seed)
+	locals[1].delay.Store(int64(100 * time.Millisecond)) // the RSA share answers first
+	if _, err := a.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil {
+		t.Fatal(err)
+	}
+	waitKeyID(t, a, s.KeyID)
+}
