@@ -114,7 +114,6 @@ func (c *cluster) startEtcd() {
 // writePluginConfig makes three key files and a 2-of-3 config.
 func (c *cluster) writePluginConfig() {
 	t := c.t
-	var backends strings.Builder
 	for _, n := range []string{"a", "b", "c"} {
 		p := filepath.Join(c.dir, "keys", n+".key")
 		os.MkdirAll(filepath.Dir(p), 0o700)
@@ -122,7 +121,17 @@ func (c *cluster) writePluginConfig() {
 			t.Fatal(err)
 		}
 		c.keys = append(c.keys, p)
-		fmt.Fprintf(&backends, "  - name: local-%s\n    local: {keyFile: %s}\n", n, p)
+	}
+	c.writeConfigFile()
+}
+
+// writeConfigFile writes a 2-of-3 config over c.keys, with a socket, state
+// dir and health address of c's own.
+func (c *cluster) writeConfigFile() {
+	t := c.t
+	var backends strings.Builder
+	for i, p := range c.keys {
+		fmt.Fprintf(&backends, "  - name: local-%c\n    local: {keyFile: %s}\n", 'a'+i, p)
 	}
 	c.pluginHC = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	cfg := fmt.Sprintf(`socket: %s
@@ -179,6 +188,9 @@ type apiserverOptions struct {
 	kmsAPIVersion string // v2 or v1
 	etcdPrefix    string
 	featureGates  string
+	// liveOnly waits for /livez instead of /readyz: readiness needs every
+	// Secret to decrypt (the informers' first list).
+	liveOnly bool
 }
 
 func (c *cluster) writeEncryptionConfig(kmsAPIVersion string) string {
@@ -232,11 +244,15 @@ func (c *cluster) startAPIServer(o apiserverOptions) {
 		t.Fatal(err)
 	}
 	c.kube = kube
-	eventually(t, 3*time.Minute, "kube-apiserver /readyz", func(ctx context.Context) error {
+	check := "/readyz"
+	if o.liveOnly {
+		check = "/livez"
+	}
+	eventually(t, 3*time.Minute, "kube-apiserver "+check, func(ctx context.Context) error {
 		if c.apiserver.exited() {
 			t.Fatalf("kube-apiserver exited:\n%s", c.apiserver.tail(30))
 		}
-		_, err := c.kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		_, err := c.kube.Discovery().RESTClient().Get().AbsPath(check).DoRaw(ctx)
 		return err
 	})
 	t.Log("kube-apiserver ready at", c.rest.Host)
@@ -272,6 +288,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// secondNode is another control-plane node of the same cluster: the same
+// etcd and the same key files, its own plugin (socket, state dir) and,
+// once started, its own kube-apiserver.
+func (c *cluster) secondNode() *cluster {
+	n := newCluster(c.t)
+	n.etcdURL, n.etcdCli, n.keys = c.etcdURL, c.etcdCli, c.keys
+	n.writeConfigFile()
+	return n
 }
 
 // restartAPIServer stops kube-apiserver and starts a new one, which has

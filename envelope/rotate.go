@@ -133,8 +133,14 @@ func checkDistinctKeys(backends []kmsclients.Backend, shares []WrappedShare) err
 func (e *Envelope) RotationDue(observed map[string]string) string {
 	if observed != nil {
 		e.mu.Lock()
+		changed := !maps.Equal(e.observed, observed)
 		e.observed = maps.Clone(observed)
 		e.mu.Unlock()
+		if changed {
+			// A backend's key changed (a key file put back, a key
+			// restored): headers that failed may open now.
+			e.failed.seen.Purge()
+		}
 	}
 	cur := e.Current()
 	if cur == nil {

@@ -323,3 +323,45 @@ func TestCase6_UnreadableStateSaysWhatToDo(t *testing.T) {
 		}
 	}
 }
+
+// Old keys put back: headers that failed under the wrong keys open again
+// as soon as a probe sees the keys change, not after the failure TTL.
+func TestFailedHeadersForgottenWhenBackendKeysChange(t *testing.T) {
+	dir := t.TempDir()
+	var bs []kmsclients.Backend
+	for _, n := range []string{"a", "b", "c"} {
+		bs = append(bs, newLocal(t, dir, n))
+	}
+	e := mustNew(t, Config{Threshold: 2, Backends: bs})
+	s := mustEncrypt(t, e, seed)
+	probe := func() map[string]string {
+		m := map[string]string{}
+		for _, b := range bs {
+			id, _ := b.Probe(ctxT(t))
+			m[b.Name()] = id
+		}
+		return m
+	}
+	e.RotationDue(probe())
+	e.cache.Purge()
+	for _, n := range []string{"b", "c"} {
+		p := filepath.Join(dir, n+".key")
+		os.Rename(p, p+".orig")
+		local.GenerateKeyFile(p)
+	}
+	e.RotationDue(probe()) // the prober runs all along
+	if _, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("with the wrong keys: %v", err)
+	}
+	for _, n := range []string{"b", "c"} {
+		p := filepath.Join(dir, n+".key")
+		os.Rename(p+".orig", p)
+	}
+	if _, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err == nil {
+		t.Fatal("the failure was not remembered before any probe")
+	}
+	e.RotationDue(probe())
+	if got, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("after the probe saw the keys back: %v", err)
+	}
+}
