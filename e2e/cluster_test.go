@@ -89,7 +89,7 @@ func newCluster(t *testing.T) *cluster {
 
 func (c *cluster) startEtcd() {
 	t := c.t
-	bin := serverBinary(t, "TROUSSEAU_ETCD", "etcd", etcdVersion)
+	bin := testutil.Etcd.Binary(t)
 	client, peer := testutil.FreePort(t), testutil.FreePort(t)
 	c.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", client)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peer)
@@ -215,7 +215,7 @@ resources:
 
 func (c *cluster) startAPIServer(o apiserverOptions) {
 	t := c.t
-	bin := serverBinary(t, "TROUSSEAU_KUBE_APISERVER", "kube-apiserver", k8sVersion)
+	bin := testutil.KubeAPIServer.Binary(t)
 	saKey, saPub := c.writeServiceAccountKeys()
 	token := randomHex(16)
 	tokens := filepath.Join(c.dir, "tokens.csv")

@@ -13,22 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/trousseau-io/trousseau/internal/testutil"
 )
-
-// The real servers, built by hack/kube.sh from the Go module proxy. The
-// versions must match the script's.
-const (
-	k8sVersion  = "v1.37.2"
-	etcdVersion = "v3.6.16"
-)
-
-// serverBinary finds a server built by hack/kube.sh, from env or the
-// cache. A missing server fails the suite: it is never skipped.
-func serverBinary(t testing.TB, env, name, version string) string {
-	return testutil.ServerBinary(t, env, name, version, "hack/kube.sh")
-}
 
 // proc is a server process whose output goes to a log file.
 type proc struct {

@@ -10,15 +10,10 @@ export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 
 echo "== test servers (built once, cached in \$HOME/.cache/trousseau)"
 TROUSSEAU_LOCAL_KMS=$(hack/local-kms.sh)
-export TROUSSEAU_LOCAL_KMS
-if [ -f hack/vault.sh ]; then
-	TROUSSEAU_VAULT=$(hack/vault.sh)
-	export TROUSSEAU_VAULT
-fi
-servers=$(hack/kube.sh)
-TROUSSEAU_KUBE_APISERVER=$(echo "$servers" | sed -n 1p)
-TROUSSEAU_ETCD=$(echo "$servers" | sed -n 2p)
-export TROUSSEAU_KUBE_APISERVER TROUSSEAU_ETCD
+TROUSSEAU_VAULT=$(hack/vault.sh)
+TROUSSEAU_KUBE_APISERVER=$(hack/kube.sh kube-apiserver)
+TROUSSEAU_ETCD=$(hack/kube.sh etcd)
+export TROUSSEAU_LOCAL_KMS TROUSSEAU_VAULT TROUSSEAU_KUBE_APISERVER TROUSSEAU_ETCD
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

@@ -1,30 +1,92 @@
 package testutil
 
 import (
+	"bufio"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
-// ServerBinary finds a test server that a hack/ script built into the
-// cache ($HOME/.cache/trousseau/<name>/<version>/<name>), or the path in
-// the environment variable env. A missing server fails the test: tests
-// against real servers are never skipped.
-func ServerBinary(t testing.TB, env, name, version, script string) string {
+// Server is a real server the tests run against, built by a hack/ script
+// at the version pinned in hack/versions.env, which the scripts read too.
+type Server struct {
+	Name       string // the binary's name, and its directory in the cache
+	Env        string // an environment variable that may name the binary instead
+	VersionKey string // its key in hack/versions.env
+	Script     string // what builds it
+}
+
+// The test servers.
+var (
+	Vault         = Server{"vault", "TROUSSEAU_VAULT", "VAULT_VERSION", "hack/vault.sh"}
+	LocalKMS      = Server{"local-kms", "TROUSSEAU_LOCAL_KMS", "LOCAL_KMS_VERSION", "hack/local-kms.sh"}
+	KubeAPIServer = Server{"kube-apiserver", "TROUSSEAU_KUBE_APISERVER", "K8S_VERSION", "hack/kube.sh kube-apiserver"}
+	Etcd          = Server{"etcd", "TROUSSEAU_ETCD", "ETCD_VERSION", "hack/kube.sh etcd"}
+)
+
+// Binary finds the server: the path in its environment variable, or the
+// cache ($HOME/.cache/trousseau/<name>/<version>/<name>). A missing server
+// fails the test, since ./hack/test.sh builds every one; only with
+// `go test -short` is the test skipped, with the script to run.
+func (s Server) Binary(t testing.TB) string {
 	t.Helper()
-	bin := os.Getenv(env)
+	if testing.Short() {
+		t.Skipf("needs the %s server: run %s (./hack/test.sh builds every server), then test without -short", s.Name, s.Script)
+	}
+	version := PinnedVersion(t, s.VersionKey)
+	bin := os.Getenv(s.Env)
 	if bin == "" {
 		home, err := os.UserHomeDir()
 		if err != nil {
-			t.Fatalf("%s: %v; run %s, or set %s to the binary", name, err, script, env)
+			t.Fatalf("%s: %v; run %s, or set %s to the binary", s.Name, err, s.Script, s.Env)
 		}
-		bin = filepath.Join(home, ".cache", "trousseau", name, version, name)
+		bin = filepath.Join(home, ".cache", "trousseau", s.Name, version, s.Name)
 	}
 	if st, err := os.Stat(bin); err != nil || st.IsDir() {
-		t.Fatalf("%s %s is not built at %s (%v): run %s first (./hack/test.sh does), or set %s to the binary", name, version, bin, err, script, env)
+		t.Fatalf("%s %s is not built at %s (%v): run %s first (./hack/test.sh does), or set %s to the binary", s.Name, version, bin, err, s.Script, s.Env)
 	}
 	return bin
+}
+
+// PinnedVersion reads key from hack/versions.env.
+func PinnedVersion(t testing.TB, key string) string {
+	t.Helper()
+	path := filepath.Join(RepoRoot(t), "hack", "versions.env")
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), key+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("%s has no %s", path, key)
+	return ""
+}
+
+// RepoRoot is the directory of go.mod, found upwards from the test's
+// working directory (its package's directory).
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's directory")
+		}
+		dir = parent
+	}
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listened on a

@@ -22,9 +22,6 @@ import (
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
-// localKMSVersion must match the version hack/local-kms.sh builds.
-const localKMSVersion = "v0.0.0-20260228092603-2a5e92d09ab6"
-
 // The world the seed file creates.
 const (
 	testAccount = "111122223333"
@@ -40,7 +37,7 @@ const (
 
 // localKMSBinary finds the emulator built by hack/local-kms.sh.
 func localKMSBinary(t testing.TB) string {
-	return testutil.ServerBinary(t, "TROUSSEAU_LOCAL_KMS", "local-kms", localKMSVersion, "hack/local-kms.sh")
+	return testutil.LocalKMS.Binary(t)
 }
 
 // localKMS is one emulator process, restartable on the same port and data.

@@ -25,13 +25,8 @@ import (
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
-// vaultVersion must match the version hack/vault.sh builds.
-const vaultVersion = "v1.21.0"
-
 // vaultBinary finds the Vault server built by hack/vault.sh.
-func vaultBinary(t testing.TB) string {
-	return testutil.ServerBinary(t, "TROUSSEAU_VAULT", "vault", vaultVersion, "hack/vault.sh")
-}
+func vaultBinary(t testing.TB) string { return testutil.Vault.Binary(t) }
 
 // The service account the TokenReview stand-in vouches for.
 const (

@@ -24,14 +24,9 @@ import (
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
-// EtcdVersion is the etcd that hack/kube.sh builds.
-const EtcdVersion = "v3.6.16"
-
 // EtcdBinary finds the etcd binary: $TROUSSEAU_ETCD, else hack/kube.sh's
-// cache. A missing binary fails the test: nothing is skipped.
-func EtcdBinary(t testing.TB) string {
-	return testutil.ServerBinary(t, "TROUSSEAU_ETCD", "etcd", EtcdVersion, "hack/kube.sh")
-}
+// cache. A missing binary fails the test (skips it under -short).
+func EtcdBinary(t testing.TB) string { return testutil.Etcd.Binary(t) }
 
 // Etcd is a running single-member etcd.
 type Etcd struct {
