@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"context"
+	"math"
 	"slices"
 	"time"
 )
@@ -62,6 +63,9 @@ func (e *Envelope) nextGeneration() uint32 {
 	g := e.highestGen
 	if e.currentParsed != nil {
 		g = max(g, e.currentParsed.Generation)
+	}
+	if g == math.MaxUint32 { // never wraps to an older generation
+		return g
 	}
 	return g + 1
 }
