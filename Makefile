@@ -33,6 +33,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./split/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/awskms/
+	$(GO) test -run '^$$' -fuzz '^FuzzOwns$$' -fuzztime $(FUZZTIME) ./kmsclients/awskms/
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
 	$(GO) test -run '^$$' -fuzz '^FuzzVersionOf$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/vault/

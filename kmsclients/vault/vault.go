@@ -12,7 +12,7 @@
 //	      auth:
 //	        kubernetes: {role: trousseau}
 //
-// docs/vault.md has the policy the login needs and an example of each
+// docs/backends/vault.md has the policy the login needs and an example of each
 // login method.
 //
 // Wrap calls transit/encrypt/<key>, Unwrap transit/decrypt/<key>, Probe
