@@ -67,18 +67,7 @@ func TestKMSv2(t *testing.T) {
 
 	step(t, "4 rotation and storage migration", func(t *testing.T) {
 		c.plugin.signal(syscall.SIGHUP)
-		var newKeyID string
-		// kube-apiserver polls Status every 60 s while healthy.
-		eventually(t, 150*time.Second, "new writes carry the new key_id", func(ctx context.Context) error {
-			time.Sleep(2 * time.Second) // one object every ~2 s while waiting
-			name := w.create(t, "probe-rotation")
-			id := w.storedKeyID(t, "secrets", name)
-			if id == keyID {
-				return fmt.Errorf("still %s", id)
-			}
-			newKeyID = id
-			return nil
-		})
+		newKeyID := w.waitNewKeyID(t, "probe-rotation", keyID)
 		t.Logf("key_id rotated to %s", newKeyID)
 		w.migrate(t)
 		w.checkStored(t, v2Prefix, newKeyID)
@@ -131,17 +120,7 @@ func TestKMSv2(t *testing.T) {
 		if !c.plugin.logContains("cannot be unlocked although every backend answered") || !c.plugin.logContains(keyID) {
 			t.Fatalf("no ERROR naming the unusable DEK in the plugin's log:\n%s", c.plugin.tail(20))
 		}
-		var newKeyID string
-		eventually(t, 150*time.Second, "new writes carry the new DEK's key_id", func(ctx context.Context) error {
-			time.Sleep(2 * time.Second)
-			name := w.create(t, "after-new-keys")
-			id := w.storedKeyID(t, "secrets", name)
-			if id == keyID {
-				return fmt.Errorf("still %s", id)
-			}
-			newKeyID = id
-			return nil
-		})
+		newKeyID := w.waitNewKeyID(t, "after-new-keys", keyID)
 		t.Logf("new DEK %s after the key files were replaced", newKeyID)
 		// kube-apiserver caches decrypted seeds: restart it so that the old
 		// objects go through the plugin again. It will not become ready:
@@ -303,6 +282,22 @@ func (w *workload) checkStored(t *testing.T, prefix, wantKeyID string) string {
 		check("configmaps", name, []byte(data["config"]))
 	}
 	return seen
+}
+
+// waitNewKeyID writes an object every ~2 s until new writes are stored
+// under a key_id other than old (kube-apiserver polls Status every 60 s
+// while healthy), and returns it.
+func (w *workload) waitNewKeyID(t *testing.T, stem, old string) string {
+	var id string
+	eventually(t, 150*time.Second, "new writes carry a new key_id", func(context.Context) error {
+		time.Sleep(2 * time.Second)
+		id = w.storedKeyID(t, "secrets", w.create(t, stem))
+		if id == old {
+			return fmt.Errorf("still %s", id)
+		}
+		return nil
+	})
+	return id
 }
 
 // snapshotNames lists the Secrets written so far.
