@@ -8,7 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/user"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -191,77 +194,181 @@ func (c *Config) SetDefaults() {
 	}
 }
 
-// Validate checks the config; every error names the field at fault.
+// MaxSocketPath is the longest path a unix socket can bind to on Linux:
+// sun_path holds 108 bytes, with a terminating NUL.
+const MaxSocketPath = 107
+
+// problems collects Validate's errors, each prefixed with its field.
+type problems []error
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+// Validate checks the config; every error names the field at fault. It
+// checks all that serve would refuse or be stuck on, except what depends
+// on the machine (see ValidateOnHost).
 func (c *Config) Validate() error {
-	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if !strings.HasPrefix(c.Socket, "/") {
-		add("socket", "must be an absolute path, got %q", c.Socket)
-	}
-	if _, err := c.SocketMode(); err != nil {
-		add("socketPermissions.mode", "%v", err)
-	}
+	var p problems
+	c.validateSocket(&p)
 	if !strings.HasPrefix(c.StateDir, "/") {
-		add("stateDir", "must be an absolute path, got %q", c.StateDir)
+		p.add("stateDir", "must be an absolute path, got %q", c.StateDir)
 	}
-	if len(c.Backends) == 0 {
-		add("backends", "at least one backend is required")
-	}
-	if err := split.ValidateThreshold(c.Threshold, len(c.Backends)); err != nil && len(c.Backends) > 0 {
-		add("threshold", "%v", err)
-	}
-	if c.MinThreshold != 0 && (c.MinThreshold < 1 || c.MinThreshold > c.Threshold) {
-		add("minThreshold", "must be 1 to threshold (%d), got %d; leave it out to refuse every DEK below threshold", c.Threshold, c.MinThreshold)
-	}
-	seen := map[string]int{}
-	keyFiles := map[string]int{}
-	for i, b := range c.Backends {
-		if b.Local != nil && b.Local.KeyFile != "" {
-			if j, dup := keyFiles[b.Local.KeyFile]; dup {
-				add(fmt.Sprintf("backends[%d].local.keyFile", i), "%s is already the key of backends[%d]: each backend needs a key of its own", b.Local.KeyFile, j)
-			}
-			keyFiles[b.Local.KeyFile] = i
-		}
-		field := fmt.Sprintf("backends[%d]", i)
-		if err := kmsclients.ValidateName(b.Name); err != nil {
-			add(field+".name", "%v", err)
-		} else if j, dup := seen[b.Name]; dup {
-			add(field+".name", "%q is already the name of backends[%d]", b.Name, j)
-		}
-		seen[b.Name] = i
-		switch kinds := b.kinds(); len(kinds) {
-		case 0:
-			add(field, "set exactly one backend kind (%s)", kindNames)
-		case 1:
-			if err := b.validateKind(); err != nil {
-				add(field, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
-			}
-		default:
-			add(field, "set exactly one backend kind, got %s", strings.Join(kinds, " and "))
-		}
-	}
-	if d := c.Health.ProbeInterval.Duration; d < time.Second {
-		add("health.probeInterval", "must be at least 1s, got %s", d)
-	}
-	if d := c.Health.ProbeTimeout.Duration; d <= 0 || d > c.Health.ProbeInterval.Duration {
-		add("health.probeTimeout", "must be positive and at most health.probeInterval, got %s", d)
-	}
+	c.validateThreshold(&p)
+	c.validateBackends(&p)
+	c.validateHealth(&p)
 	if d := c.MaxAge(); d != 0 && d < MinMaxAge {
-		add("rotation.maxAge", "must be 0s (off) or at least %s, got %s: each rotation makes every stored object stale", MinMaxAge, d)
+		p.add("rotation.maxAge", "must be 0s (off) or at least %s, got %s: each rotation makes every stored object stale", MinMaxAge, d)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		add("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+		p.add("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "json", "text":
 	default:
-		add("log.format", "want json or text, got %q", c.Log.Format)
+		p.add("log.format", "want json or text, got %q", c.Log.Format)
 	}
-	return errors.Join(errs...)
+	return errors.Join(p...)
+}
+
+func (c *Config) validateSocket(p *problems) {
+	switch {
+	case !strings.HasPrefix(c.Socket, "/"):
+		p.add("socket", "must be an absolute path, got %q", c.Socket)
+	case len(c.Socket) > MaxSocketPath:
+		// bind(2) would say only "invalid argument".
+		p.add("socket", "%s is %d bytes long; a unix socket path holds at most %d: choose a shorter one", c.Socket, len(c.Socket), MaxSocketPath)
+	}
+	if _, err := c.SocketMode(); err != nil {
+		p.add("socketPermissions.mode", "%v", err)
+	}
+}
+
+func (c *Config) validateThreshold(p *problems) {
+	n := len(c.Backends)
+	switch {
+	case n == 0:
+		p.add("backends", "at least one backend is required")
+	case n > split.MaxShares:
+		// The threshold is not at fault, whatever ValidateThreshold says.
+		p.add("backends", "at most %d backends, got %d", split.MaxShares, n)
+	default:
+		if err := split.ValidateThreshold(c.Threshold, n); err != nil {
+			p.add("threshold", "%v", err)
+		}
+	}
+	if c.MinThreshold != 0 && (c.MinThreshold < 1 || c.MinThreshold > c.Threshold) {
+		p.add("minThreshold", "must be 1 to threshold (%d), got %d; leave it out to refuse every DEK below threshold", c.Threshold, c.MinThreshold)
+	}
+}
+
+func (c *Config) validateBackends(p *problems) {
+	seen := map[string]int{}
+	for i, b := range c.Backends {
+		field := fmt.Sprintf("backends[%d]", i)
+		if err := kmsclients.ValidateName(b.Name); err != nil {
+			p.add(field+".name", "%v", err)
+		} else if j, dup := seen[b.Name]; dup {
+			p.add(field+".name", "%q is already the name of backends[%d]", b.Name, j)
+		}
+		seen[b.Name] = i
+		switch kinds := b.kinds(); len(kinds) {
+		case 0:
+			p.add(field, "set exactly one backend kind (%s)", kindNames)
+		case 1:
+			if err := b.validateKind(); err != nil {
+				p.add(field, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+			}
+		default:
+			p.add(field, "set exactly one backend kind, got %s", strings.Join(kinds, " and "))
+		}
+	}
+	c.validateKeyFiles(p)
+}
+
+// validateKeyFiles refuses two local backends on one key file, however
+// it is named (a symlink, a "../" path, a hard link): one key would hold
+// two shares, and serve would never make a first DEK.
+func (c *Config) validateKeyFiles(p *problems) {
+	type keyFile struct {
+		index int
+		path  string
+		info  os.FileInfo
+	}
+	var files []keyFile
+	for i, b := range c.Backends {
+		if b.Local == nil || b.Local.KeyFile == "" {
+			continue
+		}
+		path := resolvePath(b.Local.KeyFile)
+		info, _ := os.Stat(path)
+		for _, f := range files {
+			if f.path == path || (info != nil && f.info != nil && os.SameFile(info, f.info)) {
+				other := fmt.Sprintf("backends[%d]", f.index)
+				if name := c.Backends[f.index].Local.KeyFile; name != b.Local.KeyFile {
+					other += " (" + name + ")"
+				}
+				p.add(fmt.Sprintf("backends[%d].local.keyFile", i), "%s is already the key of %s: each backend needs a key of its own", b.Local.KeyFile, other)
+				break
+			}
+		}
+		files = append(files, keyFile{i, path, info})
+	}
+}
+
+// resolvePath follows symlinks where the file exists, and cleans the
+// path either way.
+func resolvePath(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	return filepath.Clean(path)
+}
+
+func (c *Config) validateHealth(p *problems) {
+	if err := checkListen(c.Health.Listen); err != nil {
+		p.add("health.listen", "want host:port such as %q (an empty host listens on every address), got %q: %v", DefaultHealthListen, c.Health.Listen, err)
+	}
+	if d := c.Health.ProbeInterval.Duration; d < time.Second {
+		p.add("health.probeInterval", "must be at least 1s, got %s", d)
+	}
+	if d := c.Health.ProbeTimeout.Duration; d <= 0 || d > c.Health.ProbeInterval.Duration {
+		p.add("health.probeTimeout", "must be positive and at most health.probeInterval, got %s", d)
+	}
+}
+
+// checkListen accepts what net.Listen("tcp", addr) will: host:port with
+// a port number (0 picks a free one).
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// ValidateOnHost checks what depends on the machine serve runs on, which
+// Validate leaves out so that `recover` can read the config elsewhere:
+// socketPermissions.group must name a group of this machine.
+func (c *Config) ValidateOnHost() error {
+	g := c.SocketPermissions.Group
+	if g == "" {
+		return nil
+	}
+	if _, err := strconv.ParseUint(g, 10, 32); err == nil {
+		// A numeric id needs no entry in /etc/group (a container's often
+		// lacks the host's groups); the socket is chowned to it as it is.
+		return nil
+	}
+	if _, err := user.LookupGroup(g); err != nil {
+		return fmt.Errorf("socketPermissions.group: %v: give a group of this machine, by name or numeric id", err)
+	}
+	return nil
 }
 
 func (b Backend) validateKind() error {
@@ -299,8 +406,10 @@ func (c *Config) MaxAge() time.Duration {
 	return c.Rotation.MaxAge.Duration
 }
 
-// BuildBackends constructs every backend. On error, those already built
-// are closed.
+// BuildBackends constructs every backend. It fails only on what the
+// config itself gets wrong: a backend whose key, server or key file is
+// unusable is built, and reports it from Probe, Wrap and Unwrap, so that
+// serve starts on the others. On error, those already built are closed.
 func (c *Config) BuildBackends(ctx context.Context) ([]kmsclients.Backend, error) {
 	out := make([]kmsclients.Backend, 0, len(c.Backends))
 	for i, b := range c.Backends {

@@ -2,12 +2,16 @@ package config
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
@@ -128,23 +132,178 @@ func TestRejectsWithFieldName(t *testing.T) {
 	}
 }
 
-func TestUnreadableKeyFileRejectedAtBuild(t *testing.T) {
-	y := validYAML(t)
-	c, err := Parse([]byte(y))
+// TestCase3_UnusableKeyFileAtStartIsADownBackend: a key file that is
+// there but unusable is a backend that is down, not a config that is
+// wrong: every backend is built, and the bad one says why from Probe.
+func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(path string) error
+		want  string
+	}{
+		{"world-readable", func(p string) error { return os.Chmod(p, 0o644) }, "chmod 600"},
+		{"garbage", func(p string) error { return os.WriteFile(p, []byte("not a key"), 0o600) }, "holds 9 bytes"},
+		{"directory", func(p string) error {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.Mkdir(p, 0o700)
+		}, "is a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(validYAML(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.spoil(c.Backends[1].Local.KeyFile); err != nil {
+				t.Fatal(err)
+			}
+			bs, err := c.BuildBackends(context.Background())
+			if err != nil || len(bs) != 3 {
+				t.Fatalf("BuildBackends: %v", err)
+			}
+			defer kmsclients.CloseAll(bs)
+			if _, err := bs[1].Probe(context.Background()); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("probe of local-b: %v, want %q", err, tc.want)
+			}
+			if _, err := bs[0].Probe(context.Background()); err != nil {
+				t.Errorf("probe of local-a: %v", err)
+			}
+		})
+	}
+}
+
+// TestCase4_ValidateRefusesWhatServeCannotUse: one key file under two
+// names, a health.listen that is not host:port.
+func TestCase4_ValidateRefusesWhatServeCannotUse(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// keyFile returns backends[2]'s key file, given backends[0]'s.
+		keyFile func(t *testing.T, a string) string
+		listen  string
+		want    string
+	}{
+		{name: "symlink to another backend's key file", keyFile: func(t *testing.T, a string) string {
+			p := filepath.Join(t.TempDir(), "link.key")
+			mustDo(t, os.Symlink(a, p))
+			return p
+		}, want: "backends[2].local.keyFile: "},
+		{name: "dot-dot path to another backend's key file", keyFile: func(t *testing.T, a string) string {
+			mustDo(t, os.Mkdir(filepath.Join(filepath.Dir(a), "sub"), 0o700))
+			return filepath.Join(filepath.Dir(a), "sub", "..", filepath.Base(a))
+		}, want: "is already the key of backends[0]"},
+		{name: "dot-dot path to a missing file", keyFile: func(t *testing.T, a string) string {
+			return filepath.Join(filepath.Dir(a), "gone", "..", filepath.Base(a))
+		}, want: "is already the key of backends[0]"},
+		{name: "hard link to another backend's key file", keyFile: func(t *testing.T, a string) string {
+			p := filepath.Join(t.TempDir(), "hard.key")
+			mustDo(t, os.Link(a, p))
+			return p
+		}, want: "is already the key of backends[0]"},
+		{name: "health listen without a port", listen: "127.0.0.1", want: "health.listen: want host:port"},
+		{name: "health listen with a port name", listen: "127.0.0.1:http", want: "health.listen: "},
+		{name: "health listen port out of range", listen: ":99999", want: `port "99999" is not a number from 0 to 65535`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := validYAML(t)
+			c, err := Parse([]byte(y))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.keyFile != nil {
+				y = strings.Replace(y, c.Backends[2].Local.KeyFile, tc.keyFile(t, c.Backends[0].Local.KeyFile), 1)
+			}
+			if tc.listen != "" {
+				y = strings.Replace(y, "listen: 127.0.0.1:8787", "listen: \""+tc.listen+"\"", 1)
+			}
+			if _, err := Parse([]byte(y)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	for _, listen := range []string{"127.0.0.1:0", ":8787", "[::1]:8787", "localhost:8787"} {
+		t.Run("health listen "+listen, func(t *testing.T) {
+			if _, err := Parse([]byte(strings.Replace(validYAML(t), "listen: 127.0.0.1:8787", "listen: \""+listen+"\"", 1))); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestCase4_SocketGroupMustExistOnTheHost: a group name this machine
+// does not know is refused by ValidateOnHost (serve, config check), not by
+// Validate (recover reads the config on other machines).
+func TestCase4_SocketGroupMustExistOnTheHost(t *testing.T) {
+	for _, tc := range []struct{ name, group, want string }{
+		{"unknown name", "no-such-group-trousseau", "socketPermissions.group: "},
+		{"negative id", "-1", "socketPermissions.group: "},
+		{"name of this machine", currentGroupName(t), ""},
+		{"numeric id", "4242", ""},
+		{"left out", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := strings.Replace(validYAML(t), "stateDir:", "socketPermissions: {group: \""+tc.group+"\"}\nstateDir:", 1)
+			c, err := Parse([]byte(y))
+			if err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			err = c.ValidateOnHost()
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func currentGroupName(t *testing.T) string {
+	g, err := user.LookupGroupId(strconv.Itoa(os.Getgid()))
+	if err != nil {
+		t.Skipf("this machine does not name its own group: %v", err)
+	}
+	return g.Name
+}
+
+func mustDo(t *testing.T, err error) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(c.Backends[1].Local.KeyFile, 0o644)
-	_, err = c.BuildBackends(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "backends[1] (local-b)") {
-		t.Fatalf("world-readable key file: %v", err)
+}
+
+// TestCase6_MessagesNameTheFieldAtFault: each of these used to blame the
+// wrong field, or none.
+func TestCase6_MessagesNameTheFieldAtFault(t *testing.T) {
+	// 14 backends before the three of validYAML: 17 in all.
+	seventeen := "backends:\n"
+	for i := range 14 {
+		seventeen += fmt.Sprintf("  - name: b%d\n    local: {keyFile: /k/%d}\n", i, i)
 	}
-	os.WriteFile(c.Backends[2].Local.KeyFile, []byte("not a key"), 0o600)
-	os.Chmod(c.Backends[1].Local.KeyFile, 0o600)
-	_, err = c.BuildBackends(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "backends[2] (local-c)") {
-		t.Fatalf("malformed key file: %v", err)
+	for _, tc := range []struct{ name, from, to, want, notWant string }{
+		{"bare integer duration", "probeInterval: 30s", "probeInterval: 30", `health.probeInterval: want a duration with its unit such as "30s", got the bare number 30`, ""},
+		{"bare integer maxAge", "maxAge: 720h", "maxAge: 3600", "rotation.maxAge: want a duration with its unit", ""},
+		{"17 backends", "backends:\n", seventeen, "backends: at most 16 backends, got 17", "threshold"},
+		{"socket over the unix limit", "socket: /var/run/trousseau/kms.sock", "socket: /" + strings.Repeat("s", MaxSocketPath), fmt.Sprintf("socket: /%s is 108 bytes long; a unix socket path holds at most 107", strings.Repeat("s", MaxSocketPath)), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := validYAML(t)
+			if !strings.Contains(y, tc.from) {
+				t.Fatalf("test setup: %q not in config", tc.from)
+			}
+			_, err := Parse([]byte(strings.Replace(y, tc.from, tc.to, 1)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			if tc.notWant != "" && strings.Contains(err.Error(), tc.notWant) {
+				t.Errorf("%v blames %s", err, tc.notWant)
+			}
+		})
 	}
+	t.Run("socket at the unix limit", func(t *testing.T) {
+		y := strings.Replace(validYAML(t), "socket: /var/run/trousseau/kms.sock", "socket: /"+strings.Repeat("s", MaxSocketPath-1), 1)
+		if _, err := Parse([]byte(y)); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestLoadNamesTheFile(t *testing.T) {

@@ -42,10 +42,8 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 	}
 	switch {
 	case t == durationType:
-		if s, ok := v.(string); ok {
-			if _, err := time.ParseDuration(s); err != nil {
-				*errs = append(*errs, fmt.Sprintf("%s: want a duration such as \"30s\", got %q", path, s))
-			}
+		if err := checkDuration(v); err != nil {
+			*errs = append(*errs, fmt.Sprintf("%s: %v", path, err))
 		}
 	case t.Kind() == reflect.Struct:
 		m, ok := v.(map[string]any)
@@ -73,6 +71,21 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 			}
 		}
 	}
+}
+
+// checkDuration says what is wrong with a duration as YAML gave it; a
+// bare number is the usual mistake (seconds? milliseconds?).
+func checkDuration(v any) error {
+	switch v := v.(type) {
+	case string:
+		if _, err := time.ParseDuration(v); err != nil {
+			return fmt.Errorf("want a duration such as \"30s\", got %q", v)
+		}
+		return nil
+	case float64:
+		return fmt.Errorf("want a duration with its unit such as \"%gs\", got the bare number %g", v, v)
+	}
+	return fmt.Errorf("want a duration such as \"30s\", got %v", v)
 }
 
 func join(path, key string) string {

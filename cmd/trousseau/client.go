@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -81,7 +82,7 @@ func NewCmdEncrypt(s streams) *cobra.Command {
 		Short: "Encrypt stdin through a running plugin (at most 512 bytes: a DEK seed, not a file)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			pt, err := io.ReadAll(io.LimitReader(s.In, envelope.MaxPlaintextSize+1))
+			pt, err := readAtMost(s.In, envelope.MaxPlaintextSize, "encrypt takes a DEK seed, as kube-apiserver sends, not a file")
 			if err != nil {
 				return err
 			}
@@ -108,11 +109,9 @@ func NewCmdDecrypt(s streams) *cobra.Command {
 		Short: "Decrypt what `trousseau encrypt` printed, through a running plugin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var m sealedMessage
-			dec := json.NewDecoder(io.LimitReader(s.In, 1<<20))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&m); err != nil {
-				return fmt.Errorf("read sealed JSON from stdin: %w", err)
+			m, err := readSealed(s.In)
+			if err != nil {
+				return err
 			}
 			return withPlugin(cmd.Context(), socket, func(ctx context.Context, c kmsv2.KeyManagementServiceClient) error {
 				resp, err := c.Decrypt(ctx, &kmsv2.DecryptRequest{Ciphertext: m.Ciphertext, KeyId: m.KeyID, Annotations: m.Annotations, Uid: "trousseau-cli"})
@@ -126,4 +125,36 @@ func NewCmdDecrypt(s streams) *cobra.Command {
 	}
 	addSocketFlag(cmd, &socket)
 	return cmd
+}
+
+// maxSealedInput bounds what decrypt reads: what encrypt prints is a few
+// KiB (annotations are at most 32 KiB before base64).
+const maxSealedInput = 1 << 20
+
+func readSealed(r io.Reader) (sealedMessage, error) {
+	var m sealedMessage
+	raw, err := readAtMost(r, maxSealedInput, "decrypt reads what `trousseau encrypt` printed, a few KiB")
+	if err != nil {
+		return m, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return m, fmt.Errorf("read sealed JSON from stdin: %w", err)
+	}
+	return m, nil
+}
+
+// readAtMost reads stdin r to its end, refusing more than limit bytes,
+// so that an input over the limit is named as such (with why, in hint),
+// not cut short and then misread.
+func readAtMost(r io.Reader, limit int64, hint string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read stdin: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("input is larger than %d bytes: %s", limit, hint)
+	}
+	return b, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -23,8 +24,9 @@ func NewCmdConfig(s streams) *cobra.Command {
 		Use:   "check --config FILE",
 		Short: "Validate a config and probe every backend",
 		Long: `Validate a config file and probe every backend, printing a table of
-backend, reachability, key identity and latency. Exits non-zero if the
-config is invalid or fewer than threshold backends answer.`,
+backend, reachability, key identity, latency and error. Exits non-zero if
+the config is invalid, fewer than threshold backends answer, or two
+backends answer with the same key.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runConfigCheck(cmd.Context(), s, file, timeout)
@@ -42,24 +44,16 @@ func runConfigCheck(ctx context.Context, s streams, file string, timeout time.Du
 	if err != nil {
 		return err
 	}
+	if err := cfg.ValidateOnHost(); err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
 	backends, err := cfg.BuildBackends(ctx)
 	if err != nil {
 		return err
 	}
 	defer kmsclients.CloseAll(backends)
-	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BACKEND\tREACHABLE\tKEY IDENTITY\tLATENCY\tERROR")
-	up := 0
-	for i, r := range kmsclients.ProbeAll(ctx, backends, timeout) {
-		reach, identity, errText := "yes", r.KeyIdentity, ""
-		if r.Err != nil {
-			reach, identity, errText = "no", "-", fmt.Sprintf("%s: %v", kmsclients.Kind(r.Err), r.Err)
-		} else {
-			up++
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", backends[i].Name(), reach, identity, r.Took.Round(time.Microsecond), errText)
-	}
-	tw.Flush()
+	results := kmsclients.ProbeAll(ctx, backends, timeout)
+	up := printProbes(s, backends, results)
 	n := len(backends)
 	fmt.Fprintf(s.Out, "\nthreshold %d of %d; %d reachable\n", cfg.Threshold, n, up)
 	if cfg.Threshold == 1 {
@@ -71,10 +65,49 @@ func runConfigCheck(ctx context.Context, s streams, file string, timeout time.Du
 	if up < n {
 		fmt.Fprintf(s.Out, "note: creating or rotating a DEK needs all %d backends\n", n)
 	}
+	var errs []error
 	if up < cfg.Threshold {
-		return fmt.Errorf("quorum not reachable: %d of %d backends answered, %d needed", up, n, cfg.Threshold)
+		errs = append(errs, fmt.Errorf("quorum not reachable: %d of %d backends answered, %d needed", up, n, cfg.Threshold))
 	}
-	return nil
+	return errors.Join(append(errs, sharedKeys(backends, results)...)...)
+}
+
+// printProbes writes the table of probe results, with each error in full
+// (a key file's says what is wrong with it), and counts those that answered.
+func printProbes(s streams, backends []kmsclients.Backend, results []kmsclients.ProbeResult) (up int) {
+	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BACKEND\tREACHABLE\tKEY IDENTITY\tLATENCY\tERROR")
+	for i, r := range results {
+		reach, identity, errText := "yes", r.KeyIdentity, ""
+		if r.Err != nil {
+			reach, identity, errText = "no", "-", fmt.Sprintf("%s: %v", kmsclients.Kind(r.Err), r.Err)
+		} else {
+			up++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", backends[i].Name(), reach, identity, r.Took.Round(time.Microsecond), errText)
+	}
+	tw.Flush()
+	return up
+}
+
+// sharedKeys reports backends that answered with one key between them (a
+// copied key file, one KMS key under two names): that key would hold two
+// shares, and serve would never make a first DEK.
+func sharedKeys(backends []kmsclients.Backend, results []kmsclients.ProbeResult) []error {
+	var errs []error
+	first := map[string]int{}
+	for i, r := range results {
+		if r.Err != nil {
+			continue
+		}
+		key := kmsclients.CustodianKey(backends[i], r.KeyIdentity)
+		if j, dup := first[key]; dup {
+			errs = append(errs, fmt.Errorf("backends %s and %s hold the same key (%s): each backend needs a key of its own (for a local backend: trousseau keygen FILE)", backends[j].Name(), backends[i].Name(), r.KeyIdentity))
+			continue
+		}
+		first[key] = i
+	}
+	return errs
 }
 
 // NewCmdKeygen builds `trousseau keygen`.

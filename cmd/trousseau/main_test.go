@@ -3,16 +3,51 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	binErr    error
+)
+
+// buildBinary builds the trousseau binary once for the tests that must
+// run the real process (signals, exit codes).
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "trs-bin"); binErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "trousseau"), ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return filepath.Join(binDir, "trousseau")
+}
 
 // run executes one trousseau command in-process.
 func run(t *testing.T, stdin string, args ...string) (string, string, error) {
@@ -38,22 +73,33 @@ func shortTemp(t *testing.T) string {
 // serveDev runs `serve --dev` in-process until the test ends.
 func serveDev(t *testing.T, dir string) (socket string, out *testutil.Buffer) {
 	socket = filepath.Join(dir, "kms.sock")
+	out, _ = serve(t, socket, "--dev", "--socket", socket, "--state-dir", dir, "--health-listen", "127.0.0.1:0")
+	return socket, out
+}
+
+// serve runs `serve ARGS` in-process until it is healthy on socket, and
+// returns its output and a stop function (also called when the test ends).
+func serve(t *testing.T, socket string, args ...string) (out *testutil.Buffer, stop func()) {
 	out = &testutil.Buffer{}
 	cmd := NewRootCmd(streams{In: strings.NewReader(""), Out: out, Err: out})
-	cmd.SetArgs([]string{"serve", "--dev", "--socket", socket, "--state-dir", dir, "--health-listen", "127.0.0.1:0"})
+	cmd.SetArgs(append([]string{"serve"}, args...))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- cmd.ExecuteContext(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	waitHealthy(t, socket, done)
-	t.Logf("dev mode healthy %s after start", time.Since(start))
-	return socket, out
+	t.Logf("serve healthy %s after start", time.Since(start))
+	return out, stop
 }
 
 func waitHealthy(t *testing.T, socket string, done chan error) {
@@ -191,10 +237,7 @@ func TestKeygenAndVersion(t *testing.T) {
 // gracefully and removes the socket.
 func TestSignals(t *testing.T) {
 	dir := shortTemp(t)
-	bin := filepath.Join(dir, "trousseau")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	socket := filepath.Join(dir, "kms.sock")
 	var logs testutil.Buffer
 	cmd := exec.Command(bin, "serve", "--dev", "--socket", socket, "--state-dir", filepath.Join(dir, "s"), "--health-listen", "127.0.0.1:0")

@@ -234,10 +234,10 @@ const maxValueInput = 64 << 20
 
 func (o *decryptValueOptions) run(ctx context.Context) error {
 	quietKubeLogs()
-	if o.format != "raw" {
-		if _, err := recovery.ParseFormat(o.format); err != nil {
-			return err
-		}
+	switch o.format {
+	case "raw", string(recovery.YAML), string(recovery.JSON):
+	default:
+		return fmt.Errorf("-o %q: want yaml, json or raw", o.format)
 	}
 	in, err := io.ReadAll(io.LimitReader(o.In, maxValueInput+1))
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -87,56 +88,77 @@ func (o *serveOptions) loadConfig() (*config.Config, error) {
 	if o.healthListen != "" {
 		cfg.Health.Listen = o.healthListen
 	}
-	return cfg, cfg.Validate()
+	if err := errors.Join(cfg.Validate(), cfg.ValidateOnHost()); err != nil {
+		return nil, fmt.Errorf("config %s: %w", o.configFile, err)
+	}
+	return cfg, nil
 }
 
 func (o *serveOptions) run(parent context.Context) error {
+	// First of all: until a handler is installed, a SIGHUP ends the
+	// process (Go's default), and one sent while the config loads and the
+	// backends are built would crash-loop a static pod. The channel holds
+	// it until the prober can take it as a rotation request. SIGTERM and
+	// SIGINT likewise cancel the start-up rather than kill it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
 	cfg, err := o.loadConfig()
 	if err != nil {
 		return err
 	}
 	log := newLogger(o.Err, cfg.Log)
-	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-
+	// Only a config error stops here: a backend that is down or whose key
+	// file is unusable is built, and reported by the prober.
 	backends, err := cfg.BuildBackends(ctx)
 	if err != nil {
 		return err
 	}
 	defer kmsclients.CloseAll(backends)
+	plugin, err := newPlugin(cfg, backends, log)
+	if err != nil {
+		return err
+	}
+	go rotateOnHUP(ctx, hup, plugin, log)
+	if gap := envelope.AuthenticationGap(cfg.Threshold, backends); gap != "" {
+		log.Warn("public-key backends: " + gap)
+	}
+	log.Info("starting trousseau", "version", buildVersion(), "threshold", cfg.Threshold, "backends", len(backends), "socket", cfg.Socket, "state_dir", cfg.StateDir)
+	return plugin.Run(ctx)
+}
+
+func newPlugin(cfg *config.Config, backends []kmsclients.Backend, log *slog.Logger) (*grpcserver.Plugin, error) {
 	metrics := grpcserver.NewMetrics()
 	env, err := envelope.New(envelope.Config{
 		Threshold: cfg.Threshold, MinThreshold: cfg.ThresholdFloor(), Backends: backends, StateDir: cfg.StateDir,
 		MaxAge: cfg.MaxAge(), Logger: log, Observer: metrics,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	mode, _ := cfg.SocketMode()
-	plugin := grpcserver.NewPlugin(env, metrics, grpcserver.Options{
+	return grpcserver.NewPlugin(env, metrics, grpcserver.Options{
 		Socket: cfg.Socket, SocketMode: mode, SocketGroup: cfg.SocketPermissions.Group,
 		HealthListen: cfg.Health.Listen, ProbeInterval: cfg.Health.ProbeInterval.Duration,
 		ProbeTimeout: cfg.Health.ProbeTimeout.Duration, Version: buildVersion(), Logger: log,
-	})
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				log.Info("SIGHUP: DEK rotation requested")
-				plugin.Prober().RequestRotation()
-			}
+	}), nil
+}
+
+// rotateOnHUP turns each SIGHUP, including one queued during start-up,
+// into a rotation request.
+func rotateOnHUP(ctx context.Context, hup <-chan os.Signal, plugin *grpcserver.Plugin, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: DEK rotation requested")
+			plugin.Prober().RequestRotation()
 		}
-	}()
-	if gap := envelope.AuthenticationGap(cfg.Threshold, backends); gap != "" {
-		log.Warn("public-key backends: " + gap)
 	}
-	log.Info("starting trousseau", "version", buildVersion(), "threshold", cfg.Threshold, "backends", len(backends), "socket", cfg.Socket, "state_dir", cfg.StateDir)
-	return plugin.Run(ctx)
 }
 
 func newLogger(w interface{ Write([]byte) (int, error) }, c config.Log) *slog.Logger {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 )
 
@@ -29,30 +30,71 @@ const clusterScopedDir = "_cluster"
 // created through an os.Root.
 type DirSink struct {
 	format Format
+	dir    string
 	root   *os.Root
 }
 
-// NewDirSink creates dir (0700) or opens it; an existing dir must not be
-// open to others, since manifests of Secrets land in it.
+// NewDirSink checks dir: an existing one must be a directory not open to
+// others, since manifests of Secrets land in it; a new one must have a
+// parent. It creates dir (0700) only at the first object, or at Close,
+// so that a run that cannot read its source leaves nothing behind.
 func NewDirSink(dir string, f Format) (*DirSink, error) {
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("output directory: %w", err)
+	if err := checkOutputDir(dir); err != nil {
+		return nil, err
 	}
+	return &DirSink{format: f, dir: dir}, nil
+}
+
+func checkOutputDir(dir string) error {
 	st, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		parent := filepath.Dir(dir)
+		if st, err = os.Stat(parent); err == nil && !st.IsDir() {
+			err = errors.New("not a directory")
+		}
+		if err != nil {
+			return fmt.Errorf("output directory %s: cannot be created in %s: %w", dir, parent, unwrapPathError(err))
+		}
+		return nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("output directory: %w", err)
+		return fmt.Errorf("output directory: %w", err)
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("output directory %s: not a directory", dir)
+		return fmt.Errorf("output directory %s: not a directory", dir)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("output directory %s has mode %04o: others could read the recovered Secrets; use a new directory or chmod 0700 it", dir, st.Mode().Perm())
+		return fmt.Errorf("output directory %s has mode %04o: others could read the recovered Secrets; use a new directory or chmod 0700 it", dir, st.Mode().Perm())
 	}
-	root, err := os.OpenRoot(dir)
+	return nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// open creates the directory, once.
+func (d *DirSink) open() error {
+	if d.root != nil {
+		return nil
+	}
+	if err := os.Mkdir(d.dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("output directory: %w", err)
+	}
+	// Check again: the directory may have changed since NewDirSink.
+	if err := checkOutputDir(d.dir); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(d.dir)
 	if err != nil {
-		return nil, fmt.Errorf("output directory: %w", err)
+		return fmt.Errorf("output directory: %w", err)
 	}
-	return &DirSink{format: f, root: root}, nil
+	d.root = root
+	return nil
 }
 
 // Format implements Sink.
@@ -80,6 +122,9 @@ func (d *DirSink) Put(k Key, rendered []byte) error {
 	if err != nil {
 		return err
 	}
+	if err := d.open(); err != nil {
+		return err
+	}
 	if err := d.root.MkdirAll(path.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
@@ -102,8 +147,14 @@ func (d *DirSink) Put(k Key, rendered []byte) error {
 	return nil
 }
 
-// Close implements Sink.
-func (d *DirSink) Close() error { return d.root.Close() }
+// Close implements Sink. A run that wrote nothing still leaves the
+// (empty) directory, as the operator asked for it.
+func (d *DirSink) Close() error {
+	if err := d.open(); err != nil {
+		return err
+	}
+	return d.root.Close()
+}
 
 // StreamSink writes every object to one stream: YAML documents separated
 // by "---", or one JSON List; both are input for kubectl apply -f -.

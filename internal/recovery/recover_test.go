@@ -242,13 +242,14 @@ func TestRecover(t *testing.T) {
 	t.Run("backend skipped or down", func(t *testing.T) {
 		dir := t.TempDir()
 		// local-a's key file is gone (down); local-d's is open to others
-		// (it cannot be built); local-b and local-c make the quorum.
+		// (built, but down); vault-e cannot be built (its CA file is
+		// gone); local-b and local-c make the quorum.
 		loose := filepath.Join(dir, "d.key")
 		raw, _ := os.ReadFile(f.Plugin.KeyFiles["local-c"])
 		os.WriteFile(loose, raw, 0o644)
 		os.Chmod(loose, 0o644)
-		cfg := fmt.Sprintf("threshold: 2\nbackends:\n  - name: local-a\n    local: {keyFile: %s}\n  - name: local-b\n    local: {keyFile: %s}\n  - name: local-c\n    local: {keyFile: %s}\n  - name: local-d\n    local: {keyFile: %s}\n",
-			filepath.Join(dir, "missing.key"), f.Plugin.KeyFiles["local-b"], f.Plugin.KeyFiles["local-c"], loose)
+		cfg := fmt.Sprintf("threshold: 2\nbackends:\n  - name: local-a\n    local: {keyFile: %s}\n  - name: local-b\n    local: {keyFile: %s}\n  - name: local-c\n    local: {keyFile: %s}\n  - name: local-d\n    local: {keyFile: %s}\n%s",
+			filepath.Join(dir, "missing.key"), f.Plugin.KeyFiles["local-b"], f.Plugin.KeyFiles["local-c"], loose, unbuildableBackend("vault-e", dir))
 		path := filepath.Join(dir, "c.yaml")
 		os.WriteFile(path, []byte(cfg), 0o600)
 		kr := openKeyring(t, path)
@@ -257,7 +258,7 @@ func TestRecover(t *testing.T) {
 		if !sum.OK() || sum.Decrypted != f.Decrypted() {
 			t.Fatalf("local-b and local-c did not decrypt everything:\n%s", text)
 		}
-		for _, want := range []string{"backend local-d: skipped:", "backend local-a: not used, 2 unwraps failed", "probe at start failed", "backend local-b: used, unwrapped 2 shares"} {
+		for _, want := range []string{"backend vault-e: skipped:", "backend local-a: not used, 2 unwraps failed", "probe at start failed", "has mode 0644", "backend local-b: used, unwrapped 2 shares"} {
 			if !strings.Contains(text, want) {
 				t.Errorf("summary lacks %q:\n%s", want, text)
 			}
@@ -454,12 +455,16 @@ func TestRecover(t *testing.T) {
 	})
 }
 
+// unbuildableBackend is a backends entry that passes Validate but that
+// cannot be built: its CA file is missing. (A local backend is always
+// built: an unusable key file is a backend that is down.)
+func unbuildableBackend(name, dir string) string {
+	return fmt.Sprintf("  - name: %s\n    vault: {address: https://127.0.0.1:1, keyName: k, caFile: %s, auth: {tokenFile: %s}}\n",
+		name, filepath.Join(dir, "missing-ca.pem"), filepath.Join(dir, "token"))
+}
+
 func TestOpenKeyringNothingBuilt(t *testing.T) {
-	dir := t.TempDir()
-	loose := filepath.Join(dir, "a.key")
-	os.WriteFile(loose, []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))), 0o644)
-	os.Chmod(loose, 0o644)
-	cfg, err := config.Parse([]byte(fmt.Sprintf("threshold: 1\nbackends:\n  - name: a\n    local: {keyFile: %s}\n", loose)))
+	cfg, err := config.Parse([]byte("threshold: 1\nbackends:\n" + unbuildableBackend("a", t.TempDir())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,6 +472,54 @@ func TestOpenKeyringNothingBuilt(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no backend of the config could be built") || !strings.Contains(err.Error(), "backends[0] (a)") {
 		t.Fatalf("%v", err)
 	}
+}
+
+// failingSource is a Source that cannot be read.
+type failingSource struct{}
+
+func (failingSource) Scan(context.Context, string, func(string) bool) (*recovery.Scan, error) {
+	return nil, fmt.Errorf("%w: test", recovery.ErrCorruptSnapshot)
+}
+
+// TestCase7_OutputDirectoryCreatedOnlyOnceTheSourceIsRead: a snapshot
+// that cannot be read leaves no output directory behind.
+func TestCase7_OutputDirectoryCreatedOnlyOnceTheSourceIsRead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		source recovery.Source
+		exists bool
+	}{
+		{"unreadable source", failingSource{}, false},
+		{"empty source", memSource{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "out")
+			sink, err := recovery.NewDirSink(dir, recovery.YAML)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("NewDirSink created %s: %v", dir, err)
+			}
+			recovery.Run(context.Background(), recovery.Options{Source: tc.source, Envelope: nopEnvelope{}, Sink: sink})
+			if _, err := os.Stat(dir); (err == nil) != tc.exists {
+				t.Fatalf("after the run: %v, want exists=%v", err, tc.exists)
+			}
+		})
+	}
+	t.Run("parent missing", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "no", "out")
+		if _, err := recovery.NewDirSink(dir, recovery.YAML); err == nil || !strings.Contains(err.Error(), "cannot be created in") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+// nopEnvelope decrypts nothing; the tests that use it have no values.
+type nopEnvelope struct{}
+
+func (nopEnvelope) Decrypt(context.Context, []byte, []byte) ([]byte, error) {
+	return nil, errors.New("nothing to decrypt")
 }
 
 // firstError decrypts one fixture value and returns the error.

@@ -9,7 +9,8 @@
 //     local: {keyFile: /etc/trousseau/a.key}
 //
 // The key file holds the key in base64 (what GenerateKeyFile writes) or as
-// 32 raw bytes. It must not be readable by others. It is read on every
+// 32 raw random bytes (not 32 characters of text: a password is refused).
+// It must not be readable by others. It is read on every
 // operation, so that removing it (or the media it is on) takes the backend
 // down, and replacing it is noticed by the next probe as a key rotation.
 package local
@@ -61,22 +62,16 @@ type Backend struct {
 
 var _ kmsclients.Backend = (*Backend)(nil)
 
-// New returns a backend for cfg. It reads the key once to reject a
-// malformed, unreadable or world-readable key file at start. A missing key
-// file is not an error here: it is a backend that is down (its media
-// unmounted), and a plugin must be able to start with up to n-k backends
-// down. Probe reports it.
+// New returns a backend for cfg. It checks cfg only and reads nothing:
+// a key file that is missing, unreadable, open to others or malformed is
+// a backend that is down (as its media may be unmounted), not a config
+// that is wrong, so that a plugin starts with up to n-k such backends.
+// Probe, Wrap and Unwrap say what is wrong with it.
 func New(name string, cfg Config) (*Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b := &Backend{name: name, keyFile: cfg.KeyFile}
-	key, err := b.readKey()
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	clear(key)
-	return b, nil
+	return &Backend{name: name, keyFile: cfg.KeyFile}, nil
 }
 
 // Name implements kmsclients.Backend.
@@ -149,34 +144,98 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	return share, nil
 }
 
+// maxKeyFileSize bounds what is read of a key file: a base64 key with
+// white space around it is far shorter.
+const maxKeyFileSize = 256
+
+// readKey reads and checks the key file; it is called on every operation.
 func (b *Backend) readKey() ([]byte, error) {
-	f, err := os.Open(b.keyFile)
+	f, err := b.openKeyFile()
 	if err != nil {
-		kind := kmsclients.ErrUnavailable
-		if errors.Is(err, fs.ErrPermission) {
-			kind = kmsclients.ErrPermission
-		}
-		return nil, fmt.Errorf("local %s: key file %s: %w: %w", b.name, b.keyFile, kind, unwrapPathError(err))
+		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("local %s: key file %s: %w: %w", b.name, b.keyFile, kmsclients.ErrUnavailable, err)
-	}
-	if perm := st.Mode().Perm(); perm&0o006 != 0 || perm&0o020 != 0 {
-		return nil, fmt.Errorf("local %s: key file %s has mode %04o; it must not be readable or writable by others (chmod 600): %w", b.name, b.keyFile, perm, kmsclients.ErrPermission)
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, 256))
+	raw, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("local %s: key file %s: %w: %w", b.name, b.keyFile, kmsclients.ErrUnavailable, err)
 	}
 	defer clear(raw)
 	key, err := decodeKey(raw)
 	if err != nil {
-		return nil, fmt.Errorf("local %s: key file %s: %w: %w", b.name, b.keyFile, err, kmsclients.ErrPermission)
+		return nil, b.unusable(err.Error())
 	}
 	return key, nil
 }
+
+// openKeyFile opens the key file once it is known to be a regular file
+// (opening a FIFO would block) that others cannot read or write.
+func (b *Backend) openKeyFile() (*os.File, error) {
+	st, err := os.Stat(b.keyFile)
+	if err != nil {
+		return nil, b.openError(err)
+	}
+	if err := b.checkType(st); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(b.keyFile)
+	if err != nil {
+		return nil, b.openError(err)
+	}
+	// Stat the open file too: the path may have been replaced meanwhile.
+	if st, err = f.Stat(); err == nil {
+		err = b.checkType(st)
+	}
+	if err == nil {
+		err = b.checkMode(st)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// openError sorts a failed open: a missing file (unmounted media) may come
+// back, a permission refusal needs an operator.
+func (b *Backend) openError(err error) error {
+	kind := kmsclients.ErrUnavailable
+	if errors.Is(err, fs.ErrPermission) {
+		kind = kmsclients.ErrPermission
+	}
+	return fmt.Errorf("local %s: key file %s: %w: %w", b.name, b.keyFile, kind, unwrapPathError(err))
+}
+
+func (b *Backend) checkType(st fs.FileInfo) error {
+	switch {
+	case st.IsDir():
+		return b.unusable("is a directory, not a key file: point local.keyFile at a file that `trousseau keygen` made")
+	case !st.Mode().IsRegular():
+		return b.unusable(fmt.Sprintf("is not a regular file (%s): point local.keyFile at a file that `trousseau keygen` made", st.Mode().Type()))
+	}
+	return nil
+}
+
+func (b *Backend) checkMode(st fs.FileInfo) error {
+	if perm := st.Mode().Perm(); perm&0o006 != 0 || perm&0o020 != 0 {
+		return fmt.Errorf("local %s: key file %s has mode %04o; it must not be readable or writable by others (chmod 600): %w", b.name, b.keyFile, perm, kmsclients.ErrPermission)
+	}
+	return nil
+}
+
+// unusable is the error of a key file that is there but cannot be used.
+func (b *Backend) unusable(what string) error {
+	return &unusableError{fmt.Sprintf("local %s: key file %s %s", b.name, b.keyFile, what)}
+}
+
+// unusableError is of kind permission (retrying will not help until an
+// operator acts), but its text says what is wrong with the file rather
+// than "permission denied", which would send the operator to chmod.
+type unusableError struct{ msg string }
+
+func (e *unusableError) Error() string { return e.msg }
+
+// Is makes errors.Is(err, kmsclients.ErrPermission) true.
+func (e *unusableError) Is(target error) bool { return target == kmsclients.ErrPermission }
 
 func unwrapPathError(err error) error {
 	var pe *fs.PathError
@@ -187,19 +246,40 @@ func unwrapPathError(err error) error {
 }
 
 // decodeKey accepts 32 raw bytes or their base64 (standard encoding),
-// with surrounding white space.
+// with surrounding white space. 32 bytes that are all text are refused:
+// they are a password typed into the file, far weaker than a key, and
+// a random key is text by chance once in about 10^14.
 func decodeKey(raw []byte) ([]byte, error) {
-	if len(raw) == keySize {
+	const want = "want 32 raw bytes or their base64 (`trousseau keygen FILE` makes one)"
+	switch {
+	case len(raw) > maxKeyFileSize:
+		return nil, fmt.Errorf("holds more than %d bytes, %s", maxKeyFileSize, want)
+	case len(raw) == keySize && isText(raw):
+		return nil, fmt.Errorf("holds %d characters of text, a password rather than a key; a raw key must be %d random bytes: make one with `trousseau keygen FILE`, or write the key in base64", keySize, keySize)
+	case len(raw) == keySize:
 		return append([]byte(nil), raw...), nil
 	}
 	text := bytes.TrimSpace(raw)
 	key := make([]byte, base64.StdEncoding.DecodedLen(len(text)))
 	n, err := base64.StdEncoding.Decode(key, text)
-	if err != nil || n != keySize {
-		clear(key)
-		return nil, fmt.Errorf("does not hold a %d-byte key (base64 or raw)", keySize)
+	if err == nil && n == keySize {
+		return key[:n], nil
 	}
-	return key[:n], nil
+	clear(key)
+	if err == nil && n > 0 {
+		return nil, fmt.Errorf("holds %d bytes, the base64 of %d bytes, %s", len(raw), n, want)
+	}
+	return nil, fmt.Errorf("holds %d bytes, %s", len(raw), want)
+}
+
+// isText reports whether b is all printable ASCII or white space.
+func isText(b []byte) bool {
+	for _, c := range b {
+		if (c < 0x20 || c > 0x7e) && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {

@@ -2,10 +2,13 @@ package local
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -45,58 +48,130 @@ func TestConformance(t *testing.T) {
 
 func TestKeyFileModeChecked(t *testing.T) {
 	for _, mode := range []os.FileMode{0o644, 0o604, 0o666, 0o620} {
+		t.Run(mode.String(), func(t *testing.T) {
+			path := newKeyFile(t)
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+			_, err := newBackend(t, path).Probe(context.Background())
+			if !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), "chmod 600") {
+				t.Errorf("got %v, want a refusal", err)
+			}
+		})
+	}
+	t.Run("group-readable", func(t *testing.T) {
 		path := newKeyFile(t)
-		if err := os.Chmod(path, mode); err != nil {
+		if err := os.Chmod(path, 0o640); err != nil {
 			t.Fatal(err)
 		}
-		_, err := New("a", Config{KeyFile: path})
-		if err == nil || !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), "chmod 600") {
-			t.Errorf("mode %04o: got %v, want a refusal", mode, err)
+		if _, err := newBackend(t, path).Probe(context.Background()); err != nil {
+			t.Errorf("mode 0640 should be accepted: %v", err)
 		}
-	}
-	path := newKeyFile(t)
-	if err := os.Chmod(path, 0o640); err != nil {
+	})
+}
+
+func writeKeyFile(t *testing.T, b []byte) string {
+	p := filepath.Join(t.TempDir(), "k.key")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New("a", Config{KeyFile: path}); err != nil {
-		t.Errorf("mode 0640 (group-readable) should be accepted: %v", err)
-	}
+	return p
 }
 
 func TestKeyFileContents(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	raw := write("raw", []byte("0123456789abcdef0123456789abcdef"))
-	if _, err := New("a", Config{KeyFile: raw}); err != nil {
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	raw[0] = 0xff // not text, whatever the rest
+	if _, err := newBackend(t, writeKeyFile(t, raw)).Probe(context.Background()); err != nil {
 		t.Errorf("raw 32-byte key refused: %v", err)
 	}
-	for name, content := range map[string][]byte{
-		"short":    []byte("c2hvcnQ="),
-		"empty":    nil,
-		"not-b64":  []byte("!!!!"),
-		"too-long": []byte(strings.Repeat("A", 300)),
-		"33-bytes": []byte("0123456789abcdef0123456789abcdef0"),
-	} {
-		if _, err := New("a", Config{KeyFile: write(name, content)}); err == nil {
-			t.Errorf("%s key file accepted", name)
-		}
+	b64 := base64.StdEncoding.EncodeToString(raw)
+	if _, err := newBackend(t, writeKeyFile(t, []byte("\n "+b64+"\r\n"))).Probe(context.Background()); err != nil {
+		t.Errorf("base64 key with white space refused: %v", err)
 	}
 	// A missing key file is a backend that is down, not a bad config.
-	missing, err := New("a", Config{KeyFile: filepath.Join(dir, "missing")})
-	if err != nil {
-		t.Fatalf("missing key file refused at New: %v", err)
-	}
+	missing := newBackend(t, filepath.Join(t.TempDir(), "missing"))
 	if _, err := missing.Probe(context.Background()); !errors.Is(err, kmsclients.ErrUnavailable) {
 		t.Errorf("probe of a missing key file: %v, want unavailable", err)
 	}
 	if _, err := New("a", Config{}); err == nil || !strings.Contains(err.Error(), "local.keyFile") {
 		t.Errorf("empty config: %v, want an error naming local.keyFile", err)
+	}
+}
+
+// TestCase3_UnusableKeyFileAtStartIsADownBackend: a key file that is
+// there but unusable does not stop New (so the plugin starts on the other
+// backends); every operation reports it, with what is wrong.
+func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setUp func(t *testing.T) string
+		want  string
+	}{
+		{"world-readable", func(t *testing.T) string {
+			p := newKeyFile(t)
+			os.Chmod(p, 0o644)
+			return p
+		}, "has mode 0644"},
+		{"garbage", func(t *testing.T) string { return writeKeyFile(t, []byte("not a key")) }, "holds 9 bytes"},
+		{"directory", func(t *testing.T) string { return t.TempDir() }, "is a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := New("c", Config{KeyFile: tc.setUp(t)})
+			if err != nil {
+				t.Fatalf("New refused a present but unusable key file: %v", err)
+			}
+			ctx := context.Background()
+			_, perr := b.Probe(ctx)
+			_, werr := b.Wrap(ctx, []byte("share"), nil)
+			_, uerr := b.Unwrap(ctx, kmsclients.Wrapped{Ciphertext: []byte("x"), KeyIdentity: "local:x"}, nil)
+			for op, err := range map[string]error{"Probe": perr, "Wrap": werr, "Unwrap": uerr} {
+				if !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("%s: %v, want kind permission and %q", op, err, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestCase6_KeyFileMessagesSayWhatIsWrong: each unusable key file is
+// described as what it is, never as "permission denied".
+func TestCase6_KeyFileMessagesSayWhatIsWrong(t *testing.T) {
+	fifo := func(t *testing.T) string {
+		p := filepath.Join(t.TempDir(), "fifo")
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Skip(err)
+		}
+		return p
+	}
+	file := func(b []byte) func(t *testing.T) string {
+		return func(t *testing.T) string { return writeKeyFile(t, b) }
+	}
+	for _, tc := range []struct {
+		name  string
+		setUp func(t *testing.T) string
+		want  string
+	}{
+		{"wrong length", file([]byte("0123456789abcdef0123456789abcdef0")), "holds 33 bytes, want 32 raw bytes or their base64"},
+		{"garbage", file([]byte("!!!!")), "holds 4 bytes, want 32 raw bytes or their base64"},
+		{"empty", file(nil), "holds 0 bytes, want 32 raw bytes"},
+		{"base64 of a short key", file([]byte("c2hvcnQ=")), "holds 8 bytes, the base64 of 5 bytes, want 32 raw bytes"},
+		{"too long", file([]byte(strings.Repeat("A", 300))), "holds more than 256 bytes"},
+		{"directory", func(t *testing.T) string { return t.TempDir() }, "is a directory, not a key file"},
+		{"fifo", fifo, "is not a regular file"},
+		{"password as a raw key", file([]byte("correct-horse-battery-staple-123")), "trousseau keygen"},
+		{"password and a newline", file([]byte("correct-horse-battery-staple-1\r\n")), "a password rather than a key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := tc.setUp(t)
+			_, err := newBackend(t, path).Probe(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("got %v, want %q naming %s", err, tc.want, path)
+			}
+			if strings.Contains(err.Error(), "permission denied") {
+				t.Errorf("%v says permission denied", err)
+			}
+		})
 	}
 }
 
