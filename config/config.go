@@ -181,7 +181,9 @@ func (c *Config) SetDefaults() {
 		c.Health.ProbeInterval.Duration = DefaultProbeInterval
 	}
 	if c.Health.ProbeTimeout.Duration == 0 {
-		c.Health.ProbeTimeout.Duration = DefaultProbeTimeout
+		// An unset timeout follows a short interval rather than fail
+		// validation over a default the user never wrote.
+		c.Health.ProbeTimeout.Duration = min(DefaultProbeTimeout, c.Health.ProbeInterval.Duration)
 	}
 	if c.Rotation.MaxAge == nil {
 		c.Rotation.MaxAge = &Duration{DefaultMaxAge}

@@ -391,3 +391,13 @@ func TestThresholdFloorDefaultsToThreshold(t *testing.T) {
 		t.Fatalf("minThreshold 1: %v, floor %d", err, c.ThresholdFloor())
 	}
 }
+
+func TestUnsetProbeTimeoutFollowsAShortInterval(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(validYAML(t), "probeInterval: 30s", "probeInterval: 2s", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Health.ProbeTimeout.Duration > 2*time.Second {
+		t.Fatalf("probeTimeout %s with probeInterval 2s", c.Health.ProbeTimeout.Duration)
+	}
+}

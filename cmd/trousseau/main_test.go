@@ -111,6 +111,7 @@ func waitHealthy(t *testing.T, socket string, done chan error) {
 		}
 		select {
 		case err := <-done:
+			done <- err // for stop, which waits on it
 			t.Fatalf("serve exited: %v", err)
 		default:
 		}
@@ -163,7 +164,7 @@ func TestDevModeReusesKeysAndKeyID(t *testing.T) {
 	for i := range 2 {
 		t.Run("start", func(t *testing.T) {
 			s, out := serveDev(t, dir)
-			st, _, err := run(t, "", "status", "--socket", s)
+			st, _, err := run(t, "", "status", "--socket", s, "--health", "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -347,5 +348,43 @@ func TestCase7_RecoverValidatesBeforeCreatingTheOutputDirectory(t *testing.T) {
 				t.Errorf("recover created %s before failing: %v", out, err)
 			}
 		})
+	}
+}
+
+// Case 2 (the status side): `trousseau status` shows what kube-apiserver
+// is not told: the current DEK, how it came, and warnings such as a
+// backend down.
+func TestCase2_StatusShowsTheCurrentDEKAndWarnings(t *testing.T) {
+	dir := shortTemp(t)
+	socket := filepath.Join(dir, "kms.sock")
+	_, stop := serve(t, socket, "--dev", "--socket", socket, "--state-dir", dir, "--health-listen", "127.0.0.1:0")
+	stop()
+	// The dev config, probing every second so the test need not wait 30 s.
+	cfgFile := filepath.Join(dir, "config.yaml")
+	raw, err := os.ReadFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := strings.NewReplacer("probeInterval: 30s", "probeInterval: 1s", "probeTimeout: 5s", "probeTimeout: 1s").Replace(string(raw))
+	os.WriteFile(cfgFile, []byte(fast), 0o600)
+	out, _ := serve(t, socket, "--config", cfgFile)
+	m := regexp.MustCompile(`health=(127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no health address in the log:\n%s", out.String())
+	}
+	os.Rename(filepath.Join(dir, "keys", "local-c.key"), filepath.Join(dir, "keys", "local-c.key.away"))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, _, err := run(t, "", "status", "--socket", socket, "--health", m[1])
+		if err != nil {
+			t.Fatalf("status: %v\n%s", err, st)
+		}
+		if strings.Contains(st, "current DEK: trousseau-v1-") && strings.Contains(st, "warning: backend local-c down") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed the DEK and the backend down:\n%s", st)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

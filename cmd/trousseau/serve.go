@@ -118,6 +118,11 @@ func (o *serveOptions) run(parent context.Context) error {
 		return err
 	}
 	defer kmsclients.CloseAll(backends)
+	lock, err := envelope.LockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	plugin, err := newPlugin(cfg, backends, log)
 	if err != nil {
 		return err
