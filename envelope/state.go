@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/trousseau-io/trousseau/internal/filelock"
@@ -151,4 +152,27 @@ func (s *stateFile) setAside(now time.Time) (string, error) {
 		return "", err
 	}
 	return aside, nil
+}
+
+// all reads the current header and those set aside as unusable (newest
+// first), without changing anything in the state dir.
+func (s *stateFile) all() (headers [][]byte, files []string, err error) {
+	aside, _ := filepath.Glob(s.path() + ".unusable-*")
+	slices.Sort(aside)
+	slices.Reverse(aside)
+	for _, name := range append([]string{s.path()}, aside...) {
+		b, err := os.ReadFile(name)
+		if errors.Is(err, fs.ErrNotExist) && name == s.path() {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("read state: %w", err)
+		}
+		var doc stateDoc
+		if err := json.Unmarshal(b, &doc); err != nil || len(doc.Header) == 0 {
+			return nil, nil, fmt.Errorf("state file %s holds no DEK header", name)
+		}
+		headers, files = append(headers, doc.Header), append(files, name)
+	}
+	return headers, files, nil
 }
