@@ -1,0 +1,210 @@
+package recovery
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	kmstypes "k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/v2"
+
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/grpcserver"
+)
+
+// A custody drill: find every DEK that protects stored data (from the
+// headers beside the objects, with no object decrypted), ask every
+// backend that holds a share of it, and report how many more backends
+// each DEK can lose.
+
+// Driller is what a drill needs of the envelope.
+type Driller interface {
+	Drill(ctx context.Context, header []byte) (envelope.DEKCheck, error)
+}
+
+// DrillOptions configures a drill.
+type DrillOptions struct {
+	// Source is the stored data (a snapshot or a live etcd); nil drills
+	// the state dir only.
+	Source Source
+	Prefix string // etcd prefix, default /registry
+	// StateDir adds the plugin's current DEK and those set aside.
+	StateDir string
+	Envelope Driller
+	// Progress, if set, gets a line now and then on long runs.
+	Progress io.Writer
+}
+
+// DrilledDEK is one DEK's result.
+type DrilledDEK struct {
+	envelope.DEKCheck
+	Objects   int            // stored objects under it
+	Resources map[string]int // by resource ("secrets", ...)
+	From      []string       // where it was found: "etcd", "state: FILE"
+	// Err: the header itself is unusable (malformed, below the floor).
+	Err error
+}
+
+// Unrecoverable reports whether no quorum can open the DEK now.
+func (d DrilledDEK) Unrecoverable() bool { return d.Err != nil || d.Margin() < 0 }
+
+// DrillReport is what a drill found.
+type DrillReport struct {
+	DEKs []DrilledDEK // newest generation first
+	// NotTrousseau counts KMS values whose header could not be read as
+	// Trousseau's (another provider, damaged values).
+	NotTrousseau int
+	Describe     string
+}
+
+// ExitCode is 2 when some DEK is unrecoverable, 1 when some DEK has a
+// margin below minMargin, 0 otherwise.
+func (r *DrillReport) ExitCode(minMargin int) int {
+	code := 0
+	for _, d := range r.DEKs {
+		switch {
+		case d.Unrecoverable():
+			return 2
+		case d.Margin() < minMargin:
+			code = 1
+		}
+	}
+	return code
+}
+
+// Drill runs a drill: one unwrap per (DEK, backend).
+func Drill(ctx context.Context, opts DrillOptions) (*DrillReport, error) {
+	if opts.Envelope == nil {
+		return nil, fmt.Errorf("recovery: drill needs an envelope")
+	}
+	found := drillIndex{}
+	report := &DrillReport{}
+	if opts.StateDir != "" {
+		headers, files, err := envelope.StateHeaders(opts.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		for i, h := range headers {
+			found.add(h, "state: "+files[i], "")
+		}
+	}
+	if opts.Source != nil {
+		if err := found.scan(ctx, opts, report); err != nil {
+			return nil, err
+		}
+	}
+	if len(found) == 0 {
+		return nil, envelope.ErrDrillNoDEK
+	}
+	report.DEKs = found.drill(ctx, opts.Envelope, opts.Progress)
+	return report, nil
+}
+
+// drillIndex groups what was found by header.
+type drillIndex map[[32]byte]*drillEntry
+
+type drillEntry struct {
+	header  []byte
+	objects int
+	res     map[string]int
+	from    []string
+}
+
+func (x drillIndex) add(header []byte, from, resource string) {
+	sum := sha256.Sum256(header)
+	e := x[sum]
+	if e == nil {
+		e = &drillEntry{header: bytes.Clone(header), res: map[string]int{}}
+		x[sum] = e
+	}
+	if resource != "" {
+		e.objects++
+		e.res[resource]++
+	}
+	if len(e.from) == 0 || e.from[len(e.from)-1] != from {
+		e.from = append(e.from, from)
+	}
+}
+
+// scan reads every stored value and notes the header of each KMS one.
+func (x drillIndex) scan(ctx context.Context, opts DrillOptions, report *DrillReport) error {
+	prefix := opts.Prefix
+	if prefix == "" {
+		prefix = "/registry"
+	}
+	sc, err := opts.Source.Scan(ctx, normalizePrefix(prefix), func(string) bool { return true })
+	if err != nil {
+		return err
+	}
+	report.Describe = sc.Describe
+	for i, kv := range sc.KVs {
+		if opts.Progress != nil && i > 0 && i%10000 == 0 {
+			fmt.Fprintf(opts.Progress, "read %d of %d values\n", i, len(sc.KVs))
+		}
+		header, ok := StoredHeader(kv.Value)
+		if !ok {
+			if v, err := ParseValue(kv.Value); err == nil && (v.Kind == ValueKMSv2 || v.Kind == ValueKMSv1) {
+				report.NotTrousseau++
+			}
+			continue
+		}
+		resource := ""
+		if k, err := ParseKey(prefix, kv.Key); err == nil {
+			resource = k.GroupResource()
+		}
+		x.add(header, "etcd", resource)
+	}
+	return nil
+}
+
+// StoredHeader finds Trousseau's header in a stored KMS value: the
+// annotation of a v2 EncryptedObject, or the front of a v1 encrypted DEK.
+func StoredHeader(b []byte) ([]byte, bool) {
+	v, err := ParseValue(b)
+	if err != nil {
+		return nil, false
+	}
+	switch v.Kind {
+	case ValueKMSv2:
+		var obj kmstypes.EncryptedObject
+		if proto.Unmarshal(b[len(kmsV2Prefix)+len(v.Provider)+1:], &obj) != nil {
+			return nil, false
+		}
+		h, ok := obj.Annotations[grpcserver.SharesAnnotation]
+		return h, ok && len(h) > 0
+	case ValueKMSv1:
+		rest := b[len(kmsV1Prefix)+len(v.Provider)+1:]
+		if len(rest) < 2 || int(binary.BigEndian.Uint16(rest)) > len(rest)-2 {
+			return nil, false
+		}
+		header, _, err := envelope.ParseCombined(rest[2 : 2+binary.BigEndian.Uint16(rest)])
+		return header, err == nil
+	}
+	return nil, false
+}
+
+// drill checks every DEK found, one at a time (each asks its backends in
+// parallel), and sorts them newest first.
+func (x drillIndex) drill(ctx context.Context, env Driller, progress io.Writer) []DrilledDEK {
+	out := make([]DrilledDEK, 0, len(x))
+	start := time.Now()
+	for _, e := range x {
+		check, err := env.Drill(ctx, e.header)
+		out = append(out, DrilledDEK{DEKCheck: check, Objects: e.objects, Resources: e.res, From: e.from, Err: err})
+		if progress != nil && len(out)%10 == 0 {
+			fmt.Fprintf(progress, "drilled %d of %d DEKs (%s)\n", len(out), len(x), time.Since(start).Round(time.Second))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Generation != out[j].Generation {
+			return out[i].Generation > out[j].Generation
+		}
+		return out[i].KeyID < out[j].KeyID
+	})
+	return out
+}
