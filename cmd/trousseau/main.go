@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,6 +50,7 @@ func NewRootCmd(s streams) *cobra.Command {
 		NewCmdConfig(s),
 		NewCmdKeygen(s),
 		NewCmdRecover(s), NewCmdDecryptValue(s),
+		NewCmdDrill(s),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -62,6 +64,10 @@ func main() {
 	cmd := NewRootCmd(streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "trousseau:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
 }

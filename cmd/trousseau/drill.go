@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/recovery"
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+type drillOptions struct {
+	recoverOptions // the etcd source flags and the config
+	stateDir       string
+	minMargin      int
+	output         string
+}
+
+// NewCmdDrill builds `trousseau drill`.
+func NewCmdDrill(s streams) *cobra.Command {
+	o := &drillOptions{recoverOptions: recoverOptions{streams: s}}
+	cmd := &cobra.Command{
+		Use:   "drill --config FILE [--etcd-snapshot FILE | --etcd-endpoints URLS] [--state-dir DIR]",
+		Short: "Custody drill: check that every DEK protecting data can still be recovered, and with how much margin",
+		Long: `Ask every backend that holds a share of each DEK (not just the first k)
+for its share, and check each share against the DEK's commitment. The
+DEKs come from the headers stored beside the objects of an etcd snapshot
+or a live etcd (no object is decrypted), and from the plugin's state dir
+(the current DEK and any set aside as unusable). With neither etcd flag,
+the state dir alone is drilled.
+
+Per DEK: key_id, generation, creation time, the objects and resources it
+protects, which backends gave a valid share and why the others did not,
+and the margin: working backends minus k.
+
+Exit status: 0 when every DEK has a margin of at least --min-margin, 1
+when some DEK is below it (at 0, one more lost backend loses data), 2
+when some DEK is already unrecoverable.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
+			return o.run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.configFile, "config", "", "config `FILE` with the backends (the format of serve)")
+	f.StringVar(&o.snapshot, "etcd-snapshot", "", "etcd snapshot `FILE` to read")
+	f.StringSliceVar(&o.endpoints, "etcd-endpoints", nil, "live etcd to read instead (comma-separated `URLS`)")
+	f.StringVar(&o.caCert, "cacert", "", "live etcd: CA bundle to verify the server")
+	f.StringVar(&o.cert, "cert", "", "live etcd: client certificate")
+	f.StringVar(&o.key, "key", "", "live etcd: client key")
+	f.StringVar(&o.user, "user", "", "live etcd: `USER[:PASSWORD]` (without a password, $ETCDCTL_PASSWORD is used)")
+	f.StringVar(&o.prefix, "prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	f.StringVar(&o.stateDir, "state-dir", "", "the plugin's state dir (default: the config's stateDir when no etcd flag is given)")
+	f.IntVar(&o.minMargin, "min-margin", 1, "the margin every DEK must keep for exit status 0")
+	f.StringVarP(&o.output, "output", "o", "table", "table or json")
+	f.DurationVar(&o.probeTimeout, "probe-timeout", 10*time.Second, "deadline for each backend's health probe at start")
+	f.DurationVar(&o.unwrapTimeout, "unwrap-timeout", time.Minute, "deadline to drill one DEK (every backend)")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
+	cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func (o *drillOptions) validate() error {
+	switch {
+	case o.snapshot != "" && len(o.endpoints) > 0:
+		return errors.New("--etcd-snapshot and --etcd-endpoints are exclusive")
+	case o.output != "table" && o.output != "json":
+		return fmt.Errorf("-o %q: want table or json", o.output)
+	case o.minMargin < 0:
+		return fmt.Errorf("--min-margin must be 0 or more, got %d", o.minMargin)
+	}
+	return nil
+}
+
+func (o *drillOptions) run(ctx context.Context) error {
+	quietKubeLogs()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.Load(o.configFile)
+	if err != nil {
+		return err
+	}
+	kr, err := recovery.OpenKeyring(ctx, cfg, o.probeTimeout)
+	if err != nil {
+		return err
+	}
+	defer kr.Close()
+	opts := recovery.DrillOptions{Envelope: timedDriller{kr, o.unwrapTimeout}, Prefix: o.prefix, StateDir: o.stateDir}
+	if o.snapshot != "" || len(o.endpoints) > 0 {
+		opts.Source = o.source()
+	} else if opts.StateDir == "" {
+		opts.StateDir = cfg.StateDir
+	}
+	if !o.quiet {
+		opts.Progress = o.Err
+	}
+	report, err := recovery.Drill(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		err = writeDrillJSON(o.Out, report, o.minMargin)
+	} else {
+		err = writeDrillTable(o.Out, report, o.minMargin)
+	}
+	if err != nil {
+		return err
+	}
+	if code := report.ExitCode(o.minMargin); code != 0 {
+		return &exitError{code: code, err: fmt.Errorf("drill: %s", drillVerdict(code, o.minMargin))}
+	}
+	return nil
+}
+
+// timedDriller bounds each DEK's drill.
+type timedDriller struct {
+	kr      *recovery.Keyring
+	timeout time.Duration
+}
+
+func (t timedDriller) Drill(ctx context.Context, header []byte) (envelope.DEKCheck, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	return t.kr.Envelope.Drill(ctx, header)
+}
+
+func drillVerdict(code, minMargin int) string {
+	if code == 2 {
+		return "some DEK is unrecoverable now"
+	}
+	return fmt.Sprintf("some DEK has a margin below %d", minMargin)
+}
+
+// shareState names how one backend did, for people and for JSON.
+func shareState(ok bool, err error) string {
+	if ok {
+		return "ok"
+	}
+	return kmsclients.Kind(err)
+}
+
+func writeDrillTable(w io.Writer, r *recovery.DrillReport, minMargin int) error {
+	if r.Describe != "" {
+		fmt.Fprintf(w, "source: %s\n", r.Describe)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY ID\tGEN\tCREATED\tOBJECTS\tK\tBACKENDS\tMARGIN")
+	for _, d := range r.DEKs {
+		if d.Err != nil {
+			fmt.Fprintf(tw, "-\t-\t-\t%d\t-\tunusable header: %v\t-\n", d.Objects, d.Err)
+			continue
+		}
+		var backends []string
+		for _, s := range d.Shares {
+			backends = append(backends, s.Backend+"="+shareState(s.OK, s.Err))
+		}
+		margin := fmt.Sprint(d.Margin())
+		if d.Margin() < 0 {
+			margin = "UNRECOVERABLE"
+		} else if d.Margin() < minMargin {
+			margin += " (below " + fmt.Sprint(minMargin) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d%s\t%d\t%s\t%s\n", d.KeyID, d.Generation, d.Created.Format(time.RFC3339),
+			d.Objects, resourcesNote(d.Resources, d.From), d.Threshold, strings.Join(backends, " "), margin)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, d := range r.DEKs {
+		for _, s := range d.Shares {
+			if !s.OK && s.Err != nil {
+				fmt.Fprintf(w, "%s: %s: %v\n", d.KeyID, s.Backend, s.Err)
+			}
+		}
+	}
+	if r.NotTrousseau > 0 {
+		fmt.Fprintf(w, "%d KMS values carry no Trousseau header (another provider, or damaged)\n", r.NotTrousseau)
+	}
+	return nil
+}
+
+func resourcesNote(res map[string]int, from []string) string {
+	var parts []string
+	for name, n := range res {
+		parts = append(parts, fmt.Sprintf("%s %d", name, n))
+	}
+	sort.Strings(parts)
+	for _, f := range from {
+		if strings.HasPrefix(f, "state: ") {
+			parts = append(parts, f)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+type drillJSON struct {
+	Source       string         `json:"source,omitempty"`
+	MinMargin    int            `json:"minMargin"`
+	ExitCode     int            `json:"exitCode"`
+	NotTrousseau int            `json:"notTrousseau"`
+	DEKs         []drillDEKJSON `json:"deks"`
+}
+
+type drillDEKJSON struct {
+	KeyID      string            `json:"keyID,omitempty"`
+	Generation uint32            `json:"generation"`
+	Created    time.Time         `json:"created"`
+	Threshold  int               `json:"threshold"`
+	Objects    int               `json:"objects"`
+	Resources  map[string]int    `json:"resources,omitempty"`
+	From       []string          `json:"from"`
+	Backends   map[string]string `json:"backends"` // name -> ok or the failure's kind
+	Margin     int               `json:"margin"`
+	Error      string            `json:"error,omitempty"`
+}
+
+func writeDrillJSON(w io.Writer, r *recovery.DrillReport, minMargin int) error {
+	out := drillJSON{Source: r.Describe, MinMargin: minMargin, ExitCode: r.ExitCode(minMargin), NotTrousseau: r.NotTrousseau, DEKs: []drillDEKJSON{}}
+	for _, d := range r.DEKs {
+		j := drillDEKJSON{KeyID: d.KeyID, Generation: d.Generation, Created: d.Created, Threshold: d.Threshold,
+			Objects: d.Objects, Resources: d.Resources, From: d.From, Backends: map[string]string{}, Margin: d.Margin()}
+		for _, s := range d.Shares {
+			j.Backends[s.Backend] = shareState(s.OK, s.Err)
+		}
+		if d.Err != nil {
+			j.Error = d.Err.Error()
+		}
+		out.DEKs = append(out.DEKs, j)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// exitError carries an exit status other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
