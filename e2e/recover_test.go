@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
 // TestRecoverFromSnapshot is the disaster-recovery promise, end to end: a
@@ -80,6 +84,66 @@ func TestRecoverFromSnapshot(t *testing.T) {
 			t.Fatalf("stderr does not say why:\n%s", stderr)
 		}
 	})
+	t.Run("custody drill", func(t *testing.T) { drillSnapshot(t, c, snap, len(want.secrets)+len(want.configs)) })
+}
+
+// drillSnapshot: a drill of the snapshot's two DEKs with every backend,
+// then with one and two key files replaced (lost in a safe).
+func drillSnapshot(t *testing.T, c *cluster, snap string, objects int) {
+	all := []int{0, 1, 2}
+	drill := func(args ...string) (string, int) {
+		out, errOut, err := c.tool(t, "drill", all, append([]string{"--etcd-snapshot", snap, "-q"}, args...)...)
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return out, 0
+		case errors.As(err, &ee):
+			return out, ee.ExitCode()
+		}
+		t.Fatalf("drill: %v\n%s", err, errOut)
+		return "", -1
+	}
+	out, code := drill()
+	if code != 0 || strings.Count(out, "local-a=ok local-b=ok local-c=ok") != 2 {
+		t.Fatalf("every backend: exit %d\n%s", code, out)
+	}
+	replace := func(i int) {
+		c.rename(c.keys[i], c.keys[i]+".lost")
+		if err := local.GenerateKeyFile(c.keys[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace(2)
+	out, code = drill()
+	if code != 1 || strings.Count(out, "local-c=invalid") != 2 || strings.Count(out, "0 (below 1)") != 2 {
+		t.Fatalf("one key file replaced: exit %d\n%s", code, out)
+	}
+	replace(1)
+	out, code = drill()
+	if code != 2 || strings.Count(out, "UNRECOVERABLE") != 2 {
+		t.Fatalf("two key files replaced: exit %d\n%s", code, out)
+	}
+	jsonOut, code := drill("-o", "json")
+	var report struct {
+		ExitCode int
+		DEKs     []struct {
+			Objects int
+			Margin  int
+		}
+	}
+	if err := json.Unmarshal([]byte(jsonOut), &report); err != nil || code != 2 || report.ExitCode != 2 || len(report.DEKs) != 2 {
+		t.Fatalf("json: exit %d, %v\n%s", code, err, jsonOut)
+	}
+	total := 0
+	for _, d := range report.DEKs {
+		total += d.Objects
+		if d.Margin >= 0 {
+			t.Errorf("a DEK with two of three keys lost has margin %d", d.Margin)
+		}
+	}
+	if total < objects {
+		t.Errorf("the DEKs protect %d objects, want at least the %d written", total, objects)
+	}
 }
 
 // expected is what the API returned for each object.
@@ -180,6 +244,11 @@ func takeSnapshot(t *testing.T, c *cluster, path string) {
 // recover runs the trousseau binary's recover with a config holding only
 // the given backends.
 func (c *cluster) recover(t *testing.T, backends []int, args ...string) (string, string, error) {
+	return c.tool(t, "recover", backends, args...)
+}
+
+// tool runs `trousseau <command>` with a config of the given backends.
+func (c *cluster) tool(t *testing.T, command string, backends []int, args ...string) (string, string, error) {
 	var b strings.Builder
 	b.WriteString("threshold: 1\nbackends:\n")
 	for _, i := range backends {
@@ -191,12 +260,12 @@ func (c *cluster) recover(t *testing.T, backends []int, args ...string) (string,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, trousseauBin, append([]string{"recover", "--config", cfg}, args...)...)
+	cmd := exec.CommandContext(ctx, trousseauBin, append([]string{command, "--config", cfg}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Run()
-	t.Logf("recover with backends %v took %s; summary:\n%s", backends, time.Since(start).Round(time.Millisecond), lastLines(stderr.String(), 12))
+	t.Logf("%s with backends %v took %s; summary:\n%s", command, backends, time.Since(start).Round(time.Millisecond), lastLines(stderr.String(), 12))
 	return stdout.String(), stderr.String(), err
 }
 

@@ -256,6 +256,14 @@ func (e *Envelope) Current() *Header {
 	return e.currentParsed
 }
 
+// CurrentHeader is the encoded header of the current DEK; nil before the
+// first is created.
+func (e *Envelope) CurrentHeader() []byte {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.currentHeader
+}
+
 // Threshold is the configured k.
 func (e *Envelope) Threshold() int { return e.cfg.Threshold }
 

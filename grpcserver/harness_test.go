@@ -33,6 +33,8 @@ type harness struct {
 	logs     *testutil.Buffer
 	// fastProbe probes every 50 ms instead of waiting for explicit probes.
 	fastProbe bool
+	// wrap, if set, stands between the plugin and backend i.
+	wrap func(i int, b kmsclients.Backend) kmsclients.Backend
 }
 
 func newHarness(t testing.TB) *harness {
@@ -75,6 +77,10 @@ func (h *harness) tryStart() error {
 		b, err := local.New(fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: p})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if h.wrap != nil {
+			backends = append(backends, h.wrap(i, b))
+			continue
 		}
 		backends = append(backends, b)
 	}

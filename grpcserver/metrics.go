@@ -29,6 +29,8 @@ type Metrics struct {
 	unusable       prometheus.Counter
 	adopted        prometheus.Counter
 	generation     prometheus.Gauge
+	custodyMargin  prometheus.Gauge
+	shareOK        *prometheus.GaugeVec
 	currentSince   prometheus.Gauge
 	threshold      prometheus.Gauge
 	reachable      prometheus.Gauge
@@ -79,11 +81,18 @@ func NewMetrics() *Metrics {
 	m.currentSince = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "trousseau_dek_current_since_timestamp_seconds", Help: "When the current DEK became current on this node (Unix time).",
 	})
+	m.custodyMargin = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trousseau_dek_custody_margin",
+		Help: "Backends whose share of the current DEK checked out at the last probe, minus k: at 0, one more loss makes it unrecoverable.",
+	})
+	m.shareOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trousseau_dek_share_ok", Help: "1 if the backend's share of the current DEK checked out at the last probe.",
+	}, []string{"backend"})
 	m.threshold = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_threshold", Help: "Backends needed to recover a DEK (k)."})
 	m.reachable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_backends_reachable", Help: "Backends that answered the last probe."})
 	m.healthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_healthy", Help: "1 when Status reports ok."})
 	for _, c := range []prometheus.Collector{m.requests, m.requestSeconds, m.backendOps, m.backendSeconds, m.backendUp,
-		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.currentSince, m.threshold, m.reachable, m.healthy,
+		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.shareOK, m.currentSince, m.threshold, m.reachable, m.healthy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -128,6 +137,16 @@ func (m *Metrics) Adopted() { m.adopted.Inc() }
 
 func (m *Metrics) observeProbe(s Snapshot) {
 	m.threshold.Set(float64(s.Threshold))
+	if c := s.Custody; c != nil {
+		m.custodyMargin.Set(float64(c.Margin()))
+		for _, sh := range c.Shares {
+			ok := 0.0
+			if sh.OK {
+				ok = 1
+			}
+			m.shareOK.WithLabelValues(sh.Backend).Set(ok)
+		}
+	}
 	if !s.Current.Since.IsZero() {
 		m.generation.Set(float64(s.Current.Generation))
 		m.currentSince.Set(float64(s.Current.Since.Unix()))

@@ -40,6 +40,9 @@ type Snapshot struct {
 	PendingSince time.Time
 	// Current describes the current DEK: which, how and since when.
 	Current envelope.CurrentInfo
+	// Custody is the last drill of the current DEK: which backends gave
+	// back a share that checks out, and the margin left.
+	Custody *envelope.DEKCheck
 }
 
 // RotationOverdue is how long a rotation may stay postponed before
@@ -60,6 +63,16 @@ func (s Snapshot) Warnings(now time.Time) []string {
 		if !b.Up {
 			out = append(out, fmt.Sprintf("backend %s down (%s)", b.Name, b.Kind))
 		}
+	}
+	if c := s.Custody; c != nil && c.Margin() <= 0 {
+		var lost []string
+		for _, sh := range c.Shares {
+			if !sh.OK {
+				lost = append(lost, sh.Backend+" "+kmsclients.Kind(sh.Err))
+			}
+		}
+		out = append(out, fmt.Sprintf("current DEK at custody margin %d: %d of %d shares check out, %d needed (not: %s); one more loss and it cannot be recovered: rotate while every backend answers",
+			c.Margin(), c.Working, len(c.Shares), c.Threshold, strings.Join(lost, ", ")))
 	}
 	return out
 }
@@ -139,7 +152,8 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	}
 	pending := p.maintainDEK(ctx, reachable, len(results), identities, p.requested.Load())
 	s := Snapshot{Backends: results, Reachable: reachable, Threshold: p.env.Threshold(),
-		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending, Current: p.env.CurrentInfo()}
+		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending, Current: p.env.CurrentInfo(),
+		Custody: p.drillCurrent(ctx)}
 	s.Healthz = healthz(s)
 	p.mu.Lock()
 	old := p.snap
@@ -155,6 +169,25 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	if p.metrics != nil {
 		p.metrics.observeProbe(s)
 	}
+}
+
+// drillCurrent asks every backend for its share of the current DEK and
+// checks each (one unwrap per backend per probe), so that a share lost
+// while k others still answer shows in metrics and /readyz long before a
+// drill is run; nil before there is a DEK.
+func (p *Prober) drillCurrent(ctx context.Context) *envelope.DEKCheck {
+	raw := p.env.CurrentHeader()
+	if raw == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	check, err := p.env.Drill(ctx, raw)
+	if err != nil {
+		p.log.Warn("the current DEK's header cannot be drilled", "error", err)
+		return nil
+	}
+	return &check
 }
 
 // logChanges logs what changed since the last probe, once per change:

@@ -1,15 +1,19 @@
 package grpcserver_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
 // Operator reliability: what an operator sees when something is wrong,
@@ -104,4 +108,59 @@ func TestReadyzShowsWarnings(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "ok\n") || !strings.Contains(string(body), "warning: backend local-b down (unavailable)") {
 		t.Fatalf("readyz %d:\n%s", resp.StatusCode, body)
 	}
+}
+
+// refusesUnwrap answers probes and wraps, but may no longer unwrap: a
+// KMS grant for decrypt revoked while the key itself is still there.
+type refusesUnwrap struct {
+	kmsclients.Backend
+	refuse *atomic.Bool
+}
+
+func (r refusesUnwrap) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	if r.refuse.Load() {
+		return nil, fmt.Errorf("decrypt not allowed: %w", kmsclients.ErrPermission)
+	}
+	return r.Backend.Unwrap(ctx, w, aad)
+}
+
+// The backend still answers its probe, so only the custody check of the
+// current DEK can tell that its share is gone and the margin is 0.
+func TestCustodyMarginShowsALostShare(t *testing.T) {
+	h := newHarness(t)
+	var refuse atomic.Bool
+	h.wrap = func(i int, b kmsclients.Backend) kmsclients.Backend {
+		if i == 2 {
+			return refusesUnwrap{b, &refuse}
+		}
+		return b
+	}
+	h.start()
+	if c := h.plugin.Prober().Snapshot().Custody; c == nil || c.Margin() != 1 {
+		t.Fatalf("custody at start: %+v", c)
+	}
+	refuse.Store(true)
+	h.probe()
+	s := h.plugin.Prober().Snapshot()
+	if !s.Backends[2].Up {
+		t.Fatal("the probe should still see the backend up")
+	}
+	w := s.Warnings(time.Now())
+	if len(w) == 0 || !strings.Contains(strings.Join(w, "\n"), "custody margin 0") || !strings.Contains(strings.Join(w, "\n"), "local-c permission") {
+		t.Fatalf("warnings: %v", w)
+	}
+	body := metricsBody(t, h)
+	if !strings.Contains(body, "trousseau_dek_custody_margin 0") || !strings.Contains(body, `trousseau_dek_share_ok{backend="local-c"} 0`) {
+		t.Fatalf("metrics:\n%s", body)
+	}
+}
+
+func metricsBody(t *testing.T, h *harness) string {
+	resp, err := http.Get("http://" + h.plugin.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
