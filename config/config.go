@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -20,10 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
-	"github.com/trousseau-io/trousseau/kmsclients/awskms"
-	"github.com/trousseau-io/trousseau/kmsclients/azurekv"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
-	"github.com/trousseau-io/trousseau/kmsclients/vault"
 	"github.com/trousseau-io/trousseau/split"
 )
 
@@ -78,30 +74,6 @@ type Rotation struct {
 type Log struct {
 	Level  string `json:"level,omitempty"`  // debug | info | warn | error
 	Format string `json:"format,omitempty"` // json | text
-}
-
-// Backend is one entry of backends: a name and exactly one kind.
-type Backend struct {
-	Name    string          `json:"name"`
-	Local   *local.Config   `json:"local,omitempty"`
-	AWSKMS  *awskms.Config  `json:"awskms,omitempty"`
-	AzureKV *azurekv.Config `json:"azurekv,omitempty"`
-	Vault   *vault.Config   `json:"vault,omitempty"`
-}
-
-// kindNames lists every backend kind, by its YAML name.
-const kindNames = "local, vault, awskms or azurekv"
-
-// kinds lists the kinds set on b, by their YAML names.
-func (b Backend) kinds() []string {
-	var k []string
-	for name, set := range map[string]bool{"local": b.Local != nil, "awskms": b.AWSKMS != nil, "azurekv": b.AzureKV != nil, "vault": b.Vault != nil} {
-		if set {
-			k = append(k, name)
-		}
-	}
-	sort.Strings(k)
-	return k
 }
 
 // Duration is a time.Duration written as "30s", "720h".
@@ -276,15 +248,15 @@ func (c *Config) validateBackends(p *problems) {
 			p.add(field+".name", "%q is already the name of backends[%d]", b.Name, j)
 		}
 		seen[b.Name] = i
-		switch kinds := b.kinds(); len(kinds) {
+		switch set := b.setKinds(); len(set) {
 		case 0:
-			p.add(field, "set exactly one backend kind (%s)", kindNames)
+			p.add(field, "set exactly one backend kind (%s)", kindNames())
 		case 1:
-			if err := b.validateKind(); err != nil {
+			if err := b.validate(); err != nil {
 				p.add(field, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 			}
 		default:
-			p.add(field, "set exactly one backend kind, got %s", strings.Join(kinds, " and "))
+			p.add(field, "set exactly one backend kind, got %s", strings.Join(set, " and "))
 		}
 	}
 	c.validateKeyFiles(p)
@@ -301,23 +273,32 @@ func (c *Config) validateKeyFiles(p *problems) {
 	}
 	var files []keyFile
 	for i, b := range c.Backends {
-		if b.Local == nil || b.Local.KeyFile == "" {
+		name := keyFileOf(b)
+		if name == "" {
 			continue
 		}
-		path := resolvePath(b.Local.KeyFile)
+		path := resolvePath(name)
 		info, _ := os.Stat(path)
 		for _, f := range files {
 			if f.path == path || (info != nil && f.info != nil && os.SameFile(info, f.info)) {
 				other := fmt.Sprintf("backends[%d]", f.index)
-				if name := c.Backends[f.index].Local.KeyFile; name != b.Local.KeyFile {
-					other += " (" + name + ")"
+				if prev := keyFileOf(c.Backends[f.index]); prev != name {
+					other += " (" + prev + ")"
 				}
-				p.add(fmt.Sprintf("backends[%d].local.keyFile", i), "%s is already the key of %s: each backend needs a key of its own", b.Local.KeyFile, other)
+				p.add(fmt.Sprintf("backends[%d].local.keyFile", i), "%s is already the key of %s: each backend needs a key of its own", name, other)
 				break
 			}
 		}
 		files = append(files, keyFile{i, path, info})
 	}
+}
+
+// keyFileOf is the key file of a local backend, "" for other kinds.
+func keyFileOf(b Backend) string {
+	if l, ok := b.Spec.(*local.Config); ok && l != nil {
+		return l.KeyFile
+	}
+	return ""
 }
 
 // resolvePath follows symlinks where the file exists, and cleans the
@@ -373,21 +354,6 @@ func (c *Config) ValidateOnHost() error {
 	return nil
 }
 
-func (b Backend) validateKind() error {
-	// Each kind's errors name its fields ("awskms.keyID: ...").
-	switch {
-	case b.Local != nil:
-		return b.Local.Validate()
-	case b.AWSKMS != nil:
-		return b.AWSKMS.Validate()
-	case b.AzureKV != nil:
-		return b.AzureKV.Validate()
-	case b.Vault != nil:
-		return b.Vault.Validate()
-	}
-	return nil
-}
-
 // SocketMode parses socketPermissions.mode.
 func (c *Config) SocketMode() (os.FileMode, error) {
 	m, err := strconv.ParseUint(c.SocketPermissions.Mode, 8, 32)
@@ -423,20 +389,6 @@ func (c *Config) BuildBackends(ctx context.Context) ([]kmsclients.Backend, error
 		out = append(out, built)
 	}
 	return out, nil
-}
-
-func (b Backend) build(ctx context.Context) (kmsclients.Backend, error) {
-	switch {
-	case b.Local != nil:
-		return local.New(b.Name, *b.Local)
-	case b.AWSKMS != nil:
-		return awskms.New(ctx, b.Name, *b.AWSKMS)
-	case b.AzureKV != nil:
-		return azurekv.New(ctx, b.Name, *b.AzureKV)
-	case b.Vault != nil:
-		return vault.New(ctx, b.Name, *b.Vault)
-	}
-	return nil, errors.New("no backend kind set")
 }
 
 // Marshal writes the config as YAML.

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/awskms"
+	"github.com/trousseau-io/trousseau/kmsclients/azurekv"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
@@ -71,7 +73,7 @@ func TestParseTheDocumentedShape(t *testing.T) {
 	if err != nil {
 		t.Fatalf("re-parse of marshalled config: %v\n%s", err, out)
 	}
-	if again.Threshold != c.Threshold || again.Backends[2].Local.KeyFile != c.Backends[2].Local.KeyFile || again.MaxAge() != c.MaxAge() {
+	if again.Threshold != c.Threshold || keyFileOf(again.Backends[2]) != keyFileOf(c.Backends[2]) || again.MaxAge() != c.MaxAge() {
 		t.Fatal("marshal/parse changed the config")
 	}
 }
@@ -155,7 +157,7 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := tc.spoil(c.Backends[1].Local.KeyFile); err != nil {
+			if err := tc.spoil(keyFileOf(c.Backends[1])); err != nil {
 				t.Fatal(err)
 			}
 			bs, err := c.BuildBackends(context.Background())
@@ -211,7 +213,7 @@ func TestCase4_ValidateRefusesWhatServeCannotUse(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.keyFile != nil {
-				y = strings.Replace(y, c.Backends[2].Local.KeyFile, tc.keyFile(t, c.Backends[0].Local.KeyFile), 1)
+				y = strings.Replace(y, keyFileOf(c.Backends[2]), tc.keyFile(t, keyFileOf(c.Backends[0])), 1)
 			}
 			if tc.listen != "" {
 				y = strings.Replace(y, "listen: 127.0.0.1:8787", "listen: \""+tc.listen+"\"", 1)
@@ -343,7 +345,7 @@ backends:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Backends[0].AWSKMS.EncryptionContext["cluster"] != "prod" || c.Backends[1].AzureKV.KeyName != "trousseau" {
+	if c.Backends[0].Spec.(*awskms.Config).EncryptionContext["cluster"] != "prod" || c.Backends[1].Spec.(*azurekv.Config).KeyName != "trousseau" {
 		t.Fatalf("parsed %+v", c.Backends)
 	}
 	// Building makes no remote call: a backend may be down at start.

@@ -31,11 +31,17 @@ func checkFields(raw []byte) error {
 	return nil
 }
 
-var durationType = reflect.TypeOf(Duration{})
+var (
+	durationType = reflect.TypeFor[Duration]()
+	backendType  = reflect.TypeFor[Backend]()
+)
 
 func walk(v any, t reflect.Type, path string, errs *[]string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if t == backendType {
+		t = wireBackend // a backend's fields are those of the kinds table
 	}
 	if v == nil {
 		return

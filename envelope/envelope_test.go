@@ -558,7 +558,7 @@ func TestSameKeyTwiceIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	one := newLocal(t, dir, "b1")
 	path := filepath.Join(dir, "b1.key")
-	twin, err := local.New("b2", local.Config{KeyFile: path})
+	twin, err := local.New(context.Background(), "b2", local.Config{KeyFile: path})
 	if err != nil {
 		t.Fatal(err)
 	}

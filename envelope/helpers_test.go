@@ -23,7 +23,7 @@ func newLocal(t testing.TB, dir, name string) *local.Backend {
 	if err := local.GenerateKeyFile(path); err != nil {
 		t.Fatal(err)
 	}
-	b, err := local.New(name, local.Config{KeyFile: path})
+	b, err := local.New(context.Background(), name, local.Config{KeyFile: path})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func forge(t *testing.T, names []string, identity string) *kmsv2.DecryptRequest 
 		if err := local.GenerateKeyFile(p); err != nil {
 			t.Fatal(err)
 		}
-		b, err := local.New(n, local.Config{KeyFile: p})
+		b, err := local.New(context.Background(), n, local.Config{KeyFile: p})
 		if err != nil {
 			t.Fatal(err)
 		}

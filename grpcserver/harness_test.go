@@ -74,7 +74,7 @@ func (h *harness) tryStart() error {
 	t := h.t
 	var backends []kmsclients.Backend
 	for i, p := range h.keys {
-		b, err := local.New(fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: p})
+		b, err := local.New(context.Background(), fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: p})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -63,7 +63,7 @@ func sealed(t *testing.T) envelope.Sealed {
 		if err := local.GenerateKeyFile(p); err != nil {
 			t.Fatal(err)
 		}
-		b, err := local.New("local-"+n, local.Config{KeyFile: p})
+		b, err := local.New(context.Background(), "local-"+n, local.Config{KeyFile: p})
 		if err != nil {
 			t.Fatal(err)
 		}

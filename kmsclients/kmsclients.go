@@ -1,5 +1,6 @@
 // Package kmsclients defines the one small interface every KMS backend of
-// Trousseau implements, and the kinds of error they report.
+// Trousseau implements, and the one error type (Error, made by a Source)
+// with which they report the kinds of failure.
 //
 // A backend wraps and unwraps one share of a data-encryption key. It never
 // sees the key itself, only its share, and each wrapped share is bound to
@@ -17,42 +18,6 @@ import (
 	"sync"
 	"time"
 )
-
-// Error kinds. Backends wrap their errors so that errors.Is reports one of
-// these; the gRPC server maps them to status codes, metrics count them.
-var (
-	// ErrUnavailable: the backend could not be reached or did not answer in
-	// time (network, throttling, server error, missing key file). Retrying
-	// later may work.
-	ErrUnavailable = errors.New("backend unavailable")
-	// ErrPermission: the backend answered but refused (credentials,
-	// policy, disabled key). Retrying will not help until an operator acts.
-	ErrPermission = errors.New("permission denied")
-	// ErrInvalidCiphertext: the wrapped share is corrupt, was tampered
-	// with, was wrapped under another key, or its associated data differs.
-	ErrInvalidCiphertext = errors.New("invalid ciphertext")
-)
-
-// Kind names the kind of err for logs and metric labels: "ok",
-// "unavailable", "permission", "invalid", "canceled", "deadline" or "other".
-func Kind(err error) string {
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "deadline"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, ErrPermission):
-		return "permission"
-	case errors.Is(err, ErrInvalidCiphertext):
-		return "invalid"
-	default:
-		return "other"
-	}
-}
 
 // Wrapped is a share as one backend protected it.
 type Wrapped struct {

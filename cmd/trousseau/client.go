@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -21,6 +22,9 @@ import (
 
 // Operator commands that talk to a running plugin over its socket, the
 // way kube-apiserver does.
+
+// dialTimeout bounds the operator commands' calls to a plugin.
+const dialTimeout = 10 * time.Second
 
 // withPlugin calls f with a client of the plugin at socket, under dialTimeout.
 func withPlugin(ctx context.Context, socket string, f func(context.Context, kmsv2.KeyManagementServiceClient) error) error {

@@ -12,7 +12,6 @@ import (
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/kmsclients"
-	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
 // NewCmdConfig builds `trousseau config`.
@@ -108,20 +107,4 @@ func sharedKeys(backends []kmsclients.Backend, results []kmsclients.ProbeResult)
 		first[key] = i
 	}
 	return errs
-}
-
-// NewCmdKeygen builds `trousseau keygen`.
-func NewCmdKeygen(s streams) *cobra.Command {
-	return &cobra.Command{
-		Use:   "keygen FILE",
-		Short: "Create a key file for a local backend (32 random bytes, base64, mode 0600)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := local.GenerateKeyFile(args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintln(s.Out, "created", args[0])
-			return nil
-		},
-	}
 }

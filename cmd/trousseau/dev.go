@@ -48,7 +48,7 @@ func setUpDev(out io.Writer, socket, stateDir, healthListen string) (*config.Con
 		case !errors.Is(err, fs.ErrExist):
 			return nil, fmt.Errorf("dev mode: %w", err)
 		}
-		cfg.Backends = append(cfg.Backends, config.Backend{Name: name, Local: &local.Config{KeyFile: p}})
+		cfg.Backends = append(cfg.Backends, config.Backend{Name: name, Spec: &local.Config{KeyFile: p}})
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -74,7 +74,7 @@ func printDevSummary(out io.Writer, cfg *config.Config, cfgPath string, created 
 			fmt.Fprintln(out, "  "+p)
 		}
 	} else {
-		fmt.Fprintln(out, "Reusing the key files in "+filepath.Dir(cfg.Backends[0].Local.KeyFile))
+		fmt.Fprintln(out, "Reusing the key files in "+filepath.Dir(cfg.Backends[0].Spec.(*local.Config).KeyFile))
 	}
 	fmt.Fprintf(out, "Config written to %s (run it again with: trousseau serve --config %s)\n", cfgPath, cfgPath)
 	fmt.Fprintf(out, "Socket: %s   Health and metrics: http://%s/readyz /metrics\n", cfg.Socket, cfg.Health.Listen)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -166,7 +166,9 @@ func rotateOnHUP(ctx context.Context, hup <-chan os.Signal, plugin *grpcserver.P
 	}
 }
 
-func newLogger(w interface{ Write([]byte) (int, error) }, c config.Log) *slog.Logger {
+// newLogger is the plugin's log/slog logger on w, at c's level and in
+// c's format.
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo
@@ -177,6 +179,3 @@ func newLogger(w interface{ Write([]byte) (int, error) }, c config.Log) *slog.Lo
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
-
-// dialTimeout bounds the operator commands' calls to a plugin.
-const dialTimeout = 10 * time.Second

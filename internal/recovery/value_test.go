@@ -164,7 +164,7 @@ func newSealer(t testing.TB) sealer {
 		if err := local.GenerateKeyFile(p); err != nil {
 			t.Fatal(err)
 		}
-		b, err := local.New(n, local.Config{KeyFile: p})
+		b, err := local.New(context.Background(), n, local.Config{KeyFile: p})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -69,7 +69,7 @@ var _ kmsAPI = (*kms.Client)(nil)
 
 // Backend is an AWS KMS backend.
 type Backend struct {
-	name    string
+	src     kmsclients.Source
 	key     keyRef
 	region  string
 	context map[string]string
@@ -103,15 +103,13 @@ func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
 
 // newBackend lets tests add load options (static credentials).
 func newBackend(ctx context.Context, name string, cfg Config, extra ...func(*config.LoadOptions) error) (*Backend, error) {
-	if err := kmsclients.ValidateName(name); err != nil {
+	src := kmsclients.Source{Backend: "awskms", Name: name}
+	if err := src.CheckNew(cfg); err != nil {
 		return nil, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("awskms %s: %w", name, err)
 	}
 	awsCfg, err := loadAWSConfig(ctx, name, cfg, extra)
 	if err != nil {
-		return nil, err
+		return nil, src.Errorf("", nil, "%w", err)
 	}
 	client := kms.NewFromConfig(awsCfg, func(o *kms.Options) {
 		if cfg.Endpoint != "" {
@@ -131,10 +129,10 @@ func loadAWSConfig(ctx context.Context, name string, cfg Config, extra []func(*c
 	}
 	awsCfg, err := config.LoadDefaultConfig(ctx, append(opts, extra...)...)
 	if err != nil {
-		return aws.Config{}, fmt.Errorf("awskms %s: load AWS configuration: %w", name, err)
+		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
 	}
 	if awsCfg.Region == "" {
-		return aws.Config{}, fmt.Errorf("awskms %s: no region: set awskms.region, give keyID as an ARN, or configure one for the SDK (AWS_REGION)", name)
+		return aws.Config{}, errors.New("no region: set awskms.region, give keyID as an ARN, or configure one for the SDK (AWS_REGION)")
 	}
 	if cfg.AssumeRoleARN != "" {
 		provider := stscreds.NewAssumeRoleProvider(sts.NewFromConfig(awsCfg), cfg.AssumeRoleARN,
@@ -164,11 +162,12 @@ func newRetryer() aws.Retryer {
 
 // withClient assembles a backend around client; cfg must be valid.
 func withClient(name string, cfg Config, region string, client kmsAPI) (*Backend, error) {
+	src := kmsclients.Source{Backend: "awskms", Name: name}
 	key, err := parseKeyRef(cfg.KeyID)
 	if err != nil {
-		return nil, fmt.Errorf("awskms %s: awskms.keyID: %w", name, err)
+		return nil, src.Errorf("", nil, "awskms.keyID: %w", err)
 	}
-	b := &Backend{name: name, key: key, region: region, context: maps.Clone(cfg.EncryptionContext), client: client}
+	b := &Backend{src: src, key: key, region: region, context: maps.Clone(cfg.EncryptionContext), client: client}
 	if h, ok := key.home(); ok {
 		b.home.Store(&h)
 	}
@@ -176,7 +175,7 @@ func withClient(name string, cfg Config, region string, client kmsAPI) (*Backend
 }
 
 // Name implements kmsclients.Backend.
-func (b *Backend) Name() string { return b.name }
+func (b *Backend) Name() string { return b.src.Name }
 
 // Close implements kmsclients.Backend. The SDK client holds nothing that
 // needs releasing.
@@ -184,8 +183,9 @@ func (b *Backend) Close() error { return nil }
 
 // Wrap encrypts share under the configured key, bound to aad.
 func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
+	const op = kmsclients.OpWrap
 	if err := ctx.Err(); err != nil {
-		return kmsclients.Wrapped{}, err
+		return kmsclients.Wrapped{}, b.src.Fail(ctx, op, nil, err)
 	}
 	out, err := b.client.Encrypt(ctx, &kms.EncryptInput{
 		KeyId:             aws.String(b.key.raw),
@@ -193,14 +193,14 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 		EncryptionContext: b.encryptionContext(aad),
 	})
 	if err != nil {
-		return kmsclients.Wrapped{}, b.fail(ctx, "wrap", err)
+		return kmsclients.Wrapped{}, b.fail(ctx, op, err)
 	}
 	keyARN := aws.ToString(out.KeyId)
 	if !b.pin(keyARN) {
-		return kmsclients.Wrapped{}, fmt.Errorf("awskms %s: wrap: KMS reports key %q, which keyID %q does not name", b.name, keyARN, b.key.raw)
+		return kmsclients.Wrapped{}, b.notNamed(op, keyARN)
 	}
 	if len(out.CiphertextBlob) == 0 {
-		return kmsclients.Wrapped{}, fmt.Errorf("awskms %s: wrap: KMS returned an empty ciphertext", b.name)
+		return kmsclients.Wrapped{}, b.src.Errorf(op, nil, "KMS returned an empty ciphertext")
 	}
 	return kmsclients.Wrapped{Ciphertext: frame(out.CiphertextBlob), KeyIdentity: keyARN}, nil
 }
@@ -208,19 +208,21 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 // Unwrap decrypts a share that Wrap encrypted, with Decrypt pinned to the
 // key that wrapped it.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	const op = kmsclients.OpUnwrap
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, b.src.Fail(ctx, op, nil, err)
 	}
+	invalid := kmsclients.ErrInvalidCiphertext
 	blob, ok := unframe(w.Ciphertext)
 	if !ok {
-		return nil, fmt.Errorf("awskms %s: unwrap: malformed or corrupt wrapped share: %w", b.name, kmsclients.ErrInvalidCiphertext)
+		return nil, b.src.Errorf(op, invalid, "malformed or corrupt wrapped share")
 	}
 	home, err := b.resolveHome(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if !b.key.owns(w.KeyIdentity, home) {
-		return nil, fmt.Errorf("awskms %s: unwrap: share was wrapped by key %q, which keyID %q does not name: %w", b.name, w.KeyIdentity, b.key.raw, kmsclients.ErrInvalidCiphertext)
+		return nil, b.src.Errorf(op, invalid, "share was wrapped by key %q, which keyID %q does not name", w.KeyIdentity, b.key.raw)
 	}
 	out, err := b.client.Decrypt(ctx, &kms.DecryptInput{
 		KeyId:             aws.String(w.KeyIdentity),
@@ -228,11 +230,11 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 		EncryptionContext: b.encryptionContext(aad),
 	})
 	if err != nil {
-		return nil, b.fail(ctx, "unwrap", err)
+		return nil, b.fail(ctx, op, err)
 	}
 	if got := aws.ToString(out.KeyId); got != w.KeyIdentity {
 		clear(out.Plaintext)
-		return nil, fmt.Errorf("awskms %s: unwrap: Decrypt pinned to %q reports key %q: %w", b.name, w.KeyIdentity, got, kmsclients.ErrInvalidCiphertext)
+		return nil, b.src.Errorf(op, invalid, "Decrypt pinned to %q reports key %q", w.KeyIdentity, got)
 	}
 	return out.Plaintext, nil
 }
@@ -240,21 +242,28 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 // Probe asks DescribeKey which key keyID names now and whether it can
 // wrap shares.
 func (b *Backend) Probe(ctx context.Context) (string, error) {
+	const op = kmsclients.OpProbe
 	if err := ctx.Err(); err != nil {
-		return "", err
+		return "", b.src.Fail(ctx, op, nil, err)
 	}
-	md, err := b.describe(ctx, "probe")
+	md, err := b.describe(ctx, op)
 	if err != nil {
 		return "", err
 	}
 	keyARN := aws.ToString(md.Arn)
 	if err := checkUsable(md); err != nil {
-		return "", fmt.Errorf("awskms %s: probe: key %s %w", b.name, keyARN, err)
+		return "", b.src.Errorf(op, nil, "key %s %w", keyARN, err)
 	}
 	if !b.pin(keyARN) {
-		return "", fmt.Errorf("awskms %s: probe: KMS reports key %q, which keyID %q does not name", b.name, keyARN, b.key.raw)
+		return "", b.notNamed(op, keyARN)
 	}
 	return keyARN, nil
+}
+
+// notNamed is the error of an answer of KMS that names a key keyID does
+// not: the backend does not use it.
+func (b *Backend) notNamed(op, keyARN string) error {
+	return b.src.Errorf(op, nil, "KMS reports key %q, which keyID %q does not name", keyARN, b.key.raw)
 }
 
 // CustodianKey implements kmsclients.CustodianKeyer: a multi-Region key
@@ -268,7 +277,7 @@ func (b *Backend) describe(ctx context.Context, op string) (*types.KeyMetadata, 
 		return nil, b.fail(ctx, op, err)
 	}
 	if out.KeyMetadata == nil {
-		return nil, fmt.Errorf("awskms %s: %s: DescribeKey returned no key metadata", b.name, op)
+		return nil, b.src.Errorf(op, nil, "DescribeKey returned no key metadata")
 	}
 	return out.KeyMetadata, nil
 }
@@ -302,12 +311,12 @@ func (b *Backend) resolveHome(ctx context.Context) (keyHome, error) {
 	if h := b.home.Load(); h != nil {
 		return *h, nil
 	}
-	md, err := b.describe(ctx, "unwrap")
+	md, err := b.describe(ctx, kmsclients.OpUnwrap)
 	if err != nil {
 		return keyHome{}, err
 	}
 	if keyARN := aws.ToString(md.Arn); !b.pin(keyARN) {
-		return keyHome{}, fmt.Errorf("awskms %s: unwrap: KMS reports key %q, which keyID %q does not name", b.name, keyARN, b.key.raw)
+		return keyHome{}, b.notNamed(kmsclients.OpUnwrap, keyARN)
 	}
 	return *b.home.Load(), nil
 }
@@ -370,15 +379,8 @@ func unframe(wrapped []byte) ([]byte, bool) {
 	return body[1:], true
 }
 
-// fail prefixes err and sorts it into a kind. A done ctx takes precedence,
-// so that callers see their own cancellation or deadline whatever the SDK
-// made of it.
+// fail is the error of a call to KMS that failed with err, sorted into
+// a kind (the context rule is kmsclients.Source.Fail's).
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		return fmt.Errorf("awskms %s: %s: %w: %w", b.name, op, cerr, err)
-	}
-	if kind := kindOf(err); kind != nil {
-		return fmt.Errorf("awskms %s: %s: %w: %w", b.name, op, kind, err)
-	}
-	return fmt.Errorf("awskms %s: %s: %w", b.name, op, err)
+	return b.src.Fail(ctx, op, kindOf(err), err)
 }

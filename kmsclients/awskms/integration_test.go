@@ -23,6 +23,7 @@ import (
 func TestConformance(t *testing.T) {
 	srv := startLocalKMS(t)
 	kmstest.Run(t, kmstest.Harness{
+		BackendKind: "awskms",
 		New: func(t *testing.T) kmsclients.Backend {
 			return newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
 		},

@@ -56,7 +56,7 @@ import (
 
 // Backend is an Azure Key Vault key. It is safe for concurrent use.
 type Backend struct {
-	name       string
+	src        kmsclients.Source
 	client     *azkeys.Client
 	baseURL    string // https://host, as key IDs spell it
 	keyName    string
@@ -98,11 +98,9 @@ func newBackend(ctx context.Context, name string, cfg Config, h hooks) (*Backend
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := kmsclients.ValidateName(name); err != nil {
-		return nil, fmt.Errorf("azurekv: %w", err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("azurekv %s: %w", name, err)
+	src := kmsclients.Source{Backend: "azurekv", Name: name}
+	if err := src.CheckNew(cfg); err != nil {
+		return nil, err
 	}
 	opts := azcore.ClientOptions{
 		Cloud:     clouds[cfg.Cloud],
@@ -114,7 +112,7 @@ func newBackend(ctx context.Context, name string, cfg Config, h hooks) (*Backend
 	if cred == nil {
 		var err error
 		if cred, err = newCredential(cfg.Credential, opts); err != nil {
-			return nil, fmt.Errorf("azurekv %s: %w", name, err)
+			return nil, src.Errorf("", nil, "%w", err)
 		}
 	}
 	client, err := azkeys.NewClient(cfg.baseURL(), markedCredential{cred}, &azkeys.ClientOptions{
@@ -122,17 +120,17 @@ func newBackend(ctx context.Context, name string, cfg Config, h hooks) (*Backend
 		DisableChallengeResourceVerification: h.skipResourceCheck,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("azurekv %s: %w", name, err)
+		return nil, src.Errorf("", nil, "%w", err)
 	}
 	alg, _ := algorithmNamed(cfg.Algorithm)
 	return &Backend{
-		name: name, client: client, baseURL: cfg.baseURL(),
+		src: src, client: client, baseURL: cfg.baseURL(),
 		keyName: cfg.KeyName, keyVersion: cfg.KeyVersion, alg: alg,
 	}, nil
 }
 
 // Name implements kmsclients.Backend.
-func (b *Backend) Name() string { return b.name }
+func (b *Backend) Name() string { return b.src.Name }
 
 // Close implements kmsclients.Backend. The SDK's HTTP client is shared
 // and needs no closing.
@@ -147,11 +145,11 @@ func (b *Backend) PublicWrap() bool { return b.alg.rsa }
 // ID, after checking that Wrap could use it.
 func (b *Backend) Probe(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
-		return "", b.fail(ctx, opProbe, err)
+		return "", b.fail(ctx, kmsclients.OpProbe, err)
 	}
 	resp, err := b.client.GetKey(ctx, b.keyName, b.keyVersion, nil)
 	if err != nil {
-		return "", b.fail(ctx, opProbe, err)
+		return "", b.fail(ctx, kmsclients.OpProbe, err)
 	}
 	return b.checkKey(resp.KeyBundle)
 }
@@ -160,16 +158,16 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 // version.
 func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
 	if err := ctx.Err(); err != nil {
-		return kmsclients.Wrapped{}, b.fail(ctx, opWrap, err)
+		return kmsclients.Wrapped{}, b.fail(ctx, kmsclients.OpWrap, err)
 	}
 	if len(share) == 0 || len(share) > maxShareSize {
-		return kmsclients.Wrapped{}, b.reject(opWrap, nil, "share of %d bytes; want 1 to %d", len(share), maxShareSize)
+		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "share of %d bytes; want 1 to %d", len(share), maxShareSize)
 	}
 	plain := seal(share, aad)
 	defer clear(plain)
 	resp, err := b.client.WrapKey(ctx, b.keyName, b.keyVersion, b.params(b.alg, plain), nil)
 	if err != nil {
-		return kmsclients.Wrapped{}, b.fail(ctx, opWrap, err)
+		return kmsclients.Wrapped{}, b.fail(ctx, kmsclients.OpWrap, err)
 	}
 	return b.wrapped(resp.KeyOperationResult)
 }
@@ -178,27 +176,27 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 // then checks that it was bound to aad.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, b.fail(ctx, opUnwrap, err)
+		return nil, b.fail(ctx, kmsclients.OpUnwrap, err)
 	}
 	version, err := b.versionOf(w.KeyIdentity)
 	if err != nil {
-		return nil, b.reject(opUnwrap, kmsclients.ErrInvalidCiphertext, "%v", err)
+		return nil, b.src.Errorf(kmsclients.OpUnwrap, kmsclients.ErrInvalidCiphertext, "%v", err)
 	}
 	alg, ct, err := parseWrapped(w.Ciphertext)
 	if err != nil {
-		return nil, b.reject(opUnwrap, kmsclients.ErrInvalidCiphertext, "%v", err)
+		return nil, b.src.Errorf(kmsclients.OpUnwrap, kmsclients.ErrInvalidCiphertext, "%v", err)
 	}
 	if alg.rsa && !b.alg.rsa {
-		return nil, b.reject(opUnwrap, kmsclients.ErrInvalidCiphertext, "share wrapped with %s, a public-key algorithm; this backend wraps with %s", alg.name, b.alg.name)
+		return nil, b.src.Errorf(kmsclients.OpUnwrap, kmsclients.ErrInvalidCiphertext, "share wrapped with %s, a public-key algorithm; this backend wraps with %s", alg.name, b.alg.name)
 	}
 	resp, err := b.client.UnwrapKey(ctx, b.keyName, version, b.params(alg, ct), nil)
 	if err != nil {
-		return nil, b.fail(ctx, opUnwrap, err)
+		return nil, b.fail(ctx, kmsclients.OpUnwrap, err)
 	}
 	defer clear(resp.Result)
 	share, err := open(resp.Result, aad)
 	if err != nil {
-		return nil, b.reject(opUnwrap, kmsclients.ErrInvalidCiphertext, "%v", err)
+		return nil, b.src.Errorf(kmsclients.OpUnwrap, kmsclients.ErrInvalidCiphertext, "%v", err)
 	}
 	return share, nil
 }
@@ -211,18 +209,18 @@ func (b *Backend) params(alg algorithm, value []byte) azkeys.KeyOperationParamet
 // wrapped checks what WrapKey answered and frames it.
 func (b *Backend) wrapped(r azkeys.KeyOperationResult) (kmsclients.Wrapped, error) {
 	if r.KID == nil || len(r.Result) == 0 {
-		return kmsclients.Wrapped{}, b.reject(opWrap, nil, "the vault answered without a key ID or result")
+		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "the vault answered without a key ID or result")
 	}
 	kid := string(*r.KID)
 	version, err := b.versionOf(kid)
 	if err != nil {
-		return kmsclients.Wrapped{}, b.reject(opWrap, nil, "the vault answered with %v", err)
+		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "the vault answered with %v", err)
 	}
 	if b.keyVersion != "" && !strings.EqualFold(version, b.keyVersion) {
-		return kmsclients.Wrapped{}, b.reject(opWrap, nil, "the vault wrapped with version %s, not the pinned %s", version, b.keyVersion)
+		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "the vault wrapped with version %s, not the pinned %s", version, b.keyVersion)
 	}
 	if len(r.Result) > kmsclients.MaxWrappedSize-headerSize {
-		return kmsclients.Wrapped{}, b.reject(opWrap, nil, "the vault answered with %d bytes", len(r.Result))
+		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "the vault answered with %d bytes", len(r.Result))
 	}
 	ct := append([]byte{formatVersion, b.alg.id}, r.Result...)
 	return kmsclients.Wrapped{Ciphertext: ct, KeyIdentity: kid}, nil
@@ -232,14 +230,14 @@ func (b *Backend) wrapped(r azkeys.KeyOperationResult) (kmsclients.Wrapped, erro
 // wrapping now, and returns its ID.
 func (b *Backend) checkKey(k azkeys.KeyBundle) (string, error) {
 	if k.Key == nil || k.Key.KID == nil {
-		return "", b.reject(opProbe, nil, "the vault answered without a key ID")
+		return "", b.src.Errorf(kmsclients.OpProbe, nil, "the vault answered without a key ID")
 	}
 	kid := string(*k.Key.KID)
 	if _, err := b.versionOf(kid); err != nil {
-		return "", b.reject(opProbe, nil, "the vault answered with %v", err)
+		return "", b.src.Errorf(kmsclients.OpProbe, nil, "the vault answered with %v", err)
 	}
 	if err := b.usable(k); err != nil {
-		return "", b.reject(opProbe, kmsclients.ErrPermission, "key %s %v", kid, err)
+		return "", b.src.Errorf(kmsclients.OpProbe, kmsclients.ErrPermission, "key %s %v", kid, err)
 	}
 	return kid, nil
 }

@@ -61,6 +61,7 @@ func TestConformance(t *testing.T) {
 			cfg := testConfig("trousseau")
 			cfg.Algorithm = tc.alg
 			kmstest.Run(t, kmstest.Harness{
+				BackendKind: "azurekv",
 				New: func(t *testing.T) kmsclients.Backend {
 					v, _ := vaultWithKey(t, tc.kind)
 					return newTestBackend(t, v, cfg)

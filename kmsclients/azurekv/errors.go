@@ -17,48 +17,13 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// Operations, as they appear in error messages.
-const (
-	opWrap   = "wrap"
-	opUnwrap = "unwrap"
-	opProbe  = "probe"
-)
-
-// opError is what the backend's methods return. Its message is one short
-// line (the SDK's errors span many lines and repeat the request); errors.Is
-// and errors.As still reach the kind and the SDK's error.
-type opError struct {
-	msg   string
-	kind  error // a kmsclients kind, a context error, or nil
-	cause error
-}
-
-func (e *opError) Error() string { return e.msg }
-
-func (e *opError) Unwrap() []error {
-	errs := make([]error, 0, 2)
-	for _, err := range []error{e.kind, e.cause} {
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errs
-}
-
-// fail sorts err, from the SDK, into a kind. When the caller's context is
-// done its error is the kind, whatever the transport made of it.
+// fail is the error of op, whose request failed with err from the SDK,
+// sorted into a kind. Its text is one short line (the SDK's errors span
+// many lines and repeat the request); errors.Is and errors.As still reach
+// the SDK's error.
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
 	kind, detail := classify(op, err)
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		kind = ctxErr
-	}
-	return &opError{msg: fmt.Sprintf("azurekv %s: %s: %s", b.name, op, detail), kind: kind, cause: err}
-}
-
-// reject reports a fault found by the backend itself, of the given kind.
-func (b *Backend) reject(op string, kind error, format string, args ...any) error {
-	msg := fmt.Sprintf("azurekv %s: %s: %s", b.name, op, fmt.Sprintf(format, args...))
-	return &opError{msg: msg, kind: kind}
+	return b.src.Fail(ctx, op, kind, kmsclients.Summarize(detail, err))
 }
 
 func classify(op string, err error) (kind error, detail string) {
@@ -66,7 +31,7 @@ func classify(op string, err error) (kind error, detail string) {
 	var respErr *azcore.ResponseError
 	switch {
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return nil, firstLine(err) // errors.Is reaches it through cause
+		return nil, firstLine(err) // errors.Is reaches it through err
 	case errors.As(err, &credErr):
 		return credErr.kind(), "sign-in to Microsoft Entra ID failed: " + firstLine(credErr.err)
 	case errors.As(err, &respErr):
@@ -81,7 +46,7 @@ func classify(op string, err error) (kind error, detail string) {
 // statusKind sorts Key Vault's HTTP status codes.
 func statusKind(op string, code int) error {
 	switch {
-	case code == http.StatusBadRequest && op == opUnwrap:
+	case code == http.StatusBadRequest && op == kmsclients.OpUnwrap:
 		// Key Vault answers 400 when the ciphertext does not decrypt
 		// under the key (wrong length, failed OAEP or AES-KW check).
 		return kmsclients.ErrInvalidCiphertext

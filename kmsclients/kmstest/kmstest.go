@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,11 @@ type Harness struct {
 	OtherKey func(t *testing.T) kmsclients.Backend
 	// Unavailable returns a backend whose server or key is gone.
 	Unavailable func(t *testing.T) kmsclients.Backend
+	// BackendKind is the backend's kind as the config names it ("vault").
+	// When set, every error the suite provokes must be a *kmsclients.Error
+	// that names it, the backend and the operation: the shape the docs
+	// promise ("vault vault-eu: unwrap: ...").
+	BackendKind string
 }
 
 // callTimeout bounds each call of the suite; backends must honour it.
@@ -32,11 +38,11 @@ const callTimeout = 10 * time.Second
 // Run runs the conformance suite.
 func Run(t *testing.T, h Harness) {
 	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, h.New(t)) })
-	t.Run("AssociatedDataMismatch", func(t *testing.T) { testAADMismatch(t, h.New(t)) })
-	t.Run("TamperedCiphertext", func(t *testing.T) { testTampered(t, h.New(t)) })
-	t.Run("WrongKey", func(t *testing.T) { testWrongKey(t, h.New(t), h.OtherKey(t)) })
-	t.Run("CancelledContext", func(t *testing.T) { testCancelled(t, h.New(t)) })
-	t.Run("Unavailable", func(t *testing.T) { testUnavailable(t, h.New(t), h.Unavailable(t)) })
+	t.Run("AssociatedDataMismatch", func(t *testing.T) { testAADMismatch(t, h, h.New(t)) })
+	t.Run("TamperedCiphertext", func(t *testing.T) { testTampered(t, h, h.New(t)) })
+	t.Run("WrongKey", func(t *testing.T) { testWrongKey(t, h, h.New(t), h.OtherKey(t)) })
+	t.Run("CancelledContext", func(t *testing.T) { testCancelled(t, h, h.New(t)) })
+	t.Run("Unavailable", func(t *testing.T) { testUnavailable(t, h, h.New(t), h.Unavailable(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h.New(t)) })
 }
 
@@ -81,6 +87,20 @@ func wantKind(t testing.TB, what string, err, kind error) {
 	}
 }
 
+// wantShape checks that err, from b's op, has the shape every backend's
+// errors have, when the harness names the backend's kind.
+func (h Harness) wantShape(t testing.TB, b kmsclients.Backend, op string, err error) {
+	t.Helper()
+	if h.BackendKind == "" || err == nil {
+		return
+	}
+	prefix := h.BackendKind + " " + b.Name() + ": " + op + ": "
+	var e *kmsclients.Error
+	if !errors.As(err, &e) || e.Backend != h.BackendKind || e.Name != b.Name() || e.Op != op || !strings.HasPrefix(err.Error(), prefix) {
+		t.Errorf("%s: error %q is not a *kmsclients.Error that starts %q", op, err, prefix)
+	}
+}
+
 func testRoundTrip(t *testing.T, b kmsclients.Backend) {
 	aad := []byte("dek=1234;share=2")
 	share, w := wrap(t, b, aad)
@@ -103,13 +123,14 @@ func testRoundTrip(t *testing.T, b kmsclients.Backend) {
 	}
 }
 
-func testAADMismatch(t *testing.T, b kmsclients.Backend) {
+func testAADMismatch(t *testing.T, h Harness, b kmsclients.Backend) {
 	_, w := wrap(t, b, []byte("dek=1234;share=2"))
 	_, err := b.Unwrap(callCtx(t), w, []byte("dek=1234;share=3"))
 	wantKind(t, "Unwrap with other associated data", err, kmsclients.ErrInvalidCiphertext)
+	h.wantShape(t, b, kmsclients.OpUnwrap, err)
 }
 
-func testTampered(t *testing.T, b kmsclients.Backend) {
+func testTampered(t *testing.T, h Harness, b kmsclients.Backend) {
 	aad := []byte("aad")
 	_, w := wrap(t, b, aad)
 	n := len(w.Ciphertext)
@@ -120,6 +141,7 @@ func testTampered(t *testing.T, b kmsclients.Backend) {
 			bad.Ciphertext[pos] ^= 0x01
 			_, err := b.Unwrap(callCtx(t), bad, aad)
 			wantKind(t, "Unwrap of a tampered share", err, kmsclients.ErrInvalidCiphertext)
+			h.wantShape(t, b, kmsclients.OpUnwrap, err)
 		})
 	}
 	t.Run("truncated", func(t *testing.T) {
@@ -127,10 +149,11 @@ func testTampered(t *testing.T, b kmsclients.Backend) {
 		bad.Ciphertext = w.Ciphertext[:n/2]
 		_, err := b.Unwrap(callCtx(t), bad, aad)
 		wantKind(t, "Unwrap of a truncated share", err, kmsclients.ErrInvalidCiphertext)
+		h.wantShape(t, b, kmsclients.OpUnwrap, err)
 	})
 }
 
-func testWrongKey(t *testing.T, b, other kmsclients.Backend) {
+func testWrongKey(t *testing.T, h Harness, b, other kmsclients.Backend) {
 	aad := []byte("aad")
 	_, w := wrap(t, b, aad)
 	_, err := other.Unwrap(callCtx(t), w, aad)
@@ -140,22 +163,26 @@ func testWrongKey(t *testing.T, b, other kmsclients.Backend) {
 	if !errors.Is(err, kmsclients.ErrInvalidCiphertext) && !errors.Is(err, kmsclients.ErrPermission) {
 		t.Fatalf("Unwrap with another key: %v (kind %s), want invalid or permission", err, kmsclients.Kind(err))
 	}
+	h.wantShape(t, other, kmsclients.OpUnwrap, err)
 }
 
-func testCancelled(t *testing.T, b kmsclients.Backend) {
+func testCancelled(t *testing.T, h Harness, b kmsclients.Backend) {
 	aad := []byte("aad")
 	_, w := wrap(t, b, aad)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := b.Wrap(ctx, randomShare(t), aad)
 	wantKind(t, "Wrap with a cancelled context", err, context.Canceled)
+	h.wantShape(t, b, kmsclients.OpWrap, err)
 	_, err = b.Unwrap(ctx, w, aad)
 	wantKind(t, "Unwrap with a cancelled context", err, context.Canceled)
+	h.wantShape(t, b, kmsclients.OpUnwrap, err)
 	_, err = b.Probe(ctx)
 	wantKind(t, "Probe with a cancelled context", err, context.Canceled)
+	h.wantShape(t, b, kmsclients.OpProbe, err)
 }
 
-func testUnavailable(t *testing.T, good, down kmsclients.Backend) {
+func testUnavailable(t *testing.T, h Harness, good, down kmsclients.Backend) {
 	aad := []byte("aad")
 	_, w := wrap(t, good, aad)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -171,10 +198,13 @@ func testUnavailable(t *testing.T, good, down kmsclients.Backend) {
 	}
 	_, err := down.Wrap(ctx, randomShare(t), aad)
 	check("Wrap", err)
+	h.wantShape(t, down, kmsclients.OpWrap, err)
 	_, err = down.Unwrap(ctx, w, aad)
 	check("Unwrap", err)
+	h.wantShape(t, down, kmsclients.OpUnwrap, err)
 	_, err = down.Probe(ctx)
 	check("Probe", err)
+	h.wantShape(t, down, kmsclients.OpProbe, err)
 }
 
 func testConcurrent(t *testing.T, b kmsclients.Backend) {

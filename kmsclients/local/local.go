@@ -56,26 +56,28 @@ const (
 
 // Backend is a key-file backend.
 type Backend struct {
-	name    string
+	src     kmsclients.Source
 	keyFile string
 }
 
 var _ kmsclients.Backend = (*Backend)(nil)
 
-// New returns a backend for cfg. It checks cfg only and reads nothing:
-// a key file that is missing, unreadable, open to others or malformed is
-// a backend that is down (as its media may be unmounted), not a config
-// that is wrong, so that a plugin starts with up to n-k such backends.
-// Probe, Wrap and Unwrap say what is wrong with it.
-func New(name string, cfg Config) (*Backend, error) {
-	if err := cfg.Validate(); err != nil {
+// New returns a backend for cfg. It checks name and cfg only and reads
+// nothing, so ctx, which every backend's New takes, goes unused: a key
+// file that is missing, unreadable, open to others or malformed is a
+// backend that is down (as its media may be unmounted), not a config that
+// is wrong, so that a plugin starts with up to n-k such backends. Probe,
+// Wrap and Unwrap say what is wrong with it.
+func New(_ context.Context, name string, cfg Config) (*Backend, error) {
+	src := kmsclients.Source{Backend: "local", Name: name}
+	if err := src.CheckNew(cfg); err != nil {
 		return nil, err
 	}
-	return &Backend{name: name, keyFile: cfg.KeyFile}, nil
+	return &Backend{src: src, keyFile: cfg.KeyFile}, nil
 }
 
 // Name implements kmsclients.Backend.
-func (b *Backend) Name() string { return b.name }
+func (b *Backend) Name() string { return b.src.Name }
 
 // Close implements kmsclients.Backend.
 func (b *Backend) Close() error { return nil }
@@ -83,9 +85,9 @@ func (b *Backend) Close() error { return nil }
 // Probe reads the key file and reports its fingerprint.
 func (b *Backend) Probe(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
-		return "", err
+		return "", b.src.Fail(ctx, kmsclients.OpProbe, nil, err)
 	}
-	key, err := b.readKey()
+	key, err := b.readKey(kmsclients.OpProbe)
 	if err != nil {
 		return "", err
 	}
@@ -96,21 +98,21 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 // Wrap seals share under the key file's key, bound to aad.
 func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
 	if err := ctx.Err(); err != nil {
-		return kmsclients.Wrapped{}, err
+		return kmsclients.Wrapped{}, b.src.Fail(ctx, kmsclients.OpWrap, nil, err)
 	}
-	key, err := b.readKey()
+	key, err := b.readKey(kmsclients.OpWrap)
 	if err != nil {
 		return kmsclients.Wrapped{}, err
 	}
 	defer clear(key)
 	aead, err := newAEAD(key)
 	if err != nil {
-		return kmsclients.Wrapped{}, err
+		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "%w", err)
 	}
 	out := make([]byte, 1+nonceSize, 1+nonceSize+len(share)+aead.Overhead())
 	out[0] = formatVersion
 	if _, err := rand.Read(out[1:]); err != nil {
-		return kmsclients.Wrapped{}, fmt.Errorf("local %s: nonce: %w", b.name, err)
+		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "nonce: %w", err)
 	}
 	out = aead.Seal(out, out[1:], share, bindAAD(aad))
 	return kmsclients.Wrapped{Ciphertext: out, KeyIdentity: identity(key)}, nil
@@ -118,28 +120,30 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 
 // Unwrap opens a share that Wrap sealed.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	const op = kmsclients.OpUnwrap
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, b.src.Fail(ctx, op, nil, err)
 	}
-	key, err := b.readKey()
+	key, err := b.readKey(op)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(key)
+	invalid := kmsclients.ErrInvalidCiphertext
 	if id := identity(key); w.KeyIdentity != id {
-		return nil, fmt.Errorf("local %s: share was wrapped by key %q, the key file holds %q: %w", b.name, w.KeyIdentity, id, kmsclients.ErrInvalidCiphertext)
+		return nil, b.src.Errorf(op, invalid, "share was wrapped by key %q, the key file holds %q", w.KeyIdentity, id)
 	}
 	ct := w.Ciphertext
 	if len(ct) < 1+nonceSize+16 || ct[0] != formatVersion {
-		return nil, fmt.Errorf("local %s: malformed wrapped share: %w", b.name, kmsclients.ErrInvalidCiphertext)
+		return nil, b.src.Errorf(op, invalid, "malformed wrapped share")
 	}
 	aead, err := newAEAD(key)
 	if err != nil {
-		return nil, err
+		return nil, b.src.Errorf(op, nil, "%w", err)
 	}
 	share, err := aead.Open(nil, ct[1:1+nonceSize], ct[1+nonceSize:], bindAAD(aad))
 	if err != nil {
-		return nil, fmt.Errorf("local %s: wrapped share failed authentication: %w", b.name, kmsclients.ErrInvalidCiphertext)
+		return nil, b.src.Errorf(op, invalid, "wrapped share failed authentication")
 	}
 	return share, nil
 }
@@ -149,44 +153,44 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 const maxKeyFileSize = 256
 
 // readKey reads and checks the key file; it is called on every operation.
-func (b *Backend) readKey() ([]byte, error) {
-	f, err := b.openKeyFile()
+func (b *Backend) readKey(op string) ([]byte, error) {
+	f, err := b.openKeyFile(op)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	raw, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("local %s: key file %s: %w: %w", b.name, b.keyFile, kmsclients.ErrUnavailable, err)
+		return nil, b.src.Errorf(op, kmsclients.ErrUnavailable, "key file %s: %w", b.keyFile, err)
 	}
 	defer clear(raw)
 	key, err := decodeKey(raw)
 	if err != nil {
-		return nil, b.unusable(err.Error())
+		return nil, b.unusable(op, "%v", err)
 	}
 	return key, nil
 }
 
 // openKeyFile opens the key file once it is known to be a regular file
 // (opening a FIFO would block) that others cannot read or write.
-func (b *Backend) openKeyFile() (*os.File, error) {
+func (b *Backend) openKeyFile(op string) (*os.File, error) {
 	st, err := os.Stat(b.keyFile)
 	if err != nil {
-		return nil, b.openError(err)
+		return nil, b.openError(op, err)
 	}
-	if err := b.checkType(st); err != nil {
+	if err := b.checkType(op, st); err != nil {
 		return nil, err
 	}
 	f, err := os.Open(b.keyFile)
 	if err != nil {
-		return nil, b.openError(err)
+		return nil, b.openError(op, err)
 	}
 	// Stat the open file too: the path may have been replaced meanwhile.
 	if st, err = f.Stat(); err == nil {
-		err = b.checkType(st)
+		err = b.checkType(op, st)
 	}
 	if err == nil {
-		err = b.checkMode(st)
+		err = b.checkMode(op, st)
 	}
 	if err != nil {
 		f.Close()
@@ -197,45 +201,38 @@ func (b *Backend) openKeyFile() (*os.File, error) {
 
 // openError sorts a failed open: a missing file (unmounted media) may come
 // back, a permission refusal needs an operator.
-func (b *Backend) openError(err error) error {
+func (b *Backend) openError(op string, err error) error {
 	kind := kmsclients.ErrUnavailable
 	if errors.Is(err, fs.ErrPermission) {
 		kind = kmsclients.ErrPermission
 	}
-	return fmt.Errorf("local %s: key file %s: %w: %w", b.name, b.keyFile, kind, unwrapPathError(err))
+	return b.src.Errorf(op, kind, "key file %s: %w", b.keyFile, unwrapPathError(err))
 }
 
-func (b *Backend) checkType(st fs.FileInfo) error {
+func (b *Backend) checkType(op string, st fs.FileInfo) error {
 	switch {
 	case st.IsDir():
-		return b.unusable("is a directory, not a key file: point local.keyFile at a file that `trousseau keygen` made")
+		return b.unusable(op, "is a directory, not a key file: point local.keyFile at a file that `trousseau keygen` made")
 	case !st.Mode().IsRegular():
-		return b.unusable(fmt.Sprintf("is not a regular file (%s): point local.keyFile at a file that `trousseau keygen` made", st.Mode().Type()))
+		return b.unusable(op, "is not a regular file (%s): point local.keyFile at a file that `trousseau keygen` made", st.Mode().Type())
 	}
 	return nil
 }
 
-func (b *Backend) checkMode(st fs.FileInfo) error {
+func (b *Backend) checkMode(op string, st fs.FileInfo) error {
 	if perm := st.Mode().Perm(); perm&0o006 != 0 || perm&0o020 != 0 {
-		return fmt.Errorf("local %s: key file %s has mode %04o; it must not be readable or writable by others (chmod 600): %w", b.name, b.keyFile, perm, kmsclients.ErrPermission)
+		return b.unusable(op, "has mode %04o; it must not be readable or writable by others (chmod 600)", perm)
 	}
 	return nil
 }
 
-// unusable is the error of a key file that is there but cannot be used.
-func (b *Backend) unusable(what string) error {
-	return &unusableError{fmt.Sprintf("local %s: key file %s %s", b.name, b.keyFile, what)}
+// unusable is the error of a key file that is there but cannot be used:
+// of kind permission, as retrying will not help until an operator acts,
+// while its text says what is wrong with the file (the kind is not
+// written out: "permission denied" would send the operator to chmod).
+func (b *Backend) unusable(op, format string, args ...any) error {
+	return b.src.Errorf(op, kmsclients.ErrPermission, "key file %s %s", b.keyFile, fmt.Sprintf(format, args...))
 }
-
-// unusableError is of kind permission (retrying will not help until an
-// operator acts), but its text says what is wrong with the file rather
-// than "permission denied", which would send the operator to chmod.
-type unusableError struct{ msg string }
-
-func (e *unusableError) Error() string { return e.msg }
-
-// Is makes errors.Is(err, kmsclients.ErrPermission) true.
-func (e *unusableError) Is(target error) bool { return target == kmsclients.ErrPermission }
 
 func unwrapPathError(err error) error {
 	var pe *fs.PathError

@@ -24,7 +24,7 @@ func newKeyFile(t testing.TB) string {
 }
 
 func newBackend(t testing.TB, path string) *Backend {
-	b, err := New("local-test", Config{KeyFile: path})
+	b, err := New(context.Background(), "local-test", Config{KeyFile: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,8 +33,9 @@ func newBackend(t testing.TB, path string) *Backend {
 
 func TestConformance(t *testing.T) {
 	kmstest.Run(t, kmstest.Harness{
-		New:      func(t *testing.T) kmsclients.Backend { return newBackend(t, newKeyFile(t)) },
-		OtherKey: func(t *testing.T) kmsclients.Backend { return newBackend(t, newKeyFile(t)) },
+		BackendKind: "local",
+		New:         func(t *testing.T) kmsclients.Backend { return newBackend(t, newKeyFile(t)) },
+		OtherKey:    func(t *testing.T) kmsclients.Backend { return newBackend(t, newKeyFile(t)) },
 		Unavailable: func(t *testing.T) kmsclients.Backend {
 			path := newKeyFile(t)
 			b := newBackend(t, path)
@@ -94,8 +95,22 @@ func TestKeyFileContents(t *testing.T) {
 	if _, err := missing.Probe(context.Background()); !errors.Is(err, kmsclients.ErrUnavailable) {
 		t.Errorf("probe of a missing key file: %v, want unavailable", err)
 	}
-	if _, err := New("a", Config{}); err == nil || !strings.Contains(err.Error(), "local.keyFile") {
-		t.Errorf("empty config: %v, want an error naming local.keyFile", err)
+}
+
+// TestNewChecksNameAndConfig: New refuses what config validation would,
+// naming the backend and the field, like every backend's New.
+func TestNewChecksNameAndConfig(t *testing.T) {
+	for _, tc := range []struct{ name, backend, keyFile, want string }{
+		{"empty key file", "a", "", "local a: local.keyFile: required"},
+		{"bad name", "Local_A", "/k", `local: invalid backend name "Local_A"`},
+		{"empty name", "", "/k", `local: invalid backend name ""`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(context.Background(), tc.backend, Config{KeyFile: tc.keyFile})
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
 	}
 }
 
@@ -117,7 +132,7 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 		{"directory", func(t *testing.T) string { return t.TempDir() }, "is a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := New("c", Config{KeyFile: tc.setUp(t)})
+			b, err := New(context.Background(), "c", Config{KeyFile: tc.setUp(t)})
 			if err != nil {
 				t.Fatalf("New refused a present but unusable key file: %v", err)
 			}
@@ -128,6 +143,9 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 			for op, err := range map[string]error{"Probe": perr, "Wrap": werr, "Unwrap": uerr} {
 				if !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("%s: %v, want kind permission and %q", op, err, tc.want)
+				}
+				if prefix := "local c: " + strings.ToLower(op) + ": "; err == nil || !strings.HasPrefix(err.Error(), prefix) {
+					t.Errorf("%s: %v, want the prefix %q", op, err, prefix)
 				}
 			}
 		})

@@ -15,49 +15,30 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// statusError is a refusal from Vault, reduced to what is safe and useful
-// to log: the status and Vault's messages, not the request URL or body.
-type statusError struct {
-	status int
-	msg    string
-	kind   error // nil when the answer fits no kind
-}
-
-func (e *statusError) Error() string {
-	if e.kind == nil {
-		return fmt.Sprintf("HTTP %d: %s", e.status, e.msg)
-	}
-	return fmt.Sprintf("%v (HTTP %d): %s", e.kind, e.status, e.msg)
-}
-
-func (e *statusError) Unwrap() error { return e.kind }
-
 // maxMessage bounds the Vault text kept in an error: a proxy in front of
 // Vault may answer with a whole HTML page.
 const maxMessage = 300
 
 // The operations an error is sorted for: a 400 answer means something
-// different to each.
-type operation int
-
+// different to each. Logging in is this backend's own.
 const (
-	opWrap operation = iota
-	opUnwrap
-	opProbe
-	opLogin
+	opWrap   = kmsclients.OpWrap
+	opUnwrap = kmsclients.OpUnwrap
+	opProbe  = kmsclients.OpProbe
+	opLogin  = "login"
 )
 
-// classify turns an error of the api client into one that carries a kind.
-// It keeps network errors in the chain (they say where the call failed)
-// and replaces *api.ResponseError, whose text holds the whole request URL
-// and layout meant for a terminal.
-func classify(op operation, err error) error {
+// classify gives an error of the api client a kind. It keeps network
+// errors as they are (they say where the call failed), and words Vault's
+// answers anew: the text of *api.ResponseError holds the whole request
+// URL and a layout meant for a terminal.
+func classify(op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	var re *api.ResponseError
 	if errors.As(err, &re) {
-		return statusErrorOf(op, re)
+		return answerError(op, re)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -68,18 +49,25 @@ func classify(op operation, err error) error {
 	return err
 }
 
-func statusErrorOf(op operation, re *api.ResponseError) *statusError {
+// answerError is a refusal from Vault, reduced to what is safe and useful
+// to log: the status, Vault's messages and the kind they are sorted into
+// ("permission denied (HTTP 403): ..."), not the request.
+func answerError(op string, re *api.ResponseError) error {
 	// Vault's multierror text spans lines ("1 error occurred:\n\t* ...");
 	// a log line should not.
 	msg := strings.Join(strings.Fields(strings.Join(re.Errors, "; ")), " ")
 	if len(msg) > maxMessage {
 		msg = msg[:maxMessage] + "..."
 	}
-	return &statusError{status: re.StatusCode, msg: msg, kind: kindOfStatus(op, re.StatusCode, msg)}
+	kind := kindOfStatus(op, re.StatusCode, msg)
+	if kind == nil {
+		return kmsclients.Summarize(fmt.Sprintf("HTTP %d: %s", re.StatusCode, msg), re)
+	}
+	return kmsclients.Summarize(fmt.Sprintf("%v (HTTP %d): %s", kind, re.StatusCode, msg), kind, re)
 }
 
 // kindOfStatus sorts Vault's answers.
-func kindOfStatus(op operation, status int, msg string) error {
+func kindOfStatus(op string, status int, msg string) error {
 	switch {
 	case status == http.StatusTooManyRequests || status >= 500:
 		// Sealed, standby without an active node, rate limited, or down
@@ -109,7 +97,7 @@ func kindOfStatus(op operation, status int, msg string) error {
 // sound, an operator chose (or must act). For the other operations a 400
 // is a refusal too: a bad login (approle answers 400 to a wrong secret
 // ID), a key that cannot encrypt, a key that does not exist.
-func kindOfBadRequest(op operation, msg string) error {
+func kindOfBadRequest(op string, msg string) error {
 	if op != opUnwrap {
 		return kmsclients.ErrPermission
 	}
@@ -133,6 +121,6 @@ func isNetwork(err error) bool {
 // token (and to a policy that refuses the path: Vault does not tell the
 // two apart).
 func isForbidden(err error) bool {
-	var se *statusError
-	return errors.As(err, &se) && se.status == http.StatusForbidden
+	var re *api.ResponseError
+	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden
 }

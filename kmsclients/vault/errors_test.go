@@ -18,7 +18,7 @@ import (
 
 func TestClassifyStatus(t *testing.T) {
 	for name, tc := range map[string]struct {
-		op     operation
+		op     string
 		status int
 		msg    string
 		want   error
@@ -70,7 +70,7 @@ func TestClassifyTransport(t *testing.T) {
 	}
 }
 
-func TestStatusErrorBounded(t *testing.T) {
+func TestAnswerErrorBounded(t *testing.T) {
 	err := classify(opProbe, &api.ResponseError{StatusCode: 502, RawError: true, Errors: []string{strings.Repeat("<html>", 1000)}})
 	if len(err.Error()) > maxMessage+100 {
 		t.Fatalf("error of %d bytes", len(err.Error()))

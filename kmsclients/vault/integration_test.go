@@ -70,6 +70,7 @@ func TestConformance(t *testing.T) {
 			srv.createKey(t, one, keyType)
 			srv.createKey(t, two, keyType)
 			kmstest.Run(t, kmstest.Harness{
+				BackendKind: "vault",
 				New: func(t *testing.T) kmsclients.Backend {
 					return newTestBackend(t, "vault-one", srv.config(one, srv.appRoleAuth(t)))
 				},

@@ -77,7 +77,7 @@ import (
 
 // Backend is a Vault transit backend.
 type Backend struct {
-	name    string
+	src     kmsclients.Source
 	keyPath string // namespace, mount and key, as identities name them
 	idPfx   string
 	paths   transitPaths
@@ -118,19 +118,17 @@ const (
 // to Vault (see the package comment); the first Probe reports whether
 // Vault, the login and the key are usable.
 func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
-	if err := kmsclients.ValidateName(name); err != nil {
+	src := kmsclients.Source{Backend: "vault", Name: name}
+	if err := src.CheckNew(cfg); err != nil {
 		return nil, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("vault %s: %w", name, err)
 	}
 	cfg = cfg.withDefaults()
 	tlsCfg, err := clientTLS(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("vault %s: %w", name, err)
+		return nil, src.Errorf("", nil, "%w", err)
 	}
 	b := &Backend{
-		name:    name,
+		src:     src,
 		keyPath: keyPath(cfg),
 		idPfx:   identityPrefix(cfg),
 		paths: transitPaths{
@@ -141,7 +139,7 @@ func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
 	}
 	login, err := b.clients(cfg, tlsCfg)
 	if err != nil {
-		return nil, fmt.Errorf("vault %s: %w", name, err)
+		return nil, src.Errorf("", nil, "%w", err)
 	}
 	b.auth = login
 	return b, nil
@@ -248,7 +246,7 @@ func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, err
 }
 
 // Name implements kmsclients.Backend.
-func (b *Backend) Name() string { return b.name }
+func (b *Backend) Name() string { return b.src.Name }
 
 // Close stops token renewal and any login under way.
 func (b *Backend) Close() error {
@@ -262,11 +260,11 @@ func (b *Backend) Close() error {
 // Wrap encrypts share under the transit key, bound to aad.
 func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
 	if err := ctx.Err(); err != nil {
-		return kmsclients.Wrapped{}, err
+		return kmsclients.Wrapped{}, b.fail(ctx, opWrap, err)
 	}
 	keyType, err := b.learnKey(ctx)
 	if err != nil {
-		return kmsclients.Wrapped{}, b.fail(ctx, "wrap", err)
+		return kmsclients.Wrapped{}, b.fail(ctx, opWrap, err)
 	}
 	binding := bindingFor(keyType)
 	data := encryptRequest(share, aad, binding)
@@ -274,12 +272,12 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 		return c.Logical().WriteWithContext(ctx, b.paths.encrypt, data)
 	})
 	if err != nil {
-		return kmsclients.Wrapped{}, b.fail(ctx, "wrap", err)
+		return kmsclients.Wrapped{}, b.fail(ctx, opWrap, err)
 	}
 	ct, _ := secretString(s, "ciphertext")
 	version, ok := ciphertextVersion(ct)
 	if !ok {
-		return kmsclients.Wrapped{}, fmt.Errorf("vault %s: wrap: Vault answered without a vault:v<N>: ciphertext", b.name)
+		return kmsclients.Wrapped{}, b.src.Errorf(opWrap, nil, "Vault answered without a vault:v<N>: ciphertext")
 	}
 	return kmsclients.Wrapped{Ciphertext: frame(binding, ct), KeyIdentity: b.identity(version)}, nil
 }
@@ -301,7 +299,7 @@ func encryptRequest(share, aad []byte, binding byte) map[string]any {
 // names this backend's key and is bound as the key's type requires.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, b.fail(ctx, opUnwrap, err)
 	}
 	binding, ct, version, err := b.checkWrapped(w)
 	if err != nil {
@@ -318,11 +316,11 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 		return c.Logical().WriteWithContext(ctx, b.paths.decrypt, data)
 	})
 	if err != nil {
-		return nil, b.fail(ctx, "unwrap", err)
+		return nil, b.fail(ctx, opUnwrap, err)
 	}
 	plaintext, err := decodePlaintext(s)
 	if err != nil {
-		return nil, fmt.Errorf("vault %s: unwrap v%d: %w", b.name, version, err)
+		return nil, b.src.Errorf(opUnwrap, nil, "key version %d: %w", version, err)
 	}
 	if binding == bindAssociatedData {
 		return plaintext, nil
@@ -332,16 +330,17 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 
 // checkWrapped parses the stored share and its key identity.
 func (b *Backend) checkWrapped(w kmsclients.Wrapped) (byte, string, uint64, error) {
+	invalid := kmsclients.ErrInvalidCiphertext
 	binding, ct, version, ok := unframe(w.Ciphertext)
 	if !ok {
-		return 0, "", 0, fmt.Errorf("vault %s: unwrap: malformed or corrupt wrapped share: %w", b.name, kmsclients.ErrInvalidCiphertext)
+		return 0, "", 0, b.src.Errorf(opUnwrap, invalid, "malformed or corrupt wrapped share")
 	}
 	path, idVersion, ok := parseIdentity(w.KeyIdentity)
 	if !ok || path != b.keyPath {
-		return 0, "", 0, fmt.Errorf("vault %s: unwrap: share was wrapped by key %q, this backend uses %s: %w", b.name, w.KeyIdentity, b.keyPath, kmsclients.ErrInvalidCiphertext)
+		return 0, "", 0, b.src.Errorf(opUnwrap, invalid, "share was wrapped by key %q, this backend uses %s", w.KeyIdentity, b.keyPath)
 	}
 	if idVersion != version {
-		return 0, "", 0, fmt.Errorf("vault %s: unwrap: key identity names version %d, the ciphertext version %d: %w", b.name, idVersion, version, kmsclients.ErrInvalidCiphertext)
+		return 0, "", 0, b.src.Errorf(opUnwrap, invalid, "key identity names version %d, the ciphertext version %d", idVersion, version)
 	}
 	return binding, ct, version, nil
 }
@@ -354,11 +353,11 @@ func (b *Backend) checkWrapped(w kmsclients.Wrapped) (byte, string, uint64, erro
 func (b *Backend) checkBindingKind(ctx context.Context, binding byte) error {
 	keyType, err := b.learnKey(ctx)
 	if err != nil {
-		return b.fail(ctx, "unwrap", err)
+		return b.fail(ctx, opUnwrap, err)
 	}
 	if want := bindingFor(keyType); binding != want {
-		return fmt.Errorf("vault %s: unwrap: share says it is bound by %s, a key of type %q binds by %s: %w",
-			b.name, bindingNames[binding], keyType, bindingNames[want], kmsclients.ErrInvalidCiphertext)
+		return b.src.Errorf(opUnwrap, kmsclients.ErrInvalidCiphertext, "share says it is bound by %s, a key of type %q binds by %s",
+			bindingNames[binding], keyType, bindingNames[want])
 	}
 	return nil
 }
@@ -367,7 +366,7 @@ func (b *Backend) checkBindingKind(ctx context.Context, binding byte) error {
 func (b *Backend) checkBinding(plaintext, aad []byte) ([]byte, error) {
 	defer clear(plaintext)
 	if len(plaintext) < bindingSize || subtle.ConstantTimeCompare(plaintext[:bindingSize], aadBinding(aad)) != 1 {
-		return nil, fmt.Errorf("vault %s: unwrap: associated data differs from the one the share was wrapped with: %w", b.name, kmsclients.ErrInvalidCiphertext)
+		return nil, b.src.Errorf(opUnwrap, kmsclients.ErrInvalidCiphertext, "associated data differs from the one the share was wrapped with")
 	}
 	return append([]byte(nil), plaintext[bindingSize:]...), nil
 }
@@ -388,14 +387,14 @@ func decodePlaintext(s *api.Secret) ([]byte, error) {
 // encrypt and decrypt, and reports its latest version.
 func (b *Backend) Probe(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
-		return "", err
+		return "", b.fail(ctx, opProbe, err)
 	}
 	info, err := b.readKey(ctx)
 	if err != nil {
-		return "", b.fail(ctx, "probe", err)
+		return "", b.fail(ctx, opProbe, err)
 	}
 	if err := b.learnCluster(ctx); err != nil {
-		return "", b.fail(ctx, "probe", err)
+		return "", b.fail(ctx, opProbe, err)
 	}
 	return b.identity(info.latest), nil
 }
@@ -552,7 +551,7 @@ func (b *Backend) identity(version uint64) string {
 // call makes a request with the current token. When Vault refuses the
 // token (403) it logs in again, or takes the token another caller just
 // obtained, and tries once more.
-func (b *Backend) call(ctx context.Context, op operation, req func(context.Context, *api.Client) (*api.Secret, error)) (*api.Secret, error) {
+func (b *Backend) call(ctx context.Context, op string, req func(context.Context, *api.Client) (*api.Secret, error)) (*api.Secret, error) {
 	s, err := b.auth.session(ctx)
 	if err != nil {
 		return nil, err
@@ -572,11 +571,8 @@ func (b *Backend) call(ctx context.Context, op operation, req func(context.Conte
 	return out, classify(op, err)
 }
 
-// fail prefixes err. A done ctx takes precedence, so that callers see
-// their own cancellation or deadline whatever the api client made of it.
+// fail is the error of a call to Vault that failed with err, which
+// classify gave its kind (the context rule is kmsclients.Source.Fail's).
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		return fmt.Errorf("vault %s: %s: %w: %w", b.name, op, cerr, err)
-	}
-	return fmt.Errorf("vault %s: %s: %w", b.name, op, err)
+	return b.src.Fail(ctx, op, nil, err)
 }

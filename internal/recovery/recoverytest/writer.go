@@ -57,7 +57,7 @@ func StartPlugin(t testing.TB) *Plugin {
 			t.Fatal(err)
 		}
 		p.KeyFiles[name] = path
-		b, err := local.New(name, local.Config{KeyFile: path})
+		b, err := local.New(context.Background(), name, local.Config{KeyFile: path})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,119 @@
+package kmsclients
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"testing"
+)
+
+// TestErrorText: every error reads "<backend> <name>: <op>: <cause>",
+// and says a context's kind only where it overrode the cause's.
+func TestErrorText(t *testing.T) {
+	src := Source{Backend: "vault", Name: "vault-eu"}
+	live := context.Background()
+	done, cancel := context.WithCancel(live)
+	cancel()
+	reset := fmt.Errorf("%w: read tcp: connection reset", ErrUnavailable)
+	for _, tc := range []struct {
+		name     string
+		err      error
+		want     string
+		wantKind string
+	}{
+		{"found by the backend", src.Errorf(OpUnwrap, ErrInvalidCiphertext, "malformed wrapped share"), "vault vault-eu: unwrap: malformed wrapped share", "invalid"},
+		{"kind from the cause", src.Errorf(OpProbe, nil, "key %s: %w", "k", ErrPermission), "vault vault-eu: probe: key k: permission denied", "permission"},
+		{"no kind", src.Errorf(OpWrap, nil, "Vault answered without a ciphertext"), "vault vault-eu: wrap: Vault answered without a ciphertext", "other"},
+		{"kind not written out", src.Errorf(OpProbe, ErrPermission, "key file /k has mode 0644"), "vault vault-eu: probe: key file /k has mode 0644", "permission"},
+		{"call failed", src.Fail(live, OpWrap, nil, reset), "vault vault-eu: wrap: backend unavailable: read tcp: connection reset", "unavailable"},
+		{"call failed, kind given", src.Fail(live, OpWrap, ErrPermission, errors.New("AccessDenied")), "vault vault-eu: wrap: AccessDenied", "permission"},
+		{"context wins", src.Fail(done, OpWrap, nil, reset), "vault vault-eu: wrap: context canceled: backend unavailable: read tcp: connection reset", "canceled"},
+		{"context wins over a given kind", src.Fail(done, OpUnwrap, ErrInvalidCiphertext, errors.New("HTTP 400")), "vault vault-eu: unwrap: context canceled: HTTP 400", "canceled"},
+		{"context said once", src.Fail(done, OpProbe, nil, done.Err()), "vault vault-eu: probe: context canceled", "canceled"},
+		{"error of New", src.Errorf("", nil, "vault.caFile: %w", fs.ErrNotExist), "vault vault-eu: vault.caFile: file does not exist", "other"},
+		{"no cause", &Error{Backend: "local", Name: "a", Op: OpWrap, Kind: ErrUnavailable}, "local a: wrap: backend unavailable", "unavailable"},
+		{"nothing", &Error{Backend: "local", Name: "a", Op: OpWrap}, "local a: wrap: failed", "other"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.err.Error(); got != tc.want {
+				t.Errorf("text %q, want %q", got, tc.want)
+			}
+			if got := Kind(tc.err); got != tc.wantKind {
+				t.Errorf("kind %s, want %s", got, tc.wantKind)
+			}
+		})
+	}
+}
+
+// TestErrorUnwrapsKindAndCause: errors.Is and errors.As reach both.
+func TestErrorUnwrapsKindAndCause(t *testing.T) {
+	cause := &fs.PathError{Op: "open", Path: "/k", Err: fs.ErrNotExist}
+	err := Source{Backend: "local", Name: "a"}.Errorf(OpProbe, ErrUnavailable, "key file: %w", cause)
+	var pe *fs.PathError
+	var e *Error
+	switch {
+	case !errors.Is(err, ErrUnavailable):
+		t.Error("kind not reached")
+	case !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &pe):
+		t.Error("cause not reached")
+	case !errors.As(err, &e) || e.Backend != "local" || e.Name != "a" || e.Op != OpProbe || e.Kind != ErrUnavailable:
+		t.Errorf("errors.As gave %+v", e)
+	}
+}
+
+// TestKindOrder: a finished context is the kind whatever else an error
+// is, and unavailable comes before permission and invalid.
+func TestKindOrder(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "ok"},
+		{errors.New("x"), "other"},
+		{errors.Join(ErrInvalidCiphertext, context.Canceled), "canceled"},
+		{errors.Join(context.Canceled, context.DeadlineExceeded), "deadline"},
+		{errors.Join(ErrPermission, ErrUnavailable), "unavailable"},
+		{errors.Join(ErrInvalidCiphertext, ErrPermission), "permission"},
+		{ErrInvalidCiphertext, "invalid"},
+	} {
+		if got := Kind(tc.err); got != tc.want {
+			t.Errorf("Kind(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestCheckNew(t *testing.T) {
+	for _, tc := range []struct {
+		name, backend string
+		cfg           error // what the config's Validate says
+		want          string
+	}{
+		{"valid", "vault-eu", nil, ""},
+		{"bad name", "Vault_EU", nil, `vault: invalid backend name "Vault_EU"`},
+		{"bad config", "vault-eu", errors.New("vault.keyName: required"), "vault vault-eu: vault.keyName: required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Source{Backend: "vault", Name: tc.backend}.CheckNew(validator{tc.cfg})
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+type validator struct{ err error }
+
+func (v validator) Validate() error { return v.err }
+
+func TestSummarize(t *testing.T) {
+	sdk := fmt.Errorf("PUT https://vault.example/v1/transit/decrypt/k\nCode: 403\n%w", fs.ErrPermission)
+	err := Summarize("HTTP 403: permission denied", ErrPermission, nil, sdk)
+	if err.Error() != "HTTP 403: permission denied" || strings.Contains(err.Error(), "\n") {
+		t.Errorf("text %q", err)
+	}
+	if !errors.Is(err, ErrPermission) || !errors.Is(err, fs.ErrPermission) {
+		t.Error("wrapped errors not reached")
+	}
+}
