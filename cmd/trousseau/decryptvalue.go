@@ -49,7 +49,7 @@ the key too.`,
 	f.StringVar(&o.key, "key", "", "the value's etcd key")
 	f.StringVar(&o.input, "input", "raw", "raw, base64, or json (etcdctl -w json)")
 	f.StringVarP(&o.format, "output", "o", "yaml", "yaml, json, or raw (the decrypted bytes as stored)")
-	f.StringVar(&o.prefix, "prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
 	f.StringVar(&o.provider, "provider-name", "", "KMS provider name; default: any")
 	cmd.MarkFlagRequired("config")
 	return cmd

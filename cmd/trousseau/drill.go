@@ -65,7 +65,7 @@ when some DEK is already unrecoverable.`,
 	f.StringVar(&o.cert, "cert", "", "live etcd: client certificate")
 	f.StringVar(&o.key, "key", "", "live etcd: client key")
 	f.StringVar(&o.user, "user", "", "live etcd: `USER[:PASSWORD]` (without a password, $ETCDCTL_PASSWORD is used)")
-	f.StringVar(&o.prefix, "prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
 	f.StringVar(&o.stateDir, "state-dir", "", "the plugin's state dir (default: the config's stateDir when no etcd flag is given)")
 	f.IntVar(&o.minMargin, "min-margin", 1, "the margin every DEK must keep for exit status 0")
 	f.StringVarP(&o.output, "output", "o", "table", "table or json")

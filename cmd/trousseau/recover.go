@@ -82,7 +82,7 @@ if any object failed.`,
 	f.StringVar(&o.user, "user", "", "live etcd: `USER[:PASSWORD]` (without a password, $ETCDCTL_PASSWORD is used)")
 	f.StringSliceVar(&o.resources, "resources", nil, "resources to recover, as in etcd keys (secrets,configmaps; custom resources as plural.group); default: every KMS-encrypted resource")
 	f.StringVarP(&o.namespace, "namespace", "n", "", "recover one namespace only")
-	f.StringVar(&o.prefix, "prefix", "/registry", "kube-apiserver's --etcd-prefix")
+	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
 	f.StringVar(&o.provider, "provider-name", "", "KMS provider name of the EncryptionConfiguration; default: any (k8s:enc:kms:v2:<name>: and k8s:enc:kms:v1:<name>:)")
 	f.StringVar(&o.outputDir, "output", "", "write one manifest per object to `DIR`/<namespace>/<resource>/<name>.yaml (0700 directories, 0600 files)")
 	f.StringVarP(&o.format, "format", "o", "", "yaml or json; without --output, every object goes to stdout (a YAML stream or a JSON List)")

@@ -135,7 +135,7 @@ func (x drillIndex) add(header []byte, from, resource string) {
 func (x drillIndex) scan(ctx context.Context, opts DrillOptions, report *DrillReport) error {
 	prefix := opts.Prefix
 	if prefix == "" {
-		prefix = "/registry"
+		prefix = DefaultPrefix
 	}
 	sc, err := opts.Source.Scan(ctx, normalizePrefix(prefix), func(string) bool { return true })
 	if err != nil {

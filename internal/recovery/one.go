@@ -13,7 +13,7 @@ import (
 // (with an error) when the bytes do not decode.
 func DecryptValue(ctx context.Context, env Envelope, prefix, provider, key string, stored []byte) (plain []byte, obj Object, err error) {
 	if prefix == "" {
-		prefix = "/registry"
+		prefix = DefaultPrefix
 	}
 	plain, err = NewDecrypter(ctx, env, DecrypterOptions{Provider: provider}).Decrypt(ctx, key, stored)
 	switch {

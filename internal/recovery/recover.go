@@ -86,7 +86,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, errors.New("recovery: a Source and an Envelope are required")
 	}
 	if opts.Prefix == "" {
-		opts.Prefix = "/registry"
+		opts.Prefix = DefaultPrefix
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 2 * runtime.GOMAXPROCS(0)

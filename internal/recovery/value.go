@@ -139,6 +139,9 @@ func (k Key) GroupResource() string {
 	return k.Resource + "." + k.Group
 }
 
+// DefaultPrefix is kube-apiserver's default --etcd-prefix.
+const DefaultPrefix = "/registry"
+
 // ParseKey splits an etcd key under prefix (e.g. "/registry"). Keys have
 // no type information: a first segment with a dot is a group (custom and
 // aggregated resources), the last segment is the name, and the one before
