@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 	"github.com/trousseau-io/trousseau/split"
 )
@@ -76,33 +77,22 @@ type Log struct {
 	Format string `json:"format,omitempty"` // json | text
 }
 
-// Duration is a time.Duration written as "30s", "720h".
-type Duration struct{ time.Duration }
+// Duration is a time.Duration written as "30s", "720h". It is
+// kmsclients.Duration, which the backends' config blocks use too, so that
+// the strict field walk checks theirs as it checks these.
+type Duration = kmsclients.Duration
 
-// UnmarshalJSON reads a Go duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	s, err := strconv.Unquote(string(b))
-	if err != nil {
-		return fmt.Errorf("want a duration such as \"30s\", got %s", b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalJSON writes a Go duration string.
-func (d Duration) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(d.String())), nil }
-
-// Load reads, defaults and validates a config file.
-func Load(path string) (*Config, error) {
+// Load reads, defaults and validates a config file. Each override edits
+// the config after the defaults and before Validate, so that what a
+// command line sets instead of the file (serve's --socket) is what is
+// validated: a kmsplugin endpoint is checked against the socket serve
+// will listen on, not the one the file names.
+func Load(path string, overrides ...func(*Config)) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(raw)
+	c, err := Parse(raw, overrides...)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -110,7 +100,7 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse is Load without the file.
-func Parse(raw []byte) (*Config, error) {
+func Parse(raw []byte, overrides ...func(*Config)) (*Config, error) {
 	var c Config
 	if err := checkFields(raw); err != nil {
 		return nil, cleanYAMLError(err)
@@ -120,6 +110,9 @@ func Parse(raw []byte) (*Config, error) {
 		return nil, cleanYAMLError(err)
 	}
 	c.SetDefaults()
+	for _, override := range overrides {
+		override(&c)
+	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -158,7 +151,7 @@ func (c *Config) SetDefaults() {
 		c.Health.ProbeTimeout.Duration = min(DefaultProbeTimeout, c.Health.ProbeInterval.Duration)
 	}
 	if c.Rotation.MaxAge == nil {
-		c.Rotation.MaxAge = &Duration{DefaultMaxAge}
+		c.Rotation.MaxAge = &Duration{Duration: DefaultMaxAge}
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -260,6 +253,7 @@ func (c *Config) validateBackends(p *problems) {
 		}
 	}
 	c.validateKeyFiles(p)
+	c.validateEndpoints(p)
 }
 
 // validateKeyFiles refuses two local backends on one key file, however
@@ -308,6 +302,49 @@ func resolvePath(path string) string {
 		return real
 	}
 	return filepath.Clean(path)
+}
+
+// validateEndpoints refuses a kmsplugin endpoint that is Trousseau's own
+// socket (the plugin would be a custodian of its own shares) and two
+// kmsplugin backends on one socket (one custodian would hold two
+// shares), however the socket is named (a symlink, a hard link, a "../"
+// path): kmsplugin.CheckEndpoints compares them. Custodians that are one
+// key behind two sockets are found by `config check` and the envelope,
+// from the key_id they report.
+func (c *Config) validateEndpoints(p *problems) {
+	var endpoints []string
+	var backend []int // the index in backends of each endpoint
+	for i, b := range c.Backends {
+		if k, ok := b.Spec.(*kmsplugin.Config); ok && k != nil {
+			endpoints = append(endpoints, k.Endpoint)
+			backend = append(backend, i)
+		}
+	}
+	err := kmsplugin.CheckEndpoints(c.Socket, endpoints)
+	if err == nil {
+		return
+	}
+	errs := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = joined.Unwrap()
+	}
+	for _, err := range errs {
+		var e *kmsplugin.EndpointError
+		if !errors.As(err, &e) {
+			*p = append(*p, err)
+			continue
+		}
+		field := fmt.Sprintf("backends[%d].kmsplugin.endpoint", backend[e.Index])
+		if e.Other < 0 {
+			p.add(field, "%s is Trousseau's own socket (socket: %s): the plugin cannot be a custodian of its own shares", e.Endpoint, e.OtherEndpoint)
+			continue
+		}
+		other := fmt.Sprintf("backends[%d]", backend[e.Other])
+		if e.OtherEndpoint != e.Endpoint {
+			other += " (" + e.OtherEndpoint + ")"
+		}
+		p.add(field, "%s is already the socket of %s: one custodian would hold two shares", e.Endpoint, other)
+	}
 }
 
 func (c *Config) validateHealth(p *problems) {

@@ -14,6 +14,7 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/awskms"
 	"github.com/trousseau-io/trousseau/kmsclients/azurekv"
+	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 	"github.com/trousseau-io/trousseau/kmsclients/vault"
 )
@@ -30,6 +31,7 @@ var kinds = []kind{
 	kindOf("vault", vault.New),
 	kindOf("awskms", awskms.New),
 	kindOf("azurekv", azurekv.New),
+	kindOf("kmsplugin", kmsplugin.New),
 }
 
 // Spec is a backend kind's config block: a pointer to the config type of
@@ -65,7 +67,8 @@ func kindOf[C any, PC interface {
 	}
 }
 
-// kindNames lists every kind, by its YAML name: "local, vault, awskms or azurekv".
+// kindNames lists every kind, by its YAML name: "local, vault, awskms,
+// azurekv or kmsplugin".
 func kindNames() string {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {

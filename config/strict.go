@@ -32,6 +32,9 @@ func checkFields(raw []byte) error {
 }
 
 var (
+	// durationType is the one duration type of the file: config.Duration
+	// is kmsclients.Duration, which backends' blocks use too (such as
+	// kmsplugin.timeout), so theirs are checked and named alike.
 	durationType = reflect.TypeFor[Duration]()
 	backendType  = reflect.TypeFor[Backend]()
 )

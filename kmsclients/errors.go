@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Error kinds. Backends wrap their errors so that errors.Is reports one of
@@ -144,11 +145,30 @@ func (s Source) Errorf(op string, kind error, format string, args ...any) error 
 // of kind (nil: err's own, if any). When ctx is done, its error is the
 // kind whatever the call made of it (a reset connection, an SDK's retry
 // error): the caller's cancellation or deadline is what happened.
+//
+// A deadline of ctx that has passed makes ctx done here even while
+// ctx.Err() is still nil: a transport that enforces the deadline itself
+// (gRPC sends it and arms its own timer) can fail the call a moment
+// before ctx's own timer marks ctx done, and that failure is the
+// caller's deadline all the same. A backend's own per-call timeout, on a
+// context derived from ctx, is not ctx's deadline: Fail is given ctx.
 func (s Source) Fail(ctx context.Context, op string, kind, err error) error {
-	if cerr := ctx.Err(); cerr != nil {
+	if cerr := done(ctx); cerr != nil {
 		kind = cerr
 	}
 	return s.newError(op, kind, err)
+}
+
+// done is ctx's error, or context.DeadlineExceeded when ctx's deadline
+// has passed and ctx does not say so yet.
+func done(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 func (s Source) newError(op string, kind, err error) *Error {

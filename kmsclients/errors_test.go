@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestErrorText: every error reads "<backend> <name>: <op>: <cause>",
@@ -44,6 +45,58 @@ func TestErrorText(t *testing.T) {
 				t.Errorf("kind %s, want %s", got, tc.wantKind)
 			}
 		})
+	}
+}
+
+// lateContext is a context whose deadline has passed while its Err is
+// still nil: the moment between a transport's own timer for the deadline
+// (gRPC's) failing the call and the context's timer marking it done.
+type lateContext struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lateContext) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// TestFailDeadlinePassed: a call that fails once the caller's deadline
+// has passed is of the deadline's kind, even before ctx.Err() says so;
+// a deadline still ahead (a backend's own per-call timeout fired) leaves
+// the kind to the call, and a cancellation still comes first.
+func TestFailDeadlinePassed(t *testing.T) {
+	src := Source{Backend: "kmsplugin", Name: "aws"}
+	grpcTimeout := fmt.Errorf("gRPC DeadlineExceeded: %w", errors.New("context deadline exceeded"))
+	past, ahead := time.Now().Add(-time.Millisecond), time.Now().Add(time.Hour)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name     string
+		ctx      context.Context
+		kind     error
+		want     string
+		wantKind string
+	}{
+		{"passed, Err not yet set", lateContext{context.Background(), past}, ErrUnavailable, "kmsplugin aws: wrap: context deadline exceeded: gRPC DeadlineExceeded: context deadline exceeded", "deadline"},
+		{"passed, no kind given", lateContext{context.Background(), past}, nil, "kmsplugin aws: wrap: context deadline exceeded: gRPC DeadlineExceeded: context deadline exceeded", "deadline"},
+		{"ahead: the backend's own timeout", lateContext{context.Background(), ahead}, ErrUnavailable, "kmsplugin aws: wrap: gRPC DeadlineExceeded: context deadline exceeded", "unavailable"},
+		{"passed, but cancelled first", lateContext{cancelled, past}, ErrUnavailable, "kmsplugin aws: wrap: context canceled: gRPC DeadlineExceeded: context deadline exceeded", "canceled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.ctx.Err() != nil && tc.wantKind == "deadline" {
+				t.Fatal("test setup: the context says it is done")
+			}
+			err := src.Fail(tc.ctx, OpWrap, tc.kind, grpcTimeout)
+			if got := err.Error(); got != tc.want {
+				t.Errorf("text %q, want %q", got, tc.want)
+			}
+			if got := Kind(err); got != tc.wantKind {
+				t.Errorf("kind %s, want %s", got, tc.wantKind)
+			}
+		})
+	}
+	// Only a failed call is judged by the deadline: what the backend
+	// found itself keeps its kind.
+	if err := src.Errorf(OpUnwrap, ErrInvalidCiphertext, "binding does not match"); Kind(err) != "invalid" {
+		t.Errorf("Errorf: kind %s", Kind(err))
 	}
 }
 

@@ -75,10 +75,21 @@ func (o *serveOptions) loadConfig() (*config.Config, error) {
 	if o.dev {
 		return setUpDev(o.Out, o.socket, o.stateDir, o.healthListen)
 	}
-	cfg, err := config.Load(o.configFile)
+	// The flags override the file before it is validated: what is
+	// checked (a kmsplugin endpoint against Trousseau's own socket, say)
+	// is what serve will use.
+	cfg, err := config.Load(o.configFile, o.override)
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.ValidateOnHost(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", o.configFile, err)
+	}
+	return cfg, nil
+}
+
+// override sets in cfg what the flags give instead of the config file.
+func (o *serveOptions) override(cfg *config.Config) {
 	if o.socket != "" {
 		cfg.Socket = o.socket
 	}
@@ -88,10 +99,6 @@ func (o *serveOptions) loadConfig() (*config.Config, error) {
 	if o.healthListen != "" {
 		cfg.Health.Listen = o.healthListen
 	}
-	if err := errors.Join(cfg.Validate(), cfg.ValidateOnHost()); err != nil {
-		return nil, fmt.Errorf("config %s: %w", o.configFile, err)
-	}
-	return cfg, nil
 }
 
 func (o *serveOptions) run(parent context.Context) error {

@@ -25,11 +25,32 @@ type Harness struct {
 	OtherKey func(t *testing.T) kmsclients.Backend
 	// Unavailable returns a backend whose server or key is gone.
 	Unavailable func(t *testing.T) kmsclients.Backend
-	// BackendKind is the backend's kind as the config names it ("vault").
-	// When set, every error the suite provokes must be a *kmsclients.Error
-	// that names it, the backend and the operation: the shape the docs
+	// BackendKind is the backend's kind as the config names it ("vault"),
+	// required: every error the suite provokes must be a *kmsclients.Error
+	// that names it, the backend and the operation, the shape the docs
 	// promise ("vault vault-eu: unwrap: ...").
 	BackendKind string
+}
+
+// check says what the harness lacks.
+func (h Harness) check() error {
+	var missing []string
+	if h.New == nil {
+		missing = append(missing, "New")
+	}
+	if h.OtherKey == nil {
+		missing = append(missing, "OtherKey")
+	}
+	if h.Unavailable == nil {
+		missing = append(missing, "Unavailable")
+	}
+	if h.BackendKind == "" {
+		missing = append(missing, `BackendKind (the backend's kind as the config names it, "vault")`)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("kmstest.Harness: set %s", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // callTimeout bounds each call of the suite; backends must honour it.
@@ -37,6 +58,9 @@ const callTimeout = 10 * time.Second
 
 // Run runs the conformance suite.
 func Run(t *testing.T, h Harness) {
+	if err := h.check(); err != nil {
+		t.Fatal(err)
+	}
 	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, h.New(t)) })
 	t.Run("AssociatedDataMismatch", func(t *testing.T) { testAADMismatch(t, h, h.New(t)) })
 	t.Run("TamperedCiphertext", func(t *testing.T) { testTampered(t, h, h.New(t)) })
@@ -88,11 +112,11 @@ func wantKind(t testing.TB, what string, err, kind error) {
 }
 
 // wantShape checks that err, from b's op, has the shape every backend's
-// errors have, when the harness names the backend's kind.
+// errors have.
 func (h Harness) wantShape(t testing.TB, b kmsclients.Backend, op string, err error) {
 	t.Helper()
-	if h.BackendKind == "" || err == nil {
-		return
+	if err == nil {
+		return // wantKind fails it
 	}
 	prefix := h.BackendKind + " " + b.Name() + ": " + op + ": "
 	var e *kmsclients.Error

@@ -3,6 +3,7 @@ package kmstest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -46,7 +47,7 @@ func TestWantShape(t *testing.T) {
 		{"another op", "toy", src.Errorf(kmsclients.OpProbe, nil, "x"), true},
 		{"another kind", "other", good, true},
 		{"another backend", "toy", kmsclients.Source{Backend: "toy", Name: "toy-b"}.Errorf(kmsclients.OpUnwrap, nil, "x"), true},
-		{"not asked to check", "", context.Canceled, false},
+		{"no kind to check against", "", good, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &recorder{TB: t}
@@ -55,5 +56,23 @@ func TestWantShape(t *testing.T) {
 				t.Fatalf("failed %v, want %v", r.failed, tc.fail)
 			}
 		})
+	}
+}
+
+// TestHarnessIsComplete: the suite refuses a harness without every part,
+// the backend's kind included.
+func TestHarnessIsComplete(t *testing.T) {
+	backend := func(*testing.T) kmsclients.Backend { return named("toy-a") }
+	full := Harness{New: backend, OtherKey: backend, Unavailable: backend, BackendKind: "toy"}
+	if err := full.check(); err != nil {
+		t.Fatalf("a complete harness: %v", err)
+	}
+	noKind := full
+	noKind.BackendKind = ""
+	if err := noKind.check(); err == nil || !strings.Contains(err.Error(), "BackendKind") {
+		t.Fatalf("a harness without BackendKind: %v", err)
+	}
+	if err := (Harness{BackendKind: "toy"}).check(); err == nil || !strings.Contains(err.Error(), "New, OtherKey, Unavailable") {
+		t.Fatalf("a harness without backends: %v", err)
 	}
 }
