@@ -39,6 +39,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
 	$(GO) test -run '^$$' -fuzz '^FuzzVersionOf$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/kmsplugin/
+	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/gcpkms/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseVersionName$$' -fuzztime $(FUZZTIME) ./kmsclients/gcpkms/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/vault/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseIdentity$$' -fuzztime $(FUZZTIME) ./kmsclients/vault/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./internal/recovery/

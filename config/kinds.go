@@ -14,6 +14,7 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/awskms"
 	"github.com/trousseau-io/trousseau/kmsclients/azurekv"
+	"github.com/trousseau-io/trousseau/kmsclients/gcpkms"
 	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 	"github.com/trousseau-io/trousseau/kmsclients/vault"
@@ -32,6 +33,7 @@ var kinds = []kind{
 	kindOf("awskms", awskms.New),
 	kindOf("azurekv", azurekv.New),
 	kindOf("kmsplugin", kmsplugin.New),
+	kindOf("gcpkms", gcpkms.New),
 }
 
 // Spec is a backend kind's config block: a pointer to the config type of

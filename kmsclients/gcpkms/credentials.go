@@ -1,0 +1,279 @@
+package gcpkms
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/auth"
+	"cloud.google.com/go/auth/credentials"
+	"cloud.google.com/go/auth/credentials/impersonate"
+	"cloud.google.com/go/compute/metadata"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// OAuth scopes: the base credentials may need to call the IAM
+// Credentials API (impersonation); the tokens sent to Cloud KMS need
+// Cloud KMS only.
+const (
+	scopeCloudPlatform = "https://www.googleapis.com/auth/cloud-platform"
+	scopeCloudKMS      = "https://www.googleapis.com/auth/cloudkms"
+)
+
+// reconnect bounds gRPC's wait between attempts to reconnect to Cloud
+// KMS (120 s by default): after an outage, the backend is back within
+// seconds.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 10 * time.Second},
+	MinConnectTimeout: 10 * time.Second,
+}
+
+// quiet is the logger of the Google libraries. At debug level, which an
+// environment variable (GOOGLE_SDK_GO_LOGGING_LEVEL) turns on, they log
+// every request and answer, shares and tokens included; a logger of
+// their own keeps that variable from having any effect.
+var quiet = slog.New(slog.DiscardHandler)
+
+// clientOptions are the options of the Cloud KMS client for cfg, which
+// is valid. Building them makes no remote call.
+func clientOptions(cfg Config) ([]option.ClientOption, error) {
+	opts := []option.ClientOption{
+		option.WithLogger(quiet),
+		option.WithUserAgent("trousseau"),
+		option.WithGRPCDialOption(grpc.WithConnectParams(reconnect)),
+	}
+	if cfg.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(cfg.Endpoint))
+	}
+	if cfg.plaintext() {
+		return append(opts,
+			option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		), nil
+	}
+	creds, err := newCredentials(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, option.WithAuthCredentials(creds)), nil
+}
+
+// newCredentials builds the credentials cfg selects: a file or
+// Application Default Credentials, impersonating a service account if
+// asked. The file is read now, so that a missing or malformed one is
+// reported at start with the field that names it; everything else is
+// done at the first call.
+func newCredentials(cfg Config) (*auth.Credentials, error) {
+	var creds *auth.Credentials
+	if cfg.CredentialsFile == "" {
+		creds = auth.NewCredentials(&auth.CredentialsOptions{TokenProvider: newDefaultCredentials()})
+	} else {
+		var err error
+		if creds, err = fileCredentials(cfg.CredentialsFile); err != nil {
+			return nil, err
+		}
+	}
+	if sa := cfg.ImpersonateServiceAccount; sa != "" {
+		var err error
+		creds, err = impersonate.NewCredentials(&impersonate.CredentialsOptions{
+			TargetPrincipal: sa,
+			Scopes:          []string{scopeCloudKMS},
+			Credentials:     creds,
+			Logger:          quiet,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gcpkms.impersonateServiceAccount: %w", err)
+		}
+	}
+	return marked(creds), nil
+}
+
+// fileTypes are the credential files the backend accepts: those that
+// name a service account or a federated identity (and gcloud's user
+// login, for development).
+var fileTypes = map[credentials.CredType]bool{
+	credentials.ServiceAccount:                true,
+	credentials.ExternalAccount:               true,
+	credentials.ImpersonatedServiceAccount:    true,
+	credentials.AuthorizedUser:                true,
+	credentials.ExternalAccountAuthorizedUser: true,
+}
+
+// maxCredentialsFile bounds what is read from a credentials file.
+const maxCredentialsFile = 1 << 20
+
+// fileCredentials reads a credentials file. Its errors name the field
+// and the path, never the content.
+func fileCredentials(path string) (*auth.Credentials, error) {
+	const field = "gcpkms.credentialsFile"
+	data, err := readBounded(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	defer clear(data)
+	var head struct {
+		Type credentials.CredType `json:"type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("%s: %s is not a JSON credentials file", field, path)
+	}
+	if !fileTypes[head.Type] {
+		return nil, fmt.Errorf("%s: %s has type %q; want service_account, external_account, impersonated_service_account, authorized_user or external_account_authorized_user", field, path, head.Type)
+	}
+	creds, err := credentials.NewCredentialsFromJSON(head.Type, data, &credentials.DetectOptions{Scopes: []string{scopeCloudPlatform}, Logger: quiet})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %s", field, path, oneLine(err.Error()))
+	}
+	return creds, nil
+}
+
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxCredentialsFile+1))
+	switch {
+	case err != nil:
+		return nil, err
+	case len(data) > maxCredentialsFile:
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxCredentialsFile)
+	case len(bytes.TrimSpace(data)) == 0:
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return data, nil
+}
+
+// defaultCredentials are Application Default Credentials, looked for at
+// the first call rather than at New: on GCE and GKE that asks the
+// metadata server, which may not answer yet when the plugin starts. A
+// search that fails is made again at the next call.
+type defaultCredentials struct {
+	detect func() (*auth.Credentials, error)
+
+	mu      sync.Mutex
+	creds   *auth.Credentials
+	err     error         // of the last search
+	pending chan struct{} // closed when the search under way ends
+}
+
+func newDefaultCredentials() *defaultCredentials {
+	return &defaultCredentials{detect: func() (*auth.Credentials, error) {
+		return credentials.DetectDefault(&credentials.DetectOptions{Scopes: []string{scopeCloudPlatform}, Logger: quiet})
+	}}
+}
+
+// Token implements auth.TokenProvider.
+func (d *defaultCredentials) Token(ctx context.Context) (*auth.Token, error) {
+	creds, err := d.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return creds.Token(ctx)
+}
+
+// get returns the credentials, searching for them if no search has found
+// them yet; the caller waits no longer than ctx allows (the search, which
+// takes no context, goes on for the next caller).
+func (d *defaultCredentials) get(ctx context.Context) (*auth.Credentials, error) {
+	d.mu.Lock()
+	if d.creds != nil {
+		defer d.mu.Unlock()
+		return d.creds, nil
+	}
+	if d.pending == nil {
+		done := make(chan struct{})
+		d.pending = done
+		go func() {
+			creds, err := d.detect()
+			d.mu.Lock()
+			d.creds, d.err, d.pending = creds, err, nil
+			d.mu.Unlock()
+			close(done)
+		}()
+	}
+	done := d.pending
+	d.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.creds != nil {
+		return d.creds, nil
+	}
+	return nil, fmt.Errorf("Application Default Credentials: %w", d.err)
+}
+
+// marked returns creds whose token errors are gRPC statuses of the kind
+// they are. gRPC reports any other error of the credentials as
+// Unauthenticated: a metadata server that does not answer would read as
+// a permission error.
+func marked(creds *auth.Credentials) *auth.Credentials {
+	return auth.NewCredentials(&auth.CredentialsOptions{
+		TokenProvider:          markedTokens{creds},
+		JSON:                   creds.JSON(),
+		QuotaProjectIDProvider: auth.CredentialsPropertyFunc(creds.QuotaProjectID),
+		UniverseDomainProvider: auth.CredentialsPropertyFunc(creds.UniverseDomain),
+	})
+}
+
+type markedTokens struct{ creds *auth.Credentials }
+
+func (m markedTokens) Token(ctx context.Context) (*auth.Token, error) {
+	tok, err := m.creds.Token(ctx)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	return tok, nil
+}
+
+// tokenError sorts a failure to get a token: the caller's context, a
+// token service or metadata server that did not answer or failed
+// (Unavailable), or credentials that were refused or are missing
+// (Unauthenticated). The text is one line, which never holds a token.
+func tokenError(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	code := codes.Unauthenticated
+	if transientTokenError(err) {
+		code = codes.Unavailable
+	}
+	return status.Error(code, tokenErrorText+oneLine(err.Error()))
+}
+
+// tokenErrorText starts the message of a token error.
+const tokenErrorText = "getting a Google access token: "
+
+func transientTokenError(err error) bool {
+	var authErr *auth.Error
+	var mdErr *metadata.Error
+	var netErr net.Error
+	switch {
+	case errors.As(err, &authErr):
+		return authErr.Temporary()
+	case errors.As(err, &mdErr):
+		return mdErr.Code == http.StatusTooManyRequests || mdErr.Code >= 500
+	case errors.As(err, &netErr):
+		return true
+	}
+	return false
+}
