@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/trousseau-io/trousseau/internal/filelock"
@@ -67,19 +69,25 @@ func (s *stateFile) path() string { return filepath.Join(s.dir, stateFileName) }
 // state file readable by others is made 0600 again (it holds only wrapped
 // material, but it is nobody else's business).
 func (s *stateFile) load(log *slog.Logger) ([]byte, error) {
-	s.removeLeftovers(log)
-	if st, err := os.Stat(s.path()); err == nil && st.Mode().Perm()&0o077 != 0 {
-		log.Warn("state file was readable or writable by others; made it 0600", "file", s.path(), "mode", st.Mode().Perm().String())
-		if err := os.Chmod(s.path(), 0o600); err != nil {
-			return nil, fmt.Errorf("state file %s has mode %s and cannot be made 0600: %w", s.path(), st.Mode().Perm(), err)
-		}
+	if err := checkStateDir(s.dir); err != nil {
+		return nil, err
 	}
-	b, err := os.ReadFile(s.path())
+	s.removeLeftovers(log)
+	b, err := readNoFollow(s.path(), func(f *os.File, st fs.FileInfo) error {
+		if st.Mode().Perm()&0o077 == 0 {
+			return nil
+		}
+		log.Warn("state file was readable or writable by others; made it 0600", "file", s.path(), "mode", st.Mode().Perm().String())
+		if err := f.Chmod(0o600); err != nil {
+			return fmt.Errorf("state file %s has mode %s and cannot be made 0600: %w", s.path(), st.Mode().Perm(), err)
+		}
+		return nil
+	})
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read state: %w", err)
+		return nil, err
 	}
 	var doc stateDoc
 	if err := json.Unmarshal(b, &doc); err != nil {
@@ -142,16 +150,80 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 
 // setAside copies the state file to state.json.unusable-<time>, so that a
 // DEK that cannot be unlocked now is not forgotten, and returns its path.
+//
+// The copy is a new file with a random suffix (os.CreateTemp, O_EXCL): a
+// name planted in the state dir beforehand, a symlink say, is never
+// written through.
 func (s *stateFile) setAside(now time.Time) (string, error) {
-	b, err := os.ReadFile(s.path())
+	b, err := readNoFollow(s.path(), nil)
 	if err != nil {
 		return "", err
 	}
-	aside := fmt.Sprintf("%s.unusable-%s", s.path(), now.UTC().Format("20060102T150405Z"))
-	if err := os.WriteFile(aside, b, 0o600); err != nil {
+	f, err := os.CreateTemp(s.dir, fmt.Sprintf("%s.unusable-%s-*", stateFileName, now.UTC().Format("20060102T150405Z")))
+	if err != nil {
 		return "", err
 	}
-	return aside, nil
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		return "", err
+	}
+	return f.Name(), f.Sync()
+}
+
+// readNoFollow reads a state file that must be a regular file, not a
+// symlink to one: whoever can write the state dir must not make the
+// plugin read, chmod or reveal any other file. check, if set, sees the
+// open file first.
+func readNoFollow(path string, check func(*os.File, fs.FileInfo) error) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("state file %s is a symlink; the state dir must hold the file itself", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("state file %s is not a regular file", path)
+	}
+	if check != nil {
+		if err := check(f, st); err != nil {
+			return nil, err
+		}
+	}
+	const maxStateSize = 1 << 20 // a header is at most 32 KiB
+	return io.ReadAll(io.LimitReader(f, maxStateSize))
+}
+
+// checkStateDir refuses a state dir that someone else could write: owned
+// by another user than this process's or root, or writable by its group
+// or others. Whoever writes it could plant a state file or links in it.
+func checkStateDir(dir string) error {
+	st, err := os.Lstat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // save creates it, 0700
+	}
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("state dir %s is not a directory", dir)
+	}
+	owner := -1
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		owner = int(sys.Uid)
+	}
+	switch {
+	case owner != os.Geteuid() && owner != 0:
+		return fmt.Errorf("state dir %s is owned by uid %d, not by this process (uid %d) or root: chown it to the plugin's user, or use another dir", dir, owner, os.Geteuid())
+	case st.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("state dir %s has mode %#o: others could plant files in it; chmod go-w %s (0700 is what the plugin creates)", dir, st.Mode().Perm(), dir)
+	}
+	return nil
 }
 
 // all reads the current header and those set aside as unusable (newest
@@ -161,7 +233,7 @@ func (s *stateFile) all() (headers [][]byte, files []string, err error) {
 	slices.Sort(aside)
 	slices.Reverse(aside)
 	for _, name := range append([]string{s.path()}, aside...) {
-		b, err := os.ReadFile(name)
+		b, err := readNoFollow(name, nil)
 		if errors.Is(err, fs.ErrNotExist) && name == s.path() {
 			continue
 		}

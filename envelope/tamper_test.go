@@ -365,3 +365,52 @@ func TestFailedHeadersForgottenWhenBackendKeysChange(t *testing.T) {
 		t.Fatalf("after the probe saw the keys back: %v", err)
 	}
 }
+
+// A writer of the state dir must not make the plugin write, chmod or read
+// any other file: planted symlinks are refused or never followed, and a
+// state dir others can write is refused.
+func TestStateDirWriterCannotReachOtherFiles(t *testing.T) {
+	t.Run("state.json a symlink", func(t *testing.T) {
+		dir := t.TempDir()
+		target := filepath.Join(t.TempDir(), "precious")
+		os.WriteFile(target, []byte("keep"), 0o644)
+		os.Symlink(target, filepath.Join(dir, stateFileName))
+		_, err := New(Config{Threshold: 2, Backends: newLocals(t, 3), StateDir: dir})
+		if err == nil || !strings.Contains(err.Error(), "symlink") {
+			t.Fatalf("a symlinked state file: %v", err)
+		}
+		if st, _ := os.Stat(target); st.Mode().Perm() != 0o644 {
+			t.Fatalf("the symlink's target was chmodded to %v", st.Mode().Perm())
+		}
+	})
+	t.Run("set-aside names planted as symlinks", func(t *testing.T) {
+		dir, keyDir := t.TempDir(), t.TempDir()
+		var bs []kmsclients.Backend
+		for _, n := range []string{"a", "b", "c"} {
+			bs = append(bs, newLocal(t, keyDir, n))
+		}
+		now := time.Now()
+		mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Now: func() time.Time { return now }})
+		victim := filepath.Join(t.TempDir(), "victim")
+		for d := -2; d <= 2; d++ {
+			name := stateFileName + ".unusable-" + now.Add(time.Duration(d)*time.Second).UTC().Format("20060102T150405Z")
+			os.Symlink(victim, filepath.Join(dir, name))
+		}
+		for _, n := range []string{"b", "c"} {
+			os.Remove(filepath.Join(keyDir, n+".key"))
+			local.GenerateKeyFile(filepath.Join(keyDir, n+".key"))
+		}
+		mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Now: func() time.Time { return now }})
+		if _, err := os.Lstat(victim); !os.IsNotExist(err) {
+			t.Fatalf("a file was written through a planted symlink: %v", err)
+		}
+	})
+	t.Run("state dir writable by others", func(t *testing.T) {
+		dir := t.TempDir()
+		os.Chmod(dir, 0o777)
+		_, err := New(Config{Threshold: 2, Backends: newLocals(t, 3), StateDir: dir})
+		if err == nil || !strings.Contains(err.Error(), "chmod go-w") {
+			t.Fatalf("a world-writable state dir: %v", err)
+		}
+	})
+}
