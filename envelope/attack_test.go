@@ -309,3 +309,60 @@ func TestAuthenticationGapIsReported(t *testing.T) {
 		t.Fatalf("1 of 3 with one secret-key backend: %s", gap)
 	}
 }
+
+// unknownKind is a secret-key backend that, like Vault before its first
+// answer, does not know yet what kind of key it wraps with.
+type unknownKind struct {
+	kmsclients.Backend
+	known *bool
+}
+
+func (u unknownKind) PublicWrap() bool    { return !*u.known }
+func (u unknownKind) WrapKindKnown() bool { return *u.known }
+
+// The attacker holds one local key file and an RSA public key of a 2-of-3
+// whose third backend has not told its key type yet (it is down at the
+// restart). Not knowing must not relax the rule: the stored DEK waits.
+func TestUnknownKeyTypeDoesNotRelaxTheUnlock(t *testing.T) {
+	dir := t.TempDir()
+	rsaB := newRSACustodian(t, "rsa")
+	locals := newLocals(t, 2)
+	known := true
+	third := wrapSwitchable([]kmsclients.Backend{unknownKind{locals[1], &known}})[0]
+	bs := []kmsclients.Backend{rsaB, locals[0], third}
+	mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+
+	a := newAttacker(t)
+	h := &Header{Threshold: 2, Generation: 7, Created: time.Now().UTC().Truncate(time.Second)}
+	rand.Read(h.DEKID[:])
+	shares, _ := split.Split(a.dek, 2, 3)
+	w, _ := publicWrap(&rsaB.priv.PublicKey, rsaB.identity(), shares[0].Marshal(), h.shareAAD(1, 3))
+	h.Shares = []WrappedShare{
+		{Index: 1, Backend: "rsa", KeyIdentity: w.KeyIdentity, Wrapped: w.Ciphertext},
+		wrapFor(t, locals[0], h, 2, 3, shares[1].Marshal()),
+		{Index: 3, Backend: third.Name(), KeyIdentity: "local:unknown", Wrapped: []byte("not a share")},
+	}
+	raw, _ := a.finish(t, h, chosenPlaintext)
+	writeState(t, dir, raw)
+
+	known = false
+	third.down.Store(true)
+	e, err := New(Config{Threshold: 2, Backends: bs, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prepare(ctxT(t)); !errors.Is(err, kmsclients.ErrUnavailable) {
+		t.Fatalf("Prepare with the third backend's key type unknown: %v", err)
+	}
+	if e.Ready() {
+		t.Fatal("the attacker's DEK became current")
+	}
+	// The backend answers and its type is known: the DEK needs both
+	// secret-key shares, fails, and is replaced.
+	known = true
+	third.down.Store(false)
+	if err := e.Prepare(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	assertNotSealedUnder(t, e, a.dek)
+}

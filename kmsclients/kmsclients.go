@@ -136,6 +136,20 @@ func IsPublicWrap(b Backend) bool {
 	return ok && p.PublicWrap()
 }
 
+// WrapKindKnower is implemented by backends that learn from the KMS
+// whether they wrap with a public key (a Vault transit key's type): until
+// they know, PublicWrap answers true, and WrapKindKnown false, so that no
+// decision that needs the answer is taken on a guess.
+type WrapKindKnower interface {
+	WrapKindKnown() bool
+}
+
+// WrapKindKnown reports whether IsPublicWrap(b) is known for sure.
+func WrapKindKnown(b Backend) bool {
+	k, ok := b.(WrapKindKnower)
+	return !ok || k.WrapKindKnown()
+}
+
 // CustodianKeyer is implemented by backends whose key identities can name
 // one key in more than one way (one Vault transit key through two
 // addresses, an AWS multi-Region key and its replica). CustodianKey

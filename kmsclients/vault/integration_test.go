@@ -56,6 +56,9 @@ func newTestBackend(t testing.TB, name string, cfg Config) *Backend {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	if b.WrapKindKnown() || !b.PublicWrap() {
+		t.Fatal("New made no call, yet the backend claims to know its key type")
+	}
 	t.Cleanup(func() { b.Close() })
 	return b
 }
@@ -494,8 +497,8 @@ func TestBindingFollowsKeyTypeOnVault(t *testing.T) {
 			_, err := b.Unwrap(ctxFor(t, 10*time.Second), misframed, aad)
 			wantKind(t, "Unwrap of a share framed for the other binding", err, kmsclients.ErrInvalidCiphertext)
 			mustUnwrap(t, b, w, aad, share)
-			if got, want := b.PublicWrap(), keyType == "rsa-2048"; got != want {
-				t.Fatalf("PublicWrap = %v under a %s key, want %v", got, keyType, want)
+			if got, want := b.PublicWrap(), keyType == "rsa-2048"; got != want || !b.WrapKindKnown() {
+				t.Fatalf("PublicWrap = %v (known %v) under a %s key, want %v", got, b.WrapKindKnown(), keyType, want)
 			}
 		})
 	}

@@ -411,6 +411,10 @@ func (b *Backend) PublicWrap() bool {
 	return t == nil || !aeadTypes[*t]
 }
 
+// WrapKindKnown implements kmsclients.WrapKindKnower: whether the key's
+// type has been read yet.
+func (b *Backend) WrapKindKnown() bool { return b.keyType.Load() != nil }
+
 // CustodianKey implements kmsclients.CustodianKeyer. A key identity names
 // the address Vault was reached at; the custodian is the transit key, so
 // an identity of this backend's key is named by the ID of the cluster that
