@@ -102,8 +102,8 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 	}()
 	var grace <-chan time.Time
 	for pending > 0 {
-		if grace == nil && (len(good) >= h.Threshold || len(good)+pending < h.Threshold) {
-			grace = time.After(max(time.Since(start), minGrace))
+		if grace == nil {
+			grace = graceFor(h.Threshold, len(good), pending, time.Since(start))
 		}
 		select {
 		case r := <-results:
@@ -129,9 +129,31 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 	return nil, false, newQuorumError(ctx, h, failures, unwrapped, len(h.Shares)-len(failures)-len(good))
 }
 
-// minGrace is the least time left to the backends still out once no
-// quorum can be made from what came in.
-const minGrace = 20 * time.Millisecond
+// graceFor says how long to go on waiting for the backends still out, or
+// nil to wait for all of them (under the caller's deadline).
+//
+//   - Too few left to make k good shares: waiting cannot help; the grace
+//     only lets late answers into the report.
+//   - k shares in that do not fit: a backend lied or the header was
+//     tampered with. A liar must not make a slower honest backend miss
+//     the quorum (a key file answers in microseconds, a cloud KMS in a
+//     hundred milliseconds), so the rest get at least minMismatchGrace;
+//     but a tampered header with a dark backend must not hold the caller
+//     for its whole deadline.
+func graceFor(k, good, pending int, elapsed time.Duration) <-chan time.Time {
+	switch {
+	case good+pending < k:
+		return time.After(max(elapsed, minReportGrace))
+	case good >= k:
+		return time.After(max(3*elapsed, minMismatchGrace))
+	}
+	return nil
+}
+
+const (
+	minReportGrace   = 20 * time.Millisecond
+	minMismatchGrace = 2 * time.Second
+)
 
 // errPublicWrap: a share wrapped with a public key, not counted as proof
 // that Trousseau made the DEK.
