@@ -162,7 +162,11 @@ func writeDrillTable(w io.Writer, r *recovery.DrillReport, minMargin int) error 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY ID\tGEN\tCREATED\tOBJECTS\tK\tBACKENDS\tMARGIN")
 	for _, d := range r.DEKs {
-		if d.Err != nil {
+		switch {
+		case d.Tampered:
+			fmt.Fprintf(tw, "%s\t%d\t-\t%d\t-\tTAMPERED: %v\t-\n", d.KeyID, d.Generation, d.Objects, d.Err)
+			continue
+		case d.Err != nil:
 			fmt.Fprintf(tw, "-\t-\t-\t%d\t-\tunusable header: %v\t-\n", d.Objects, d.Err)
 			continue
 		}
@@ -231,13 +235,16 @@ type drillDEKJSON struct {
 	Backends   map[string]string `json:"backends"` // name -> ok or the failure's kind
 	Margin     int               `json:"margin"`
 	Error      string            `json:"error,omitempty"`
+	// Tampered: a header naming a DEK whose genuine header checked out,
+	// but differing from it (an etcd writer's copy); not a custody failure.
+	Tampered bool `json:"tampered,omitempty"`
 }
 
 func writeDrillJSON(w io.Writer, r *recovery.DrillReport, minMargin int) error {
 	out := drillJSON{Source: r.Describe, MinMargin: minMargin, ExitCode: r.ExitCode(minMargin), NotTrousseau: r.NotTrousseau, DEKs: []drillDEKJSON{}}
 	for _, d := range r.DEKs {
 		j := drillDEKJSON{KeyID: d.KeyID, Generation: d.Generation, Created: d.Created, Threshold: d.Threshold,
-			Objects: d.Objects, Resources: d.Resources, From: d.From, Backends: map[string]string{}, Margin: d.Margin()}
+			Objects: d.Objects, Resources: d.Resources, From: d.From, Backends: map[string]string{}, Margin: d.Margin(), Tampered: d.Tampered}
 		for _, s := range d.Shares {
 			j.Backends[s.Backend] = shareState(s.OK, s.Err)
 		}

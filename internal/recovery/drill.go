@@ -46,12 +46,17 @@ type DrilledDEK struct {
 	Objects   int            // stored objects under it
 	Resources map[string]int // by resource ("secrets", ...)
 	From      []string       // where it was found: "etcd", "state: FILE"
-	// Err: the header itself is unusable (malformed, below the floor).
+	// Err: the header itself is unusable (malformed, below the floor), or
+	// was not drilled (Tampered).
 	Err error
+	// Tampered: a header that names a DEK whose genuine header checked
+	// out, but differs from it; stored objects beside it do not decrypt.
+	// It says nothing about custody, and does not count in ExitCode.
+	Tampered bool
 }
 
 // Unrecoverable reports whether no quorum can open the DEK now.
-func (d DrilledDEK) Unrecoverable() bool { return d.Err != nil || d.Margin() < 0 }
+func (d DrilledDEK) Unrecoverable() bool { return !d.Tampered && (d.Err != nil || d.Margin() < 0) }
 
 // DrillReport is what a drill found.
 type DrillReport struct {
@@ -68,6 +73,7 @@ func (r *DrillReport) ExitCode(minMargin int) int {
 	code := 0
 	for _, d := range r.DEKs {
 		switch {
+		case d.Tampered:
 		case d.Unrecoverable():
 			return 2
 		case d.Margin() < minMargin:
@@ -162,6 +168,25 @@ func (x drillIndex) scan(ctx context.Context, opts DrillOptions, report *DrillRe
 	return nil
 }
 
+// byDEKID groups the headers by the DEK id they name (headers that do not
+// parse are groups of their own), most objects first within a group.
+func (x drillIndex) byDEKID() [][]*drillEntry {
+	groups := map[string][]*drillEntry{}
+	for sum, e := range x {
+		id := string(sum[:])
+		if h, err := envelope.ParseHeader(e.header); err == nil {
+			id = string(h.DEKID[:])
+		}
+		groups[id] = append(groups[id], e)
+	}
+	out := make([][]*drillEntry, 0, len(groups))
+	for _, g := range groups {
+		sort.Slice(g, func(i, j int) bool { return g[i].objects > g[j].objects })
+		out = append(out, g)
+	}
+	return out
+}
+
 // StoredHeader finds Trousseau's header in a stored KMS value: the
 // annotation of a v2 EncryptedObject, or the front of a v1 encrypted DEK.
 func StoredHeader(b []byte) ([]byte, bool) {
@@ -188,14 +213,48 @@ func StoredHeader(b []byte) ([]byte, bool) {
 	return nil, false
 }
 
+// maxVariantDrills bounds the headers of one DEK id that are drilled:
+// any header can be copied with a byte changed, and each copy would cost
+// one unwrap per backend.
+const maxVariantDrills = 3
+
 // drill checks every DEK found, one at a time (each asks its backends in
-// parallel), and sorts them newest first.
+// parallel), and sorts them newest first. Headers are grouped by DEK id:
+// once one header of a DEK checks out (a share fits its commitment, so
+// every byte of it is genuine), the others that name the same DEK are
+// tampered copies, reported as such with no backend call.
 func (x drillIndex) drill(ctx context.Context, env Driller, progress io.Writer) []DrilledDEK {
 	out := make([]DrilledDEK, 0, len(x))
 	start := time.Now()
-	for _, e := range x {
-		check, err := env.Drill(ctx, e.header)
-		out = append(out, DrilledDEK{DEKCheck: check, Objects: e.objects, Resources: e.res, From: e.from, Err: err})
+	for _, group := range x.byDEKID() {
+		var genuine *envelope.DEKCheck
+		first := len(out)
+		for i, e := range group {
+			d := DrilledDEK{Objects: e.objects, Resources: e.res, From: e.from}
+			switch {
+			case genuine != nil:
+				d.DEKCheck = envelope.DEKCheck{KeyID: genuine.KeyID, Generation: genuine.Generation, Threshold: genuine.Threshold}
+				d.Err = fmt.Errorf("a tampered copy of the header of DEK %s (stored beside %d objects): not drilled", genuine.KeyID, e.objects)
+				d.Tampered = true
+			case i >= maxVariantDrills:
+				d.Err = fmt.Errorf("one of %d different headers naming one DEK id (stored beside %d objects): not drilled", len(group), e.objects)
+			default:
+				d.DEKCheck, d.Err = env.Drill(ctx, e.header)
+				if d.Err == nil && d.Working > 0 {
+					genuine = &d.DEKCheck
+				}
+			}
+			out = append(out, d)
+		}
+		if genuine != nil {
+			// Copies drilled before the genuine header was found.
+			for i := first; i < len(out); i++ {
+				if !out[i].Tampered && out[i].Working == 0 {
+					out[i].Tampered = true
+					out[i].Err = fmt.Errorf("a tampered copy of the header of DEK %s (stored beside %d objects): no share fits it", genuine.KeyID, out[i].Objects)
+				}
+			}
+		}
 		if progress != nil && len(out)%10 == 0 {
 			fmt.Fprintf(progress, "drilled %d of %d DEKs (%s)\n", len(out), len(x), time.Since(start).Round(time.Second))
 		}

@@ -1,7 +1,9 @@
 package recovery_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"testing"
 
@@ -71,4 +73,54 @@ func FuzzStoredHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		recovery.StoredHeader(b) // must not panic, whatever etcd holds
 	})
+}
+
+// fakeSource serves fixed values, as a snapshot would.
+type fakeSource []recovery.KV
+
+func (f fakeSource) Scan(context.Context, string, func(string) bool) (*recovery.Scan, error) {
+	return &recovery.Scan{KVs: f, Describe: "test values"}, nil
+}
+
+// An etcd writer copies a genuine header with one byte of its commitment
+// changed (same key_id). The drill must not call that DEK unrecoverable,
+// nor ask the backends again for each copy.
+func TestDrillReportsTamperedCopiesWithoutBlamingCustody(t *testing.T) {
+	f := recoverytest.NewFixture(t, false)
+	var kvs fakeSource
+	for key, v := range f.Stored {
+		if h, ok := recovery.StoredHeader(v); ok && len(kvs) < 3 {
+			kvs = append(kvs, recovery.KV{Key: key, Value: v})
+			tampered := bytes.Replace(v, h, append(bytes.Clone(h[:len(h)-1]), h[len(h)-1]^1), 1)
+			for i := range 4 {
+				kvs = append(kvs, recovery.KV{Key: fmt.Sprintf("%s-copy-%d", key, i), Value: tampered})
+			}
+		}
+	}
+	kr := openKeyring(t, f.Plugin.WriteConfig(t, "local-a", "local-b", "local-c"))
+	r, err := recovery.Drill(context.Background(), recovery.DrillOptions{Source: kvs, Envelope: kr.Envelope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered, drilled := 0, 0
+	for _, d := range r.DEKs {
+		if d.Tampered {
+			tampered++
+			continue
+		}
+		drilled++
+		if d.Margin() != 1 {
+			t.Errorf("genuine DEK %s at margin %d", d.KeyID, d.Margin())
+		}
+	}
+	if tampered == 0 || r.ExitCode(1) != 0 {
+		t.Fatalf("%d tampered copies reported, exit %d: %+v", tampered, r.ExitCode(1), r.DEKs)
+	}
+	for _, b := range kr.Status() {
+		// At most a few headers per DEK id are drilled (here the copy
+		// stored beside most objects, then the genuine one), not all 4.
+		if calls := b.Unwraps + b.UnwrapFailures; calls > int64(2*drilled) {
+			t.Errorf("backend %s asked %d times for %d genuine DEKs", b.Name, calls, drilled)
+		}
+	}
 }
