@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/trousseau-io/trousseau/internal/filelock"
+	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
 // The state file keeps the wrapped current DEK, so that a restarted plugin
@@ -203,27 +204,10 @@ func readNoFollow(path string, check func(*os.File, fs.FileInfo) error) ([]byte,
 // by another user than this process's or root, or writable by its group
 // or others. Whoever writes it could plant a state file or links in it.
 func checkStateDir(dir string) error {
-	st, err := os.Lstat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil // save creates it, 0700
 	}
-	if err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("state dir %s is not a directory", dir)
-	}
-	owner := -1
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		owner = int(sys.Uid)
-	}
-	switch {
-	case owner != os.Geteuid() && owner != 0:
-		return fmt.Errorf("state dir %s is owned by uid %d, not by this process (uid %d) or root: chown it to the plugin's user, or use another dir", dir, owner, os.Geteuid())
-	case st.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("state dir %s has mode %#o: others could plant files in it; chmod go-w %s (0700 is what the plugin creates)", dir, st.Mode().Perm(), dir)
-	}
-	return nil
+	return safedir.Check("state dir", dir, true)
 }
 
 // all reads the current header and those set aside as unusable (newest

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/trousseau-io/trousseau/internal/filelock"
+	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
 // Listener is the plugin's socket. It holds the socket's lock file (see
@@ -72,36 +73,7 @@ func ListenUnix(path string, mode os.FileMode, group string) (*Listener, error) 
 // kube-apiserver only connects, which needs search (x) on the directory,
 // never write, so 0750 with that group is enough.
 func checkSocketDir(dir string) error {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("socket directory: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("socket directory %s is not a directory", dir)
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("socket directory %s: cannot read its owner", dir)
-	}
-	euid := os.Geteuid()
-	if int(sys.Uid) != euid && sys.Uid != 0 {
-		return fmt.Errorf("socket directory %s is owned by uid %d, not by this process (uid %d) or root: its owner could replace the socket; chown %d %s, or choose another socket path",
-			dir, sys.Uid, euid, euid, dir)
-	}
-	if st.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("socket directory %s (owner uid %d, mode %04o) is writable by group or others, who could replace the socket; chmod go-w %s (0750 suffices for a socket group), or choose another socket path",
-			dir, sys.Uid, unixMode(st.Mode()), dir)
-	}
-	return nil
-}
-
-// unixMode is m as chmod spells it (1777 for /tmp).
-func unixMode(m fs.FileMode) uint32 {
-	u := uint32(m.Perm())
-	if m&fs.ModeSticky != 0 {
-		u |= 0o1000
-	}
-	return u
+	return safedir.Check("socket directory", dir, true)
 }
 
 // lockSocket takes the exclusive lock that makes this process the only

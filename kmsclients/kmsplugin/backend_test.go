@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -536,5 +537,26 @@ func TestCustodianTextIsBounded(t *testing.T) {
 	}
 	if status.Code(err) != codes.Internal {
 		t.Fatalf("the gRPC code is lost: %v", err)
+	}
+}
+
+// Whoever can write the custodian's socket directory could put a fake
+// custodian there and be handed shares: such a directory is refused at
+// every dial, as a permission error that says what to fix.
+func TestCustodianSocketDirectoryOthersCanWriteIsRefused(t *testing.T) {
+	s := startFake(t)
+	b := newTestBackend(t, "open-dir", s.endpoint())
+	if _, err := b.Probe(context.Background()); err != nil {
+		t.Fatalf("probe with a private directory: %v", err)
+	}
+	if err := os.Chmod(filepath.Dir(s.path), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newTestBackend(t, "open-dir-2", s.endpoint())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := fresh.Probe(ctx)
+	if !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), "chmod go-w") {
+		t.Fatalf("probe with a world-writable socket directory: %v", err)
 	}
 }

@@ -80,6 +80,9 @@ func clean(s string) string {
 func (b *Backend) kindOf(op string, api byte, err error) (kind error, fix string) {
 	switch status.Code(err) {
 	case codes.Unavailable:
+		if reason := b.unsafeDir(); reason != "" {
+			return kmsclients.ErrPermission, "not connecting to the custodian: " + reason
+		}
 		if b.dialRefused() {
 			return kmsclients.ErrPermission, "cannot connect to the custodian's socket " + b.endpoint + ": permission denied (the socket's owner, group or mode)"
 		}
@@ -105,6 +108,22 @@ func (b *Backend) kindOf(op string, api byte, err error) (kind error, fix string
 func (b *Backend) dialRefused() bool {
 	err, _ := b.lastDial.Load().(dialResult)
 	return errors.Is(err.err, fs.ErrPermission)
+}
+
+// unsafeDirError: the custodian's socket directory could be written by
+// someone who could then put a fake custodian there.
+type unsafeDirError struct{ err error }
+
+func (e *unsafeDirError) Error() string { return e.err.Error() }
+
+// unsafeDir says why the last dial was not even tried, or "".
+func (b *Backend) unsafeDir() string {
+	r, _ := b.lastDial.Load().(dialResult)
+	var u *unsafeDirError
+	if errors.As(r.err, &u) {
+		return u.Error()
+	}
+	return ""
 }
 
 // dialResult boxes the last dial error (nil on success) for atomic.Value,

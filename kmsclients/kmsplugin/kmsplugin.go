@@ -64,6 +64,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,7 @@ import (
 	kmsv1 "k8s.io/kms/apis/v1beta1"
 	kmsv2 "k8s.io/kms/apis/v2"
 
+	"github.com/trousseau-io/trousseau/internal/safedir"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
@@ -146,7 +148,16 @@ func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 
 // dial connects to the socket and remembers how that went, so that a
 // refused permission can be told from a custodian that is down.
+//
+// The socket's directory is checked at every dial: whoever could write it
+// could put a fake custodian there, which would be handed shares to wrap.
+// The custodian may run as another user than Trousseau, so its owner is
+// not judged; only write access for group or others is refused.
 func (b *Backend) dial(ctx context.Context, _ string) (net.Conn, error) {
+	if err := safedir.Check("custodian socket directory", filepath.Dir(b.path), false); err != nil {
+		b.lastDial.Store(dialResult{&unsafeDirError{err}})
+		return nil, err
+	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", b.path)
 	b.lastDial.Store(dialResult{err})
