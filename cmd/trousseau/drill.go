@@ -58,13 +58,7 @@ when some DEK is already unrecoverable.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.configFile, "config", "", "config `FILE` with the backends (the format of serve)")
-	f.StringVar(&o.snapshot, "etcd-snapshot", "", "etcd snapshot `FILE` to read")
-	f.StringSliceVar(&o.endpoints, "etcd-endpoints", nil, "live etcd to read instead (comma-separated `URLS`)")
-	f.StringVar(&o.caCert, "cacert", "", "live etcd: CA bundle to verify the server")
-	f.StringVar(&o.cert, "cert", "", "live etcd: client certificate")
-	f.StringVar(&o.key, "key", "", "live etcd: client key")
-	f.StringVar(&o.user, "user", "", "live etcd: `USER[:PASSWORD]` (without a password, $ETCDCTL_PASSWORD is used)")
+	o.addSourceFlags(f)
 	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
 	f.StringVar(&o.stateDir, "state-dir", "", "the plugin's state dir (default: the config's stateDir when no etcd flag is given)")
 	f.IntVar(&o.minMargin, "min-margin", 1, "the margin every DEK must keep for exit status 0")

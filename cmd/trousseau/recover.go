@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
 	"github.com/trousseau-io/trousseau/config"
@@ -73,13 +74,7 @@ if any object failed.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.configFile, "config", "", "config `FILE` with the backends (the format of serve)")
-	f.StringVar(&o.snapshot, "etcd-snapshot", "", "etcd snapshot `FILE` to read")
-	f.StringSliceVar(&o.endpoints, "etcd-endpoints", nil, "live etcd to read instead (comma-separated `URLS`)")
-	f.StringVar(&o.caCert, "cacert", "", "live etcd: CA bundle to verify the server")
-	f.StringVar(&o.cert, "cert", "", "live etcd: client certificate")
-	f.StringVar(&o.key, "key", "", "live etcd: client key")
-	f.StringVar(&o.user, "user", "", "live etcd: `USER[:PASSWORD]` (without a password, $ETCDCTL_PASSWORD is used)")
+	o.addSourceFlags(f)
 	f.StringSliceVar(&o.resources, "resources", nil, "resources to recover, as in etcd keys (secrets,configmaps; custom resources as plural.group); default: every KMS-encrypted resource")
 	f.StringVarP(&o.namespace, "namespace", "n", "", "recover one namespace only")
 	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
@@ -96,6 +91,18 @@ if any object failed.`,
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
 	cmd.MarkFlagRequired("config")
 	return cmd
+}
+
+// addSourceFlags adds the config and the etcd source flags that recover
+// and drill share.
+func (o *recoverOptions) addSourceFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.configFile, "config", "", "config `FILE` with the backends (the format of serve)")
+	f.StringVar(&o.snapshot, "etcd-snapshot", "", "etcd snapshot `FILE` to read")
+	f.StringSliceVar(&o.endpoints, "etcd-endpoints", nil, "live etcd to read instead (comma-separated `URLS`)")
+	f.StringVar(&o.caCert, "cacert", "", "live etcd: CA bundle to verify the server")
+	f.StringVar(&o.cert, "cert", "", "live etcd: client certificate")
+	f.StringVar(&o.key, "key", "", "live etcd: client key")
+	f.StringVar(&o.user, "user", "", "live etcd: `USER[:PASSWORD]` (without a password, $ETCDCTL_PASSWORD is used)")
 }
 
 func (o *recoverOptions) validate(cmd *cobra.Command) error {
