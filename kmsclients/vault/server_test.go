@@ -69,6 +69,7 @@ var shared struct {
 
 func sharedVault(t testing.TB) *vaultServer {
 	t.Helper()
+	vaultBinary(t) // skips each test under -short, not only the first
 	shared.once.Do(func() {
 		dir, err := os.MkdirTemp("", "trousseau-vault-")
 		if err != nil {
