@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"math"
-	"slices"
 	"time"
 )
 
@@ -102,36 +101,16 @@ func (e *Envelope) considerAdoption(d *dek) {
 // backends in order, the configured threshold, the key identities this
 // node's probes see, and a config in which k custodians prove authorship.
 func (e *Envelope) notAdoptable(h *Header) string {
-	if h.Threshold != e.cfg.Threshold {
-		return "threshold differs from the configured one"
-	}
-	var names []string
-	for _, s := range h.Shares {
-		names = append(names, s.Backend)
-	}
-	if !slices.Equal(names, e.backendNames()) {
-		return "backends differ from the configured ones"
-	}
 	e.mu.RLock()
 	observed := e.observed
 	e.mu.RUnlock()
-	for _, s := range h.Shares {
-		if id := observed[s.Backend]; id != "" && id != s.KeyIdentity {
-			return "backend " + s.Backend + " wraps with another key here"
-		}
+	if reason := e.differsFromConfig(h, observed); reason != "" {
+		return "this node would not make it: " + reason
 	}
 	if secret, _ := countSecretKey(e.cfg.Backends); secret < e.cfg.Threshold {
 		return "fewer than k backends are known to wrap with a secret key, so no DEK is proof of authorship"
 	}
 	return ""
-}
-
-func (e *Envelope) backendNames() []string {
-	out := make([]string, len(e.cfg.Backends))
-	for i, b := range e.cfg.Backends {
-		out[i] = b.Name()
-	}
-	return out
 }
 
 // adopt makes d current after checking again under rotateMu. A DEK whose

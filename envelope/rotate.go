@@ -146,13 +146,8 @@ func (e *Envelope) RotationDue(observed map[string]string) string {
 	if cur == nil {
 		return ""
 	}
-	if reason := e.configChange(); reason != "" {
+	if reason := e.differsFromConfig(cur, observed); reason != "" {
 		return reason
-	}
-	for _, s := range cur.Shares {
-		if id, ok := observed[s.Backend]; ok && id != "" && id != s.KeyIdentity {
-			return fmt.Sprintf("backend %s key changed from %s to %s", s.Backend, s.KeyIdentity, id)
-		}
 	}
 	if e.cfg.MaxAge > 0 {
 		if age := e.cfg.Now().Sub(cur.Created); age >= e.cfg.MaxAge {
@@ -169,19 +164,32 @@ func (e *Envelope) configChange() string {
 	if cur == nil {
 		return ""
 	}
-	if cur.Threshold != e.cfg.Threshold {
-		return fmt.Sprintf("threshold changed from %d to %d", cur.Threshold, e.cfg.Threshold)
+	return e.differsFromConfig(cur, nil)
+}
+
+// differsFromConfig says how h differs from a DEK this node would make
+// now, or "": another threshold, other backends or another order, or a
+// key other than the one its probes see (observed, by backend; backends
+// missing from it are not judged).
+func (e *Envelope) differsFromConfig(h *Header, observed map[string]string) string {
+	if h.Threshold != e.cfg.Threshold {
+		return fmt.Sprintf("threshold changed from %d to %d", h.Threshold, e.cfg.Threshold)
 	}
-	var names []string
-	for _, s := range cur.Shares {
-		names = append(names, s.Backend)
+	names := make([]string, len(h.Shares))
+	for i, s := range h.Shares {
+		names[i] = s.Backend
 	}
-	var want []string
-	for _, b := range e.cfg.Backends {
-		want = append(want, b.Name())
+	want := make([]string, len(e.cfg.Backends))
+	for i, b := range e.cfg.Backends {
+		want[i] = b.Name()
 	}
 	if !slices.Equal(names, want) {
 		return fmt.Sprintf("backends changed from [%s] to [%s]", strings.Join(names, " "), strings.Join(want, " "))
+	}
+	for _, s := range h.Shares {
+		if id := observed[s.Backend]; id != "" && id != s.KeyIdentity {
+			return fmt.Sprintf("backend %s key changed from %s to %s", s.Backend, s.KeyIdentity, id)
+		}
 	}
 	return ""
 }
