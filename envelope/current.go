@@ -16,12 +16,9 @@ import (
 // have been made by anyone who holds that key and can write the state
 // file; counting it would let them choose the key that seals new Secrets.
 func (e *Envelope) unlockCurrent(ctx context.Context, raw []byte) (*dek, error) {
-	h, err := ParseHeader(raw)
+	h, err := e.parseHeader(raw)
 	if err != nil {
 		return nil, err
-	}
-	if h.Threshold < e.cfg.MinThreshold {
-		return nil, fmt.Errorf("%w: header threshold %d is below the minimum of %d", ErrInvalid, h.Threshold, e.cfg.MinThreshold)
 	}
 	secret, unknown := countSecretKey(e.cfg.Backends)
 	if secret < e.cfg.Threshold && secret+unknown >= e.cfg.Threshold {

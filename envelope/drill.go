@@ -54,12 +54,9 @@ var (
 // a drill must not change what the plugin does. An error means the header
 // itself is not usable (malformed, or below the threshold floor).
 func (e *Envelope) Drill(ctx context.Context, raw []byte) (DEKCheck, error) {
-	h, err := ParseHeader(raw)
+	h, err := e.parseHeader(raw)
 	if err != nil {
 		return DEKCheck{}, err
-	}
-	if h.Threshold < e.cfg.MinThreshold {
-		return DEKCheck{}, fmt.Errorf("%w: header threshold %d is below the minimum of %d", ErrInvalid, h.Threshold, e.cfg.MinThreshold)
 	}
 	check := DEKCheck{KeyID: h.KeyID(), Generation: h.Generation, Created: h.Created, Threshold: h.Threshold,
 		Shares: make([]ShareCheck, len(h.Shares))}

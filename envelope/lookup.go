@@ -47,12 +47,9 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 		return d, nil
 	}
 	e.obs.CacheLookup(false)
-	h, err := ParseHeader(raw)
+	h, err := e.parseHeader(raw)
 	if err != nil {
 		return nil, err
-	}
-	if h.Threshold < e.cfg.MinThreshold {
-		return nil, fmt.Errorf("%w: header threshold %d is below the minimum of %d", ErrInvalid, h.Threshold, e.cfg.MinThreshold)
 	}
 	hash := sha256.Sum256(raw)
 	if err := e.failed.recent(hash); err != nil {
@@ -92,6 +89,20 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// parseHeader parses a header and refuses one below the threshold floor,
+// before any backend is asked: whoever can wrap for one backend could
+// otherwise write a 1-of-1 header.
+func (e *Envelope) parseHeader(raw []byte) (*Header, error) {
+	h, err := ParseHeader(raw)
+	if err != nil {
+		return nil, err
+	}
+	if h.Threshold < e.cfg.MinThreshold {
+		return nil, fmt.Errorf("%w: header threshold %d is below the minimum of %d", ErrInvalid, h.Threshold, e.cfg.MinThreshold)
+	}
+	return h, nil
 }
 
 // cached looks the header's DEK id up without parsing the header.
