@@ -16,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -83,14 +82,9 @@ func (o *drillOptions) validate() error {
 }
 
 func (o *drillOptions) run(ctx context.Context) error {
-	quietKubeLogs()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg, err := config.Load(o.configFile)
-	if err != nil {
-		return err
-	}
-	kr, err := recovery.OpenKeyring(ctx, cfg, o.probeTimeout)
+	cfg, kr, err := o.openKeyring(ctx)
 	if err != nil {
 		return err
 	}

@@ -154,14 +154,9 @@ func (o *recoverOptions) sink() (recovery.Sink, error) {
 }
 
 func (o *recoverOptions) run(ctx context.Context) error {
-	quietKubeLogs()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg, err := config.Load(o.configFile)
-	if err != nil {
-		return err
-	}
-	kr, err := recovery.OpenKeyring(ctx, cfg, o.probeTimeout)
+	_, kr, err := o.openKeyring(ctx)
 	if err != nil {
 		return err
 	}
@@ -187,6 +182,18 @@ func (o *recoverOptions) run(ctx context.Context) error {
 		return err
 	}
 	return sum.Err()
+}
+
+// openKeyring loads the config and opens a keyring over its backends:
+// what recover and drill do first.
+func (o *recoverOptions) openKeyring(ctx context.Context) (*config.Config, *recovery.Keyring, error) {
+	quietKubeLogs()
+	cfg, err := config.Load(o.configFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	kr, err := recovery.OpenKeyring(ctx, cfg, o.probeTimeout)
+	return cfg, kr, err
 }
 
 // quietKubeLogs keeps kube-apiserver's transformer code from logging
