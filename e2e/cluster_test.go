@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -53,9 +52,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	trousseauBin = filepath.Join(dir, "trousseau")
-	if out, err := exec.Command("go", "build", "-o", trousseauBin, "../cmd/trousseau").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build trousseau: %v\n%s", err, out)
+	if trousseauBin, err = testutil.BuildTrousseau(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,10 +37,7 @@ func buildBinary(t *testing.T) string {
 		if binDir, binErr = os.MkdirTemp("", "trs-bin"); binErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "trousseau"), ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("build: %v\n%s", err, out)
-		}
+		_, binErr = testutil.BuildTrousseau(binDir)
 	})
 	if binErr != nil {
 		t.Fatal(binErr)

@@ -2,8 +2,11 @@ package testutil
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -73,20 +76,45 @@ func PinnedVersion(t testing.TB, key string) string {
 // working directory (its package's directory).
 func RepoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	dir, err := repoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
+			return "", errors.New("no go.mod above the test's directory")
 		}
 		dir = parent
 	}
+}
+
+// BuildTrousseau builds the real trousseau binary into dir and returns
+// its path, for tests that run it as a process. It takes no testing.TB so
+// that a TestMain can build once for a whole package.
+func BuildTrousseau(dir string) (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "trousseau")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/trousseau")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/trousseau: %v\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listened on a

@@ -18,11 +18,9 @@ import (
 // buildTrousseau builds the real binary from the repository's root.
 func buildTrousseau(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "trousseau")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/trousseau")
-	cmd.Dir = testutil.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/trousseau: %v\n%s", err, out)
+	bin, err := testutil.BuildTrousseau(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
