@@ -56,6 +56,23 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	withLiar, _ := New(liarCfg)
 	_, err = withLiar.Decrypt(ctxT(t), s.Ciphertext, s.Header)
 	note(err)
+	// A drill, with a liar and a backend down, and its report.
+	sw[1].down.Store(true)
+	check, err := withLiar.Drill(ctxT(t), s.Header)
+	note(err)
+	for _, sh := range check.Shares {
+		note(sh.Err)
+	}
+	sw[1].down.Store(false)
+	// Adoption of a newer DEK made by another node, saved to the state dir.
+	peerCfg := cfg
+	peerCfg.StateDir = t.TempDir()
+	peer := mustNew(t, peerCfg)
+	note(peer.Rotate(ctxT(t), "peer"))
+	newer := mustEncrypt(t, peer, plaintext)
+	_, err = e.Decrypt(ctxT(t), newer.Ciphertext, newer.Header)
+	note(err)
+	waitKeyID(t, e, newer.KeyID)
 	if len(errs) < 3 {
 		t.Fatalf("the run should have produced errors to inspect, got %d", len(errs))
 	}
@@ -76,7 +93,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets = append(secrets, dek, deriveKey(dek, infoData), deriveKey(dek, infoCommitment))
+	secrets = append(secrets, dek, deriveKey(dek, infoData), deriveKey(dek, infoDataRoot), deriveKey(dek, infoCommitment))
 
 	var haystack bytes.Buffer
 	haystack.Write(logs.Bytes())
