@@ -25,10 +25,10 @@ func TestConformance(t *testing.T) {
 	kmstest.Run(t, kmstest.Harness{
 		BackendKind: "awskms",
 		New: func(t *testing.T) kmsclients.Backend {
-			return newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
+			return newTestBackend(t, "aws-one", srv.Endpoint(), Config{KeyID: key1ARN})
 		},
 		OtherKey: func(t *testing.T) kmsclients.Backend {
-			return newTestBackend(t, "aws-two", srv.endpoint(), Config{KeyID: key2ARN})
+			return newTestBackend(t, "aws-two", srv.Endpoint(), Config{KeyID: key2ARN})
 		},
 		// New succeeds with nothing listening: a backend may be down at start.
 		Unavailable: func(t *testing.T) kmsclients.Backend {
@@ -74,7 +74,7 @@ func wantKind(t *testing.T, what string, err, kind error) {
 
 func TestEncryptionContextMismatch(t *testing.T) {
 	srv := startLocalKMS(t)
-	prod := newTestBackend(t, "aws-prod", srv.endpoint(), Config{KeyID: key1ARN, EncryptionContext: map[string]string{"cluster": "prod"}})
+	prod := newTestBackend(t, "aws-prod", srv.Endpoint(), Config{KeyID: key1ARN, EncryptionContext: map[string]string{"cluster": "prod"}})
 	aad := []byte("dek=1;share=1")
 	share, w := mustWrap(t, prod, aad)
 	mustUnwrap(t, prod, w, aad, share)
@@ -84,7 +84,7 @@ func TestEncryptionContextMismatch(t *testing.T) {
 		"extra entry": {"cluster": "prod", "team": "x"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			other := newTestBackend(t, "aws-other", srv.endpoint(), Config{KeyID: key1ARN, EncryptionContext: ec})
+			other := newTestBackend(t, "aws-other", srv.Endpoint(), Config{KeyID: key1ARN, EncryptionContext: ec})
 			_, err := other.Unwrap(ctxFor(t, 10*time.Second), w, aad)
 			wantKind(t, "Unwrap with another encryption context", err, kmsclients.ErrInvalidCiphertext)
 		})
@@ -99,7 +99,7 @@ func TestAliasResolution(t *testing.T) {
 		"key ID":     {KeyID: key1ID, Region: testRegion},
 	} {
 		t.Run(name, func(t *testing.T) {
-			b := newTestBackend(t, "aws-alias", srv.endpoint(), cfg)
+			b := newTestBackend(t, "aws-alias", srv.Endpoint(), cfg)
 			aad := []byte("dek=2;share=1")
 			share, w := mustWrap(t, b, aad)
 			if w.KeyIdentity != key1ARN {
@@ -126,7 +126,7 @@ func TestAliasResolution(t *testing.T) {
 func TestForeignAccountRefused(t *testing.T) {
 	srv := startLocalKMS(t)
 	calls := &callLog{}
-	endpoint := serve(t, calls.proxy(t, srv.endpoint()))
+	endpoint := serve(t, calls.proxy(t, srv.Endpoint()))
 	aad := []byte("dek=7;share=1")
 	for name, cfg := range map[string]Config{
 		"alias name": {KeyID: aliasName, Region: testRegion},
@@ -193,10 +193,10 @@ func TestAliasRepointed(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			srv := startLocalKMS(t)
-			b := newTestBackend(t, "aws-alias", srv.endpoint(), cfg)
+			b := newTestBackend(t, "aws-alias", srv.Endpoint(), cfg)
 			aad := []byte("dek=3;share=1")
 			share, old := mustWrap(t, b, aad)
-			_, err := adminClient(t, srv.endpoint()).UpdateAlias(ctxFor(t, 10*time.Second), &kms.UpdateAliasInput{
+			_, err := adminClient(t, srv.Endpoint()).UpdateAlias(ctxFor(t, 10*time.Second), &kms.UpdateAliasInput{
 				AliasName: aws.String(aliasName), TargetKeyId: aws.String(key2ID)})
 			if err != nil {
 				t.Fatal(err)
@@ -215,9 +215,9 @@ func TestAliasRepointed(t *testing.T) {
 
 func TestUnusableKey(t *testing.T) {
 	srv := startLocalKMS(t)
-	admin := adminClient(t, srv.endpoint())
-	one := newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
-	two := newTestBackend(t, "aws-two", srv.endpoint(), Config{KeyID: key2ARN})
+	admin := adminClient(t, srv.Endpoint())
+	one := newTestBackend(t, "aws-one", srv.Endpoint(), Config{KeyID: key1ARN})
+	two := newTestBackend(t, "aws-two", srv.Endpoint(), Config{KeyID: key2ARN})
 	aad := []byte("dek=4;share=1")
 	_, w := mustWrap(t, one, aad)
 
@@ -241,11 +241,11 @@ func TestUnusableKey(t *testing.T) {
 
 func TestServerStoppedAndRestarted(t *testing.T) {
 	srv := startLocalKMS(t)
-	b := newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
+	b := newTestBackend(t, "aws-one", srv.Endpoint(), Config{KeyID: key1ARN})
 	aad := []byte("dek=5;share=1")
 	share, w := mustWrap(t, b, aad)
 
-	srv.stop()
+	srv.Stop()
 	const budget = 3 * time.Second
 	start := time.Now()
 	ctx := ctxFor(t, budget)
@@ -261,7 +261,7 @@ func TestServerStoppedAndRestarted(t *testing.T) {
 		}
 	}
 
-	srv.restart()
+	srv.Restart()
 	mustUnwrap(t, b, w, aad, share)
 	if id, err := b.Probe(ctxFor(t, 10*time.Second)); err != nil || id != key1ARN {
 		t.Fatalf("Probe after restart = %q, %v", id, err)
@@ -272,7 +272,7 @@ func TestServerStoppedAndRestarted(t *testing.T) {
 // checksum, so that KMS's own refusal and its mapping are what is tested.
 func TestServerRejectsTamperedBlob(t *testing.T) {
 	srv := startLocalKMS(t)
-	b := newTestBackend(t, "aws-one", srv.endpoint(), Config{KeyID: key1ARN})
+	b := newTestBackend(t, "aws-one", srv.Endpoint(), Config{KeyID: key1ARN})
 	aad := []byte("dek=6;share=1")
 	_, w := mustWrap(t, b, aad)
 	blob, ok := unframe(w.Ciphertext)

@@ -12,8 +12,8 @@ import (
 // keys and a key file, driven by kube-apiserver's own client.
 func TestThroughThePluginSocket(t *testing.T) {
 	srv := startLocalKMS(t)
-	awsA := newTestBackend(t, "aws-a", srv.endpoint(), Config{KeyID: key1ARN, EncryptionContext: map[string]string{"cluster": "e2e"}})
-	awsB := newTestBackend(t, "aws-b", srv.endpoint(), Config{KeyID: key2ARN})
+	awsA := newTestBackend(t, "aws-a", srv.Endpoint(), Config{KeyID: key1ARN, EncryptionContext: map[string]string{"cluster": "e2e"}})
+	awsB := newTestBackend(t, "aws-b", srv.Endpoint(), Config{KeyID: key2ARN})
 	file := plugintest.LocalBackend(t, "break-glass")
 	p := plugintest.Start(t, 2, awsA, awsB, file)
 	r, seed := p.Encrypt(t)
@@ -31,7 +31,7 @@ func TestThroughThePluginSocket(t *testing.T) {
 	third := plugintest.Start(t, 2, awsA, awsB, file)
 
 	// With AWS gone, the key file alone is not a quorum.
-	srv.stop()
+	srv.Stop()
 	if h := p.Probe(); !strings.Contains(h, "quorum lost") || !strings.Contains(h, "aws-a") {
 		t.Fatalf("healthz with local-kms stopped: %q", h)
 	}
@@ -43,7 +43,7 @@ func TestThroughThePluginSocket(t *testing.T) {
 	}
 
 	// local-kms back: works again, no restart of anything.
-	srv.start()
+	srv.Start()
 	if h := p.Probe(); h != "ok" {
 		t.Fatalf("healthz after local-kms restarted: %q", h)
 	}
