@@ -17,6 +17,7 @@ import (
 	"cloud.google.com/go/auth"
 	"cloud.google.com/go/auth/credentials"
 	"cloud.google.com/go/auth/credentials/impersonate"
+	"cloud.google.com/go/auth/httptransport"
 	"cloud.google.com/go/compute/metadata"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
@@ -88,11 +89,24 @@ func newCredentials(cfg Config) (*auth.Credentials, error) {
 		}
 	}
 	if sa := cfg.ImpersonateServiceAccount; sa != "" {
-		var err error
+		// The client of the IAM Credentials API, which mints the service
+		// account's tokens, authenticated with the base credentials: what
+		// impersonate would build itself, on a base transport tests can
+		// point at a fake.
+		iam, err := httptransport.NewClient(&httptransport.Options{
+			Credentials:      creds,
+			Logger:           quiet,
+			BaseRoundTripper: iamAnswers{iamTransport},
+			InternalOptions:  &httptransport.InternalOptions{SkipUniverseDomainValidation: true},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gcpkms.impersonateServiceAccount: %w", err)
+		}
 		creds, err = impersonate.NewCredentials(&impersonate.CredentialsOptions{
 			TargetPrincipal: sa,
 			Scopes:          []string{scopeCloudKMS},
 			Credentials:     creds,
+			Client:          iam,
 			Logger:          quiet,
 		})
 		if err != nil {
@@ -100,6 +114,35 @@ func newCredentials(cfg Config) (*auth.Credentials, error) {
 		}
 	}
 	return marked(creds), nil
+}
+
+// iamTransport carries the calls to the IAM Credentials API; nil is
+// net/http's default transport. Only tests set it.
+var iamTransport http.RoundTripper
+
+// iamAnswers turns an IAM Credentials API answer of 429 or 5xx into an
+// iamUnavailable error: impersonate reports any failed answer as text
+// alone, and an IAM outage is an unavailable backend, not a refusal.
+type iamAnswers struct{ base http.RoundTripper }
+
+func (t iamAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	resp, err := base.RoundTrip(r)
+	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) {
+		resp.Body.Close()
+		return nil, iamUnavailable(resp.StatusCode)
+	}
+	return resp, err
+}
+
+// iamUnavailable is the HTTP status of an IAM Credentials API outage.
+type iamUnavailable int
+
+func (c iamUnavailable) Error() string {
+	return fmt.Sprintf("IAM Credentials API answered %d %s", int(c), http.StatusText(int(c)))
 }
 
 // fileTypes are the credential files the backend accepts: those that
@@ -267,7 +310,10 @@ func transientTokenError(err error) bool {
 	var authErr *auth.Error
 	var mdErr *metadata.Error
 	var netErr net.Error
+	var iamErr iamUnavailable
 	switch {
+	case errors.As(err, &iamErr):
+		return true
 	case errors.As(err, &authErr):
 		return authErr.Temporary()
 	case errors.As(err, &mdErr):

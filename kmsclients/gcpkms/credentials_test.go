@@ -286,3 +286,123 @@ type staticToken string
 func (s staticToken) Token(context.Context) (*auth.Token, error) {
 	return &auth.Token{Value: string(s), Type: "Bearer", Expiry: time.Now().Add(time.Hour)}, nil
 }
+
+// fakeIAM is the IAM Credentials API's generateAccessToken for one
+// service account: it wants the base credentials' token and answers
+// with the impersonated one, or fails with code.
+type fakeIAM struct {
+	srv   *httptest.Server
+	calls atomic.Int32
+	code  atomic.Int32
+}
+
+const impersonated = "trousseau-kms@trousseau-test.iam.gserviceaccount.com"
+
+func startFakeIAM(t *testing.T, baseToken, token string) *fakeIAM {
+	t.Helper()
+	f := &fakeIAM{}
+	f.code.Store(http.StatusOK)
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.calls.Add(1)
+		var req struct {
+			Scope []string `json:"scope"`
+		}
+		switch {
+		case r.URL.Path != "/v1/projects/-/serviceAccounts/"+impersonated+":generateAccessToken":
+			http.Error(w, `{"error":{"code":404,"status":"NOT_FOUND"}}`, http.StatusNotFound)
+			return
+		case r.Header.Get("Authorization") != "Bearer "+baseToken:
+			http.Error(w, `{"error":{"code":401,"status":"UNAUTHENTICATED"}}`, http.StatusUnauthorized)
+			return
+		case json.NewDecoder(r.Body).Decode(&req) != nil || len(req.Scope) != 1 || req.Scope[0] != scopeCloudKMS:
+			http.Error(w, `{"error":{"code":400,"status":"INVALID_ARGUMENT"}}`, http.StatusBadRequest)
+			return
+		}
+		if code := int(f.code.Load()); code != http.StatusOK {
+			http.Error(w, `{"error":{"status":"`+http.StatusText(code)+`"}}`, code)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"accessToken": token, "expireTime": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	}))
+	t.Cleanup(f.srv.Close)
+	// Calls to the real IAM Credentials API reach the fake; any other
+	// host is an error.
+	iamTransport = roundTripper(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Host != "iamcredentials.googleapis.com" {
+			return nil, errors.New("unexpected host " + r.URL.Host)
+		}
+		r = r.Clone(r.Context())
+		r.URL.Scheme, r.URL.Host = "http", strings.TrimPrefix(f.srv.URL, "http://")
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	t.Cleanup(func() { iamTransport = nil })
+	return f
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestImpersonation: the key file's token mints the service account's
+// token at the IAM Credentials API, and Cloud KMS sees only the latter;
+// IAM refusing or failing is a permission or an unavailable error that
+// names neither token.
+func TestImpersonation(t *testing.T) {
+	f, endpoint, trust := tlsFake(t, "tok-impersonated")
+	tokens, _ := tokenServer(t, "tok-base", http.StatusOK)
+	iam := startFakeIAM(t, "tok-base", "tok-impersonated")
+	cfg := Config{KeyName: testKey, Endpoint: endpoint, CredentialsFile: serviceAccountFile(t, tokens.URL), ImpersonateServiceAccount: impersonated}
+	b, err := newBackend(context.Background(), testName, cfg, trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if iam.calls.Load() != 0 {
+		t.Fatal("New asked IAM for a token")
+	}
+	aad := []byte("aad")
+	w := mustWrap(t, b, testShare, aad)
+	mustUnwrap(t, b, w, aad, testShare)
+	mustProbe(t, b)
+	if n := iam.calls.Load(); n != 1 {
+		t.Fatalf("%d calls to IAM, want 1 (the token is reused)", n)
+	}
+
+	for _, tc := range []struct {
+		code int
+		kind error
+	}{
+		{http.StatusForbidden, kmsclients.ErrPermission},
+		{http.StatusServiceUnavailable, kmsclients.ErrUnavailable},
+	} {
+		t.Run(http.StatusText(tc.code), func(t *testing.T) {
+			iam.code.Store(int32(tc.code))
+			defer iam.code.Store(http.StatusOK)
+			b, err := newBackend(context.Background(), testName, cfg, trust)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			before := f.callCount("GetCryptoKey")
+			_, err = b.Probe(ctxFor(t))
+			wantKind(t, "Probe", err, tc.kind)
+			if strings.Contains(err.Error(), "tok-") {
+				t.Errorf("Probe: %q shows a token", err)
+			}
+			if f.callCount("GetCryptoKey") != before {
+				t.Error("a call without a token reached Cloud KMS")
+			}
+		})
+	}
+
+	// Without impersonation, the base token is what Cloud KMS sees, and
+	// it refuses it: the fake does check which identity calls.
+	cfg.ImpersonateServiceAccount = ""
+	direct, err := newBackend(context.Background(), testName, cfg, trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	_, err = direct.Probe(ctxFor(t))
+	wantKind(t, "Probe with the base token", err, kmsclients.ErrPermission)
+}
