@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -486,6 +488,7 @@ func TestIdentity(t *testing.T) {
 		{"", ep},
 		{"key with spaces", ep + ":sha256-"},
 		{"tab\there", ep + ":sha256-"},
+		{"not-utf8-\xff", ep + ":sha256-"},
 		{long, ep + ":sha256-"},
 		{"sha256-" + strings.Repeat("0", 64), ep + ":sha256-"},
 	} {
@@ -512,6 +515,41 @@ func TestIdentity(t *testing.T) {
 			t.Errorf("custodianKey(%q) = %q, want %q", id, got, want)
 		}
 	}
+}
+
+// FuzzIdentity: a key_id is whatever a custodian's Status or Encrypt
+// says, and an identity is read back from etcd. Whatever they hold, an
+// identity fits the header, is printable without spaces, names its
+// endpoint, and its custodian key depends on the key_id alone, one per
+// key_id; custodianKey takes any string.
+func FuzzIdentity(f *testing.F) {
+	f.Add("arn:aws:kms:us-east-1:111122223333:key/1234", "k2", "kmsplugin:unix:///a.sock:k")
+	f.Add("sha256-"+strings.Repeat("0", 64), "", "kmsplugin:unix://")
+	f.Add("tab\there", "\x00", "kmsplugin:unix:///:")
+	f.Add(strings.Repeat("k", 600), strings.Repeat("k", 599), "local:abc")
+	const ep1, ep2 = "unix:///var/run/kmsplugin/aws.sock", "unix:///x.sock"
+	f.Fuzz(func(t *testing.T, keyID, other, stored string) {
+		custodianKey(stored)
+		id := identity(ep1, keyID)
+		if len(id) > kmsclients.MaxKeyIdentitySize || !strings.HasPrefix(id, identityPrefix+ep1) {
+			t.Fatalf("identity(%q) = %q", keyID, id)
+		}
+		if !utf8.ValidString(id) || strings.IndexFunc(id, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) >= 0 {
+			t.Fatalf("identity(%q) = %q holds a space or a control character", keyID, id)
+		}
+		if id != identity(ep1, keyID) {
+			t.Fatal("identity is not deterministic")
+		}
+		if keyID == "" {
+			return
+		}
+		if custodianKey(id) != custodianKey(identity(ep2, keyID)) {
+			t.Fatalf("the custodian key of %q depends on the endpoint", keyID)
+		}
+		if other != "" && other != keyID && custodianKey(id) == custodianKey(identity(ep1, other)) {
+			t.Fatalf("key_ids %q and %q are one custodian", keyID, other)
+		}
+	})
 }
 
 func TestPublicWrap(t *testing.T) {

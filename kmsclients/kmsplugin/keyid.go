@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
@@ -20,7 +21,7 @@ const custodianPrefix = "kmsplugin:key_id:"
 // "kmsplugin:<endpoint>" for a KMS v1 one, which has no key_id. The
 // endpoint holds no ':' after its scheme (socketPath refuses one), so the
 // first ':' after "kmsplugin:unix://" ends it. A key_id too long to fit
-// kmsclients.MaxKeyIdentitySize, or holding spaces or control characters
+// kmsclients.MaxKeyIdentitySize, not UTF-8, or holding spaces or control characters
 // (identities are logged and shown by `trousseau status`), is replaced by
 // "sha256-" and the hex SHA-256 of it: the same key_id always gives the
 // same identity, and the share's frame keeps the key_id itself for Decrypt.
@@ -32,7 +33,8 @@ func identity(endpoint, keyID string) string {
 }
 
 func keyPart(keyID string, room int) string {
-	printable := strings.IndexFunc(keyID, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) < 0
+	printable := utf8.ValidString(keyID) &&
+		strings.IndexFunc(keyID, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) < 0
 	if printable && len(keyID) <= room && !strings.HasPrefix(keyID, "sha256-") {
 		return keyID
 	}
