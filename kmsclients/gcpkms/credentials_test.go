@@ -133,20 +133,7 @@ func TestCredentialsFile(t *testing.T) {
 			tokens, _ := tokenServer(t, "", tc.code)
 			cfg := cfg
 			cfg.CredentialsFile = serviceAccountFile(t, tokens.URL)
-			b, err := newBackend(context.Background(), testName, cfg, trust)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			before := f.callCount("GetCryptoKey")
-			_, err = b.Probe(ctxFor(t))
-			wantKind(t, "Probe", err, tc.kind)
-			if !strings.Contains(err.Error(), "access token") {
-				t.Errorf("Probe: %q does not say the token failed", err)
-			}
-			if f.callCount("GetCryptoKey") != before {
-				t.Error("a call without a token reached Cloud KMS")
-			}
+			wantTokenFailure(t, f, cfg, trust, tc.kind)
 		})
 	}
 	// A wrong token is Cloud KMS's refusal.
@@ -159,6 +146,27 @@ func TestCredentialsFile(t *testing.T) {
 	defer b2.Close()
 	_, err = b2.Probe(ctxFor(t))
 	wantKind(t, "Probe with a token Cloud KMS refuses", err, kmsclients.ErrPermission)
+}
+
+// wantTokenFailure probes a backend on cfg whose token cannot be had:
+// the error is of kind, says so without showing a token, and nothing
+// reached Cloud KMS.
+func wantTokenFailure(t *testing.T, f *fakeKMS, cfg Config, trust option.ClientOption, kind error) {
+	t.Helper()
+	b, err := newBackend(context.Background(), testName, cfg, trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	before := f.callCount("GetCryptoKey")
+	_, err = b.Probe(ctxFor(t))
+	wantKind(t, "Probe", err, kind)
+	if !strings.Contains(err.Error(), "access token") || strings.Contains(err.Error(), "tok-") {
+		t.Errorf("Probe: %q does not say the token failed, or shows one", err)
+	}
+	if f.callCount("GetCryptoKey") != before {
+		t.Error("a call without a token reached Cloud KMS")
+	}
 }
 
 // TestApplicationDefaultCredentials: with no credentials file, the
@@ -378,20 +386,7 @@ func TestImpersonation(t *testing.T) {
 		t.Run(http.StatusText(tc.code), func(t *testing.T) {
 			iam.code.Store(int32(tc.code))
 			defer iam.code.Store(http.StatusOK)
-			b, err := newBackend(context.Background(), testName, cfg, trust)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			before := f.callCount("GetCryptoKey")
-			_, err = b.Probe(ctxFor(t))
-			wantKind(t, "Probe", err, tc.kind)
-			if strings.Contains(err.Error(), "tok-") {
-				t.Errorf("Probe: %q shows a token", err)
-			}
-			if f.callCount("GetCryptoKey") != before {
-				t.Error("a call without a token reached Cloud KMS")
-			}
+			wantTokenFailure(t, f, cfg, trust, tc.kind)
 		})
 	}
 
