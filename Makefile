@@ -42,6 +42,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzIdentity$$' -fuzztime $(FUZZTIME) ./kmsclients/kmsplugin/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/gcpkms/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseVersionName$$' -fuzztime $(FUZZTIME) ./kmsclients/gcpkms/
+	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/pkcs11/
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenKWP$$' -fuzztime $(FUZZTIME) ./kmsclients/pkcs11/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseIdentity$$' -fuzztime $(FUZZTIME) ./kmsclients/pkcs11/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/vault/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseIdentity$$' -fuzztime $(FUZZTIME) ./kmsclients/vault/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseValue$$' -fuzztime $(FUZZTIME) ./internal/recovery/

@@ -17,6 +17,7 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients/gcpkms"
 	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
+	"github.com/trousseau-io/trousseau/kmsclients/pkcs11"
 	"github.com/trousseau-io/trousseau/kmsclients/vault"
 )
 
@@ -34,6 +35,7 @@ var kinds = []kind{
 	kindOf("azurekv", azurekv.New),
 	kindOf("kmsplugin", kmsplugin.New),
 	kindOf("gcpkms", gcpkms.New),
+	kindOf("pkcs11", pkcs11.New),
 }
 
 // Spec is a backend kind's config block: a pointer to the config type of

@@ -153,7 +153,7 @@ func write(t *testing.T, p, text string) {
 
 // TestKindNamesListsTheTable: messages list every kind, in table order.
 func TestKindNamesListsTheTable(t *testing.T) {
-	if got, want := kindNames(), "local, vault, awskms, azurekv, kmsplugin or gcpkms"; got != want {
+	if got, want := kindNames(), "local, vault, awskms, azurekv, kmsplugin, gcpkms or pkcs11"; got != want {
 		t.Fatalf("kindNames() = %q, want %q", got, want)
 	}
 }
@@ -173,7 +173,7 @@ func TestBackendInGo(t *testing.T) {
 		{"vault", Backend{Name: "v", Spec: &vault.Config{Address: "http://127.0.0.1:8200", KeyName: "k", Auth: vault.Auth{TokenFile: keyFile}}}, "vault", ""},
 		{"kmsplugin", Backend{Name: "p", Spec: &kmsplugin.Config{Endpoint: "unix:///run/kmsplugin/aws.sock", Timeout: kmsplugin.Duration{Duration: 3 * time.Second}}}, "kmsplugin", ""},
 		{"invalid kmsplugin block", Backend{Name: "p", Spec: &kmsplugin.Config{Endpoint: "unix:///@kms"}}, "kmsplugin", "backends[0]: kmsplugin.endpoint: \"unix:///@kms\" is an abstract socket"},
-		{"no kind", Backend{Name: "a"}, "", "set exactly one backend kind (local, vault, awskms, azurekv, kmsplugin or gcpkms)"},
+		{"no kind", Backend{Name: "a"}, "", "set exactly one backend kind (local, vault, awskms, azurekv, kmsplugin, gcpkms or pkcs11)"},
 		{"nil pointer", Backend{Name: "a", Spec: (*local.Config)(nil)}, "", "set exactly one backend kind ("},
 		{"not a pointer", Backend{Name: "a", Spec: local.Config{KeyFile: keyFile}}, "", "local.Config is not the config of a backend kind"},
 		{"invalid block", Backend{Name: "a", Spec: &local.Config{}}, "local", "backends[0]: local.keyFile: required"},

@@ -13,7 +13,8 @@ TROUSSEAU_LOCAL_KMS=$(hack/local-kms.sh)
 TROUSSEAU_VAULT=$(hack/vault.sh)
 TROUSSEAU_KUBE_APISERVER=$(hack/kube.sh kube-apiserver)
 TROUSSEAU_ETCD=$(hack/kube.sh etcd)
-export TROUSSEAU_LOCAL_KMS TROUSSEAU_VAULT TROUSSEAU_KUBE_APISERVER TROUSSEAU_ETCD
+TROUSSEAU_SOFTHSM_MODULE=$(hack/softhsm.sh) # installs SoftHSM2 and OpenSC when missing
+export TROUSSEAU_LOCAL_KMS TROUSSEAU_VAULT TROUSSEAU_KUBE_APISERVER TROUSSEAU_ETCD TROUSSEAU_SOFTHSM_MODULE
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

@@ -220,8 +220,8 @@ func (b *Backend) checkType(op string, st fs.FileInfo) error {
 }
 
 func (b *Backend) checkMode(op string, st fs.FileInfo) error {
-	if perm := st.Mode().Perm(); perm&0o006 != 0 || perm&0o020 != 0 {
-		return b.unusable(op, "has mode %04o; it must not be readable or writable by others (chmod 600)", perm)
+	if bad := kmsclients.SecretFileMode(st.Mode().Perm()); bad != "" {
+		return b.unusable(op, "%s", bad)
 	}
 	return nil
 }

@@ -1,0 +1,126 @@
+package pkcs11
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// The stored form of a wrapped share:
+//
+//	version    1 byte   formatVersion
+//	mechanism  1 byte   mechGCM or mechKWP
+//	aes-gcm:            IV (12 bytes) || ciphertext || 16-byte tag
+//	aes-key-wrap-pad:   the wrapped key object (a multiple of 8 bytes)
+//
+// and the whole is at most kmsclients.MaxWrappedSize bytes. The token
+// authenticates everything after the mechanism byte (GCM's tag, KWP's
+// integrity check); a share whose version or mechanism byte is changed
+// no longer parses or no longer opens. The IV is carried because a
+// token may choose it: some HSMs in FIPS mode ignore the IV they are
+// given and write back their own.
+const (
+	formatVersion = 1
+	ivSize        = 12
+	tagSize       = 16
+	kwpBlock      = 8
+	// maxShareSize is far above a share (~33 bytes).
+	maxShareSize = 1024
+)
+
+// frame encodes a wrapped share. For GCM, body is the IV followed by
+// the ciphertext and tag.
+func frame(m mechanism, body []byte) []byte {
+	return append([]byte{formatVersion, byte(m)}, body...)
+}
+
+// unframe parses a stored share, accepting only what frame makes from
+// what the token can return: the mechanism and its body.
+func unframe(b []byte) (mechanism, []byte, bool) {
+	if len(b) < 2 || len(b) > kmsclients.MaxWrappedSize || b[0] != formatVersion {
+		return 0, nil, false
+	}
+	m, body := mechanism(b[1]), b[2:]
+	switch m {
+	case mechGCM:
+		if len(body) < ivSize+tagSize+1 {
+			return 0, nil, false
+		}
+	case mechKWP:
+		// The smallest sealed share (see sealKWP) is 24 bytes, which
+		// KWP wraps into 32.
+		if len(body) < 4*kwpBlock || len(body)%kwpBlock != 0 {
+			return 0, nil, false
+		}
+	default:
+		return 0, nil, false
+	}
+	return m, body, true
+}
+
+// gcmAAD is the associated data given to the token with AES-GCM: a
+// label of this backend, then the share's associated data (which names
+// the DEK and the share's index). The label keeps anything else the key
+// encrypts from being passed off as a share.
+func gcmAAD(aad []byte) []byte {
+	return append([]byte("trousseau/pkcs11/v1\x00"), aad...)
+}
+
+// AES key wrap has no associated data, so the share is bound to its DEK
+// and index inside what is wrapped, as the kmsplugin backend does:
+//
+//	sealed = binding || u16 length || share || zero padding to 8 bytes
+//	binding = SHA-256(bindingLabel || aad)[:16]
+//
+// KWP authenticates the whole; a share of another DEK or index is caught
+// by comparing the binding in constant time. The padding makes the
+// sealed value a multiple of 8 bytes, so that KWP adds none of its own:
+// some tokens (SoftHSM2 2.6) hand an unwrapped value back with KWP's
+// padding left on.
+const (
+	bindingLabel = "trousseau/pkcs11/kwp-binding/v1\x00"
+	bindingSize  = 16
+	lengthSize   = 2
+)
+
+func binding(aad []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(bindingLabel))
+	h.Write(aad)
+	return h.Sum(nil)[:bindingSize]
+}
+
+// sealKWP is the value wrapped for share.
+func sealKWP(share, aad []byte) []byte {
+	n := bindingSize + lengthSize + len(share)
+	n += (kwpBlock - n%kwpBlock) % kwpBlock
+	out := make([]byte, 0, n)
+	out = append(out, binding(aad)...)
+	out = binary.BigEndian.AppendUint16(out, uint16(len(share)))
+	out = append(out, share...)
+	return out[:n] // the capacity's bytes are zero
+}
+
+// openKWP returns a copy of the share in sealed, if sealed is what
+// sealKWP made for aad.
+func openKWP(sealed, aad []byte) ([]byte, bool) {
+	const head = bindingSize + lengthSize
+	if len(sealed) < head+1 || len(sealed)%kwpBlock != 0 {
+		return nil, false
+	}
+	if subtle.ConstantTimeCompare(sealed[:bindingSize], binding(aad)) != 1 {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(sealed[bindingSize:head]))
+	if n == 0 || head+n > len(sealed) || len(sealed)-(head+n) >= kwpBlock {
+		return nil, false
+	}
+	for _, c := range sealed[head+n:] {
+		if c != 0 {
+			return nil, false
+		}
+	}
+	return append([]byte(nil), sealed[head:head+n]...), true
+}

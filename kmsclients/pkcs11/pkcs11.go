@@ -1,0 +1,284 @@
+//go:build cgo
+
+package pkcs11
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// Backend is an AES key on a PKCS#11 token. It is safe for concurrent
+// use.
+type Backend struct {
+	src      kmsclients.Source
+	pool     *pool
+	keyLabel string
+	keyID    []byte
+	mech     mechanism // what Wrap uses
+	timeout  time.Duration
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+var (
+	_ kmsclients.Backend        = (*Backend)(nil)
+	_ kmsclients.CustodianKeyer = (*Backend)(nil)
+)
+
+// New returns a backend for cfg. It loads the module (a path that is not
+// a loadable PKCS#11 module is an error naming pkcs11.module) and makes
+// no call to it: C_Initialize, the token, the PIN file and the key are
+// for the first operation, so that a token that is not there yet when
+// the plugin starts is a backend that is down.
+func New(_ context.Context, name string, cfg Config) (*Backend, error) {
+	src := kmsclients.Source{Backend: "pkcs11", Name: name}
+	if err := src.CheckNew(cfg); err != nil {
+		return nil, err
+	}
+	m, err := openModule(cfg.Module)
+	if err != nil {
+		return nil, src.Errorf("", nil, "pkcs11.module: %w", err)
+	}
+	mech, _ := mechanismOf(cfg.Mechanism) // valid: CheckNew said so
+	id, _ := parseKeyID(cfg.KeyID)
+	return &Backend{
+		src: src, pool: newPool(m, cfg), keyLabel: cfg.KeyLabel, keyID: id,
+		mech: mech, timeout: cfg.Timeout.Duration,
+	}, nil
+}
+
+// Name implements kmsclients.Backend.
+func (b *Backend) Name() string { return b.src.Name }
+
+// Close implements kmsclients.Backend: it closes the idle sessions and
+// gives the module up (the last backend on it finalises it). Sessions
+// in use by calls that outlived their deadline are closed as they end.
+func (b *Backend) Close() error {
+	b.closeOnce.Do(func() {
+		b.closed.Store(true)
+		b.pool.close()
+		b.pool.m.release()
+	})
+	return nil
+}
+
+// CustodianKey implements kmsclients.CustodianKeyer: a key known by its
+// check value is one custodian on whichever token of an HSM group holds
+// it (see keyIdentity.custodianKey).
+func (b *Backend) CustodianKey(keyIdentity string) string {
+	k, err := parseIdentity(keyIdentity)
+	if err != nil {
+		return keyIdentity
+	}
+	return k.custodianKey()
+}
+
+// Probe finds the key, checks that it and the token can wrap and unwrap
+// with the configured mechanism, and reports the key's identity.
+func (b *Backend) Probe(ctx context.Context) (string, error) {
+	var id string
+	err := b.do(ctx, kmsclients.OpProbe, func(t txn) error {
+		if err := t.key.usable(kmsclients.OpProbe, b.mech); err != nil {
+			return err
+		}
+		if err := b.checkMechanism(t, b.mech); err != nil {
+			return err
+		}
+		id = t.key.identity.String()
+		return nil
+	})
+	return id, err
+}
+
+// Wrap encrypts share on the token, bound to aad.
+func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
+	const op = kmsclients.OpWrap
+	if len(share) == 0 || len(share) > maxShareSize {
+		return kmsclients.Wrapped{}, b.src.Errorf(op, nil, "share of %d bytes; want 1 to %d", len(share), maxShareSize)
+	}
+	var out kmsclients.Wrapped
+	err := b.do(ctx, op, func(t txn) error {
+		if err := t.key.usable(op, b.mech); err != nil {
+			return err
+		}
+		var body []byte
+		var err error
+		if b.mech == mechKWP {
+			body, err = wrapKWP(t, share, aad)
+		} else {
+			body, err = encryptGCM(t, share, aad)
+		}
+		if err != nil {
+			return err
+		}
+		w := kmsclients.Wrapped{Ciphertext: frame(b.mech, body), KeyIdentity: t.key.identity.String()}
+		if err := kmsclients.CheckWrapped(w); err != nil {
+			return err
+		}
+		out = w
+		return nil
+	})
+	return out, err
+}
+
+// Unwrap opens a share that Wrap wrapped, with the mechanism that
+// wrapped it, after checking that its key identity may name the
+// token's key (see keyIdentity.sameKeyAs).
+func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	const op = kmsclients.OpUnwrap
+	invalid := kmsclients.ErrInvalidCiphertext
+	if err := ctx.Err(); err != nil {
+		return nil, b.src.Fail(ctx, op, nil, err)
+	}
+	m, body, ok := unframe(w.Ciphertext)
+	if !ok {
+		return nil, b.src.Errorf(op, invalid, "malformed wrapped share")
+	}
+	recorded, err := parseIdentity(w.KeyIdentity)
+	if err != nil {
+		return nil, b.src.Errorf(op, invalid, "share's key identity: %w", err)
+	}
+	var share []byte
+	err = b.do(ctx, op, func(t txn) error {
+		if !t.key.identity.sameKeyAs(recorded) {
+			return withKind(invalid, "share was wrapped by key %s, not by the token's key %s", recorded, t.key.identity)
+		}
+		if err := t.key.usable(op, m); err != nil {
+			return err
+		}
+		var err error
+		if m == mechKWP {
+			share, err = unwrapKWP(t, body, aad)
+		} else {
+			share, err = decryptGCM(t, body, aad)
+		}
+		if err != nil && ambiguous(err) {
+			return b.judge(t, m, err)
+		}
+		return err
+	})
+	var made *kmsclients.Error
+	if errors.Is(err, errNoKey) && errors.As(err, &made) && made.Kind == kmsclients.ErrPermission {
+		// No key on the token can open this share, as when another key
+		// has taken the label: the share is invalid here. A key
+		// restored from the HSM's backup makes it readable again.
+		return nil, b.src.Errorf(op, invalid, "the key that wrapped this share (%s) is not on the token: %w", recorded, made.Err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return share, nil
+}
+
+// judge sorts a failure to open a share that the token did not explain:
+// if the key passes a self-test, the share is what is wrong.
+func (b *Backend) judge(t txn, m mechanism, err error) error {
+	serr := selfTest(t, m)
+	switch {
+	case serr == nil:
+		return withKind(kmsclients.ErrInvalidCiphertext, "the share does not open under the key with its associated data (%w; the key passed a self-test)", err)
+	case sessionLost(serr) || tokenLost(serr):
+		return serr
+	}
+	return err
+}
+
+// maxAttempts bounds the sessions an operation tries: one that the
+// token dropped, one after the module is initialised again, one more.
+const maxAttempts = 3
+
+// do runs fn with a logged-in session and the key found, in a goroutine
+// of its own: a call into a module cannot be interrupted, so ctx's
+// deadline is kept by leaving a call that outlives it to end (and give
+// its session back) by itself.
+func (b *Backend) do(ctx context.Context, op string, fn func(t txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return b.src.Fail(ctx, op, nil, err)
+	}
+	if b.closed.Load() {
+		return b.src.Errorf(op, kmsclients.ErrUnavailable, "backend closed")
+	}
+	callCtx, cancel := b.bound(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.attempts(callCtx, fn) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return b.fail(ctx, op, err)
+		}
+		return nil
+	case <-callCtx.Done():
+		what := "the deadline"
+		if d, ok := ctx.Deadline(); ctx.Err() == nil && (!ok || time.Now().Before(d)) {
+			what = fmt.Sprintf("pkcs11.timeout (%s)", b.timeout)
+		}
+		return b.src.Fail(ctx, op, kmsclients.ErrUnavailable, fmt.Errorf("the token did not answer within %s", what))
+	}
+}
+
+// attempts runs fn, taking another session after one the token dropped,
+// and initialising the module again (once) after the token went away.
+func (b *Backend) attempts(ctx context.Context, fn func(t txn) error) error {
+	var err error
+	reset := false
+	for range maxAttempts {
+		if b.closed.Load() {
+			return withKind(kmsclients.ErrUnavailable, "backend closed")
+		}
+		var s *session
+		if s, err = b.pool.get(ctx); err == nil {
+			err = b.pool.m.with(func(gen uint64) error {
+				b.pool.seen.Store(gen)
+				switch {
+				case gen != s.gen:
+					return errStale
+				case ctx.Err() != nil:
+					return ctx.Err() // the caller has gone: do not start
+				}
+				key, err := b.findKey(s)
+				if err != nil {
+					return err
+				}
+				return fn(txn{c: b.pool.m.ctx, s: s, key: key})
+			})
+			b.pool.put(s, !sessionLost(err) && !tokenLost(err))
+		}
+		switch {
+		case err == nil || ctx.Err() != nil:
+			return err
+		case tokenLost(err) && !reset:
+			reset = true
+			b.pool.drop()
+			moved, rerr := b.pool.m.reset(b.pool.seen.Load())
+			if rerr != nil {
+				return fmt.Errorf("%w; initialising the module again: %w", err, rerr)
+			}
+			if !moved {
+				return err
+			}
+		case sessionLost(err):
+			if sessionsDropped(err) {
+				b.pool.drop()
+			}
+		default:
+			return err
+		}
+	}
+	return err
+}
+
+// bound applies the configured timeout to ctx.
+func (b *Backend) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if b.timeout > 0 {
+		return context.WithTimeout(ctx, b.timeout)
+	}
+	return context.WithCancel(ctx)
+}

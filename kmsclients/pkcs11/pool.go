@@ -1,0 +1,248 @@
+//go:build cgo
+
+package pkcs11
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"sync/atomic"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// maxSessions bounds the sessions a backend keeps open on its token.
+// Shares are wrapped and unwrapped rarely (a DEK is unwrapped once, then
+// cached), so a few are plenty, and a token's session count is small.
+const maxSessions = 4
+
+// session is a logged-in session, on the token it was opened on.
+type session struct {
+	h      pkcs11.SessionHandle
+	gen    uint64 // the module's generation it belongs to
+	slot   uint
+	serial string // the token's serial number when it was opened
+	label  string // the token's label
+}
+
+// pool is a backend's sessions on its token, safe for concurrent use.
+// A session is taken for one operation and given back; one that failed
+// in a way that may have spoilt it is closed instead, and the next
+// operation opens and logs in another.
+type pool struct {
+	m          *module
+	tokenLabel string // the token, by label, or
+	slot       *uint  // by slot ID
+	pinFile    string
+
+	free chan struct{} // one token per session that may be in use
+
+	mu   sync.Mutex
+	idle []*session
+	// refused is a keyed digest of the PIN the token last refused as
+	// incorrect: that PIN is not tried again, since every wrong try
+	// counts toward locking the token's user PIN.
+	refused []byte
+	salt    []byte
+	closed  bool
+
+	// seen is the module's generation at the last call: a failure that
+	// asks for the module to be initialised again names it, so that
+	// failures seen together make one reset.
+	seen atomic.Uint64
+}
+
+func newPool(m *module, cfg Config) *pool {
+	salt := make([]byte, 32)
+	rand.Read(salt)
+	return &pool{
+		m: m, tokenLabel: cfg.TokenLabel, slot: cfg.Slot, pinFile: cfg.PinFile,
+		free: make(chan struct{}, maxSessions), salt: salt,
+	}
+}
+
+// Errors of finding the token.
+var (
+	// errTokenNotFound: no token has the configured label. It may be
+	// inserted, or initialised, later.
+	errTokenNotFound = withKind(kmsclients.ErrUnavailable, "it may be inserted or initialised later")
+	// errTokenChanged: the slot holds another token than the session's.
+	errTokenChanged = withKind(kmsclients.ErrUnavailable, "the token was replaced")
+	// errStale: a session of an earlier initialisation of the module.
+	errStale = withKind(kmsclients.ErrUnavailable, "a session of an earlier initialisation of the module")
+)
+
+// get returns a session: an idle one, or a new one logged in. It waits
+// for one to come free while maxSessions are in use, until ctx is done.
+func (p *pool) get(ctx context.Context) (*session, error) {
+	select {
+	case p.free <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// Sessions of an earlier initialisation of the module are gone:
+	// left idle, their handles are not closed (they may be others' now).
+	gen := p.m.generation()
+	p.mu.Lock()
+	var s *session
+	for len(p.idle) > 0 && s == nil {
+		n := len(p.idle)
+		if p.idle[n-1].gen == gen {
+			s = p.idle[n-1]
+		}
+		p.idle = p.idle[:n-1]
+	}
+	p.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	s, err := p.open()
+	if err != nil {
+		<-p.free
+		return nil, err
+	}
+	return s, nil
+}
+
+// put gives s back, or, if it is not ok, closes it.
+func (p *pool) put(s *session, ok bool) {
+	defer func() { <-p.free }()
+	p.mu.Lock()
+	if ok && !p.closed {
+		p.idle = append(p.idle, s)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.closeSession(s)
+}
+
+// closeSession closes s, if it is of the module's current generation:
+// the handle of an earlier one may be another session's now.
+func (p *pool) closeSession(s *session) {
+	p.m.ifCurrent(s.gen, func() { p.m.ctx.CloseSession(s.h) })
+}
+
+// drop closes every idle session, after the token went away.
+func (p *pool) drop() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, s := range idle {
+		p.closeSession(s)
+	}
+}
+
+// close closes the idle sessions; those in use are closed when given back.
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.drop()
+}
+
+// open opens a session on the token and logs it in.
+func (p *pool) open() (*session, error) {
+	var s *session
+	err := p.m.with(func(gen uint64) error {
+		p.seen.Store(gen)
+		slot, info, err := p.findToken()
+		if err != nil {
+			return err
+		}
+		h, err := p.m.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
+		if err != nil {
+			return called("C_OpenSession", err)
+		}
+		if err := p.login(h); err != nil {
+			p.m.ctx.CloseSession(h)
+			return err
+		}
+		s = &session{h: h, gen: gen, slot: slot, serial: info.SerialNumber, label: info.Label}
+		return nil
+	})
+	return s, err
+}
+
+// findToken finds the configured token: by slot ID, or the one token
+// that has the label.
+func (p *pool) findToken() (uint, pkcs11.TokenInfo, error) {
+	c := p.m.ctx
+	if p.slot != nil {
+		info, err := c.GetTokenInfo(*p.slot)
+		if err != nil {
+			return 0, info, fmt.Errorf("slot %d: %w", *p.slot, called("C_GetTokenInfo", err))
+		}
+		return *p.slot, info, nil
+	}
+	slots, err := c.GetSlotList(true)
+	if err != nil {
+		return 0, pkcs11.TokenInfo{}, called("C_GetSlotList", err)
+	}
+	var found []uint
+	var info pkcs11.TokenInfo
+	for _, slot := range slots {
+		ti, err := c.GetTokenInfo(slot)
+		if err != nil || ti.Label != p.tokenLabel {
+			continue // a token going away is not the one looked for
+		}
+		found = append(found, slot)
+		info = ti
+	}
+	switch len(found) {
+	case 0:
+		return 0, info, fmt.Errorf("no token labelled %q among the module's %d tokens (%w)", p.tokenLabel, len(slots), errTokenNotFound)
+	case 1:
+		return found[0], info, nil
+	}
+	return 0, info, withKind(kmsclients.ErrPermission, "%d tokens are labelled %q (slots %v): name the token by pkcs11.slot", len(found), p.tokenLabel, found)
+}
+
+// login logs h in as the user with the PIN of the PIN file. A PIN the
+// token refused is not tried again until the file holds another.
+func (p *pool) login(h pkcs11.SessionHandle) error {
+	pin, err := readPIN(p.pinFile)
+	if err != nil {
+		return withKind(pinFileKind(err), "%w", err)
+	}
+	defer clear(pin)
+	mac := hmac.New(sha256.New, p.salt)
+	mac.Write(pin)
+	sum := mac.Sum(nil)
+	p.mu.Lock()
+	refused := p.refused != nil && hmac.Equal(p.refused, sum)
+	p.mu.Unlock()
+	if refused {
+		return withKind(kmsclients.ErrPermission, "the token refused the PIN in %s (CKR_PIN_INCORRECT) and the file still holds it: not trying it again, which would count toward locking the PIN", p.pinFile)
+	}
+	err = p.m.ctx.Login(h, pkcs11.CKU_USER, string(pin))
+	code, _ := codeOf(called("C_Login", err))
+	switch {
+	case err == nil, code == pkcs11.CKR_USER_ALREADY_LOGGED_IN:
+		// Login is per token and application: another session did it.
+		return nil
+	case code == pkcs11.CKR_PIN_INCORRECT || code == pkcs11.CKR_PIN_INVALID || code == pkcs11.CKR_PIN_LEN_RANGE:
+		p.mu.Lock()
+		p.refused = sum
+		p.mu.Unlock()
+	}
+	return fmt.Errorf("log in with the PIN in %s: %w", p.pinFile, called("C_Login", err))
+}
+
+// pinFileKind sorts a PIN file's fault as the local backend sorts a key
+// file's: missing (a secret not mounted yet) may mend by itself; the
+// rest needs an operator.
+func pinFileKind(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return kmsclients.ErrUnavailable
+	}
+	return kmsclients.ErrPermission
+}
