@@ -1,15 +1,22 @@
 # Trousseau's build. The README's two commands work without make; these
 # targets are shortcuts for developers.
 GO        ?= go
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release version: the VERSION file is its one source (the binary, the
+# image's tag and labels, the chart, the manifests; deploy/version_test.go).
+VERSION   ?= $(shell cat VERSION)
 DEV_DIR   ?= /tmp/trousseau-dev
 FUZZTIME  ?= 30s
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: build run test bench fuzz lint clean
+.PHONY: build run test bench fuzz lint clean image
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/trousseau ./cmd/trousseau
+
+# The container image, reproducibly and without a container runtime: an OCI
+# layout and a tarball for docker/podman load in bin/image (docs/packaging.md).
+image:
+	cd deploy && $(GO) run ./image -version $(VERSION) -out $(CURDIR)/bin/image
 
 # The plugin on the embedded default: three local key files, 2 of 3.
 run:

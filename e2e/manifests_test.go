@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -38,11 +42,29 @@ func httpGet(ctx context.Context, url string) (string, error) {
 const deployDir = "../deploy"
 
 // notManifests are YAML files in deploy/ that are not Kubernetes API
-// objects (they are read by kube-apiserver or Trousseau from disk).
+// objects (they are read by kube-apiserver or Trousseau from disk), or not
+// as they are: the Helm chart's templates and values, rendered below.
 func notManifest(path string) bool {
 	rel, _ := filepath.Rel(deployDir, path)
 	return rel == "encryption-config.yaml" || strings.HasPrefix(rel, "config"+string(filepath.Separator)) ||
-		strings.HasPrefix(rel, "kustomize"+string(filepath.Separator))
+		strings.HasPrefix(rel, "kustomize"+string(filepath.Separator)) || strings.HasPrefix(rel, "helm"+string(filepath.Separator))
+}
+
+// helmRender runs deploy/helm/render, which renders the Helm chart with
+// Helm's own library: that lives in the deploy module, which this module
+// does not import.
+func helmRender(t *testing.T, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"run", "./helm/render"}, args...)...)
+	cmd.Dir = deployDir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go run ./helm/render %s (in deploy/): %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out
 }
 
 // deployManifests returns every Kubernetes manifest in deploy/: plain
@@ -76,6 +98,8 @@ func deployManifests(t *testing.T) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	out[deployDir+"/helm/trousseau (default values)"] = helmRender(t)
+	out[deployDir+"/helm/trousseau (helm/testdata/full-values.yaml)"] = helmRender(t, "-f", "helm/testdata/full-values.yaml")
 	return out
 }
 
@@ -96,6 +120,12 @@ func dryRunDeployManifests(t *testing.T, c *cluster) {
 	manifests := deployManifests(t)
 	if len(manifests) == 0 {
 		t.Fatal("no manifests found in deploy/")
+	}
+	for _, raw := range manifests {
+		if bytes.Contains(raw, []byte("\nkind: ServiceMonitor\n")) {
+			installServiceMonitorCRD(t, c, dyn, mapper)
+			break
+		}
 	}
 	objects := 0
 	for source, raw := range manifests {
@@ -135,4 +165,42 @@ func dryRunDeployManifests(t *testing.T, c *cluster) {
 	if objects == 0 {
 		t.Fatal("no objects in deploy/ manifests")
 	}
+}
+
+// installServiceMonitorCRD creates prometheus-operator's own
+// ServiceMonitor CRD (pinned in deploy/helm, fetched through the Go module
+// proxy), for real, so that the chart's ServiceMonitor is validated
+// against its schema; and waits until the apiserver serves the kind.
+func installServiceMonitorCRD(t *testing.T, c *cluster, dyn dynamic.Interface, mapper *restmapper.DeferredDiscoveryRESTMapper) {
+	t.Helper()
+	var crd unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(helmRender(t, "-servicemonitor-crd")), 4096)
+	for len(crd.Object) == 0 {
+		if err := dec.Decode(&crd.Object); err != nil {
+			t.Fatalf("ServiceMonitor CRD: %v", err)
+		}
+	}
+	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	if _, err := crds.Create(context.Background(), &crd, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create CRD %s: %v", crd.GetName(), err)
+	}
+	eventually(t, 60*time.Second, "ServiceMonitor served", func(ctx context.Context) error {
+		got, err := crds.Get(ctx, crd.GetName(), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+		established := false
+		for _, cond := range conds {
+			m, _ := cond.(map[string]any)
+			established = established || (m["type"] == "Established" && m["status"] == "True")
+		}
+		if !established {
+			return fmt.Errorf("CRD %s not established", crd.GetName())
+		}
+		mapper.Reset()
+		_, err = mapper.RESTMapping(schema.GroupKind{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"}, "v1")
+		return err
+	})
+	t.Logf("ServiceMonitor CRD %s installed", crd.GetName())
 }

@@ -27,5 +27,14 @@ fi
 echo "== go vet"
 go vet ./...
 
+echo "== deploy module (image builder, Helm chart): gofmt, go vet, go test -race"
+unformatted=$(gofmt -l deploy)
+if [ -n "$unformatted" ]; then
+	echo "not gofmt-clean:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+(cd deploy && go vet ./... && go test -race -count=1 -timeout 20m ./...)
+
 echo "== go test -race"
 go test -race -count=1 -timeout 40m "$@" ./...

@@ -1,0 +1,146 @@
+// Command image builds Trousseau's container image without a container
+// runtime: it compiles the plugin (cgo, -trimpath, the version of the
+// VERSION file), adds it to a base of pinned Debian 12 packages (glibc, the
+// GCC runtime, CA certificates) and writes a reproducible OCI image, as an
+// OCI layout directory and as a tarball for `docker load`.
+//
+//	cd deploy && go run ./image            (what `make image` runs)
+//
+// The same sources, packages.lock, toolchain and -created time always give
+// the same image digest. docs/packaging.md has the load and push commands.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/trousseau-io/trousseau/deploy/internal/repo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "image:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole command, for main and for the tests.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	root, err := repo.Root()
+	if err != nil {
+		return err
+	}
+	home, _ := os.UserHomeDir()
+	fs := flag.NewFlagSet("image", flag.ContinueOnError)
+	outDir := fs.String("out", filepath.Join(root, "bin", "image"), "output directory: oci/ (OCI layout) and trousseau-<version>.tar")
+	version := fs.String("version", "", "version to stamp and tag (default: the VERSION file)")
+	revision := fs.String("revision", "", "org.opencontainers.image.revision (default: git's HEAD, -dirty if the tree is)")
+	created := fs.String("created", "", "time of every timestamp in the image, Unix seconds (default: $SOURCE_DATE_EPOCH, else HEAD's commit time, else 0)")
+	arch := fs.String("arch", runtime.GOARCH, "architecture (packages.lock must pin its packages)")
+	mirror := fs.String("debian-mirror", "https://deb.debian.org/", "Debian mirror holding debian/ and debian-security/")
+	debDir := fs.String("deb-dir", "", "directory to take the pinned .deb files from before the mirror (e.g. filled by apt-get download)")
+	cacheDir := fs.String("cache", filepath.Join(home, ".cache", "trousseau", "debian"), "cache of verified .deb files")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o := buildOptions{root: root, version: *version, revision: *revision, arch: *arch}
+	if o.version == "" {
+		if o.version, err = repo.Version(root); err != nil {
+			return err
+		}
+	} else if err := repo.CheckVersion(o.version); err != nil {
+		return err
+	}
+	if _, ok := multiarch[o.arch]; !ok {
+		return fmt.Errorf("-arch %s: not supported (amd64, arm64)", o.arch)
+	}
+	if o.revision == "" {
+		o.revision = gitRevision(root)
+	}
+	if o.created, err = createdTime(root, *created); err != nil {
+		return err
+	}
+	o.fetcher = &fetcher{mirror: strings.TrimSuffix(*mirror, "/") + "/", cacheDir: *cacheDir, debDir: *debDir,
+		client: &http.Client{Timeout: 5 * time.Minute}}
+
+	img, err := buildImage(ctx, o)
+	if err != nil {
+		return err
+	}
+	out, err := writeImage(img, *outDir, o.version)
+	if err != nil {
+		return err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `image %s (linux/%s)
+  digest      %s
+  OCI layout  %s
+  tarball     %s
+load it:  docker load -i %[5]s   (or podman load -i, ctr -n k8s.io images import)
+push it:  crane push %[5]s %[1]s
+`, repo.Image(o.version), o.arch, digest, out.layoutDir, out.tarPath)
+	return nil
+}
+
+// gitRevision is HEAD's commit, "-dirty" when the tree has changes, or
+// "unknown" outside a git checkout. Nothing is written to the repository
+// (GIT_OPTIONAL_LOCKS=0 keeps status from refreshing the index).
+func gitRevision(root string) string {
+	git := func(args ...string) (string, error) {
+		cmd := exec.Command("git", append([]string{"-C", root}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_OPTIONAL_LOCKS=0")
+		b, err := cmd.Output()
+		return strings.TrimSpace(string(b)), err
+	}
+	head, err := git("rev-parse", "HEAD")
+	if err != nil || head == "" {
+		return "unknown"
+	}
+	if status, err := git("status", "--porcelain", "--untracked-files=no"); err == nil && status != "" {
+		head += "-dirty"
+	}
+	return head
+}
+
+// createdTime picks the one timestamp of the image: the flag, then
+// SOURCE_DATE_EPOCH (the reproducible-builds convention), then the commit
+// time of HEAD, then the Unix epoch. Never the clock.
+func createdTime(root, flagValue string) (time.Time, error) {
+	v := flagValue
+	if v == "" {
+		v = os.Getenv("SOURCE_DATE_EPOCH")
+	}
+	if v == "" {
+		cmd := exec.Command("git", "-C", root, "log", "-1", "--format=%ct")
+		if b, err := cmd.Output(); err == nil {
+			v = strings.TrimSpace(string(b))
+		}
+	}
+	if v == "" {
+		v = "0"
+	}
+	secs, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || secs < 0 {
+		return time.Time{}, fmt.Errorf("created time %q: want Unix seconds", v)
+	}
+	return time.Unix(secs, 0).UTC(), nil
+}
