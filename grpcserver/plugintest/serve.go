@@ -19,6 +19,23 @@ import (
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
+// BuildInShortDir builds the real trousseau binary into a new temporary
+// directory with a short path (a unix socket's path is limited to 107
+// bytes, and t.TempDir's are long), removed when the test ends; it
+// returns the directory and the binary.
+func BuildInShortDir(t *testing.T) (dir, bin string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "trs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if bin, err = testutil.BuildTrousseau(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
+}
+
 // Served is a `trousseau serve` process (the real binary, see
 // testutil.BuildTrousseau) and kube-apiserver's KMS v2 client on its
 // socket.

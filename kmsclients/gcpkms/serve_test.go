@@ -27,15 +27,7 @@ import (
 func TestServeOverThreeCustodians(t *testing.T) {
 	gcp := startFake(t, testKey)
 	aws := testutil.StartLocalKMS(t)
-	dir, err := os.MkdirTemp("", "trs") // a socket path must stay short
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin, err := testutil.BuildTrousseau(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := plugintest.BuildInShortDir(t)
 	keyFile := filepath.Join(dir, "break-glass.key")
 	if err := local.GenerateKeyFile(keyFile); err != nil {
 		t.Fatal(err)

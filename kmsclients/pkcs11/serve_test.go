@@ -28,15 +28,7 @@ func TestServeOverSoftHSM(t *testing.T) {
 	h.initToken(t, "serve")
 	h.keygen(t, "serve", "share", "01")
 	pinFile := h.pinFile(t, userPIN)
-	dir, err := os.MkdirTemp("", "trs") // a socket path must stay short
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin, err := testutil.BuildTrousseau(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := plugintest.BuildInShortDir(t)
 	keys := [2]string{filepath.Join(dir, "file-a.key"), filepath.Join(dir, "file-b.key")}
 	for _, k := range keys {
 		if err := local.GenerateKeyFile(k); err != nil {
