@@ -30,7 +30,9 @@ type Config struct {
 	PinFile string `json:"pinFile"`
 	// KeyLabel is the CKA_LABEL of the AES key that wraps shares, and
 	// KeyID, in hex, its CKA_ID, to tell apart keys under one label.
-	// Trousseau never creates the key: the operator does.
+	// KeyID only picks the key: the key identity has the key's own
+	// CKA_ID, given or not. Trousseau never creates the key: the
+	// operator does.
 	KeyLabel string `json:"keyLabel"`
 	KeyID    string `json:"keyID,omitempty"`
 	// Mechanism is MechanismGCM (the default) or MechanismKWP, for

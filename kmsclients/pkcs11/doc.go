@@ -25,9 +25,10 @@
 // constant time on unwrap (see frame.go).
 //
 // The key identity is a PKCS#11 URI naming the token (label and serial
-// number) and the key (label, ID, and its CKA_CHECK_VALUE), so that a
-// different key under the same label is a different identity and
-// rotates the DEK (see keyIdentity).
+// number) and the key (label, its own CKA_ID, and its CKA_CHECK_VALUE),
+// as the token has them whatever the config says, so that a different
+// key under the same label is a different identity and rotates the DEK,
+// and one key is one custodian however it is reached (see keyIdentity).
 //
 // A backend keeps a few logged-in sessions, safe for concurrent use. A
 // session the token dropped (CKR_SESSION_HANDLE_INVALID,
@@ -36,7 +37,9 @@
 // token re-initialised) is looked for again after C_Finalize and
 // C_Initialize, so that it recovers without a restart. A PIN the token
 // refused is not tried again until the PIN file changes: each wrong try
-// counts toward locking it.
+// counts toward locking it, so the logins of one token are made one at a
+// time, and its refused PINs remembered, for every backend on it (see
+// loginGate).
 //
 // The binding (github.com/miekg/pkcs11) needs cgo. A build without cgo
 // compiles, and New refuses with an error that says so.

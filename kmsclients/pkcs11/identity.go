@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 )
 
 // keyIdentity names the key that wrapped a share: the token (its label
@@ -16,17 +15,26 @@ import (
 //
 //	pkcs11:token=trousseau;serial=c18803eb63d47f4d;object=share-key;id=%01;x-check-value=0e6b1d
 //
+// Every part is what the token says, not what the config says: the ID is
+// the key's own CKA_ID, read from the key found, so one key has one
+// identity however a config names it (by label alone, or by label and
+// ID; its token by label or by slot).
+//
 // The check value is the key's CKA_CHECK_VALUE (for AES, the first bytes
 // of the encryption of a zero block): another key generated under the
 // same label has another one, so it is another identity and the DEK is
 // rotated. A token that gives no check value is asked for CKA_UNIQUE_ID
 // (x-unique-id, a digest of it); one that gives neither leaves the key
 // known by its token, label and ID only.
+//
+// Labels and serial numbers are bytes, as CK_TOKEN_INFO and CKA_LABEL
+// hold them: they need not be UTF-8, and are written and read back
+// whatever they hold (see escape).
 type keyIdentity struct {
 	token  string // the token's label
 	serial string // the token's serial number
 	label  string // the key's CKA_LABEL
-	id     []byte // the key's CKA_ID; may be empty
+	id     []byte // the key's own CKA_ID; may be empty
 	check  []byte // CKA_CHECK_VALUE (a digest of a long one); may be empty
 	unique []byte // a digest of CKA_UNIQUE_ID, when check is empty; may be empty
 }
@@ -84,20 +92,31 @@ func (k keyIdentity) String() string {
 	return b.String()
 }
 
-// custodianKey names the key material without the token: a key cloned
-// onto the HSMs of a high-availability group has one label, ID and check
-// value on every one of them, and is one custodian however many backends
-// reach it. Without a check value the token is all that tells keys
-// apart, and the identity is kept whole.
+// custodianKey names the key material, so that whoever holds one key
+// holds one share, however many backends reach the key:
+//
+//   - With a check value, the check value alone: it is computed from the
+//     key material, so the same key gives the same custodian key whatever
+//     the config says of it, and whatever the token, label or ID it has
+//     (a key cloned onto the HSMs of a high-availability group, or
+//     imported under another label, is one custodian). Two different keys
+//     with one check value (3 bytes as the standard has it: a chance in
+//     16 million for two keys) count as one custodian too, which makes the
+//     plugin refuse to create a DEK, never accept one: generate another
+//     key for one of the backends.
+//   - With a unique ID only, the token and the unique ID: CKA_UNIQUE_ID
+//     names one object of one token, whatever its label and ID.
+//   - With neither, the whole identity: the token, the key's label and
+//     its own ID are all that tell keys apart.
 func (k keyIdentity) custodianKey() string {
-	if len(k.check) == 0 {
-		return k.String()
+	switch {
+	case len(k.check) > 0:
+		return identityScheme + "x-check-value=" + hex.EncodeToString(k.check)
+	case len(k.unique) > 0:
+		return identityScheme + "token=" + escape(k.token) + ";serial=" + escape(k.serial) +
+			";x-unique-id=" + hex.EncodeToString(k.unique)
 	}
-	s := identityScheme + "object=" + escape(k.label)
-	if len(k.id) > 0 {
-		s += ";id=" + escapeAll(k.id)
-	}
-	return s + ";x-check-value=" + hex.EncodeToString(k.check)
+	return k.String()
 }
 
 // sameKeyAs reports whether o may name the same key material as k: it
@@ -180,7 +199,8 @@ func isUnreserved(c byte) bool {
 		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
-// escape percent-encodes every byte but the unreserved ones.
+// escape percent-encodes every byte but the unreserved ones, so that
+// any bytes (UTF-8 or not) are written, and unescape gives them back.
 func escape(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -204,6 +224,9 @@ func escapeAll(v []byte) string {
 
 var errEscape = errors.New("bad percent-encoding")
 
+// unescape decodes what escape wrote: bytes, which need not be UTF-8 (a
+// token's label and serial number are what the token holds). Whether the
+// encoding is the one escape writes is parseIdentity's check.
 func unescape(s string) (string, error) {
 	var out []byte
 	for i := 0; i < len(s); i++ {
@@ -223,9 +246,6 @@ func unescape(s string) (string, error) {
 		default:
 			return "", errEscape
 		}
-	}
-	if !utf8.Valid(out) {
-		return "", errors.New("not UTF-8")
 	}
 	return string(out), nil
 }

@@ -3,6 +3,7 @@
 package pkcs11
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -44,7 +45,11 @@ func (b *Backend) findKey(s *session) (keyInfo, error) {
 	if err != nil {
 		return keyInfo{}, err
 	}
-	k := keyInfo{h: h, identity: keyIdentity{token: s.label, serial: s.serial, label: b.keyLabel, id: b.keyID}}
+	// The identity is the token's and the key's own: its ID is read
+	// from the key (readAttributes), never taken from the config, so
+	// that one key has one identity (and one custodian key) however a
+	// config finds it. The label is the key's too: it matched exactly.
+	k := keyInfo{h: h, identity: keyIdentity{token: s.label, serial: s.serial, label: b.keyLabel}}
 	if err := b.readAttributes(s, &k); err != nil {
 		return keyInfo{}, err
 	}
@@ -116,9 +121,11 @@ func (b *Backend) keyName() string {
 	return fmt.Sprintf("labelled %q with ID %s", b.keyLabel, hex.EncodeToString(b.keyID))
 }
 
-// readAttributes reads what the backend needs to know of the key. The
-// check value and the unique ID are optional attributes, asked for
-// apart: a token that lacks one refuses the whole request.
+// readAttributes reads what the backend needs to know of the key, and
+// its own CKA_ID for its identity. The check value and the unique ID are
+// optional attributes, asked for apart: a token that lacks one refuses
+// the whole request. CKA_ID is not: every key has one (empty by
+// default).
 func (b *Backend) readAttributes(s *session, k *keyInfo) error {
 	c := b.pool.m.ctx
 	attrs, err := c.GetAttributeValue(s.h, k.h, []*pkcs11.Attribute{
@@ -129,10 +136,12 @@ func (b *Backend) readAttributes(s *session, k *keyInfo) error {
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, nil),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP, nil),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, nil),
 	})
 	if err != nil {
 		return called("C_GetAttributeValue", err)
 	}
+	k.identity.id = nil
 	for _, a := range attrs {
 		switch a.Type {
 		case pkcs11.CKA_KEY_TYPE:
@@ -149,6 +158,10 @@ func (b *Backend) readAttributes(s *session, k *keyInfo) error {
 			k.wrap = isTrue(a.Value)
 		case pkcs11.CKA_UNWRAP:
 			k.unwrap = isTrue(a.Value)
+		case pkcs11.CKA_ID:
+			if len(a.Value) > 0 {
+				k.identity.id = bytes.Clone(a.Value)
+			}
 		}
 	}
 	check, err := b.optionalAttribute(s, k.h, pkcs11.CKA_CHECK_VALUE)
@@ -223,6 +236,11 @@ func (k keyInfo) usable(op string, m mechanism) error {
 	}
 	if len(missing) > 0 {
 		return withKind(kmsclients.ErrPermission, "the key %s has %s false, which %s needs", k.identity.label, strings.Join(missing, " and "), m)
+	}
+	if both && len(k.identity.id) > maxKeyID {
+		// Its identity would not fit kmsclients.MaxKeyIdentitySize; an
+		// unwrap does not write one.
+		return withKind(kmsclients.ErrPermission, "the key %s has a CKA_ID of %d bytes, more than the %d its key identity has room for: give it a shorter one (pkcs11-tool --set-id)", k.identity.label, len(k.identity.id), maxKeyID)
 	}
 	if both && !k.sensitive && k.extractable {
 		return withKind(kmsclients.ErrPermission, "the key %s can be read by anyone logged in to the token (CKA_SENSITIVE false, CKA_EXTRACTABLE true): use a key that is sensitive or not extractable", k.identity.label)

@@ -32,6 +32,7 @@ static char *trousseau_pkcs11_load(const char *path) {
 import "C"
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -69,6 +70,13 @@ type module struct {
 	// modules.mu. A module without users is not initialised again by a
 	// call that outlived its backend.
 	users atomic.Int32
+
+	// logins are the tokens' login gates, by serial number and label
+	// (see loginGate). They last as long as the module, which is never
+	// unloaded: a token keeps its gate across resets of the module, and
+	// a token initialised again (a new serial) gets a new one.
+	loginsMu sync.Mutex
+	logins   map[string]*loginGate
 }
 
 // modules are the modules loaded, by the library's real path.
@@ -87,6 +95,10 @@ var resetInterval = 5 * time.Second
 // calls in progress (a module that does not return) before it leaves the
 // module initialised.
 const releaseWait = 5 * time.Second
+
+// resetWait bounds how long a reset waits for the calls in progress
+// (within its caller's deadline) before it gives up for this time.
+const resetWait = 5 * time.Second
 
 // openModule loads the module at path, or finds it loaded. Its errors
 // say what is wrong with the file; the caller names the field.
@@ -199,6 +211,22 @@ func (m *module) ifCurrent(gen uint64, fn func()) {
 	}
 }
 
+// tryIfCurrent is ifCurrent if the read lock can be had at once, and
+// reports whether it could. It cannot while a writer (C_Initialize,
+// C_Finalize) holds the lock, or waits for it: a new reader would wait
+// behind that writer, which waits for the calls in progress, one of
+// which may never return.
+func (m *module) tryIfCurrent(gen uint64, fn func()) bool {
+	if !m.mu.TryRLock() {
+		return false
+	}
+	defer m.mu.RUnlock()
+	if m.initialized && m.gen == gen {
+		fn()
+	}
+	return true
+}
+
 func (m *module) initLocked() error {
 	if m.initialized {
 		return nil
@@ -222,8 +250,20 @@ func (m *module) initLocked() error {
 // reset finalises and initialises the module again, unless it has been
 // since generation seen, or lately (see resetInterval). It reports
 // whether the module is now of another generation than seen.
-func (m *module) reset(seen uint64) (bool, error) {
-	m.mu.Lock()
+//
+// It waits for the calls in progress, as C_Finalize must, within ctx and
+// resetWait, and gives up after: a call that does not return must not
+// hold the reset, nor (as a writer waiting for the lock would) every
+// other call into the module, forever. It polls rather than wait on the
+// lock for that reason.
+func (m *module) reset(ctx context.Context, seen uint64) (bool, error) {
+	deadline := time.Now().Add(resetWait)
+	for !m.mu.TryLock() {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false, withKind(kmsclients.ErrUnavailable, "calls into the module still in progress: not initialising it again this time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	defer m.mu.Unlock()
 	if m.gen != seen {
 		return true, nil

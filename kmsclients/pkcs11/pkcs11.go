@@ -25,6 +25,11 @@ type Backend struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	// selfTested is when a key last passed a self-test, by mechanism and
+	// key identity (see judge).
+	selfTestMu sync.Mutex
+	selfTested map[string]time.Time
 }
 
 var (
@@ -91,8 +96,9 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 		if err := b.checkMechanism(t, b.mech); err != nil {
 			return err
 		}
-		id = t.key.identity.String()
-		return nil
+		var err error
+		id, err = writtenIdentity(t.key.identity)
+		return err
 	})
 	return id, err
 }
@@ -118,7 +124,11 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 		if err != nil {
 			return err
 		}
-		w := kmsclients.Wrapped{Ciphertext: frame(b.mech, body), KeyIdentity: t.key.identity.String()}
+		id, err := writtenIdentity(t.key.identity)
+		if err != nil {
+			return err
+		}
+		w := kmsclients.Wrapped{Ciphertext: frame(b.mech, body), KeyIdentity: id}
 		if err := kmsclients.CheckWrapped(w); err != nil {
 			return err
 		}
@@ -177,17 +187,83 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	return share, nil
 }
 
-// judge sorts a failure to open a share that the token did not explain:
-// if the key passes a self-test, the share is what is wrong.
-func (b *Backend) judge(t txn, m mechanism, err error) error {
-	serr := selfTest(t, m)
-	switch {
-	case serr == nil:
-		return withKind(kmsclients.ErrInvalidCiphertext, "the share does not open under the key with its associated data (%w; the key passed a self-test)", err)
-	case sessionLost(serr) || tokenLost(serr):
-		return serr
+// writtenIdentity is the identity Probe reports and Wrap records, as
+// String writes it, once parseIdentity has read it back: a share is never
+// wrapped under an identity that would make its own Unwrap refuse it.
+func writtenIdentity(k keyIdentity) (string, error) {
+	s := k.String()
+	if _, err := parseIdentity(s); err != nil {
+		return "", withKind(kmsclients.ErrPermission, "the key's identity would not read back, and its shares could not be unwrapped: %w", err)
 	}
-	return err
+	return s, nil
+}
+
+// selfTestFresh is how long a key that passed a self-test is taken to
+// work: forged shares, each answered as ambiguously as a failing token,
+// do not have the key tested at each one.
+const selfTestFresh = 30 * time.Second
+
+// judge sorts a failure to open a share that the token did not explain
+// (see ambiguous). If the key works, the share is what is wrong: the key
+// has passed a self-test lately, or passes one now; or it cannot be
+// self-tested (it may only open shares: CKA_ENCRYPT or CKA_WRAP false,
+// which an unwrap allows), and the token answers. Either way the token
+// must still answer on the session (C_GetSessionInfo), so that a token
+// that fails meanwhile is not taken for a bad share.
+func (b *Backend) judge(t txn, m mechanism, err error) error {
+	testable := t.key.encrypt
+	if m == mechKWP {
+		testable = t.key.wrap
+	}
+	what := "the key cannot be self-tested (it may only open shares), and the token answers"
+	switch {
+	case testable && b.testedLately(m, t.key.identity):
+		what = "the key passed a self-test lately, and the token answers"
+	case testable:
+		serr := selfTest(t, m)
+		switch {
+		case serr == nil:
+			b.noteSelfTest(m, t.key.identity)
+			return withKind(kmsclients.ErrInvalidCiphertext, "the share does not open under the key with its associated data (%w; the key passed a self-test)", err)
+		case sessionLost(serr) || tokenLost(serr):
+			return serr
+		}
+		return err
+	}
+	if aerr := loggedIn(t.c, t.s); aerr != nil {
+		if sessionLost(aerr) || tokenLost(aerr) {
+			return aerr
+		}
+		return err
+	}
+	return withKind(kmsclients.ErrInvalidCiphertext, "the share does not open under the key with its associated data (%w; %s)", err, what)
+}
+
+func selfTestKey(m mechanism, k keyIdentity) string { return fmt.Sprintf("%d %s", m, k) }
+
+// testedLately reports whether the key passed a self-test with m within
+// selfTestFresh.
+func (b *Backend) testedLately(m mechanism, k keyIdentity) bool {
+	b.selfTestMu.Lock()
+	defer b.selfTestMu.Unlock()
+	at, ok := b.selfTested[selfTestKey(m, k)]
+	return ok && time.Since(at) < selfTestFresh
+}
+
+// noteSelfTest records that the key passed a self-test with m now.
+func (b *Backend) noteSelfTest(m mechanism, k keyIdentity) {
+	b.selfTestMu.Lock()
+	defer b.selfTestMu.Unlock()
+	now := time.Now()
+	for key, at := range b.selfTested {
+		if now.Sub(at) >= selfTestFresh {
+			delete(b.selfTested, key)
+		}
+	}
+	if b.selfTested == nil {
+		b.selfTested = map[string]time.Time{}
+	}
+	b.selfTested[selfTestKey(m, k)] = now
 }
 
 // maxAttempts bounds the sessions an operation tries: one that the
@@ -257,7 +333,7 @@ func (b *Backend) attempts(ctx context.Context, fn func(t txn) error) error {
 		case tokenLost(err) && !reset:
 			reset = true
 			b.pool.drop()
-			moved, rerr := b.pool.m.reset(b.pool.seen.Load())
+			moved, rerr := b.pool.m.reset(ctx, b.pool.seen.Load())
 			if rerr != nil {
 				return fmt.Errorf("%w; initialising the module again: %w", err, rerr)
 			}

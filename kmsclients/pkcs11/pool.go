@@ -44,14 +44,9 @@ type pool struct {
 
 	free chan struct{} // one token per session that may be in use
 
-	mu   sync.Mutex
-	idle []*session
-	// refused is a keyed digest of the PIN the token last refused as
-	// incorrect: that PIN is not tried again, since every wrong try
-	// counts toward locking the token's user PIN.
-	refused []byte
-	salt    []byte
-	closed  bool
+	mu     sync.Mutex
+	idle   []*session
+	closed bool
 
 	// seen is the module's generation at the last call: a failure that
 	// asks for the module to be initialised again names it, so that
@@ -60,11 +55,9 @@ type pool struct {
 }
 
 func newPool(m *module, cfg Config) *pool {
-	salt := make([]byte, 32)
-	rand.Read(salt)
 	return &pool{
 		m: m, tokenLabel: cfg.TokenLabel, slot: cfg.Slot, pinFile: cfg.PinFile,
-		free: make(chan struct{}, maxSessions), salt: salt,
+		free: make(chan struct{}, maxSessions),
 	}
 }
 
@@ -103,7 +96,7 @@ func (p *pool) get(ctx context.Context) (*session, error) {
 	if s != nil {
 		return s, nil
 	}
-	s, err := p.open()
+	s, err := p.open(ctx)
 	if err != nil {
 		<-p.free
 		return nil, err
@@ -125,9 +118,17 @@ func (p *pool) put(s *session, ok bool) {
 }
 
 // closeSession closes s, if it is of the module's current generation:
-// the handle of an earlier one may be another session's now.
+// the handle of an earlier one may be another session's now. It does not
+// wait for the module: while the module is initialised or finalised, or
+// a reset waits for a call that may never return, the session is closed
+// later, by a goroutine of its own, once the module is free, if it is
+// still of its generation (otherwise C_Finalize closed it). So Close,
+// put and drop never hang with a call into the module.
 func (p *pool) closeSession(s *session) {
-	p.m.ifCurrent(s.gen, func() { p.m.ctx.CloseSession(s.h) })
+	closeIt := func() { p.m.ctx.CloseSession(s.h) }
+	if !p.m.tryIfCurrent(s.gen, closeIt) {
+		go p.m.ifCurrent(s.gen, closeIt)
+	}
 }
 
 // drop closes every idle session, after the token went away.
@@ -150,7 +151,7 @@ func (p *pool) close() {
 }
 
 // open opens a session on the token and logs it in.
-func (p *pool) open() (*session, error) {
+func (p *pool) open(ctx context.Context) (*session, error) {
 	var s *session
 	err := p.m.with(func(gen uint64) error {
 		p.seen.Store(gen)
@@ -162,7 +163,7 @@ func (p *pool) open() (*session, error) {
 		if err != nil {
 			return called("C_OpenSession", err)
 		}
-		if err := p.login(h); err != nil {
+		if err := p.login(ctx, h, info); err != nil {
 			p.m.ctx.CloseSession(h)
 			return err
 		}
@@ -206,21 +207,23 @@ func (p *pool) findToken() (uint, pkcs11.TokenInfo, error) {
 	return 0, info, withKind(kmsclients.ErrPermission, "%d tokens are labelled %q (slots %v): name the token by pkcs11.slot", len(found), p.tokenLabel, found)
 }
 
-// login logs h in as the user with the PIN of the PIN file. A PIN the
-// token refused is not tried again until the file holds another.
-func (p *pool) login(h pkcs11.SessionHandle) error {
+// login logs h in as the user with the PIN of the PIN file, through the
+// token's login gate: one login of the token at a time, and a PIN the
+// token refused is not tried again, by any backend of the process on the
+// token, while a PIN file holds it.
+func (p *pool) login(ctx context.Context, h pkcs11.SessionHandle, info pkcs11.TokenInfo) error {
 	pin, err := readPIN(p.pinFile)
 	if err != nil {
 		return withKind(pinFileKind(err), "%w", err)
 	}
 	defer clear(pin)
-	mac := hmac.New(sha256.New, p.salt)
-	mac.Write(pin)
-	sum := mac.Sum(nil)
-	p.mu.Lock()
-	refused := p.refused != nil && hmac.Equal(p.refused, sum)
-	p.mu.Unlock()
-	if refused {
+	g := p.m.loginGate(info.SerialNumber, info.Label)
+	if err := g.enter(ctx); err != nil {
+		return err
+	}
+	defer g.leave()
+	sum := g.digest(pin)
+	if g.isRefused(sum) {
 		return withKind(kmsclients.ErrPermission, "the token refused the PIN in %s (CKR_PIN_INCORRECT) and the file still holds it: not trying it again, which would count toward locking the PIN", p.pinFile)
 	}
 	err = p.m.ctx.Login(h, pkcs11.CKU_USER, string(pin))
@@ -230,11 +233,86 @@ func (p *pool) login(h pkcs11.SessionHandle) error {
 		// Login is per token and application: another session did it.
 		return nil
 	case code == pkcs11.CKR_PIN_INCORRECT || code == pkcs11.CKR_PIN_INVALID || code == pkcs11.CKR_PIN_LEN_RANGE:
-		p.mu.Lock()
-		p.refused = sum
-		p.mu.Unlock()
+		g.refuse(sum)
 	}
 	return fmt.Errorf("log in with the PIN in %s: %w", p.pinFile, called("C_Login", err))
+}
+
+// loginGate is where every backend of the process logs in to one token
+// (of one module, by serial number and label). Every wrong try counts
+// toward locking the token's user PIN, so one login is tried at a time
+// (concurrent operations, and backends sharing the token, would
+// otherwise each offer a wrong PIN before any saw the refusal), and the
+// PINs the token refused are remembered for all of them. The memory is
+// the process's: each node, and each restart, costs one try of a wrong
+// PIN.
+type loginGate struct {
+	turn chan struct{} // holds a value while a login is tried
+	salt []byte        // keys the digests of refused PINs
+	// refused are keyed digests of the PINs the token refused, newest
+	// last (at most maxRefused); used with turn held.
+	refused [][]byte
+}
+
+// maxRefused bounds the refused PINs a gate remembers: backends whose
+// PIN files hold different wrong PINs each have theirs remembered.
+const maxRefused = 16
+
+// loginGate is the gate of the token of serial and label.
+func (m *module) loginGate(serial, label string) *loginGate {
+	m.loginsMu.Lock()
+	defer m.loginsMu.Unlock()
+	key := serial + "\x00" + label
+	if g, ok := m.logins[key]; ok {
+		return g
+	}
+	salt := make([]byte, 32)
+	rand.Read(salt)
+	g := &loginGate{turn: make(chan struct{}, 1), salt: salt}
+	if m.logins == nil {
+		m.logins = map[string]*loginGate{}
+	}
+	m.logins[key] = g
+	return g
+}
+
+// enter waits for the gate's turn, until ctx is done.
+func (g *loginGate) enter(ctx context.Context) error {
+	select {
+	case g.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (g *loginGate) leave() { <-g.turn }
+
+// digest is what the gate keeps of a PIN: a digest keyed by a secret of
+// the process, so that nothing of the PIN is kept in memory.
+func (g *loginGate) digest(pin []byte) []byte {
+	mac := hmac.New(sha256.New, g.salt)
+	mac.Write(pin)
+	return mac.Sum(nil)
+}
+
+func (g *loginGate) isRefused(sum []byte) bool {
+	for _, r := range g.refused {
+		if hmac.Equal(r, sum) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *loginGate) refuse(sum []byte) {
+	if g.isRefused(sum) {
+		return
+	}
+	if len(g.refused) == maxRefused {
+		g.refused = append(g.refused[:0], g.refused[1:]...)
+	}
+	g.refused = append(g.refused, sum)
 }
 
 // pinFileKind sorts a PIN file's fault as the local backend sorts a key
