@@ -2,6 +2,7 @@ package helm
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -260,6 +261,8 @@ func TestFullValues(t *testing.T) {
 		{"command", c["command"], []any{"/trousseau", "serve", "--config", "/etc/trousseau-chart/config.yaml"}},
 		{"service account", spec["serviceAccountName"], "trousseau-kms-plugin"},
 		{"selector", get(ds, "spec", "selector", "matchLabels"), map[string]any{"app.kubernetes.io/name": "kms", "app.kubernetes.io/component": "kms-plugin"}},
+		{"version label", get(ds, "metadata", "labels", "app.kubernetes.io/version"), "v0.1.0-mirror"},
+		{"instance label", get(ds, "spec", "template", "metadata", "labels", "app.kubernetes.io/instance"), "trousseau"},
 		{"container port", get(c, "ports", 0, "containerPort"), float64(9797)},
 		{"liveness port", get(c, "livenessProbe", "httpGet", "port"), float64(9797)},
 		{"liveness host (the pod's address)", get(c, "livenessProbe", "httpGet", "host"), nil},
@@ -322,33 +325,65 @@ func TestServiceMonitorOnlyWhenEnabled(t *testing.T) {
 	}
 }
 
-// TestRefusedValues: values that would break the deployment fail the
-// render (or helm install) with a message that says what to change.
+// TestRefusedValues: values that would break the deployment, or loosen
+// the pod's security settings, fail the render (or helm install) with a
+// message that says what to change. want is what the error names with the
+// schema; tmpl, when set, what it names with --skip-schema-validation:
+// the templates refuse those values by themselves. (Those the schema alone
+// refuses are ignored by the templates.)
 func TestRefusedValues(t *testing.T) {
 	f := setup(t)
 	cases := []struct {
-		name string
-		sets []string
-		want string
+		name       string
+		sets       []string
+		want, tmpl string
 	}{
-		{"socket outside the mount", []string{"config.threshold=1", "config.socket=/run/kms.sock"}, "config.socket"},
-		{"another state dir", []string{"config.threshold=1", "config.stateDir=/var/lib/kms"}, "config.stateDir"},
-		{"health port differs", []string{"config.threshold=1", "config.health.listen=127.0.0.1:9999"}, "config.health.listen"},
-		{"health port moved, config not", []string{"config.threshold=1", "health.port=9999"}, "config.health.listen"},
-		{"monitor of a loopback address", []string{"config.threshold=1", "metrics.serviceMonitor.enabled=true"}, "loopback"},
-		{"env from a Secret", []string{"extraEnv[0].name=TOKEN", "extraEnv[0].valueFrom.secretKeyRef.name=s"}, "valueFrom"},
-		{"pull secrets", []string{"imagePullSecrets[0].name=regcred"}, "imagePullSecrets"},
-		{"relative host path", []string{"hostPaths.config=etc/trousseau"}, "hostPaths"},
-		{"extra volume over the config", []string{"extraHostPathVolumes[0].name=more", "extraHostPathVolumes[0].hostPath=/opt/x", "extraHostPathVolumes[0].mountPath=/etc/trousseau"}, "the chart's own mount"},
-		{"extra volume from a ConfigMap", []string{"extraHostPathVolumes[0].name=cm", "extraHostPathVolumes[0].configMap.name=x", "extraHostPathVolumes[0].hostPath=/x", "extraHostPathVolumes[0].mountPath=/x"}, "configMap"},
-		{"bad digest", []string{"image.digest=latest"}, "digest"},
-		{"config file path", []string{"configFile=../shadow"}, "configFile"},
+		{"socket outside the mount", []string{"config.threshold=1", "config.socket=/run/kms.sock"}, "config.socket", "config.socket"},
+		{"socket climbing out of the mount", []string{"config.threshold=1", "config.socket=/var/run/trousseau/../../etc/kms.sock"}, "config.socket", "config.socket"},
+		{"another state dir", []string{"config.threshold=1", "config.stateDir=/var/lib/kms"}, "config.stateDir", "config.stateDir"},
+		{"health port differs", []string{"config.threshold=1", "config.health.listen=127.0.0.1:9999"}, "config.health.listen", "config.health.listen"},
+		{"health port moved, config not", []string{"config.threshold=1", "health.port=9999"}, "config.health.listen", "config.health.listen"},
+		{"monitor of a loopback address", []string{"config.threshold=1", "metrics.serviceMonitor.enabled=true"}, "loopback", "loopback"},
+		{"env from a Secret", []string{"extraEnv[0].name=TOKEN", "extraEnv[0].valueFrom.secretKeyRef.name=s"}, "valueFrom", ""},
+		{"pull secrets", []string{"imagePullSecrets[0].name=regcred"}, "imagePullSecrets", ""},
+		{"relative host path", []string{"hostPaths.config=etc/trousseau"}, "hostPaths", "hostPaths.config"},
+		{"extra volume over the config", []string{"extraHostPathVolumes[0].name=more", "extraHostPathVolumes[0].hostPath=/opt/x", "extraHostPathVolumes[0].mountPath=/etc/trousseau"}, "the chart's own mount", "the chart's own mount"},
+		{"extra volume in the config mount", []string{"extraHostPathVolumes[0].name=more", "extraHostPathVolumes[0].hostPath=/opt/x", "extraHostPathVolumes[0].mountPath=/etc/trousseau/x"}, "the chart's own mount", "the chart's own mount"},
+		{"extra volume over the mounts' parent", []string{"extraHostPathVolumes[0].name=more", "extraHostPathVolumes[0].hostPath=/opt/x", "extraHostPathVolumes[0].mountPath=/var"}, "the chart's own mount", "the chart's own mount"},
+		{"extra volume from a ConfigMap", []string{"extraHostPathVolumes[0].name=cm", "extraHostPathVolumes[0].configMap.name=x", "extraHostPathVolumes[0].hostPath=/opt/x", "extraHostPathVolumes[0].mountPath=/opt/x"}, "configMap", ""},
+		{"two extra volumes, one name", []string{"extraHostPathVolumes[0].name=x", "extraHostPathVolumes[0].hostPath=/opt/x", "extraHostPathVolumes[0].mountPath=/opt/x", "extraHostPathVolumes[1].name=x", "extraHostPathVolumes[1].hostPath=/opt/y", "extraHostPathVolumes[1].mountPath=/opt/y"}, "not used by the chart or another", "not used by the chart or another"},
+		{"bad digest", []string{"image.digest=latest"}, "digest", "image.digest"},
+		{"config file path", []string{"configFile=../shadow"}, "configFile", "configFile"},
+		{"config file dot-dot", []string{"configFile=.."}, "configFile", "configFile"},
+		{"pod label over the selector's", []string{"podLabels.app\\.kubernetes\\.io/name=other"}, "podLabels", "podLabels"},
+		{"monitor label over the chart's", []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.helm\\.sh/chart=x"}, "labels", "metrics.serviceMonitor.labels"},
+		{"the config annotation", []string{"podAnnotations.trousseau\\.io/config=x"}, "podAnnotations", "podAnnotations"},
+
+		// The security settings are fixed: only supplementalGroups is a value.
+		{"root user", []string{"podSecurityContext.runAsUser=0"}, "runAsUser", "podSecurityContext.runAsUser"},
+		{"root allowed", []string{"podSecurityContext.runAsNonRoot=false"}, "runAsNonRoot", "podSecurityContext.runAsNonRoot"},
+		{"no seccomp", []string{"podSecurityContext.seccompProfile.type=Unconfined"}, "seccompProfile", "podSecurityContext.seccompProfile"},
+		{"fsGroup root", []string{"podSecurityContext.fsGroup=0"}, "fsGroup", "podSecurityContext.fsGroup"},
+		{"root's group", []string{"podSecurityContext.supplementalGroups[0]=0"}, "supplementalGroups", "podSecurityContext.supplementalGroups"},
+		{"a group as text", []string{"podSecurityContext.supplementalGroups[0]=997\\nx"}, "supplementalGroups", "podSecurityContext.supplementalGroups"},
+		{"privileged", []string{"securityContext.privileged=true"}, "securityContext", "securityContext"},
+		{"a capability", []string{"securityContext.capabilities.add[0]=SYS_ADMIN"}, "securityContext", "securityContext"},
+		{"escalation", []string{"securityContext.allowPrivilegeEscalation=true"}, "securityContext", "securityContext"},
+		{"writable root", []string{"securityContext.readOnlyRootFilesystem=false"}, "securityContext", "securityContext"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Render(f.chart, DefaultRelease, f.kube, f.values(t, nil, c.sets...))
+			vals := f.values(t, nil, c.sets...)
+			_, err := Render(f.chart, DefaultRelease, f.kube, vals)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("render with %q: %v, want an error naming %s", c.sets, err, c.want)
+			}
+			if c.tmpl == "" {
+				return
+			}
+			_, err = render(f.chart, DefaultRelease, f.kube, vals, true)
+			if err == nil || !strings.Contains(err.Error(), c.tmpl) {
+				t.Errorf("render with %q, schema skipped: %v, want an error naming %s", c.sets, err, c.tmpl)
 			}
 		})
 	}
@@ -450,4 +485,429 @@ func valuesExample(t *testing.T, path string) map[string]any {
 		t.Fatalf("values.yaml: no config example (%v)", err)
 	}
 	return example
+}
+
+// TestHostPaths: the node's paths the pod may mount, as values.yaml and
+// docs/packaging.md state the rule, with the schema and without it (the
+// templates enforce the rule by themselves).
+func TestHostPaths(t *testing.T) {
+	f := setup(t)
+	type volume = map[string]any
+	extra := func(hostPath string, more ...any) map[string]any {
+		v := volume{"name": "extra", "hostPath": hostPath, "mountPath": "/opt/extra"}
+		for i := 0; i+1 < len(more); i += 2 {
+			v[more[i].(string)] = more[i+1]
+		}
+		return map[string]any{"extraHostPathVolumes": []any{v}}
+	}
+	hostPaths := func(key, path string) map[string]any {
+		return map[string]any{"hostPaths": map[string]any{key: path}}
+	}
+	allowed := map[string]map[string]any{
+		"the default":                           nil,
+		"config in /etc/trousseau-prod":         hostPaths("config", "/etc/trousseau-prod"),
+		"config below /etc/trousseau":           hostPaths("config", "/etc/trousseau/cluster-a"),
+		"state in /var/lib/trousseau-prod":      hostPaths("state", "/var/lib/trousseau-prod"),
+		"socket in /run/trousseau":              hostPaths("socket", "/run/trousseau"),
+		"config in /srv/trousseau":              hostPaths("config", "/srv/trousseau"),
+		"credentials below /etc/trousseau":      extra("/etc/trousseau/aws/config", "type", "File"),
+		"a vendor module below /opt":            extra("/opt/hsm/lib"),
+		"a module below /usr/lib":               extra("/usr/lib/softhsm"),
+		"Luna's client below /usr":              extra("/usr/safenet/lunaclient"),
+		"a KMS plugin's sockets":                extra("/var/run/kmsplugin"),
+		"a KMS plugin's socket directory":       extra("/run/kmsplugin/vendor"),
+		"a KMS plugin's socket":                 extra("/var/run/kmsplugin/vendor/socket.sock", "type", "Socket"),
+		"SoftHSM's tokens, writable":            extra("/var/lib/softhsm/tokens", "readOnly", false),
+		"a vendor's state below /opt, writable": extra("/opt/nfast/kmdata", "readOnly", false),
+		"a trousseau dir in /var/lib, writable": extra("/var/lib/trousseau-softhsm", "readOnly", false),
+	}
+	for name, vals := range allowed {
+		t.Run("allowed/"+name, func(t *testing.T) {
+			for _, skip := range []bool{false, true} {
+				if _, err := render(f.chart, DefaultRelease, f.kube, vals, skip); err != nil {
+					t.Errorf("schema skipped %v: %v", skip, err)
+				}
+			}
+		})
+	}
+
+	type refusal struct {
+		vals map[string]any
+		want string // named by the templates' error (the schema's may differ)
+	}
+	refused := map[string]refusal{}
+	for _, p := range []string{
+		"/", "//", "/etc", "/etc/", "/var", "/var/lib", "/run", "/var/run", "/usr", "/opt", "/home", "/root",
+		"/proc", "/proc/1/root", "/sys", "/dev", "/dev/mem", "/boot", "/tmp",
+		"/etc/kubernetes", "/etc/kubernetes/pki", "/etc/kubernetes/azure.json", "/etc/shadow", "/etc/ssl",
+		"/var/lib/kubelet", "/var/lib/kubelet/pods", "/var/lib/etcd", "/var/lib/containerd", "/var/lib/docker", "/var/log",
+		"/run/containerd", "/run/containerd/containerd.sock", "/var/run/containerd/containerd.sock",
+		"/var/run/docker.sock", "/run/crio/crio.sock", "/var/run/cri-dockerd.sock", "/var/run/secrets",
+		"/etc/trousseau-x/../kubernetes", "/etc/trousseau/./x", "/opt/../etc", "/opt//x", "relative/path", "/opt/x\nsecret: y",
+		"/var/run/kmsplugin-evil", "/var/lib/softhsm2", "/etc/kmsplugin",
+	} {
+		refused["extra "+p] = refusal{extra(p), "hostPath"}
+	}
+	for _, p := range []string{
+		"/", "/etc", "/var/lib", "/run", "/var/run", "/etc/kubernetes", "/var/lib/kubelet", "/var/lib/kubelet/trousseau",
+		"/etc/kubernetes/trousseau", "/home/trousseau", "/tmp/trousseau", "/proc/trousseau", "/var/lib/trousseau/..",
+		"/etc/trousseau/", "/usr/lib/trousseau", "/var/lib/etcd",
+	} {
+		for _, k := range []string{"config", "state", "socket"} {
+			refused["hostPaths."+k+" "+p] = refusal{hostPaths(k, p), "hostPaths." + k}
+		}
+	}
+	for name, p := range map[string]string{
+		"config, writable": "/etc/trousseau/x", "/usr, writable": "/usr/lib/softhsm",
+		"a KMS plugin's sockets, writable": "/var/run/kmsplugin/vendor", "/opt itself, writable": "/opt",
+	} {
+		refused["extra "+name] = refusal{extra(p, "readOnly", false), "hostPath"}
+	}
+	for _, typ := range []string{"DirectoryOrCreate", "FileOrCreate", "CharDevice", "BlockDevice"} {
+		refused["extra of type "+typ] = refusal{extra("/opt/x", "type", typ), "type"}
+	}
+	for _, m := range []string{"/", "/etc", "/var", "/var/run", "/etc/trousseau", "/etc/trousseau/keys", "/etc/trousseau-chart", "/var/lib/trousseau", "/var/run/trousseau/x", "/tmp", "/tmp/x", "/trousseau", "/proc", "/dev/x", "/opt/../etc", "relative"} {
+		refused["mountPath "+m] = refusal{map[string]any{"extraHostPathVolumes": []any{volume{"name": "extra", "hostPath": "/opt/x", "mountPath": m}}}, "mountPath"}
+	}
+	for name, r := range refused {
+		t.Run("refused/"+name, func(t *testing.T) {
+			if _, err := Render(f.chart, DefaultRelease, f.kube, r.vals); err == nil {
+				t.Errorf("rendered with %v", r.vals)
+			}
+			if _, err := render(f.chart, DefaultRelease, f.kube, r.vals, true); err == nil || !strings.Contains(err.Error(), r.want) {
+				t.Errorf("schema skipped: %v, want an error naming %s", err, r.want)
+			}
+		})
+	}
+}
+
+// TestSecuritySettingsAreFixed: whatever the values, the pod and the
+// container have the kustomize base's security settings; only
+// supplementalGroups is added.
+func TestSecuritySettingsAreFixed(t *testing.T) {
+	f := setup(t)
+	pod := map[string]any{"runAsNonRoot": true, "runAsUser": float64(65532), "runAsGroup": float64(65532), "seccompProfile": map[string]any{"type": "RuntimeDefault"}}
+	ctr := map[string]any{"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "privileged": false, "capabilities": map[string]any{"drop": []any{"ALL"}}}
+	for name, files := range map[string][]string{"default values": nil, "full values": f.full()} {
+		t.Run(name, func(t *testing.T) {
+			for key, o := range f.render(t, f.values(t, files)) {
+				if o["kind"] != "DaemonSet" {
+					continue
+				}
+				want := maps.Clone(pod)
+				if files != nil {
+					want["supplementalGroups"] = []any{float64(997)}
+				}
+				if diff := cmp.Diff(want, podSpec(o)["securityContext"]); diff != "" {
+					t.Errorf("%s: pod securityContext (-want +got):\n%s", key, diff)
+				}
+				if diff := cmp.Diff(ctr, container(o)["securityContext"]); diff != "" {
+					t.Errorf("%s: container securityContext (-want +got):\n%s", key, diff)
+				}
+			}
+		})
+	}
+}
+
+// TestHostileValues: a value holding a line break (or what YAML reads as
+// one: CR, NEL, U+2028, U+2029), a quote or a document separator,
+// followed by YAML at every indentation the templates use, in any field
+// that takes text, is refused by the schema or the templates, or renders
+// as one scalar: the same objects and keys as a valid value gives, no
+// other value changed, and the pod still reads no ConfigMap, Secret or
+// token.
+//
+// The templates alone must achieve that, so every case is rendered with
+// the schema skipped (as helm --skip-schema-validation does): with the
+// schema, a value is refused or renders the same. The schema itself must
+// refuse a line break in every field that is not free text.
+func TestHostileValues(t *testing.T) {
+	f := setup(t)
+	type hostile struct {
+		name string
+		// vals returns the values with v in the field; benign is a valid
+		// v (a number for a number field), and a hostile v is the text of
+		// benign followed by a payload.
+		vals   func(v any) map[string]any
+		benign any
+		// free: the schema takes any text there (the templates quote it).
+		free bool
+		// namespace: the field is the release's namespace (helm -n).
+		namespace bool
+	}
+	in := func(v any, path ...string) map[string]any {
+		for i := len(path) - 1; i >= 0; i-- {
+			v = map[string]any{path[i]: v}
+		}
+		return v.(map[string]any)
+	}
+	field := func(path ...string) func(any) map[string]any {
+		return func(v any) map[string]any { return in(v, path...) }
+	}
+	key := func(path ...string) func(any) map[string]any {
+		return func(v any) map[string]any { return in(map[string]any{fmt.Sprint(v): "v"}, path...) }
+	}
+	monitor := func(set func(any) map[string]any) func(any) map[string]any {
+		return func(s any) map[string]any {
+			v := set(s)
+			sm, _ := get(v, "metrics", "serviceMonitor").(map[string]any)
+			if sm == nil {
+				sm = map[string]any{}
+				v["metrics"] = map[string]any{"serviceMonitor": sm}
+			}
+			sm["enabled"] = true
+			return v
+		}
+	}
+	volume := func(k string) func(any) map[string]any {
+		return func(s any) map[string]any {
+			v := map[string]any{"name": "extra", "hostPath": "/opt/extra", "mountPath": "/opt/extra"}
+			v[k] = s
+			return map[string]any{"extraHostPathVolumes": []any{v}}
+		}
+	}
+	cases := []hostile{
+		{name: "hostPaths.config", vals: field("hostPaths", "config"), benign: "/etc/trousseau"},
+		{name: "hostPaths.state", vals: field("hostPaths", "state"), benign: "/var/lib/trousseau"},
+		{name: "hostPaths.socket", vals: field("hostPaths", "socket"), benign: "/var/run/trousseau"},
+		{name: "extra hostPath", vals: volume("hostPath"), benign: "/opt/extra"},
+		{name: "extra mountPath", vals: volume("mountPath"), benign: "/opt/extra"},
+		{name: "extra name", vals: volume("name"), benign: "extra"},
+		{name: "extra type", vals: volume("type"), benign: "Directory"},
+		{name: "configFile", vals: field("configFile"), benign: "benign.yaml"},
+		{name: "health.probeHost", vals: field("health", "probeHost"), benign: "127.0.0.9"},
+		{name: "serviceAccount.name", vals: field("serviceAccount", "name"), benign: "benign-sa"},
+		{name: "serviceAccount.annotations value", vals: func(s any) map[string]any {
+			return in(map[string]any{"example.com/x": s}, "serviceAccount", "annotations")
+		}, benign: "benign", free: true},
+		{name: "serviceAccount.annotations key", vals: key("serviceAccount", "annotations"), benign: "example.com/benign"},
+		{name: "image.repository", vals: field("image", "repository"), benign: "registry.example.com/benign"},
+		{name: "image.tag", vals: field("image", "tag"), benign: "benign-tag"},
+		{name: "image.digest", vals: field("image", "digest"), benign: "sha256:" + strings.Repeat("ab", 32)},
+		{name: "image.pullPolicy", vals: field("image", "pullPolicy"), benign: "Always"},
+		{name: "priorityClassName", vals: field("priorityClassName"), benign: "benign-priority"},
+		{name: "nameOverride", vals: field("nameOverride"), benign: "benign"},
+		{name: "fullnameOverride", vals: field("fullnameOverride"), benign: "benign-full"},
+		{name: "podAnnotations value", vals: func(s any) map[string]any { return in(map[string]any{"example.com/x": s}, "podAnnotations") }, benign: "benign", free: true},
+		{name: "podAnnotations key", vals: key("podAnnotations"), benign: "example.com/benign"},
+		{name: "podLabels value", vals: func(s any) map[string]any { return in(map[string]any{"example.com/x": s}, "podLabels") }, benign: "benign"},
+		{name: "podLabels key", vals: key("podLabels"), benign: "example.com/benign"},
+		{name: "nodeSelector value", vals: func(s any) map[string]any { return in(map[string]any{"example.com/x": s}, "nodeSelector") }, benign: "benign"},
+		{name: "extraEnv value", vals: func(s any) map[string]any {
+			return map[string]any{"extraEnv": []any{map[string]any{"name": "BENIGN", "value": s}}}
+		}, benign: "benign", free: true},
+		{name: "extraEnv name", vals: func(s any) map[string]any {
+			return map[string]any{"extraEnv": []any{map[string]any{"name": s, "value": "v"}}}
+		}, benign: "BENIGN"},
+		{name: "tolerations value", vals: func(s any) map[string]any {
+			return map[string]any{"tolerations": []any{map[string]any{"key": "example.com/x", "operator": "Equal", "value": s, "effect": "NoSchedule"}}}
+		}, benign: "benign", free: true},
+		{name: "affinity value", vals: func(s any) map[string]any {
+			return in([]any{map[string]any{"matchExpressions": []any{map[string]any{"key": "example.com/x", "operator": "In", "values": []any{s}}}}},
+				"affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+		}, benign: "benign", free: true},
+		{name: "resources value", vals: func(s any) map[string]any { return in(s, "resources", "limits", "memory") }, benign: "333Mi"},
+		{name: "config value", vals: func(s any) map[string]any {
+			return in([]any{map[string]any{"name": s, "local": map[string]any{"keyFile": "/etc/trousseau/a.key"}}}, "config", "backends")
+		}, benign: "benign-backend", free: true},
+		{name: "config key", vals: key("config", "log"), benign: "benign", free: true},
+		{name: "serviceMonitor.interval", vals: monitor(field("metrics", "serviceMonitor", "interval")), benign: "17s"},
+		{name: "serviceMonitor.scrapeTimeout", vals: monitor(field("metrics", "serviceMonitor", "scrapeTimeout")), benign: "7s"},
+		{name: "serviceMonitor.labels value", vals: monitor(func(s any) map[string]any {
+			return in(map[string]any{"example.com/x": s}, "metrics", "serviceMonitor", "labels")
+		}), benign: "benign"},
+		{name: "serviceMonitor.labels key", vals: monitor(key("metrics", "serviceMonitor", "labels")), benign: "example.com/benign"},
+		{name: "health.port", vals: field("health", "port"), benign: 8787},
+		{name: "minReadySeconds", vals: field("minReadySeconds"), benign: 11},
+		{name: "livenessProbe.periodSeconds", vals: field("livenessProbe", "periodSeconds"), benign: 13},
+		{name: "supplementalGroups", vals: func(s any) map[string]any { return in([]any{s}, "podSecurityContext", "supplementalGroups") }, benign: 997},
+		{name: "release namespace", vals: func(any) map[string]any { return nil }, benign: "kube-system", namespace: true},
+	}
+	payloads := hostilePayloads()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rel := func(v any) Release {
+				if !c.namespace {
+					return DefaultRelease
+				}
+				return Release{Name: DefaultRelease.Name, Namespace: fmt.Sprint(v)}
+			}
+			marker := fmt.Sprint(c.benign)
+			manifest, err := render(f.chart, rel(c.benign), f.kube, c.vals(c.benign), false)
+			if err != nil {
+				t.Fatalf("the valid value %v: %v", c.benign, err)
+			}
+			benign := byKind(t, manifest)
+
+			// The schema refuses a line break wherever text is not free.
+			if !c.free && !c.namespace {
+				for _, br := range []string{"\n", "\u2028"} {
+					s := marker + br + "x: y"
+					if _, err := render(f.chart, DefaultRelease, f.kube, c.vals(s), false); err == nil || !strings.Contains(err.Error(), "schema") {
+						t.Errorf("%q with the schema: %v, want the schema to refuse it", s, err)
+					}
+				}
+			}
+
+			rendered := 0
+			for _, p := range payloads {
+				s := marker + p
+				manifest, err := render(f.chart, rel(s), f.kube, c.vals(s), true)
+				if err != nil {
+					continue // refused by the templates (or Helm's own parse of the manifest)
+				}
+				got, err := parseByKind(manifest)
+				if err != nil {
+					continue // not YAML: nothing can apply it
+				}
+				if problem := sameShape(asAny(benign), asAny(got), marker, "$"); problem != "" {
+					t.Errorf("%q renders to other objects: %s", s, problem)
+					continue
+				}
+				if ds := got["DaemonSet"]; ds != nil {
+					checkPodReadsNothing(t, fmt.Sprintf("%q", s), podSpec(ds))
+				}
+				if sa := got["ServiceAccount"]; sa != nil && sa["automountServiceAccountToken"] != false {
+					t.Errorf("%q: the ServiceAccount mounts a token", s)
+				}
+				rendered++
+			}
+			t.Logf("%d hostile values, %d rendered as one scalar, the others refused", len(payloads), rendered)
+		})
+	}
+}
+
+// hostilePayloads are what a hostile value appends to a valid one: after
+// a line break, a key (for a map) or an item (for a list) that would make
+// the pod read a token or a Secret, at every indentation the templates use.
+// A newline, and a newline then U+2028 (go-yaml writes a text with a
+// newline as a block scalar, and U+2028 in it raw, which nindent does not
+// indent after), at every indentation; the other separators YAML reads as
+// line breaks at two; a new document; quotes and flow syntax.
+func hostilePayloads() []string {
+	var out []string
+	add := func(br string, keyIndents, itemIndents []int) {
+		for _, n := range keyIndents {
+			out = append(out, br+strings.Repeat(" ", n)+"automountServiceAccountToken: true")
+		}
+		for _, n := range itemIndents {
+			out = append(out, br+strings.Repeat(" ", n)+"- {name: creds, secret: {secretName: kms-creds}}")
+		}
+	}
+	all := []int{0, 2, 4, 6, 8, 10, 12, 14}
+	add("\n", all, all)
+	add("\nx\u2028", all, all)
+	for _, br := range []string{"\r", "\r\n", "\u0085", "\u2028", "\u2029", "\nx\u2029"} {
+		add(br, []int{6}, []int{8})
+	}
+	for _, br := range []string{"\n", "\u2028"} {
+		out = append(out, br+"---"+br+"apiVersion: v1"+br+"kind: Secret"+br+"metadata: {name: injected, namespace: kube-system}")
+	}
+	return append(out,
+		`"`, `'`, `" automountServiceAccountToken: true`,
+		`"]`+"\n"+`          volumeMounts: [{name: creds, mountPath: /creds}]`,
+		"\n\t\tautomountServiceAccountToken: true",
+	)
+}
+
+// byKind decodes a manifest into its objects by kind (one of each here).
+func byKind(t *testing.T, manifest string) map[string]object {
+	t.Helper()
+	out, err := parseByKind(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func parseByKind(manifest string) (map[string]object, error) {
+	out := map[string]object{}
+	for _, doc := range strings.Split(manifest, "\n---") {
+		var o object
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+			return nil, err
+		}
+		if len(o) == 0 {
+			continue
+		}
+		kind := fmt.Sprint(o["kind"])
+		if _, dup := out[kind]; dup {
+			return nil, fmt.Errorf("two objects of kind %s", kind)
+		}
+		out[kind] = o
+	}
+	return out, nil
+}
+
+func asAny(objs map[string]object) map[string]any {
+	out := map[string]any{}
+	for k, o := range objs {
+		out[k] = o
+	}
+	return out
+}
+
+// sameShape says how got differs from want beyond the value under test:
+// the same maps with the same keys, the same lists with the same lengths;
+// a scalar, or a map key, may differ only where want holds the valid
+// value (marker), that is, where the value goes. A value that added a
+// key, an item, an object, or changed any other value (such as
+// automountServiceAccountToken) differs.
+func sameShape(want, got any, marker, at string) string {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return fmt.Sprintf("%s: %T, want a map", at, got)
+		}
+		if len(g) != len(w) {
+			return fmt.Sprintf("%s: keys %v, want %v", at, slices.Sorted(maps.Keys(g)), slices.Sorted(maps.Keys(w)))
+		}
+		var onlyW, onlyG []string
+		for k := range w {
+			if _, ok := g[k]; !ok {
+				onlyW = append(onlyW, k)
+			}
+		}
+		for k := range g {
+			if _, ok := w[k]; !ok {
+				onlyG = append(onlyG, k)
+			}
+		}
+		// One key may differ: the value under test, as a key.
+		if len(onlyW) > 1 || (len(onlyW) == 1 && !strings.Contains(onlyW[0], marker)) {
+			return fmt.Sprintf("%s: keys %q, want %q", at, onlyG, onlyW)
+		}
+		for k, wv := range w {
+			gk := k
+			if len(onlyW) == 1 && k == onlyW[0] {
+				gk = onlyG[0]
+			}
+			if p := sameShape(wv, g[gk], marker, at+"."+k); p != "" {
+				return p
+			}
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok {
+			return fmt.Sprintf("%s: %T, want a list", at, got)
+		}
+		if len(g) != len(w) {
+			return fmt.Sprintf("%s: %d items, want %d", at, len(g), len(w))
+		}
+		for i := range w {
+			if p := sameShape(w[i], g[i], marker, fmt.Sprintf("%s[%d]", at, i)); p != "" {
+				return p
+			}
+		}
+	default:
+		switch got.(type) {
+		case map[string]any, []any:
+			return fmt.Sprintf("%s: %T, want a scalar", at, got)
+		}
+		if !reflect.DeepEqual(want, got) && !strings.Contains(fmt.Sprint(want), marker) {
+			return fmt.Sprintf("%s: %#v, want %#v", at, got, want)
+		}
+	}
+	return ""
 }
