@@ -180,7 +180,8 @@ func TestKeyIDTooLong(t *testing.T) {
 	rand.Read(value)
 	yes := true
 	createKeyValue(t, setup, "share", value, pkcs11.NewAttribute(pkcs11.CKA_ID, bytes.Repeat([]byte{7}, maxKeyID+1)),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, yes), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, yes))
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, yes), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, yes),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, yes))
 	b := h.backend(t, "hsm", h.config(t, "long-id", "share"))
 	_, err := b.Probe(ctxFor(t))
 	wantErr(t, "Probe of a key with a CKA_ID of 33 bytes", err, kmsclients.ErrPermission, "has a CKA_ID of 33 bytes, more than the 32 its key identity has room for")
@@ -385,7 +386,8 @@ func TestTokenLabelNotUTF8(t *testing.T) {
 }
 
 // createKeyValue makes a token AES key of the given value through the
-// module, as test code may (the backend never does).
+// module, as test code may (the backend never does), with attributes
+// pkcs11-tool cannot set.
 func createKeyValue(t *testing.T, b *Backend, label string, value []byte, attrs ...*pkcs11.Attribute) {
 	t.Helper()
 	tmpl := append([]*pkcs11.Attribute{
@@ -393,7 +395,6 @@ func createKeyValue(t *testing.T, b *Backend, label string, value []byte, attrs 
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
 	}, attrs...)
@@ -448,10 +449,12 @@ func oneWayKeys(t *testing.T) (h *softhsm, sp *spy, config func(label, mech stri
 	no, yes := false, true
 	createKeyValue(t, setup, "both-ways", value,
 		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, yes), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, yes),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, yes), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, yes))
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, yes), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, yes),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, yes))
 	createKeyValue(t, setup, "open-only", value,
 		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, no), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, yes),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, no), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, yes))
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, no), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, yes),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, yes))
 	return h, sp, config
 }
 

@@ -580,34 +580,7 @@ func createKey(t *testing.T, b *Backend, label string, attrs ...*pkcs11.Attribut
 	t.Helper()
 	value := make([]byte, 32)
 	rand.Read(value)
-	tmpl := append([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
-	}, attrs...)
-	err := b.pool.m.with(func(uint64) error {
-		slot, _, err := b.pool.findToken()
-		if err != nil {
-			return err
-		}
-		c := b.pool.m.ctx
-		s, err := c.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-		if err != nil {
-			return err
-		}
-		defer c.CloseSession(s)
-		if err := c.Login(s, pkcs11.CKU_USER, userPIN); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
-			return err
-		}
-		_, err = c.CreateObject(s, tmpl)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("create key %s: %v", label, err)
-	}
+	createKeyValue(t, b, label, value, attrs...)
 }
 
 // TestKeyAttributes: a key that cannot serve the mechanism, or whose
