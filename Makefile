@@ -60,6 +60,7 @@ fuzz:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 
 clean:
 	rm -rf bin
