@@ -23,6 +23,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
 
 // fakeKMS answers with whatever the test sets; unset calls fail the test.
@@ -294,7 +295,7 @@ func TestAccountPinned(t *testing.T) {
 				}
 				foreign := kmsclients.Wrapped{Ciphertext: frame([]byte("blob")), KeyIdentity: foreignKeyARN}
 				_, err := b.Unwrap(context.Background(), foreign, nil)
-				wantKind(t, "Unwrap of a share naming another account's key", err, kmsclients.ErrInvalidCiphertext)
+				kmstest.WantKind(t, "Unwrap of a share naming another account's key", err, kmsclients.ErrInvalidCiphertext)
 				if n := decrypts.Load(); n != 0 {
 					t.Fatalf("%d Decrypts sent for another account's key", n)
 				}
@@ -339,7 +340,7 @@ func TestUnwrapResolveFails(t *testing.T) {
 		},
 	})
 	_, err := b.Unwrap(context.Background(), kmsclients.Wrapped{Ciphertext: frame([]byte("blob")), KeyIdentity: key1ARN}, nil)
-	wantKind(t, "Unwrap with KMS down", err, kmsclients.ErrUnavailable)
+	kmstest.WantKind(t, "Unwrap with KMS down", err, kmsclients.ErrUnavailable)
 	if !strings.HasPrefix(err.Error(), "awskms fake: unwrap: ") {
 		t.Fatalf("error %q lacks the prefix", err)
 	}

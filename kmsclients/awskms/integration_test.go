@@ -54,30 +54,12 @@ func mustWrap(t *testing.T, b *Backend, aad []byte) ([]byte, kmsclients.Wrapped)
 	return share, w
 }
 
-func mustUnwrap(t *testing.T, b *Backend, w kmsclients.Wrapped, aad, want []byte) {
-	t.Helper()
-	got, err := b.Unwrap(ctxFor(t, 10*time.Second), w, aad)
-	if err != nil {
-		t.Fatalf("Unwrap: %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("Unwrap returned another share")
-	}
-}
-
-func wantKind(t *testing.T, what string, err, kind error) {
-	t.Helper()
-	if !errors.Is(err, kind) {
-		t.Fatalf("%s: got %v (kind %s), want kind %v", what, err, kmsclients.Kind(err), kind)
-	}
-}
-
 func TestEncryptionContextMismatch(t *testing.T) {
 	srv := startLocalKMS(t)
 	prod := newTestBackend(t, "aws-prod", srv.Endpoint(), Config{KeyID: key1ARN, EncryptionContext: map[string]string{"cluster": "prod"}})
 	aad := []byte("dek=1;share=1")
 	share, w := mustWrap(t, prod, aad)
-	mustUnwrap(t, prod, w, aad, share)
+	kmstest.MustUnwrap(t, prod, w, aad, share)
 	for name, ec := range map[string]map[string]string{
 		"other value": {"cluster": "staging"},
 		"none":        nil,
@@ -86,7 +68,7 @@ func TestEncryptionContextMismatch(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			other := newTestBackend(t, "aws-other", srv.Endpoint(), Config{KeyID: key1ARN, EncryptionContext: ec})
 			_, err := other.Unwrap(ctxFor(t, 10*time.Second), w, aad)
-			wantKind(t, "Unwrap with another encryption context", err, kmsclients.ErrInvalidCiphertext)
+			kmstest.WantKind(t, "Unwrap with another encryption context", err, kmsclients.ErrInvalidCiphertext)
 		})
 	}
 }
@@ -109,13 +91,13 @@ func TestAliasResolution(t *testing.T) {
 			if err != nil || id != key1ARN {
 				t.Fatalf("Probe = %q, %v; want %q", id, err, key1ARN)
 			}
-			mustUnwrap(t, b, w, aad, share)
+			kmstest.MustUnwrap(t, b, w, aad, share)
 			// A share that claims key 2 is refused: by the backend when
 			// keyID names key 1, by KMS (Decrypt pinned to key 2) when
 			// keyID is an alias, which may own key 2.
 			w.KeyIdentity = key2ARN
 			_, err = b.Unwrap(ctxFor(t, 10*time.Second), w, aad)
-			wantKind(t, "Unwrap pinned to another key", err, kmsclients.ErrInvalidCiphertext)
+			kmstest.WantKind(t, "Unwrap pinned to another key", err, kmsclients.ErrInvalidCiphertext)
 		})
 	}
 }
@@ -141,11 +123,11 @@ func TestForeignAccountRefused(t *testing.T) {
 			for what, b := range map[string]*Backend{"after a Wrap": warm, "as first call": cold} {
 				before := calls.count("TrentService.Decrypt")
 				_, err := b.Unwrap(ctxFor(t, 10*time.Second), foreign, aad)
-				wantKind(t, "Unwrap "+what+" of a share naming account 999999999999", err, kmsclients.ErrInvalidCiphertext)
+				kmstest.WantKind(t, "Unwrap "+what+" of a share naming account 999999999999", err, kmsclients.ErrInvalidCiphertext)
 				if n := calls.count("TrentService.Decrypt") - before; n != 0 {
 					t.Fatalf("Unwrap %s sent %d Decrypts for another account's key", what, n)
 				}
-				mustUnwrap(t, b, w, aad, share)
+				kmstest.MustUnwrap(t, b, w, aad, share)
 			}
 			if calls.count("TrentService.Decrypt") == 0 {
 				t.Fatal("the proxy saw no Decrypt at all: it does not see the backend's calls")
@@ -208,7 +190,7 @@ func TestAliasRepointed(t *testing.T) {
 			if _, w := mustWrap(t, b, aad); w.KeyIdentity != key2ARN {
 				t.Fatalf("Wrap after repointing used %q, want %q", w.KeyIdentity, key2ARN)
 			}
-			mustUnwrap(t, b, old, aad, share)
+			kmstest.MustUnwrap(t, b, old, aad, share)
 		})
 	}
 }
@@ -226,17 +208,17 @@ func TestUnusableKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := one.Probe(ctx)
-	wantKind(t, "Probe of a disabled key", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Probe of a disabled key", err, kmsclients.ErrPermission)
 	_, err = one.Wrap(ctx, []byte("share"), aad)
-	wantKind(t, "Wrap under a disabled key", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Wrap under a disabled key", err, kmsclients.ErrPermission)
 	_, err = one.Unwrap(ctx, w, aad)
-	wantKind(t, "Unwrap under a disabled key", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Unwrap under a disabled key", err, kmsclients.ErrPermission)
 
 	if _, err := admin.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(key2ID)}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = two.Probe(ctx)
-	wantKind(t, "Probe of a key pending deletion", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Probe of a key pending deletion", err, kmsclients.ErrPermission)
 }
 
 func TestServerStoppedAndRestarted(t *testing.T) {
@@ -262,7 +244,7 @@ func TestServerStoppedAndRestarted(t *testing.T) {
 	}
 
 	srv.Restart()
-	mustUnwrap(t, b, w, aad, share)
+	kmstest.MustUnwrap(t, b, w, aad, share)
 	if id, err := b.Probe(ctxFor(t, 10*time.Second)); err != nil || id != key1ARN {
 		t.Fatalf("Probe after restart = %q, %v", id, err)
 	}
@@ -287,7 +269,7 @@ func TestServerRejectsTamperedBlob(t *testing.T) {
 			bad := w
 			bad.Ciphertext = frame(mutate(bytes.Clone(blob)))
 			_, err := b.Unwrap(ctxFor(t, 10*time.Second), bad, aad)
-			wantKind(t, "Unwrap of a tampered blob", err, kmsclients.ErrInvalidCiphertext)
+			kmstest.WantKind(t, "Unwrap of a tampered blob", err, kmsclients.ErrInvalidCiphertext)
 		})
 	}
 }

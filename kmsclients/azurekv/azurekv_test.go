@@ -98,31 +98,9 @@ func mustWrap(t testing.TB, b *Backend, share, aad []byte) kmsclients.Wrapped {
 	return w
 }
 
-func mustUnwrap(t testing.TB, b *Backend, w kmsclients.Wrapped, aad, want []byte) {
-	t.Helper()
-	got, err := b.Unwrap(ctxFor(t), w, aad)
-	if err != nil {
-		t.Fatalf("Unwrap: %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("Unwrap returned another share")
-	}
-}
-
-func mustProbe(t testing.TB, b *Backend) string {
-	t.Helper()
-	id, err := b.Probe(ctxFor(t))
-	if err != nil {
-		t.Fatalf("Probe: %v", err)
-	}
-	return id
-}
-
 func wantKind(t testing.TB, what string, err, kind error) {
 	t.Helper()
-	if !errors.Is(err, kind) {
-		t.Fatalf("%s: got %v (kind %s), want kind %v", what, err, kmsclients.Kind(err), kind)
-	}
+	kmstest.WantKind(t, what, err, kind)
 	if !strings.HasPrefix(err.Error(), "azurekv azure-test: ") {
 		t.Fatalf("%s: message %q lacks the backend prefix", what, err)
 	}
@@ -133,18 +111,18 @@ func TestRotationNoticedAndOldSharesUnwrap(t *testing.T) {
 	b := newTestBackend(t, v, testConfig("trousseau"))
 	share, aad := []byte("share-one-0123456789abcdef0123456789"), []byte("dek=1;share=1")
 	old := mustWrap(t, b, share, aad)
-	if old.KeyIdentity != v1 || mustProbe(t, b) != v1 {
+	if old.KeyIdentity != v1 || kmstest.MustProbe(t, b) != v1 {
 		t.Fatalf("before rotation: wrapped by %q, want %q", old.KeyIdentity, v1)
 	}
 
 	v2 := v.addVersion(t, "trousseau", "rsa3072")
-	if got := mustProbe(t, b); got != v2 {
+	if got := kmstest.MustProbe(t, b); got != v2 {
 		t.Fatalf("after rotation Probe reports %q, want the new version %q", got, v2)
 	}
 	if w := mustWrap(t, b, share, aad); w.KeyIdentity != v2 {
 		t.Fatalf("after rotation Wrap used %q, want %q", w.KeyIdentity, v2)
 	}
-	mustUnwrap(t, b, old, aad, share)
+	kmstest.MustUnwrap(t, b, old, aad, share)
 }
 
 func TestPinnedVersion(t *testing.T) {
@@ -159,10 +137,10 @@ func TestPinnedVersion(t *testing.T) {
 	if w.KeyIdentity != v1 {
 		t.Fatalf("pinned backend wrapped with %q, want %q", w.KeyIdentity, v1)
 	}
-	if got := mustProbe(t, b); got != v1 {
+	if got := kmstest.MustProbe(t, b); got != v1 {
 		t.Fatalf("pinned backend probes %q, want %q", got, v1)
 	}
-	mustUnwrap(t, b, w, aad, share)
+	kmstest.MustUnwrap(t, b, w, aad, share)
 }
 
 func TestKeyStates(t *testing.T) {
@@ -190,7 +168,7 @@ func TestKeyStates(t *testing.T) {
 			_, err = b.Wrap(ctxFor(t), share, aad)
 			wantKind(t, "Wrap", err, kmsclients.ErrPermission)
 			if tc.name == "expired" {
-				mustUnwrap(t, b, w, aad, share) // Key Vault still unwraps with an expired key
+				kmstest.MustUnwrap(t, b, w, aad, share) // Key Vault still unwraps with an expired key
 			} else {
 				_, err = b.Unwrap(ctxFor(t), w, aad)
 				wantKind(t, "Unwrap", err, kmsclients.ErrPermission)
@@ -217,7 +195,7 @@ func TestThrottled(t *testing.T) {
 	}
 
 	v.throttle.Store(false)
-	mustUnwrap(t, b, w, aad, share)
+	kmstest.MustUnwrap(t, b, w, aad, share)
 }
 
 func TestCredentialFailureIsPermission(t *testing.T) {
@@ -300,7 +278,7 @@ func TestUnwrapRefusesOtherKeysWithoutAsking(t *testing.T) {
 	}
 	// Key Vault ignores case in host and key name.
 	w.KeyIdentity = "https://TROUSSEAU-TEST.vault.azure.net/keys/TrouSSeau/" + version
-	mustUnwrap(t, b, w, []byte("aad"), []byte("share"))
+	kmstest.MustUnwrap(t, b, w, []byte("aad"), []byte("share"))
 }
 
 func TestAlgorithmDoesNotFitKey(t *testing.T) {
@@ -325,7 +303,7 @@ func TestAlgorithmChangeKeepsOldShares(t *testing.T) {
 	w := mustWrap(t, newTestBackend(t, v, testConfig("trousseau")), share, aad)
 	cfg := testConfig("trousseau")
 	cfg.Algorithm = "RSA-OAEP"
-	mustUnwrap(t, newTestBackend(t, v, cfg), w, aad, share)
+	kmstest.MustUnwrap(t, newTestBackend(t, v, cfg), w, aad, share)
 }
 
 func TestPublicWrap(t *testing.T) {
@@ -354,7 +332,7 @@ func TestAESBackendRefusesRSAShares(t *testing.T) {
 	cfg.Algorithm = "A256KW"
 	b := newTestBackend(t, v, cfg)
 	share, aad := []byte("a share chosen by who wrote etcd"), []byte("aad")
-	mustUnwrap(t, b, mustWrap(t, b, share, aad), aad, share)
+	kmstest.MustUnwrap(t, b, mustWrap(t, b, share, aad), aad, share)
 
 	v.mu.Lock()
 	pub := &v.keys["trousseau"][0].rsa.PublicKey
@@ -372,7 +350,7 @@ func TestAESBackendRefusesRSAShares(t *testing.T) {
 		t.Fatalf("%d requests sent to the vault for an RSA share", n)
 	}
 	// The same share opens for a backend that says its wraps are public.
-	mustUnwrap(t, newTestBackend(t, v, testConfig("trousseau")), forged, aad, share)
+	kmstest.MustUnwrap(t, newTestBackend(t, v, testConfig("trousseau")), forged, aad, share)
 }
 
 func TestShareSizeLimits(t *testing.T) {
@@ -380,7 +358,7 @@ func TestShareSizeLimits(t *testing.T) {
 	b := newTestBackend(t, v, testConfig("trousseau"))
 	for _, n := range []int{1, 7, 8, 9, maxShareSize} {
 		share := bytes.Repeat([]byte{0xaa}, n)
-		mustUnwrap(t, b, mustWrap(t, b, share, nil), nil, share)
+		kmstest.MustUnwrap(t, b, mustWrap(t, b, share, nil), nil, share)
 	}
 	for _, n := range []int{0, maxShareSize + 1} {
 		if _, err := b.Wrap(ctxFor(t), make([]byte, n), nil); err == nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
 
 // The test in this file runs the SDK's real HTTP pipeline (challenge
@@ -218,12 +219,12 @@ func TestHTTPEndToEnd(t *testing.T) {
 	h, b, cred := newHTTPVault(t)
 	share, aad := []byte("0123456789abcdef0123456789abcdef!"), []byte("dek=7;share=1")
 
-	kid := mustProbe(t, b)
+	kid := kmstest.MustProbe(t, b)
 	w := mustWrap(t, b, share, aad)
 	if w.KeyIdentity != kid {
 		t.Fatalf("Wrap used %q, Probe reported %q", w.KeyIdentity, kid)
 	}
-	mustUnwrap(t, b, w, aad, share)
+	kmstest.MustUnwrap(t, b, w, aad, share)
 
 	version := kid[strings.LastIndex(kid, "/")+1:]
 	h.mu.Lock()
@@ -261,11 +262,11 @@ func TestHTTPTamperedIsInvalid(t *testing.T) {
 
 func TestHTTPRetriesAreBounded(t *testing.T) {
 	h, b, _ := newHTTPVault(t)
-	mustProbe(t, b) // past the challenge
+	kmstest.MustProbe(t, b) // past the challenge
 
 	h.attempts.Store(0)
 	h.failNext.Store(2)
-	mustProbe(t, b)
+	kmstest.MustProbe(t, b)
 	if n := h.attempts.Load(); n != 3 {
 		t.Errorf("two 503s then success took %d attempts, want 3", n)
 	}
@@ -281,7 +282,7 @@ func TestHTTPRetriesAreBounded(t *testing.T) {
 
 func TestHTTPLongRetryAfterFailsAtOnce(t *testing.T) {
 	h, b, _ := newHTTPVault(t)
-	mustProbe(t, b)
+	kmstest.MustProbe(t, b)
 	h.failWith(http.StatusTooManyRequests, "60")
 	h.failNext.Store(100)
 	start := time.Now()
@@ -294,7 +295,7 @@ func TestHTTPLongRetryAfterFailsAtOnce(t *testing.T) {
 
 func TestHTTPDisabledKey(t *testing.T) {
 	h, b, _ := newHTTPVault(t)
-	kid := mustProbe(t, b)
+	kid := kmstest.MustProbe(t, b)
 	h.v.update(kid, func(k *fakeVersion) { k.enabled = false })
 	_, err := b.Wrap(ctxFor(t), []byte("share"), []byte("aad"))
 	wantKind(t, "Wrap with a disabled key", err, kmsclients.ErrPermission)

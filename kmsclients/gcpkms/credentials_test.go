@@ -29,6 +29,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
 
 // tlsFake serves a fake Cloud KMS on TLS that wants token, and returns
@@ -116,8 +117,8 @@ func TestCredentialsFile(t *testing.T) {
 	}
 	aad := []byte("aad")
 	w := mustWrap(t, b, testShare, aad)
-	mustUnwrap(t, b, w, aad, testShare)
-	mustProbe(t, b)
+	kmstest.MustUnwrap(t, b, w, aad, testShare)
+	kmstest.MustProbe(t, b)
 	if calls.Load() != 1 {
 		t.Fatalf("%d token requests, want 1 (the token is reused)", calls.Load())
 	}
@@ -205,7 +206,7 @@ func TestApplicationDefaultCredentials(t *testing.T) {
 	_, err = b.Probe(ctxFor(t))
 	wantKind(t, "Probe with the metadata server failing", err, kmsclients.ErrUnavailable)
 	up.Store(true)
-	mustProbe(t, b)
+	kmstest.MustProbe(t, b)
 }
 
 func TestCredentialsFileRefused(t *testing.T) {
@@ -370,8 +371,8 @@ func TestImpersonation(t *testing.T) {
 	}
 	aad := []byte("aad")
 	w := mustWrap(t, b, testShare, aad)
-	mustUnwrap(t, b, w, aad, testShare)
-	mustProbe(t, b)
+	kmstest.MustUnwrap(t, b, w, aad, testShare)
+	kmstest.MustProbe(t, b)
 	if n := iam.calls.Load(); n != 1 {
 		t.Fatalf("%d calls to IAM, want 1 (the token is reused)", n)
 	}

@@ -79,33 +79,11 @@ func mustWrap(t testing.TB, b *Backend, share, aad []byte) kmsclients.Wrapped {
 	return w
 }
 
-func mustUnwrap(t testing.TB, b *Backend, w kmsclients.Wrapped, aad, want []byte) {
-	t.Helper()
-	got, err := b.Unwrap(ctxFor(t), w, aad)
-	if err != nil {
-		t.Fatalf("Unwrap: %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("Unwrap returned another share")
-	}
-}
-
-func mustProbe(t testing.TB, b *Backend) string {
-	t.Helper()
-	id, err := b.Probe(ctxFor(t))
-	if err != nil {
-		t.Fatalf("Probe: %v", err)
-	}
-	return id
-}
-
 // wantKind checks err's kind and shape ("gcpkms gcp-test: <op>: ..."),
 // and that it holds no share.
 func wantKind(t testing.TB, what string, err, kind error) {
 	t.Helper()
-	if !errors.Is(err, kind) {
-		t.Fatalf("%s: got %v (kind %s), want kind %v", what, err, kmsclients.Kind(err), kind)
-	}
+	kmstest.WantKind(t, what, err, kind)
 	var e *kmsclients.Error
 	if !errors.As(err, &e) || !strings.HasPrefix(err.Error(), "gcpkms "+testName+": "+e.Op+": ") || e.Op == "" {
 		t.Fatalf("%s: %q is not a *kmsclients.Error with the backend's prefix", what, err)
@@ -120,7 +98,7 @@ func TestRequestsCarryChecksumsAndBoundAAD(t *testing.T) {
 	b := newTestBackend(t, f, testKey)
 	aad := []byte("dek=1;share=2")
 	w := mustWrap(t, b, testShare, aad)
-	mustUnwrap(t, b, w, aad, testShare)
+	kmstest.MustUnwrap(t, b, w, aad, testShare)
 
 	enc, dec := f.lastEnc.Load(), f.lastDec.Load()
 	bound := append([]byte("trousseau/gcpkms/v1\x00"), aad...)
@@ -200,7 +178,7 @@ func TestCorruptAnswersAreRefused(t *testing.T) {
 				}
 			})
 			w2 := mustWrap(t, b, testShare, aad)
-			mustUnwrap(t, b, w2, aad, testShare)
+			kmstest.MustUnwrap(t, b, w2, aad, testShare)
 		})
 	}
 }
@@ -244,17 +222,17 @@ func TestPrimaryRotation(t *testing.T) {
 	aad := []byte("dek=1;share=1")
 	old := mustWrap(t, b, testShare, aad)
 	v1 := testKey + "/cryptoKeyVersions/1"
-	if old.KeyIdentity != v1 || mustProbe(t, b) != v1 {
+	if old.KeyIdentity != v1 || kmstest.MustProbe(t, b) != v1 {
 		t.Fatalf("before rotation: wrapped by %q, want %q", old.KeyIdentity, v1)
 	}
 	v2 := f.addVersion(t, testKey)
-	if got := mustProbe(t, b); got != v2 {
+	if got := kmstest.MustProbe(t, b); got != v2 {
 		t.Fatalf("after rotation Probe reports %q, want the new primary %q", got, v2)
 	}
 	if w := mustWrap(t, b, testShare, aad); w.KeyIdentity != v2 {
 		t.Fatalf("after rotation Wrap used %q, want %q", w.KeyIdentity, v2)
 	}
-	mustUnwrap(t, b, old, aad, testShare)
+	kmstest.MustUnwrap(t, b, old, aad, testShare)
 	if c1, c2 := b.CustodianKey(v1), b.CustodianKey(v2); c1 != c2 || c1 != "gcpkms:"+testKey {
 		t.Fatalf("custodian keys %q and %q, want both gcpkms:%s", c1, c2, testKey)
 	}
@@ -290,8 +268,8 @@ func TestVersionStates(t *testing.T) {
 
 			if tc.state != kmspb.CryptoKeyVersion_DESTROYED {
 				f.setState(t, w.KeyIdentity, kmspb.CryptoKeyVersion_ENABLED) // restored by an operator
-				mustUnwrap(t, b, w, aad, testShare)
-				mustProbe(t, b)
+				kmstest.MustUnwrap(t, b, w, aad, testShare)
+				kmstest.MustProbe(t, b)
 			}
 		})
 	}
@@ -342,17 +320,17 @@ func TestProjectNumberInAnswers(t *testing.T) {
 	b := newTestBackend(t, f, testKey)
 	aad := []byte("aad")
 	w := mustWrap(t, b, testShare, aad)
-	if w.KeyIdentity != numbered+"/cryptoKeyVersions/1" || mustProbe(t, b) != w.KeyIdentity {
+	if w.KeyIdentity != numbered+"/cryptoKeyVersions/1" || kmstest.MustProbe(t, b) != w.KeyIdentity {
 		t.Fatalf("key identity %q, want the name Cloud KMS answered with", w.KeyIdentity)
 	}
-	mustUnwrap(t, b, w, aad, testShare)
+	kmstest.MustUnwrap(t, b, w, aad, testShare)
 
 	// A backend that has not asked Cloud KMS anything yet (a restart,
 	// a recovery) asks once how it names the key.
 	fresh := newTestBackend(t, f, testKey)
 	gets := f.callCount("GetCryptoKey")
-	mustUnwrap(t, fresh, w, aad, testShare)
-	mustUnwrap(t, fresh, w, aad, testShare)
+	kmstest.MustUnwrap(t, fresh, w, aad, testShare)
+	kmstest.MustUnwrap(t, fresh, w, aad, testShare)
 	if n := f.callCount("GetCryptoKey") - gets; n != 1 {
 		t.Fatalf("%d GetCryptoKey calls, want 1", n)
 	}
@@ -411,10 +389,10 @@ func TestQuotaRetriedWithinDeadline(t *testing.T) {
 	if n := f.callCount("Encrypt"); n != 3 {
 		t.Fatalf("%d Encrypt calls, want 3 (two refused for quota, then one answered)", n)
 	}
-	mustUnwrap(t, b, w, []byte("aad"), testShare)
+	kmstest.MustUnwrap(t, b, w, []byte("aad"), testShare)
 
 	f.failNext(codes.Unavailable, 1)
-	mustProbe(t, b)
+	kmstest.MustProbe(t, b)
 
 	// A quota that does not clear: the retries end, within the caller's
 	// deadline, with what Cloud KMS said.
@@ -469,13 +447,13 @@ func TestLatency(t *testing.T) {
 	}
 
 	f.setLatency(50 * time.Millisecond)
-	mustUnwrap(t, b, w, []byte("aad"), testShare)
+	kmstest.MustUnwrap(t, b, w, []byte("aad"), testShare)
 }
 
 func TestServerComesBack(t *testing.T) {
 	f := startFake(t, testKey)
 	b := newTestBackend(t, f, testKey)
-	mustProbe(t, b)
+	kmstest.MustProbe(t, b)
 	f.stop()
 	_, err := b.Probe(ctxFor(t))
 	wantKind(t, "Probe with the server stopped", err, kmsclients.ErrUnavailable)
@@ -576,7 +554,7 @@ func TestSDKDebugLogHoldsNoShare(t *testing.T) {
 		defer func() { os.Stderr = stderr }()
 		b := newTestBackend(t, startFake(t, testKey), testKey)
 		wrapped := mustWrap(t, b, testShare, []byte("aad"))
-		mustUnwrap(t, b, wrapped, []byte("aad"), testShare)
+		kmstest.MustUnwrap(t, b, wrapped, []byte("aad"), testShare)
 	}()
 	w.Close()
 	out := <-logged

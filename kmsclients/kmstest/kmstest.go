@@ -101,7 +101,11 @@ func wrap(t testing.TB, b kmsclients.Backend, aad []byte) ([]byte, kmsclients.Wr
 	return share, w
 }
 
-func wantKind(t testing.TB, what string, err, kind error) {
+// The helpers below are for a backend package's own tests too; each call
+// they make is bounded by callTimeout.
+
+// WantKind fails the test unless err is of kind.
+func WantKind(t testing.TB, what string, err, kind error) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("%s: succeeded, want %v", what, kind)
@@ -109,6 +113,29 @@ func wantKind(t testing.TB, what string, err, kind error) {
 	if !errors.Is(err, kind) {
 		t.Fatalf("%s: error %q (kind %s), want kind %v", what, err, kmsclients.Kind(err), kind)
 	}
+}
+
+// MustUnwrap unwraps w with b and fails the test unless that gives want.
+func MustUnwrap(t testing.TB, b kmsclients.Backend, w kmsclients.Wrapped, aad, want []byte) {
+	t.Helper()
+	got, err := b.Unwrap(callCtx(t), w, aad)
+	if err != nil {
+		t.Fatalf("Unwrap: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("Unwrap returned another share")
+	}
+}
+
+// MustProbe probes b, failing the test on error, and returns the key
+// identity it reports.
+func MustProbe(t testing.TB, b kmsclients.Backend) string {
+	t.Helper()
+	id, err := b.Probe(callCtx(t))
+	if err != nil {
+		t.Fatalf("Probe: %v", err)
+	}
+	return id
 }
 
 // wantShape checks that err, from b's op, has the shape every backend's
@@ -150,7 +177,7 @@ func testRoundTrip(t *testing.T, b kmsclients.Backend) {
 func testAADMismatch(t *testing.T, h Harness, b kmsclients.Backend) {
 	_, w := wrap(t, b, []byte("dek=1234;share=2"))
 	_, err := b.Unwrap(callCtx(t), w, []byte("dek=1234;share=3"))
-	wantKind(t, "Unwrap with other associated data", err, kmsclients.ErrInvalidCiphertext)
+	WantKind(t, "Unwrap with other associated data", err, kmsclients.ErrInvalidCiphertext)
 	h.wantShape(t, b, kmsclients.OpUnwrap, err)
 }
 
@@ -164,7 +191,7 @@ func testTampered(t *testing.T, h Harness, b kmsclients.Backend) {
 			bad.Ciphertext = append([]byte(nil), w.Ciphertext...)
 			bad.Ciphertext[pos] ^= 0x01
 			_, err := b.Unwrap(callCtx(t), bad, aad)
-			wantKind(t, "Unwrap of a tampered share", err, kmsclients.ErrInvalidCiphertext)
+			WantKind(t, "Unwrap of a tampered share", err, kmsclients.ErrInvalidCiphertext)
 			h.wantShape(t, b, kmsclients.OpUnwrap, err)
 		})
 	}
@@ -172,7 +199,7 @@ func testTampered(t *testing.T, h Harness, b kmsclients.Backend) {
 		bad := w
 		bad.Ciphertext = w.Ciphertext[:n/2]
 		_, err := b.Unwrap(callCtx(t), bad, aad)
-		wantKind(t, "Unwrap of a truncated share", err, kmsclients.ErrInvalidCiphertext)
+		WantKind(t, "Unwrap of a truncated share", err, kmsclients.ErrInvalidCiphertext)
 		h.wantShape(t, b, kmsclients.OpUnwrap, err)
 	})
 }
@@ -196,13 +223,13 @@ func testCancelled(t *testing.T, h Harness, b kmsclients.Backend) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := b.Wrap(ctx, randomShare(t), aad)
-	wantKind(t, "Wrap with a cancelled context", err, context.Canceled)
+	WantKind(t, "Wrap with a cancelled context", err, context.Canceled)
 	h.wantShape(t, b, kmsclients.OpWrap, err)
 	_, err = b.Unwrap(ctx, w, aad)
-	wantKind(t, "Unwrap with a cancelled context", err, context.Canceled)
+	WantKind(t, "Unwrap with a cancelled context", err, context.Canceled)
 	h.wantShape(t, b, kmsclients.OpUnwrap, err)
 	_, err = b.Probe(ctx)
-	wantKind(t, "Probe with a cancelled context", err, context.Canceled)
+	WantKind(t, "Probe with a cancelled context", err, context.Canceled)
 	h.wantShape(t, b, kmsclients.OpProbe, err)
 }
 

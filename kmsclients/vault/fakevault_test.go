@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
 
 // fakeTransit answers the few paths the backend calls, for one transit
@@ -120,7 +121,7 @@ func TestBindingFollowsKeyType(t *testing.T) {
 					}
 					continue
 				}
-				wantKind(t, "Unwrap of a share framed for the other binding", err, kmsclients.ErrInvalidCiphertext)
+				kmstest.WantKind(t, "Unwrap of a share framed for the other binding", err, kmsclients.ErrInvalidCiphertext)
 			}
 			if n := f.count("transit/decrypt/k"); n != 1 {
 				t.Fatalf("%d decrypt calls, want 1 (none for the misframed share)", n)
@@ -223,7 +224,7 @@ func TestClusterIDRefused(t *testing.T) {
 			f.clusterID = id
 			b := fakeBackend(t, "vault-fake", addr, "")
 			_, err := b.Probe(context.Background())
-			wantKind(t, "Probe with cluster ID "+id, err, kmsclients.ErrUnavailable)
+			kmstest.WantKind(t, "Probe with cluster ID "+id, err, kmsclients.ErrUnavailable)
 			if got := b.CustodianKey(b.identity(1)); got != b.identity(1) {
 				t.Fatalf("CustodianKey = %q after a refused cluster ID", got)
 			}

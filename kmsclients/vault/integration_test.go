@@ -103,29 +103,11 @@ func mustWrap(t testing.TB, b *Backend, aad []byte) ([]byte, kmsclients.Wrapped)
 	return share, w
 }
 
-func mustUnwrap(t testing.TB, b *Backend, w kmsclients.Wrapped, aad, want []byte) {
-	t.Helper()
-	got, err := b.Unwrap(ctxFor(t, 10*time.Second), w, aad)
-	if err != nil {
-		t.Fatalf("Unwrap: %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("Unwrap returned another share")
-	}
-}
-
 func mustProbe(t testing.TB, b *Backend, want string) {
 	t.Helper()
 	id, err := b.Probe(ctxFor(t, 10*time.Second))
 	if err != nil || id != want {
 		t.Fatalf("Probe = %q, %v; want %q", id, err, want)
-	}
-}
-
-func wantKind(t testing.TB, what string, err, kind error) {
-	t.Helper()
-	if !errors.Is(err, kind) {
-		t.Fatalf("%s: got %v (kind %s), want kind %v", what, err, kmsclients.Kind(err), kind)
 	}
 }
 
@@ -153,7 +135,7 @@ func TestAuthMethods(t *testing.T) {
 			b := newTestBackend(t, "vault-auth", cfg)
 			aad := []byte("dek=1;share=1")
 			share, w := mustWrap(t, b, aad)
-			mustUnwrap(t, b, w, aad, share)
+			kmstest.MustUnwrap(t, b, w, aad, share)
 			want := "vault:" + cfg.Address + "/transit/auth-methods:v1"
 			if w.KeyIdentity != want {
 				t.Fatalf("Wrap reports key %q, want %q", w.KeyIdentity, want)
@@ -190,9 +172,9 @@ func TestLoginRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b := newTestBackend(t, "vault-refused", srv.config("refused", tc.auth))
 			_, err := b.Probe(ctxFor(t, 10*time.Second))
-			wantKind(t, "Probe", err, tc.kind)
+			kmstest.WantKind(t, "Probe", err, tc.kind)
 			_, err = b.Wrap(ctxFor(t, 10*time.Second), []byte("share"), []byte("aad"))
-			wantKind(t, "Wrap", err, tc.kind)
+			kmstest.WantKind(t, "Wrap", err, tc.kind)
 			if tc.secret != "" && strings.Contains(err.Error(), tc.secret) {
 				t.Fatalf("error reveals the secret: %v", err)
 			}
@@ -345,12 +327,12 @@ func TestKeyRotation(t *testing.T) {
 	if w2.KeyIdentity != prefix+"2" {
 		t.Fatalf("Wrap after rotation reports %q, want %q", w2.KeyIdentity, prefix+"2")
 	}
-	mustUnwrap(t, b, w1, aad, share1)
+	kmstest.MustUnwrap(t, b, w1, aad, share1)
 
 	srv.write(t, "transit/keys/rotating/config", map[string]any{"min_decryption_version": 2})
 	_, err := b.Unwrap(ctxFor(t, 10*time.Second), w1, aad)
-	wantKind(t, "Unwrap of a version below min_decryption_version", err, kmsclients.ErrPermission)
-	mustUnwrap(t, b, w2, aad, share2)
+	kmstest.WantKind(t, "Unwrap of a version below min_decryption_version", err, kmsclients.ErrPermission)
+	kmstest.MustUnwrap(t, b, w2, aad, share2)
 }
 
 // TestWrongPolicy: a token whose policy refuses a path gets a permission
@@ -366,17 +348,17 @@ func TestWrongPolicy(t *testing.T) {
 	mustProbe(t, encryptOnly, "vault:"+srv.httpsAddr()+"/transit/policy:v1")
 	mustWrap(t, encryptOnly, aad)
 	_, err := encryptOnly.Unwrap(ctxFor(t, 10*time.Second), w, aad)
-	wantKind(t, "Unwrap without transit/decrypt", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Unwrap without transit/decrypt", err, kmsclients.ErrPermission)
 
 	none := newTestBackend(t, "vault-none", srv.config("policy", srv.tokenFileAuth(t, "default")))
 	_, err = none.Probe(ctxFor(t, 10*time.Second))
-	wantKind(t, "Probe without transit/keys read", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Probe without transit/keys read", err, kmsclients.ErrPermission)
 	_, err = none.Wrap(ctxFor(t, 10*time.Second), []byte("share"), aad)
-	wantKind(t, "Wrap without any transit policy", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Wrap without any transit policy", err, kmsclients.ErrPermission)
 
 	missing := newTestBackend(t, "vault-missing", srv.config("no-such-key", srv.appRoleAuth(t)))
 	_, err = missing.Probe(ctxFor(t, 10*time.Second))
-	wantKind(t, "Probe of a missing key", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Probe of a missing key", err, kmsclients.ErrPermission)
 }
 
 // TestServerStoppedAndRestarted: a stopped Vault is reported unavailable
@@ -401,10 +383,10 @@ func TestServerStoppedAndRestarted(t *testing.T) {
 	checkUnavailable(t, "sealed", b, w, aad)
 
 	srv.unseal(t)
-	mustUnwrap(t, b, w, aad, share)
+	kmstest.MustUnwrap(t, b, w, aad, share)
 	mustProbe(t, b, "vault:"+srv.httpsAddr()+"/transit/restart:v1")
 	mustWrap(t, b, aad)
-	mustUnwrap(t, late, w, aad, share)
+	kmstest.MustUnwrap(t, late, w, aad, share)
 }
 
 func checkUnavailable(t *testing.T, state string, b *Backend, w kmsclients.Wrapped, aad []byte) {
@@ -467,7 +449,7 @@ func testForgedCiphertexts(t *testing.T, b, other *Backend) {
 			}
 			_, err := b.Unwrap(ctxFor(t, 10*time.Second), bad, aad)
 			t.Logf("%v", err)
-			wantKind(t, "Unwrap of a forged ciphertext", err, kmsclients.ErrInvalidCiphertext)
+			kmstest.WantKind(t, "Unwrap of a forged ciphertext", err, kmsclients.ErrInvalidCiphertext)
 		})
 	}
 }
@@ -495,8 +477,8 @@ func TestBindingFollowsKeyTypeOnVault(t *testing.T) {
 			misframed := w
 			misframed.Ciphertext = frame(other, ct)
 			_, err := b.Unwrap(ctxFor(t, 10*time.Second), misframed, aad)
-			wantKind(t, "Unwrap of a share framed for the other binding", err, kmsclients.ErrInvalidCiphertext)
-			mustUnwrap(t, b, w, aad, share)
+			kmstest.WantKind(t, "Unwrap of a share framed for the other binding", err, kmsclients.ErrInvalidCiphertext)
+			kmstest.MustUnwrap(t, b, w, aad, share)
 			if got, want := b.PublicWrap(), keyType == "rsa-2048"; got != want || !b.WrapKindKnown() {
 				t.Fatalf("PublicWrap = %v (known %v) under a %s key, want %v", got, b.WrapKindKnown(), keyType, want)
 			}
@@ -520,7 +502,7 @@ func TestAEADKeyNeedsAssociatedData(t *testing.T) {
 	ct, _ := sec.Data["ciphertext"].(string)
 	forged := kmsclients.Wrapped{Ciphertext: frame(bindInPlaintext, ct), KeyIdentity: b.identity(1)}
 	_, err := b.Unwrap(ctxFor(t, 10*time.Second), forged, aad)
-	wantKind(t, "Unwrap of a ciphertext made without associated_data", err, kmsclients.ErrInvalidCiphertext)
+	kmstest.WantKind(t, "Unwrap of a ciphertext made without associated_data", err, kmsclients.ErrInvalidCiphertext)
 	if b.PublicWrap() {
 		t.Fatal("PublicWrap is true for an AES key")
 	}
@@ -548,10 +530,10 @@ func TestRSAPublicKeyShares(t *testing.T) {
 	}
 	forged := kmsclients.Wrapped{Ciphertext: frame(bindAssociatedData, seal(chosen)), KeyIdentity: b.identity(1)}
 	_, err := b.Unwrap(ctxFor(t, 10*time.Second), forged, aad)
-	wantKind(t, "Unwrap of a public-key share framed as bound by associated_data", err, kmsclients.ErrInvalidCiphertext)
+	kmstest.WantKind(t, "Unwrap of a public-key share framed as bound by associated_data", err, kmsclients.ErrInvalidCiphertext)
 
 	bound := kmsclients.Wrapped{Ciphertext: frame(bindInPlaintext, seal(append(aadBinding(aad), chosen...))), KeyIdentity: b.identity(1)}
-	mustUnwrap(t, b, bound, aad, chosen)
+	kmstest.MustUnwrap(t, b, bound, aad, chosen)
 	if !b.PublicWrap() {
 		t.Fatal("PublicWrap is false for a key whose public half makes shares the backend unwraps")
 	}
@@ -651,5 +633,5 @@ func TestEnvironmentIgnored(t *testing.T) {
 	}
 	weak := newTestBackend(t, "vault-weak", srv.config("env", noPolicy))
 	_, err := weak.Probe(ctxFor(t, 10*time.Second))
-	wantKind(t, "Probe with a weak token file and VAULT_TOKEN=root", err, kmsclients.ErrPermission)
+	kmstest.WantKind(t, "Probe with a weak token file and VAULT_TOKEN=root", err, kmsclients.ErrPermission)
 }
