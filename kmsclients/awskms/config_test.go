@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -46,15 +47,7 @@ func TestConfigValidate(t *testing.T) {
 		{"empty context key", Config{KeyID: keyARN, EncryptionContext: map[string]string{"": "y"}}, "awskms.encryptionContext:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.cfg.Validate()
-			switch {
-			case tc.wantErr == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tc.wantErr != "" && err == nil:
-				t.Fatalf("Validate accepted it, want an error naming %q", tc.wantErr)
-			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
-				t.Fatalf("Validate: %v, want it to name %q", err, tc.wantErr)
-			}
+			kmstest.WantError(t, "Validate", tc.cfg.Validate(), tc.wantErr)
 		})
 	}
 }

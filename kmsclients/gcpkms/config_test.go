@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -43,15 +45,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative timeout", Config{KeyName: testKey, Timeout: Duration{Duration: -time.Second}}, "gcpkms.timeout:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.cfg.Validate()
-			switch {
-			case tc.wantErr == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tc.wantErr != "" && err == nil:
-				t.Fatalf("Validate accepted it, want an error naming %q", tc.wantErr)
-			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
-				t.Fatalf("Validate: %v, want it to name %q", err, tc.wantErr)
-			}
+			kmstest.WantError(t, "Validate", tc.cfg.Validate(), tc.wantErr)
 		})
 	}
 }

@@ -115,6 +115,20 @@ func WantKind(t testing.TB, what string, err, kind error) {
 	}
 }
 
+// WantError fails the test unless err names want or, for an empty want,
+// unless err is nil: what a table of configs expects of Validate.
+func WantError(t testing.TB, what string, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("%s: %v", what, err)
+	case want != "" && err == nil:
+		t.Fatalf("%s accepted it, want an error naming %q", what, want)
+	case want != "" && !strings.Contains(err.Error(), want):
+		t.Fatalf("%s: %v, want it to name %q", what, err, want)
+	}
+}
+
 // MustUnwrap unwraps w with b and fails the test unless that gives want.
 func MustUnwrap(t testing.TB, b kmsclients.Backend, w kmsclients.Wrapped, aad, want []byte) {
 	t.Helper()

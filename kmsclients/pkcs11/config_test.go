@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
 
 const testModule = "/usr/lib/softhsm/libsofthsm2.so"
@@ -52,15 +54,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative timeout", with(func(c *Config) { c.Timeout = Duration{Duration: -time.Second} }), "pkcs11.timeout:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.cfg.Validate()
-			switch {
-			case tc.wantErr == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tc.wantErr != "" && err == nil:
-				t.Fatalf("Validate accepted it, want an error naming %q", tc.wantErr)
-			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
-				t.Fatalf("Validate: %v, want it to name %q", err, tc.wantErr)
-			}
+			kmstest.WantError(t, "Validate", tc.cfg.Validate(), tc.wantErr)
 		})
 	}
 }
