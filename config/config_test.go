@@ -15,6 +15,8 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients/awskms"
 	"github.com/trousseau-io/trousseau/kmsclients/azurekv"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
+
+	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
 func keyFiles(t *testing.T, n int) []string {
@@ -138,26 +140,13 @@ func TestRejectsWithFieldName(t *testing.T) {
 // there but unusable is a backend that is down, not a config that is
 // wrong: every backend is built, and the bad one says why from Probe.
 func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		spoil func(path string) error
-		want  string
-	}{
-		{"world-readable", func(p string) error { return os.Chmod(p, 0o644) }, "chmod 600"},
-		{"garbage", func(p string) error { return os.WriteFile(p, []byte("not a key"), 0o600) }, "holds 9 bytes"},
-		{"directory", func(p string) error {
-			if err := os.Remove(p); err != nil {
-				return err
-			}
-			return os.Mkdir(p, 0o700)
-		}, "is a directory"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range testutil.SpoiledKeyFiles {
+		t.Run(tc.Name, func(t *testing.T) {
 			c, err := Parse([]byte(validYAML(t)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := tc.spoil(keyFileOf(c.Backends[1])); err != nil {
+			if err := tc.Spoil(keyFileOf(c.Backends[1])); err != nil {
 				t.Fatal(err)
 			}
 			bs, err := c.BuildBackends(context.Background())
@@ -165,8 +154,8 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 				t.Fatalf("BuildBackends: %v", err)
 			}
 			defer kmsclients.CloseAll(bs)
-			if _, err := bs[1].Probe(context.Background()); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("probe of local-b: %v, want %q", err, tc.want)
+			if _, err := bs[1].Probe(context.Background()); err == nil || !strings.Contains(err.Error(), tc.Want) {
+				t.Errorf("probe of local-b: %v, want %q", err, tc.Want)
 			}
 			if _, err := bs[0].Probe(context.Background()); err != nil {
 				t.Errorf("probe of local-a: %v", err)

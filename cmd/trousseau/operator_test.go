@@ -45,28 +45,15 @@ func statusOf(t *testing.T, socket string) string {
 // same key_id, says in its log what is wrong with the file, and
 // `config check` shows it too, passing (a quorum answers).
 func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		spoil func(path string) error
-		want  string
-	}{
-		{"world-readable", func(p string) error { return os.Chmod(p, 0o644) }, "has mode 0644"},
-		{"garbage", func(p string) error { return os.WriteFile(p, []byte("garbage!\n"), 0o600) }, "holds 9 bytes, want 32 raw bytes or their base64"},
-		{"directory", func(p string) error {
-			if err := os.Remove(p); err != nil {
-				return err
-			}
-			return os.Mkdir(p, 0o700)
-		}, "is a directory"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range testutil.SpoiledKeyFiles {
+		t.Run(tc.Name, func(t *testing.T) {
 			dir := shortTemp(t)
 			socket := filepath.Join(dir, "kms.sock")
 			_, stop := serve(t, socket, "--dev", "--socket", socket, "--state-dir", dir, "--health-listen", "127.0.0.1:0")
 			before := statusOf(t, socket)
 			stop()
 			bad := keyPath(dir, "local-c")
-			if err := tc.spoil(bad); err != nil {
+			if err := tc.Spoil(bad); err != nil {
 				t.Fatal(err)
 			}
 			cfg := filepath.Join(dir, "config.yaml")
@@ -74,12 +61,12 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 			if after := statusOf(t, socket); after != before {
 				t.Errorf("status after the restart:\n%s\nbefore:\n%s", after, before)
 			}
-			waitFor(t, logs, bad+" "+tc.want)
+			waitFor(t, logs, bad+" "+tc.Want)
 			table, _, err := run(t, "", "config", "check", "--config", cfg)
 			if err != nil {
 				t.Errorf("config check with 2 of 3: %v", err)
 			}
-			for _, want := range []string{"local-c  no", tc.want, "creating or rotating a DEK needs all 3 backends"} {
+			for _, want := range []string{"local-c  no", tc.Want, "creating or rotating a DEK needs all 3 backends"} {
 				if !strings.Contains(table, want) {
 					t.Errorf("config check lacks %q:\n%s", want, table)
 				}
