@@ -79,6 +79,25 @@ func (p *Plugin) Probe() string {
 	return p.Plugin.Prober().Snapshot().Healthz
 }
 
+// WantRotatedOnce probes after a change in a backend's key that must
+// rotate the DEK (what names the change, for messages): the plugin stays
+// healthy, its key_id moves from before, and a second probe does not move
+// it again. It returns the new key_id.
+func (p *Plugin) WantRotatedOnce(t testing.TB, before, what string) string {
+	t.Helper()
+	if h := p.Probe(); h != "ok" {
+		t.Fatalf("healthz after %s: %q", what, h)
+	}
+	rotated := p.Env.KeyID()
+	if rotated == before {
+		t.Fatalf("%s did not rotate the DEK", what)
+	}
+	if h := p.Probe(); h != "ok" || p.Env.KeyID() != rotated {
+		t.Fatalf("a second probe moved the key_id again (%q -> %q, healthz %q)", rotated, p.Env.KeyID(), h)
+	}
+	return rotated
+}
+
 // Encrypt sends a random 32-byte seed through kube-apiserver's client.
 func (p *Plugin) Encrypt(t testing.TB) (*kmsservice.EncryptResponse, []byte) {
 	t.Helper()

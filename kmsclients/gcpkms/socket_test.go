@@ -27,16 +27,7 @@ func TestThroughThePluginSocket(t *testing.T) {
 	// A new primary version in Cloud KMS: the prober sees a new key
 	// identity and the plugin rotates its DEK, once.
 	f.addVersion(t, testKey)
-	if h := p.Probe(); h != "ok" {
-		t.Fatalf("healthz after the rotation: %q", h)
-	}
-	rotated := p.Env.KeyID()
-	if rotated == before {
-		t.Fatal("a Cloud KMS primary-version rotation did not rotate the DEK")
-	}
-	if h := p.Probe(); h != "ok" || p.Env.KeyID() != rotated {
-		t.Fatalf("a second probe moved the key_id again (%q -> %q, healthz %q)", rotated, p.Env.KeyID(), h)
-	}
+	rotated := p.WantRotatedOnce(t, before, "a Cloud KMS primary-version rotation")
 	r2, seed2 := p.Encrypt(t)
 	if r2.KeyID != rotated {
 		t.Fatalf("new writes use key_id %q, want %q", r2.KeyID, rotated)

@@ -49,16 +49,7 @@ func TestThroughThePluginSocket(t *testing.T) {
 	// its DEK, once.
 	h.deleteKey(t, "socket", "trousseau-share")
 	h.keygen(t, "socket", "trousseau-share", "01")
-	if hz := p.Probe(); hz != "ok" {
-		t.Fatalf("healthz after the key was replaced: %q", hz)
-	}
-	rotated := p.Env.KeyID()
-	if rotated == before {
-		t.Fatal("a new key under the HSM key's label did not rotate the DEK")
-	}
-	if hz := p.Probe(); hz != "ok" || p.Env.KeyID() != rotated {
-		t.Fatalf("a second probe moved the key_id again (%q -> %q, healthz %q)", rotated, p.Env.KeyID(), hz)
-	}
+	rotated := p.WantRotatedOnce(t, before, "a new key under the HSM key's label")
 	r2, seed2 := p.Encrypt(t)
 	if r2.KeyID != rotated {
 		t.Fatalf("new writes use key_id %q, want %q", r2.KeyID, rotated)
