@@ -73,14 +73,33 @@ func frameShare(k, index int, value []byte) []byte {
 
 var chosenPlaintext = []byte("attacker-chosen-seed-0123456789!")
 
-// expectRefused asserts Decrypt did not return the attacker's plaintext.
+// expectRefused asserts that neither e nor a cold node over the same
+// backends decrypts the forgery. The cold node matters: e has the genuine
+// DEK cached under the DEK id the forgery reuses, so it refuses by the
+// cache alone, while the cold node must combine the shares and check them.
 func expectRefused(t *testing.T, e *Envelope, ct, raw []byte) error {
 	t.Helper()
-	got, err := e.Decrypt(ctxT(t), ct, raw)
-	if err == nil {
-		t.Fatalf("forged header accepted (attacker's plaintext returned: %v)", bytes.Equal(got, chosenPlaintext))
+	for _, node := range []*Envelope{e, coldNode(t, e)} {
+		got, err := node.Decrypt(ctxT(t), ct, raw)
+		if err == nil {
+			t.Fatalf("forged header accepted (attacker's plaintext returned: %v)", bytes.Equal(got, chosenPlaintext))
+		}
+		if node != e {
+			return err
+		}
 	}
-	return err
+	panic("unreachable")
+}
+
+// coldNode is another node over e's backends that has no DEK cached and
+// makes none: every header it is handed goes to the backends.
+func coldNode(t testing.TB, e *Envelope) *Envelope {
+	t.Helper()
+	cold, err := New(Config{Threshold: e.cfg.Threshold, MinThreshold: e.cfg.MinThreshold, Backends: e.cfg.Backends})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cold
 }
 
 func TestShareAtXZeroCannotChooseTheDEK(t *testing.T) {

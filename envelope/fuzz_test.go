@@ -108,7 +108,12 @@ func FuzzForgedHeader(f *testing.F) {
 		if n < 1 || n > 3 || k < 1 || k > n || len(value) == 0 || len(value) > 64 {
 			return
 		}
+		// The attacker's DEK: the share's own value when it has a DEK's
+		// length, which is what a share at x = 0 would make the DEK.
 		dek := bytes.Repeat([]byte{0x5a}, dekSize)
+		if len(value) == dekSize {
+			dek = value
+		}
 		h := &Header{Threshold: int(k), Generation: genuine.Generation, Created: genuine.Created, DEKID: genuine.DEKID}
 		framed := append([]byte{2, shareK, index}, value...)
 		framed = append(framed, x)
@@ -128,7 +133,9 @@ func FuzzForgedHeader(f *testing.F) {
 		ct, _ := d.seal(seed)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := e.Decrypt(ctx, ct, raw); err == nil {
+		// A cold node: e has the genuine DEK id cached and would refuse
+		// the forgery by the cache alone, never combining its shares.
+		if _, err := coldNode(t, e).Decrypt(ctx, ct, raw); err == nil {
 			t.Fatalf("a header forged with one backend of a 2-of-3 decrypted: k=%d n=%d share k=%d index=%d x=%d", k, n, shareK, index, x)
 		}
 	})
