@@ -77,15 +77,32 @@ func newer(a, b *Header) bool {
 	return bytes.Compare(a.DEKID[:], b.DEKID[:]) > 0
 }
 
-// considerAdoption is told of every DEK recovered for Decrypt. It never
-// delays the caller: adopting (saving the state, maybe a second unwrap)
-// happens in the background.
+// adoptRetry is how often a cached DEK newer than the current one is
+// considered again, when an earlier try did not adopt it (the node was not
+// ready yet, a backend that must confirm it was down, the state could not
+// be saved, or this node's probes had not seen the new key identities).
+const adoptRetry = 10 * time.Second
+
+// considerAdoption is told of every DEK recovered for Decrypt, and of
+// every cache hit. It never delays the caller: adopting (saving the state,
+// maybe a second unwrap) happens in the background, and a DEK is tried at
+// most once per adoptRetry.
+//
+// Only a DEK that this node could have made and that k secret-key
+// custodians confirm counts towards the highest generation seen: a DEK
+// that anyone holding public keys could build must not be able to push
+// the generations of this node's own rotations.
 func (e *Envelope) considerAdoption(d *dek) {
-	e.mu.Lock()
-	e.noteGenerationLocked(d.parsed.Generation)
+	e.mu.RLock()
 	cur := e.currentParsed
-	e.mu.Unlock()
-	if cur == nil || !e.Ready() || !newer(d.parsed, cur) {
+	ready := e.current != nil
+	e.mu.RUnlock()
+	if cur == nil || !ready || !newer(d.parsed, cur) {
+		return
+	}
+	now := e.cfg.Now().UnixNano()
+	last := d.adoptTried.Load()
+	if last != 0 && time.Duration(now-last) < adoptRetry || !d.adoptTried.CompareAndSwap(last, now) {
 		return
 	}
 	if reason := e.notAdoptable(d.parsed); reason != "" {
@@ -127,14 +144,18 @@ func (e *Envelope) adopt(d *dek) {
 		defer cancel()
 		ad, err := e.openHeader(ctx, d.header, d.parsed, true)
 		if err != nil {
-			e.log.Warn("a newer DEK was seen but k secret-key backends did not confirm it; not adopted", "key_id", d.keyID, "error", err)
+			e.log.Warn("a newer DEK was seen but k secret-key backends did not confirm it; not adopted (tried again later)", "key_id", d.keyID, "error", err)
 			return
 		}
+		ad.adoptTried.Store(d.adoptTried.Load())
 		d = ad
 	}
+	e.mu.Lock()
+	e.noteGenerationLocked(d.parsed.Generation)
+	e.mu.Unlock()
 	if e.state != nil {
 		if err := e.state.save(d.header, d.keyID, e.cfg.Now()); err != nil {
-			e.log.Warn("a newer DEK was seen but could not be saved; not adopted", "key_id", d.keyID, "error", err)
+			e.log.Warn("a newer DEK was seen but could not be saved; not adopted (tried again later)", "key_id", d.keyID, "error", err)
 			return
 		}
 	}

@@ -163,3 +163,76 @@ func TestAdoptionConfirmsWithSecretKeyBackends(t *testing.T) {
 	}
 	waitKeyID(t, a, s.KeyID)
 }
+
+// An adoption that did not happen the first time a newer DEK was read is
+// tried again on later reads of it (from the cache), at most once per
+// adoptRetry: here the node was not ready yet, then a secret-key backend
+// that must confirm the DEK was down.
+func TestAdoptionRetriedOnLaterReads(t *testing.T) {
+	r := newRSACustodian(t, "rsa")
+	locals := wrapSwitchable(newLocals(t, 2))
+	bs := []kmsclients.Backend{r, locals[0], locals[1]}
+	dirA := t.TempDir()
+	mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dirA})
+	peer := mustNew(t, Config{Threshold: 2, Backends: bs})
+	for range 2 {
+		peer.Rotate(ctxT(t), "test")
+	}
+	s := mustEncrypt(t, peer, seed)
+
+	clock := time.Now()
+	now := func() time.Time { return clock }
+	a, err := New(Config{Threshold: 2, Backends: bs, StateDir: dirA, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := a.Current().KeyID()
+	// Not ready yet (Prepare not run): the read works, nothing is adopted.
+	locals[1].down.Store(true) // the DEK is recovered from the RSA share and b1
+	if _, err := a.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil {
+		t.Fatal(err)
+	}
+	locals[1].down.Store(false)
+	if err := a.Prepare(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if a.KeyID() != stored {
+		t.Fatal("adopted before Prepare")
+	}
+	// Ready, but b2 must confirm a DEK recovered through a public-key
+	// share, and it is down.
+	locals[1].down.Store(true)
+	a.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	stays(t, a, stored)
+	// b2 is back, but the last try was just now: no new try yet.
+	locals[1].down.Store(false)
+	a.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	stays(t, a, stored)
+	clock = clock.Add(adoptRetry)
+	a.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	waitKeyID(t, a, s.KeyID)
+}
+
+// A DEK that is not adopted does not count as seen for the generation of
+// this node's next rotation: otherwise a header built from public keys
+// (or copied from another cluster's config) could push it to the end of
+// the order.
+func TestUnadoptedDEKsDoNotRaiseTheGeneration(t *testing.T) {
+	bs := newLocals(t, 3)
+	node := mustNew(t, Config{Threshold: 2, Backends: bs})
+	other := mustNew(t, Config{Threshold: 2, Backends: []kmsclients.Backend{bs[1], bs[0], bs[2]}})
+	for range 5 {
+		other.Rotate(ctxT(t), "test")
+	}
+	s := mustEncrypt(t, other, seed)
+	if _, err := node.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil {
+		t.Fatal(err)
+	}
+	stays(t, node, node.KeyID())
+	if err := node.Rotate(ctxT(t), "operator"); err != nil {
+		t.Fatal(err)
+	}
+	if g := node.Current().Generation; g != 2 {
+		t.Fatalf("generation after rotation %d, want 2 (the unadopted DEK's %d must not count)", g, other.Current().Generation)
+	}
+}

@@ -95,15 +95,24 @@ func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error)
 
 // replaceForConfig handles a stored DEK made for another backend set or
 // threshold: a new DEK wrapped by all n configured backends replaces it.
-// Until all n can be reached, the stored DEK keeps serving if it unlocks
-// under the same rules as a matching one (threshold floor, shares that
-// prove authorship), so a config rolled out while a new backend is not
-// reachable yet does not stop writes; RotationDue keeps asking for the
-// new DEK.
+// Until all n can be reached, the stored DEK keeps serving only if the new
+// config is no stricter than the one it was made for (the same threshold,
+// and every backend that holds a share of it still configured: a backend
+// was added, or the order changed) and it unlocks under the same rules as
+// a matching one. So a config that adds a custodian not reachable yet does
+// not stop writes, while one that raises k or drops a custodian (perhaps
+// because it was compromised) never seals another write under the old
+// DEK. RotationDue keeps asking for the new DEK.
 func (e *Envelope) replaceForConfig(ctx context.Context, raw []byte, reason string) error {
 	err := e.rotateLocked(ctx, reason)
 	if err == nil {
 		return nil
+	}
+	h := e.Current()
+	if stricter := e.stricterThan(h); stricter != "" {
+		e.log.Error("the stored DEK was made for a weaker configuration and no new DEK could be made yet: no writes until all configured backends answer",
+			"reason", stricter, "key_id", h.KeyID(), "error", err)
+		return fmt.Errorf("the stored DEK %s was made for a weaker configuration (%s) and a new one needs every configured backend: %w", h.KeyID(), stricter, err)
 	}
 	d, uerr := e.unlockCurrent(ctx, raw)
 	if uerr != nil {
@@ -113,4 +122,23 @@ func (e *Envelope) replaceForConfig(ctx context.Context, raw []byte, reason stri
 	e.log.Warn("the stored DEK does not match the configuration and no new DEK could be made yet; it serves until one can",
 		"reason", reason, "key_id", d.keyID, "error", err)
 	return nil
+}
+
+// stricterThan says how the configuration is stricter than the one h was
+// made for, or "": a higher threshold, or a backend of h no longer
+// configured.
+func (e *Envelope) stricterThan(h *Header) string {
+	if h.Threshold < e.cfg.Threshold {
+		return fmt.Sprintf("threshold raised from %d to %d", h.Threshold, e.cfg.Threshold)
+	}
+	var gone []string
+	for _, s := range h.Shares {
+		if e.backends[s.Backend] == nil {
+			gone = append(gone, s.Backend)
+		}
+	}
+	if len(gone) > 0 {
+		return "backends removed: " + strings.Join(gone, ", ")
+	}
+	return ""
 }

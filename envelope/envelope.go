@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -93,6 +94,8 @@ type dek struct {
 	// authenticated: the shares that made it all came from secret-key
 	// backends, so k custodians made it (see unlockCurrent, adopt).
 	authenticated bool
+	// adoptTried: when adopting it was last considered (UnixNano), 0 never.
+	adoptTried atomic.Int64
 }
 
 // Sealed is what Encrypt returns.
@@ -122,7 +125,7 @@ type Envelope struct {
 	currentParsed *Header           // parsed currentHeader
 	origin        string            // how the current DEK became current (OriginMade, ...)
 	since         time.Time         // and when
-	highestGen    uint32            // the highest generation of any DEK verified here
+	highestGen    uint32            // the highest generation made here or confirmed for adoption
 	observed      map[string]string // key identities the last probe saw, by backend
 }
 

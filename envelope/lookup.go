@@ -44,6 +44,7 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 		if !bytes.Equal(d.header, raw) {
 			return nil, fmt.Errorf("%w: header differs from the one its DEK was sealed with", ErrInvalid)
 		}
+		e.considerAdoption(d)
 		return d, nil
 	}
 	e.obs.CacheLookup(false)

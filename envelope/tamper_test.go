@@ -285,6 +285,53 @@ func TestConfigChangeWithNewBackendDown(t *testing.T) {
 	}
 }
 
+// A config that raises k or drops a custodian (perhaps compromised) must
+// not seal another write under the old DEK while the new one cannot be
+// made: the node waits for all n configured backends instead.
+func TestStricterConfigNeverServesTheOldDEK(t *testing.T) {
+	old := newLocals(t, 3)
+	for _, tc := range []struct {
+		name     string
+		k        int
+		backends func(down kmsclients.Backend) []kmsclients.Backend
+	}{
+		{"threshold raised", 3, func(down kmsclients.Backend) []kmsclients.Backend {
+			return []kmsclients.Backend{old[0], old[1], down}
+		}},
+		{"backend removed", 2, func(down kmsclients.Backend) []kmsclients.Backend {
+			return []kmsclients.Backend{old[0], old[1], down}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: old, StateDir: dir}), seed)
+			third := old[2]
+			if tc.name == "backend removed" {
+				third = newLocal(t, t.TempDir(), "b4")
+			}
+			down := wrapSwitchable([]kmsclients.Backend{third})[0]
+			down.down.Store(true)
+			e, err := New(Config{Threshold: tc.k, MinThreshold: 2, Backends: tc.backends(down), StateDir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Prepare(ctxT(t)); err == nil || e.Ready() {
+				t.Fatalf("the old DEK serves under a stricter config: %v", err)
+			}
+			if _, err := e.Encrypt(seed); !errors.Is(err, ErrNotReady) {
+				t.Fatalf("Encrypt: %v", err)
+			}
+			if got, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+				t.Fatalf("old data must stay readable: %v", err)
+			}
+			down.down.Store(false)
+			if err := e.Prepare(ctxT(t)); err != nil || e.KeyID() == s.KeyID {
+				t.Fatalf("a new DEK once every backend answers: %v", err)
+			}
+		})
+	}
+}
+
 // Case 7 (state dir): leftovers of interrupted saves are removed, a state
 // file open to others is made 0600, and two plugins cannot share one
 // state dir.
