@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -385,3 +387,36 @@ func TestUnknownKeyTypeDoesNotRelaxTheUnlock(t *testing.T) {
 	}
 	assertNotSealedUnder(t, e, a.dek)
 }
+
+// The gap is logged once the probes have told every backend's key type,
+// not only at start (a Vault backend knows it from its first answer).
+func TestAuthenticationGapLoggedAfterProbe(t *testing.T) {
+	r := newRSACustodian(t, "rsa")
+	locals := newLocals(t, 2)
+	known := false
+	vaultLike := publicLater{newRSACustodian(t, "rsa-later"), &known}
+	var log bytes.Buffer
+	e := mustNew(t, Config{Threshold: 2, Backends: []kmsclients.Backend{r, vaultLike, locals[0]},
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	e.RotationDue(map[string]string{"rsa": "a"})
+	if strings.Contains(log.String(), "public-key backends") {
+		t.Fatalf("gap logged before the key type was known:\n%s", log.String())
+	}
+	known = true
+	for range 2 {
+		e.RotationDue(map[string]string{"rsa": "a", "rsa-later": "b"})
+		e.RotationDue(map[string]string{"rsa": "a", "rsa-later": "b", locals[0].Name(): "c"})
+	}
+	if n := strings.Count(log.String(), "public-key backends"); n != 1 {
+		t.Fatalf("gap logged %d times, want once:\n%s", n, log.String())
+	}
+}
+
+// publicLater wraps with a public key, but, like a Vault RSA transit key
+// before its first answer, does not know it yet.
+type publicLater struct {
+	*rsaCustodian
+	known *bool
+}
+
+func (p publicLater) WrapKindKnown() bool { return *p.known }

@@ -64,8 +64,23 @@ func AuthenticationGap(k int, backends []kmsclients.Backend) string {
 	return fmt.Sprintf("only %d of %d backends wrap with a secret key, fewer than the threshold %d: %s wrap with public keys (RSA), "+
 		"so anyone holding those public keys and %d secret-key backend(s) can build a DEK this plugin accepts; "+
 		"with write access to etcd they can make stored objects decrypt to values they chose, and with write access to the state dir "+
-		"they can choose the DEK that seals new writes. Use AES (symmetric) keys, or more secret-key backends",
+		"they can choose the DEK that seals new writes. The nodes of an HA control plane also do not adopt each other's DEKs in this "+
+		"configuration (no DEK proves who made it), so each reports its own key_id. Use AES (symmetric) keys, or more secret-key backends",
 		len(backends)-len(public), len(backends), k, strings.Join(public, ", "), max(0, k-len(public)))
+}
+
+// reportAuthenticationGap logs AuthenticationGap once each time it
+// changes. It runs after probes, since some backends (Vault) learn their
+// key type only from their first answer.
+func (e *Envelope) reportAuthenticationGap() {
+	gap := AuthenticationGap(e.cfg.Threshold, e.cfg.Backends)
+	e.mu.Lock()
+	changed := gap != e.gapLogged
+	e.gapLogged = gap
+	e.mu.Unlock()
+	if changed && gap != "" {
+		e.log.Warn("public-key backends: " + gap)
+	}
 }
 
 // replaceUnusable decides what to do when the stored DEK does not unlock.
@@ -82,7 +97,6 @@ func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error)
 	e.log.Error("the stored current DEK cannot be unlocked although every backend answered; making a new DEK. "+
 		"Data sealed under the old DEK stays unreadable until the keys that wrapped its shares are back",
 		"key_id", keyID, "cause", cause.Error())
-	e.obs.DEKUnusable()
 	if e.state != nil {
 		aside, err := e.state.setAside(e.cfg.Now())
 		if err != nil {
@@ -90,6 +104,15 @@ func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error)
 		}
 		e.log.Error("the unusable DEK's state is kept", "key_id", keyID, "file", aside)
 	}
+	// Once set aside, it is forgotten here: if the new DEK cannot be made
+	// now, later tries make one without setting the old aside again.
+	e.obs.DEKUnusable()
+	e.mu.Lock()
+	if e.currentParsed != nil { // the new DEK comes after it, as it would have
+		e.noteGenerationLocked(e.currentParsed.Generation)
+	}
+	e.currentHeader, e.currentParsed, e.replacing = nil, nil, keyID
+	e.mu.Unlock()
 	return e.rotateLocked(ctx, "the stored DEK "+keyID+" cannot be unlocked")
 }
 

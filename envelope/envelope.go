@@ -127,6 +127,8 @@ type Envelope struct {
 	since         time.Time         // and when
 	highestGen    uint32            // the highest generation made here or confirmed for adoption
 	observed      map[string]string // key identities the last probe saw, by backend
+	replacing     string            // key id of a stored DEK set aside as unusable and not replaced yet (under rotateMu)
+	gapLogged     string            // the AuthenticationGap last logged
 }
 
 // New checks cfg and loads the state file if there is one. It makes no
@@ -219,6 +221,8 @@ func (e *Envelope) Prepare(ctx context.Context) error {
 	switch {
 	case ready:
 		return nil
+	case raw == nil && e.replacing != "":
+		return e.rotateLocked(ctx, "the stored DEK "+e.replacing+" cannot be unlocked and was set aside")
 	case raw == nil:
 		return e.rotateLocked(ctx, "first start: no DEK yet")
 	}

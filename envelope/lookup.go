@@ -22,6 +22,9 @@ const (
 	// failedHeaderTTL is how long a header that failed for good is
 	// refused without asking the backends again.
 	failedHeaderTTL = 5 * time.Minute
+	// mismatchTTL is how long a header whose shares did not fit, while a
+	// backend that might have fitted was out, is refused without asking.
+	mismatchTTL = 30 * time.Second
 )
 
 // ErrBusy reports that too many DEK unwraps are already waiting.
@@ -73,8 +76,16 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 		}
 		defer release()
 		d, err := e.openHeader(ctx, bytes.Clone(raw), h, false)
-		if errors.Is(err, ErrInvalid) && !errors.Is(err, kmsclients.ErrUnavailable) {
-			e.failed.add(hash, err)
+		var qe *QuorumError
+		switch {
+		case errors.Is(err, ErrInvalid) && !errors.Is(err, kmsclients.ErrUnavailable):
+			e.failed.add(hash, err, failedHeaderTTL)
+		case errors.As(err, &qe) && qe.Mismatch:
+			// k shares came back and did not fit: tampered, or a liar
+			// with an honest backend out. Retrying may work once that
+			// backend is back (a probe that sees it forgets this), but a
+			// replayed header must not cost k unwraps each time.
+			e.failed.add(hash, err, mismatchTTL)
 		}
 		if err == nil {
 			e.considerAdoption(d)
@@ -141,6 +152,7 @@ type failedHeaders struct {
 
 type failure struct {
 	at  time.Time
+	ttl time.Duration
 	err error
 }
 
@@ -152,12 +164,14 @@ func newFailedHeaders(size int, now func() time.Time) (*failedHeaders, error) {
 	return &failedHeaders{seen: c, now: now}, nil
 }
 
-func (f *failedHeaders) add(hash [32]byte, err error) { f.seen.Add(hash, failure{f.now(), err}) }
+func (f *failedHeaders) add(hash [32]byte, err error, ttl time.Duration) {
+	f.seen.Add(hash, failure{f.now(), ttl, err})
+}
 
 // recent returns the error a header failed with, if it failed lately.
 func (f *failedHeaders) recent(hash [32]byte) error {
 	got, ok := f.seen.Get(hash)
-	if ok && f.now().Sub(got.at) >= failedHeaderTTL {
+	if ok && f.now().Sub(got.at) >= got.ttl {
 		f.seen.Remove(hash)
 		return nil
 	}

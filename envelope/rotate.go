@@ -48,7 +48,8 @@ func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) 
 	}()
 	h.Shares, err = e.wrapAll(ctx, h, shares)
 	if err != nil {
-		e.log.Warn("DEK rotation postponed; the current DEK stays in use", "reason", reason, "error", err)
+		// Debug only: callers say it (the prober once per cause).
+		e.log.Debug("DEK rotation postponed", "reason", reason, "error", err)
 		return fmt.Errorf("rotation postponed: %w", err)
 	}
 	raw, err := h.seal(key)
@@ -140,6 +141,7 @@ func (e *Envelope) RotationDue(observed map[string]string) string {
 			// A backend's key changed (a key file put back, a key
 			// restored): headers that failed may open now.
 			e.failed.seen.Purge()
+			e.reportAuthenticationGap()
 		}
 	}
 	cur := e.Current()

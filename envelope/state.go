@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,7 +31,20 @@ type stateDoc struct {
 	KeyID     string    `json:"keyID"` // for people reading the file; derived from the header
 	Header    []byte    `json:"header"`
 	RotatedAt time.Time `json:"rotatedAt"`
+	// Previous holds the headers of earlier current DEKs, newest first, so
+	// that `trousseau drill` without etcd can check every DEK this node
+	// sealed data under, not only the last. Readers that predate it
+	// ignore it.
+	Previous [][]byte `json:"previous,omitempty"`
 }
+
+// Bounds of the history kept in the state file: the newest previous DEKs,
+// up to maxPrevious headers or maxPreviousBytes in all.
+const (
+	maxPrevious      = 32
+	maxPreviousBytes = 256 << 10
+	maxStateSize     = 1 << 20 // the header (at most 32 KiB), the history, JSON's base64
+)
 
 type stateFile struct{ dir string }
 
@@ -113,34 +127,42 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	b, err := json.MarshalIndent(stateDoc{Version: stateVersion, KeyID: keyID, Header: header, RotatedAt: now.UTC()}, "", "  ")
+	b, err := json.MarshalIndent(stateDoc{Version: stateVersion, KeyID: keyID, Header: header, RotatedAt: now.UTC(), Previous: s.history(header)}, "", "  ")
 	if err != nil {
 		return err
 	}
+	// The temporary file's name changes at every try, so errors name the
+	// state file instead: the same cause reads the same each time (the
+	// prober logs a postponed rotation once per cause).
+	fail := func(op string, err error) error {
+		var pe *fs.PathError
+		var le *os.LinkError
+		switch {
+		case errors.As(err, &pe):
+			err = pe.Err
+		case errors.As(err, &le):
+			err = le.Err
+		}
+		return fmt.Errorf("%s state file %s: %w", op, s.path(), err)
+	}
 	tmp, err := os.CreateTemp(s.dir, ".state-*.tmp") // mode 0600
 	if err != nil {
-		return fmt.Errorf("write state: %w", err)
+		return fail("write", err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename this finds nothing
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write state: %w", err)
+		return fail("write", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("sync state: %w", err)
+		return fail("sync", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write state: %w", err)
+		return fail("write", err)
 	}
 	if err := os.Rename(tmp.Name(), s.path()); err != nil {
-		// The temporary name changes at every try: leave it out, so that
-		// the same cause reads the same each time.
-		var le *os.LinkError
-		if errors.As(err, &le) {
-			err = le.Err
-		}
-		return fmt.Errorf("replace state file %s: %w", s.path(), err)
+		return fail("replace", err)
 	}
 	if d, err := os.Open(s.dir); err == nil {
 		d.Sync()
@@ -149,16 +171,52 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 	return nil
 }
 
+// history is the Previous list of a state that replaces the stored one
+// with header: the stored header, then its own history, without header
+// itself, within the bounds. A stored file that cannot be read gives no
+// history (load has already said what is wrong with it).
+func (s *stateFile) history(header []byte) [][]byte {
+	b, err := readNoFollow(s.path(), nil)
+	if err != nil {
+		return nil
+	}
+	var old stateDoc
+	if json.Unmarshal(b, &old) != nil {
+		return nil
+	}
+	var out [][]byte
+	size := 0
+	for _, h := range append([][]byte{old.Header}, old.Previous...) {
+		if len(h) == 0 || bytes.Equal(h, header) || slices.ContainsFunc(out, func(o []byte) bool { return bytes.Equal(o, h) }) {
+			continue
+		}
+		if len(out) == maxPrevious || size+len(h) > maxPreviousBytes {
+			break
+		}
+		out, size = append(out, h), size+len(h)
+	}
+	return out
+}
+
 // setAside copies the state file to state.json.unusable-<time>, so that a
 // DEK that cannot be unlocked now is not forgotten, and returns its path.
 //
 // The copy is a new file with a random suffix (os.CreateTemp, O_EXCL): a
 // name planted in the state dir beforehand, a symlink say, is never
 // written through.
+//
+// A copy with the same content already there (the same DEK set aside at
+// an earlier start) is reused rather than copied again.
 func (s *stateFile) setAside(now time.Time) (string, error) {
 	b, err := readNoFollow(s.path(), nil)
 	if err != nil {
 		return "", err
+	}
+	earlier, _ := filepath.Glob(s.path() + ".unusable-*")
+	for _, name := range earlier {
+		if c, err := readNoFollow(name, nil); err == nil && bytes.Equal(c, b) {
+			return name, nil
+		}
 	}
 	f, err := os.CreateTemp(s.dir, fmt.Sprintf("%s.unusable-%s-*", stateFileName, now.UTC().Format("20060102T150405Z")))
 	if err != nil {
@@ -196,8 +254,11 @@ func readNoFollow(path string, check func(*os.File, fs.FileInfo) error) ([]byte,
 			return nil, err
 		}
 	}
-	const maxStateSize = 1 << 20 // a header is at most 32 KiB
-	return io.ReadAll(io.LimitReader(f, maxStateSize))
+	b, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
+	if err == nil && len(b) > maxStateSize {
+		return nil, fmt.Errorf("state file %s is larger than %d bytes", path, maxStateSize)
+	}
+	return b, err
 }
 
 // checkStateDir refuses a state dir that someone else could write: owned
@@ -210,8 +271,9 @@ func checkStateDir(dir string) error {
 	return safedir.Check("state dir", dir, true)
 }
 
-// all reads the current header and those set aside as unusable (newest
-// first), without changing anything in the state dir.
+// all reads the current header, the earlier ones it keeps, and those set
+// aside as unusable (newest first), without changing anything in the
+// state dir. files says where each came from.
 func (s *stateFile) all() (headers [][]byte, files []string, err error) {
 	aside, _ := filepath.Glob(s.path() + ".unusable-*")
 	slices.Sort(aside)
@@ -229,6 +291,9 @@ func (s *stateFile) all() (headers [][]byte, files []string, err error) {
 			return nil, nil, fmt.Errorf("state file %s holds no DEK header", name)
 		}
 		headers, files = append(headers, doc.Header), append(files, name)
+		for i, h := range doc.Previous {
+			headers, files = append(headers, h), append(files, fmt.Sprintf("%s (previous DEK %d)", name, i+1))
+		}
 	}
 	return headers, files, nil
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,6 +115,45 @@ func TestTamperedHeaderWithADarkBackendFailsFast(t *testing.T) {
 				t.Fatalf("a tampered header held the caller %s with one backend dark", took)
 			}
 		})
+	}
+}
+
+// Once a probe has found the dark backend down, a tampered header is not
+// held for the liar-routing grace (there is no slow honest backend to
+// wait for), and replaying it costs no backend call until a probe sees a
+// change.
+func TestTamperedHeaderWithAKnownDownBackend(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, e, seed)
+	e.cache.Purge()
+	sw[2].down.Store(true)
+	sw[2].hang.Store(true)
+	e.RotationDue(map[string]string{sw[0].Name(): "x", sw[1].Name(): "y"}) // a probe: b3 did not answer
+	raw := variant(s.Header, 1)
+	start := time.Now()
+	if _, err := e.Decrypt(ctxT(t), s.Ciphertext, raw); err == nil {
+		t.Fatal("tampered header decrypted")
+	}
+	if took := time.Since(start); took >= minMismatchGrace {
+		t.Fatalf("held %s: the grace for a slow honest backend was given to one the probe found down", took)
+	}
+	before := sw[0].calls.Load() + sw[1].calls.Load() + sw[2].calls.Load()
+	for range 5 {
+		if _, err := e.Decrypt(ctxT(t), s.Ciphertext, raw); !errors.Is(err, kmsclients.ErrUnavailable) {
+			t.Fatalf("replay: %v, want unavailable (b3 might have fitted)", err)
+		}
+	}
+	if n := sw[0].calls.Load() + sw[1].calls.Load() + sw[2].calls.Load() - before; n != 0 {
+		t.Fatalf("5 replays cost %d backend calls", n)
+	}
+	// b3 is back (a probe sees it): the header is asked about again.
+	sw[2].down.Store(false)
+	e.RotationDue(map[string]string{sw[0].Name(): "x", sw[1].Name(): "y", sw[2].Name(): "z"})
+	asked := sw[2].calls.Load()
+	e.Decrypt(ctxT(t), s.Ciphertext, raw)
+	if sw[2].calls.Load() == asked {
+		t.Fatal("the header was not asked about again once the backend came back")
 	}
 }
 
@@ -282,6 +323,119 @@ func TestConfigChangeWithNewBackendDown(t *testing.T) {
 	window := mustNew(t, Config{Threshold: 3, MinThreshold: 2, Backends: append(old[:3:3], newLocal(t, t.TempDir(), "b6"))})
 	if got, err := window.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
 		t.Fatalf("2-of-3 data with minThreshold 2: %v", err)
+	}
+}
+
+// wrapFails answers Unwrap but not Wrap: a backend whose encrypt
+// permission was revoked.
+type wrapFails struct {
+	kmsclients.Backend
+	fail *atomic.Bool
+}
+
+func (w wrapFails) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
+	if w.fail.Load() {
+		return kmsclients.Wrapped{}, fmt.Errorf("%s: encrypt refused: %w", w.Name(), kmsclients.ErrPermission)
+	}
+	return w.Backend.Wrap(ctx, share, aad)
+}
+
+// An unusable stored DEK whose replacement cannot be made at once is set
+// aside and counted once, however often Prepare is tried; once the new
+// DEK is made, the state keeps the old one in its history, so a drill
+// without etcd still finds it.
+func TestUnusableStoredDEKSetAsideOnce(t *testing.T) {
+	dir, keyDir := t.TempDir(), t.TempDir()
+	var fail atomic.Bool
+	var bs []kmsclients.Backend
+	for _, n := range []string{"a", "b", "c"} {
+		bs = append(bs, wrapFails{newLocal(t, keyDir, n), &fail})
+	}
+	old := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir}).Current()
+	for _, n := range []string{"b", "c"} {
+		k := filepath.Join(keyDir, n+".key")
+		os.Remove(k)
+		if err := local.GenerateKeyFile(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fail.Store(true)
+	obs := &countingObserver{}
+	e, err := New(Config{Threshold: 2, Backends: bs, StateDir: dir, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := e.Prepare(ctxT(t)); err == nil {
+			t.Fatal("a DEK was made although a backend cannot wrap")
+		}
+	}
+	aside, _ := filepath.Glob(filepath.Join(dir, stateFileName+".unusable-*"))
+	if len(aside) != 1 || obs.unusable.Load() != 1 {
+		t.Fatalf("set aside %d times (%v), counted %d: want once", len(aside), aside, obs.unusable.Load())
+	}
+	fail.Store(false)
+	if err := e.Prepare(ctxT(t)); err != nil || !e.Ready() {
+		t.Fatalf("a new DEK once every backend wraps: %v", err)
+	}
+	if e.Current().Generation != old.Generation+1 {
+		t.Fatalf("generation %d after the set-aside DEK's %d", e.Current().Generation, old.Generation)
+	}
+	headers, files, err := StateHeaders(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for i, h := range headers {
+		if p, _ := ParseHeader(h); p != nil && p.DEKID == old.DEKID {
+			found = append(found, files[i])
+		}
+	}
+	if len(found) != 2 {
+		t.Fatalf("the old DEK should be in the state's history and its set-aside copy, found in %v", found)
+	}
+}
+
+// A DEK set aside at an earlier start (its replacement could not be
+// saved) is not copied again at the next.
+func TestSetAsideReusesAnIdenticalCopy(t *testing.T) {
+	dir := t.TempDir()
+	mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3), StateDir: dir})
+	st := &stateFile{dir: dir}
+	first, err := st.setAside(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := st.setAside(time.Now().Add(time.Hour))
+	if err != nil || second != first {
+		t.Fatalf("second set-aside wrote %s (%v), want the copy %s reused", second, err, first)
+	}
+}
+
+// The state keeps the DEKs that were current before, newest first and
+// bounded, for a drill without etcd.
+func TestStateKeepsPreviousDEKs(t *testing.T) {
+	dir := t.TempDir()
+	e := mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3), StateDir: dir})
+	var ids []string
+	for range maxPrevious + 3 {
+		ids = append(ids, e.KeyID())
+		if err := e.Rotate(ctxT(t), "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	headers, _, err := StateHeaders(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(headers) != 1+maxPrevious {
+		t.Fatalf("%d headers kept, want the current one and %d previous", len(headers), maxPrevious)
+	}
+	for i, h := range headers[1:] {
+		p, _ := ParseHeader(h)
+		if want := ids[len(ids)-1-i]; p.KeyID() != want {
+			t.Fatalf("previous %d is %s, want %s (newest first)", i+1, p.KeyID(), want)
+		}
 	}
 }
 

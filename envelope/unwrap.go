@@ -85,15 +85,16 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 	start := time.Now()
 	results := make(chan shareResult, len(h.Shares))
 	failures := map[string]error{}
-	pending := 0
+	out := map[string]bool{} // backends asked that have not answered
 	for _, ws := range h.Shares {
 		if authOnly && e.backends[ws.Backend] != nil && kmsclients.IsPublicWrap(e.backends[ws.Backend]) {
 			failures[ws.Backend] = errPublicWrap
 			continue
 		}
-		pending++
+		out[ws.Backend] = true
 		go func() { results <- e.unwrapShare(ctx, h, ws) }()
 	}
+	pending := len(out)
 	var good []split.Share
 	defer func() {
 		for _, s := range good {
@@ -103,11 +104,12 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 	var grace <-chan time.Time
 	for pending > 0 {
 		if grace == nil {
-			grace = graceFor(h.Threshold, len(good), pending, time.Since(start))
+			grace = graceFor(h.Threshold, len(good), pending, time.Since(start), e.anyBelievedUp(out))
 		}
 		select {
 		case r := <-results:
 			pending--
+			delete(out, r.backend)
 			if r.err != nil {
 				failures[r.backend] = r.err
 				continue
@@ -139,15 +141,35 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 //     the quorum (a key file answers in microseconds, a cloud KMS in a
 //     hundred milliseconds), so the rest get at least minMismatchGrace;
 //     but a tampered header with a dark backend must not hold the caller
-//     for its whole deadline.
-func graceFor(k, good, pending int, elapsed time.Duration) <-chan time.Time {
+//     for its whole deadline. When the last probe found every backend
+//     still out down (upOut false), none of them is a slow honest one to
+//     wait for: the tampered header costs about the time of the k answers.
+func graceFor(k, good, pending int, elapsed time.Duration, upOut bool) <-chan time.Time {
 	switch {
 	case good+pending < k:
+		return time.After(max(elapsed, minReportGrace))
+	case good >= k && !upOut:
 		return time.After(max(elapsed, minReportGrace))
 	case good >= k:
 		return time.After(max(3*elapsed, minMismatchGrace))
 	}
 	return nil
+}
+
+// anyBelievedUp reports whether any of the named backends answered the
+// last probe (before the first probe, all are believed up).
+func (e *Envelope) anyBelievedUp(names map[string]bool) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.observed == nil {
+		return len(names) > 0
+	}
+	for n := range names {
+		if _, up := e.observed[n]; up {
+			return true
+		}
+	}
+	return false
 }
 
 const (

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -291,11 +292,17 @@ func TestFirstStartWithABackendDown(t *testing.T) {
 	h.startNoWait()
 	h.probe()
 	s := h.plugin.Prober().Snapshot()
-	if s.Healthz != "no DEK yet: the first one needs all 3 backends (down: local-c unavailable)" {
+	if s.Healthz != "no DEK yet: a new one needs all 3 backends (down: local-c unavailable)" {
 		t.Fatalf("healthz: %q", s.Healthz)
 	}
 	if strings.Contains(s.Healthz, h.dir) {
 		t.Fatal("healthz carries backend error text (paths)")
+	}
+	if w := strings.Join(s.Warnings(time.Now()), "\n"); !strings.Contains(w, "no usable DEK") || !strings.Contains(w, "local-c") {
+		t.Fatalf("status warnings should say why there is no DEK: %q", w)
+	}
+	if body := metricsBody(t, h); strings.Contains(body, "trousseau_dek_custody_margin{") || strings.Contains(body, "trousseau_dek_current_info{") {
+		t.Fatalf("custody or current-DEK series with no DEK:\n%s", body)
 	}
 	c, _ := rawClient(t, h)
 	_, err := c.Encrypt(callCtx(t), &kmsv2.EncryptRequest{Plaintext: make([]byte, 32), Uid: "u"})

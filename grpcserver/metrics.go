@@ -2,6 +2,8 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +31,8 @@ type Metrics struct {
 	unusable       prometheus.Counter
 	adopted        prometheus.Counter
 	generation     prometheus.Gauge
-	custodyMargin  prometheus.Gauge
+	custodyMargin  *prometheus.GaugeVec
+	currentInfo    *prometheus.GaugeVec
 	shareOK        *prometheus.GaugeVec
 	currentSince   prometheus.Gauge
 	threshold      prometheus.Gauge
@@ -81,10 +84,14 @@ func NewMetrics() *Metrics {
 	m.currentSince = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "trousseau_dek_current_since_timestamp_seconds", Help: "When the current DEK became current on this node (Unix time).",
 	})
-	m.custodyMargin = prometheus.NewGauge(prometheus.GaugeOpts{
+	m.custodyMargin = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "trousseau_dek_custody_margin",
-		Help: "Backends whose share of the current DEK checked out at the last probe, minus k: at 0, one more loss makes it unrecoverable.",
-	})
+		Help: "Backends whose share of the current DEK checked out at the last probe, minus k: at 0, one more loss makes it unrecoverable. Labelled with the DEK's key_id_hash (the stored DEK's while it is not unlocked yet); absent while there is none or its drill failed.",
+	}, []string{"key_id_hash"})
+	m.currentInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trousseau_dek_current_info",
+		Help: "1 for the current DEK: its key_id_hash (kube-apiserver's hash of the key_id, the same on every node once they agree) and origin (made, stored or adopted).",
+	}, []string{"key_id_hash", "origin"})
 	m.shareOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "trousseau_dek_share_ok", Help: "1 if the backend's share of the current DEK checked out at the last probe.",
 	}, []string{"backend"})
@@ -92,7 +99,7 @@ func NewMetrics() *Metrics {
 	m.reachable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_backends_reachable", Help: "Backends that answered the last probe."})
 	m.healthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_healthy", Help: "1 when Status reports ok."})
 	for _, c := range []prometheus.Collector{m.requests, m.requestSeconds, m.backendOps, m.backendSeconds, m.backendUp,
-		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.shareOK, m.currentSince, m.threshold, m.reachable, m.healthy,
+		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.currentInfo, m.shareOK, m.currentSince, m.threshold, m.reachable, m.healthy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -137,8 +144,13 @@ func (m *Metrics) Adopted() { m.adopted.Inc() }
 
 func (m *Metrics) observeProbe(s Snapshot) {
 	m.threshold.Set(float64(s.Threshold))
+	// Custody series describe the last drill of the current DEK only: none
+	// while there is no DEK (a margin of 0 would page for the wrong reason;
+	// trousseau_healthy says it), none left over from an older DEK.
+	m.custodyMargin.Reset()
+	m.shareOK.Reset()
 	if c := s.Custody; c != nil {
-		m.custodyMargin.Set(float64(c.Margin()))
+		m.custodyMargin.WithLabelValues(KeyIDHash(c.KeyID)).Set(float64(c.Margin()))
 		for _, sh := range c.Shares {
 			ok := 0.0
 			if sh.OK {
@@ -147,9 +159,11 @@ func (m *Metrics) observeProbe(s Snapshot) {
 			m.shareOK.WithLabelValues(sh.Backend).Set(ok)
 		}
 	}
+	m.currentInfo.Reset()
 	if !s.Current.Since.IsZero() {
 		m.generation.Set(float64(s.Current.Generation))
 		m.currentSince.Set(float64(s.Current.Since.Unix()))
+		m.currentInfo.WithLabelValues(KeyIDHash(s.Current.KeyID), originLabel(s.Current.Origin)).Set(1)
 	}
 	m.reachable.Set(float64(s.Reachable))
 	for _, b := range s.Backends {
@@ -164,6 +178,30 @@ func (m *Metrics) observeProbe(s Snapshot) {
 	} else {
 		m.healthy.Set(0)
 	}
+}
+
+// KeyIDHash is how kube-apiserver labels a key_id in its metrics
+// (apiserver_envelope_encryption_key_id_hash_*): "sha256:" and the hex
+// SHA-256 of the key_id. Trousseau's metrics use the same, so the two can
+// be joined, and no raw key_id is a label.
+func KeyIDHash(keyID string) string {
+	if keyID == "" {
+		return ""
+	}
+	return fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(keyID)))
+}
+
+// originLabel is a DEK origin as a short label value.
+func originLabel(origin string) string {
+	switch origin {
+	case envelope.OriginMade:
+		return "made"
+	case envelope.OriginStored:
+		return "stored"
+	case envelope.OriginAdopted:
+		return "adopted"
+	}
+	return "unknown"
 }
 
 // unaryInterceptor counts and times each request by method and code.

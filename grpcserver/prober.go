@@ -55,7 +55,9 @@ const RotationOverdue = 10 * time.Minute
 // down.
 func (s Snapshot) Warnings(now time.Time) []string {
 	var out []string
-	if s.RotationPending != "" && !s.PendingSince.IsZero() && now.Sub(s.PendingSince) >= RotationOverdue {
+	if !s.Ready && s.RotationPending != "" {
+		out = append(out, "no usable DEK: "+s.RotationPending)
+	} else if s.RotationPending != "" && !s.PendingSince.IsZero() && now.Sub(s.PendingSince) >= RotationOverdue {
 		out = append(out, fmt.Sprintf("DEK rotation due since %s (%s ago) and not done: %s",
 			s.PendingSince.UTC().Format(time.RFC3339), now.Sub(s.PendingSince).Truncate(time.Second), s.RotationPending))
 	}
@@ -215,6 +217,8 @@ func (p *Prober) logChanges(old, s Snapshot) {
 		}
 	}
 	switch {
+	case s.RotationPending != "" && s.RotationPending != old.RotationPending && !s.Ready:
+		p.log.Warn("no usable DEK: Encrypt fails until one is made or unlocked", "cause", s.RotationPending, "since", s.PendingSince)
 	case s.RotationPending != "" && s.RotationPending != old.RotationPending:
 		p.log.Warn("DEK rotation postponed; the current DEK stays in use", "cause", s.RotationPending, "since", s.PendingSince)
 	case s.RotationPending == "" && old.RotationPending != "":
@@ -247,7 +251,8 @@ func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities m
 			return ""
 		}
 		if err := p.env.Prepare(opCtx); err != nil {
-			p.log.Warn("current DEK not usable yet", "error", err)
+			// Logged by logChanges, once per cause.
+			p.log.Debug("current DEK not usable yet", "error", err)
 			return "cannot create or unlock the DEK: " + err.Error()
 		}
 	}
@@ -287,8 +292,10 @@ func healthz(s Snapshot) string {
 	switch {
 	case s.Reachable < s.Threshold:
 		return fmt.Sprintf("quorum lost: %d of %d backends reachable, %d needed (down: %s)", s.Reachable, len(s.Backends), s.Threshold, downText)
+	case !s.Ready && s.KeyID == "" && len(down) == 0:
+		return fmt.Sprintf("no DEK yet: all %d backends answered but it could not be made (see `trousseau status` or the plugin's log)", len(s.Backends))
 	case !s.Ready && s.KeyID == "":
-		return fmt.Sprintf("no DEK yet: the first one needs all %d backends (down: %s)", len(s.Backends), downText)
+		return fmt.Sprintf("no DEK yet: a new one needs all %d backends (down: %s)", len(s.Backends), downText)
 	case !s.Ready:
 		return fmt.Sprintf("DEK not unlocked yet: %d backends needed (down: %s)", s.Threshold, downText)
 	}

@@ -150,8 +150,13 @@ func TestCustodyMarginShowsALostShare(t *testing.T) {
 		t.Fatalf("warnings: %v", w)
 	}
 	body := metricsBody(t, h)
-	if !strings.Contains(body, "trousseau_dek_custody_margin 0") || !strings.Contains(body, `trousseau_dek_share_ok{backend="local-c"} 0`) {
-		t.Fatalf("metrics:\n%s", body)
+	margin := fmt.Sprintf("trousseau_dek_custody_margin{key_id_hash=%q} 0", grpcserver.KeyIDHash(s.KeyID))
+	if !strings.Contains(body, margin) || !strings.Contains(body, `trousseau_dek_share_ok{backend="local-c"} 0`) {
+		t.Fatalf("metrics, want %s:\n%s", margin, body)
+	}
+	info := fmt.Sprintf("trousseau_dek_current_info{key_id_hash=%q,origin=\"made\"} 1", grpcserver.KeyIDHash(s.KeyID))
+	if !strings.Contains(body, info) {
+		t.Fatalf("metrics, want %s:\n%s", info, body)
 	}
 }
 
