@@ -44,8 +44,10 @@ func (c DEKCheck) Margin() int { return c.Working - c.Threshold }
 var (
 	// errShareDoesNotFit: the backend returned a share, but not one of this DEK.
 	errShareDoesNotFit = fmt.Errorf("the share does not fit the DEK's commitment: %w", kmsclients.ErrInvalidCiphertext)
-	// errUnverified: with fewer than k shares back, none can be checked.
-	errUnverified = errors.New("returned a share, but fewer than k shares came back to check it against")
+	// ErrShareUnverified: the backend returned a share, but with fewer
+	// than k shares back none can be checked, so it does not count as
+	// working (a lying backend's share looks the same).
+	ErrShareUnverified = errors.New("returned a share, but fewer than k shares came back to check it against")
 )
 
 // Drill asks every backend named in the header for its share, in
@@ -87,7 +89,7 @@ func (e *Envelope) Drill(ctx context.Context, raw []byte) (DEKCheck, error) {
 		}
 		switch {
 		case basis == nil && len(good) < h.Threshold:
-			check.Shares[i].Err = errUnverified
+			check.Shares[i].Err = ErrShareUnverified
 		case basis != nil && fits(h, raw, basis, shareAt(good, i+1)):
 			check.Shares[i].OK = true
 			check.Working++

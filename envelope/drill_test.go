@@ -44,7 +44,7 @@ func TestDrillAsksEveryBackendAndReportsTheMargin(t *testing.T) {
 	if err != nil || check.Working != 0 || check.Margin() >= 0 {
 		t.Fatalf("one lost, one down: %+v, %v", check, err)
 	}
-	if !errors.Is(check.Shares[0].Err, errUnverified) {
+	if !errors.Is(check.Shares[0].Err, ErrShareUnverified) {
 		t.Errorf("a lone share reported as %v", check.Shares[0].Err)
 	}
 	if k := kmsclients.Kind(check.Shares[1].Err); k != "unavailable" {

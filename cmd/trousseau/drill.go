@@ -59,7 +59,7 @@ when some DEK is already unrecoverable.`,
 	f := cmd.Flags()
 	o.addSourceFlags(f)
 	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
-	f.StringVar(&o.stateDir, "state-dir", "", "the plugin's state dir (default: the config's stateDir when no etcd flag is given)")
+	f.StringVar(&o.stateDir, "state-dir", "", "the plugin's state dir, whose current and earlier DEKs are checked too (default: the config's stateDir, if it is there)")
 	f.IntVar(&o.minMargin, "min-margin", 1, "the margin every DEK must keep for exit status 0")
 	f.StringVarP(&o.output, "output", "o", "table", "table or json")
 	f.DurationVar(&o.probeTimeout, "probe-timeout", 10*time.Second, "deadline for each backend's health probe at start")
@@ -92,8 +92,15 @@ func (o *drillOptions) run(ctx context.Context) error {
 	opts := recovery.DrillOptions{Envelope: timedDriller{kr, o.unwrapTimeout}, Prefix: o.prefix, StateDir: o.stateDir}
 	if o.snapshot != "" || len(o.endpoints) > 0 {
 		opts.Source = o.source()
-	} else if opts.StateDir == "" {
+	}
+	if opts.StateDir == "" {
 		opts.StateDir = cfg.StateDir
+		// With etcd, the state dir adds the current DEK (which may seal
+		// nothing yet); a recovery machine may well not have it.
+		if _, err := os.Stat(cfg.StateDir); err != nil && opts.Source != nil {
+			fmt.Fprintf(o.Err, "note: state dir %s not readable here (%v): the node's current DEK is not checked; give --state-dir to check it\n", cfg.StateDir, err)
+			opts.StateDir = ""
+		}
 	}
 	if !o.quiet {
 		opts.Progress = o.Err
@@ -137,8 +144,11 @@ func drillVerdict(code, minMargin int) string {
 
 // shareState names how one backend did, for people and for JSON.
 func shareState(ok bool, err error) string {
-	if ok {
+	switch {
+	case ok:
 		return "ok"
+	case errors.Is(err, envelope.ErrShareUnverified):
+		return "unverified"
 	}
 	return kmsclients.Kind(err)
 }

@@ -46,8 +46,24 @@ func TestDrillCommand(t *testing.T) {
 	}
 
 	os.Remove(f.Plugin.KeyFiles["local-b"])
-	if out, code = drill(all); code != 2 || !strings.Contains(out, "UNRECOVERABLE") {
+	if out, code = drill(all); code != 2 || !strings.Contains(out, "UNRECOVERABLE") || !strings.Contains(out, "local-a=unverified") {
 		t.Fatalf("two of three lost: exit %d\n%s", code, out)
+	}
+}
+
+// With etcd, the drill also checks the DEKs of the state dir (the current
+// one may seal nothing yet), and says so when there is none here.
+func TestDrillOfASnapshotAndTheStateDir(t *testing.T) {
+	f := recoverytest.NewFixture(t, false)
+	snap := f.Snapshot(t, t.TempDir())
+	cfg := f.Plugin.WriteConfig(t, "local-a", "local-b", "local-c")
+	out, errOut, err := run(t, "", "drill", "--config", cfg, "--etcd-snapshot", snap)
+	if err != nil || strings.Contains(out, "state: ") || !strings.Contains(errOut, "not checked") || !strings.Contains(errOut, "drill: read ") {
+		t.Fatalf("no state dir here: %v\n%s\n%s", err, out, errOut)
+	}
+	out, errOut, err = run(t, "", "drill", "--config", cfg, "--etcd-snapshot", snap, "--state-dir", f.Plugin.StateDir, "-q")
+	if err != nil || !strings.Contains(out, "state: ") || strings.Contains(errOut, "drill: ") {
+		t.Fatalf("with --state-dir: %v\n%s\n%s", err, out, errOut)
 	}
 }
 

@@ -148,10 +148,12 @@ func (x drillIndex) scan(ctx context.Context, opts DrillOptions, report *DrillRe
 		return err
 	}
 	report.Describe = sc.Describe
+	if opts.Progress != nil {
+		fmt.Fprintf(opts.Progress, "drill: read %d values from %s\n", len(sc.KVs), sc.Describe)
+	}
+	tick := newTicker(opts.Progress)
 	for i, kv := range sc.KVs {
-		if opts.Progress != nil && i > 0 && i%10000 == 0 {
-			fmt.Fprintf(opts.Progress, "read %d of %d values\n", i, len(sc.KVs))
-		}
+		tick.say("drill: looked at %d of %d values", i, len(sc.KVs))
 		header, ok := StoredHeader(kv.Value)
 		if !ok {
 			if v, err := ParseValue(kv.Value); err == nil && (v.Kind == ValueKMSv2 || v.Kind == ValueKMSv1) {
@@ -226,7 +228,9 @@ const maxVariantDrills = 3
 func (x drillIndex) drill(ctx context.Context, env Driller, progress io.Writer) []DrilledDEK {
 	out := make([]DrilledDEK, 0, len(x))
 	start := time.Now()
+	tick := newTicker(progress)
 	for _, group := range x.byDEKID() {
+		tick.say("drill: drilled %d of %d DEKs", len(out), len(x))
 		var genuine *envelope.DEKCheck
 		first := len(out)
 		for i, e := range group {
@@ -255,9 +259,9 @@ func (x drillIndex) drill(ctx context.Context, env Driller, progress io.Writer) 
 				}
 			}
 		}
-		if progress != nil && len(out)%10 == 0 {
-			fmt.Fprintf(progress, "drilled %d of %d DEKs (%s)\n", len(out), len(x), time.Since(start).Round(time.Second))
-		}
+	}
+	if progress != nil {
+		fmt.Fprintf(progress, "drill: drilled %d DEKs in %s\n", len(out), time.Since(start).Round(time.Millisecond))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Generation != out[j].Generation {
@@ -266,4 +270,23 @@ func (x drillIndex) drill(ctx context.Context, env Driller, progress io.Writer) 
 		return out[i].KeyID < out[j].KeyID
 	})
 	return out
+}
+
+// progressEvery is how often a drill says how far it got.
+const progressEvery = 2 * time.Second
+
+// ticker writes a progress line at most once per progressEvery.
+type ticker struct {
+	w    io.Writer
+	last time.Time
+}
+
+func newTicker(w io.Writer) *ticker { return &ticker{w: w, last: time.Now()} }
+
+func (t *ticker) say(format string, args ...any) {
+	if t.w == nil || time.Since(t.last) < progressEvery {
+		return
+	}
+	t.last = time.Now()
+	fmt.Fprintf(t.w, format+"\n", args...)
 }

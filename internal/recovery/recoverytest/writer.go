@@ -36,6 +36,7 @@ var Backends = []string{"local-a", "local-b", "local-c"}
 type Plugin struct {
 	Dir      string
 	Socket   string
+	StateDir string
 	KeyFiles map[string]string // by backend name
 	Env      *envelope.Envelope
 }
@@ -49,7 +50,7 @@ func StartPlugin(t testing.TB) *Plugin {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &Plugin{Dir: dir, Socket: filepath.Join(dir, "kms.sock"), KeyFiles: map[string]string{}}
+	p := &Plugin{Dir: dir, Socket: filepath.Join(dir, "kms.sock"), StateDir: filepath.Join(dir, "state"), KeyFiles: map[string]string{}}
 	var backends []kmsclients.Backend
 	for _, name := range Backends {
 		path := filepath.Join(dir, name+".key")
@@ -63,7 +64,7 @@ func StartPlugin(t testing.TB) *Plugin {
 		}
 		backends = append(backends, b)
 	}
-	p.Env, err = envelope.New(envelope.Config{Threshold: 2, Backends: backends})
+	p.Env, err = envelope.New(envelope.Config{Threshold: 2, Backends: backends, StateDir: p.StateDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +89,9 @@ func StartPlugin(t testing.TB) *Plugin {
 func (p *Plugin) WriteConfig(t testing.TB, names ...string) string {
 	t.Helper()
 	var b strings.Builder
+	// A state dir of its own that does not exist: drills over etcd then
+	// check only what etcd holds, whatever this machine's default holds.
+	fmt.Fprintf(&b, "stateDir: %s\n", filepath.Join(p.Dir, "no-state-"+strings.Join(names, "_")))
 	fmt.Fprintf(&b, "threshold: %d\nbackends:\n", min(2, len(names)))
 	for _, n := range names {
 		fmt.Fprintf(&b, "  - name: %s\n    local: {keyFile: %s}\n", n, p.KeyFiles[n])
