@@ -1,10 +1,12 @@
 package envelope
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -177,4 +179,49 @@ func BenchmarkTamperedVariants(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(totalCalls(sw)-before)/float64(b.N), "backend-calls/variant")
+}
+
+// BenchmarkTamperedUnknownDEK: distinct forged headers naming DEK ids
+// the node has never seen (so no cache can refuse them), with one of
+// three backends dark and known down to the last probe. Each costs one
+// unwrap per backend (the live ones refuse the share, bound to another
+// DEK id); x-warm compares the time per header with a warm Decrypt in
+// the same loop: it should be about the k live answers, not the dark
+// backend's deadline. Replays of a header then cost nothing
+// (TestTamperedHeaderWithAKnownDownBackend).
+func BenchmarkTamperedUnknownDEK(b *testing.B) {
+	sw := wrapSwitchable(newLocals(b, 3))
+	e, err := New(Config{Threshold: 2, Backends: asBackends(sw)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Prepare(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	s, _ := e.Encrypt(seed)
+	if _, err := e.Decrypt(context.Background(), s.Ciphertext, s.Header); err != nil {
+		b.Fatal(err)
+	}
+	sw[2].down.Store(true)
+	sw[2].hang.Store(true)
+	e.RotationDue(map[string]string{sw[0].Name(): "a", sw[1].Name(): "b"})
+	ctx := context.Background()
+	forged := make([][]byte, b.N)
+	for i := range forged {
+		forged[i] = bytes.Clone(s.Header)
+		binary.BigEndian.PutUint64(forged[i][dekIDOffset:], uint64(i)+1)
+	}
+	before := totalCalls(sw)
+	i := 0
+	interleave(b, "warm", func() {
+		if _, err := e.Decrypt(ctx, s.Ciphertext, forged[i]); err == nil {
+			b.Fatal("a forged header decrypted")
+		}
+		i++
+	}, func() {
+		if _, err := e.Decrypt(ctx, s.Ciphertext, s.Header); err != nil {
+			b.Fatal(err)
+		}
+	})
+	b.ReportMetric(float64(totalCalls(sw)-before)/float64(b.N), "backend-calls/header")
 }

@@ -146,6 +146,8 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 //     wait for: the tampered header costs about the time of the k answers.
 func graceFor(k, good, pending int, elapsed time.Duration, upOut bool) <-chan time.Time {
 	switch {
+	case good+pending < k && !upOut:
+		return time.After(0)
 	case good+pending < k:
 		return time.After(max(elapsed, minReportGrace))
 	case good >= k && !upOut:
