@@ -30,6 +30,7 @@ const (
 	reasonPermission  = "unavailable: a backend refused access"
 	reasonUnavailable = "unavailable: a backend could not be reached"
 	reasonQuorum      = "unavailable: too few backends answered to recover the DEK"
+	reasonBusy        = "unavailable: too many DEK unwraps in progress, retry"
 	reasonInternal    = "internal error"
 	seeLog            = " (see the plugin log)"
 )
@@ -57,6 +58,8 @@ func classify(err error) (codes.Code, string) {
 		return codes.InvalidArgument, reasonInvalid
 	case errors.Is(err, envelope.ErrNotReady):
 		return codes.Unavailable, reasonNotReady
+	case errors.Is(err, envelope.ErrBusy):
+		return codes.Unavailable, reasonBusy
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded, reasonDeadline
 	case errors.Is(err, context.Canceled):

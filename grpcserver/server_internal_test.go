@@ -134,6 +134,7 @@ func TestPublicError(t *testing.T) {
 			"unavailable: a backend refused access (see the plugin log)"},
 		{"unavailable", fmt.Errorf("open /zzpath: %w", kmsclients.ErrUnavailable), codes.Unavailable,
 			"unavailable: a backend could not be reached (see the plugin log)"},
+		{"busy", envelope.ErrBusy, codes.Unavailable, "unavailable: too many DEK unwraps in progress, retry (see the plugin log)"},
 		{"other", errors.New("zzother"), codes.Internal, "internal error (see the plugin log)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
