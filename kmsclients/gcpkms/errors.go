@@ -77,9 +77,18 @@ func (r *retryer) Retry(err error) (time.Duration, bool) {
 // kmsclients.Source.Fail's). Its text is one line: the gRPC code and
 // Cloud KMS's message.
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
+	return b.failAs(ctx, op, nil, "", err)
+}
+
+// failAs is fail with the kind given (nil: the code's) and a prefix to
+// the text, for a failure that the backend has found out more about.
+func (b *Backend) failAs(ctx context.Context, op string, kind error, prefix string, err error) error {
 	st := status.Convert(err)
-	summary := fmt.Sprintf("Cloud KMS: %s: %s", st.Code(), oneLine(st.Message()))
-	return b.src.Fail(ctx, op, kindOf(op, st.Code()), kmsclients.Summarize(summary, err))
+	if kind == nil {
+		kind = kindOf(op, st.Code())
+	}
+	summary := fmt.Sprintf("%sCloud KMS: %s: %s", prefix, st.Code(), oneLine(st.Message()))
+	return b.src.Fail(ctx, op, kind, kmsclients.Summarize(summary, err))
 }
 
 // kindOf sorts the gRPC codes of Cloud KMS's answers.

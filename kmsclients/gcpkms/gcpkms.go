@@ -38,6 +38,8 @@ package gcpkms
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"hash/crc32"
 	"sync/atomic"
 	"time"
@@ -46,6 +48,8 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -167,13 +171,37 @@ func (b *Backend) encrypt(callCtx, ctx context.Context, share, aad []byte) (*kms
 	for range integrityAttempts {
 		resp, err := b.client.Encrypt(callCtx, req, callOptions(callCtx)...)
 		if err != nil {
-			return nil, b.fail(ctx, kmsclients.OpWrap, err)
+			return nil, b.encryptFailed(callCtx, ctx, err)
 		}
 		if integrity = checkEncrypted(resp); integrity == nil {
 			return resp, nil
 		}
 	}
 	return nil, b.src.Errorf(kmsclients.OpWrap, kmsclients.ErrInvalidCiphertext, "%w", integrity)
+}
+
+// encryptFailed is the error of Encrypt failing with err. Cloud KMS
+// answers FailedPrecondition when the primary version cannot encrypt, be
+// it disabled, destroyed or still being generated, and only its message
+// (which is no contract) tells them apart. So for that code the key is
+// read, as Probe reads it: a primary version still PENDING_GENERATION or
+// PENDING_IMPORT is unavailable, as Probe says (it becomes usable by
+// itself), not permission. Any other state, or a GetCryptoKey that fails,
+// leaves the error as Encrypt's code sorts it.
+func (b *Backend) encryptFailed(callCtx, ctx context.Context, err error) error {
+	const op = kmsclients.OpWrap
+	if status.Code(err) != codes.FailedPrecondition || callCtx.Err() != nil {
+		return b.fail(ctx, op, err)
+	}
+	key, kerr := b.getKey(callCtx, ctx, op)
+	if kerr != nil {
+		return b.fail(ctx, op, err)
+	}
+	primary := key.GetPrimary()
+	if !errors.Is(stateKind(primary.GetState()), kmsclients.ErrUnavailable) {
+		return b.fail(ctx, op, err)
+	}
+	return b.failAs(ctx, op, kmsclients.ErrUnavailable, fmt.Sprintf("primary version %s is %s, not usable yet: ", primary.GetName(), primary.GetState()), err)
 }
 
 // Unwrap decrypts a share that Wrap encrypted, after checking that its
@@ -257,9 +285,26 @@ func (b *Backend) getKey(callCtx, ctx context.Context, op string) (*kmspb.Crypto
 	}
 	k, err := parseKeyName(key.GetName())
 	if err != nil || !b.pin(k) {
-		return nil, b.src.Errorf(op, nil, "Cloud KMS answered with key %q, which keyName %s does not name", key.GetName(), b.key)
+		return nil, b.foreignAnswer(op, "key", key.GetName())
 	}
 	return key, nil
+}
+
+// foreignAnswer is the error of an answer in which Cloud KMS names a key
+// (or a version of one) that keyName does not name: another project, key
+// ring or key. It is of kind permission whatever op is. The fault is in
+// the configuration or the server, not in a share: an endpoint that is
+// not the Cloud KMS of the key's project, a proxy that routes elsewhere,
+// a server answering for a key it was not asked about. Only an operator
+// can change that, and until then every call would end the same way.
+// On unwrap it is not invalid ciphertext either: the answer is
+// GetCryptoKey's, about the key, whatever the share; and invalid
+// ciphertext would tell the envelope that the stored share is bad (not
+// worth retrying, possibly tampered with), when it is this backend that
+// cannot be trusted for now.
+func (b *Backend) foreignAnswer(op, what, name string) error {
+	return b.src.Errorf(op, kmsclients.ErrPermission, "Cloud KMS answered with %s %q, which keyName %s does not name: check that gcpkms.endpoint reaches the Cloud KMS of that key, and gcpkms.keyName",
+		what, name, b.key)
 }
 
 // stateKind sorts a primary version's state: only an enabled version
@@ -280,7 +325,7 @@ func stateKind(s kmspb.CryptoKeyVersion_CryptoKeyVersionState) error {
 func (b *Backend) pinVersion(op, name string) error {
 	k, _, err := parseVersionName(name)
 	if err != nil || !b.pin(k) {
-		return b.src.Errorf(op, nil, "Cloud KMS reports key version %q, which keyName %s does not name", name, b.key)
+		return b.foreignAnswer(op, "key version", name)
 	}
 	return nil
 }

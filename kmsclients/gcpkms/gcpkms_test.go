@@ -238,16 +238,21 @@ func TestPrimaryRotation(t *testing.T) {
 	}
 }
 
+// TestVersionStates: a primary version that cannot encrypt is refused
+// alike by Probe and Wrap: permission when only an operator can change
+// it, unavailable while it is still being generated or imported (it
+// becomes usable by itself).
 func TestVersionStates(t *testing.T) {
 	for _, tc := range []struct {
 		state      kmspb.CryptoKeyVersion_CryptoKeyVersionState
-		probeKind  error
+		kind       error // of Probe and Wrap
 		unwrapKind error // nil: the old share still unwraps after re-enabling
 	}{
 		{kmspb.CryptoKeyVersion_DISABLED, kmsclients.ErrPermission, kmsclients.ErrPermission},
 		{kmspb.CryptoKeyVersion_DESTROY_SCHEDULED, kmsclients.ErrPermission, kmsclients.ErrPermission},
 		{kmspb.CryptoKeyVersion_DESTROYED, kmsclients.ErrPermission, kmsclients.ErrPermission},
 		{kmspb.CryptoKeyVersion_PENDING_GENERATION, kmsclients.ErrUnavailable, kmsclients.ErrPermission},
+		{kmspb.CryptoKeyVersion_PENDING_IMPORT, kmsclients.ErrUnavailable, kmsclients.ErrPermission},
 	} {
 		t.Run(tc.state.String(), func(t *testing.T) {
 			f := startFake(t, testKey)
@@ -257,12 +262,15 @@ func TestVersionStates(t *testing.T) {
 			f.setState(t, w.KeyIdentity, tc.state)
 
 			_, err := b.Probe(ctxFor(t))
-			wantKind(t, "Probe", err, tc.probeKind)
+			wantKind(t, "Probe", err, tc.kind)
 			if !strings.Contains(err.Error(), tc.state.String()) {
 				t.Errorf("Probe: %q does not name the state", err)
 			}
 			_, err = b.Wrap(ctxFor(t), testShare, aad)
-			wantKind(t, "Wrap", err, kmsclients.ErrPermission)
+			wantKind(t, "Wrap", err, tc.kind)
+			if !strings.Contains(err.Error(), tc.state.String()) || !strings.Contains(err.Error(), "FailedPrecondition") {
+				t.Errorf("Wrap: %q does not name the state and Cloud KMS's answer", err)
+			}
 			_, err = b.Unwrap(ctxFor(t), w, aad)
 			wantKind(t, "Unwrap", err, tc.unwrapKind)
 
@@ -272,6 +280,72 @@ func TestVersionStates(t *testing.T) {
 				kmstest.MustProbe(t, b)
 			}
 		})
+	}
+}
+
+// TestForeignKeyInAnswers: an answer of Cloud KMS that names another key
+// or project than keyName (a misrouted endpoint, a server answering for
+// another key) is refused as permission, in every operation that reads
+// it: the fault is the configuration's or the server's, not a share's, and
+// no retry helps until an operator acts. The error says so.
+func TestForeignKeyInAnswers(t *testing.T) {
+	otherProject := strings.Replace(testKey, "trousseau-test", "attacker-project", 1)
+	for _, foreign := range []string{otherKey, otherProject} {
+		rename := func(name string) string { return strings.Replace(name, testKey, foreign, 1) }
+		for _, tc := range []struct {
+			name   string
+			mangle func(proto.Message)
+			call   func(t *testing.T, b *Backend, w kmsclients.Wrapped) error
+		}{
+			{"Wrap: Encrypt answers for another key", func(m proto.Message) {
+				if r, ok := m.(*kmspb.EncryptResponse); ok {
+					r.Name = rename(r.Name)
+				}
+			}, func(t *testing.T, b *Backend, _ kmsclients.Wrapped) error {
+				_, err := b.Wrap(ctxFor(t), testShare, []byte("aad"))
+				return err
+			}},
+			{"Probe: GetCryptoKey answers for another key", func(m proto.Message) {
+				if r, ok := m.(*kmspb.CryptoKey); ok {
+					r.Name = rename(r.Name)
+				}
+			}, func(t *testing.T, b *Backend, _ kmsclients.Wrapped) error {
+				_, err := b.Probe(ctxFor(t))
+				return err
+			}},
+			{"Probe: the primary is another key's version", func(m proto.Message) {
+				if r, ok := m.(*kmspb.CryptoKey); ok {
+					r.Primary.Name = rename(r.Primary.Name)
+				}
+			}, func(t *testing.T, b *Backend, _ kmsclients.Wrapped) error {
+				_, err := b.Probe(ctxFor(t))
+				return err
+			}},
+			{"Unwrap: GetCryptoKey, asked how the project is named, answers for another key", func(m proto.Message) {
+				if r, ok := m.(*kmspb.CryptoKey); ok {
+					r.Name = rename(r.Name)
+				}
+			}, func(t *testing.T, b *Backend, w kmsclients.Wrapped) error {
+				// A share recorded under the project's number makes a
+				// fresh backend ask GetCryptoKey.
+				w.KeyIdentity = strings.Replace(w.KeyIdentity, "trousseau-test", "123456789012", 1)
+				_, err := b.Unwrap(ctxFor(t), w, []byte("aad"))
+				return err
+			}},
+		} {
+			t.Run(foreign+"/"+tc.name, func(t *testing.T) {
+				f := startFake(t, testKey)
+				w := mustWrap(t, newTestBackend(t, f, testKey), testShare, []byte("aad"))
+				b := newTestBackend(t, f, testKey)
+				f.setMangle(tc.mangle)
+				err := tc.call(t, b, w)
+				wantKind(t, tc.name, err, kmsclients.ErrPermission)
+				if !strings.Contains(err.Error(), foreign) || !strings.Contains(err.Error(), "which keyName "+testKey+" does not name") ||
+					!strings.Contains(err.Error(), "gcpkms.endpoint") {
+					t.Errorf("error %q does not say what Cloud KMS answered and what to check", err)
+				}
+			})
+		}
 	}
 }
 

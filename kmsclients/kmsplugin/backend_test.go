@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -517,6 +519,69 @@ func TestIdentity(t *testing.T) {
 	}
 }
 
+// TestLongKeyIDIsOneCustodianUnderAnyEndpoint: a key_id that fits an
+// identity as it is under a short endpoint but is hashed under a long
+// one gives one custodian key under both, so that the rule "two
+// custodians reporting one key_id are one" holds whatever the endpoints'
+// lengths. Identities keep their spelling (a short key_id is never
+// hashed), and an identity stored with the key_id as it is has the same
+// custodian key as one with its hash.
+func TestLongKeyIDIsOneCustodianUnderAnyEndpoint(t *testing.T) {
+	short, long := "unix:///run/k.sock", "unix:///"+strings.Repeat("p", maxSocketPath-1)
+	keyID := "arn:" + strings.Repeat("k", 466)
+	idShort, idLong := identity(short, keyID), identity(long, keyID)
+	sum := sha256.Sum256([]byte(keyID))
+	if !strings.HasSuffix(idShort, ":"+keyID) || !strings.HasSuffix(idLong, ":sha256-"+hex.EncodeToString(sum[:])) {
+		t.Fatalf("a %d-byte key_id: identity %q under %s, %q under %s; want it kept, then hashed", len(keyID), idShort, short, idLong, long)
+	}
+	if cs, cl := custodianKey(idShort), custodianKey(idLong); cs != cl {
+		t.Fatalf("a %d-byte key_id is two custodians: %q under %s, %q under %s", len(keyID), cs, short, cl, long)
+	}
+	if custodianKey(idShort) == custodianKey(identity(short, keyID+"x")) {
+		t.Fatal("two key_ids are one custodian")
+	}
+	// A key_id that fits under every endpoint is kept as it is, in the
+	// identity and in the custodian key, as before.
+	fits := strings.Repeat("f", maxRawKeyID)
+	for _, ep := range []string{short, long} {
+		if id := identity(ep, fits); !strings.HasSuffix(id, ":"+fits) || custodianKey(id) != custodianPrefix+fits {
+			t.Fatalf("a %d-byte key_id under %s: identity %q, custodian key %q", len(fits), ep, id, custodianKey(id))
+		}
+	}
+
+	// Through two custodians on one key_id, one reached by a short
+	// endpoint and one by a long one: the envelope refuses a DEK with
+	// a share on each.
+	one, two := startFake(t), startFake(t)
+	for _, s := range []*fakeServer{one, two} {
+		s.kms.set(func(k *fakeKMS) { k.fixedID = keyID })
+		s.kms.rotate()
+	}
+	shortPath := filepath.Join(shortTemp(t), "s")
+	longPath := filepath.Join(shortTemp(t), strings.Repeat("l", 80))
+	for p, target := range map[string]string{shortPath: one.path, longPath: two.path} {
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := newTestBackend(t, "a", "unix://"+shortPath), newTestBackend(t, "b", "unix://"+longPath)
+	idA, errA := a.Probe(ctxFor(t, 10*time.Second))
+	idB, errB := b.Probe(ctxFor(t, 10*time.Second))
+	if errA != nil || errB != nil || !strings.HasSuffix(idA, ":"+keyID) || strings.Contains(idB, keyID) {
+		t.Fatalf("probes: %q %v, %q %v; want the key_id kept under the short endpoint and hashed under the long one", idA, errA, idB, errB)
+	}
+	if kmsclients.CustodianKey(a, idA) != kmsclients.CustodianKey(b, idB) {
+		t.Fatalf("custodian keys differ: %q, %q", kmsclients.CustodianKey(a, idA), kmsclients.CustodianKey(b, idB))
+	}
+	env, err := envelope.New(envelope.Config{Threshold: 2, Backends: []kmsclients.Backend{a, b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Prepare(ctxFor(t, 10*time.Second)); err == nil || !strings.Contains(err.Error(), "same key") {
+		t.Fatalf("a DEK with two shares on one %d-byte key_id: %v", len(keyID), err)
+	}
+}
+
 // FuzzIdentity: a key_id is whatever a custodian's Status or Encrypt
 // says, and an identity is read back from etcd. Whatever they hold, an
 // identity fits the header, is printable without spaces, names its
@@ -527,6 +592,7 @@ func FuzzIdentity(f *testing.F) {
 	f.Add("sha256-"+strings.Repeat("0", 64), "", "kmsplugin:unix://")
 	f.Add("tab\there", "\x00", "kmsplugin:unix:///:")
 	f.Add(strings.Repeat("k", 600), strings.Repeat("k", 599), "local:abc")
+	f.Add(strings.Repeat("k", 470), strings.Repeat("k", 471), "kmsplugin:unix:///x.sock:"+strings.Repeat("k", 470))
 	const ep1, ep2 = "unix:///var/run/kmsplugin/aws.sock", "unix:///x.sock"
 	f.Fuzz(func(t *testing.T, keyID, other, stored string) {
 		custodianKey(stored)
@@ -597,4 +663,64 @@ func TestCustodianSocketDirectoryOthersCanWriteIsRefused(t *testing.T) {
 	if !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), "chmod go-w") {
 		t.Fatalf("probe with a world-writable socket directory: %v", err)
 	}
+}
+
+// The socket directory is judged where the endpoint leads: a symlink in a
+// private directory to a socket in a world-writable one, or a socket in
+// a private directory under a world-writable one (whose writers could
+// swap the private one), is refused, as a permission error that names
+// the field and the directory and says what to fix.
+func TestCustodianSocketThroughSymlinkOrOpenAncestorIsRefused(t *testing.T) {
+	probe := func(b *Backend) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := b.Probe(ctx)
+		return err
+	}
+	t.Run("symlink into a world-writable directory", func(t *testing.T) {
+		s := startFake(t)
+		open := filepath.Dir(s.path)
+		link := filepath.Join(shortTemp(t), "s.sock") // shortTemp is 0700
+		if err := os.Symlink(s.path, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := probe(newTestBackend(t, "private", "unix://"+link)); err != nil {
+			t.Fatalf("probe through a symlink to a private directory: %v", err)
+		}
+		if err := os.Chmod(open, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		err := probe(newTestBackend(t, "through-link", "unix://"+link))
+		if !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), "kmsplugin.endpoint: custodian socket "+link+": its directory "+open) ||
+			!strings.Contains(err.Error(), "chmod go-w "+open) {
+			t.Fatalf("probe through a symlink to a world-writable directory: %v", err)
+		}
+	})
+	t.Run("world-writable ancestor", func(t *testing.T) {
+		open := shortTemp(t)
+		dir := filepath.Join(open, "d")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		s := &fakeServer{kms: newFakeKMS(), path: filepath.Join(dir, "kms.sock")}
+		s.start(t)
+		t.Cleanup(s.stop)
+		if err := probe(newTestBackend(t, "private", s.endpoint())); err != nil {
+			t.Fatalf("probe with private directories: %v", err)
+		}
+		if err := os.Chmod(open, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		err := probe(newTestBackend(t, "open-ancestor", s.endpoint()))
+		if !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), open+", on the way to it") || !strings.Contains(err.Error(), "chmod go-w "+open) {
+			t.Fatalf("probe with a world-writable ancestor: %v", err)
+		}
+		// With the sticky bit (like /tmp) no one else may rename d.
+		if err := os.Chmod(open, 0o777|os.ModeSticky); err != nil {
+			t.Fatal(err)
+		}
+		if err := probe(newTestBackend(t, "sticky-ancestor", s.endpoint())); err != nil {
+			t.Fatalf("probe with a sticky ancestor: %v", err)
+		}
+	})
 }

@@ -3,14 +3,19 @@ package kmsplugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
 func TestValidate(t *testing.T) {
@@ -163,4 +168,119 @@ func TestCheckEndpoints(t *testing.T) {
 		}
 		check(t, own, []string{u(hard)}, "Trousseau's own socket")
 	})
+}
+
+// notPlugin is a backend of another kind: CheckNotSelf skips it.
+type notPlugin struct{ kmsclients.Backend }
+
+// TestCheckNotSelf: once Trousseau listens on its socket, an endpoint
+// that reaches that very socket by another path (a symlinked directory, a
+// hard link) is refused, naming the backend; other custodians, endpoints
+// with nothing there and other kinds of backend are not.
+func TestCheckNotSelf(t *testing.T) {
+	dir := shortTemp(t)
+	own := filepath.Join(dir, "trousseau.sock")
+	if err := CheckNotSelf(nil, own); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("before Trousseau listens: %v", err)
+	}
+	l, err := net.Listen("unix", own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	dirLink := filepath.Join(shortTemp(t), "d")
+	if err := os.Symlink(dir, dirLink); err != nil {
+		t.Fatal(err)
+	}
+	hard := filepath.Join(shortTemp(t), "hard.sock")
+	if err := os.Link(own, hard); err != nil {
+		t.Fatal(err)
+	}
+	custodian := startFake(t)
+	backends := []kmsclients.Backend{
+		newTestBackend(t, "custodian", custodian.endpoint()),
+		notPlugin{},
+		newTestBackend(t, "via-dir-link", "unix://"+filepath.Join(dirLink, "trousseau.sock")),
+		newTestBackend(t, "via-hard-link", "unix://"+hard),
+		newTestBackend(t, "nothing-there", "unix://"+filepath.Join(dir, "none.sock")),
+		newTestBackend(t, "direct", "unix://"+own),
+	}
+	for _, ownSocket := range []string{own, "unix://" + own, filepath.Join(dirLink, "trousseau.sock")} {
+		err := CheckNotSelf(backends, ownSocket)
+		var refused []string
+		if err != nil {
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				var ee *EndpointError
+				if !errors.As(e, &ee) || ee.Other != -1 || backends[ee.Index].Name() != ee.Name {
+					t.Fatalf("%v: %+v", e, ee)
+				}
+				if !strings.HasPrefix(e.Error(), "kmsplugin "+ee.Name+": kmsplugin.endpoint: ") || !strings.Contains(e.Error(), "is Trousseau's own socket ("+ownSocket+")") {
+					t.Errorf("error %q", e)
+				}
+				refused = append(refused, ee.Name)
+			}
+		}
+		if strings.Join(refused, " ") != "via-dir-link via-hard-link direct" {
+			t.Fatalf("own socket %s: refused %v (%v), want the backends reaching it by a symlinked directory, a hard link, and directly", ownSocket, refused, err)
+		}
+	}
+	if err := CheckNotSelf(backends[:2], own); err != nil {
+		t.Fatalf("no backend reaches the socket: %v", err)
+	}
+}
+
+// TestCheckNotSelfBindMount: an endpoint reaching Trousseau's socket
+// through a bind mount of its directory has a path of its own:
+// CheckEndpoints, before Trousseau listens, cannot see it, and
+// CheckNotSelf, once it listens, refuses it. The mount is made in a mount
+// namespace of the test's own (one locked thread), so it needs the
+// privilege to make one; the test is skipped without it.
+func TestCheckNotSelfBindMount(t *testing.T) {
+	dir := shortTemp(t)
+	own := filepath.Join(dir, "trousseau.sock")
+	mnt := shortTemp(t)
+	b := newTestBackend(t, "via-bind-mount", "unix://"+filepath.Join(mnt, "trousseau.sock"))
+	type result struct {
+		skip, before, after error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread, and its mount namespace, end with
+		// the goroutine.
+		runtime.LockOSThread()
+		if err := syscall.Unshare(syscall.CLONE_NEWNS); err != nil {
+			done <- result{skip: fmt.Errorf("unshare: %w", err)}
+			return
+		}
+		if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+			done <- result{skip: fmt.Errorf("make mounts private: %w", err)}
+			return
+		}
+		if err := syscall.Mount(dir, mnt, "", syscall.MS_BIND, ""); err != nil {
+			done <- result{skip: fmt.Errorf("bind mount: %w", err)}
+			return
+		}
+		var r result
+		r.before = CheckEndpoints(own, []string{b.endpoint})
+		l, err := net.Listen("unix", own)
+		if err != nil {
+			r.after = err
+			done <- r
+			return
+		}
+		defer l.Close()
+		r.after = CheckNotSelf([]kmsclients.Backend{b}, own)
+		done <- r
+	}()
+	r := <-done
+	if r.skip != nil {
+		t.Skipf("no mount namespace of our own: %v", r.skip)
+	}
+	if r.before != nil {
+		t.Fatalf("CheckEndpoints saw through the bind mount before the socket existed (the test no longer shows the gap): %v", r.before)
+	}
+	var ee *EndpointError
+	if !errors.As(r.after, &ee) || ee.Name != "via-bind-mount" || ee.Other != -1 {
+		t.Fatalf("CheckNotSelf through a bind mount: %v", r.after)
+	}
 }

@@ -7,11 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// EndpointError is one endpoint that CheckEndpoints refuses.
+// EndpointError is one endpoint that CheckEndpoints or CheckNotSelf
+// refuses.
 type EndpointError struct {
-	// Index is the endpoint's position in the list given to CheckEndpoints.
+	// Index is the endpoint's position in the list given to
+	// CheckEndpoints, or the backend's in the list given to CheckNotSelf.
 	Index int
 	// Other is the position of the earlier endpoint it is the same socket
 	// as, or -1 when it is Trousseau's own socket.
@@ -19,13 +23,64 @@ type EndpointError struct {
 	Endpoint string
 	// OtherEndpoint is that earlier endpoint, or Trousseau's own socket.
 	OtherEndpoint string
+	// Name is the backend's name when CheckNotSelf refuses it; "" from
+	// CheckEndpoints, whose caller names the field itself.
+	Name string
 }
 
 func (e *EndpointError) Error() string {
-	if e.Other < 0 {
-		return fmt.Sprintf("kmsplugin.endpoint: %s is Trousseau's own socket (%s): the plugin cannot be a custodian of its own shares", e.Endpoint, e.OtherEndpoint)
+	field := "kmsplugin.endpoint"
+	if e.Name != "" {
+		field = "kmsplugin " + e.Name + ": " + field
 	}
-	return fmt.Sprintf("kmsplugin.endpoint: %s is the socket of another kmsplugin backend too (%s): one custodian would hold two shares", e.Endpoint, e.OtherEndpoint)
+	if e.Other < 0 {
+		return fmt.Sprintf("%s: %s is Trousseau's own socket (%s): the plugin cannot be a custodian of its own shares", field, e.Endpoint, e.OtherEndpoint)
+	}
+	return fmt.Sprintf("%s: %s is the socket of another kmsplugin backend too (%s): one custodian would hold two shares", field, e.Endpoint, e.OtherEndpoint)
+}
+
+// CheckNotSelf refuses every kmsplugin backend among backends whose
+// endpoint reaches ownSocket, Trousseau's own socket (a path, or
+// unix:///path), which must exist: serve calls it right after it starts
+// listening there, before it serves a request, and stops on an error.
+//
+// CheckEndpoints, run on the config before Trousseau listens, compares
+// paths, and files only where both exist: an endpoint that reaches the
+// socket through a bind mount of its directory (or another mount of its
+// file system) has another path, and is caught there only when a stale
+// socket file is in place. Here the socket exists, so each endpoint is
+// compared with it as a file (os.SameFile: device and inode, with
+// symlinks followed), however it is reached: symlink, hard link, bind
+// mount.
+//
+// Backends of other kinds are skipped, and so are endpoints that cannot
+// be stat'ed (nothing there, or a directory Trousseau may not search):
+// connecting to one would fail the same way. The error is an
+// *EndpointError (Index: the position in backends, Other: -1, Name: the
+// backend's name) per endpoint refused, joined, or the error of stat'ing
+// ownSocket.
+func CheckNotSelf(backends []kmsclients.Backend, ownSocket string) error {
+	ownPath := ownSocketPath(ownSocket)
+	if ownPath == "" {
+		return fmt.Errorf("kmsplugin: Trousseau's own socket %q: not a path or unix:///path", ownSocket)
+	}
+	own, err := os.Stat(ownPath)
+	if err != nil {
+		return fmt.Errorf("kmsplugin: Trousseau's own socket: %w", err)
+	}
+	var errs []error
+	for i, backend := range backends {
+		b, ok := backend.(*Backend)
+		if !ok {
+			continue
+		}
+		fi, err := os.Stat(b.path)
+		if err != nil || !os.SameFile(fi, own) {
+			continue
+		}
+		errs = append(errs, &EndpointError{Index: i, Other: -1, Endpoint: b.endpoint, OtherEndpoint: ownSocket, Name: b.Name()})
+	}
+	return errors.Join(errs...)
 }
 
 // CheckEndpoints enforces the rules no config may break, for the config

@@ -25,6 +25,14 @@ const custodianPrefix = "kmsplugin:key_id:"
 // (identities are logged and shown by `trousseau status`), is replaced by
 // "sha256-" and the hex SHA-256 of it: the same key_id always gives the
 // same identity, and the share's frame keeps the key_id itself for Decrypt.
+//
+// Whether a long key_id fits depends on the endpoint's length, so one
+// key_id of more than maxRawKeyID bytes may be kept as it is under a short
+// endpoint and hashed under a long one. The identity keeps that rule, as
+// identities already stored in headers and reported by running plugins
+// have it (a change would rotate those DEKs, and nodes of two versions
+// would disagree on the identity); custodianKey, which must not depend on
+// the endpoint, hashes every key_id longer than maxRawKeyID.
 func identity(endpoint, keyID string) string {
 	if keyID == "" {
 		return identityPrefix + endpoint
@@ -32,14 +40,26 @@ func identity(endpoint, keyID string) string {
 	return identityPrefix + endpoint + ":" + keyPart(keyID, kmsclients.MaxKeyIdentitySize-len(identityPrefix)-len(endpoint)-1)
 }
 
+// maxRawKeyID is the longest key_id that every endpoint Validate accepts
+// leaves room for in an identity as it is: the room left by the longest
+// endpoint, "unix://" and a path of maxSocketPath bytes.
+const maxRawKeyID = kmsclients.MaxKeyIdentitySize - len(identityPrefix) - len("unix://") - maxSocketPath - 1
+
+// hashedPrefix starts a key_id written as its hash.
+const hashedPrefix = "sha256-"
+
 func keyPart(keyID string, room int) string {
 	printable := utf8.ValidString(keyID) &&
 		strings.IndexFunc(keyID, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) < 0
-	if printable && len(keyID) <= room && !strings.HasPrefix(keyID, "sha256-") {
+	if printable && len(keyID) <= room && !strings.HasPrefix(keyID, hashedPrefix) {
 		return keyID
 	}
+	return hashKeyID(keyID)
+}
+
+func hashKeyID(keyID string) string {
 	sum := sha256.Sum256([]byte(keyID))
-	return "sha256-" + hex.EncodeToString(sum[:])
+	return hashedPrefix + hex.EncodeToString(sum[:])
 }
 
 // custodianKey names the key behind a key identity by the custodian's
@@ -47,12 +67,24 @@ func keyPart(keyID string, room int) string {
 // custodians report one key_id (one key behind two sockets, two plugins
 // of one vendor on one key) are seen as one custodian. A KMS v1 identity
 // has no key_id: its endpoint names it.
+//
+// The key_id part of an identity is the key_id itself or its hash
+// (identity), and which of the two depends on the endpoint's length for
+// key_ids longer than maxRawKeyID: such a key_id, kept as it is, is
+// hashed here, so that both spellings of one key_id, from any endpoint,
+// give one custodian key. A key_id of at most maxRawKeyID bytes is kept
+// under every endpoint, and its custodian key is unchanged:
+// "kmsplugin:key_id:<key_id>". A part that starts with "sha256-" is
+// always a hash (identity hashes a key_id that starts so).
 func custodianKey(id string) string {
 	rest, ok := strings.CutPrefix(id, identityPrefix+"unix://")
 	if !ok {
 		return id
 	}
 	if _, key, ok := strings.Cut(rest, ":"); ok && key != "" {
+		if len(key) > maxRawKeyID && !strings.HasPrefix(key, hashedPrefix) {
+			key = hashKeyID(key)
+		}
 		return custodianPrefix + key
 	}
 	return id

@@ -55,8 +55,10 @@
 //
 // Two backends on one custodian would hold two shares: CheckEndpoints
 // (for the config layer) refuses an endpoint that is Trousseau's own
-// socket or another kmsplugin backend's, and CustodianKey names a key by
-// key_id alone, so two custodians reporting one key_id are one.
+// socket or another kmsplugin backend's, CheckNotSelf (for serve, once it
+// listens) one that reaches Trousseau's socket by any path, bind mounts
+// included, and CustodianKey names a key by key_id alone, whatever the
+// endpoint, so two custodians reporting one key_id are one.
 package kmsplugin
 
 import (
@@ -64,7 +66,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"net"
-	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -151,10 +152,18 @@ func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 //
 // The socket's directory is checked at every dial: whoever could write it
 // could put a fake custodian there, which would be handed shares to wrap.
-// The custodian may run as another user than Trousseau, so its owner is
-// not judged; only write access for group or others is refused.
+// The path is resolved as the dial resolves it: when the endpoint is a
+// symlink, or goes through one, the directory the socket really is in is
+// checked, and so are the directories of the symlinks. The custodian may
+// run as another user than Trousseau, so the owner of that directory is
+// not judged; write access for group or others is refused. The
+// directories on the way to it (its ancestors, and those the symlinks go
+// through) may be written only by root, Trousseau's user or that owner,
+// except shared ones with the sticky bit (like /tmp): whoever else could
+// write one could swap the directory below it for one of theirs (see
+// internal/safedir).
 func (b *Backend) dial(ctx context.Context, _ string) (net.Conn, error) {
-	if err := safedir.Check("custodian socket directory", filepath.Dir(b.path), false); err != nil {
+	if err := safedir.CheckFile("kmsplugin.endpoint: custodian socket", b.path, false); err != nil {
 		b.lastDial.Store(dialResult{&unsafeDirError{err}})
 		return nil, err
 	}
