@@ -49,6 +49,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzIdentity$$' -fuzztime $(FUZZTIME) ./kmsclients/kmsplugin/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/gcpkms/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseVersionName$$' -fuzztime $(FUZZTIME) ./kmsclients/gcpkms/
+	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $(FUZZTIME) ./kmsclients/local/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeKey$$' -fuzztime $(FUZZTIME) ./kmsclients/local/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/pkcs11/
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenKWP$$' -fuzztime $(FUZZTIME) ./kmsclients/pkcs11/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseIdentity$$' -fuzztime $(FUZZTIME) ./kmsclients/pkcs11/

@@ -29,8 +29,8 @@ const (
 	DefaultSocket        = "/var/run/trousseau/kms.sock"
 	DefaultStateDir      = "/var/lib/trousseau"
 	DefaultHealthListen  = "127.0.0.1:8787"
-	DefaultProbeInterval = 30 * time.Second
-	DefaultProbeTimeout  = 5 * time.Second
+	DefaultProbeInterval = kmsclients.DefaultProbeInterval
+	DefaultProbeTimeout  = kmsclients.DefaultProbeTimeout
 	DefaultMaxAge        = 720 * time.Hour
 	DefaultSocketMode    = "0600"
 	MinMaxAge            = time.Hour

@@ -71,13 +71,18 @@ func kindOf[C any, PC interface {
 	}
 }
 
-// kindNames lists every kind, by its YAML name: "local, vault, awskms,
-// azurekv or kmsplugin".
+// kindNames lists every kind, by its YAML name, in table order: "local,
+// vault, awskms, azurekv or kmsplugin".
 func kindNames() string {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
 		names[i] = k.name
 	}
+	return sentence(names)
+}
+
+// sentence joins names as a list in prose: "a", "a or b", "a, b or c".
+func sentence(names []string) string {
 	last := len(names) - 1
 	if last < 1 {
 		return strings.Join(names, "")

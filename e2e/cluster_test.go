@@ -62,6 +62,11 @@ func TestMain(m *testing.M) {
 }
 
 func newCluster(t *testing.T) *cluster {
+	if testing.Short() {
+		// Skipped here rather than at the first server looked up, whose
+		// message would name that server alone.
+		t.Skipf("needs the etcd and kube-apiserver servers: run %s and %s (./hack/test.sh builds every server), then test without -short", testutil.Etcd.Script, testutil.KubeAPIServer.Script)
+	}
 	// Short: the socket path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "trs-e2e")
 	if err != nil {

@@ -35,6 +35,8 @@ type harness struct {
 	fastProbe bool
 	// wrap, if set, stands between the plugin and backend i.
 	wrap func(i int, b kmsclients.Backend) kmsclients.Backend
+	// checkListening, if set, is Options.CheckListening.
+	checkListening func(socket string) error
 }
 
 func newHarness(t testing.TB) *harness {
@@ -98,7 +100,7 @@ func (h *harness) tryStart() error {
 	}
 	h.plugin = grpcserver.NewPlugin(env, h.metrics, grpcserver.Options{
 		Socket: h.socket, HealthListen: "127.0.0.1:0", ProbeInterval: interval, ProbeTimeout: 5 * time.Second,
-		Version: "test", Logger: log,
+		Version: "test", Logger: log, CheckListening: h.checkListening,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)

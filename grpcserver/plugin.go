@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
 // Options configures a Plugin.
@@ -26,6 +27,11 @@ type Options struct {
 	ProbeTimeout  time.Duration
 	Version       string // of the binary, reported by KMS v1's Version
 	Logger        *slog.Logger
+	// CheckListening, if set, runs once the socket listens, before it
+	// serves; an error stops Run. serve checks there that no custodian
+	// socket is this one under another path (kmsplugin.CheckNotSelf),
+	// which only a listening socket can show.
+	CheckListening func(socket string) error
 }
 
 // Plugin is the running KMS plugin: socket, prober, health and metrics.
@@ -52,10 +58,10 @@ func NewPlugin(env *envelope.Envelope, m *Metrics, opts Options) *Plugin {
 		opts.SocketMode = 0o600
 	}
 	if opts.ProbeInterval <= 0 {
-		opts.ProbeInterval = 30 * time.Second
+		opts.ProbeInterval = kmsclients.DefaultProbeInterval
 	}
 	if opts.ProbeTimeout <= 0 || opts.ProbeTimeout > opts.ProbeInterval {
-		opts.ProbeTimeout = min(5*time.Second, opts.ProbeInterval)
+		opts.ProbeTimeout = min(kmsclients.DefaultProbeTimeout, opts.ProbeInterval)
 	}
 	return &Plugin{
 		opts: opts, env: env, metrics: m, log: opts.Logger,
@@ -85,6 +91,12 @@ func (p *Plugin) Run(ctx context.Context) error {
 	lis, err := ListenUnix(p.opts.Socket, p.opts.SocketMode, p.opts.SocketGroup)
 	if err != nil {
 		return err
+	}
+	if p.opts.CheckListening != nil {
+		if err := p.opts.CheckListening(p.opts.Socket); err != nil {
+			lis.Close()
+			return err
+		}
 	}
 	var httpLis net.Listener
 	if p.opts.HealthListen != "" {

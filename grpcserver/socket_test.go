@@ -2,6 +2,7 @@ package grpcserver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -298,5 +299,27 @@ func TestShutdownOnContextCancel(t *testing.T) {
 	h.cancel = nil
 	if _, err := c.Status(context.Background(), nil); err == nil {
 		t.Fatal("still serving after shutdown")
+	}
+}
+
+// A check that only a listening socket allows (a custodian that is this
+// socket under another path) stops Run before anything is served, and
+// leaves no socket behind.
+func TestCheckListeningStopsRun(t *testing.T) {
+	h := newHarness(t)
+	var checked string
+	h.checkListening = func(socket string) error {
+		if _, err := os.Stat(socket); err != nil {
+			t.Errorf("checked before the socket listens: %v", err)
+		}
+		checked = socket
+		return errors.New("kmsplugin self: kmsplugin.endpoint: is this plugin's own socket")
+	}
+	err := h.tryStart()
+	if err == nil || !strings.Contains(err.Error(), "own socket") || checked != h.socket {
+		t.Fatalf("Run: %v (checked %q)", err, checked)
+	}
+	if _, err := os.Stat(h.socket); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
 	}
 }

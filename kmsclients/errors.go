@@ -71,7 +71,9 @@ const (
 // Error is what every backend returns: which backend failed, in which
 // operation, the kind of failure, and its cause. Its text is
 // "<backend> <name>: <op>: <cause>" ("vault vault-eu: unwrap: ..."), the
-// shape the docs promise, made here so that no backend types it.
+// shape the docs promise, made here so that no backend types it; an error
+// of New has no op, and one for an invalid name no name ("vault: invalid
+// backend name ...").
 //
 // The kind is not written out (logs, metrics and `config check` give it
 // beside the text), except a finished context's that overrode what the
@@ -80,7 +82,7 @@ const (
 // would send the operator to chmod.
 type Error struct {
 	Backend string // the backend's kind, as the config names it: "vault", "awskms", ...
-	Name    string // the backend's name in the config
+	Name    string // the backend's name in the config; empty when it is invalid, which the cause says
 	Op      string // OpWrap, OpUnwrap or OpProbe; empty for an error of New
 	// Kind is ErrUnavailable, ErrPermission, ErrInvalidCiphertext, a
 	// context error, or nil for none of them.
@@ -92,7 +94,11 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString(e.Backend + " " + e.Name + ": ")
+	b.WriteString(e.Backend)
+	if e.Name != "" {
+		b.WriteString(" " + e.Name)
+	}
+	b.WriteString(": ")
 	if e.Op != "" {
 		b.WriteString(e.Op + ": ")
 	}
@@ -182,7 +188,9 @@ func (s Source) newError(op string, kind, err error) *Error {
 // its config block, whose errors name the field at fault.
 func (s Source) CheckNew(cfg interface{ Validate() error }) error {
 	if err := ValidateName(s.Name); err != nil {
-		return fmt.Errorf("%s: %w", s.Backend, err)
+		// The name is what is wrong: the cause quotes it, and the text
+		// reads "<backend>: invalid backend name ...".
+		return &Error{Backend: s.Backend, Err: err}
 	}
 	if err := cfg.Validate(); err != nil {
 		return s.newError("", nil, err)

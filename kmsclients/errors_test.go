@@ -137,20 +137,39 @@ func TestKindOrder(t *testing.T) {
 	}
 }
 
+// TestCheckNew: New's errors, for the name and then the config block,
+// are the one error type, naming the backend (and the name once it is
+// valid), with no op and no kind.
 func TestCheckNew(t *testing.T) {
 	for _, tc := range []struct {
 		name, backend string
 		cfg           error // what the config's Validate says
 		want          string
+		wantName      string // Error.Name
 	}{
-		{"valid", "vault-eu", nil, ""},
-		{"bad name", "Vault_EU", nil, `vault: invalid backend name "Vault_EU"`},
-		{"bad config", "vault-eu", errors.New("vault.keyName: required"), "vault vault-eu: vault.keyName: required"},
+		{"valid", "vault-eu", nil, "", ""},
+		{"bad name", "Vault_EU", nil, `vault: invalid backend name "Vault_EU": want 1 to 63 characters`, ""},
+		{"empty name", "", nil, `vault: invalid backend name "": want`, ""},
+		{"bad name and config", "Vault_EU", errors.New("vault.keyName: required"), `vault: invalid backend name "Vault_EU"`, ""},
+		{"bad config", "vault-eu", errors.New("vault.keyName: required"), "vault vault-eu: vault.keyName: required", "vault-eu"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Source{Backend: "vault", Name: tc.backend}.CheckNew(validator{tc.cfg})
 			if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) {
 				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			if err == nil {
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("%v (%T) is not a *Error", err, err)
+			}
+			if e.Backend != "vault" || e.Name != tc.wantName || e.Op != "" || e.Kind != nil || e.Err == nil {
+				t.Errorf("got %+v, want backend vault, name %q, no op, no kind, a cause", *e, tc.wantName)
+			}
+			if Kind(err) != "other" {
+				t.Errorf("Kind = %s, want other: a config error is none of the backend kinds", Kind(err))
 			}
 		})
 	}

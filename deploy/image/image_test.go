@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"debug/buildinfo"
 	"debug/elf"
 	"errors"
 	"io"
@@ -185,6 +186,39 @@ func TestImage(t *testing.T) {
 		}
 	})
 
+	t.Run("build info", func(t *testing.T) {
+		bin := files["trousseau"].data
+		bi, err := buildinfo.Read(bytes.NewReader(bin))
+		if err != nil {
+			t.Fatalf("/trousseau has no Go build info: %v", err)
+		}
+		settings := map[string]string{}
+		for _, s := range bi.Settings {
+			settings[s.Key] = s.Value
+		}
+		if want := mainModule(t, root) + "/cmd/trousseau"; bi.Path != want {
+			t.Errorf("built from %s, want %s", bi.Path, want)
+		}
+		if settings["-trimpath"] != "true" {
+			t.Errorf("not built with -trimpath: %v", bi.Settings)
+		}
+		// With -trimpath, go build records no -ldflags (go.dev/issue/52372):
+		// the version stamp is checked by running `trousseau version`
+		// (the binary subtest above).
+		if settings["CGO_ENABLED"] != "1" {
+			t.Errorf("CGO_ENABLED=%q, want 1 (the pkcs11 backend needs cgo)", settings["CGO_ENABLED"])
+		}
+		for k, v := range settings {
+			if strings.HasPrefix(k, "vcs") {
+				t.Errorf("build setting %s=%s: the binary should depend on the sources only (-buildvcs=false)", k, v)
+			}
+		}
+		// What -trimpath is for: no path of the machine that built it.
+		if bytes.Contains(bin, []byte(root+string(filepath.Separator))) {
+			t.Errorf("/trousseau holds the build's repository path %s", root)
+		}
+	})
+
 	t.Run("tarball for docker load", func(t *testing.T) {
 		tag, err := name.NewTag(repo.Image(version))
 		if err != nil {
@@ -200,6 +234,18 @@ func TestImage(t *testing.T) {
 			t.Errorf("the tarball's image %s is not the layout's %s", a, b)
 		}
 	})
+}
+
+// mainModule is the module path in the go.mod at root.
+func mainModule(t *testing.T, root string) string {
+	t.Helper()
+	for _, l := range strings.Split(string(readFile(t, filepath.Join(root, "go.mod"))), "\n") {
+		if m, ok := strings.CutPrefix(l, "module "); ok {
+			return strings.TrimSpace(m)
+		}
+	}
+	t.Fatalf("%s/go.mod has no module line", root)
+	return ""
 }
 
 func readFile(t *testing.T, p string) []byte {

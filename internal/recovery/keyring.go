@@ -92,7 +92,7 @@ func OpenKeyring(ctx context.Context, cfg *config.Config, probeTimeout time.Dura
 
 func (kr *Keyring) probe(ctx context.Context, timeout time.Duration) {
 	if timeout <= 0 {
-		timeout = 10 * time.Second
+		timeout = kmsclients.DefaultCommandProbeTimeout
 	}
 	for i, r := range kmsclients.ProbeAll(ctx, kr.backends, timeout) {
 		st := kr.byName[kr.backends[i].Name()]
