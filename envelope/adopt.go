@@ -59,9 +59,11 @@ func (e *Envelope) noteGenerationLocked(g uint32) {
 func (e *Envelope) nextGeneration() uint32 {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	// Only generations of DEKs made here, unlocked or confirmed count:
+	// the stored header before it is unlocked may be anyone's.
 	g := e.highestGen
-	if e.currentParsed != nil {
-		g = max(g, e.currentParsed.Generation)
+	if e.current != nil {
+		g = max(g, e.current.parsed.Generation)
 	}
 	if g == math.MaxUint32 { // never wraps to an older generation
 		return g
@@ -109,7 +111,13 @@ func (e *Envelope) considerAdoption(d *dek) {
 		e.log.Debug("a newer DEK was seen but is not adopted", "key_id", d.keyID, "reason", reason)
 		return
 	}
-	go e.adopt(d)
+	if !e.adopting.CompareAndSwap(false, true) {
+		return // one adoption at a time; this DEK is tried again later
+	}
+	go func() {
+		defer e.adopting.Store(false)
+		e.adopt(d)
+	}()
 }
 
 // notAdoptable says why this node could not have made h, or "". A DEK

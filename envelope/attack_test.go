@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -420,3 +421,30 @@ type publicLater struct {
 }
 
 func (p publicLater) WrapKindKnown() bool { return *p.known }
+
+// A writer of the state dir plants a header that matches the config, with
+// the highest generation and shares that open nowhere. It is set aside
+// and replaced, but its generation is not trusted: the new DEK does not
+// take the end of the order (where every later rotation would tie and be
+// ordered by chance, and peers would adopt it).
+func TestPlantedGenerationIsNotTrusted(t *testing.T) {
+	dir := t.TempDir()
+	bs := newLocals(t, 3)
+	genuine := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir}).Current()
+	h := *genuine
+	h.Generation = math.MaxUint32
+	h.Shares = append([]WrappedShare(nil), genuine.Shares...)
+	for i := range h.Shares {
+		h.Shares[i].Wrapped = []byte("opens nowhere")
+	}
+	a := newAttacker(t)
+	raw, _ := a.finish(t, &h, chosenPlaintext)
+	writeState(t, dir, raw)
+	e := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+	if g := e.Current().Generation; g == math.MaxUint32 || g > genuine.Generation+1 {
+		t.Fatalf("the replacement DEK took generation %d from the planted header", g)
+	}
+	if err := e.Rotate(ctxT(t), "operator"); err != nil || e.Current().Generation == math.MaxUint32 {
+		t.Fatalf("rotation: %v, generation %d", err, e.Current().Generation)
+	}
+}

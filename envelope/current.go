@@ -107,10 +107,10 @@ func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error)
 	// Once set aside, it is forgotten here: if the new DEK cannot be made
 	// now, later tries make one without setting the old aside again.
 	e.obs.DEKUnusable()
+	// Its generation is not noted: nothing proves the header genuine, and
+	// a state-dir writer could otherwise push the next one to the end of
+	// the order.
 	e.mu.Lock()
-	if e.currentParsed != nil { // the new DEK comes after it, as it would have
-		e.noteGenerationLocked(e.currentParsed.Generation)
-	}
 	e.currentHeader, e.currentParsed, e.replacing = nil, nil, keyID
 	e.mu.Unlock()
 	return e.rotateLocked(ctx, "the stored DEK "+keyID+" cannot be unlocked")

@@ -89,9 +89,19 @@ func TestStateHeadersListsCurrentAndSetAside(t *testing.T) {
 	dir := t.TempDir()
 	bs := newLocals(t, 3)
 	mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
-	os.WriteFile(filepath.Join(dir, stateFileName+".unusable-20260101T000000Z"), mustRead(t, filepath.Join(dir, stateFileName)), 0o600)
+	state := filepath.Join(dir, stateFileName)
+	// A copy of the current state set aside: the same header, listed once.
+	os.WriteFile(state+".unusable-20260101T000000Z", mustRead(t, state), 0o600)
 	headers, files, err := StateHeaders(dir)
-	if err != nil || len(headers) != 2 || files[0] != filepath.Join(dir, stateFileName) {
+	if err != nil || len(headers) != 1 || files[0] != state {
+		t.Fatalf("%v %v", files, err)
+	}
+	// Another DEK's state set aside: listed after the current one.
+	otherDir := t.TempDir()
+	mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: otherDir})
+	os.WriteFile(state+".unusable-20260102T000000Z", mustRead(t, filepath.Join(otherDir, stateFileName)), 0o600)
+	headers, files, err = StateHeaders(dir)
+	if err != nil || len(headers) != 2 || files[0] != state || files[1] != state+".unusable-20260102T000000Z" {
 		t.Fatalf("%v %v", files, err)
 	}
 }

@@ -117,7 +117,8 @@ type Envelope struct {
 	unwraps  *limiter
 	flight   singleflight.Group
 
-	rotateMu sync.Mutex // one rotation or unlock at a time
+	rotateMu sync.Mutex  // one rotation or unlock at a time
+	adopting atomic.Bool // an adoption is under way (see considerAdoption)
 
 	mu            sync.RWMutex
 	current       *dek              // nil until created or unlocked

@@ -80,11 +80,13 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 		switch {
 		case errors.Is(err, ErrInvalid) && !errors.Is(err, kmsclients.ErrUnavailable):
 			e.failed.add(hash, err, failedHeaderTTL)
-		case errors.As(err, &qe) && qe.Mismatch:
-			// k shares came back and did not fit: tampered, or a liar
-			// with an honest backend out. Retrying may work once that
-			// backend is back (a probe that sees it forgets this), but a
-			// replayed header must not cost k unwraps each time.
+		case errors.As(err, &qe) && qe.Mismatch && qe.Unanswered > 0:
+			// k shares came back and did not fit, and the backends still
+			// out did not answer within the grace: tampered, or a liar
+			// with an honest backend dark. Retrying may work once that
+			// backend is back (a probe that sees a change forgets this),
+			// but a replayed header must not hold each caller for the
+			// grace again.
 			e.failed.add(hash, err, mismatchTTL)
 		}
 		if err == nil {

@@ -234,7 +234,9 @@ func (s *stateFile) setAside(now time.Time) (string, error) {
 // plugin read, chmod or reveal any other file. check, if set, sees the
 // open file first.
 func readNoFollow(path string, check func(*os.File, fs.FileInfo) error) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	// O_NONBLOCK: a FIFO planted under the name must not hang the open
+	// (it is refused as not a regular file below).
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, fmt.Errorf("state file %s is a symlink; the state dir must hold the file itself", path)
 	}
@@ -290,9 +292,14 @@ func (s *stateFile) all() (headers [][]byte, files []string, err error) {
 		if err := json.Unmarshal(b, &doc); err != nil || len(doc.Header) == 0 {
 			return nil, nil, fmt.Errorf("state file %s holds no DEK header", name)
 		}
-		headers, files = append(headers, doc.Header), append(files, name)
-		for i, h := range doc.Previous {
-			headers, files = append(headers, h), append(files, fmt.Sprintf("%s (previous DEK %d)", name, i+1))
+		add := func(h []byte, from string) {
+			if !slices.ContainsFunc(headers, func(o []byte) bool { return bytes.Equal(o, h) }) {
+				headers, files = append(headers, h), append(files, from)
+			}
+		}
+		add(doc.Header, name)
+		for i, h := range doc.Previous[:min(len(doc.Previous), maxPrevious)] {
+			add(h, fmt.Sprintf("%s (previous DEK %d)", name, i+1))
 		}
 	}
 	return headers, files, nil

@@ -141,16 +141,19 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 //     the quorum (a key file answers in microseconds, a cloud KMS in a
 //     hundred milliseconds), so the rest get at least minMismatchGrace;
 //     but a tampered header with a dark backend must not hold the caller
-//     for its whole deadline. When the last probe found every backend
-//     still out down (upOut false), none of them is a slow honest one to
-//     wait for: the tampered header costs about the time of the k answers.
+//     for its whole deadline. The probe's view of the backends still out
+//     does not shorten this: a probe can miss a backend that answers
+//     unwraps, and a liar must not use that to deny data that k honest
+//     backends can still open. (A header refused after the grace is then
+//     refused for a while without asking: see dekFor.)
+//
+// With too few left, and every backend still out found down by the last
+// probe (upOut false), there is nothing to wait for at all.
 func graceFor(k, good, pending int, elapsed time.Duration, upOut bool) <-chan time.Time {
 	switch {
 	case good+pending < k && !upOut:
 		return time.After(0)
 	case good+pending < k:
-		return time.After(max(elapsed, minReportGrace))
-	case good >= k && !upOut:
 		return time.After(max(elapsed, minReportGrace))
 	case good >= k:
 		return time.After(max(3*elapsed, minMismatchGrace))

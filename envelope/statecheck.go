@@ -1,0 +1,186 @@
+package envelope
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+)
+
+// access(2) modes.
+const (
+	accessW = 0x2
+	accessX = 0x1
+)
+
+// StateDirCheck is what CheckStateDir found in a state dir.
+type StateDirCheck struct {
+	// Exists: the state dir is there (serve creates a missing one).
+	Exists bool
+	// Current is the stored current DEK's header, nil when there is none
+	// yet (serve then makes the first DEK, which needs every backend).
+	Current *Header
+	// Notes are what serve will do about the dir at start without
+	// refusing it, and what an operator may want to know: a state file
+	// readable by others (made 0600), temporary files of an interrupted
+	// save (removed), DEKs set aside as unusable (kept).
+	Notes []string
+}
+
+// CheckStateDir reports, without changing anything (no chmod, no
+// clean-up, no lock taken), what would make a plugin refuse dir at start
+// (LockStateDir, New) or leave it unable to save a DEK there: a dir that
+// others could write or that is not a directory, a lock file it could not
+// open, files that cannot be created in it (a read-only mount, an
+// immutable dir), a state file that does not parse or could not be
+// replaced. The checks are the ones New and the state file's load make;
+// its errors say what to do. Access is checked as this process, which
+// should run as the plugin's user.
+//
+// A missing dir passes: whether it can be created depends on its parents,
+// which the caller checks along with the other directories it needs. A
+// dir locked by a running plugin passes: the lock only keeps a second
+// plugin off it.
+func CheckStateDir(dir string) (StateDirCheck, error) {
+	var c StateDirCheck
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return c, nil
+	} else if err != nil {
+		return c, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	c.Exists = true
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return c, fmt.Errorf("state dir %s is not a directory but a %s, so serve cannot create it: move that aside, or choose another path", dir, fileKind(st.Mode()))
+	}
+	if err := checkStateDir(dir); err != nil {
+		return c, err
+	}
+	var errs []error
+	writable := syscall.Access(dir, accessW|accessX)
+	if writable != nil {
+		errs = append(errs, fmt.Errorf("state dir %s: no file can be created in it (%v): serve could save neither a first DEK nor a rotation there, nor create its lock file; "+
+			"make it writable by the plugin's user (a read-only mount? an immutable dir? lsattr -d %s), or use another directory", dir, writable, dir))
+	}
+	if err := checkLockFile(filepath.Join(dir, ".lock")); err != nil {
+		errs = append(errs, err)
+	}
+	s := &stateFile{dir: dir}
+	h, notes, err := s.check()
+	c.Current, c.Notes = h, notes
+	if err != nil {
+		errs = append(errs, err)
+	}
+	// A save replaces the state file by a rename, which an immutable
+	// file refuses even in a writable dir: no rotation could be saved.
+	if h != nil && writable == nil {
+		if err := syscall.Access(s.path(), accessW); err != nil {
+			errs = append(errs, fmt.Errorf("state file %s cannot be replaced (%v): no rotation could be saved, and the plugin would keep its current DEK for ever; "+
+				"make it writable (an immutable file? lsattr %s)", s.path(), err, s.path()))
+		}
+	}
+	if tmp, _ := filepath.Glob(filepath.Join(dir, ".state-*.tmp")); len(tmp) > 0 {
+		c.Notes = append(c.Notes, fmt.Sprintf("%d temporary state file(s) of an interrupted save (%s); serve removes them at start", len(tmp), filepath.Base(tmp[0])))
+	}
+	if aside, _ := filepath.Glob(s.path() + ".unusable-*"); len(aside) > 0 {
+		slices.Sort(aside)
+		c.Notes = append(c.Notes, fmt.Sprintf("%d DEK(s) set aside because they could not be unlocked, newest %s: keep them until the data sealed under them is rewritten or given up", len(aside), aside[len(aside)-1]))
+	}
+	return c, errors.Join(errs...)
+}
+
+// checkLockFile refuses a state dir lock file that LockStateDir could not
+// open for writing (it never follows a symlink).
+func checkLockFile(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("lock file %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("lock file %s is a %s, not a regular file, and serve would refuse to lock the state dir: remove it", path, fileKind(st.Mode()))
+	}
+	if err := syscall.Access(path, accessW); err != nil {
+		return fmt.Errorf("lock file %s cannot be opened for writing (%v), and serve would refuse to lock the state dir: make it writable (an immutable file? lsattr), or remove it", path, err)
+	}
+	return nil
+}
+
+// check reads the state file as load does, without changing it: no
+// chmod, no clean-up. It returns the stored header (nil when there is no
+// state file) and notes on what load will fix.
+func (s *stateFile) check() (*Header, []string, error) {
+	var notes []string
+	b, err := readNoFollow(s.path(), func(f *os.File, st fs.FileInfo) error {
+		if st.Mode().Perm()&0o077 == 0 {
+			return nil
+		}
+		// load makes it 0600, which only its owner or root can do.
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() && os.Geteuid() != 0 {
+			return fmt.Errorf("state file %s has mode %04o and is owned by uid %d: serve could not make it 0600 and would refuse it; chown it to the plugin's user, or chmod 600 it", s.path(), st.Mode().Perm(), sys.Uid)
+		}
+		notes = append(notes, fmt.Sprintf("state file %s has mode %04o: serve makes it 0600 at start", s.path(), st.Mode().Perm()))
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, notes, nil
+	}
+	if err != nil {
+		return nil, notes, err
+	}
+	h, _, err := parseState(s.path(), b)
+	return h, notes, err
+}
+
+// parseState decodes a state file's content b, read from path, as load
+// and New do, with their errors: what serve refuses at start, saying what
+// to do. It returns the parsed header and its encoding.
+//
+// TODO(state.go): load and New could call this instead of their own copy
+// of these checks, so that the two never drift apart.
+func parseState(path string, b []byte) (*Header, []byte, error) {
+	var doc stateDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, nil, fmt.Errorf("state file %s is corrupt (%w): %s", path, err, moveAside)
+	}
+	if doc.Version == 0 {
+		return nil, nil, fmt.Errorf("state file %s holds no Trousseau state (no version field): %s", path, moveAside)
+	}
+	if doc.Version != stateVersion {
+		return nil, nil, fmt.Errorf("state file %s has version %d, this build reads %d", path, doc.Version, stateVersion)
+	}
+	if len(doc.Header) == 0 {
+		return nil, nil, fmt.Errorf("state file %s is corrupt: it holds no DEK header: %s", path, moveAside)
+	}
+	h, err := ParseHeader(doc.Header)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state file %s holds a DEK header that cannot be read (%w); move the file aside and restart to make a new DEK "+
+			"(nothing is lost by that: every object in etcd carries its own copy of the header)", path, err)
+	}
+	return h, doc.Header, nil
+}
+
+// fileKind names what a file that should be a directory or a regular
+// file is instead.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	case m.IsRegular():
+		return "regular file"
+	}
+	return "special file"
+}
