@@ -26,7 +26,7 @@ func (e *Envelope) Rotate(ctx context.Context, reason string) error {
 
 func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) {
 	defer func() { e.obs.Rotation(err) }()
-	e.log.Info("rotating DEK", "reason", reason)
+	e.log.Debug("rotating DEK", "reason", reason) // "DEK rotated" or the caller says how it went
 	key := make([]byte, dekSize)
 	defer clear(key)
 	if _, err := rand.Read(key); err != nil {

@@ -23,16 +23,25 @@ func NewCmdConfig(s streams) *cobra.Command {
 		Use:   "check --config FILE",
 		Short: "Validate a config and probe every backend",
 		Long: `Validate a config file and probe every backend, printing a table of
-backend, reachability, key identity, latency and error. Exits non-zero if
-the config is invalid, fewer than threshold backends answer, or two
-backends answer with the same key.`,
+backend, reachability, key identity, latency and error; then check what
+serve needs of this host: the state dir (not writable by others, files can
+be created in it, a state file that parses), the socket's directory and
+path, and that health.listen can be bound.
+
+Exits non-zero if the config is invalid, fewer than threshold backends
+answer, two backends answer with the same key, or serve would refuse to
+start or could not save its DEK on this host. Each error names the config
+field at fault and what to do. Nothing is changed: no directory is made,
+no lock taken, and a plugin running on this config does not fail the
+check. Run it as the user serve runs as: ownership and access are checked
+as that user.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runConfigCheck(cmd.Context(), s, file, timeout)
 		},
 	}
 	check.Flags().StringVar(&file, "config", "", "config file (YAML)")
-	check.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline for each backend's probe")
+	check.Flags().DurationVar(&timeout, "timeout", kmsclients.DefaultCommandProbeTimeout, "deadline for each backend's probe")
 	check.MarkFlagRequired("config")
 	cmd.AddCommand(check)
 	return cmd
@@ -68,7 +77,10 @@ func runConfigCheck(ctx context.Context, s streams, file string, timeout time.Du
 	if up < cfg.Threshold {
 		errs = append(errs, fmt.Errorf("quorum not reachable: %d of %d backends answered, %d needed", up, n, cfg.Threshold))
 	}
-	return errors.Join(append(errs, sharedKeys(backends, results)...)...)
+	errs = append(errs, sharedKeys(backends, results)...)
+	fmt.Fprintln(s.Out)
+	errs = append(errs, checkServeStart(ctx, s.Out, cfg)...)
+	return errors.Join(errs...)
 }
 
 // printProbes writes the table of probe results, with each error in full

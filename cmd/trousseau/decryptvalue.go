@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/internal/recovery"
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
 type decryptValueOptions struct {
@@ -80,7 +80,7 @@ func (o *decryptValueOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kr, err := recovery.OpenKeyring(ctx, cfg, 10*time.Second)
+	kr, err := recovery.OpenKeyring(ctx, cfg, kmsclients.DefaultCommandProbeTimeout)
 	if err != nil {
 		return err
 	}

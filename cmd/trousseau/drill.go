@@ -62,7 +62,7 @@ when some DEK is already unrecoverable.`,
 	f.StringVar(&o.stateDir, "state-dir", "", "the plugin's state dir, whose current and earlier DEKs are checked too (default: the config's stateDir, if it is there)")
 	f.IntVar(&o.minMargin, "min-margin", 1, "the margin every DEK must keep for exit status 0")
 	f.StringVarP(&o.output, "output", "o", "table", "table or json")
-	f.DurationVar(&o.probeTimeout, "probe-timeout", 10*time.Second, "deadline for each backend's health probe at start")
+	f.DurationVar(&o.probeTimeout, "probe-timeout", kmsclients.DefaultCommandProbeTimeout, "deadline for each backend's health probe at start")
 	f.DurationVar(&o.unwrapTimeout, "unwrap-timeout", time.Minute, "deadline to drill one DEK (every backend)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
 	cmd.MarkFlagRequired("config")

@@ -10,6 +10,8 @@ import (
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/trousseau-io/trousseau/cmd/trousseau/internal/earlyhup"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -29,6 +31,10 @@ func buildVersion() string {
 type streams struct {
 	In       io.Reader
 	Out, Err io.Writer
+	// HUP, if set, holds the SIGHUPs caught since the process started
+	// (see earlyhup), which serve takes as rotation requests. Without it
+	// (tests that run serve in-process) serve catches SIGHUP itself.
+	HUP <-chan os.Signal
 }
 
 // NewRootCmd builds the whole command tree.
@@ -61,7 +67,12 @@ func NewRootCmd(s streams) *cobra.Command {
 }
 
 func main() {
-	cmd := NewRootCmd(streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	cmd := NewRootCmd(streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, HUP: earlyhup.Signals()})
+	// SIGHUP has been caught since the process started (earlyhup's init),
+	// for serve. Every other command ends on it, as programs do.
+	if c, _, err := cmd.Find(os.Args[1:]); err != nil || c.Name() != "serve" {
+		earlyhup.Release()
+	}
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "trousseau:", err)
 		var ee *exitError

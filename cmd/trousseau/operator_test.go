@@ -5,11 +5,9 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -235,78 +233,6 @@ func spoilKeyFile(content []byte) func(t *testing.T, dir string) (string, []stri
 		must(t, os.WriteFile(keyPath(dir, "local-c"), content, 0o600))
 		return "", []string{"config", "check", "--config", filepath.Join(dir, "config.yaml")}
 	}
-}
-
-// TestCase7_EarlySIGHUPIsARotationRequest runs the real binary: a SIGHUP
-// sent while serve is still reading its config does not end the process;
-// it is a rotation request, done once the plugin runs. The config is a
-// FIFO, so that serve is held inside the read for as long as the test
-// wants, and the test knows when it is there (its open for writing
-// returns once serve opens the FIFO to read).
-func TestCase7_EarlySIGHUPIsARotationRequest(t *testing.T) {
-	bin := buildBinary(t)
-	dir := shortTemp(t)
-	socket := filepath.Join(dir, "kms.sock")
-	// A first run makes the state and the config, so that the rotation
-	// shows as a new key_id.
-	_, stop := serve(t, socket, "--dev", "--socket", socket, "--state-dir", dir, "--health-listen", "127.0.0.1:0")
-	before := statusOf(t, socket)
-	stop()
-	cfg, err := os.ReadFile(filepath.Join(dir, "config.yaml"))
-	must(t, err)
-	fifo := filepath.Join(dir, "config.fifo")
-	must(t, syscall.Mkfifo(fifo, 0o600))
-
-	var logs testutil.Buffer
-	cmd := exec.Command(bin, "serve", "--config", fifo)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	must(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	w := openFIFOForWriting(t, fifo, exited)
-	must(t, cmd.Process.Signal(syscall.SIGHUP))
-	// Give the signal time to land before the config does.
-	time.Sleep(200 * time.Millisecond)
-	_, werr := w.Write(cfg)
-	w.Close()
-	if werr != nil {
-		t.Fatalf("write config: %v (serve ended by the SIGHUP?)\n%s", werr, logs.String())
-	}
-	waitHealthy(t, socket, exited)
-	deadline := time.Now().Add(15 * time.Second)
-	for statusOf(t, socket) == before {
-		if time.Now().After(deadline) {
-			t.Fatalf("the early SIGHUP did not rotate the key id:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	waitFor(t, &logs, "SIGHUP: DEK rotation requested")
-}
-
-// openFIFOForWriting returns once the process has opened fifo to read.
-func openFIFOForWriting(t *testing.T, fifo string, exited chan error) *os.File {
-	t.Helper()
-	opened := make(chan *os.File, 1)
-	go func() {
-		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-		if err != nil {
-			t.Error(err)
-		}
-		opened <- f
-	}()
-	select {
-	case f := <-opened:
-		if f == nil {
-			t.FailNow()
-		}
-		return f
-	case err := <-exited:
-		t.Fatalf("serve exited before reading its config: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not open its config")
-	}
-	return nil
 }
 
 // TestCase7_RecoverValidatesBeforeCreatingTheOutputDirectory: a snapshot

@@ -16,6 +16,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/internal/recovery"
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
 type recoverOptions struct {
@@ -87,7 +88,7 @@ if any object failed.`,
 	f.BoolVar(&o.skipIntegrity, "skip-integrity-check", false, "read a snapshot whose checksum fails or that is truncated, salvaging what can be read")
 	f.IntVar(&o.workers, "workers", 0, "objects decrypted in parallel (default: twice the CPUs)")
 	f.DurationVar(&o.unwrapTimeout, "unwrap-timeout", time.Minute, "deadline to unwrap one DEK from the backends")
-	f.DurationVar(&o.probeTimeout, "probe-timeout", 10*time.Second, "deadline for each backend's health probe at start")
+	f.DurationVar(&o.probeTimeout, "probe-timeout", kmsclients.DefaultCommandProbeTimeout, "deadline for each backend's health probe at start")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
 	cmd.MarkFlagRequired("config")
 	return cmd

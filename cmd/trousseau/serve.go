@@ -16,6 +16,7 @@ import (
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"
 )
 
 type serveOptions struct {
@@ -41,7 +42,10 @@ created in --state-dir (reused if present), threshold 2. The full config is
 written to <state-dir>/config.yaml so the same setup can be re-run with
 --config or handed to other commands.
 
-SIGTERM and SIGINT shut down gracefully; SIGHUP rotates the DEK.`,
+SIGTERM and SIGINT shut down gracefully; SIGHUP rotates the DEK. SIGHUP is
+caught from the process's first milliseconds: one sent while the plugin
+starts is a rotation request, done once it serves. (Every other command
+ends on SIGHUP, as programs do.)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
@@ -102,14 +106,20 @@ func (o *serveOptions) override(cfg *config.Config) {
 }
 
 func (o *serveOptions) run(parent context.Context) error {
-	// First of all: until a handler is installed, a SIGHUP ends the
-	// process (Go's default), and one sent while the config loads and the
-	// backends are built would crash-loop a static pod. The channel holds
-	// it until the prober can take it as a rotation request. SIGTERM and
-	// SIGINT likewise cancel the start-up rather than kill it.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// Until a handler is installed, a SIGHUP ends the process (Go's
+	// default), and one sent while the config loads and the backends are
+	// built would crash-loop a static pod. The binary catches it from its
+	// first milliseconds (earlyhup, in o.HUP); the channel holds it until
+	// the prober can take it as a rotation request. In-process (tests),
+	// serve catches it from here. SIGTERM and SIGINT cancel the start-up
+	// rather than kill it.
+	hup := o.HUP
+	if hup == nil {
+		own := make(chan os.Signal, 1)
+		signal.Notify(own, syscall.SIGHUP)
+		defer signal.Stop(own)
+		hup = own
+	}
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -135,9 +145,8 @@ func (o *serveOptions) run(parent context.Context) error {
 		return err
 	}
 	go rotateOnHUP(ctx, hup, plugin, log)
-	if gap := envelope.AuthenticationGap(cfg.Threshold, backends); gap != "" {
-		log.Warn("public-key backends: " + gap)
-	}
+	// The public-key warning (envelope.AuthenticationGap) is logged by the
+	// envelope after the first probe, when every backend's key type is known.
 	log.Info("starting trousseau", "version", buildVersion(), "threshold", cfg.Threshold, "backends", len(backends), "socket", cfg.Socket, "state_dir", cfg.StateDir)
 	return plugin.Run(ctx)
 }
@@ -156,6 +165,9 @@ func newPlugin(cfg *config.Config, backends []kmsclients.Backend, log *slog.Logg
 		Socket: cfg.Socket, SocketMode: mode, SocketGroup: cfg.SocketPermissions.Group,
 		HealthListen: cfg.Health.Listen, ProbeInterval: cfg.Health.ProbeInterval.Duration,
 		ProbeTimeout: cfg.Health.ProbeTimeout.Duration, Version: buildVersion(), Logger: log,
+		// A custodian socket that is this one by another path (a bind
+		// mount, a hard link) shows only once this one exists.
+		CheckListening: func(socket string) error { return kmsplugin.CheckNotSelf(backends, socket) },
 	}), nil
 }
 

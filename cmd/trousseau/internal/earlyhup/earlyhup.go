@@ -1,0 +1,43 @@
+// Package earlyhup catches SIGHUP from the first moments of the process,
+// so that one sent while `trousseau serve` starts (an operator's or a
+// config reloader's `kill -HUP` racing a restart) does not end it: until
+// a handler is installed, Go's default action for SIGHUP is to exit.
+//
+// Its init runs as soon as os/signal is initialized, before the heavy
+// packages (the KMS SDKs, Kubernetes) whose inits take most of the
+// start-up time, and long before main: Go initializes packages in
+// dependency order, and this one depends on nothing else. Check with
+// GODEBUG=inittrace=1 that it stays near the top.
+//
+// main hands the signals held to serve, which takes them as rotation
+// requests, and calls Release for every other command, which then ends
+// on SIGHUP as any program does.
+package earlyhup
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// held keeps the first SIGHUP until serve reads it; more that arrive
+// before then are one rotation request anyway.
+var held = make(chan os.Signal, 1)
+
+func init() { signal.Notify(held, syscall.SIGHUP) }
+
+// Signals are the SIGHUPs caught since the process started.
+func Signals() <-chan os.Signal { return held }
+
+// Release gives SIGHUP back its default action (ending the process, or
+// none if it was ignored when the process started, as under nohup) for a
+// command that does not handle it. A SIGHUP caught before is delivered
+// again, so the command ends as it would have without this package.
+func Release() {
+	signal.Reset(syscall.SIGHUP)
+	select {
+	case <-held:
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	default:
+	}
+}

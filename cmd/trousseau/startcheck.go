@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/safedir"
+)
+
+// access(2) modes: creating an entry in a directory needs both.
+const (
+	accessW = 0x2
+	accessX = 0x1
+)
+
+// checkServeStart checks, without changing anything (no directory made,
+// no chmod, no clean-up, no lock taken), what `serve` needs of this host
+// besides its backends, with the checks serve makes: the state dir
+// (envelope.CheckStateDir: what LockStateDir and envelope.New refuse,
+// and what would leave no DEK or rotation saved), the socket's directory
+// (safedir, as grpcserver.ListenUnix) and path, and health.listen (bound
+// and released at once). It prints what it found to out and returns one
+// error per problem, each naming its config field.
+//
+// A plugin already running on this config passes: its locks are not
+// tried, its socket is a socket, and its health address in use is noted,
+// not refused.
+func checkServeStart(ctx context.Context, out io.Writer, cfg *config.Config) []error {
+	var errs []error
+	field := func(name string, err error) {
+		if err == nil {
+			return
+		}
+		joined, ok := err.(interface{ Unwrap() []error })
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			return
+		}
+		for _, e := range joined.Unwrap() {
+			errs = append(errs, fmt.Errorf("%s: %w", name, e))
+		}
+	}
+	noteOtherOwner(out, cfg.StateDir, filepath.Dir(cfg.Socket))
+	field("stateDir", checkStateDirOf(out, cfg))
+	field("socket", checkSocket(cfg.Socket))
+	field("health.listen", checkHealthListen(ctx, out, cfg.Health.Listen))
+	return errs
+}
+
+// checkStateDirOf checks cfg's state dir and says what is in it.
+func checkStateDirOf(out io.Writer, cfg *config.Config) error {
+	dir := cfg.StateDir
+	st, err := envelope.CheckStateDir(dir)
+	if !st.Exists && err == nil {
+		if err := checkCreatable("state dir", dir); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "state dir %s: does not exist yet; serve creates it, then makes the first DEK (which needs all %d backends)\n", dir, len(cfg.Backends))
+		return nil
+	}
+	switch h := st.Current; {
+	case h != nil:
+		fmt.Fprintf(out, "state dir %s: current DEK %s, generation %d, made %s\n", dir, h.KeyID(), h.Generation, h.Created.UTC().Format(time.RFC3339))
+	case err == nil:
+		fmt.Fprintf(out, "state dir %s: no DEK yet; serve makes the first one (which needs all %d backends)\n", dir, len(cfg.Backends))
+	}
+	for _, n := range st.Notes {
+		fmt.Fprintln(out, "note: "+n)
+	}
+	return err
+}
+
+// checkSocket checks what grpcserver.ListenUnix would refuse: a socket
+// directory that others could write (the same safedir check), that
+// cannot be created or holds no new file, a lock file it could not open,
+// and something other than a socket in the way. An existing socket
+// passes: a running plugin's, or a stale one that serve removes.
+func checkSocket(path string) error {
+	dir := filepath.Dir(path)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return checkCreatable("socket directory", dir)
+	}
+	if err := safedir.Check("socket directory", dir, true); err != nil {
+		return err
+	}
+	var errs []error
+	if err := syscall.Access(dir, accessW|accessX); err != nil {
+		errs = append(errs, fmt.Errorf("socket directory %s: the socket cannot be created in it (%v): make it writable by the plugin's user (a read-only mount? an immutable dir? lsattr -d %s), or use another directory", dir, err, dir))
+	}
+	if st, err := os.Lstat(path + ".lock"); err == nil {
+		if !st.Mode().IsRegular() {
+			errs = append(errs, fmt.Errorf("lock file %s.lock is not a regular file, and serve would refuse the socket: remove it", path))
+		} else if err := syscall.Access(path+".lock", accessW); err != nil {
+			errs = append(errs, fmt.Errorf("lock file %s.lock cannot be opened for writing (%v), and serve would refuse the socket: make it writable, or remove it", path, err))
+		}
+	}
+	if st, err := os.Lstat(path); err == nil && st.Mode()&fs.ModeSocket == 0 {
+		// As grpcserver's removeStale says it.
+		errs = append(errs, fmt.Errorf("socket %s: a file that is not a socket is in the way; remove it or choose another path", path))
+	}
+	return errors.Join(errs...)
+}
+
+// checkCreatable tells whether serve's MkdirAll could create dir: its
+// nearest existing parent must be a directory this process can create
+// entries in.
+func checkCreatable(what, dir string) error {
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		switch {
+		case err == nil && !st.IsDir():
+			return fmt.Errorf("%s %s cannot be created: %s is not a directory; choose another path", what, dir, p)
+		case err == nil:
+			if err := syscall.Access(p, accessW|accessX); err != nil {
+				return fmt.Errorf("%s %s cannot be created: nothing can be created in %s (%v); create it for the plugin's user (mode 0700), or choose another path", what, dir, p, err)
+			}
+			return nil
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return fmt.Errorf("%s %s cannot be created: %w", what, dir, err)
+		case p == filepath.Dir(p):
+			return fmt.Errorf("%s %s cannot be created: %w", what, dir, err)
+		}
+	}
+}
+
+// checkHealthListen binds addr as serve will, and releases it at once.
+// An address in use passes (with a note): most likely the plugin this
+// config runs, serving.
+func checkHealthListen(ctx context.Context, out io.Writer, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	switch {
+	case err == nil:
+		l.Close()
+		return nil
+	case errors.Is(err, syscall.EADDRINUSE):
+		fmt.Fprintf(out, "note: health.listen %s is in use; fine if it is this plugin, serving (serve cannot start on it otherwise)\n", addr)
+		return nil
+	}
+	return fmt.Errorf("serve could not listen on %s on this host (%v): give an address of this machine, such as %q", addr, unwrapOpError(err), config.DefaultHealthListen)
+}
+
+// unwrapOpError drops net.OpError's "listen tcp ADDR:" prefix, which the
+// message already says.
+func unwrapOpError(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+// noteOtherOwner warns a check run as root on directories that belong to
+// another user, most likely the plugin's: serve refuses a directory that
+// is neither its user's nor root's, and checks access as its own user, so
+// this check is only as good as the user it runs as.
+func noteOtherOwner(out io.Writer, dirs ...string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	for _, dir := range dirs {
+		st, err := os.Stat(dir)
+		if err != nil {
+			continue
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+			fmt.Fprintf(out, "note: %s belongs to uid %d: if serve runs as that user, check as that user too (setpriv --reuid=%d --regid=%d --clear-groups trousseau config check ...), since ownership and access are checked as the user who runs the check\n",
+				dir, sys.Uid, sys.Uid, sys.Gid)
+			return
+		}
+	}
+}
