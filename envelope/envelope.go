@@ -188,11 +188,7 @@ func New(cfg Config) (*Envelope, error) {
 			return nil, err
 		}
 		if raw != nil {
-			h, err := ParseHeader(raw)
-			if err != nil {
-				return nil, fmt.Errorf("state file %s holds a DEK header that cannot be read (%w); move the file aside and restart to make a new DEK "+
-					"(nothing is lost by that: every object in etcd carries its own copy of the header)", e.state.path(), err)
-			}
+			h, _ := ParseHeader(raw) // load has parsed it
 			e.currentHeader, e.currentParsed = raw, h
 			e.log.Info("loaded wrapped DEK from state", "key_id", h.KeyID(), "generation", h.Generation, "created", h.Created)
 		}

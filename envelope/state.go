@@ -79,7 +79,9 @@ func (s *stateFile) removeLeftovers(log *slog.Logger) {
 
 func (s *stateFile) path() string { return filepath.Join(s.dir, stateFileName) }
 
-// load returns the stored header, or nil when there is no state yet.
+// load returns the stored header, or nil when there is no state yet; a
+// state file that does not parse, or whose header does not, is refused
+// with what to do (parseState).
 // Temporary files that a crash during save left behind are removed, and a
 // state file readable by others is made 0600 again (it holds only wrapped
 // material, but it is nobody else's business).
@@ -104,21 +106,8 @@ func (s *stateFile) load(log *slog.Logger) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var doc stateDoc
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("state file %s is corrupt (%w): %s", s.path(), err, moveAside)
-	}
-	if doc.Version == 0 {
-		return nil, fmt.Errorf("state file %s holds no Trousseau state (no version field): %s", s.path(), moveAside)
-	}
-	if doc.Version != stateVersion {
-		return nil, fmt.Errorf("state file %s has version %d, this build reads %d", s.path(), doc.Version, stateVersion)
-	}
-	if len(doc.Header) == 0 {
-		// Starting over would change the key id; an operator must decide.
-		return nil, fmt.Errorf("state file %s is corrupt: it holds no DEK header: %s", s.path(), moveAside)
-	}
-	return doc.Header, nil
+	_, raw, err := parseState(s.path(), b)
+	return raw, err
 }
 
 // save replaces the state atomically: a crash leaves the old file or the

@@ -137,12 +137,10 @@ func (s *stateFile) check() (*Header, []string, error) {
 	return h, notes, err
 }
 
-// parseState decodes a state file's content b, read from path, as load
-// and New do, with their errors: what serve refuses at start, saying what
-// to do. It returns the parsed header and its encoding.
-//
-// TODO(state.go): load and New could call this instead of their own copy
-// of these checks, so that the two never drift apart.
+// parseState decodes a state file's content b, read from path, for load
+// (and so New) and for CheckStateDir alike, with the errors serve refuses
+// a state file with at start, saying what to do. It returns the parsed
+// header and its encoding.
 func parseState(path string, b []byte) (*Header, []byte, error) {
 	var doc stateDoc
 	if err := json.Unmarshal(b, &doc); err != nil {
