@@ -147,20 +147,7 @@ func BenchmarkDecryptCold(b *testing.B) {
 // watch (target 0), and x-warm compares the time per variant with a warm
 // Decrypt of the genuine header in the same loop.
 func BenchmarkTamperedVariants(b *testing.B) {
-	sw := wrapSwitchable(newLocals(b, 3))
-	e, err := New(Config{Threshold: 2, Backends: asBackends(sw)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := e.Prepare(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	s, _ := e.Encrypt(seed)
-	if _, err := e.Decrypt(context.Background(), s.Ciphertext, s.Header); err != nil {
-		b.Fatal(err)
-	}
-	sw[2].down.Store(true)
-	sw[2].hang.Store(true)
+	sw, e, s := warmWithADarkBackend(b)
 	ctx := context.Background()
 	variants := make([][]byte, b.N)
 	for i := range variants {
@@ -190,20 +177,7 @@ func BenchmarkTamperedVariants(b *testing.B) {
 // backend's deadline. Replays of a header then cost nothing
 // (TestTamperedHeaderWithAKnownDownBackend).
 func BenchmarkTamperedUnknownDEK(b *testing.B) {
-	sw := wrapSwitchable(newLocals(b, 3))
-	e, err := New(Config{Threshold: 2, Backends: asBackends(sw)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := e.Prepare(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	s, _ := e.Encrypt(seed)
-	if _, err := e.Decrypt(context.Background(), s.Ciphertext, s.Header); err != nil {
-		b.Fatal(err)
-	}
-	sw[2].down.Store(true)
-	sw[2].hang.Store(true)
+	sw, e, s := warmWithADarkBackend(b)
 	e.RotationDue(map[string]string{sw[0].Name(): "a", sw[1].Name(): "b"})
 	ctx := context.Background()
 	forged := make([][]byte, b.N)
@@ -224,4 +198,18 @@ func BenchmarkTamperedUnknownDEK(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(totalCalls(sw)-before)/float64(b.N), "backend-calls/header")
+}
+
+// warmWithADarkBackend is a 2-of-3 node with one sealed value whose DEK
+// is cached, and the third backend dark (calls hang until their deadline).
+func warmWithADarkBackend(b *testing.B) (sw []*switchable, e *Envelope, s Sealed) {
+	sw = wrapSwitchable(newLocals(b, 3))
+	e = mustNew(b, Config{Threshold: 2, Backends: asBackends(sw)})
+	s = mustEncrypt(b, e, seed)
+	if _, err := e.Decrypt(context.Background(), s.Ciphertext, s.Header); err != nil {
+		b.Fatal(err)
+	}
+	sw[2].down.Store(true)
+	sw[2].hang.Store(true)
+	return sw, e, s
 }

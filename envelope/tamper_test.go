@@ -89,13 +89,20 @@ func TestFailedHeaderIsNotRetriedAgainstBackends(t *testing.T) {
 	}
 }
 
-func TestTamperedHeaderWithADarkBackendFailsFast(t *testing.T) {
-	sw := wrapSwitchable(newLocals(t, 3))
-	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
-	s := mustEncrypt(t, e, seed)
+// withADarkBackend is a 2-of-3 node with one sealed value, its DEK not
+// cached, and the third backend dark (calls hang until their deadline).
+func withADarkBackend(t testing.TB) (sw []*switchable, e *Envelope, s Sealed) {
+	sw = wrapSwitchable(newLocals(t, 3))
+	e = mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s = mustEncrypt(t, e, seed)
 	e.cache.Purge()
 	sw[2].down.Store(true)
 	sw[2].hang.Store(true)
+	return sw, e, s
+}
+
+func TestTamperedHeaderWithADarkBackendFailsFast(t *testing.T) {
+	_, e, s := withADarkBackend(t)
 	for _, tc := range []struct {
 		name string
 		raw  []byte
@@ -122,12 +129,7 @@ func TestTamperedHeaderWithADarkBackendFailsFast(t *testing.T) {
 // replaying it then costs no backend call and no wait until a probe sees a
 // change.
 func TestTamperedHeaderReplayWithADarkBackend(t *testing.T) {
-	sw := wrapSwitchable(newLocals(t, 3))
-	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
-	s := mustEncrypt(t, e, seed)
-	e.cache.Purge()
-	sw[2].down.Store(true)
-	sw[2].hang.Store(true)
+	sw, e, s := withADarkBackend(t)
 	e.RotationDue(map[string]string{sw[0].Name(): "x", sw[1].Name(): "y"}) // a probe: b3 did not answer
 	raw := variant(s.Header, 1)
 	if _, err := e.Decrypt(ctxT(t), s.Ciphertext, raw); err == nil {

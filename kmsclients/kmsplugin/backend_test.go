@@ -463,16 +463,7 @@ func TestSameKeyIDIsOneCustodian(t *testing.T) {
 	if errA != nil || errB != nil || idA == idB {
 		t.Fatalf("probes: %q %v, %q %v", idA, errA, idB, errB)
 	}
-	if kmsclients.CustodianKey(a, idA) != kmsclients.CustodianKey(b, idB) {
-		t.Fatalf("custodian keys differ: %q, %q", kmsclients.CustodianKey(a, idA), kmsclients.CustodianKey(b, idB))
-	}
-	env, err := envelope.New(envelope.Config{Threshold: 2, Backends: []kmsclients.Backend{a, b}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Prepare(ctxFor(t, 10*time.Second)); err == nil || !strings.Contains(err.Error(), "same key") {
-		t.Fatalf("a DEK with two shares on one key_id: %v", err)
-	}
+	wantOneCustodian(t, a, b, idA, idB)
 
 	three := startFake(t)
 	c := newTestBackend(t, "c", three.endpoint())
@@ -570,6 +561,14 @@ func TestLongKeyIDIsOneCustodianUnderAnyEndpoint(t *testing.T) {
 	if errA != nil || errB != nil || !strings.HasSuffix(idA, ":"+keyID) || strings.Contains(idB, keyID) {
 		t.Fatalf("probes: %q %v, %q %v; want the key_id kept under the short endpoint and hashed under the long one", idA, errA, idB, errB)
 	}
+	wantOneCustodian(t, a, b, idA, idB)
+}
+
+// wantOneCustodian checks that backends a and b, whose probes reported
+// idA and idB, are one custodian: the same custodian key, and no DEK can
+// be made with a share on each.
+func wantOneCustodian(t *testing.T, a, b *Backend, idA, idB string) {
+	t.Helper()
 	if kmsclients.CustodianKey(a, idA) != kmsclients.CustodianKey(b, idB) {
 		t.Fatalf("custodian keys differ: %q, %q", kmsclients.CustodianKey(a, idA), kmsclients.CustodianKey(b, idB))
 	}
@@ -578,7 +577,7 @@ func TestLongKeyIDIsOneCustodianUnderAnyEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := env.Prepare(ctxFor(t, 10*time.Second)); err == nil || !strings.Contains(err.Error(), "same key") {
-		t.Fatalf("a DEK with two shares on one %d-byte key_id: %v", len(keyID), err)
+		t.Fatalf("a DEK with two shares on one custodian: %v", err)
 	}
 }
 
