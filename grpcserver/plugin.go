@@ -165,14 +165,20 @@ func (p *Plugin) httpHandler() http.Handler {
 	// long, a backend down); 503 with the reason otherwise.
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		s := p.prober.Snapshot()
+		// The current DEK is read live, like Status's key_id: a DEK
+		// adopted or rotated since the last probe shows at once.
+		current := func() {
+			if c := p.env.CurrentInfo(); c.KeyID != "" {
+				fmt.Fprintf(w, "current DEK: %s, generation %d, %s at %s\n", c.KeyID, c.Generation, c.Origin, c.Since.UTC().Format(time.RFC3339))
+			}
+		}
 		if s.Healthz != healthzOK {
 			http.Error(w, s.Healthz, http.StatusServiceUnavailable)
+			current()
 			return
 		}
 		fmt.Fprintln(w, "ok")
-		if c := s.Current; c.KeyID != "" {
-			fmt.Fprintf(w, "current DEK: %s, generation %d, %s at %s\n", c.KeyID, c.Generation, c.Origin, c.Since.UTC().Format(time.RFC3339))
-		}
+		current()
 		for _, warning := range s.Warnings(time.Now()) {
 			fmt.Fprintln(w, "warning: "+warning)
 		}

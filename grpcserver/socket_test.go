@@ -268,7 +268,7 @@ func TestHealthAndMetricsEndpoints(t *testing.T) {
 	h.down(1)
 	h.probe()
 	code, body := get(t, base+"/readyz")
-	if code != 503 || !strings.Contains(body, "quorum lost") {
+	if code != 503 || !strings.Contains(body, "quorum lost") || !strings.Contains(body, "current DEK: "+h.env.KeyID()) {
 		t.Fatalf("/readyz with quorum lost: %d %q", code, body)
 	}
 	if code, _ := get(t, base+"/livez"); code != 200 {
