@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -380,15 +381,32 @@ func (c *Config) ValidateOnHost() error {
 	if g == "" {
 		return nil
 	}
-	if _, err := strconv.ParseUint(g, 10, 32); err == nil {
+	gid, err := strconv.ParseUint(g, 10, 32)
+	if err != nil {
 		// A numeric id needs no entry in /etc/group (a container's often
 		// lacks the host's groups); the socket is chowned to it as it is.
-		return nil
+		grp, err := user.LookupGroup(g)
+		if err != nil {
+			return fmt.Errorf("socketPermissions.group: %v: give a group of this machine, by name or numeric id", err)
+		}
+		if gid, err = strconv.ParseUint(grp.Gid, 10, 32); err != nil {
+			return fmt.Errorf("socketPermissions.group: group %s has the id %q", g, grp.Gid)
+		}
 	}
-	if _, err := user.LookupGroup(g); err != nil {
-		return fmt.Errorf("socketPermissions.group: %v: give a group of this machine, by name or numeric id", err)
+	// Only root may give a file to a group it is not in.
+	if os.Geteuid() != 0 && !inGroup(int(gid)) {
+		return fmt.Errorf("socketPermissions.group: this process (uid %d) is not in group %s, so it cannot give the socket to it: add the plugin's user to the group, or run the plugin as root", os.Geteuid(), g)
 	}
 	return nil
+}
+
+// inGroup reports whether this process is in group gid.
+func inGroup(gid int) bool {
+	if os.Getegid() == gid {
+		return true
+	}
+	groups, _ := os.Getgroups()
+	return slices.Contains(groups, gid)
 }
 
 // SocketMode parses socketPermissions.mode.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -390,5 +391,21 @@ func TestUnsetProbeTimeoutFollowsAShortInterval(t *testing.T) {
 	}
 	if c.Health.ProbeTimeout.Duration > 2*time.Second {
 		t.Fatalf("probeTimeout %s with probeInterval 2s", c.Health.ProbeTimeout.Duration)
+	}
+}
+
+// inGroup decides whether a non-root plugin may give its socket to
+// socketPermissions.group (only root may chown to a group it is not in).
+func TestInGroup(t *testing.T) {
+	if !inGroup(os.Getegid()) {
+		t.Fatal("not in its own group")
+	}
+	groups, _ := os.Getgroups()
+	outside := 54321
+	for slices.Contains(groups, outside) || outside == os.Getegid() {
+		outside++
+	}
+	if inGroup(outside) {
+		t.Fatalf("in group %d, which it does not have", outside)
 	}
 }

@@ -74,12 +74,13 @@ func CheckStateDir(dir string) (StateDirCheck, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	// A save replaces the state file by a rename, which an immutable
-	// file refuses even in a writable dir: no rotation could be saved.
+	// A save replaces the state file by a rename, which an immutable or
+	// append-only file refuses even in a writable dir: no rotation could
+	// be saved. (Its mode does not matter: a rename does not write it.)
 	if h != nil && writable == nil {
-		if err := syscall.Access(s.path(), accessW); err != nil {
-			errs = append(errs, fmt.Errorf("state file %s cannot be replaced (%v): no rotation could be saved, and the plugin would keep its current DEK for ever; "+
-				"make it writable (an immutable file? lsattr %s)", s.path(), err, s.path()))
+		if attr := undeletable(s.path()); attr != "" {
+			errs = append(errs, fmt.Errorf("state file %s cannot be replaced (%s, operation not permitted): no rotation could be saved, and the plugin would keep its current DEK for ever; "+
+				"clear the flag (lsattr %s; chattr -i -a)", s.path(), attr, s.path()))
 		}
 	}
 	if tmp, _ := filepath.Glob(filepath.Join(dir, ".state-*.tmp")); len(tmp) > 0 {

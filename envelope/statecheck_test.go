@@ -143,7 +143,16 @@ func TestCheckStateDirRefuses(t *testing.T) {
 	t.Run("immutable state file", func(t *testing.T) {
 		dir := stateDirWithDEK(t, Config{Threshold: 2, Backends: newLocals(t, 3)})
 		makeImmutable(t, filepath.Join(dir, stateFileName))
-		if _, err := CheckStateDir(dir); err == nil || !strings.Contains(err.Error(), "cannot be replaced (operation not permitted)") {
+		if _, err := CheckStateDir(dir); err == nil || !strings.Contains(err.Error(), "cannot be replaced (immutable, operation not permitted)") {
+			t.Fatalf("CheckStateDir: %v", err)
+		}
+	})
+
+	// A read-only mode does not stop a save, which renames over the file.
+	t.Run("read-only state file passes", func(t *testing.T) {
+		dir := stateDirWithDEK(t, Config{Threshold: 2, Backends: newLocals(t, 3)})
+		mustNoErr(t, os.Chmod(filepath.Join(dir, stateFileName), 0o400))
+		if _, err := CheckStateDir(dir); err != nil {
 			t.Fatalf("CheckStateDir: %v", err)
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -509,6 +510,26 @@ func TestCase4_ConfigCheckFailsOnWhatServeRefuses(t *testing.T) {
 			must(t, os.WriteFile(filepath.Join(c.dir, "file"), nil, 0o600))
 			c.edit(t, "stateDir: "+c.stateDir, "stateDir: "+filepath.Join(c.dir, "file", "state"))
 		}, []string{"stateDir: state dir <dir>/file/state cannot be created: <dir>/file is not a directory"}, true, false},
+		{"state dir to be made under a dir others can write", func(t *testing.T, c *devCase) {
+			must(t, os.Mkdir(filepath.Join(c.dir, "open"), 0o700))
+			must(t, os.Chmod(filepath.Join(c.dir, "open"), 0o777))
+			c.edit(t, "stateDir: "+c.stateDir, "stateDir: "+filepath.Join(c.dir, "open", "state"))
+		}, []string{"stateDir: state dir <dir>/open/state: <dir>/open, on the way to it", "writable by group or others without the sticky bit"}, true, false},
+		{"socket of another running plugin", func(t *testing.T, c *devCase) {
+			other := newDevCase(t)
+			serveBin(t, other)
+			c.edit(t, "socket: "+c.socket, "socket: "+other.socket)
+		}, []string{"socket: socket ", "is in use by another Trousseau (pid ", "that does not use this state dir"}, true, false},
+		{"state dir of another running plugin", func(t *testing.T, c *devCase) {
+			other := newDevCase(t)
+			serveBin(t, other)
+			c.edit(t, "stateDir: "+c.stateDir, "stateDir: "+other.stateDir)
+		}, []string{"stateDir: state dir ", "is in use by another Trousseau (pid ", "that does not serve this socket"}, true, false},
+		{"health.listen held by another process", func(t *testing.T, c *devCase) {
+			l, err := net.Listen("tcp", c.health)
+			must(t, err)
+			t.Cleanup(func() { l.Close() })
+		}, []string{"health.listen: ", "is in use by another process, and no plugin runs on this config"}, true, false},
 		{"state dir is a file", func(t *testing.T, c *devCase) {
 			must(t, os.WriteFile(c.stateDir, nil, 0o600))
 		}, []string{"stateDir: state dir <state> is not a directory"}, true, false},
@@ -532,7 +553,7 @@ func TestCase4_ConfigCheckFailsOnWhatServeRefuses(t *testing.T) {
 		}, []string{"stateDir: state dir <state>: no file can be created in it (operation not permitted)"}, false, true},
 		{"immutable state file", func(t *testing.T, c *devCase) {
 			chattrImmutable(t, filepath.Join(c.stateDir, "state.json"))
-		}, []string{"stateDir: state file <state>/state.json cannot be replaced (operation not permitted)", "no rotation could be saved"}, false, true},
+		}, []string{"stateDir: state file <state>/state.json cannot be replaced (immutable, operation not permitted)", "no rotation could be saved"}, false, true},
 		{"read-only state dir", func(t *testing.T, c *devCase) {
 			if out, err := exec.Command("mount", "--bind", "-o", "ro", c.stateDir, c.stateDir).CombinedOutput(); err != nil {
 				t.Skipf("read-only bind mount: %v %s", err, out)
@@ -586,7 +607,7 @@ func TestCase4_ConfigCheckBesideARunningPluginChangesNothing(t *testing.T) {
 	}
 	for _, want := range []string{
 		"state dir " + c.stateDir + ": current DEK " + keyID,
-		"note: health.listen " + c.health + " is in use",
+		"note: a plugin runs on this config (pid ",
 		"note: state file " + state + " has mode 0644: serve makes it 0600 at start",
 		"note: 1 temporary state file(s) of an interrupted save",
 	} {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/filelock"
 	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
@@ -51,10 +52,38 @@ func checkServeStart(ctx context.Context, out io.Writer, cfg *config.Config) []e
 		}
 	}
 	noteOtherOwner(out, cfg.StateDir, filepath.Dir(cfg.Socket))
-	field("stateDir", checkStateDirOf(out, cfg))
-	field("socket", checkSocket(cfg.Socket))
-	field("health.listen", checkHealthListen(ctx, out, cfg.Health.Listen))
+	running, sockErr, stateErr := runningPlugin(out, cfg)
+	field("stateDir", errors.Join(stateErr, checkStateDirOf(out, cfg)))
+	field("socket", errors.Join(sockErr, checkSocket(cfg.Socket, running)))
+	field("health.listen", checkHealthListen(ctx, out, cfg.Health.Listen, running))
 	return errs
+}
+
+// runningPlugin tells, from who holds the socket's and the state dir's
+// locks (read from /proc/locks, nothing taken), whether a plugin runs on
+// this config: one process holding both. A lock held by a process that
+// does not hold the other is another plugin's, which serve could not
+// share with: an error for that field.
+func runningPlugin(out io.Writer, cfg *config.Config) (running bool, sockErr, stateErr error) {
+	sockPid, sockHeld, err := filelock.Holder(cfg.Socket + ".lock")
+	if err != nil {
+		return false, err, nil
+	}
+	statePid, stateHeld, err := filelock.Holder(filepath.Join(cfg.StateDir, ".lock"))
+	if err != nil {
+		return false, nil, err
+	}
+	switch {
+	case sockHeld && stateHeld && sockPid == statePid:
+		fmt.Fprintf(out, "note: a plugin runs on this config (pid %d): its socket, state dir and health address are in use, as expected\n", sockPid)
+		return true, nil, nil
+	case sockHeld:
+		sockErr = fmt.Errorf("socket %s is in use by another Trousseau (pid %d) that does not use this state dir: serve could not start on it; give each plugin its own socket", cfg.Socket, sockPid)
+	}
+	if stateHeld {
+		stateErr = fmt.Errorf("state dir %s is in use by another Trousseau (pid %d) that does not serve this socket: serve could not lock it; give each plugin its own state dir", cfg.StateDir, statePid)
+	}
+	return false, sockErr, stateErr
 }
 
 // checkStateDirOf checks cfg's state dir and says what is in it.
@@ -83,9 +112,10 @@ func checkStateDirOf(out io.Writer, cfg *config.Config) error {
 // checkSocket checks what grpcserver.ListenUnix would refuse: a socket
 // directory that others could write (the same safedir check), that
 // cannot be created or holds no new file, a lock file it could not open,
-// and something other than a socket in the way. An existing socket
-// passes: a running plugin's, or a stale one that serve removes.
-func checkSocket(path string) error {
+// something other than a socket in the way, and a socket another process
+// serves on. A stale socket passes (serve removes it), and so does the
+// socket of the plugin running on this config.
+func checkSocket(path string, running bool) error {
 	dir := filepath.Dir(path)
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return checkCreatable("socket directory", dir)
@@ -107,6 +137,11 @@ func checkSocket(path string) error {
 	if st, err := os.Lstat(path); err == nil && st.Mode()&fs.ModeSocket == 0 {
 		// As grpcserver's removeStale says it.
 		errs = append(errs, fmt.Errorf("socket %s: a file that is not a socket is in the way; remove it or choose another path", path))
+	} else if err == nil && !running {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			errs = append(errs, fmt.Errorf("socket %s: another process is serving on it (not a Trousseau holding its lock): serve would refuse it; stop that process or choose another path", path))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -122,9 +157,11 @@ func checkCreatable(what, dir string) error {
 			return fmt.Errorf("%s %s cannot be created: %s is not a directory; choose another path", what, dir, p)
 		case err == nil:
 			if err := syscall.Access(p, accessW|accessX); err != nil {
-				return fmt.Errorf("%s %s cannot be created: nothing can be created in %s (%v); create it for the plugin's user (mode 0700), or choose another path", what, dir, p, err)
+				return fmt.Errorf("%s %s cannot be created: nothing can be created in %s (%v); create %s for the plugin's user, or choose another path", what, dir, p, err, dir)
 			}
-			return nil
+			// Once made, serve would refuse it for a directory on the
+			// way that others can write.
+			return safedir.CheckCreatable(what, dir)
 		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
 			return fmt.Errorf("%s %s cannot be created: %w", what, dir, err)
 		case p == filepath.Dir(p):
@@ -134,9 +171,9 @@ func checkCreatable(what, dir string) error {
 }
 
 // checkHealthListen binds addr as serve will, and releases it at once.
-// An address in use passes (with a note): most likely the plugin this
-// config runs, serving.
-func checkHealthListen(ctx context.Context, out io.Writer, addr string) error {
+// An address in use passes (with a note) when the plugin of this config
+// runs; otherwise serve could not start.
+func checkHealthListen(ctx context.Context, out io.Writer, addr string, running bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
@@ -144,9 +181,10 @@ func checkHealthListen(ctx context.Context, out io.Writer, addr string) error {
 	case err == nil:
 		l.Close()
 		return nil
+	case errors.Is(err, syscall.EADDRINUSE) && running:
+		return nil // the running plugin's (see runningPlugin's note)
 	case errors.Is(err, syscall.EADDRINUSE):
-		fmt.Fprintf(out, "note: health.listen %s is in use; fine if it is this plugin, serving (serve cannot start on it otherwise)\n", addr)
-		return nil
+		return fmt.Errorf("%s is in use by another process, and no plugin runs on this config: serve could not listen on it; stop that process or give another address", addr)
 	}
 	return fmt.Errorf("serve could not listen on %s on this host (%v): give an address of this machine, such as %q", addr, unwrapOpError(err), config.DefaultHealthListen)
 }

@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrHeld reports that another process holds the lock.
@@ -25,6 +28,15 @@ var ErrHeld = errors.New("held by another process")
 func Acquire(name string) (*os.File, error) {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", name, err)
+	}
+	// A FIFO or device planted under the name would take the lock without
+	// being a file anyone else locks: refuse it.
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("not a regular file (%s): remove it", st.Mode().Type())
+		}
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
@@ -50,4 +62,39 @@ func holder(f *os.File) string {
 		return "pid unknown"
 	}
 	return "pid " + pid
+}
+
+// Holder reports whether the lock file name is held (by Acquire in any
+// process), and by which pid, without taking or touching it: it reads
+// /proc/locks (Linux). A file that does not exist is not held. pid is 0
+// when the holder is not visible from here (another pid namespace).
+func Holder(name string) (pid int, held bool, err error) {
+	st, err := os.Stat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false, fmt.Errorf("lock %s: no inode", name)
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return 0, false, fmt.Errorf("lock %s: %w", name, err)
+	}
+	// "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF", the device as
+	// major:minor in hex and the inode in decimal; blocked waiters ("->")
+	// hold nothing.
+	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(sys.Dev), unix.Minor(sys.Dev), sys.Ino)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[1] == "->" || f[1] != "FLOCK" || f[5] != want {
+			continue
+		}
+		pid, _ := strconv.Atoi(f[4])
+		return pid, true, nil
+	}
+	return 0, false, nil
 }

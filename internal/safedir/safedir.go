@@ -80,6 +80,50 @@ func Check(what, dir string, ours bool) error {
 	return nil
 }
 
+// CheckCreatable refuses a directory that does not exist yet, and that
+// this process would create (as the plugin does its socket and state
+// dirs), when Check would refuse it once created because of a directory
+// on the way: the nearest existing ancestor and every directory on the
+// way to it are judged as directories on the way, the entry created in
+// the ancestor being this process's.
+func CheckCreatable(what, dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	parent := filepath.Dir(abs)
+	for {
+		if _, err := os.Stat(parent); err == nil || parent == filepath.Dir(parent) {
+			break
+		}
+		parent = filepath.Dir(parent)
+	}
+	w, err := walk(parent, false)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	t := newTrusted(true, 0)
+	for _, l := range w.lookups {
+		if err := l.checkWay(t); err != nil {
+			return fmt.Errorf("%s %s: %w", what, dir, err)
+		}
+	}
+	st, err := os.Stat(w.resolved)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	// The entry made in it will be ours: a sticky shared directory is
+	// fine, like /tmp.
+	final := lookup{dir: w.resolved, dirInfo: st, name: filepath.Base(abs), entry: ownEntry{}}
+	if err := final.checkWay(t); err != nil {
+		return fmt.Errorf("%s %s: %w", what, dir, err)
+	}
+	return nil
+}
+
+// ownEntry stands for an entry this process is about to create.
+type ownEntry struct{ fs.FileInfo }
+
 // CheckFile refuses file, described as what ("custodian socket"), when
 // someone else could replace it: when the directory it is in is refused
 // as Check refuses a directory, or a directory on the way to that one
@@ -348,6 +392,9 @@ func split(path string) []string {
 
 // owner is the uid that owns fi's file.
 func owner(fi fs.FileInfo) (uint32, bool) {
+	if _, ok := fi.(ownEntry); ok {
+		return uint32(os.Geteuid()), true
+	}
 	sys, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return 0, false

@@ -186,3 +186,46 @@ func TestCheckFile(t *testing.T) {
 		want(t, "a missing dir", check(filepath.Join(safe, "none", "s.sock")), "custodian socket: ", "no such file")
 	}
 }
+
+// CheckCreatable judges a directory not made yet by the directories on
+// the way to it, as Check will once it is made.
+func TestCheckCreatable(t *testing.T) {
+	base := t.TempDir()
+	open := filepath.Join(base, "open")
+	sticky := filepath.Join(base, "sticky")
+	for dir, mode := range map[string]os.FileMode{open: 0o777, sticky: 0o777 | os.ModeSticky} {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, dir, want string
+	}{
+		{"under a safe dir", filepath.Join(base, "new", "deeper"), ""},
+		{"under a sticky shared dir", filepath.Join(sticky, "new"), ""},
+		{"under a dir others can write", filepath.Join(open, "new"), "writable by group or others without the sticky bit"},
+		{"deeper under it", filepath.Join(open, "a", "b"), "writable by group or others without the sticky bit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckCreatable("state dir", tc.dir)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("CheckCreatable = %v, want %q", err, tc.want)
+			}
+			if tc.want != "" {
+				// Check agrees once the directory exists.
+				if err := os.MkdirAll(tc.dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := Check("state dir", tc.dir, true); err == nil {
+					t.Fatal("Check accepts what CheckCreatable refused")
+				}
+			}
+		})
+	}
+}

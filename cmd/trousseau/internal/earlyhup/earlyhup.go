@@ -29,15 +29,16 @@ func init() { signal.Notify(held, syscall.SIGHUP) }
 // Signals are the SIGHUPs caught since the process started.
 func Signals() <-chan os.Signal { return held }
 
-// Release gives SIGHUP back its default action (ending the process, or
-// none if it was ignored when the process started, as under nohup) for a
-// command that does not handle it. A SIGHUP caught before is delivered
-// again, so the command ends as it would have without this package.
+// Release makes a command that does not handle SIGHUP end on it as any
+// program does (or not, if SIGHUP was ignored when the process started,
+// as under nohup). SIGHUP stays caught, and the first one, caught before
+// or after, is delivered again once its default action is back. Resetting
+// at once and then draining held would lose a SIGHUP that the runtime had
+// taken but not yet put on held.
 func Release() {
-	signal.Reset(syscall.SIGHUP)
-	select {
-	case <-held:
+	go func() {
+		<-held
+		signal.Reset(syscall.SIGHUP)
 		syscall.Kill(os.Getpid(), syscall.SIGHUP)
-	default:
-	}
+	}()
 }

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package envelope
+
+// undeletable: inode flags are read on Linux only.
+func undeletable(string) string { return "" }
