@@ -393,11 +393,28 @@ func (c *Config) ValidateOnHost() error {
 			return fmt.Errorf("socketPermissions.group: group %s has the id %q", g, grp.Gid)
 		}
 	}
-	// Only root may give a file to a group it is not in.
-	if os.Geteuid() != 0 && !inGroup(int(gid)) {
-		return fmt.Errorf("socketPermissions.group: this process (uid %d) is not in group %s, so it cannot give the socket to it: add the plugin's user to the group, or run the plugin as root", os.Geteuid(), g)
+	// Only root, or a process with CAP_CHOWN, may give a file to a group
+	// it is not in.
+	if os.Geteuid() != 0 && !inGroup(int(gid)) && !hasCapChown() {
+		return fmt.Errorf("socketPermissions.group: this process (uid %d) is not in group %s and has no CAP_CHOWN, so it cannot give the socket to it: add the plugin's user to the group, or give it CAP_CHOWN, or run the plugin as root", os.Geteuid(), g)
 	}
 	return nil
+}
+
+// hasCapChown reports whether CAP_CHOWN (capability 0) is in this
+// process's effective set, from /proc/self/status; false if unknown.
+func hasCapChown() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			return err == nil && caps&1 != 0
+		}
+	}
+	return false
 }
 
 // inGroup reports whether this process is in group gid.

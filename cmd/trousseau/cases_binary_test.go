@@ -849,3 +849,27 @@ func TestCase7_EarlySIGHUP(t *testing.T) {
 		p.stop(t)
 	})
 }
+
+// From another pid namespace (a debug pod sharing the static pod's host
+// paths and network), /proc/locks does not show the plugin's locks: config
+// check cannot tell who serves, and must not fail on the plugin's own
+// socket and address.
+func TestCase4_ConfigCheckFromAnotherPIDNamespace(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1) here")
+	}
+	c := newDevCase(t)
+	serveBin(t, c)
+	cmd := exec.Command(unshare, "--pid", "--fork", "--mount-proc", buildBinary(t), "config", "check", "--config", c.config)
+	out, err := cmd.CombinedOutput()
+	if strings.Contains(string(out), "unshare failed") || strings.Contains(string(out), "unshare: ") {
+		t.Skipf("no new pid namespace here: %s", out)
+	}
+	if err != nil {
+		t.Fatalf("config check beside the plugin, from another pid namespace: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "note: health.listen "+c.health+" is in use") {
+		t.Fatalf("no note on the address in use:\n%s", out)
+	}
+}

@@ -54,36 +54,62 @@ func checkServeStart(ctx context.Context, out io.Writer, cfg *config.Config) []e
 	noteOtherOwner(out, cfg.StateDir, filepath.Dir(cfg.Socket))
 	running, sockErr, stateErr := runningPlugin(out, cfg)
 	field("stateDir", errors.Join(stateErr, checkStateDirOf(out, cfg)))
-	field("socket", errors.Join(sockErr, checkSocket(cfg.Socket, running)))
+	field("socket", errors.Join(sockErr, checkSocket(out, cfg.Socket, running)))
 	field("health.listen", checkHealthListen(ctx, out, cfg.Health.Listen, running))
 	return errs
 }
 
-// runningPlugin tells, from who holds the socket's and the state dir's
-// locks (read from /proc/locks, nothing taken), whether a plugin runs on
-// this config: one process holding both. A lock held by a process that
-// does not hold the other is another plugin's, which serve could not
-// share with: an error for that field.
-func runningPlugin(out io.Writer, cfg *config.Config) (running bool, sockErr, stateErr error) {
-	sockPid, sockHeld, err := filelock.Holder(cfg.Socket + ".lock")
-	if err != nil {
-		return false, err, nil
-	}
-	statePid, stateHeld, err := filelock.Holder(filepath.Join(cfg.StateDir, ".lock"))
-	if err != nil {
-		return false, nil, err
-	}
+// plugin is what config check can tell of a plugin on this config.
+type plugin int
+
+const (
+	// pluginUnknown: a lock file is there, but who holds it cannot be
+	// read (/proc/locks does not show holders in another pid namespace,
+	// and names files on btrfs or a multi-layer overlayfs by another
+	// device than stat does): a socket or address in use gets a note.
+	pluginUnknown plugin = iota
+	// pluginRunning: one process holds both this config's locks.
+	pluginRunning
+	// pluginNone: neither lock file exists, so no Trousseau serves this
+	// config: a socket or address in use is someone else's.
+	pluginNone
+)
+
+// runningPlugin tells, from the socket's and the state dir's lock files
+// and who holds them (read from /proc/locks; nothing is taken), whether
+// a plugin runs on this config. Only what is certain is an error: both
+// locks held by different processes, or one held while the other's file
+// does not even exist (so its holder serves another config).
+func runningPlugin(out io.Writer, cfg *config.Config) (p plugin, sockErr, stateErr error) {
+	sock, state := lockOf(cfg.Socket+".lock"), lockOf(filepath.Join(cfg.StateDir, ".lock"))
 	switch {
-	case sockHeld && stateHeld && sockPid == statePid:
-		fmt.Fprintf(out, "note: a plugin runs on this config (pid %d): its socket, state dir and health address are in use, as expected\n", sockPid)
-		return true, nil, nil
-	case sockHeld:
-		sockErr = fmt.Errorf("socket %s is in use by another Trousseau (pid %d) that does not use this state dir: serve could not start on it; give each plugin its own socket", cfg.Socket, sockPid)
+	case sock.held && state.held && sock.pid == state.pid:
+		fmt.Fprintf(out, "note: a plugin runs on this config (pid %d): its socket, state dir and health address are in use, as expected\n", sock.pid)
+		return pluginRunning, nil, nil
+	case !sock.exists && !state.exists:
+		return pluginNone, nil, nil
 	}
-	if stateHeld {
-		stateErr = fmt.Errorf("state dir %s is in use by another Trousseau (pid %d) that does not serve this socket: serve could not lock it; give each plugin its own state dir", cfg.StateDir, statePid)
+	if sock.held && (state.held || !state.exists) {
+		sockErr = fmt.Errorf("socket %s is in use by another Trousseau (pid %d) that does not use this state dir: serve could not start on it; give each plugin its own socket", cfg.Socket, sock.pid)
 	}
-	return false, sockErr, stateErr
+	if state.held && (sock.held || !sock.exists) {
+		stateErr = fmt.Errorf("state dir %s is in use by another Trousseau (pid %d) that does not serve this socket: serve could not lock it; give each plugin its own state dir", cfg.StateDir, state.pid)
+	}
+	return pluginUnknown, sockErr, stateErr
+}
+
+// lockState is what is known of one lock file.
+type lockState struct {
+	exists, held bool
+	pid          int
+}
+
+func lockOf(name string) lockState {
+	if _, err := os.Lstat(name); err != nil {
+		return lockState{}
+	}
+	pid, held, err := filelock.Holder(name)
+	return lockState{exists: true, held: held && err == nil && pid > 0, pid: pid}
 }
 
 // checkStateDirOf checks cfg's state dir and says what is in it.
@@ -115,7 +141,7 @@ func checkStateDirOf(out io.Writer, cfg *config.Config) error {
 // something other than a socket in the way, and a socket another process
 // serves on. A stale socket passes (serve removes it), and so does the
 // socket of the plugin running on this config.
-func checkSocket(path string, running bool) error {
+func checkSocket(out io.Writer, path string, running plugin) error {
 	dir := filepath.Dir(path)
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return checkCreatable("socket directory", dir)
@@ -137,10 +163,14 @@ func checkSocket(path string, running bool) error {
 	if st, err := os.Lstat(path); err == nil && st.Mode()&fs.ModeSocket == 0 {
 		// As grpcserver's removeStale says it.
 		errs = append(errs, fmt.Errorf("socket %s: a file that is not a socket is in the way; remove it or choose another path", path))
-	} else if err == nil && !running {
+	} else if err == nil && running != pluginRunning {
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
-			errs = append(errs, fmt.Errorf("socket %s: another process is serving on it (not a Trousseau holding its lock): serve would refuse it; stop that process or choose another path", path))
+			if running == pluginNone {
+				errs = append(errs, fmt.Errorf("socket %s: another process is serving on it (no Trousseau lock file beside it): serve would refuse it; stop that process or choose another path", path))
+			} else {
+				fmt.Fprintf(out, "note: socket %s is being served; fine if it is this config's plugin (who holds its lock cannot be read here)\n", path)
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -173,7 +203,7 @@ func checkCreatable(what, dir string) error {
 // checkHealthListen binds addr as serve will, and releases it at once.
 // An address in use passes (with a note) when the plugin of this config
 // runs; otherwise serve could not start.
-func checkHealthListen(ctx context.Context, out io.Writer, addr string, running bool) error {
+func checkHealthListen(ctx context.Context, out io.Writer, addr string, running plugin) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
@@ -181,10 +211,13 @@ func checkHealthListen(ctx context.Context, out io.Writer, addr string, running 
 	case err == nil:
 		l.Close()
 		return nil
-	case errors.Is(err, syscall.EADDRINUSE) && running:
+	case errors.Is(err, syscall.EADDRINUSE) && running == pluginRunning:
 		return nil // the running plugin's (see runningPlugin's note)
-	case errors.Is(err, syscall.EADDRINUSE):
+	case errors.Is(err, syscall.EADDRINUSE) && running == pluginNone:
 		return fmt.Errorf("%s is in use by another process, and no plugin runs on this config: serve could not listen on it; stop that process or give another address", addr)
+	case errors.Is(err, syscall.EADDRINUSE):
+		fmt.Fprintf(out, "note: health.listen %s is in use; fine if it is this config's plugin, serving (serve cannot start on it otherwise)\n", addr)
+		return nil
 	}
 	return fmt.Errorf("serve could not listen on %s on this host (%v): give an address of this machine, such as %q", addr, unwrapOpError(err), config.DefaultHealthListen)
 }

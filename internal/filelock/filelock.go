@@ -66,8 +66,12 @@ func holder(f *os.File) string {
 
 // Holder reports whether the lock file name is held (by Acquire in any
 // process), and by which pid, without taking or touching it: it reads
-// /proc/locks (Linux). A file that does not exist is not held. pid is 0
-// when the holder is not visible from here (another pid namespace).
+// /proc/locks (Linux). A file that does not exist is not held.
+//
+// "Not held" is not certain: /proc/locks leaves out locks whose holder
+// is in another pid namespace, and names a file by its file system's
+// device, which on btrfs or an overlayfs of several file systems is not
+// the device stat reports. Only "held" is.
 func Holder(name string) (pid int, held bool, err error) {
 	st, err := os.Stat(name)
 	if errors.Is(err, fs.ErrNotExist) {

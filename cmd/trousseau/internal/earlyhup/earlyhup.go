@@ -24,7 +24,13 @@ import (
 // before then are one rotation request anyway.
 var held = make(chan os.Signal, 1)
 
-func init() { signal.Notify(held, syscall.SIGHUP) }
+// ignoredAtStart: SIGHUP was ignored when the process started (nohup).
+var ignoredAtStart bool
+
+func init() {
+	ignoredAtStart = signal.Ignored(syscall.SIGHUP)
+	signal.Notify(held, syscall.SIGHUP)
+}
 
 // Signals are the SIGHUPs caught since the process started.
 func Signals() <-chan os.Signal { return held }
@@ -36,6 +42,12 @@ func Signals() <-chan os.Signal { return held }
 // at once and then draining held would lose a SIGHUP that the runtime had
 // taken but not yet put on held.
 func Release() {
+	if ignoredAtStart {
+		// Ignored again at once, so that the processes it starts inherit
+		// that too, as they would have without this package.
+		signal.Ignore(syscall.SIGHUP)
+		return
+	}
 	go func() {
 		<-held
 		signal.Reset(syscall.SIGHUP)
