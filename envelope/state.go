@@ -53,13 +53,16 @@ type stateFile struct{ dir string }
 // carries its own copy of the header that wraps its DEK.
 const moveAside = "move it aside and restart to make a new DEK (this loses no data: every object in etcd carries its own copy of its wrapped DEK), or restore it from a backup to keep the key_id"
 
+// StateLock is the lock file of the state dir dir.
+func StateLock(dir string) string { return filepath.Join(dir, ".lock") }
+
 // LockStateDir takes the lock that keeps two plugins off one state dir
 // (they would overwrite each other's DEK). Closing the file releases it.
 func LockStateDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
-	f, err := filelock.Acquire(filepath.Join(dir, ".lock"))
+	f, err := filelock.Acquire(StateLock(dir))
 	if errors.Is(err, filelock.ErrHeld) {
 		return nil, fmt.Errorf("state dir %s is in use by another Trousseau (%w); give each instance a state dir of its own", dir, err)
 	}

@@ -9,12 +9,11 @@ import (
 	"path/filepath"
 	"slices"
 	"syscall"
-)
 
-// access(2) modes.
-const (
-	accessW = 0x2
-	accessX = 0x1
+	"golang.org/x/sys/unix"
+
+	"github.com/trousseau-io/trousseau/internal/filelock"
+	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
 // StateDirCheck is what CheckStateDir found in a state dir.
@@ -54,19 +53,19 @@ func CheckStateDir(dir string) (StateDirCheck, error) {
 	}
 	c.Exists = true
 	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
-		return c, fmt.Errorf("state dir %s is not a directory but a %s, so serve cannot create it: move that aside, or choose another path", dir, fileKind(st.Mode()))
+		return c, fmt.Errorf("state dir %s is not a directory but a %s, so serve cannot create it: move that aside, or choose another path", dir, safedir.Kind(st.Mode()))
 	}
 	if err := checkStateDir(dir); err != nil {
 		return c, err
 	}
 	var errs []error
-	writable := syscall.Access(dir, accessW|accessX)
+	writable := syscall.Access(dir, unix.W_OK|unix.X_OK)
 	if writable != nil {
 		errs = append(errs, fmt.Errorf("state dir %s: no file can be created in it (%v): serve could save neither a first DEK nor a rotation there, nor create its lock file; "+
 			"make it writable by the plugin's user (a read-only mount? an immutable dir? lsattr -d %s), or use another directory", dir, writable, dir))
 	}
-	if err := checkLockFile(filepath.Join(dir, ".lock")); err != nil {
-		errs = append(errs, err)
+	if err := filelock.Check(StateLock(dir)); err != nil {
+		errs = append(errs, fmt.Errorf("%w; serve would refuse to lock the state dir", err))
 	}
 	s := &stateFile{dir: dir}
 	h, notes, err := s.check()
@@ -91,25 +90,6 @@ func CheckStateDir(dir string) (StateDirCheck, error) {
 		c.Notes = append(c.Notes, fmt.Sprintf("%d DEK(s) set aside because they could not be unlocked, newest %s: keep them until the data sealed under them is rewritten or given up", len(aside), aside[len(aside)-1]))
 	}
 	return c, errors.Join(errs...)
-}
-
-// checkLockFile refuses a state dir lock file that LockStateDir could not
-// open for writing (it never follows a symlink).
-func checkLockFile(path string) error {
-	st, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("lock file %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("lock file %s is a %s, not a regular file, and serve would refuse to lock the state dir: remove it", path, fileKind(st.Mode()))
-	}
-	if err := syscall.Access(path, accessW); err != nil {
-		return fmt.Errorf("lock file %s cannot be opened for writing (%v), and serve would refuse to lock the state dir: make it writable (an immutable file? lsattr), or remove it", path, err)
-	}
-	return nil
 }
 
 // check reads the state file as load does, without changing it: no
@@ -162,24 +142,4 @@ func parseState(path string, b []byte) (*Header, []byte, error) {
 			"(nothing is lost by that: every object in etcd carries its own copy of the header)", path, err)
 	}
 	return h, doc.Header, nil
-}
-
-// fileKind names what a file that should be a directory or a regular
-// file is instead.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeSymlink != 0:
-		return "symlink"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	case m.IsRegular():
-		return "regular file"
-	}
-	return "special file"
 }

@@ -79,7 +79,7 @@ func checkSocketDir(dir string) error {
 // lockSocket takes the exclusive lock that makes this process the only
 // Trousseau on path.
 func lockSocket(path string) (*os.File, error) {
-	f, err := filelock.Acquire(path + ".lock")
+	f, err := filelock.Acquire(SocketLock(path))
 	if errors.Is(err, filelock.ErrHeld) {
 		return nil, fmt.Errorf("socket %s: another Trousseau instance serves it (%w); stop it or choose another socket path", path, err)
 	}
@@ -159,3 +159,7 @@ func lookupGroup(group string) (int, error) {
 	}
 	return strconv.Atoi(g.Gid)
 }
+
+// SocketLock is the lock file beside the socket path, held while a plugin
+// serves on it.
+func SocketLock(path string) string { return path + ".lock" }

@@ -12,16 +12,13 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/grpcserver"
 	"github.com/trousseau-io/trousseau/internal/filelock"
 	"github.com/trousseau-io/trousseau/internal/safedir"
-)
-
-// access(2) modes: creating an entry in a directory needs both.
-const (
-	accessW = 0x2
-	accessX = 0x1
 )
 
 // checkServeStart checks, without changing anything (no directory made,
@@ -81,7 +78,7 @@ const (
 // locks held by different processes, or one held while the other's file
 // does not even exist (so its holder serves another config).
 func runningPlugin(out io.Writer, cfg *config.Config) (p plugin, sockErr, stateErr error) {
-	sock, state := lockOf(cfg.Socket+".lock"), lockOf(filepath.Join(cfg.StateDir, ".lock"))
+	sock, state := lockOf(grpcserver.SocketLock(cfg.Socket)), lockOf(envelope.StateLock(cfg.StateDir))
 	switch {
 	case sock.held && state.held && sock.pid == state.pid:
 		fmt.Fprintf(out, "note: a plugin runs on this config (pid %d): its socket, state dir and health address are in use, as expected\n", sock.pid)
@@ -150,15 +147,11 @@ func checkSocket(out io.Writer, path string, running plugin) error {
 		return err
 	}
 	var errs []error
-	if err := syscall.Access(dir, accessW|accessX); err != nil {
+	if err := syscall.Access(dir, unix.W_OK|unix.X_OK); err != nil {
 		errs = append(errs, fmt.Errorf("socket directory %s: the socket cannot be created in it (%v): make it writable by the plugin's user (a read-only mount? an immutable dir? lsattr -d %s), or use another directory", dir, err, dir))
 	}
-	if st, err := os.Lstat(path + ".lock"); err == nil {
-		if !st.Mode().IsRegular() {
-			errs = append(errs, fmt.Errorf("lock file %s.lock is not a regular file, and serve would refuse the socket: remove it", path))
-		} else if err := syscall.Access(path+".lock", accessW); err != nil {
-			errs = append(errs, fmt.Errorf("lock file %s.lock cannot be opened for writing (%v), and serve would refuse the socket: make it writable, or remove it", path, err))
-		}
+	if err := filelock.Check(grpcserver.SocketLock(path)); err != nil {
+		errs = append(errs, fmt.Errorf("%w; serve would refuse the socket", err))
 	}
 	if st, err := os.Lstat(path); err == nil && st.Mode()&fs.ModeSocket == 0 {
 		// As grpcserver's removeStale says it.
@@ -186,7 +179,7 @@ func checkCreatable(what, dir string) error {
 		case err == nil && !st.IsDir():
 			return fmt.Errorf("%s %s cannot be created: %s is not a directory; choose another path", what, dir, p)
 		case err == nil:
-			if err := syscall.Access(p, accessW|accessX); err != nil {
+			if err := syscall.Access(p, unix.W_OK|unix.X_OK); err != nil {
 				return fmt.Errorf("%s %s cannot be created: nothing can be created in %s (%v); create %s for the plugin's user, or choose another path", what, dir, p, err, dir)
 			}
 			// Once made, serve would refuse it for a directory on the

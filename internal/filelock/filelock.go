@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
 // ErrHeld reports that another process holds the lock.
@@ -35,7 +37,7 @@ func Acquire(name string) (*os.File, error) {
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
 		f.Close()
 		if err == nil {
-			err = fmt.Errorf("not a regular file (%s): remove it", st.Mode().Type())
+			err = fmt.Errorf("a %s, not a regular file: remove it", safedir.Kind(st.Mode()))
 		}
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
@@ -101,4 +103,25 @@ func Holder(name string) (pid int, held bool, err error) {
 		return pid, true, nil
 	}
 	return 0, false, nil
+}
+
+// Check says what would make Acquire refuse the lock file name, without
+// opening it or taking the lock: not a regular file (a directory, a FIFO,
+// a symlink, which is not followed), or not writable by this process (an
+// immutable file, a read-only mount). A missing file passes: Acquire
+// creates it.
+func Check(name string) error {
+	st, err := os.Lstat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("lock file %s: %w", name, err)
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("lock file %s is a %s, not a regular file: remove it", name, safedir.Kind(st.Mode()))
+	}
+	if err := unix.Access(name, unix.W_OK); err != nil {
+		return fmt.Errorf("lock file %s cannot be opened for writing (%v): make it writable (an immutable file? lsattr), or remove it", name, err)
+	}
+	return nil
 }

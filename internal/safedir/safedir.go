@@ -401,3 +401,23 @@ func owner(fi fs.FileInfo) (uint32, bool) {
 	}
 	return sys.Uid, true
 }
+
+// Kind names the type of a file for an error saying it should be a
+// directory or a regular file: "directory", "symlink", "named pipe", ...
+func Kind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	case m.IsRegular():
+		return "regular file"
+	}
+	return "special file"
+}
