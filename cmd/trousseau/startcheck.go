@@ -30,9 +30,9 @@ import (
 // and released at once). It prints what it found to out and returns one
 // error per problem, each naming its config field.
 //
-// A plugin already running on this config passes: its locks are not
-// tried, its socket is a socket, and its health address in use is noted,
-// not refused.
+// A plugin already running on this config passes: its locks are read,
+// not tried (runningPlugin), and its socket and health address in use
+// are then expected.
 func checkServeStart(ctx context.Context, out io.Writer, cfg *config.Config) []error {
 	var errs []error
 	field := func(name string, err error) {

@@ -272,9 +272,6 @@ func (x drillIndex) drill(ctx context.Context, env Driller, progress io.Writer) 
 	return out
 }
 
-// progressEvery is how often a drill says how far it got.
-const progressEvery = 2 * time.Second
-
 // ticker writes a progress line at most once per progressEvery.
 type ticker struct {
 	w    io.Writer

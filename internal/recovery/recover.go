@@ -238,6 +238,10 @@ func (p *pipeline) one(ctx context.Context, kv KV) result {
 	return r
 }
 
+// progressEvery is how often a long run (recover, unless ProgressEvery
+// says otherwise, and drill) says how far it got.
+const progressEvery = 2 * time.Second
+
 // progress prints a line every ProgressEvery until stop is called.
 func (p *pipeline) progress(total int, start time.Time) (stop func()) {
 	if p.opts.Progress == nil {
@@ -245,7 +249,7 @@ func (p *pipeline) progress(total int, start time.Time) (stop func()) {
 	}
 	every := p.opts.ProgressEvery
 	if every <= 0 {
-		every = 2 * time.Second
+		every = progressEvery
 	}
 	quit := make(chan struct{})
 	var wg sync.WaitGroup
