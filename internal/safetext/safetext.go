@@ -1,0 +1,136 @@
+// Package safetext makes untrusted text (etcd keys, object names, backend
+// answers) safe to print on a terminal or in a log line: once escaped,
+// nothing in it can move the cursor, clear the screen, start a line or
+// reorder the text around it, so it cannot fake what a command printed.
+package safetext
+
+import (
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"unicode/utf8"
+)
+
+// Escape returns s with a visible escape for each of: C0 controls
+// (newline and tab too), DEL and invalid UTF-8 bytes (\x1b, \xff); C1
+// controls, bidirectional controls and line or paragraph separators
+// (\u009b, \u202e); and the backslash (\\), so that the result decodes
+// to s in one way only. Everything else, non-ASCII letters included, is
+// kept. s is returned as it is when nothing needs escaping.
+func Escape(s string) string {
+	i := unsafeAt(s)
+	if i < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1, r < 0x20, r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case unsafeRune(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// unsafeAt is the index of the first byte Escape changes, or -1.
+func unsafeAt(s string) int {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f || c == '\\' {
+				return i
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && size == 1) || unsafeRune(r) {
+			return i
+		}
+		i += size
+	}
+	return -1
+}
+
+// unsafeRune reports the non-ASCII runes a terminal acts on or that
+// change how the text around them reads.
+func unsafeRune(r rune) bool {
+	switch {
+	case r >= 0x80 && r <= 0x9f: // C1 controls (CSI is U+009B)
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069: // bidi overrides and isolates
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f: // bidi marks
+		return true
+	case r == 0x2028, r == 0x2029: // line and paragraph separators
+		return true
+	}
+	return false
+}
+
+// Sprintf is [fmt.Sprintf] with every argument that can carry text
+// escaped by [Escape]: strings, errors, Stringers and anything else but
+// numbers and booleans, which are passed as they are. The format is
+// trusted; format text arguments with %s or %v.
+func Sprintf(format string, args ...any) string {
+	return fmt.Sprintf(format, escapeArgs(args)...)
+}
+
+// Fprintf is [fmt.Fprintf] with the arguments escaped as [Sprintf] does.
+func Fprintf(w io.Writer, format string, args ...any) (int, error) {
+	return fmt.Fprintf(w, format, escapeArgs(args)...)
+}
+
+func escapeArgs(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		out[i] = escapeArg(a)
+	}
+	return out
+}
+
+func escapeArg(a any) any {
+	if a == nil {
+		return a
+	}
+	switch reflect.TypeOf(a).Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return a
+	}
+	switch v := a.(type) {
+	case string:
+		return Escape(v)
+	case error:
+		return Escape(v.Error())
+	case fmt.Stringer:
+		return Escape(v.String())
+	}
+	return Escape(fmt.Sprint(a))
+}
+
+// Error is err with its message escaped by [Escape] (one line, whatever
+// err says); errors.Is and errors.As see err.
+func Error(err error) error {
+	if err == nil {
+		return nil
+	}
+	return escaped{err}
+}
+
+type escaped struct{ err error }
+
+func (e escaped) Error() string { return Escape(e.err.Error()) }
+func (e escaped) Unwrap() error { return e.err }
