@@ -2,8 +2,12 @@ package envelope
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -35,6 +39,10 @@ type DEKCheck struct {
 	Threshold  int
 	Shares     []ShareCheck // in header order
 	Working    int          // shares that checked out
+	// HeaderTampered: more than k shares agree with each other, but none
+	// fits this header: the header is a tampered copy, and the backends
+	// are not to blame.
+	HeaderTampered bool
 }
 
 // Margin is how many more backends may be lost before the DEK is
@@ -48,6 +56,13 @@ var (
 	// than k shares back none can be checked, so it does not count as
 	// working (a lying backend's share looks the same).
 	ErrShareUnverified = errors.New("returned a share, but fewer than k shares came back to check it against")
+	// ErrNoShareFits: k or more shares came back, but no k of them fit
+	// the header, and too few agree with each other to tell whether a
+	// custodian lies or the header was tampered with.
+	ErrNoShareFits = errors.New("returned a share, but no k shares fit the header: a custodian lies or the header was tampered with")
+	// ErrHeaderTampered: the share agrees with more than k others, so the
+	// custodians agree, but not with this header's commitment.
+	ErrHeaderTampered = errors.New("the share agrees with the other custodians' shares but not with this header: the header was tampered with")
 )
 
 // Drill asks every backend named in the header for its share, in
@@ -56,102 +71,135 @@ var (
 // a drill must not change what the plugin does. An error means the header
 // itself is not usable (malformed, or below the threshold floor).
 func (e *Envelope) Drill(ctx context.Context, raw []byte) (DEKCheck, error) {
-	h, err := e.parseHeader(raw)
+	s := e.NewDrillSession()
+	defer s.Close()
+	return s.Check(ctx, raw)
+}
+
+// DrillSession drills several headers, unwrapping each distinct wrapped
+// share once: copies of a header that an etcd writer changed elsewhere
+// cost no backend call, and are judged by the same shares as the
+// genuine one. Close wipes the shares it holds.
+type DrillSession struct {
+	env    *Envelope
+	mu     sync.Mutex
+	shares map[[32]byte]shareResult
+}
+
+// NewDrillSession starts a drill session.
+func (e *Envelope) NewDrillSession() *DrillSession {
+	return &DrillSession{env: e, shares: map[[32]byte]shareResult{}}
+}
+
+// Close wipes every share the session unwrapped.
+func (s *DrillSession) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, r := range s.shares {
+		r.share.Wipe()
+		delete(s.shares, k)
+	}
+}
+
+// Unasked counts the shares of the header that Check would ask a backend
+// for (not unwrapped earlier in the session); -1 if the header is unusable.
+func (s *DrillSession) Unasked(raw []byte) int {
+	h, err := s.env.parseHeader(raw)
+	if err != nil {
+		return -1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ws := range h.Shares {
+		if _, ok := s.shares[unwrapKey(h, ws)]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// Check drills one header.
+func (s *DrillSession) Check(ctx context.Context, raw []byte) (DEKCheck, error) {
+	h, err := s.env.parseHeader(raw)
+	if err != nil {
+		return DEKCheck{}, err
+	}
+	results := s.unwrapAll(ctx, h)
+	var good []split.Share
+	for _, r := range results {
+		if r.err == nil {
+			good = append(good, r.share)
+		}
+	}
+	found, err := split.Decode(ctx, good, func(key []byte) bool { return h.verify(raw, key) })
+	clear(found.Secret)
 	if err != nil {
 		return DEKCheck{}, err
 	}
 	check := DEKCheck{KeyID: h.KeyID(), Generation: h.Generation, Created: h.Created, Threshold: h.Threshold,
 		Shares: make([]ShareCheck, len(h.Shares))}
-	results := make([]shareResult, len(h.Shares))
-	done := make(chan struct{}, len(h.Shares))
-	for i, ws := range h.Shares {
-		go func() { results[i] = e.unwrapShare(ctx, h, ws); done <- struct{}{} }()
-	}
-	for range h.Shares {
-		<-done
-	}
-	var good []split.Share
+	check.HeaderTampered = found.Secret == nil && len(found.Agree) > 0
 	for i, r := range results {
 		check.Shares[i] = ShareCheck{Backend: h.Shares[i].Backend, Err: r.err}
-		if r.err == nil {
-			good = append(good, r.share)
-		}
-	}
-	defer func() {
-		for _, s := range good {
-			s.Wipe()
-		}
-	}()
-	basis := e.fittingSubset(h, raw, good)
-	for i := range check.Shares {
-		if check.Shares[i].Err != nil {
+		if r.err != nil {
 			continue
 		}
 		switch {
-		case basis == nil && len(good) < h.Threshold:
-			check.Shares[i].Err = ErrShareUnverified
-		case basis != nil && fits(h, raw, basis, shareAt(good, i+1)):
+		case found.Secret != nil && slices.Contains(found.Fit, i+1):
 			check.Shares[i].OK = true
 			check.Working++
-		default:
+		case found.Secret != nil:
 			check.Shares[i].Err = errShareDoesNotFit
+			s.env.shareMismatch(h, i+1)
+		case check.HeaderTampered && slices.Contains(found.Agree, i+1):
+			check.Shares[i].Err = ErrHeaderTampered
+		case len(good) < h.Threshold:
+			check.Shares[i].Err = ErrShareUnverified
+		default:
+			check.Shares[i].Err = ErrNoShareFits
 		}
 	}
 	return check, nil
 }
 
-// fittingSubset returns k shares that combine to the committed DEK, or nil.
-func (e *Envelope) fittingSubset(h *Header, raw []byte, good []split.Share) []split.Share {
-	if len(good) < h.Threshold {
-		return nil
+// unwrapAll returns every share of the header, in header order, asking
+// in parallel the backends not asked for that wrapped share before.
+func (s *DrillSession) unwrapAll(ctx context.Context, h *Header) []shareResult {
+	results := make([]shareResult, len(h.Shares))
+	var wg sync.WaitGroup
+	for i, ws := range h.Shares {
+		key := unwrapKey(h, ws)
+		s.mu.Lock()
+		r, ok := s.shares[key]
+		s.mu.Unlock()
+		if ok {
+			results[i] = r
+			continue
+		}
+		wg.Go(func() {
+			r := s.env.unwrapShare(ctx, h, ws)
+			results[i] = r
+			if ctx.Err() == nil { // a cancelled call says nothing of the backend
+				s.mu.Lock()
+				s.shares[key] = r
+				s.mu.Unlock()
+			}
+		})
 	}
-	var found []split.Share
-	chooseSubsets(len(good), h.Threshold, func(idx []int) bool {
-		pick := make([]split.Share, 0, h.Threshold)
-		for _, i := range idx {
-			pick = append(pick, good[i])
-		}
-		key, err := split.Combine(pick)
-		if err != nil {
-			return true
-		}
-		defer clear(key)
-		if h.verify(raw, key) {
-			found = pick
-			return false
-		}
-		return true
-	})
-	return found
+	wg.Wait()
+	return results
 }
 
-// fits reports whether s lies on the DEK's polynomial: s with k-1 shares
-// of the basis (those other than s) combine to the committed DEK.
-func fits(h *Header, raw []byte, basis []split.Share, s split.Share) bool {
-	pick := []split.Share{s}
-	for _, b := range basis {
-		if len(pick) == h.Threshold {
-			break
-		}
-		if b.Index != s.Index {
-			pick = append(pick, b)
-		}
+// unwrapKey names what a backend is asked to unwrap: the wrapped bytes,
+// its key identity and the associated data that binds it to its DEK.
+func unwrapKey(h *Header, ws WrappedShare) [32]byte {
+	sum := sha256.New()
+	for _, part := range [][]byte{[]byte(ws.Backend), []byte(ws.KeyIdentity), ws.Wrapped, h.shareAAD(ws.Index, len(h.Shares))} {
+		sum.Write(binary.BigEndian.AppendUint32(nil, uint32(len(part))))
+		sum.Write(part)
 	}
-	key, err := split.Combine(pick)
-	if err != nil {
-		return false
-	}
-	defer clear(key)
-	return h.verify(raw, key)
-}
-
-func shareAt(good []split.Share, index int) split.Share {
-	for _, s := range good {
-		if s.Index == index {
-			return s
-		}
-	}
-	return split.Share{}
+	return [32]byte(sum.Sum(nil))
 }
 
 // ErrDrillNoDEK reports a drill with no DEK to check.

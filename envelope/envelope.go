@@ -116,6 +116,7 @@ type Envelope struct {
 	failed   *failedHeaders
 	unwraps  *limiter
 	flight   singleflight.Group
+	liars    suspects // backends caught returning shares that do not fit
 
 	rotateMu sync.Mutex  // one rotation or unlock at a time
 	adopting atomic.Bool // an adoption is under way (see considerAdoption)

@@ -176,3 +176,23 @@ func ctxT(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// chooseSubsets calls f with every size-subset of {0..n-1} until f returns false.
+func chooseSubsets(n, size int, f func([]int) bool) {
+	idx := make([]int, 0, size)
+	var rec func(start int) bool
+	rec = func(start int) bool {
+		if len(idx) == size {
+			return f(idx)
+		}
+		for i := start; i <= n-(size-len(idx)); i++ {
+			idx = append(idx, i)
+			if !rec(i + 1) {
+				return false
+			}
+			idx = idx[:len(idx)-1]
+		}
+		return true
+	}
+	rec(0)
+}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -22,6 +25,13 @@ type QuorumError struct {
 	// Mismatch is set when k or more shares came back but no k of them
 	// fit the header's commitment: a lying backend, or a tampered header.
 	Mismatch bool
+	// Tampered is set when more than k shares agree with each other but
+	// not with the header's commitment: the header was tampered with (or
+	// that many custodians collude), so no backend is to blame.
+	Tampered bool
+	// Suspects are the backends caught earlier returning a share that
+	// did not fit a DEK: the likely cause of a Mismatch.
+	Suspects []string
 	// Unanswered counts backends that had not answered when recovery
 	// gave up (too few left to reach k, or shares that did not fit).
 	Unanswered int
@@ -45,8 +55,14 @@ func (e *QuorumError) Error() string {
 	if e.Unanswered > 0 {
 		msg += fmt.Sprintf("; %d did not answer in time", e.Unanswered)
 	}
-	if e.Mismatch {
+	switch {
+	case e.Tampered:
+		msg += "; the shares returned agree with each other but not with the header: the header was tampered with"
+	case e.Mismatch:
 		msg += "; the shares returned do not combine to the key the header commits to (a backend returned a wrong share, or the header was tampered with)"
+	}
+	if e.Mismatch && !e.Tampered && len(e.Suspects) > 0 {
+		msg += fmt.Sprintf("; backends caught before returning shares that do not fit: %s", strings.Join(e.Suspects, ", "))
 	}
 	if len(parts) > 0 {
 		msg += "; " + strings.Join(parts, "; ")
@@ -102,6 +118,7 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 		}
 	}()
 	var grace <-chan time.Time
+	tampered := false
 	for pending > 0 {
 		if grace == nil {
 			grace = graceFor(h.Threshold, len(good), pending, time.Since(start), e.anyBelievedUp(out))
@@ -115,8 +132,17 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 				continue
 			}
 			good = append(good, r.share)
-			if key, authenticated := e.combine(h, raw, good); key != nil {
-				return key, authenticated, nil
+			found, err := e.combine(ctx, h, raw, good)
+			switch {
+			case err != nil:
+				pending = 0
+			case found.Secret != nil:
+				return found.Secret, e.secretKeyShares(h, found.Fit), nil
+			case len(found.Agree) >= tamperedQuorum(h.Threshold):
+				e.log.Debug("shares agree with each other but not with the header: tampered", "agreeing", len(found.Agree))
+				tampered, pending = true, 0
+			default:
+				tampered = len(found.Agree) > 0
 			}
 		case <-grace:
 			e.log.Debug("no quorum can be made from the shares in; not waiting longer for the remaining backends", "pending", pending)
@@ -128,8 +154,16 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 		unwrapped = append(unwrapped, h.Shares[s.Index-1].Backend)
 	}
 	sort.Strings(unwrapped)
-	return nil, false, newQuorumError(ctx, h, failures, unwrapped, len(h.Shares)-len(failures)-len(good))
+	qe := newQuorumError(ctx, h, failures, unwrapped, len(h.Shares)-len(failures)-len(good), tampered)
+	qe.Suspects = e.liars.list()
+	return nil, false, qe
 }
+
+// tamperedQuorum is how many shares that agree with each other but not
+// with a header end the wait for the rest: so many that fewer than k
+// colluding custodians could not have made them agree (at least k-1
+// honest ones pin the polynomial, so 2k-1 need k liars), and at least k+1.
+func tamperedQuorum(k int) int { return max(k+1, 2*k-1) }
 
 // graceFor says how long to go on waiting for the backends still out, or
 // nil to wait for all of them (under the caller's deadline).
@@ -188,9 +222,10 @@ var errPublicWrap = errors.New("wrapped with a public key: not proof of who made
 
 // newQuorumError explains a failed recovery. unanswered counts backends
 // still being asked when recovery gave up: they count as down.
-func newQuorumError(ctx context.Context, h *Header, failures map[string]error, unwrapped []string, unanswered int) error {
+func newQuorumError(ctx context.Context, h *Header, failures map[string]error, unwrapped []string, unanswered int, tampered bool) *QuorumError {
 	got := len(unwrapped)
-	qe := &QuorumError{Threshold: h.Threshold, Backends: len(h.Shares), Unwrapped: unwrapped, Failures: failures, Mismatch: got >= h.Threshold, Unanswered: unanswered}
+	qe := &QuorumError{Threshold: h.Threshold, Backends: len(h.Shares), Unwrapped: unwrapped, Failures: failures,
+		Mismatch: got >= h.Threshold, Tampered: tampered, Unanswered: unanswered}
 	// Could the backends that did not answer have made a quorum?
 	// A backend named in the header but not configured is neither: the
 	// name may have been tampered with, or the operator removed it.
@@ -206,6 +241,8 @@ func newQuorumError(ctx context.Context, h *Header, failures map[string]error, u
 	switch {
 	case transient > 0 && ctx.Err() != nil:
 		qe.kind = ctx.Err()
+	case tampered && got >= tamperedQuorum(h.Threshold):
+		qe.kind = ErrInvalid
 	case qe.Mismatch && transient > 0:
 		// Shares did not fit, but a backend that did not answer might
 		// have made a fitting set: retrying may work.
@@ -251,63 +288,74 @@ func (e *Envelope) unwrapShare(ctx context.Context, h *Header, ws WrappedShare) 
 	return res
 }
 
-// combine tries every k-subset of good that includes its newest share
-// (older subsets were tried when their last share arrived) and returns the
-// DEK that the header commits to, or nil.
-func (e *Envelope) combine(h *Header, raw []byte, good []split.Share) (found []byte, authenticated bool) {
-	k := h.Threshold
-	if len(good) < k {
-		return nil, false
+// combine looks for the DEK the header commits to among the shares in
+// (see [split.Decode]); when it is found, every share in that is not on
+// it is named as wrong. The error is ctx's.
+func (e *Envelope) combine(ctx context.Context, h *Header, raw []byte, good []split.Share) (split.Decoded, error) {
+	if len(good) < h.Threshold {
+		return split.Decoded{}, nil
 	}
-	newest := good[len(good)-1]
-	chooseSubsets(len(good)-1, k-1, func(idx []int) bool {
-		pick := make([]split.Share, 0, k)
-		for _, i := range idx {
-			pick = append(pick, good[i])
-		}
-		pick = append(pick, newest)
-		key, err := split.Combine(pick)
-		if err != nil {
-			return true
-		}
-		if h.verify(raw, key) {
-			found, authenticated = key, e.secretKeyShares(h, pick)
-			return false
-		}
-		clear(key)
-		return true
-	})
-	return found, authenticated
-}
-
-// secretKeyShares reports whether every share came from a backend that
-// wraps with a secret key.
-func (e *Envelope) secretKeyShares(h *Header, shares []split.Share) bool {
-	for _, s := range shares {
-		b := e.backends[h.Shares[s.Index-1].Backend]
-		if b == nil || kmsclients.IsPublicWrap(b) {
-			return false
-		}
-	}
-	return true
-}
-
-// chooseSubsets calls f with every size-subset of {0..n-1} until f returns false.
-func chooseSubsets(n, size int, f func([]int) bool) {
-	idx := make([]int, 0, size)
-	var rec func(start int) bool
-	rec = func(start int) bool {
-		if len(idx) == size {
-			return f(idx)
-		}
-		for i := start; i <= n-(size-len(idx)); i++ {
-			idx = append(idx, i)
-			if !rec(i + 1) {
-				return false
+	found, err := split.Decode(ctx, good, func(key []byte) bool { return h.verify(raw, key) })
+	if found.Secret != nil {
+		for _, s := range good {
+			if !slices.Contains(found.Fit, s.Index) {
+				e.shareMismatch(h, s.Index)
 			}
-			idx = idx[:len(idx)-1]
 		}
-		return true
 	}
-	rec(0)
+	return found, err
+}
+
+// shareMismatch reports a backend whose share is not on a DEK that other
+// backends' shares proved: a lying or broken custodian, eating the
+// margin of n-k silently unless named.
+func (e *Envelope) shareMismatch(h *Header, index int) {
+	backend := h.Shares[index-1].Backend
+	e.liars.add(backend)
+	e.log.Warn("a backend returned a share that does not fit its DEK: the custodian is lying or broken, and no longer counts towards the quorum",
+		"backend", backend, "key_id", h.KeyID())
+	if o, ok := e.obs.(ShareMismatchObserver); ok {
+		o.ShareMismatch(backend)
+	}
+}
+
+// suspects is a set of backend names, safe for concurrent use.
+type suspects struct {
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func (s *suspects) add(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.names == nil {
+		s.names = map[string]bool{}
+	}
+	s.names[name] = true
+}
+
+func (s *suspects) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Collect(maps.Keys(s.names))
+	slices.Sort(out)
+	return out
+}
+
+// ShareMismatchObserver is an [Observer] that also counts shares that did
+// not fit a recovered DEK, by backend.
+type ShareMismatchObserver interface {
+	ShareMismatch(backend string)
+}
+
+// secretKeyShares reports whether k of the shares (by index) came from
+// backends that wrap with a secret key: then custodians made the DEK.
+func (e *Envelope) secretKeyShares(h *Header, indexes []int) bool {
+	n := 0
+	for _, i := range indexes {
+		if b := e.backends[h.Shares[i-1].Backend]; b != nil && !kmsclients.IsPublicWrap(b) {
+			n++
+		}
+	}
+	return n >= h.Threshold
 }

@@ -2,7 +2,7 @@ package split
 
 // Arithmetic in GF(2^8) with the reduction polynomial x^8+x^4+x^3+x+1
 // (0x11b), the field github.com/hashicorp/vault/shamir interpolates in.
-// Only Split needs it: Combine is vault/shamir's.
+// Split and Decode use it; Combine is vault/shamir's.
 
 // gfMul multiplies a and b without branches or table look-ups that depend
 // on them, so that the time taken says nothing about share bytes.
@@ -25,4 +25,33 @@ func evaluate(coeffs []byte, x byte) byte {
 		y = gfMul(y, x) ^ coeffs[i]
 	}
 	return y
+}
+
+// Log and antilog tables of the field (generator 3), for arithmetic on
+// public values only: the x-coordinates, which are the shares' indexes.
+// Share bytes go through gfMul, whose time does not depend on them.
+var gfExp, gfLog = func() (exp [510]byte, log [256]byte) {
+	x := byte(1)
+	for i := range 255 {
+		exp[i], exp[i+255] = x, x
+		log[x] = byte(i)
+		x = gfMul(x, 3)
+	}
+	return exp, log
+}()
+
+// pubMul multiplies public field elements.
+func pubMul(a, b byte) byte {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	return gfExp[int(gfLog[a])+int(gfLog[b])]
+}
+
+// pubDiv divides public field elements; b must not be 0.
+func pubDiv(a, b byte) byte {
+	if a == 0 {
+		return 0
+	}
+	return gfExp[int(gfLog[a])+255-int(gfLog[b])]
 }

@@ -1,0 +1,249 @@
+package envelope
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/trousseau-io/trousseau/internal/testutil"
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// A lying custodian must be named, not silently eat the n-k margin, and a
+// tampered header must not be blamed on custodians, or cost more than a
+// few interpolations however large n is.
+
+// mismatches counts ShareMismatch calls by backend.
+type mismatches struct {
+	countingObserver
+	mu  sync.Mutex
+	got map[string]int
+}
+
+func (m *mismatches) ShareMismatch(backend string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.got == nil {
+		m.got = map[string]int{}
+	}
+	m.got[backend]++
+}
+
+func (m *mismatches) count(backend string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.got[backend]
+}
+
+// liarFirst is a cold 2-of-3 node whose first backend lies and answers at
+// once, while the honest two answer later: the liar's share is in hand
+// when the DEK is found.
+func liarFirst(t *testing.T) (e *Envelope, obs *mismatches, logs *testutil.Buffer, s Sealed) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	maker := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s = mustEncrypt(t, maker, seed)
+	sw[1].delay.Store(int64(30 * time.Millisecond))
+	sw[2].delay.Store(int64(60 * time.Millisecond))
+	obs, logs = &mismatches{}, &testutil.Buffer{}
+	e, err := New(Config{Threshold: 2, Backends: []kmsclients.Backend{liar{sw[0]}, sw[1], sw[2]},
+		Observer: obs, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, obs, logs, s
+}
+
+func TestLyingCustodianIsNamedAfterADecrypt(t *testing.T) {
+	e, obs, logs, s := liarFirst(t)
+	got, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	if err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("Decrypt with one liar of three: %v", err)
+	}
+	if obs.count("b1") != 1 || obs.count("b2")+obs.count("b3") != 0 {
+		t.Errorf("mismatches counted: %v, want b1 once", obs.got)
+	}
+	line := logs.String()
+	if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "backend=b1") || !strings.Contains(line, "does not fit") {
+		t.Errorf("no WARN naming b1:\n%s", line)
+	}
+}
+
+// Once named, a liar is the suspect when a later quorum fails.
+func TestFailedQuorumNamesTheCaughtLiar(t *testing.T) {
+	e, _, _, s := liarFirst(t)
+	if _, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil {
+		t.Fatal(err)
+	}
+	e.cache.Purge()
+	e.backends["b3"].(*switchable).down.Store(true)
+	_, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	var qe *QuorumError
+	if !errors.As(err, &qe) || !qe.Mismatch {
+		t.Fatalf("want a mismatch, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "caught before returning shares that do not fit: b1") {
+		t.Errorf("error does not name b1: %v", err)
+	}
+}
+
+// A header changed where no backend's associated data looks (here the
+// generation): every share comes back, they all agree, the commitment
+// does not. That is the header's fault, found without waiting.
+func TestTamperedHeaderIsNotBlamedOnCustodians(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	obs := &mismatches{}
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, e, seed)
+	cold := coldNode(t, e)
+	cold.obs = obs
+	_, err := cold.Decrypt(ctxT(t), s.Ciphertext, variant(s.Header, 1))
+	var qe *QuorumError
+	if !errors.As(err, &qe) || !qe.Tampered || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("want a tampered-header error, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "header was tampered with") {
+		t.Errorf("error: %v", err)
+	}
+	for _, b := range []string{"b1", "b2", "b3"} {
+		if obs.count(b) != 0 {
+			t.Errorf("%s blamed for a tampered header", b)
+		}
+	}
+}
+
+func TestDrillBlamesTheLiarOnly(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	maker := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, maker, seed)
+	e, err := New(Config{Threshold: 2, Backends: []kmsclients.Backend{sw[0], liar{sw[1]}, sw[2]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check, err := e.Drill(ctxT(t), s.Header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if check.Working != 2 || check.Shares[1].OK || !errors.Is(check.Shares[1].Err, kmsclients.ErrInvalidCiphertext) {
+		t.Fatalf("check %+v: want b2 alone not fitting", check)
+	}
+	if !e.NewDrillSession().drillsClean(t, s.Header) {
+		t.Fatal("drill session disagrees")
+	}
+}
+
+// drillsClean: a session's Check of the genuine header finds every share.
+func (s *DrillSession) drillsClean(t *testing.T, raw []byte) bool {
+	check, err := s.Check(ctxT(t), raw)
+	return err == nil && check.Working == 2
+}
+
+// Drilling a tampered copy: the shares agree with each other, so the
+// header is reported tampered and no share is said not to fit; the same
+// session then drills the genuine header with no further backend call.
+func TestDrillSessionJudgesCopiesByTheSameShares(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, e, seed)
+	session := e.NewDrillSession()
+	defer session.Close()
+	copyCheck, err := session.Check(ctxT(t), variant(s.Header, 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !copyCheck.HeaderTampered || copyCheck.Working != 0 {
+		t.Fatalf("copy: %+v, want tampered", copyCheck)
+	}
+	for _, sc := range copyCheck.Shares {
+		if !errors.Is(sc.Err, ErrHeaderTampered) {
+			t.Errorf("%s: %v, want ErrHeaderTampered", sc.Backend, sc.Err)
+		}
+	}
+	before := totalCalls(sw)
+	if session.Unasked(s.Header) != 0 {
+		t.Errorf("the genuine header would ask %d backends again", session.Unasked(s.Header))
+	}
+	check, err := session.Check(ctxT(t), s.Header)
+	if err != nil || check.Working != 3 || check.HeaderTampered {
+		t.Fatalf("genuine: %+v, %v", check, err)
+	}
+	if n := totalCalls(sw) - before; n != 0 {
+		t.Errorf("the genuine header cost %d backend calls after its copy", n)
+	}
+}
+
+// largeNode makes a k-of-n node with one sealed value, and a cold node
+// over the same backends.
+func largeNode(t testing.TB, k, n int) (cold *Envelope, s Sealed) {
+	e, err := New(Config{Threshold: k, Backends: newLocals(t, n)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return coldNode(t, e), mustEncrypt(t, e, seed)
+}
+
+// At 8 of 16, a forged copy is refused as tampered, with every backend
+// asked once, and a liar among the first to answer is routed around.
+func TestLargeThresholdForgedAndLyingHeaders(t *testing.T) {
+	cold, s := largeNode(t, 8, 16)
+	_, err := cold.Decrypt(ctxT(t), s.Ciphertext, variant(s.Header, 3))
+	var qe *QuorumError
+	if !errors.As(err, &qe) || !qe.Tampered {
+		t.Fatalf("forged copy at 8 of 16: %v", err)
+	}
+	lying := append([]kmsclients.Backend{liar{cold.cfg.Backends[0]}}, cold.cfg.Backends[1:]...)
+	e, err := New(Config{Threshold: 8, Backends: lying})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("one liar at 8 of 16: %v", err)
+	}
+}
+
+// cpuTime is the process' user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkForgedVariants: forged copies of a header (generation
+// changed) on a node that has not seen the DEK, so each is unwrapped by
+// every backend (local key files) and searched; cpu-ms/variant is the
+// process CPU per copy, x-warm its wall time against a warm Decrypt of
+// the genuine header in the same loop.
+func BenchmarkForgedVariants(b *testing.B) {
+	for _, tc := range []struct{ k, n int }{{2, 3}, {5, 9}, {8, 16}} {
+		b.Run(fmt.Sprintf("%dof%d", tc.k, tc.n), func(b *testing.B) {
+			cold, s := largeNode(b, tc.k, tc.n)
+			warm := mustNew(b, Config{Threshold: tc.k, Backends: cold.cfg.Backends})
+			ws := mustEncrypt(b, warm, seed)
+			ctx := context.Background()
+			i := 0
+			var cpu time.Duration
+			interleave(b, "warm", func() {
+				t0 := cpuTime()
+				if _, err := cold.Decrypt(ctx, s.Ciphertext, variant(s.Header, i)); err == nil {
+					b.Fatal("a forged copy decrypted")
+				}
+				cpu += cpuTime() - t0
+				i++
+			}, func() {
+				if _, err := warm.Decrypt(ctx, ws.Ciphertext, ws.Header); err != nil {
+					b.Fatal(err)
+				}
+			})
+			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/variant")
+		})
+	}
+}

@@ -1,0 +1,300 @@
+package split
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"math/bits"
+)
+
+// Decoded is what [Decode] found.
+type Decoded struct {
+	// Secret is the secret that fits, or nil.
+	Secret []byte
+	// Fit holds the indexes of the shares on Secret's polynomial; the
+	// other shares given are wrong (a lying custodian).
+	Fit []int
+	// Agree, when no secret fits, holds the indexes of the largest set of
+	// more than k shares found on one polynomial, or nil. Such shares
+	// agree with each other, so the commitment they were checked against
+	// is the likelier fake (or that many custodians collude).
+	Agree []int
+}
+
+// Decode finds the secret that fits among shares of which some may be
+// wrong, calling fits on candidate secrets until it returns true.
+//
+// A polynomial is interpolated once per set of shares it passes through,
+// not once per k-subset: shares that agree with a tried polynomial are
+// never combined again, so a commitment that no candidate fits (a tampered
+// header) costs one fits call however large n is. Subsets are tried by
+// distance from the first k shares, so one wrong share among them is
+// routed around after at most k*(m-k) interpolations. Polynomials that
+// more than k shares pass through are offered to fits first; the rest
+// only if none of those fits. The work is bounded by C(m, k) cheap
+// interpolations (12870 at m = 16) and ctx is checked as it goes.
+func Decode(ctx context.Context, shares []Share, fits func(secret []byte) bool) (Decoded, error) {
+	d, err := newDecoder(shares)
+	if err != nil || len(shares) < d.k {
+		return Decoded{}, err
+	}
+	if d.k == 1 {
+		return d.single(fits), nil
+	}
+	return d.search(ctx, fits)
+}
+
+// decoder holds the shares' points: xs are public (the indexes), ys are
+// secret and only ever multiplied in constant time.
+type decoder struct {
+	k, m int
+	xs   []byte
+	ys   [][]byte
+}
+
+func newDecoder(shares []Share) (*decoder, error) {
+	if len(shares) == 0 {
+		return &decoder{k: 1}, nil
+	}
+	if len(shares) > MaxShares {
+		return nil, fmt.Errorf("at most %d shares can be decoded, got %d", MaxShares, len(shares))
+	}
+	d := &decoder{k: shares[0].Threshold, m: len(shares)}
+	seen := map[int]bool{}
+	for _, s := range shares {
+		if s.Threshold != d.k {
+			return nil, fmt.Errorf("share %d has threshold %d, want %d", s.Index, s.Threshold, d.k)
+		}
+		if err := s.checkX(); err != nil {
+			return nil, err
+		}
+		if seen[s.Index] {
+			return nil, fmt.Errorf("share %d given twice", s.Index)
+		}
+		seen[s.Index] = true
+		y := s.value
+		if d.k > 1 {
+			y = y[:len(y)-1] // drop the x tag
+		}
+		d.xs = append(d.xs, byte(s.Index))
+		d.ys = append(d.ys, y)
+	}
+	for _, y := range d.ys {
+		if len(y) != len(d.ys[0]) {
+			return nil, fmt.Errorf("shares of different lengths")
+		}
+	}
+	return d, nil
+}
+
+// single decodes k = 1, where every right share is the secret itself.
+func (d *decoder) single(fits func([]byte) bool) Decoded {
+	var tried, best uint32
+	for j, y := range d.ys {
+		if tried&(1<<j) != 0 {
+			continue
+		}
+		agree := d.equalTo(y)
+		tried |= agree
+		candidate := append([]byte(nil), y...)
+		if fits(candidate) {
+			return Decoded{Secret: candidate, Fit: d.indexes(agree)}
+		}
+		clear(candidate)
+		if bits.OnesCount32(agree) > max(1, bits.OnesCount32(best)) {
+			best = agree
+		}
+	}
+	return Decoded{Agree: d.indexes(best)}
+}
+
+func (d *decoder) equalTo(y []byte) uint32 {
+	var mask uint32
+	for j, other := range d.ys {
+		if subtle.ConstantTimeCompare(y, other) == 1 {
+			mask |= 1 << j
+		}
+	}
+	return mask
+}
+
+// search tries polynomials through k-subsets of the shares: one through
+// more than k shares is offered to fits at once, the others once every
+// subset has been looked at.
+func (d *decoder) search(ctx context.Context, fits func([]byte) bool) (Decoded, error) {
+	all := uint32(1)<<d.m - 1
+	var supported, unsupported []uint32 // agreement sets; subsets through k shares only
+	var found Decoded
+	var err error
+	steps := 0
+	d.bySubsetDistance(func(subset uint32) bool {
+		if steps++; steps%256 == 0 && ctx.Err() != nil {
+			err = ctx.Err()
+			return false
+		}
+		for _, a := range supported {
+			if subset&^a == 0 {
+				return true // the same polynomial again
+			}
+		}
+		agree := d.agreement(subset)
+		if bits.OnesCount32(agree) == d.k {
+			unsupported = append(unsupported, subset)
+			return true
+		}
+		supported = append(supported, agree)
+		if secret := d.tryFit(subset, fits); secret != nil {
+			found = Decoded{Secret: secret, Fit: d.indexes(agree)}
+			return false
+		}
+		return agree != all // every share on it: no other polynomial left
+	})
+	if err != nil || found.Secret != nil {
+		return found, err
+	}
+	for i, s := range unsupported {
+		if i%256 == 255 && ctx.Err() != nil {
+			return Decoded{}, ctx.Err()
+		}
+		if secret := d.tryFit(s, fits); secret != nil {
+			return Decoded{Secret: secret, Fit: d.indexes(s)}, nil
+		}
+	}
+	var best uint32
+	for _, a := range supported {
+		if bits.OnesCount32(a) > bits.OnesCount32(best) {
+			best = a
+		}
+	}
+	return Decoded{Agree: d.indexes(best)}, nil
+}
+
+func (d *decoder) tryFit(subset uint32, fits func([]byte) bool) []byte {
+	secret := d.interpolate(subset, 0)
+	if fits(secret) {
+		return secret
+	}
+	clear(secret)
+	return nil
+}
+
+// agreement returns the shares on the polynomial through subset (which
+// includes subset itself). Byte 0 is compared first: a wrong share
+// almost always differs there, so most shares cost one multiplication
+// per point.
+func (d *decoder) agreement(subset uint32) uint32 {
+	agree := subset
+	for j := range d.m {
+		if subset&(1<<j) != 0 {
+			continue
+		}
+		weights := d.weights(subset, d.xs[j])
+		if evalByte(weights, d.ys, subset, 0) != d.ys[j][0] {
+			continue
+		}
+		if subtle.ConstantTimeCompare(d.evalAll(weights, subset), d.ys[j]) == 1 {
+			agree |= 1 << j
+		}
+	}
+	return agree
+}
+
+// interpolate evaluates the polynomial through subset at x.
+func (d *decoder) interpolate(subset uint32, x byte) []byte {
+	return d.evalAll(d.weights(subset, x), subset)
+}
+
+func (d *decoder) evalAll(weights []byte, subset uint32) []byte {
+	out := make([]byte, len(d.ys[0]))
+	for b := range out {
+		out[b] = evalByte(weights, d.ys, subset, b)
+	}
+	return out
+}
+
+// evalByte sums weight * y over the subset for byte b. weights are public
+// (they depend on x-coordinates only); the share bytes are multiplied in
+// constant time.
+func evalByte(weights []byte, ys [][]byte, subset uint32, b int) byte {
+	var sum byte
+	w := 0
+	for i := range ys {
+		if subset&(1<<i) != 0 {
+			sum ^= gfMul(weights[w], ys[i][b])
+			w++
+		}
+	}
+	return sum
+}
+
+// weights returns the Lagrange basis of subset evaluated at x, in subset
+// order: w_i = prod over j != i of (x - x_j) / (x_i - x_j).
+func (d *decoder) weights(subset uint32, x byte) []byte {
+	out := make([]byte, 0, d.k)
+	for i := range d.m {
+		if subset&(1<<i) == 0 {
+			continue
+		}
+		w := byte(1)
+		for j := range d.m {
+			if j != i && subset&(1<<j) != 0 {
+				w = pubMul(w, pubDiv(x^d.xs[j], d.xs[i]^d.xs[j]))
+			}
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// bySubsetDistance calls f with every k-subset of the m shares (as a bit
+// mask), those that swap fewer of the first k shares for others first,
+// until f returns false.
+func (d *decoder) bySubsetDistance(f func(uint32) bool) {
+	first := uint32(1)<<d.k - 1
+	rest := make([]int, 0, d.m-d.k)
+	for j := d.k; j < d.m; j++ {
+		rest = append(rest, j)
+	}
+	in := make([]int, d.k)
+	for i := range in {
+		in[i] = i
+	}
+	for dist := 0; dist <= min(d.k, d.m-d.k); dist++ {
+		more := eachCombination(in, dist, func(out uint32) bool {
+			return eachCombination(rest, dist, func(add uint32) bool {
+				return f(first&^out | add)
+			})
+		})
+		if !more {
+			return
+		}
+	}
+}
+
+// eachCombination calls f with every size-subset of from (as a bit mask
+// of the values) until f returns false, and reports whether it did not.
+func eachCombination(from []int, size int, f func(uint32) bool) bool {
+	var rec func(start int, mask uint32, left int) bool
+	rec = func(start int, mask uint32, left int) bool {
+		if left == 0 {
+			return f(mask)
+		}
+		for i := start; i <= len(from)-left; i++ {
+			if !rec(i+1, mask|1<<from[i], left-1) {
+				return false
+			}
+		}
+		return true
+	}
+	return rec(0, 0, size)
+}
+
+func (d *decoder) indexes(mask uint32) []int {
+	var out []int
+	for j := range d.m {
+		if mask&(1<<j) != 0 {
+			out = append(out, int(d.xs[j]))
+		}
+	}
+	return out
+}
