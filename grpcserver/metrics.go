@@ -2,8 +2,12 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/fips140"
 	"crypto/sha256"
 	"fmt"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,12 +46,21 @@ type Metrics struct {
 
 var _ envelope.Observer = (*Metrics)(nil)
 
+// MetricsOption sets what [NewMetrics] reports about the binary.
+type MetricsOption func(*buildInfo)
+
+type buildInfo struct{ version string }
+
+// WithVersion is the binary's version in trousseau_build_info (default "unknown").
+func WithVersion(v string) MetricsOption { return func(b *buildInfo) { b.version = v } }
+
 // NewMetrics registers Trousseau's metrics, with Go and process collectors,
 // on a registry of their own.
-func NewMetrics() *Metrics {
+func NewMetrics(opts ...MetricsOption) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{Registry: reg}
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	f(newBuildInfo(opts))
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trousseau_grpc_requests_total", Help: "KMS gRPC requests by method and status code.",
 	}, []string{"method", "code"})
@@ -110,6 +123,33 @@ func NewMetrics() *Metrics {
 		m.rotations.WithLabelValues(r)
 	}
 	return m
+}
+
+// newBuildInfo is trousseau_build_info: 1, labelled with what the binary
+// is, so that dashboards and alerts can tell nodes' builds apart.
+func newBuildInfo(opts []MetricsOption) prometheus.Collector {
+	b := buildInfo{version: "unknown"}
+	for _, o := range opts {
+		o(&b)
+	}
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trousseau_build_info", Help: "1, labelled with the binary's version, VCS revision, Go version and whether FIPS 140-3 mode is on.",
+	}, []string{"version", "revision", "goversion", "fips"})
+	g.WithLabelValues(b.version, vcsRevision(), runtime.Version(), strconv.FormatBool(fips140.Enabled())).Set(1)
+	return g
+}
+
+// vcsRevision is the commit the binary was built from, or "unknown"
+// (built with -buildvcs=false, as the image is, or outside a repository).
+func vcsRevision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
 }
 
 // BackendCall implements envelope.Observer.

@@ -152,7 +152,7 @@ func (o *serveOptions) run(parent context.Context) error {
 }
 
 func newPlugin(cfg *config.Config, backends []kmsclients.Backend, log *slog.Logger) (*grpcserver.Plugin, error) {
-	metrics := grpcserver.NewMetrics()
+	metrics := grpcserver.NewMetrics(grpcserver.WithVersion(buildVersion()))
 	env, err := envelope.New(envelope.Config{
 		Threshold: cfg.Threshold, MinThreshold: cfg.ThresholdFloor(), Backends: backends, StateDir: cfg.StateDir,
 		MaxAge: cfg.MaxAge(), Logger: log, Observer: metrics,
