@@ -14,6 +14,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/internal/recovery"
+	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
@@ -74,7 +75,7 @@ func (o *decryptValueOptions) run(ctx context.Context) error {
 	}
 	key, values, err := o.parseInput(in)
 	if err != nil {
-		return err
+		return safetext.Error(err)
 	}
 	cfg, err := config.Load(o.configFile)
 	if err != nil {
@@ -98,7 +99,7 @@ func (o *decryptValueOptions) run(ctx context.Context) error {
 		return werr
 	}
 	if err != nil {
-		return err
+		return safetext.Error(err) // it names the key and quotes the backends
 	}
 	out, err := obj.Render(recovery.Format(o.format))
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/internal/recovery"
+	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
@@ -98,7 +99,7 @@ func (o *drillOptions) run(ctx context.Context) error {
 		// With etcd, the state dir adds the current DEK (which may seal
 		// nothing yet); a recovery machine may well not have it.
 		if _, err := os.Stat(cfg.StateDir); err != nil && opts.Source != nil {
-			fmt.Fprintf(o.Err, "note: state dir %s not readable here (%v): the node's current DEK is not checked; give --state-dir to check it\n", cfg.StateDir, err)
+			safetext.Fprintf(o.Err, "note: state dir %s not readable here (%v): the node's current DEK is not checked; give --state-dir to check it\n", cfg.StateDir, err)
 			opts.StateDir = ""
 		}
 	}
@@ -107,7 +108,7 @@ func (o *drillOptions) run(ctx context.Context) error {
 	}
 	report, err := recovery.Drill(ctx, opts)
 	if err != nil {
-		return err
+		return safetext.Error(err)
 	}
 	if o.output == "json" {
 		err = writeDrillJSON(o.Out, report, o.minMargin)
@@ -155,17 +156,17 @@ func shareState(ok bool, err error) string {
 
 func writeDrillTable(w io.Writer, r *recovery.DrillReport, minMargin int) error {
 	if r.Describe != "" {
-		fmt.Fprintf(w, "source: %s\n", r.Describe)
+		safetext.Fprintf(w, "source: %s\n", r.Describe)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY ID\tGEN\tCREATED\tOBJECTS\tK\tBACKENDS\tMARGIN")
 	for _, d := range r.DEKs {
 		switch {
 		case d.Tampered:
-			fmt.Fprintf(tw, "%s\t%d\t-\t%d\t-\tTAMPERED: %v\t-\n", d.KeyID, d.Generation, d.Objects, d.Err)
+			safetext.Fprintf(tw, "%s\t%d\t-\t%d\t-\tTAMPERED: %v\t-\n", d.KeyID, d.Generation, d.Objects, d.Err)
 			continue
 		case d.Err != nil:
-			fmt.Fprintf(tw, "-\t-\t-\t%d\t-\tunusable header: %v\t-\n", d.Objects, d.Err)
+			safetext.Fprintf(tw, "-\t-\t-\t%d\t-\tunusable header: %v\t-\n", d.Objects, d.Err)
 			continue
 		}
 		var backends []string
@@ -178,7 +179,7 @@ func writeDrillTable(w io.Writer, r *recovery.DrillReport, minMargin int) error 
 		} else if d.Margin() < minMargin {
 			margin += " (below " + fmt.Sprint(minMargin) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d%s\t%d\t%s\t%s\n", d.KeyID, d.Generation, d.Created.Format(time.RFC3339),
+		safetext.Fprintf(tw, "%s\t%d\t%s\t%d%s\t%d\t%s\t%s\n", d.KeyID, d.Generation, d.Created.Format(time.RFC3339),
 			d.Objects, resourcesNote(d.Resources, d.From), d.Threshold, strings.Join(backends, " "), margin)
 	}
 	if err := tw.Flush(); err != nil {
@@ -187,7 +188,7 @@ func writeDrillTable(w io.Writer, r *recovery.DrillReport, minMargin int) error 
 	for _, d := range r.DEKs {
 		for _, s := range d.Shares {
 			if !s.OK && s.Err != nil {
-				fmt.Fprintf(w, "%s: %s: %v\n", d.KeyID, s.Backend, s.Err)
+				safetext.Fprintf(w, "%s: %s: %v\n", d.KeyID, s.Backend, s.Err)
 			}
 		}
 	}
@@ -251,9 +252,12 @@ func writeDrillJSON(w io.Writer, r *recovery.DrillReport, minMargin int) error {
 		}
 		out.DEKs = append(out.DEKs, j)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(safetext.JSON(b), '\n'))
+	return err
 }
 
 // exitError carries an exit status other than 1.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/internal/recovery"
+	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
@@ -180,7 +181,7 @@ func (o *recoverOptions) run(ctx context.Context) error {
 		sum.WriteTo(o.Err)
 	}
 	if err != nil {
-		return err
+		return safetext.Error(err)
 	}
 	return sum.Err()
 }

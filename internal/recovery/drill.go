@@ -15,6 +15,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/internal/safetext"
 )
 
 // A custody drill: find every DEK that protects stored data (from the
@@ -149,7 +150,7 @@ func (x drillIndex) scan(ctx context.Context, opts DrillOptions, report *DrillRe
 	}
 	report.Describe = sc.Describe
 	if opts.Progress != nil {
-		fmt.Fprintf(opts.Progress, "drill: read %d values from %s\n", len(sc.KVs), sc.Describe)
+		safetext.Fprintf(opts.Progress, "drill: read %d values from %s\n", len(sc.KVs), sc.Describe)
 	}
 	tick := newTicker(opts.Progress)
 	for i, kv := range sc.KVs {

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/trousseau-io/trousseau/internal/safetext"
 )
 
 // maxExamples is how many keys a failure reason lists.
@@ -131,30 +133,30 @@ func (s *Summary) finish() {
 // WriteTo prints the summary for an operator.
 func (s *Summary) WriteTo(w io.Writer) (int64, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "source: %s\n", s.Source)
+	safetext.Fprintf(&b, "source: %s\n", s.Source)
 	for _, warn := range s.Warnings {
-		fmt.Fprintf(&b, "WARNING: %s\n", warn)
+		safetext.Fprintf(&b, "WARNING: %s\n", warn)
 	}
 	verb := "decrypted"
 	if s.DryRun {
 		verb = "decryptable (dry run: nothing written)"
 	}
-	fmt.Fprintf(&b, "found %d: %d %s", s.Found, s.Decrypted, verb)
+	safetext.Fprintf(&b, "found %d: %d %s", s.Found, s.Decrypted, verb)
 	if s.Unencrypted > 0 {
-		fmt.Fprintf(&b, ", %d stored unencrypted written as they were", s.Unencrypted)
+		safetext.Fprintf(&b, ", %d stored unencrypted written as they were", s.Unencrypted)
 	}
-	fmt.Fprintf(&b, ", %d skipped (%d not encrypted, %d other provider), %d failed\n",
+	safetext.Fprintf(&b, ", %d skipped (%d not encrypted, %d other provider), %d failed\n",
 		s.NotEncrypted+s.OtherProvider, s.NotEncrypted, s.OtherProvider, s.Failed)
 	for i, r := range s.Reasons {
 		if i == maxReasonLines {
-			fmt.Fprintf(&b, "  ... and %d more reasons\n", len(s.Reasons)-i)
+			safetext.Fprintf(&b, "  ... and %d more reasons\n", len(s.Reasons)-i)
 			break
 		}
-		fmt.Fprintf(&b, "  failed %d: %s\n    e.g. %s\n", r.Count, r.Text, strings.Join(r.Examples, ", "))
+		safetext.Fprintf(&b, "  failed %d: %s\n    e.g. %s\n", r.Count, r.Text, strings.Join(r.Examples, ", "))
 	}
 	s.writeDEKs(&b)
 	s.writeBackends(&b)
-	fmt.Fprintf(&b, "took %s (%.0f objects/s)\n", s.Took.Round(time.Millisecond), s.Rate())
+	safetext.Fprintf(&b, "took %s (%.0f objects/s)\n", s.Took.Round(time.Millisecond), s.Rate())
 	n, err := io.WriteString(w, b.String())
 	return int64(n), err
 }
@@ -169,21 +171,21 @@ func (s *Summary) writeDEKs(b *strings.Builder) {
 			bad++
 		}
 	}
-	fmt.Fprintf(b, "DEKs: %d distinct, %d recovered, %d not\n", len(s.DEKs), len(s.DEKs)-bad, bad)
+	safetext.Fprintf(b, "DEKs: %d distinct, %d recovered, %d not\n", len(s.DEKs), len(s.DEKs)-bad, bad)
 	for i, d := range s.DEKs {
 		if i == maxDEKLines {
-			fmt.Fprintf(b, "  ... and %d more\n", len(s.DEKs)-i)
+			safetext.Fprintf(b, "  ... and %d more\n", len(s.DEKs)-i)
 			break
 		}
 		if d.KeyID == "" {
-			fmt.Fprintf(b, "  unreadable header: %v\n", d.Err)
+			safetext.Fprintf(b, "  unreadable header: %v\n", d.Err)
 			continue
 		}
 		state := "recovered"
 		if d.Err != nil {
 			state = "NOT recovered"
 		}
-		fmt.Fprintf(b, "  %s: %d of %s, %s\n", d.KeyID, d.Threshold, strings.Join(d.Backends, ","), state)
+		safetext.Fprintf(b, "  %s: %d of %s, %s\n", d.KeyID, d.Threshold, strings.Join(d.Backends, ","), state)
 	}
 }
 
@@ -193,18 +195,18 @@ func (s *Summary) writeBackends(b *strings.Builder) {
 		configured[st.Name] = true
 		switch {
 		case st.Err != nil:
-			fmt.Fprintf(b, "backend %s: skipped: %v\n", st.Name, st.Err)
+			safetext.Fprintf(b, "backend %s: skipped: %v\n", st.Name, st.Err)
 			continue
 		case st.Unwraps > 0:
-			fmt.Fprintf(b, "backend %s: used, unwrapped %s", st.Name, plural(st.Unwraps, "share"))
+			safetext.Fprintf(b, "backend %s: used, unwrapped %s", st.Name, plural(st.Unwraps, "share"))
 		default:
-			fmt.Fprintf(b, "backend %s: not used", st.Name)
+			safetext.Fprintf(b, "backend %s: not used", st.Name)
 		}
 		if st.UnwrapFailures > 0 {
-			fmt.Fprintf(b, ", %s failed or cancelled", plural(st.UnwrapFailures, "unwrap"))
+			safetext.Fprintf(b, ", %s failed or cancelled", plural(st.UnwrapFailures, "unwrap"))
 		}
 		if st.ProbeErr != nil {
-			fmt.Fprintf(b, " (probe at start failed: %v)", st.ProbeErr)
+			safetext.Fprintf(b, " (probe at start failed: %v)", st.ProbeErr)
 		}
 		b.WriteString("\n")
 	}
@@ -220,7 +222,7 @@ func (s *Summary) writeBackends(b *strings.Builder) {
 	}
 	if len(missing) > 0 && len(s.Backends) > 0 {
 		sort.Strings(missing)
-		fmt.Fprintf(b, "backends named by the data but not configured: %s\n", strings.Join(missing, ", "))
+		safetext.Fprintf(b, "backends named by the data but not configured: %s\n", strings.Join(missing, ", "))
 	}
 }
 

@@ -134,3 +134,27 @@ type escaped struct{ err error }
 
 func (e escaped) Error() string { return Escape(e.err.Error()) }
 func (e escaped) Unwrap() error { return e.err }
+
+// JSON rewrites, as \u escapes, the runes of encoding/json's output that
+// it leaves as they are and a terminal acts on (DEL, C1 controls, bidi
+// controls): they can only stand inside strings, where the escape means
+// the same rune, so the data does not change.
+func JSON(b []byte) []byte {
+	var out []byte
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == 0x7f || unsafeRune(r) {
+			if out == nil {
+				out = append(make([]byte, 0, len(b)+16), b[:i]...)
+			}
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else if out != nil {
+			out = append(out, b[i:i+size]...)
+		}
+		i += size
+	}
+	if out == nil {
+		return b
+	}
+	return out
+}

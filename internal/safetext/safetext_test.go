@@ -1,9 +1,11 @@
 package safetext_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -123,4 +125,20 @@ func unescape(e string) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+func TestJSONKeepsTheDataAndDropsWhatATerminalActsOn(t *testing.T) {
+	in := map[string]string{"key\u202e": "\x1b[2J\u009b2J\x7f all recovered\u2066é"}
+	raw, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := safetext.JSON(raw)
+	if i := strings.IndexFunc(string(got), acted); i >= 0 {
+		t.Errorf("%s holds %q", got, got[i:])
+	}
+	var back map[string]string
+	if err := json.Unmarshal(got, &back); err != nil || !reflect.DeepEqual(back, in) {
+		t.Errorf("decodes to %q (%v), want %q", back, err, in)
+	}
 }
