@@ -95,18 +95,22 @@ func (e *Envelope) wrapAll(ctx context.Context, h *Header, shares []split.Share)
 	}
 	out := make([]WrappedShare, len(shares))
 	var failed []string
+	var errs []error
 	for range shares {
 		r := <-results
 		name := e.cfg.Backends[r.i].Name()
 		if r.err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", name, r.err))
+			errs = append(errs, r.err)
 			continue
 		}
 		out[r.i] = WrappedShare{Index: r.i + 1, Backend: name, KeyIdentity: r.w.KeyIdentity, Wrapped: r.w.Ciphertext}
 	}
 	if len(failed) > 0 {
 		sort.Strings(failed)
-		return nil, fmt.Errorf("a new DEK needs all %d backends, %d failed: %s", len(shares), len(failed), strings.Join(failed, "; "))
+		// Summarize keeps each error for errors.As: /readyz names the
+		// backends and kinds, not the text.
+		return nil, kmsclients.Summarize(fmt.Sprintf("a new DEK needs all %d backends, %d failed: %s", len(shares), len(failed), strings.Join(failed, "; ")), errs...)
 	}
 	return out, checkDistinctKeys(e.cfg.Backends, out)
 }
@@ -142,6 +146,7 @@ func (e *Envelope) RotationDue(observed map[string]string) string {
 			// restored): headers that failed may open now.
 			e.failed.seen.Purge()
 			e.reportAuthenticationGap()
+			e.logKeyChanges(observed)
 		}
 	}
 	cur := e.Current()
@@ -157,6 +162,22 @@ func (e *Envelope) RotationDue(observed map[string]string) string {
 		}
 	}
 	return ""
+}
+
+// logKeyChanges logs, with both key identities, each backend whose probe
+// reports another key than the one that wrapped its share of the current
+// DEK. The reason RotationDue gives names the backend only: /readyz
+// shows it to anyone who reaches the health port.
+func (e *Envelope) logKeyChanges(observed map[string]string) {
+	cur := e.Current()
+	if cur == nil {
+		return
+	}
+	for _, s := range cur.Shares {
+		if id := observed[s.Backend]; id != "" && id != s.KeyIdentity {
+			e.log.Info("a backend's key is not the one that wrapped its share of the current DEK", "backend", s.Backend, "share_key", s.KeyIdentity, "probe_key", id)
+		}
+	}
 }
 
 // configChange says how the configured threshold or backends differ from
@@ -190,7 +211,7 @@ func (e *Envelope) differsFromConfig(h *Header, observed map[string]string) stri
 	}
 	for _, s := range h.Shares {
 		if id := observed[s.Backend]; id != "" && id != s.KeyIdentity {
-			return fmt.Sprintf("backend %s key changed from %s to %s", s.Backend, s.KeyIdentity, id)
+			return fmt.Sprintf("backend %s key changed", s.Backend)
 		}
 	}
 	return ""

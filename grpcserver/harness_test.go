@@ -37,6 +37,8 @@ type harness struct {
 	wrap func(i int, b kmsclients.Backend) kmsclients.Backend
 	// checkListening, if set, is Options.CheckListening.
 	checkListening func(socket string) error
+	// now, if set, is Options.Now.
+	now func() time.Time
 }
 
 func newHarness(t testing.TB) *harness {
@@ -100,7 +102,7 @@ func (h *harness) tryStart() error {
 	}
 	h.plugin = grpcserver.NewPlugin(env, h.metrics, grpcserver.Options{
 		Socket: h.socket, HealthListen: "127.0.0.1:0", ProbeInterval: interval, ProbeTimeout: 5 * time.Second,
-		Version: "test", Logger: log, CheckListening: h.checkListening,
+		Version: "test", Logger: log, CheckListening: h.checkListening, Now: h.now,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)

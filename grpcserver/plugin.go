@@ -32,6 +32,8 @@ type Options struct {
 	// socket is this one under another path (kmsplugin.CheckNotSelf),
 	// which only a listening socket can show.
 	CheckListening func(socket string) error
+	// Now is the clock of the prober and /readyz; nil is time.Now.
+	Now func() time.Time
 }
 
 // Plugin is the running KMS plugin: socket, prober, health and metrics.
@@ -63,11 +65,11 @@ func NewPlugin(env *envelope.Envelope, m *Metrics, opts Options) *Plugin {
 	if opts.ProbeTimeout <= 0 || opts.ProbeTimeout > opts.ProbeInterval {
 		opts.ProbeTimeout = min(kmsclients.DefaultProbeTimeout, opts.ProbeInterval)
 	}
-	return &Plugin{
-		opts: opts, env: env, metrics: m, log: opts.Logger,
-		prober: NewProber(env, opts.ProbeInterval, opts.ProbeTimeout, opts.Logger, m),
-		ready:  make(chan struct{}),
+	prober := NewProber(env, opts.ProbeInterval, opts.ProbeTimeout, opts.Logger, m)
+	if opts.Now != nil {
+		prober.now = opts.Now
 	}
+	return &Plugin{opts: opts, env: env, metrics: m, log: opts.Logger, prober: prober, ready: make(chan struct{})}
 }
 
 // Prober gives access to health and rotation requests.
@@ -160,26 +162,24 @@ func (p *Plugin) httpHandler() http.Handler {
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	// readyz: 200 "ok" while kube-apiserver's Status would say ok, then
-	// one "warning:" line per thing to look at (a rotation postponed for
-	// long, a backend down); 503 with the reason otherwise.
+	// readyz: 200 "ok" while kube-apiserver's Status would say ok, 503
+	// with the reason otherwise; then the current DEK and one "warning:"
+	// line per thing to look at (a rotation postponed for long, a backend
+	// down). Anyone who reaches the port reads it: names and error kinds
+	// only, as in Status.
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		s := p.prober.Snapshot()
-		// The current DEK is read live, like Status's key_id: a DEK
-		// adopted or rotated since the last probe shows at once.
-		current := func() {
-			if c := p.env.CurrentInfo(); c.KeyID != "" {
-				fmt.Fprintf(w, "current DEK: %s, generation %d, %s at %s\n", c.KeyID, c.Generation, c.Origin, c.Since.UTC().Format(time.RFC3339))
-			}
-		}
 		if s.Healthz != healthzOK {
 			http.Error(w, s.Healthz, http.StatusServiceUnavailable)
-			current()
-			return
+		} else {
+			fmt.Fprintln(w, "ok")
 		}
-		fmt.Fprintln(w, "ok")
-		current()
-		for _, warning := range s.Warnings(time.Now()) {
+		// The current DEK is read live, like Status's key_id: a DEK
+		// adopted or rotated since the last probe shows at once.
+		if c := p.env.CurrentInfo(); c.KeyID != "" {
+			fmt.Fprintf(w, "current DEK: %s, generation %d, %s at %s\n", c.KeyID, c.Generation, c.Origin, c.Since.UTC().Format(time.RFC3339))
+		}
+		for _, warning := range s.Warnings(p.prober.now()) {
 			fmt.Fprintln(w, "warning: "+warning)
 		}
 	})

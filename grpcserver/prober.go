@@ -1,9 +1,11 @@
 package grpcserver
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,8 +36,11 @@ type Snapshot struct {
 	Ready     bool   // the current DEK is unlocked
 	KeyID     string // of the current DEK
 	Healthz   string // "ok", or why not
-	// RotationPending says why a rotation is wanted but could not be done.
+	// RotationPending says why a rotation is wanted but could not be
+	// done, in backend names and error kinds: /readyz shows it to anyone.
 	RotationPending string
+	// pendingDetail is RotationPending with the errors' text, for the log.
+	pendingDetail string
 	// PendingSince is when RotationPending last went from "" to a reason.
 	PendingSince time.Time
 	// Current describes the current DEK: which, how and since when.
@@ -91,6 +96,7 @@ type Prober struct {
 	// requested: an operator asked for a rotation that has not happened
 	// yet; it is retried at each probe until it succeeds.
 	requested atomic.Bool
+	now       func() time.Time
 
 	mu   sync.RWMutex
 	snap Snapshot
@@ -98,7 +104,7 @@ type Prober struct {
 
 // NewProber makes a prober; Run starts it.
 func NewProber(env *envelope.Envelope, interval, timeout time.Duration, log *slog.Logger, m *Metrics) *Prober {
-	p := &Prober{env: env, interval: interval, timeout: timeout, log: log, metrics: m, rotateCh: make(chan struct{}, 1)}
+	p := &Prober{env: env, interval: interval, timeout: timeout, log: log, metrics: m, rotateCh: make(chan struct{}, 1), now: time.Now}
 	p.snap = Snapshot{Threshold: env.Threshold(), KeyID: env.KeyID(), Healthz: "starting: backends not probed yet"}
 	return p
 }
@@ -154,16 +160,16 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	}
 	pending := p.maintainDEK(ctx, reachable, len(results), identities, p.requested.Load())
 	s := Snapshot{Backends: results, Reachable: reachable, Threshold: p.env.Threshold(),
-		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending, Current: p.env.CurrentInfo(),
-		Custody: p.drillCurrent(ctx)}
+		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending.public, pendingDetail: pending.detail,
+		Current: p.env.CurrentInfo(), Custody: p.drillCurrent(ctx)}
 	s.Healthz = healthz(s)
 	p.mu.Lock()
 	old := p.snap
 	s.PendingSince = old.PendingSince
-	if pending == "" {
+	if pending.public == "" {
 		s.PendingSince = time.Time{}
 	} else if old.RotationPending == "" {
-		s.PendingSince = time.Now()
+		s.PendingSince = p.now()
 	}
 	p.snap = s
 	p.mu.Unlock()
@@ -217,10 +223,10 @@ func (p *Prober) logChanges(old, s Snapshot) {
 		}
 	}
 	switch {
-	case s.RotationPending != "" && s.RotationPending != old.RotationPending && !s.Ready:
-		p.log.Warn("no usable DEK: Encrypt fails until one is made or unlocked", "cause", s.RotationPending, "since", s.PendingSince)
-	case s.RotationPending != "" && s.RotationPending != old.RotationPending:
-		p.log.Warn("DEK rotation postponed; the current DEK stays in use", "cause", s.RotationPending, "since", s.PendingSince)
+	case s.pendingDetail != "" && s.pendingDetail != old.pendingDetail && !s.Ready:
+		p.log.Warn("no usable DEK: Encrypt fails until one is made or unlocked", "cause", s.pendingDetail, "since", s.PendingSince)
+	case s.pendingDetail != "" && s.pendingDetail != old.pendingDetail:
+		p.log.Warn("DEK rotation postponed; the current DEK stays in use", "cause", s.pendingDetail, "since", s.PendingSince)
 	case s.RotationPending == "" && old.RotationPending != "":
 		p.log.Info("postponed DEK rotation no longer pending", "key_id", s.KeyID)
 	}
@@ -242,35 +248,78 @@ func (p *Prober) probeAll(ctx context.Context) []BackendHealth {
 	return out
 }
 
-// maintainDEK returns why a wanted rotation did not happen, or "".
-func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities map[string]string, force bool) string {
+// pending says why a wanted rotation did not happen: public for /readyz,
+// detail for the log.
+type pending struct{ public, detail string }
+
+// failed is a pending of what, which err stopped.
+func failed(what string, err error) pending {
+	return pending{what + ": " + publicCause(err) + " (errors in the plugin's log)", what + ": " + err.Error()}
+}
+
+// maintainDEK returns why a wanted rotation did not happen, or nothing.
+func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities map[string]string, force bool) pending {
 	opCtx, cancel := context.WithTimeout(ctx, 2*p.timeout)
 	defer cancel()
 	if !p.env.Ready() {
 		if reachable < p.env.Threshold() {
-			return ""
+			return pending{}
 		}
 		if err := p.env.Prepare(opCtx); err != nil {
 			// Logged by logChanges, once per cause.
 			p.log.Debug("current DEK not usable yet", "error", err)
-			return "cannot create or unlock the DEK: " + err.Error()
+			return failed("cannot create or unlock the DEK", err)
 		}
 	}
 	reason := p.env.RotationDue(identities)
 	if force {
 		reason = "requested by operator"
 	}
-	done := func() string { p.requested.Store(false); return "" }
+	done := func() pending { p.requested.Store(false); return pending{} }
 	if reason == "" {
 		return done()
 	}
 	if reachable < n {
-		return fmt.Sprintf("%s; postponed: %d of %d backends reachable, a new DEK needs all", reason, reachable, n)
+		why := fmt.Sprintf("%s; postponed: %d of %d backends reachable, a new DEK needs all", reason, reachable, n)
+		return pending{why, why}
 	}
 	if err := p.env.Rotate(opCtx, reason); err != nil {
-		return fmt.Sprintf("%s; %v", reason, err)
+		return failed(reason+"; rotation failed", err)
 	}
 	return done()
+}
+
+// publicCause is what an unauthenticated endpoint may show of err: each
+// backend it holds an error of, with that error's kind ("vault-eu
+// permission"), or else err's kind. Error text (ARNs, URLs, paths) is
+// for the log.
+func publicCause(err error) string {
+	var parts []string
+	forBackendErrors(err, func(e *kmsclients.Error) {
+		name := cmp.Or(e.Name, e.Backend)
+		if part := name + " " + kmsclients.Kind(e); !slices.Contains(parts, part) {
+			parts = append(parts, part)
+		}
+	})
+	if len(parts) == 0 {
+		return "error kind " + kmsclients.Kind(err)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+// forBackendErrors calls f with each [kmsclients.Error] in err's tree.
+func forBackendErrors(err error, f func(*kmsclients.Error)) {
+	switch e := err.(type) {
+	case *kmsclients.Error:
+		f(e)
+	case interface{ Unwrap() error }:
+		forBackendErrors(e.Unwrap(), f)
+	case interface{ Unwrap() []error }:
+		for _, err := range e.Unwrap() {
+			forBackendErrors(err, f)
+		}
+	}
 }
 
 // healthz is "ok" while the current DEK is usable and a quorum answered
