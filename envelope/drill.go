@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -210,4 +211,23 @@ var ErrDrillNoDEK = errors.New("no DEK to drill")
 // files they came from are returned alongside.
 func StateHeaders(stateDir string) (headers [][]byte, files []string, err error) {
 	return (&stateFile{dir: stateDir}).all()
+}
+
+// PreviousHeaders returns the earlier DEKs kept in the state file, newest
+// first; none without a state dir or while it cannot be read. A custodian
+// may tell the truth about the current DEK and lie about older ones:
+// drilling these in turn catches that before the data is needed.
+func (e *Envelope) PreviousHeaders() [][]byte {
+	if e.state == nil {
+		return nil
+	}
+	b, err := readNoFollow(e.state.path(), nil)
+	if err != nil {
+		return nil
+	}
+	var doc stateDoc
+	if json.Unmarshal(b, &doc) != nil {
+		return nil
+	}
+	return doc.Previous[:min(len(doc.Previous), maxPrevious)]
 }

@@ -247,3 +247,47 @@ func BenchmarkForgedVariants(b *testing.B) {
 		})
 	}
 }
+
+// oldLiar lies only about DEKs other than the one it is told is current.
+type oldLiar struct {
+	kmsclients.Backend
+	current *[]byte // DEK id of the current DEK
+}
+
+func (l oldLiar) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	share, err := l.Backend.Unwrap(ctx, w, aad)
+	if err == nil && !bytes.Contains(aad, *l.current) {
+		share[5] ^= 0x40
+	}
+	return share, err
+}
+
+// A custodian honest about the current DEK and lying about an older one
+// is caught by drilling the state's history.
+func TestPreviousHeadersCatchALiarAboutOlderDEKs(t *testing.T) {
+	dir := t.TempDir()
+	bs := newLocals(t, 3)
+	var current []byte
+	obs := &mismatches{}
+	lying := []kmsclients.Backend{oldLiar{bs[0], &current}, bs[1], bs[2]}
+	e := mustNew(t, Config{Threshold: 2, Backends: lying, StateDir: dir, Observer: obs})
+	first := e.CurrentHeader()
+	if err := e.Rotate(ctxT(t), "test"); err != nil {
+		t.Fatal(err)
+	}
+	current = e.Current().DEKID[:]
+	if check, err := e.Drill(ctxT(t), e.CurrentHeader()); err != nil || check.Working != 3 {
+		t.Fatalf("current DEK: %+v, %v", check, err)
+	}
+	prev := e.PreviousHeaders()
+	if len(prev) != 1 || !bytes.Equal(prev[0], first) {
+		t.Fatalf("previous headers: %d", len(prev))
+	}
+	check, err := e.Drill(ctxT(t), prev[0])
+	if err != nil || check.Working != 2 || check.Shares[0].OK {
+		t.Fatalf("older DEK: %+v, %v", check, err)
+	}
+	if obs.count("b1") != 1 {
+		t.Errorf("b1 counted %d times", obs.count("b1"))
+	}
+}

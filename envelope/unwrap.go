@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -310,34 +310,52 @@ func (e *Envelope) combine(ctx context.Context, h *Header, raw []byte, good []sp
 // backends' shares proved: a lying or broken custodian, eating the
 // margin of n-k silently unless named.
 func (e *Envelope) shareMismatch(h *Header, index int) {
-	backend := h.Shares[index-1].Backend
-	e.liars.add(backend)
-	e.log.Warn("a backend returned a share that does not fit its DEK: the custodian is lying or broken, and no longer counts towards the quorum",
-		"backend", backend, "key_id", h.KeyID())
+	backend, keyID := h.Shares[index-1].Backend, h.KeyID()
+	level := slog.LevelWarn
+	if !e.liars.add(backend, keyID) {
+		level = slog.LevelDebug // said once per backend and DEK
+	}
+	e.log.Log(context.Background(), level, "a backend returned a share that does not fit its DEK: the custodian is lying or broken, and no longer counts towards the quorum",
+		"backend", backend, "key_id", keyID)
 	if o, ok := e.obs.(ShareMismatchObserver); ok {
 		o.ShareMismatch(backend)
 	}
 }
 
-// suspects is a set of backend names, safe for concurrent use.
+// suspects remembers which backend returned a share that did not fit
+// which DEK; safe for concurrent use, bounded by maxSuspects.
 type suspects struct {
-	mu    sync.Mutex
-	names map[string]bool
+	mu   sync.Mutex
+	seen map[[2]string]bool // backend, key_id
 }
 
-func (s *suspects) add(name string) {
+const maxSuspects = 1024
+
+// add reports whether the pair is new.
+func (s *suspects) add(backend, keyID string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.names == nil {
-		s.names = map[string]bool{}
+	if s.seen == nil {
+		s.seen = map[[2]string]bool{}
 	}
-	s.names[name] = true
+	pair := [2]string{backend, keyID}
+	if s.seen[pair] || len(s.seen) >= maxSuspects {
+		return false
+	}
+	s.seen[pair] = true
+	return true
 }
 
+// list returns the backends caught, sorted.
 func (s *suspects) list() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := slices.Collect(maps.Keys(s.names))
+	var out []string
+	for pair := range s.seen {
+		if !slices.Contains(out, pair[0]) {
+			out = append(out, pair[0])
+		}
+	}
 	slices.Sort(out)
 	return out
 }
