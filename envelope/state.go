@@ -58,9 +58,14 @@ func StateLock(dir string) string { return filepath.Join(dir, ".lock") }
 
 // LockStateDir takes the lock that keeps two plugins off one state dir
 // (they would overwrite each other's DEK). Closing the file releases it.
+// A dir others could write is refused first (checkStateDir): the lock
+// file in it could be theirs.
 func LockStateDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	if err := checkStateDir(dir); err != nil {
+		return nil, err
 	}
 	f, err := filelock.Acquire(StateLock(dir))
 	if errors.Is(err, filelock.ErrHeld) {
