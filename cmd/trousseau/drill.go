@@ -90,7 +90,7 @@ func (o *drillOptions) run(ctx context.Context) error {
 		return err
 	}
 	defer kr.Close()
-	opts := recovery.DrillOptions{Envelope: timedDriller{kr, o.unwrapTimeout}, Prefix: o.prefix, StateDir: o.stateDir}
+	opts := recovery.DrillOptions{Envelope: kr.Envelope, CheckTimeout: o.unwrapTimeout, Prefix: o.prefix, StateDir: o.stateDir}
 	if o.snapshot != "" || len(o.endpoints) > 0 {
 		opts.Source = o.source()
 	}
@@ -122,18 +122,6 @@ func (o *drillOptions) run(ctx context.Context) error {
 		return &exitError{code: code, err: fmt.Errorf("drill: %s", drillVerdict(code, o.minMargin))}
 	}
 	return nil
-}
-
-// timedDriller bounds each DEK's drill.
-type timedDriller struct {
-	kr      *recovery.Keyring
-	timeout time.Duration
-}
-
-func (t timedDriller) Drill(ctx context.Context, header []byte) (envelope.DEKCheck, error) {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	return t.kr.Envelope.Drill(ctx, header)
 }
 
 func drillVerdict(code, minMargin int) string {

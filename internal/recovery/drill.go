@@ -2,12 +2,14 @@ package recovery
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -23,9 +25,10 @@ import (
 // backend that holds a share of it, and report how many more backends
 // each DEK can lose.
 
-// Driller is what a drill needs of the envelope.
+// Driller is what a drill needs of the envelope: a session per DEK id,
+// so that copies of one header share their backends' answers.
 type Driller interface {
-	Drill(ctx context.Context, header []byte) (envelope.DEKCheck, error)
+	NewDrillSession() *envelope.DrillSession
 }
 
 // DrillOptions configures a drill.
@@ -37,6 +40,9 @@ type DrillOptions struct {
 	// StateDir adds the plugin's current DEK and those set aside.
 	StateDir string
 	Envelope Driller
+	// CheckTimeout bounds the backends' answers for one header (default
+	// envelope.DefaultUnwrapTimeout).
+	CheckTimeout time.Duration
 	// Progress, if set, gets a line now and then on long runs.
 	Progress io.Writer
 }
@@ -54,10 +60,15 @@ type DrilledDEK struct {
 	// out, but differs from it; stored objects beside it do not decrypt.
 	// It says nothing about custody, and does not count in ExitCode.
 	Tampered bool
+	// NotDrilled: one copy too many of a header needing new backend
+	// calls; it does not count in ExitCode either.
+	NotDrilled bool
 }
 
 // Unrecoverable reports whether no quorum can open the DEK now.
-func (d DrilledDEK) Unrecoverable() bool { return !d.Tampered && (d.Err != nil || d.Margin() < 0) }
+func (d DrilledDEK) Unrecoverable() bool {
+	return !d.Tampered && !d.NotDrilled && (d.Err != nil || d.Margin() < 0)
+}
 
 // DrillReport is what a drill found.
 type DrillReport struct {
@@ -74,7 +85,7 @@ func (r *DrillReport) ExitCode(minMargin int) int {
 	code := 0
 	for _, d := range r.DEKs {
 		switch {
-		case d.Tampered:
+		case d.Tampered, d.NotDrilled:
 		case d.Unrecoverable():
 			return 2
 		case d.Margin() < minMargin:
@@ -97,7 +108,7 @@ func Drill(ctx context.Context, opts DrillOptions) (*DrillReport, error) {
 			return nil, err
 		}
 		for i, h := range headers {
-			found.add(h, "state: "+files[i], "")
+			found.add(h, statePrefix+files[i], "")
 		}
 	}
 	if opts.Source != nil {
@@ -108,12 +119,15 @@ func Drill(ctx context.Context, opts DrillOptions) (*DrillReport, error) {
 	if len(found) == 0 {
 		return nil, envelope.ErrDrillNoDEK
 	}
-	report.DEKs = found.drill(ctx, opts.Envelope, opts.Progress)
+	report.DEKs = found.drill(ctx, opts)
 	return report, nil
 }
 
 // drillIndex groups what was found by header.
 type drillIndex map[[32]byte]*drillEntry
+
+// statePrefix starts where a header read from the state dir came from.
+const statePrefix = "state: "
 
 type drillEntry struct {
 	header  []byte
@@ -172,7 +186,9 @@ func (x drillIndex) scan(ctx context.Context, opts DrillOptions, report *DrillRe
 }
 
 // byDEKID groups the headers by the DEK id they name (headers that do not
-// parse are groups of their own), most objects first within a group.
+// parse are groups of their own). Within a group the state dir's header
+// comes first (an etcd writer cannot plant one there), then those stored
+// beside most objects.
 func (x drillIndex) byDEKID() [][]*drillEntry {
 	groups := map[string][]*drillEntry{}
 	for sum, e := range x {
@@ -184,10 +200,27 @@ func (x drillIndex) byDEKID() [][]*drillEntry {
 	}
 	out := make([][]*drillEntry, 0, len(groups))
 	for _, g := range groups {
-		sort.Slice(g, func(i, j int) bool { return g[i].objects > g[j].objects })
+		sort.SliceStable(g, func(i, j int) bool {
+			if si, sj := g[i].fromState(), g[j].fromState(); si != sj {
+				return si
+			}
+			if g[i].objects != g[j].objects {
+				return g[i].objects > g[j].objects
+			}
+			return bytes.Compare(g[i].header, g[j].header) < 0
+		})
 		out = append(out, g)
 	}
 	return out
+}
+
+func (e *drillEntry) fromState() bool {
+	for _, f := range e.from {
+		if strings.HasPrefix(f, statePrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // StoredHeader finds Trousseau's header in a stored KMS value: the
@@ -216,53 +249,24 @@ func StoredHeader(b []byte) ([]byte, bool) {
 	return nil, false
 }
 
-// maxVariantDrills bounds the headers of one DEK id that are drilled:
-// any header can be copied with a byte changed, and each copy would cost
-// one unwrap per backend.
+// maxVariantDrills bounds the headers of one DEK id that make new
+// backend calls: any header can be copied with its wrapped shares
+// changed, and each such copy would cost one unwrap per backend. Copies
+// that reuse shares already unwrapped are checked without asking.
 const maxVariantDrills = 3
 
 // drill checks every DEK found, one at a time (each asks its backends in
-// parallel), and sorts them newest first. Headers are grouped by DEK id:
-// once one header of a DEK checks out (a share fits its commitment, so
-// every byte of it is genuine), the others that name the same DEK are
-// tampered copies, reported as such with no backend call.
-func (x drillIndex) drill(ctx context.Context, env Driller, progress io.Writer) []DrilledDEK {
+// parallel), and sorts them newest first.
+func (x drillIndex) drill(ctx context.Context, opts DrillOptions) []DrilledDEK {
 	out := make([]DrilledDEK, 0, len(x))
 	start := time.Now()
-	tick := newTicker(progress)
+	tick := newTicker(opts.Progress)
 	for _, group := range x.byDEKID() {
 		tick.say("drill: drilled %d of %d DEKs", len(out), len(x))
-		var genuine *envelope.DEKCheck
-		first := len(out)
-		for i, e := range group {
-			d := DrilledDEK{Objects: e.objects, Resources: e.res, From: e.from}
-			switch {
-			case genuine != nil:
-				d.DEKCheck = envelope.DEKCheck{KeyID: genuine.KeyID, Generation: genuine.Generation, Threshold: genuine.Threshold}
-				d.Err = fmt.Errorf("a tampered copy of the header of DEK %s (stored beside %d objects): not drilled", genuine.KeyID, e.objects)
-				d.Tampered = true
-			case i >= maxVariantDrills:
-				d.Err = fmt.Errorf("one of %d different headers naming one DEK id (stored beside %d objects): not drilled", len(group), e.objects)
-			default:
-				d.DEKCheck, d.Err = env.Drill(ctx, e.header)
-				if d.Err == nil && d.Working > 0 {
-					genuine = &d.DEKCheck
-				}
-			}
-			out = append(out, d)
-		}
-		if genuine != nil {
-			// Copies drilled before the genuine header was found.
-			for i := first; i < len(out); i++ {
-				if !out[i].Tampered && out[i].Working == 0 {
-					out[i].Tampered = true
-					out[i].Err = fmt.Errorf("a tampered copy of the header of DEK %s (stored beside %d objects): no share fits it", genuine.KeyID, out[i].Objects)
-				}
-			}
-		}
+		out = append(out, drillGroup(ctx, opts, group)...)
 	}
-	if progress != nil {
-		fmt.Fprintf(progress, "drill: drilled %d DEKs in %s\n", len(out), time.Since(start).Round(time.Millisecond))
+	if opts.Progress != nil {
+		fmt.Fprintf(opts.Progress, "drill: drilled %d DEKs in %s\n", len(out), time.Since(start).Round(time.Millisecond))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Generation != out[j].Generation {
@@ -270,6 +274,58 @@ func (x drillIndex) drill(ctx context.Context, env Driller, progress io.Writer) 
 		}
 		return out[i].KeyID < out[j].KeyID
 	})
+	return out
+}
+
+// drillGroup drills the headers that name one DEK id in one session, so
+// each wrapped share is unwrapped once. Once one header checks out (its
+// commitment covers every byte), the others are tampered copies. A copy
+// whose shares agree with each other but not with it is tampered too,
+// whichever order they come in: custodians are never blamed for it.
+func drillGroup(ctx context.Context, opts DrillOptions, group []*drillEntry) []DrilledDEK {
+	session := opts.Envelope.NewDrillSession()
+	defer session.Close()
+	timeout := cmp.Or(opts.CheckTimeout, envelope.DefaultUnwrapTimeout)
+	out := make([]DrilledDEK, 0, len(group))
+	var genuine *envelope.DEKCheck
+	asked := 0
+	for _, e := range group {
+		d := DrilledDEK{Objects: e.objects, Resources: e.res, From: e.from}
+		unasked := session.Unasked(e.header)
+		switch {
+		case genuine != nil:
+			d.DEKCheck = envelope.DEKCheck{KeyID: genuine.KeyID, Generation: genuine.Generation, Threshold: genuine.Threshold}
+			d.Err = fmt.Errorf("a tampered copy of the header of DEK %s (stored beside %d objects): not drilled", genuine.KeyID, e.objects)
+			d.Tampered = true
+		case unasked > 0 && asked >= maxVariantDrills:
+			d.Err = fmt.Errorf("one of %d different headers naming one DEK id (stored beside %d objects): not drilled", len(group), e.objects)
+			d.NotDrilled = true
+		default:
+			if unasked > 0 {
+				asked++
+			}
+			checkCtx, cancel := context.WithTimeout(ctx, timeout)
+			d.DEKCheck, d.Err = session.Check(checkCtx, e.header)
+			cancel()
+			switch {
+			case d.Err == nil && d.Working > 0:
+				genuine = &d.DEKCheck
+			case d.Err == nil && d.HeaderTampered:
+				d.Tampered = true
+				d.Err = fmt.Errorf("a tampered header of DEK %s (stored beside %d objects): the backends' shares agree with each other but not with it", d.KeyID, e.objects)
+			}
+		}
+		out = append(out, d)
+	}
+	if genuine != nil {
+		// Copies drilled, or skipped, before the genuine header was found.
+		for i := range out {
+			if !out[i].Tampered && out[i].Working == 0 {
+				out[i].Tampered, out[i].NotDrilled = true, false
+				out[i].Err = fmt.Errorf("a tampered copy of the header of DEK %s (stored beside %d objects): no share fits it", genuine.KeyID, out[i].Objects)
+			}
+		}
+	}
 	return out
 }
 
