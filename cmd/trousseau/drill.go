@@ -136,8 +136,10 @@ func shareState(ok bool, err error) string {
 	switch {
 	case ok:
 		return "ok"
-	case errors.Is(err, envelope.ErrShareUnverified):
+	case errors.Is(err, envelope.ErrShareUnverified), errors.Is(err, envelope.ErrNoShareFits):
 		return "unverified"
+	case errors.Is(err, envelope.ErrHeaderTampered):
+		return "agrees"
 	}
 	return kmsclients.Kind(err)
 }
