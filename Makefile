@@ -48,6 +48,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVersionOf$$' -fuzztime $(FUZZTIME) ./kmsclients/azurekv/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/kmsplugin/
 	$(GO) test -run '^$$' -fuzz '^FuzzIdentity$$' -fuzztime $(FUZZTIME) ./kmsclients/kmsplugin/
+	$(GO) test -run '^$$' -fuzz '^FuzzReveal$$' -fuzztime $(FUZZTIME) ./kmsclients/kmsplugin/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnframe$$' -fuzztime $(FUZZTIME) ./kmsclients/gcpkms/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseVersionName$$' -fuzztime $(FUZZTIME) ./kmsclients/gcpkms/
 	$(GO) test -run '^$$' -fuzz '^FuzzUnwrap$$' -fuzztime $(FUZZTIME) ./kmsclients/local/

@@ -259,17 +259,6 @@ func TestTamperedCustodianFields(t *testing.T) {
 	}
 }
 
-// TestRefusesShareInTheClear: a no-op plugin (ciphertext = plaintext)
-// must not have shares stored in etcd in the clear.
-func TestRefusesShareInTheClear(t *testing.T) {
-	srv := startFake(t)
-	srv.kms.set(func(k *fakeKMS) { k.echo = true })
-	b := newTestBackend(t, "a", srv.endpoint())
-	if _, err := b.Wrap(ctxFor(t, 10*time.Second), share(t), []byte("aad")); err == nil || !strings.Contains(err.Error(), "in the clear") {
-		t.Fatalf("Wrap through a no-op plugin: %v", err)
-	}
-}
-
 func TestRefusesOversizedAnswer(t *testing.T) {
 	srv := startFake(t)
 	srv.kms.set(func(k *fakeKMS) { k.bigAnnot = 5000 })

@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -25,8 +26,8 @@ import (
 // fakeKMS is a small KMS plugin: AES-256-GCM keys named by key_id, served
 // as KMS v2 through k8s.io/kms/pkg/service (and as v1beta1 beside it),
 // with the faults the tests need injected: latency, an unhealthy Status,
-// key rotation (and back), plaintexts that are not the one encrypted, and
-// errors of any gRPC code.
+// key rotation (and back), plaintexts that are not the one encrypted, an
+// Encrypt that only encodes, and errors of any gRPC code.
 type fakeKMS struct {
 	mu       sync.Mutex
 	keys     map[string]cipher.AEAD
@@ -35,15 +36,16 @@ type fakeKMS struct {
 	healthz  string // "" is "ok"
 	version  string // "" is "v2"
 	latency  time.Duration
-	lie      bool          // Decrypt returns another plaintext
-	echo     bool          // Encrypt returns the plaintext as ciphertext
-	fail     error         // every call fails with it
-	failOp   string        // ...or only this one ("encrypt", "decrypt", "status")
-	bigAnnot int           // Encrypt adds an annotation of this many bytes
-	fixedID  string        // name new keys so (two custodians on one key_id)
-	last     []byte        // the last plaintext decrypted, for lie
-	decrypts int           // Decrypt calls answered
-	calls    chan struct{} // if set, told of every Decrypt call as it starts
+	lie      bool                // Decrypt returns another plaintext
+	encode   func([]byte) []byte // Encrypt returns this of the plaintext as ciphertext
+	sivLike  bool                // Encrypt derives salt and nonce from the plaintext
+	fail     error               // every call fails with it
+	failOp   string              // ...or only this one ("encrypt", "decrypt", "status")
+	bigAnnot int                 // Encrypt adds an annotation of this many bytes
+	fixedID  string              // name new keys so (two custodians on one key_id)
+	last     []byte              // the last plaintext decrypted, for lie
+	decrypts int                 // Decrypt calls answered
+	calls    chan struct{}       // if set, told of every Decrypt call as it starts
 }
 
 const saltAnnotation = "salt.fake-kms.example.com"
@@ -141,15 +143,21 @@ func (k *fakeKMS) Encrypt(ctx context.Context, _ string, data []byte) (*kmsservi
 		return nil, err
 	}
 	k.mu.Lock()
-	id, aead, echo, big := k.current, k.keys[k.current], k.echo, k.bigAnnot
+	id, aead, encode, sivLike, big := k.current, k.keys[k.current], k.encode, k.sivLike, k.bigAnnot
 	k.mu.Unlock()
-	if echo {
-		return &kmsservice.EncryptResponse{Ciphertext: append([]byte(nil), data...), KeyID: id}, nil
+	if encode != nil {
+		return &kmsservice.EncryptResponse{Ciphertext: encode(data), KeyID: id}, nil
 	}
-	salt := make([]byte, 8)
+	salt, nonce := make([]byte, 8), make([]byte, aead.NonceSize())
 	rand.Read(salt)
-	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
+	if sivLike {
+		// Deterministic, as AES-SIV or a convergent key is (the real
+		// ones derive the nonce with a key; this is a test).
+		sum := sha256.Sum256(data)
+		copy(salt, sum[:])
+		copy(nonce, sum[8:])
+	}
 	annotations := map[string][]byte{saltAnnotation: salt}
 	if big > 0 {
 		annotations["big.fake-kms.example.com"] = make([]byte, big)

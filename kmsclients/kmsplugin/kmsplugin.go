@@ -19,7 +19,9 @@
 //
 // Wrap is the custodian's Encrypt and Unwrap its Decrypt. The custodian's
 // ciphertext, key_id and annotations are kept in the wrapped share (see
-// frame.go for the format) and handed back to Decrypt. The KMS API has no
+// frame.go for the format) and handed back to Decrypt. A custodian that
+// only encodes (as test and mock plugins do) is refused: see [Backend.vet]
+// and cleartext.go. The KMS API has no
 // associated data, so the share is bound to its DEK and index inside the
 // plaintext sent: binding || share, where binding is the first 16 bytes
 // of SHA-256 of a label and the associated data; Unwrap compares it in
@@ -62,7 +64,6 @@
 package kmsplugin
 
 import (
-	"bytes"
 	"context"
 	"math/rand/v2"
 	"net"
@@ -93,6 +94,7 @@ type Backend struct {
 	public   bool
 	keys     keyTracker
 	lastDial atomic.Value // dialResult
+	vetted   atomic.Bool  // the custodian passed vet
 }
 
 var (
@@ -187,11 +189,15 @@ func (b *Backend) CustodianKey(keyIdentity string) string { return custodianKey(
 // anyone holding the custodian's public key could make shares it unwraps.
 func (b *Backend) PublicWrap() bool { return b.public }
 
-// Wrap has the custodian encrypt the share, bound to aad.
+// Wrap has the custodian encrypt the share, bound to aad, once [Backend.vet]
+// has found that it encrypts.
 func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
 	const op = kmsclients.OpWrap
 	if err := ctx.Err(); err != nil {
 		return kmsclients.Wrapped{}, b.src.Fail(ctx, op, nil, err)
+	}
+	if err := b.vet(ctx); err != nil {
+		return kmsclients.Wrapped{}, err
 	}
 	pt := bind(share, aad)
 	defer clear(pt)
@@ -199,12 +205,13 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 	if err != nil {
 		return kmsclients.Wrapped{}, err
 	}
-	if leaks(s, share) {
-		return kmsclients.Wrapped{}, b.src.Errorf(op, nil, "the custodian returned the share in the clear; refusing to store it")
+	secret := share
+	if len(secret) < minNeedle { // too short to look for alone
+		secret = pt
 	}
-	raw, err := s.marshal()
+	raw, err := b.frame(s, secret, "a share")
 	if err != nil {
-		return kmsclients.Wrapped{}, b.src.Errorf(op, nil, "the custodian's answer cannot be stored: %w", err)
+		return kmsclients.Wrapped{}, err
 	}
 	if s.api == apiV2 {
 		if reported := b.keys.observe(s.keyID); reported != s.keyID {
@@ -230,20 +237,6 @@ func (b *Backend) encrypt(ctx context.Context, pt []byte) (sealed, error) {
 		return sealed{}, b.fail(ctx, kmsclients.OpWrap, b.api, err)
 	}
 	return sealed{api: apiV2, keyID: resp.GetKeyId(), ciphertext: resp.GetCiphertext(), annotations: resp.GetAnnotations()}, nil
-}
-
-// leaks reports whether a custodian returned the share itself (a no-op
-// or misconfigured plugin): it would be stored in etcd in the clear.
-func leaks(s sealed, share []byte) bool {
-	if bytes.Contains(s.ciphertext, share) || bytes.Contains([]byte(s.keyID), share) {
-		return true
-	}
-	for _, v := range s.annotations {
-		if bytes.Contains(v, share) {
-			return true
-		}
-	}
-	return false
 }
 
 // Unwrap has the custodian decrypt a share that Wrap stored, with the
