@@ -39,6 +39,8 @@ type harness struct {
 	checkListening func(socket string) error
 	// now, if set, is Options.Now.
 	now func() time.Time
+	// configure, if set, is called with the plugin before it runs.
+	configure func(*grpcserver.Plugin)
 }
 
 func newHarness(t testing.TB) *harness {
@@ -104,6 +106,9 @@ func (h *harness) tryStart() error {
 		Socket: h.socket, HealthListen: "127.0.0.1:0", ProbeInterval: interval, ProbeTimeout: 5 * time.Second,
 		Version: "test", Logger: log, CheckListening: h.checkListening, Now: h.now,
 	})
+	if h.configure != nil {
+		h.configure(h.plugin)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- h.plugin.Run(ctx) }()

@@ -43,6 +43,7 @@ type Plugin struct {
 	metrics *Metrics
 	prober  *Prober
 	log     *slog.Logger
+	health  healthLimits
 
 	mu         sync.Mutex
 	socketAddr string
@@ -69,7 +70,7 @@ func NewPlugin(env *envelope.Envelope, m *Metrics, opts Options) *Plugin {
 	if opts.Now != nil {
 		prober.now = opts.Now
 	}
-	return &Plugin{opts: opts, env: env, metrics: m, log: opts.Logger, prober: prober, ready: make(chan struct{})}
+	return &Plugin{opts: opts, env: env, metrics: m, log: opts.Logger, prober: prober, health: defaultHealthLimits(), ready: make(chan struct{})}
 }
 
 // Prober gives access to health and rotation requests.
@@ -120,8 +121,8 @@ func (p *Plugin) Run(ctx context.Context) error {
 	go func() { errc <- grpcSrv.Serve(lis) }()
 	var httpSrv *http.Server
 	if httpLis != nil {
-		httpSrv = &http.Server{Handler: p.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() { errc <- httpSrv.Serve(httpLis) }()
+		httpSrv = p.health.server(p.httpHandler())
+		go func() { errc <- httpSrv.Serve(p.health.listener(httpLis)) }()
 	}
 	proberDone := make(chan struct{})
 	go func() { p.prober.Run(ctx); close(proberDone) }()
