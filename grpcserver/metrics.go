@@ -38,13 +38,17 @@ type Metrics struct {
 	custodyMargin  *prometheus.GaugeVec
 	currentInfo    *prometheus.GaugeVec
 	shareOK        *prometheus.GaugeVec
+	shareMismatch  *prometheus.CounterVec
 	currentSince   prometheus.Gauge
 	threshold      prometheus.Gauge
 	reachable      prometheus.Gauge
 	healthy        prometheus.Gauge
 }
 
-var _ envelope.Observer = (*Metrics)(nil)
+var (
+	_ envelope.Observer              = (*Metrics)(nil)
+	_ envelope.ShareMismatchObserver = (*Metrics)(nil)
+)
 
 // MetricsOption sets what [NewMetrics] reports about the binary.
 type MetricsOption func(*buildInfo)
@@ -108,11 +112,15 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	m.shareOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "trousseau_dek_share_ok", Help: "1 if the backend's share of the current DEK checked out at the last probe.",
 	}, []string{"backend"})
+	m.shareMismatch = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "trousseau_backend_share_mismatches_total",
+		Help: "Shares a backend returned that did not fit a DEK other backends' shares proved (a lying or broken custodian), on Decrypt or at a probe's drill.",
+	}, []string{"backend"})
 	m.threshold = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_threshold", Help: "Backends needed to recover a DEK (k)."})
 	m.reachable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_backends_reachable", Help: "Backends that answered the last probe."})
 	m.healthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_healthy", Help: "1 when Status reports ok."})
 	for _, c := range []prometheus.Collector{m.requests, m.requestSeconds, m.backendOps, m.backendSeconds, m.backendUp,
-		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.currentInfo, m.shareOK, m.currentSince, m.threshold, m.reachable, m.healthy,
+		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.currentInfo, m.shareOK, m.shareMismatch, m.currentSince, m.threshold, m.reachable, m.healthy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -182,6 +190,9 @@ func (m *Metrics) DEKUnusable() { m.unusable.Inc() }
 // Adopted implements envelope.Observer.
 func (m *Metrics) Adopted() { m.adopted.Inc() }
 
+// ShareMismatch implements envelope.ShareMismatchObserver.
+func (m *Metrics) ShareMismatch(backend string) { m.shareMismatch.WithLabelValues(backend).Inc() }
+
 func (m *Metrics) observeProbe(s Snapshot) {
 	m.threshold.Set(float64(s.Threshold))
 	// Custody series describe the last drill of the current DEK only: none
@@ -212,6 +223,7 @@ func (m *Metrics) observeProbe(s Snapshot) {
 			up = 1
 		}
 		m.backendUp.WithLabelValues(b.Name).Set(up)
+		m.shareMismatch.WithLabelValues(b.Name) // 0 until one, so alerts see the series
 	}
 	if s.Healthz == healthzOK {
 		m.healthy.Set(1)

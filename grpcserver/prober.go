@@ -96,7 +96,9 @@ type Prober struct {
 	// requested: an operator asked for a rotation that has not happened
 	// yet; it is retried at each probe until it succeeds.
 	requested atomic.Bool
-	now       func() time.Time
+	// previous: how many earlier DEKs have been drilled (drillPrevious).
+	previous atomic.Uint64
+	now      func() time.Time
 
 	mu   sync.RWMutex
 	snap Snapshot
@@ -177,6 +179,7 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	if p.metrics != nil {
 		p.metrics.observeProbe(s)
 	}
+	p.drillPrevious(ctx)
 }
 
 // drillCurrent asks every backend for its share of the current DEK and
@@ -196,6 +199,26 @@ func (p *Prober) drillCurrent(ctx context.Context) *envelope.DEKCheck {
 		return nil
 	}
 	return &check
+}
+
+// drillPrevious drills one earlier DEK of the state's history per probe,
+// in turn: a custodian may tell the truth about the current DEK and lie
+// about older ones that stored data still needs. A share that does not
+// fit is logged and counted by the envelope.
+func (p *Prober) drillPrevious(ctx context.Context) {
+	prev := p.env.PreviousHeaders()
+	if len(prev) == 0 {
+		return
+	}
+	raw := prev[(p.previous.Add(1)-1)%uint64(len(prev))]
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	check, err := p.env.Drill(ctx, raw)
+	if err != nil {
+		p.log.Debug("an earlier DEK's header cannot be drilled", "error", err)
+		return
+	}
+	p.log.Debug("earlier DEK drilled", "key_id", check.KeyID, "working", check.Working, "threshold", check.Threshold)
 }
 
 // logChanges logs what changed since the last probe, once per change:
