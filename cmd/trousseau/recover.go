@@ -81,7 +81,7 @@ if any object failed.`,
 	f.StringVarP(&o.namespace, "namespace", "n", "", "recover one namespace only")
 	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
 	f.StringVar(&o.provider, "provider-name", "", "KMS provider name of the EncryptionConfiguration; default: any (k8s:enc:kms:v2:<name>: and k8s:enc:kms:v1:<name>:)")
-	f.StringVar(&o.outputDir, "output", "", "write one manifest per object to `DIR`/<namespace>/<resource>/<name>.yaml (0700 directories, 0600 files)")
+	f.StringVar(&o.outputDir, "output", "", "write one manifest per object to `DIR`/<namespace>/<resource>/<name>.yaml (0700 directories, 0600 files; DIR and what is in it must be yours, with no symlink)")
 	f.StringVarP(&o.format, "format", "o", "", "yaml or json; without --output, every object goes to stdout (a YAML stream or a JSON List)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "decrypt and decode everything, write nothing: count what could be recovered")
 	f.BoolVar(&o.unencrypted, "include-unencrypted", false, "also write the selected objects stored unencrypted")

@@ -10,6 +10,9 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/trousseau-io/trousseau/internal/safedir"
+	"github.com/trousseau-io/trousseau/internal/safetext"
 )
 
 // A Sink receives recovered objects, rendered, one call at a time, in
@@ -26,47 +29,45 @@ const clusterScopedDir = "_cluster"
 
 // DirSink writes one manifest per object to
 // DIR/<namespace>/<resource>/<name>.<format>, directories 0700, files
-// 0600. Paths cannot leave DIR: every part is checked, and files are
-// created through an os.Root.
+// 0600, through a [safedir.PrivateDir]: nothing of another user's, no
+// symlink and no hard-linked file is written into. Paths cannot leave
+// DIR: every part is checked.
 type DirSink struct {
-	format Format
-	dir    string
-	root   *os.Root
+	format  Format
+	dir     string
+	uid     int
+	root    *safedir.PrivateDir
+	written map[string]Key
 }
 
-// NewDirSink checks dir: an existing one must be a directory not open to
-// others, since manifests of Secrets land in it; a new one must have a
-// parent. It creates dir (0700) only at the first object, or at Close,
-// so that a run that cannot read its source leaves nothing behind.
+// NewDirSink checks dir: an existing one must be a directory of ours
+// (not a symlink) not open to others, since manifests of Secrets land in
+// it; a new one must have a parent. It creates dir (0700) only at the
+// first object, or at Close, so that a run that cannot read its source
+// leaves nothing behind.
 func NewDirSink(dir string, f Format) (*DirSink, error) {
-	if err := checkOutputDir(dir); err != nil {
-		return nil, err
-	}
-	return &DirSink{format: f, dir: dir}, nil
+	return newDirSink(dir, f, os.Geteuid())
 }
 
-func checkOutputDir(dir string) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		parent := filepath.Dir(dir)
-		if st, err = os.Stat(parent); err == nil && !st.IsDir() {
-			err = errors.New("not a directory")
-		}
-		if err != nil {
-			return fmt.Errorf("output directory %s: cannot be created in %s: %w", dir, parent, unwrapPathError(err))
-		}
-		return nil
+// newDirSink takes the uid whose files are ours: tests pass another.
+func newDirSink(dir string, f Format, uid int) (*DirSink, error) {
+	d := &DirSink{format: f, dir: dir, uid: uid, written: map[string]Key{}}
+	root, err := safedir.OpenPrivate(dir, uid, false)
+	if err == nil {
+		return d, root.Close()
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("output directory %w", err)
+	}
+	parent := filepath.Dir(dir)
+	st, err := os.Stat(parent)
+	if err == nil && !st.IsDir() {
+		err = errors.New("not a directory")
 	}
 	if err != nil {
-		return fmt.Errorf("output directory: %w", err)
+		return nil, fmt.Errorf("output directory %s: cannot be created in %s: %w", dir, parent, unwrapPathError(err))
 	}
-	if !st.IsDir() {
-		return fmt.Errorf("output directory %s: not a directory", dir)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("output directory %s has mode %04o: others could read the recovered Secrets; use a new directory or chmod 0700 it", dir, st.Mode().Perm())
-	}
-	return nil
+	return d, nil
 }
 
 func unwrapPathError(err error) error {
@@ -77,21 +78,15 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// open creates the directory, once.
+// open creates the directory, once, and checks it again: it may have
+// changed since NewDirSink.
 func (d *DirSink) open() error {
 	if d.root != nil {
 		return nil
 	}
-	if err := os.Mkdir(d.dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("output directory: %w", err)
-	}
-	// Check again: the directory may have changed since NewDirSink.
-	if err := checkOutputDir(d.dir); err != nil {
-		return err
-	}
-	root, err := os.OpenRoot(d.dir)
+	root, err := safedir.OpenPrivate(d.dir, d.uid, true)
 	if err != nil {
-		return fmt.Errorf("output directory: %w", err)
+		return fmt.Errorf("output directory %w", err)
 	}
 	d.root = root
 	return nil
@@ -101,6 +96,8 @@ func (d *DirSink) open() error {
 func (d *DirSink) Format() Format { return d.format }
 
 // PathOf is where an object's manifest goes, relative to the directory.
+// A name that is no file name, or that holds what a terminal acts on
+// (it could not be listed safely), has none.
 func PathOf(k Key, f Format) (string, error) {
 	ns := k.Namespace
 	if ns == "" {
@@ -109,8 +106,8 @@ func PathOf(k Key, f Format) (string, error) {
 	// A resource path such as "services/specs" becomes one directory.
 	res := strings.ReplaceAll(k.GroupResource(), "/", "_")
 	for _, part := range []string{ns, res, k.Name} {
-		if part == "" || part == "." || part == ".." || strings.ContainsAny(part, "/\x00") {
-			return "", fmt.Errorf("cannot make a file name of %q", part)
+		if part == "" || part == "." || part == ".." || strings.Contains(part, "/") || !safetext.Printable(part) {
+			return "", fmt.Errorf("cannot make a file name of %q: recover this object with -o yaml or -o json", part)
 		}
 	}
 	return path.Join(ns, res, k.Name+"."+string(f)), nil
@@ -122,28 +119,16 @@ func (d *DirSink) Put(k Key, rendered []byte) error {
 	if err != nil {
 		return err
 	}
+	if first, ok := d.written[p]; ok {
+		return fmt.Errorf("output: %s is already the file of %s/%s/%s (two etcd keys make one file name); recover this object with -o yaml or -o json", p, first.GroupResource(), first.Namespace, first.Name)
+	}
 	if err := d.open(); err != nil {
 		return err
 	}
-	if err := d.root.MkdirAll(path.Dir(p), 0o700); err != nil {
+	if err := d.root.WriteFile(p, rendered); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	f, err := d.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("output: %w", err)
-	}
-	// A file left by an earlier run keeps its mode through O_TRUNC.
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("output: %w", err)
-	}
-	if _, err := f.Write(rendered); err != nil {
-		f.Close()
-		return fmt.Errorf("output: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("output: %w", err)
-	}
+	d.written[p] = k
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
@@ -299,8 +300,12 @@ func FuzzParseValue(f *testing.F) {
 			t.Fatal("unknown kind without error")
 		}
 		if k, err := ParseKey("/registry", key); err == nil {
-			if _, err := PathOf(k, YAML); err != nil && !strings.Contains(key, "\x00") {
+			p, err := PathOf(k, YAML)
+			if err != nil && safetext.Printable(key) {
 				t.Fatalf("key %q parsed to %+v, but has no path: %v", key, k, err)
+			}
+			if err == nil && (!safetext.Printable(p) || !filepath.IsLocal(p)) {
+				t.Fatalf("key %q has the path %q", key, p)
 			}
 		}
 	})

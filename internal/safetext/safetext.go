@@ -19,7 +19,7 @@ import (
 // to s in one way only. Everything else, non-ASCII letters included, is
 // kept. s is returned as it is when nothing needs escaping.
 func Escape(s string) string {
-	i := unsafeAt(s)
+	i := unsafeAt(s, true)
 	if i < 0 {
 		return s
 	}
@@ -43,12 +43,17 @@ func Escape(s string) string {
 	return b.String()
 }
 
-// unsafeAt is the index of the first byte Escape changes, or -1.
-func unsafeAt(s string) int {
+// Printable reports whether Escape keeps s as it is, backslashes aside:
+// whether s is valid UTF-8 with nothing a terminal acts on.
+func Printable(s string) bool { return unsafeAt(s, false) < 0 }
+
+// unsafeAt is the index of the first byte Escape changes (a backslash
+// only with backslash), or -1.
+func unsafeAt(s string, backslash bool) int {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c < 0x20 || c == 0x7f || c == '\\' {
+			if c < 0x20 || c == 0x7f || (c == '\\' && backslash) {
 				return i
 			}
 			i++

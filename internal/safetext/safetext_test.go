@@ -84,6 +84,9 @@ func FuzzEscape(f *testing.F) {
 		if utf8.ValidString(s) && !strings.ContainsRune(s, '\\') && strings.IndexFunc(s, acted) < 0 && e != s {
 			t.Fatalf("Escape(%q) = %q: ordinary text changed", s, e)
 		}
+		if safetext.Printable(s) != (strings.ReplaceAll(e, `\\`, `\`) == s) {
+			t.Fatalf("Printable(%q) = %v, but Escape gives %q", s, safetext.Printable(s), e)
+		}
 	})
 }
 
