@@ -15,6 +15,8 @@ TROUSSEAU_KUBE_APISERVER=$(hack/kube.sh kube-apiserver)
 TROUSSEAU_ETCD=$(hack/kube.sh etcd)
 TROUSSEAU_SOFTHSM_MODULE=$(hack/softhsm.sh) # installs SoftHSM2 and OpenSC when missing
 export TROUSSEAU_LOCAL_KMS TROUSSEAU_VAULT TROUSSEAU_KUBE_APISERVER TROUSSEAU_ETCD TROUSSEAU_SOFTHSM_MODULE
+TROUSSEAU_PROMTOOL=$(hack/promtool.sh) # the alert rules' tests (deploy/monitoring)
+export TROUSSEAU_PROMTOOL
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
