@@ -189,7 +189,8 @@ func TestNothingReadFromTheAPI(t *testing.T) {
 					}
 				case "DaemonSet":
 					checkPodReadsNothing(t, key, podSpec(o))
-				case "Service", "ServiceMonitor":
+				case "Service", "ServiceMonitor", "PrometheusRule":
+				case "ConfigMap": // the Grafana dashboard, which no pod reads
 				default:
 					t.Errorf("%s: unexpected kind", key)
 				}
@@ -244,7 +245,7 @@ func TestFullValues(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	want := []string{"DaemonSet kube-system/trousseau-kms", "Service kube-system/trousseau-kms-metrics", "ServiceAccount kube-system/trousseau-kms-plugin", "ServiceMonitor kube-system/trousseau-kms"}
+	want := []string{"ConfigMap kube-system/trousseau-kms-dashboard", "DaemonSet kube-system/trousseau-kms", "Service kube-system/trousseau-kms-metrics", "ServiceAccount kube-system/trousseau-kms-plugin", "ServiceMonitor kube-system/trousseau-kms"}
 	if !slices.Equal(keys, want) {
 		t.Fatalf("objects %q, want %q", keys, want)
 	}
@@ -293,6 +294,12 @@ func TestFullValues(t *testing.T) {
 		{"monitor selects the service", get(objs["ServiceMonitor kube-system/trousseau-kms"], "spec", "selector", "matchLabels"), get(ds, "spec", "selector", "matchLabels")},
 		{"monitor label", get(objs["ServiceMonitor kube-system/trousseau-kms"], "metadata", "labels", "release"), "prometheus"},
 		{"monitor interval", get(objs["ServiceMonitor kube-system/trousseau-kms"], "spec", "endpoints", 0, "interval"), "15s"},
+		{"monitor's job, as the alerts expect", get(objs["ServiceMonitor kube-system/trousseau-kms"], "spec", "jobLabel"), "trousseau.io/job"},
+		{"service's job label", get(objs["Service kube-system/trousseau-kms-metrics"], "metadata", "labels", "trousseau.io/job"), "trousseau"},
+		{"unready plugins scraped", get(objs["Service kube-system/trousseau-kms-metrics"], "spec", "publishNotReadyAddresses"), true},
+		{"dashboard for the sidecar", get(objs["ConfigMap kube-system/trousseau-kms-dashboard"], "metadata", "labels", "grafana_dashboard"), "1"},
+		{"dashboard label", get(objs["ConfigMap kube-system/trousseau-kms-dashboard"], "metadata", "labels", "example.com/team"), "platform"},
+		{"dashboard annotation", get(objs["ConfigMap kube-system/trousseau-kms-dashboard"], "metadata", "annotations", "grafana_folder"), "Trousseau"},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -312,16 +319,27 @@ func TestFullValues(t *testing.T) {
 	}
 }
 
-func TestServiceMonitorOnlyWhenEnabled(t *testing.T) {
+func TestMonitoringOnlyWhenEnabled(t *testing.T) {
 	f := setup(t)
 	for key := range f.render(t, f.values(t, nil)) {
-		if strings.HasPrefix(key, "ServiceMonitor") || strings.HasPrefix(key, "Service ") {
+		if !strings.HasPrefix(key, "DaemonSet ") && !strings.HasPrefix(key, "ServiceAccount ") {
 			t.Errorf("%s rendered with default values", key)
 		}
 	}
-	objs := f.render(t, f.values(t, nil, "metrics.serviceMonitor.enabled=true"))
-	if objs["ServiceMonitor kube-system/trousseau"] == nil || objs["Service kube-system/trousseau-metrics"] == nil {
-		t.Errorf("enabled: %d objects, no ServiceMonitor and Service", len(objs))
+	for value, want := range map[string][]string{
+		"serviceMonitor":   {"ServiceMonitor kube-system/trousseau", "Service kube-system/trousseau-metrics"},
+		"prometheusRule":   {"PrometheusRule kube-system/trousseau"},
+		"grafanaDashboard": {"ConfigMap kube-system/trousseau-dashboard"},
+	} {
+		objs := f.render(t, f.values(t, nil, "metrics."+value+".enabled=true", "metrics.nodeHealthListen=0.0.0.0:8787"))
+		if len(objs) != 2+len(want) {
+			t.Errorf("%s enabled: %d objects, want %d", value, len(objs), 2+len(want))
+		}
+		for _, key := range want {
+			if objs[key] == nil {
+				t.Errorf("%s enabled: no %s", value, key)
+			}
+		}
 	}
 }
 
@@ -343,7 +361,13 @@ func TestRefusedValues(t *testing.T) {
 		{"another state dir", []string{"config.threshold=1", "config.stateDir=/var/lib/kms"}, "config.stateDir", "config.stateDir"},
 		{"health port differs", []string{"config.threshold=1", "config.health.listen=127.0.0.1:9999"}, "config.health.listen", "config.health.listen"},
 		{"health port moved, config not", []string{"config.threshold=1", "health.port=9999"}, "config.health.listen", "config.health.listen"},
-		{"monitor of a loopback address", []string{"config.threshold=1", "metrics.serviceMonitor.enabled=true"}, "loopback", "loopback"},
+		{"monitor of a loopback address", []string{"config.threshold=1", "metrics.serviceMonitor.enabled=true"}, "set config.health.listen", "set config.health.listen"},
+		{"rules of a loopback address", []string{"config.threshold=1", "config.health.listen=localhost:8787", "metrics.prometheusRule.enabled=true"}, "metrics.prometheusRule.enabled: config.health.listen", "loopback"},
+		{"monitor of the nodes' default address", []string{"metrics.serviceMonitor.enabled=true"}, "set metrics.nodeHealthListen", "set metrics.nodeHealthListen"},
+		{"rules of the nodes' loopback", []string{"metrics.prometheusRule.enabled=true", "metrics.nodeHealthListen=127.0.0.1:8787"}, "metrics.nodeHealthListen", "loopback"},
+		{"the nodes' address beside config", []string{"config.threshold=1", "metrics.nodeHealthListen=0.0.0.0:8787"}, "set that instead", "config.health.listen"},
+		{"the nodes' port differs", []string{"metrics.nodeHealthListen=0.0.0.0:9999"}, "metrics.nodeHealthListen", "health.port"},
+		{"the nodes' address with a line break", []string{"metrics.nodeHealthListen=0.0.0.0:8787\\nx: y"}, "nodeHealthListen", ""},
 		{"env from a Secret", []string{"extraEnv[0].name=TOKEN", "extraEnv[0].valueFrom.secretKeyRef.name=s"}, "valueFrom", ""},
 		{"pull secrets", []string{"imagePullSecrets[0].name=regcred"}, "imagePullSecrets", ""},
 		{"relative host path", []string{"hostPaths.config=etc/trousseau"}, "hostPaths", "hostPaths.config"},
@@ -356,7 +380,9 @@ func TestRefusedValues(t *testing.T) {
 		{"config file path", []string{"configFile=../shadow"}, "configFile", "configFile"},
 		{"config file dot-dot", []string{"configFile=.."}, "configFile", "configFile"},
 		{"pod label over the selector's", []string{"podLabels.app\\.kubernetes\\.io/name=other"}, "podLabels", "podLabels"},
-		{"monitor label over the chart's", []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.helm\\.sh/chart=x"}, "labels", "metrics.serviceMonitor.labels"},
+		{"monitor label over the chart's", []string{"metrics.serviceMonitor.enabled=true", "metrics.nodeHealthListen=0.0.0.0:8787", "metrics.serviceMonitor.labels.helm\\.sh/chart=x"}, "labels", "metrics.serviceMonitor.labels"},
+		{"rules label over the chart's", []string{"metrics.prometheusRule.enabled=true", "metrics.nodeHealthListen=0.0.0.0:8787", "metrics.prometheusRule.labels.app\\.kubernetes\\.io/name=x"}, "labels", "metrics.prometheusRule.labels"},
+		{"dashboard label over the sidecar's", []string{"metrics.grafanaDashboard.enabled=true", "metrics.grafanaDashboard.labels.grafana_dashboard=0"}, "labels", "metrics.grafanaDashboard.labels"},
 		{"the config annotation", []string{"podAnnotations.trousseau\\.io/config=x"}, "podAnnotations", "podAnnotations"},
 
 		// The security settings are fixed: only supplementalGroups is a value.
@@ -678,18 +704,26 @@ func TestHostileValues(t *testing.T) {
 	key := func(path ...string) func(any) map[string]any {
 		return func(v any) map[string]any { return in(map[string]any{fmt.Sprint(v): "v"}, path...) }
 	}
-	monitor := func(set func(any) map[string]any) func(any) map[string]any {
+	// enabled turns on metrics.<what> (with a health address Prometheus
+	// can reach) around a value of it.
+	enabled := func(what string, set func(any) map[string]any) func(any) map[string]any {
 		return func(s any) map[string]any {
 			v := set(s)
-			sm, _ := get(v, "metrics", "serviceMonitor").(map[string]any)
-			if sm == nil {
-				sm = map[string]any{}
-				v["metrics"] = map[string]any{"serviceMonitor": sm}
+			m, _ := v["metrics"].(map[string]any)
+			if m == nil {
+				m = map[string]any{}
+				v["metrics"] = m
 			}
-			sm["enabled"] = true
+			sub, _ := m[what].(map[string]any)
+			if sub == nil {
+				sub = map[string]any{}
+				m[what] = sub
+			}
+			sub["enabled"], m["nodeHealthListen"] = true, "0.0.0.0:8787"
 			return v
 		}
 	}
+	monitor := func(set func(any) map[string]any) func(any) map[string]any { return enabled("serviceMonitor", set) }
 	volume := func(k string) func(any) map[string]any {
 		return func(s any) map[string]any {
 			v := map[string]any{"name": "extra", "hostPath": "/opt/extra", "mountPath": "/opt/extra"}
@@ -748,6 +782,19 @@ func TestHostileValues(t *testing.T) {
 			return in(map[string]any{"example.com/x": s}, "metrics", "serviceMonitor", "labels")
 		}), benign: "benign"},
 		{name: "serviceMonitor.labels key", vals: monitor(key("metrics", "serviceMonitor", "labels")), benign: "example.com/benign"},
+		{name: "prometheusRule.labels value", vals: enabled("prometheusRule", func(s any) map[string]any {
+			return in(map[string]any{"example.com/x": s}, "metrics", "prometheusRule", "labels")
+		}), benign: "benign"},
+		{name: "prometheusRule.labels key", vals: enabled("prometheusRule", key("metrics", "prometheusRule", "labels")), benign: "example.com/benign"},
+		{name: "grafanaDashboard.namespace", vals: enabled("grafanaDashboard", field("metrics", "grafanaDashboard", "namespace")), benign: "benign-ns"},
+		{name: "grafanaDashboard.labels value", vals: enabled("grafanaDashboard", func(s any) map[string]any {
+			return in(map[string]any{"example.com/x": s}, "metrics", "grafanaDashboard", "labels")
+		}), benign: "benign"},
+		{name: "grafanaDashboard.labels key", vals: enabled("grafanaDashboard", key("metrics", "grafanaDashboard", "labels")), benign: "example.com/benign"},
+		{name: "grafanaDashboard.annotations value", vals: enabled("grafanaDashboard", func(s any) map[string]any {
+			return in(map[string]any{"example.com/x": s}, "metrics", "grafanaDashboard", "annotations")
+		}), benign: "benign", free: true},
+		{name: "grafanaDashboard.annotations key", vals: enabled("grafanaDashboard", key("metrics", "grafanaDashboard", "annotations")), benign: "example.com/benign"},
 		{name: "health.port", vals: field("health", "port"), benign: 8787},
 		{name: "minReadySeconds", vals: field("minReadySeconds"), benign: 11},
 		{name: "livenessProbe.periodSeconds", vals: field("livenessProbe", "periodSeconds"), benign: 13},

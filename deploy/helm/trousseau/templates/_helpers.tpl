@@ -183,9 +183,7 @@ and the rules above make necessary; each failure says what to change.
 {{- fail (printf "config.health.listen %q: its port must be health.port (%v), which the probes and the container port use" $listen $.Values.health.port) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.metrics.serviceMonitor.enabled .Values.config (or (hasPrefix "127." $listen) (hasPrefix "localhost:" $listen) (hasPrefix "[::1]:" $listen)) }}
-{{- fail (printf "metrics.serviceMonitor.enabled: config.health.listen %q is the node's loopback, which Prometheus cannot reach; bind an address your firewall protects" $listen) }}
-{{- end }}
+{{- include "trousseau.validateScraped" (list . $listen) }}
 {{- /* The security settings are fixed: only supplementalGroups is a value. */}}
 {{- if hasKey .Values "securityContext" }}
 {{- fail "securityContext: the container's security settings are fixed (no privilege, every capability dropped, read-only root); remove it" }}
@@ -201,9 +199,10 @@ and the rules above make necessary; each failure says what to change.
 {{- end }}
 {{- end }}
 {{- $labelKeys := splitList " " (include "trousseau.labelKeys" .) }}
-{{- range $what, $m := dict "podLabels" .Values.podLabels "metrics.serviceMonitor.labels" .Values.metrics.serviceMonitor.labels }}
+{{- $metrics := .Values.metrics }}
+{{- range $what, $m := dict "podLabels" .Values.podLabels "metrics.serviceMonitor.labels" $metrics.serviceMonitor.labels "metrics.prometheusRule.labels" $metrics.prometheusRule.labels "metrics.grafanaDashboard.labels" $metrics.grafanaDashboard.labels }}
 {{- range $k, $_ := $m }}
-{{- if has $k $labelKeys }}
+{{- if or (has $k $labelKeys) (and (eq $what "metrics.grafanaDashboard.labels") (eq $k "grafana_dashboard")) }}
 {{- fail (printf "%s: %s is a label the chart sets" $what $k) }}
 {{- end }}
 {{- end }}
@@ -248,5 +247,38 @@ and the rules above make necessary; each failure says what to change.
 {{- fail (printf "extraHostPathVolumes %q: mountPath %s is another extra volume's" $name $mount) }}
 {{- end }}
 {{- $mounts = append $mounts $mount }}
+{{- end }}
+{{- end }}
+
+{{/*
+A ServiceMonitor or PrometheusRule is refused while the plugins' /metrics
+listens on the node's loopback, where Prometheus cannot scrape it (and the
+alerts would only say that every node is absent). With config empty the
+nodes' files decide: metrics.nodeHealthListen says what they set.
+Call: include "trousseau.validateScraped" (list . listen), listen being
+config.health.listen or its default.
+*/}}
+{{- define "trousseau.validateScraped" -}}
+{{- $ := index . 0 }}
+{{- $listen := index . 1 }}
+{{- $m := $.Values.metrics }}
+{{- $node := toString (default "" $m.nodeHealthListen) }}
+{{- $what := "" }}
+{{- if $m.serviceMonitor.enabled }}{{ $what = "metrics.serviceMonitor.enabled" }}{{ else if $m.prometheusRule.enabled }}{{ $what = "metrics.prometheusRule.enabled" }}{{ end }}
+{{- if and $.Values.config $node }}
+{{- fail (printf "metrics.nodeHealthListen %q: config is set, so every node runs config.health.listen; set that instead" $node) }}
+{{- end }}
+{{- if and (not $.Values.config) $node }}
+{{- if not (hasSuffix (printf ":%v" $.Values.health.port) $node) }}
+{{- fail (printf "metrics.nodeHealthListen %q: its port must be health.port (%v), which the Service and the probes use" $node $.Values.health.port) }}
+{{- end }}
+{{- $listen = $node }}
+{{- end }}
+{{- if and $what (or (hasPrefix "127." $listen) (hasPrefix "localhost:" $listen) (hasPrefix "[::1]:" $listen)) }}
+{{- if $.Values.config }}
+{{- fail (printf "%s: config.health.listen %q is the node's loopback, which Prometheus cannot reach: set config.health.listen to an address your firewall protects (e.g. 0.0.0.0:%v)" $what $listen $.Values.health.port) }}
+{{- else }}
+{{- fail (printf "%s: the nodes' health.listen (config is empty: metrics.nodeHealthListen, by default the plugin's) is %q, the node's loopback, which Prometheus cannot reach: bind it to an address your firewall protects in the nodes' files and set metrics.nodeHealthListen to the same (e.g. 0.0.0.0:%v), or set config" $what $listen $.Values.health.port) }}
+{{- end }}
 {{- end }}
 {{- end }}
