@@ -42,12 +42,14 @@ func httpGet(ctx context.Context, url string) (string, error) {
 const deployDir = "../deploy"
 
 // notManifests are YAML files in deploy/ that are not Kubernetes API
-// objects (they are read by kube-apiserver or Trousseau from disk), or not
-// as they are: the Helm chart's templates and values, rendered below.
+// objects (they are read by kube-apiserver, Trousseau or Prometheus from
+// disk), or not as they are: the Helm chart's templates and values,
+// rendered below.
 func notManifest(path string) bool {
 	rel, _ := filepath.Rel(deployDir, path)
 	return rel == "encryption-config.yaml" || strings.HasPrefix(rel, "config"+string(filepath.Separator)) ||
-		strings.HasPrefix(rel, "kustomize"+string(filepath.Separator)) || strings.HasPrefix(rel, "helm"+string(filepath.Separator))
+		strings.HasPrefix(rel, "kustomize"+string(filepath.Separator)) || strings.HasPrefix(rel, "helm"+string(filepath.Separator)) ||
+		strings.HasPrefix(rel, "monitoring"+string(filepath.Separator))
 }
 
 // helmRender runs deploy/helm/render, which renders the Helm chart with
