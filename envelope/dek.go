@@ -28,69 +28,74 @@ func newDEK(key, raw []byte, h *Header) (*dek, error) {
 	}, nil
 }
 
+// newGCM is AES-256-GCM whose Seal makes the nonce inside the Go
+// cryptographic module and whose Open reads it from the front of the
+// ciphertext: the one form of GCM that GODEBUG=fips140=only allows.
 func newGCM(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
-	return cipher.NewGCM(block)
+	return cipher.NewGCMWithRandomNonce(block)
 }
 
-// seal encrypts plaintext as ciphertext version 2: a fresh random salt
+// seal encrypts plaintext as ciphertext version 3: a fresh random salt
 // derives a key used for this message only, so the number of messages
-// sealed under one DEK has no bearing on nonce collisions (the 2^32 limit
-// of random 96-bit nonces under one key does not apply).
+// sealed under one DEK has no bearing on nonce collisions.
 func (d *dek) seal(plaintext []byte) ([]byte, error) {
-	ct := make([]byte, 1+saltSize, 1+saltSize+len(plaintext)+tagSize)
+	ct := make([]byte, 1+saltSize, ciphertextOverhead+len(plaintext))
 	ct[0] = ciphertextVersion
 	if _, err := rand.Read(ct[1:]); err != nil {
 		return nil, err
 	}
-	aead, err := d.messageAEAD(ct[1:])
+	aead, err := d.messageAEAD(infoMessage, ct[1:])
 	if err != nil {
 		return nil, err
 	}
-	return aead.Seal(ct, zeroNonce[:], plaintext, dataAAD(d.headerHash)), nil
+	return aead.Seal(ct, nil, plaintext, dataAAD(d.headerHash)), nil
 }
 
-// open decrypts a ciphertext of either version; checkCiphertext has
-// checked its shape.
+// open decrypts a ciphertext of any version; checkCiphertext has checked
+// its shape.
 func (d *dek) open(ct []byte) ([]byte, error) {
-	var (
-		aead      cipher.AEAD
-		nonce, sb []byte
-		err       error
-	)
-	switch ct[0] {
-	case ciphertextVersion1:
-		aead, nonce, sb = d.aead, ct[1:1+nonceSize], ct[1+nonceSize:]
-	default:
-		aead, err = d.messageAEAD(ct[1 : 1+saltSize])
-		nonce, sb = zeroNonce[:], ct[1+saltSize:]
-	}
+	aead, sealed, err := d.opener(ct)
 	if err != nil {
 		return nil, err
 	}
-	pt, err := aead.Open(nil, nonce, sb, dataAAD(d.headerHash))
+	pt, err := aead.Open(nil, nil, sealed, dataAAD(d.headerHash))
 	if err != nil {
 		return nil, fmt.Errorf("%w: ciphertext failed authentication", ErrInvalid)
 	}
 	return pt, nil
 }
 
-// messageAEAD is the AES-256-GCM key of one version-2 message.
-func (d *dek) messageAEAD(salt []byte) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, d.dataRoot, salt, infoMessage, 32)
+// opener returns the key of ct and what that key opens: the nonce, then
+// the encrypted plaintext and its tag.
+func (d *dek) opener(ct []byte) (cipher.AEAD, []byte, error) {
+	switch ct[0] {
+	case ciphertextVersion1:
+		return d.aead, ct[1:], nil
+	case ciphertextVersion2:
+		aead, err := d.messageAEAD(infoMessage2, ct[1:1+saltSize])
+		// Version 2's nonce is zero and not stored: put it where Open reads it.
+		sealed := make([]byte, nonceSize, nonceSize+len(ct))
+		return aead, append(sealed, ct[1+saltSize:]...), err
+	default:
+		aead, err := d.messageAEAD(infoMessage, ct[1:1+saltSize])
+		return aead, ct[1+saltSize:], err
+	}
+}
+
+// messageAEAD is the AES-256-GCM key of one message of version 2 or 3,
+// told apart by info.
+func (d *dek) messageAEAD(info string, salt []byte) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, d.dataRoot, salt, info, 32)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(key)
 	return newGCM(key)
 }
-
-// zeroNonce is the nonce of every version-2 message: each has a key of
-// its own, so a fixed nonce is never reused under one key.
-var zeroNonce [nonceSize]byte
 
 func dataAAD(headerHash [32]byte) []byte {
 	return append([]byte(aadData), headerHash[:]...)

@@ -85,7 +85,7 @@ func (nopObserver) Adopted()                                         {}
 
 // dek is an unwrapped DEK, ready to seal and open.
 type dek struct {
-	dataRoot   []byte      // derives one AES-256-GCM key per message (ciphertext version 2)
+	dataRoot   []byte      // derives one AES-256-GCM key per message (ciphertext versions 2 and 3)
 	aead       cipher.AEAD // the one key of ciphertext version 1, for reading only
 	header     []byte      // encoded header that wraps it
 	headerHash [32]byte

@@ -38,22 +38,29 @@ const (
 	MaxHeaderSize = 32*1024 - 64
 )
 
-// The ciphertext: what the header's DEK sealed. Version 2:
+// The ciphertext: what the header's DEK sealed. Version 3:
 //
-//	version 2 | salt [24] | AES-256-GCM(HKDF(root, salt, "trousseau/v2/message"), nonce 0, plaintext, aad)
+//	version 3 | salt [24] | nonce [12] | AES-256-GCM(HKDF(root, salt, "trousseau/v3/message"), nonce, plaintext, aad)
 //	root = HKDF(DEK, "trousseau/v2/data-root"); aad = "trousseau/v1/data" 0x00 | SHA-256(header)
 //
-// Version 1 (first builds, still read): version 1 | nonce [12] |
-// AES-256-GCM(HKDF(DEK, "trousseau/v1/data"), nonce, plaintext, aad).
-// Every message sealed with one key and a random nonce limits a DEK to
-// about 2^32 messages; version 2 gives each message its own key instead.
+// Each message has a key of its own, so the number of messages per DEK
+// has no bearing on nonce collisions; the nonce is made inside the Go
+// FIPS 140-3 module (cipher.NewGCMWithRandomNonce), which is how
+// GODEBUG=fips140=only accepts AES-GCM encryption.
+//
+// Still read: version 2 (salt [24], then the same with
+// "trousseau/v2/message" and a zero nonce) and version 1 (nonce [12], then
+// AES-256-GCM under HKDF(DEK, "trousseau/v1/data")). Decryption with any
+// nonce is an approved service of the module, so FIPS-only mode reads
+// them too.
 const (
 	ciphertextVersion1 = 1
-	ciphertextVersion  = 2
+	ciphertextVersion2 = 2
+	ciphertextVersion  = 3
 	nonceSize          = 12
 	saltSize           = 24
 	tagSize            = 16
-	ciphertextOverhead = 1 + saltSize + tagSize
+	ciphertextOverhead = 1 + saltSize + nonceSize + tagSize
 	// MaxPlaintextSize keeps the ciphertext well under KMS v2's 1024-byte
 	// limit. kube-apiserver sends 32 bytes.
 	MaxPlaintextSize = 512
@@ -65,7 +72,8 @@ const (
 const (
 	infoData       = "trousseau/v1/data"
 	infoDataRoot   = "trousseau/v2/data-root"
-	infoMessage    = "trousseau/v2/message"
+	infoMessage2   = "trousseau/v2/message"
+	infoMessage    = "trousseau/v3/message"
 	infoCommitment = "trousseau/v1/commitment"
 	aadShare       = "trousseau/v1/share\x00"
 	aadData        = "trousseau/v1/data\x00"
@@ -315,6 +323,8 @@ func checkCiphertext(ct []byte) error {
 	overhead := ciphertextOverhead
 	switch ct[0] {
 	case ciphertextVersion:
+	case ciphertextVersion2:
+		overhead = 1 + saltSize + tagSize
 	case ciphertextVersion1:
 		overhead = 1 + nonceSize + tagSize
 	default:
