@@ -1,5 +1,6 @@
 // Package local is a Trousseau backend that wraps shares with AES-256-GCM
-// under a 32-byte key kept in a file. It is meant for development, tests,
+// under a 32-byte key kept in a file, with a nonce made inside the Go
+// cryptographic module (so GODEBUG=fips140=only accepts it). It is meant for development, tests,
 // and offline break-glass custody (a key file on removable media, or held
 // by an officer who mounts it only for recovery).
 //
@@ -46,13 +47,24 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// A wrapped share, version 2:
+//
+//	version 2 | nonce [12] | AES-256-GCM(key, nonce, share, "trousseau/local/v2" 0x00 | aad)
+//
+// The nonce is made by cipher.NewGCMWithRandomNonce. Version 1, still
+// read (in FIPS-only mode too: decryption is approved with any nonce), is
+// the same with "trousseau/local/v1" and a nonce from crypto/rand; the
+// version is in the associated data, so neither passes for the other.
 const (
-	keySize       = 32
-	formatVersion = 1
-	nonceSize     = 12
-	identityPfx   = "local:"
-	aadPrefix     = "trousseau/local/v1\x00"
+	keySize     = 32
+	nonceSize   = 12
+	tagSize     = 16
+	identityPfx = "local:"
 )
+
+var aadPrefixes = map[byte]string{1: "trousseau/local/v1\x00", 2: "trousseau/local/v2\x00"}
+
+const formatVersion = 2
 
 // Backend is a key-file backend.
 type Backend struct {
@@ -109,12 +121,7 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 	if err != nil {
 		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "%w", err)
 	}
-	out := make([]byte, 1+nonceSize, 1+nonceSize+len(share)+aead.Overhead())
-	out[0] = formatVersion
-	if _, err := rand.Read(out[1:]); err != nil {
-		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "nonce: %w", err)
-	}
-	out = aead.Seal(out, out[1:], share, bindAAD(aad))
+	out := aead.Seal([]byte{formatVersion}, nil, share, bindAAD(formatVersion, aad))
 	return kmsclients.Wrapped{Ciphertext: out, KeyIdentity: identity(key)}, nil
 }
 
@@ -134,14 +141,14 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 		return nil, b.src.Errorf(op, invalid, "share was wrapped by key %q, the key file holds %q", w.KeyIdentity, id)
 	}
 	ct := w.Ciphertext
-	if len(ct) < 1+nonceSize+16 || ct[0] != formatVersion {
+	if len(ct) < 1+nonceSize+tagSize || aadPrefixes[ct[0]] == "" {
 		return nil, b.src.Errorf(op, invalid, "malformed wrapped share")
 	}
 	aead, err := newAEAD(key)
 	if err != nil {
 		return nil, b.src.Errorf(op, nil, "%w", err)
 	}
-	share, err := aead.Open(nil, ct[1:1+nonceSize], ct[1+nonceSize:], bindAAD(aad))
+	share, err := aead.Open(nil, nil, ct[1:], bindAAD(ct[0], aad))
 	if err != nil {
 		return nil, b.src.Errorf(op, invalid, "wrapped share failed authentication")
 	}
@@ -279,16 +286,18 @@ func isText(b []byte) bool {
 	return true
 }
 
+// newAEAD is AES-256-GCM whose Seal makes the nonce and puts it first,
+// and whose Open reads it from there: the layout of every version.
 func newAEAD(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
-	return cipher.NewGCM(block)
+	return cipher.NewGCMWithRandomNonce(block)
 }
 
-func bindAAD(aad []byte) []byte {
-	return append([]byte(aadPrefix), aad...)
+func bindAAD(version byte, aad []byte) []byte {
+	return append([]byte(aadPrefixes[version]), aad...)
 }
 
 // identity is a fingerprint of the key: it tells keys apart without

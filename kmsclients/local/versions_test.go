@@ -1,0 +1,57 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"testing"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// goldenKeyFile holds the key the golden share below was wrapped under.
+func goldenKeyFile(t *testing.T) *Backend {
+	key := bytes.Repeat([]byte{0x24, 0x81}, keySize/2)
+	return newBackend(t, writeKeyFile(t, []byte(base64.StdEncoding.EncodeToString(key)+"\n")))
+}
+
+// A share that a build before version 2 wrapped, as stored in headers in
+// etcd and in state files: it must still unwrap, in FIPS-only mode too.
+const (
+	goldenV1Share    = "016bd42f5d1f46a7124969bcad26cfe04f5bb58567e39e2e538d080c3e2af48f06f85a83940b4e50bd"
+	goldenIdentity   = "local:8945ff628946676eaea85143"
+	goldenShare      = "golden share"
+	goldenAAD        = "golden aad"
+	wrappedShareSize = 1 + nonceSize + len(goldenShare) + tagSize
+)
+
+func TestVersion1ShareStillUnwraps(t *testing.T) {
+	b := goldenKeyFile(t)
+	ct, _ := hex.DecodeString(goldenV1Share)
+	got, err := b.Unwrap(context.Background(), kmsclients.Wrapped{Ciphertext: ct, KeyIdentity: goldenIdentity}, []byte(goldenAAD))
+	if err != nil || string(got) != goldenShare {
+		t.Fatalf("Unwrap: %q, %v", got, err)
+	}
+}
+
+func TestWrapWritesVersion2(t *testing.T) {
+	b := goldenKeyFile(t)
+	w, err := b.Wrap(context.Background(), []byte(goldenShare), []byte(goldenAAD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Ciphertext[0] != 2 || len(w.Ciphertext) != wrappedShareSize || w.KeyIdentity != goldenIdentity {
+		t.Fatalf("wrapped share: version %d, %d bytes, identity %s", w.Ciphertext[0], len(w.Ciphertext), w.KeyIdentity)
+	}
+	// The version is authenticated: a share passed off as the other
+	// version does not open.
+	for _, v := range []byte{1, 3} {
+		forged := append([]byte{v}, w.Ciphertext[1:]...)
+		_, err := b.Unwrap(context.Background(), kmsclients.Wrapped{Ciphertext: forged, KeyIdentity: w.KeyIdentity}, []byte(goldenAAD))
+		if !errors.Is(err, kmsclients.ErrInvalidCiphertext) {
+			t.Errorf("version 2 share relabelled %d: %v, want invalid ciphertext", v, err)
+		}
+	}
+}
