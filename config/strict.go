@@ -1,10 +1,14 @@
 package config
 
 import (
+	"encoding"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +21,7 @@ import (
 func checkFields(raw []byte) error {
 	js, err := yaml.YAMLToJSON(raw)
 	if err != nil {
-		return err
+		return yamlSyntaxError(raw, err)
 	}
 	var doc any
 	if err := json.Unmarshal(js, &doc); err != nil {
@@ -54,10 +58,13 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 		if err := checkDuration(v); err != nil {
 			*errs = append(*errs, fmt.Sprintf("%s: %v", path, err))
 		}
+	case decodesItself(t):
+		// Its own decoder says what it wants.
 	case t.Kind() == reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
-			return // the decoder reports the type error
+			*errs = append(*errs, fmt.Sprintf("%s: want a mapping of fields, got %s", orTop(path), describe(v)))
+			return
 		}
 		fields := jsonFields(t)
 		keys := make([]string, 0, len(m))
@@ -74,12 +81,73 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 			walk(m[k], ft, join(path, k), errs)
 		}
 	case t.Kind() == reflect.Slice:
-		if items, ok := v.([]any); ok {
-			for i, item := range items {
-				walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
-			}
+		items, ok := v.([]any)
+		if !ok {
+			*errs = append(*errs, fmt.Sprintf("%s: want a list, got %s", path, describe(v)))
+			return
+		}
+		for i, item := range items {
+			walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+		}
+	default:
+		if err := checkScalar(v, t.Kind()); err != nil {
+			*errs = append(*errs, fmt.Sprintf("%s: %v", path, err))
 		}
 	}
+}
+
+// decodesItself: t has a decoder of its own (other than Backend's, whose
+// fields the walk knows), which checks what it reads.
+func decodesItself(t reflect.Type) bool {
+	if t == wireBackend {
+		return false
+	}
+	p := reflect.PointerTo(t)
+	return p.Implements(reflect.TypeFor[json.Unmarshaler]()) || p.Implements(reflect.TypeFor[encoding.TextUnmarshaler]())
+}
+
+// checkScalar says, in the file's words rather than Go's, what is wrong
+// with a scalar as YAML gave it: "want a whole number, got \"two\"".
+func checkScalar(v any, k reflect.Kind) error {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if f, ok := v.(float64); !ok || f != math.Trunc(f) {
+			return fmt.Errorf("want a whole number, got %s", describe(v))
+		}
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return fmt.Errorf("want a string, got %s%s", describe(v), quoteHint(v))
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return fmt.Errorf("want true or false, got %s", describe(v))
+		}
+	}
+	return nil
+}
+
+// describe shows a value as the file wrote it.
+func describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strconv.Quote(v)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	case nil:
+		return "nothing"
+	}
+	return fmt.Sprint(v)
+}
+
+// orTop names the whole file for the empty path.
+func orTop(path string) string {
+	if path == "" {
+		return "the file"
+	}
+	return path
 }
 
 // checkDuration says what is wrong with a duration as YAML gave it; a
@@ -119,4 +187,34 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 		out[name] = f.Type
 	}
 	return out
+}
+
+// quoteHint tells how to write a number or a boolean as a string.
+func quoteHint(v any) string {
+	switch v.(type) {
+	case float64, bool:
+		return " (quote it)"
+	}
+	return ""
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlSyntaxError names the line at fault and shows it. The YAML parser
+// counts the lines of its parser errors ("did not find expected ...")
+// from 0 and those of its scanner errors from 1.
+func yamlSyntaxError(raw []byte, err error) error {
+	m := yamlLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return fmt.Errorf("not valid YAML: %w", err)
+	}
+	n, _ := strconv.Atoi(m[1])
+	if strings.HasPrefix(m[2], "did not find expected") {
+		n++
+	}
+	lines := strings.Split(string(raw), "\n")
+	if n < 1 || n > len(lines) || strings.TrimSpace(lines[n-1]) == "" {
+		return fmt.Errorf("YAML syntax error at line %d (the end of the file): %s; look for an unclosed quote or bracket above", n, m[2])
+	}
+	return fmt.Errorf("YAML syntax error at line %d: %s:\n  %d | %s", n, m[2], n, lines[n-1])
 }

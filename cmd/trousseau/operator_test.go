@@ -41,7 +41,8 @@ func statusOf(t *testing.T, socket string) string {
 // TestCase3_UnusableKeyFileAtStartIsADownBackend: 2 of 3 with state, one
 // key file spoiled, restart: the plugin serves on the other two with the
 // same key_id, says in its log what is wrong with the file, and
-// `config check` shows it too, passing (a quorum answers).
+// `config check` shows it too, failing with exit 1: a file the config
+// names is unusable, although a quorum answers.
 func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 	for _, tc := range testutil.SpoiledKeyFiles {
 		t.Run(tc.Name, func(t *testing.T) {
@@ -61,8 +62,8 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 			}
 			waitFor(t, logs, bad+" "+tc.Want)
 			table, _, err := run(t, "", "config", "check", "--config", cfg)
-			if err != nil {
-				t.Errorf("config check with 2 of 3: %v", err)
+			if err == nil || !strings.Contains(err.Error(), bad) {
+				t.Errorf("config check with a spoiled key file: %v, want it named", err)
 			}
 			for _, want := range []string{"local-c  no", tc.Want, "creating or rotating a DEK needs all 3 backends"} {
 				if !strings.Contains(table, want) {
