@@ -40,6 +40,7 @@ type Metrics struct {
 	shareOK        *prometheus.GaugeVec
 	shareMismatch  *prometheus.CounterVec
 	currentSince   prometheus.Gauge
+	pendingSince   prometheus.Gauge
 	threshold      prometheus.Gauge
 	reachable      prometheus.Gauge
 	healthy        prometheus.Gauge
@@ -112,6 +113,10 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	m.shareOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "trousseau_dek_share_ok", Help: "1 if the backend's share of the current DEK checked out at the last probe.",
 	}, []string{"backend"})
+	m.pendingSince = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "trousseau_dek_rotation_pending_since_timestamp_seconds",
+		Help: "When the rotation (or first DEK) wanted now was first postponed (Unix time); 0 while none is pending. Its cause is in /readyz and the log.",
+	})
 	m.shareMismatch = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trousseau_backend_share_mismatches_total",
 		Help: "Shares a backend returned that did not fit a DEK other backends' shares proved (a lying or broken custodian), on Decrypt or at a probe's drill.",
@@ -120,7 +125,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	m.reachable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_backends_reachable", Help: "Backends that answered the last probe."})
 	m.healthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_healthy", Help: "1 when Status reports ok."})
 	for _, c := range []prometheus.Collector{m.requests, m.requestSeconds, m.backendOps, m.backendSeconds, m.backendUp,
-		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.currentInfo, m.shareOK, m.shareMismatch, m.currentSince, m.threshold, m.reachable, m.healthy,
+		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.currentInfo, m.shareOK, m.shareMismatch, m.currentSince, m.pendingSince, m.threshold, m.reachable, m.healthy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -217,6 +222,10 @@ func (m *Metrics) observeProbe(s Snapshot) {
 		m.currentInfo.WithLabelValues(KeyIDHash(s.Current.KeyID), originLabel(s.Current.Origin)).Set(1)
 	}
 	m.reachable.Set(float64(s.Reachable))
+	m.pendingSince.Set(0)
+	if s.RotationPending != "" && !s.PendingSince.IsZero() {
+		m.pendingSince.Set(float64(s.PendingSince.Unix()))
+	}
 	for _, b := range s.Backends {
 		up := 0.0
 		if b.Up {
