@@ -168,3 +168,12 @@ func TestConfigCheckJSONDescribesBackendsAndTheDEK(t *testing.T) {
 		t.Errorf("offline: exit %d %+v", code, r)
 	}
 }
+
+// decodeLoose parses out into v, a schema that is not ours (a Kubernetes
+// object), so other fields are allowed.
+func decodeLoose(t *testing.T, out string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("not JSON (%v):\n%s", err, out)
+	}
+}

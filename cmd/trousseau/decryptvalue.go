@@ -41,7 +41,12 @@ kube-apiserver authenticates every value with its key, so it is needed.
 --input raw (default) reads the bytes as 'etcdctl get KEY --print-value-only'
 prints them (its trailing newline is tolerated); --input base64 reads them
 base64-encoded; --input json reads 'etcdctl get KEY -w json', which carries
-the key too.`,
+the key too.
+
+-o yaml (default) or json writes the object as a Kubernetes manifest
+(server-managed metadata removed); -o raw writes the decrypted bytes as
+kube-apiserver stored them. Exit status: 0 when the value was decrypted,
+1 otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context()) },
 	}
@@ -49,7 +54,8 @@ the key too.`,
 	f.StringVar(&o.configFile, "config", "", "config file with the backends (the format of serve)")
 	f.StringVar(&o.key, "key", "", "the value's etcd key")
 	f.StringVar(&o.input, "input", "raw", "raw, base64, or json (etcdctl -w json)")
-	f.StringVarP(&o.format, "output", "o", "yaml", "yaml, json, or raw (the decrypted bytes as stored)")
+	addOutputFlag(cmd, &o.format, formatYAML, formatJSON, "raw")
+	completeValues(cmd, "input", "raw", "base64", "json")
 	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
 	f.StringVar(&o.provider, "provider-name", "", "KMS provider name; default: any")
 	cmd.MarkFlagRequired("config")

@@ -47,8 +47,9 @@ protects, which backends gave a valid share and why the others did not,
 and the margin: working backends minus k.
 
 Exit status: 0 when every DEK has a margin of at least --min-margin, 1
-when some DEK is below it (at 0, one more lost backend loses data), 2
-when some DEK is already unrecoverable.`,
+when some DEK is below it (at 0, one more lost backend loses data) or
+the drill could not run, 2 when some DEK is already unrecoverable.
+-o json writes the report as JSON (docs/reference/cli.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
@@ -62,7 +63,7 @@ when some DEK is already unrecoverable.`,
 	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
 	f.StringVar(&o.stateDir, "state-dir", "", "the plugin's state dir, whose current and earlier DEKs are checked too (default: the config's stateDir, if it is there)")
 	f.IntVar(&o.minMargin, "min-margin", 1, "the margin every DEK must keep for exit status 0")
-	f.StringVarP(&o.output, "output", "o", "table", "table or json")
+	addOutputFlag(cmd, &o.output, formatText, formatJSON)
 	f.DurationVar(&o.probeTimeout, "probe-timeout", kmsclients.DefaultCommandProbeTimeout, "deadline for each backend's health probe at start")
 	f.DurationVar(&o.unwrapTimeout, "unwrap-timeout", time.Minute, "deadline to drill one DEK (every backend)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
@@ -74,8 +75,11 @@ func (o *drillOptions) validate() error {
 	switch {
 	case o.snapshot != "" && len(o.endpoints) > 0:
 		return errors.New("--etcd-snapshot and --etcd-endpoints are exclusive")
-	case o.output != "table" && o.output != "json":
-		return fmt.Errorf("-o %q: want table or json", o.output)
+	case o.output == "table":
+		// The name of text before -o meant the format on every command.
+		o.output = formatText
+	case checkFormat(o.output, formatText, formatJSON) != nil:
+		return checkFormat(o.output, formatText, formatJSON)
 	case o.minMargin < 0:
 		return fmt.Errorf("--min-margin must be 0 or more, got %d", o.minMargin)
 	}
@@ -110,7 +114,7 @@ func (o *drillOptions) run(ctx context.Context) error {
 	if err != nil {
 		return safetext.Error(err)
 	}
-	if o.output == "json" {
+	if o.output == formatJSON {
 		err = writeDrillJSON(o.Out, report, o.minMargin)
 	} else {
 		err = writeDrillTable(o.Out, report, o.minMargin)

@@ -33,7 +33,8 @@ type recoverOptions struct {
 	prefix        string
 	provider      string
 	outputDir     string
-	format        string
+	format        string // -o
+	outputFlag    string // --output: a format, or the deprecated --out-dir
 	dryRun        bool
 	unencrypted   bool
 	keepOwners    bool
@@ -48,7 +49,7 @@ type recoverOptions struct {
 func NewCmdRecover(s streams) *cobra.Command {
 	o := &recoverOptions{streams: s}
 	cmd := &cobra.Command{
-		Use:   "recover --config FILE (--etcd-snapshot FILE | --etcd-endpoints URLS) (--output DIR | -o yaml|json | --dry-run)",
+		Use:   "recover --config FILE (--etcd-snapshot FILE | --etcd-endpoints URLS) (--out-dir DIR | -o yaml|json | --dry-run)",
 		Short: "Disaster recovery: decrypt every KMS-encrypted object of an etcd snapshot (or a live etcd) with any quorum of backends",
 		Long: `Read an etcd snapshot file (made by 'etcdctl snapshot save'; no etcd
 needs to run) or a live etcd, decrypt every object that kube-apiserver
@@ -64,9 +65,19 @@ Values are decrypted by kube-apiserver's own KMS v2 and v1 transformer
 code. Server-managed metadata (resourceVersion, uid, creationTimestamp,
 managedFields, ownerReferences, ...) is removed.
 
-A summary goes to stderr: objects found, decrypted, skipped, failed (by
-reason), the DEKs met and the backends used. The exit status is non-zero
-if any object failed.`,
+The objects go into --out-dir DIR (one file each), or to stdout with
+-o yaml or -o json and no --out-dir (a YAML stream or a JSON List).
+
+A summary says: objects found, decrypted, skipped, failed (by reason),
+the DEKs met and the backends used. With -o json it is a JSON object
+(docs/reference/cli.md), on stdout when stdout holds no objects
+(--out-dir, --dry-run), else on stderr; otherwise it is text on stderr.
+
+Exit status: 0 when every object was recovered, 1 otherwise.
+
+--output is the output format, as on every command: a directory given to
+--output is still taken, with a warning, until the next release; use
+--out-dir. --output json, yaml and text are never taken as a directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(cmd); err != nil {
@@ -81,8 +92,8 @@ if any object failed.`,
 	f.StringVarP(&o.namespace, "namespace", "n", "", "recover one namespace only")
 	f.StringVar(&o.prefix, "prefix", recovery.DefaultPrefix, "kube-apiserver's --etcd-prefix")
 	f.StringVar(&o.provider, "provider-name", "", "KMS provider name of the EncryptionConfiguration; default: any (k8s:enc:kms:v2:<name>: and k8s:enc:kms:v1:<name>:)")
-	f.StringVar(&o.outputDir, "output", "", "write one manifest per object to `DIR`/<namespace>/<resource>/<name>.yaml (0700 directories, 0600 files; DIR and what is in it must be yours, with no symlink)")
-	f.StringVarP(&o.format, "format", "o", "", "yaml or json; without --output, every object goes to stdout (a YAML stream or a JSON List)")
+	f.StringVar(&o.outputDir, "out-dir", "", "write one manifest per object to `DIR`/<namespace>/<resource>/<name>.yaml (0700 directories, 0600 files; DIR and what is in it must be yours, with no symlink)")
+	o.addFormatFlags(cmd)
 	f.BoolVar(&o.dryRun, "dry-run", false, "decrypt and decode everything, write nothing: count what could be recovered")
 	f.BoolVar(&o.unencrypted, "include-unencrypted", false, "also write the selected objects stored unencrypted")
 	f.BoolVar(&o.keepOwners, "keep-owner-references", false, "keep metadata.ownerReferences (they name the old cluster's UIDs)")
@@ -115,17 +126,17 @@ func (o *recoverOptions) validate(cmd *cobra.Command) error {
 		return errors.New("--etcd-snapshot and --etcd-endpoints are exclusive")
 	case o.snapshot != "" && (o.caCert != "" || o.cert != "" || o.key != "" || o.user != ""):
 		return errors.New("--cacert, --cert, --key and --user are for --etcd-endpoints")
-	case o.outputDir == "" && o.format == "" && !o.dryRun:
-		return errors.New("say where the objects go: --output DIR, -o yaml|json (stdout), or --dry-run")
-	case o.dryRun && (o.outputDir != "" || cmd.Flags().Changed("format")):
-		return errors.New("--dry-run writes nothing: drop --output and -o")
 	case o.skipIntegrity && o.snapshot == "":
 		return errors.New("--skip-integrity-check is for --etcd-snapshot")
 	}
-	if o.format != "" {
-		if _, err := recovery.ParseFormat(o.format); err != nil {
-			return err
-		}
+	if err := o.resolveOutput(cmd); err != nil {
+		return err
+	}
+	switch {
+	case o.outputDir == "" && o.format == "" && !o.dryRun:
+		return errors.New("say where the objects go: --out-dir DIR, -o yaml|json (stdout), or --dry-run")
+	case o.dryRun && o.outputDir != "":
+		return errors.New("--dry-run writes nothing: drop --out-dir")
 	}
 	return nil
 }
@@ -146,8 +157,8 @@ func (o *recoverOptions) sink() (recovery.Sink, error) {
 		return nil, nil
 	}
 	format := recovery.YAML
-	if o.format != "" {
-		format = recovery.Format(o.format)
+	if o.format == formatJSON {
+		format = recovery.JSON
 	}
 	if o.outputDir != "" {
 		return recovery.NewDirSink(o.outputDir, format)
@@ -178,7 +189,9 @@ func (o *recoverOptions) run(ctx context.Context) error {
 	}
 	sum, err := recovery.Run(ctx, opts)
 	if sum != nil {
-		sum.WriteTo(o.Err)
+		if werr := o.writeSummary(sum); werr != nil && err == nil {
+			err = werr
+		}
 	}
 	if err != nil {
 		return safetext.Error(err)

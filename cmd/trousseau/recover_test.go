@@ -21,7 +21,7 @@ func TestRecoverCommand(t *testing.T) {
 
 	t.Run("output directory", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "restore")
-		out, errOut, err := run(t, "", "recover", "--config", ab, "--etcd-snapshot", snap, "--output", dir)
+		out, errOut, err := run(t, "", "recover", "--config", ab, "--etcd-snapshot", snap, "--out-dir", dir)
 		if err != nil || out != "" || !strings.Contains(errOut, summary) {
 			t.Fatalf("%v\nstdout: %s\nstderr: %s", err, out, errOut)
 		}
@@ -87,7 +87,7 @@ func TestRecoverCommand(t *testing.T) {
 			{[]string{"--config", ab, "--dry-run"}, "give --etcd-snapshot FILE or --etcd-endpoints"},
 			{[]string{"--config", ab, "--etcd-snapshot", snap}, "say where the objects go"},
 			{[]string{"--config", ab, "--etcd-snapshot", snap, "--etcd-endpoints", "http://x", "--dry-run"}, "exclusive"},
-			{[]string{"--config", ab, "--etcd-snapshot", snap, "--dry-run", "-o", "json"}, "--dry-run writes nothing"},
+			{[]string{"--config", ab, "--etcd-snapshot", snap, "--dry-run", "--out-dir", "x"}, "--dry-run writes nothing"},
 			{[]string{"--config", ab, "--etcd-snapshot", snap, "-o", "xml"}, `output format "xml"`},
 			{[]string{"--config", ab, "--etcd-snapshot", snap, "--cacert", "x", "--dry-run"}, "are for --etcd-endpoints"},
 			{[]string{"--etcd-snapshot", snap, "--dry-run"}, `"config" not set`},

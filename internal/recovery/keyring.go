@@ -32,13 +32,15 @@ type BackendStatus struct {
 	// works (a permission on key metadata only).
 	ProbeErr    error
 	KeyIdentity string
-	// Unwraps and UnwrapFailures count share unwraps it was asked for.
-	Unwraps, UnwrapFailures int64
+	// Unwraps and UnwrapFailures count share unwraps it was asked for;
+	// UnwrapsCancelled those called off because k others answered first
+	// (or the run was interrupted): no failure of the backend.
+	Unwraps, UnwrapFailures, UnwrapsCancelled int64
 }
 
 type backendState struct {
 	BackendStatus
-	ok, failed atomic.Int64
+	ok, failed, cancelled atomic.Int64
 }
 
 // OpenKeyring builds each backend of cfg on its own, skipping (and
@@ -105,7 +107,7 @@ func (kr *Keyring) Status() []BackendStatus {
 	out := make([]BackendStatus, len(kr.status))
 	for i, st := range kr.status {
 		out[i] = st.BackendStatus
-		out[i].Unwraps, out[i].UnwrapFailures = st.ok.Load(), st.failed.Load()
+		out[i].Unwraps, out[i].UnwrapFailures, out[i].UnwrapsCancelled = st.ok.Load(), st.failed.Load(), st.cancelled.Load()
 	}
 	return out
 }
@@ -130,9 +132,12 @@ func (o *keyringObserver) BackendCall(backend, op string, err error, _ time.Dura
 	if st == nil || op != "unwrap" {
 		return
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, context.Canceled):
+		st.cancelled.Add(1)
+	case err != nil:
 		st.failed.Add(1)
-	} else {
+	default:
 		st.ok.Add(1)
 	}
 }

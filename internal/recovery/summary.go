@@ -203,7 +203,10 @@ func (s *Summary) writeBackends(b *strings.Builder) {
 			safetext.Fprintf(b, "backend %s: not used", st.Name)
 		}
 		if st.UnwrapFailures > 0 {
-			safetext.Fprintf(b, ", %s failed or cancelled", plural(st.UnwrapFailures, "unwrap"))
+			safetext.Fprintf(b, ", %s failed", plural(st.UnwrapFailures, "unwrap"))
+		}
+		if st.UnwrapsCancelled > 0 {
+			safetext.Fprintf(b, ", %s not needed (called off: enough others answered first)", plural(st.UnwrapsCancelled, "unwrap"))
 		}
 		if st.ProbeErr != nil {
 			safetext.Fprintf(b, " (probe at start failed: %v)", st.ProbeErr)
