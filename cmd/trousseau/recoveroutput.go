@@ -68,24 +68,24 @@ func (o *recoverOptions) writeSummary(sum *recovery.Summary) error {
 
 // recoverSummary is recover's -o json summary (docs/reference/cli.md).
 type recoverSummary struct {
-	Source           string              `json:"source"`
-	Revision         int64               `json:"revision"`
-	DryRun           bool                `json:"dryRun"`
-	Damaged          bool                `json:"damaged"`
-	Warnings         []string            `json:"warnings"`
-	Found            int                 `json:"found"`
-	Decrypted        int                 `json:"decrypted"`
-	Unencrypted      int                 `json:"unencrypted"`
-	NotEncrypted     int                 `json:"notEncrypted"`
-	OtherProvider    int                 `json:"otherProvider"`
-	Failed           int                 `json:"failed"`
-	Reasons          []recoverReason     `json:"reasons"`
-	DEKs             []recoverDEK        `json:"deks"`
-	Backends         []recoverBackend    `json:"backends"`
-	TookSeconds      float64             `json:"tookSeconds"`
-	ObjectsPerSecond float64             `json:"objectsPerSecond"`
-	ExitCode         int                 `json:"exitCode"`
-	Error            string              `json:"error,omitempty"`
+	Source           string           `json:"source"`
+	Revision         int64            `json:"revision"`
+	DryRun           bool             `json:"dryRun"`
+	Damaged          bool             `json:"damaged"`
+	Warnings         []string         `json:"warnings"`
+	Found            int              `json:"found"`
+	Decrypted        int              `json:"decrypted"`
+	Unencrypted      int              `json:"unencrypted"`
+	NotEncrypted     int              `json:"notEncrypted"`
+	OtherProvider    int              `json:"otherProvider"`
+	Failed           int              `json:"failed"`
+	Reasons          []recoverReason  `json:"reasons"`
+	DEKs             []recoverDEK     `json:"deks"`
+	Backends         []recoverBackend `json:"backends"`
+	TookSeconds      float64          `json:"tookSeconds"`
+	ObjectsPerSecond float64          `json:"objectsPerSecond"`
+	ExitCode         int              `json:"exitCode"`
+	Error            string           `json:"error,omitempty"`
 }
 
 type recoverReason struct {
