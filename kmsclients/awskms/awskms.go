@@ -127,6 +127,9 @@ func loadAWSConfig(ctx context.Context, name string, cfg Config, extra []func(*c
 	if cfg.Profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(cfg.Profile))
 	}
+	if cfg.UseFIPSEndpoint {
+		opts = append(opts, config.WithUseFIPSEndpoint(aws.FIPSEndpointStateEnabled))
+	}
 	awsCfg, err := config.LoadDefaultConfig(ctx, append(opts, extra...)...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)

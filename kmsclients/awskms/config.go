@@ -23,6 +23,12 @@ type Config struct {
 	// Endpoint overrides the KMS endpoint: a VPC interface endpoint, or a
 	// local emulator (plain http is accepted only on loopback).
 	Endpoint string `json:"endpoint,omitempty"`
+	// UseFIPSEndpoint sends every call (KMS, and STS for AssumeRoleARN)
+	// to the region's FIPS 140 endpoint (kms-fips.<region>.amazonaws.com),
+	// as the SDK's option of that name does. AWS has them in US, Canada
+	// and GovCloud regions. It cannot be combined with Endpoint: set that
+	// to a FIPS VPC endpoint instead.
+	UseFIPSEndpoint bool `json:"useFIPSEndpoint,omitempty"`
 	// Profile selects a profile of the shared config files.
 	Profile string `json:"profile,omitempty"`
 	// AssumeRoleARN is a role assumed, with the default chain's
@@ -44,6 +50,9 @@ func (c Config) Validate() error {
 	}
 	if err := validateEndpoint(c.Endpoint); err != nil {
 		return fmt.Errorf("awskms.endpoint: %w", err)
+	}
+	if c.UseFIPSEndpoint && c.Endpoint != "" {
+		return errors.New("awskms.useFIPSEndpoint: cannot be combined with awskms.endpoint (the SDK refuses both); to reach a FIPS VPC endpoint, set awskms.endpoint to it and leave useFIPSEndpoint out")
 	}
 	if err := validateRoleARN(c.AssumeRoleARN); err != nil {
 		return fmt.Errorf("awskms.assumeRoleARN: %w", err)

@@ -2,10 +2,15 @@ package awskms
 
 import (
 	"context"
+	"errors"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
@@ -28,6 +33,7 @@ func TestConfigValidate(t *testing.T) {
 			AssumeRoleARN: "arn:aws:iam::111122223333:role/trousseau", EncryptionContext: map[string]string{"cluster": "prod"}}, ""},
 		{"loopback http endpoint", Config{KeyID: keyARN, Endpoint: "http://127.0.0.1:4599"}, ""},
 		{"localhost http endpoint", Config{KeyID: keyARN, Endpoint: "http://localhost:4599"}, ""},
+		{"FIPS endpoint", Config{KeyID: keyARN, UseFIPSEndpoint: true}, ""},
 
 		{"missing keyID", Config{}, "awskms.keyID: required"},
 		{"garbage keyID", Config{KeyID: "my key"}, "awskms.keyID:"},
@@ -39,6 +45,7 @@ func TestConfigValidate(t *testing.T) {
 		{"region differs from ARN", Config{KeyID: keyARN, Region: "eu-west-1"}, "awskms.region:"},
 		{"remote http endpoint", Config{KeyID: keyARN, Endpoint: "http://kms.example.com"}, "awskms.endpoint:"},
 		{"relative endpoint", Config{KeyID: keyARN, Endpoint: "kms.example.com"}, "awskms.endpoint:"},
+		{"FIPS endpoint and endpoint", Config{KeyID: keyARN, UseFIPSEndpoint: true, Endpoint: "https://vpce-0123.kms.us-east-1.vpce.amazonaws.com"}, "awskms.useFIPSEndpoint: cannot be combined with awskms.endpoint"},
 		{"endpoint with user", Config{KeyID: keyARN, Endpoint: "https://u:p@kms.example.com"}, "awskms.endpoint:"},
 		{"role ARN not a role", Config{KeyID: keyARN, AssumeRoleARN: "arn:aws:iam::111122223333:user/bob"}, "awskms.assumeRoleARN:"},
 		{"role ARN garbage", Config{KeyID: keyARN, AssumeRoleARN: "trousseau"}, "awskms.assumeRoleARN:"},
@@ -183,4 +190,35 @@ func FuzzOwns(f *testing.F) {
 			t.Fatalf("custodianKey(%q) = %q", keyARN, c)
 		}
 	})
+}
+
+// dialRecorder is a transport that dials nothing: it keeps the address
+// the SDK would have connected to, so no call leaves the machine.
+type dialRecorder struct{ addrs []string }
+
+func (d *dialRecorder) client() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.DialContext = func(_ context.Context, _, addr string) (net.Conn, error) {
+			d.addrs = append(d.addrs, addr)
+			return nil, errors.New("not dialled: recorded by the test")
+		}
+	})
+}
+
+func TestUseFIPSEndpointReachesTheFIPSHost(t *testing.T) {
+	for _, tc := range []struct {
+		fips bool
+		want string
+	}{{false, "kms.us-east-1.amazonaws.com:443"}, {true, "kms-fips.us-east-1.amazonaws.com:443"}} {
+		rec := &dialRecorder{}
+		cfg := Config{KeyID: "alias/trousseau", Region: "us-east-1", UseFIPSEndpoint: tc.fips}
+		b, err := newBackend(context.Background(), "aws", cfg, append(testLoadOptions(), config.WithHTTPClient(rec.client()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Probe(context.Background())
+		if len(rec.addrs) == 0 || rec.addrs[0] != tc.want {
+			t.Errorf("useFIPSEndpoint %v: calls went to %v, want %s", tc.fips, rec.addrs, tc.want)
+		}
+	}
 }
