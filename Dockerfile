@@ -23,6 +23,9 @@ COPY . .
 # stamped with a stale one.
 ARG VERSION
 RUN test -n "${VERSION}" || { echo 'give --build-arg VERSION=$(cat VERSION)' >&2; exit 1; }
+# --build-arg GOFIPS140=v1.0.0 builds with the frozen Go Cryptographic
+# Module, as `make image-fips` does (docs/fips.md); tag that image -fips.
+ARG GOFIPS140=off
 RUN CGO_ENABLED=1 go build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=${VERSION}" -o /out/trousseau ./cmd/trousseau
 
 # glibc and the GCC runtime (the pkcs11 backend dlopens vendor modules),

@@ -8,15 +8,27 @@ DEV_DIR   ?= /tmp/trousseau-dev
 FUZZTIME  ?= 30s
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: build run test bench fuzz lint clean image
+# The frozen Go Cryptographic Module of the FIPS build (docs/fips.md).
+GOFIPS140 ?= v1.0.0
+
+.PHONY: build build-fips run test bench bench-fips fuzz lint clean image image-fips
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/trousseau ./cmd/trousseau
+
+# The same binary on the frozen FIPS 140-3 module: FIPS mode is on by
+# default; run it with GODEBUG=fips140=only to refuse anything else.
+build-fips:
+	GOFIPS140=$(GOFIPS140) $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/trousseau-fips ./cmd/trousseau
 
 # The container image, reproducibly and without a container runtime: an OCI
 # layout and a tarball for docker/podman load in bin/image (docs/packaging.md).
 image:
 	cd deploy && $(GO) run ./image -version $(VERSION) -out $(CURDIR)/bin/image
+
+# The FIPS image, tagged <version>-fips (docs/fips.md).
+image-fips:
+	cd deploy && $(GO) run ./image -fips -version $(VERSION) -out $(CURDIR)/bin/image-fips
 
 # The plugin on the embedded default: three local key files, 2 of 3.
 run:

@@ -161,6 +161,9 @@ func (o *configCheckOptions) check(ctx context.Context, r *checkReport, cfg *con
 	if gap := envelope.AuthenticationGap(cfg.Threshold, backends); gap != "" && !o.offline {
 		r.Warnings = append(r.Warnings, gap+".")
 	}
+	for _, w := range processFIPSWarnings(cfg) {
+		r.Warnings = append(r.Warnings, w+".")
+	}
 	var lines bytes.Buffer
 	for _, err := range checkServeStart(ctx, &lines, cfg) {
 		r.Invalid = append(r.Invalid, err.Error())

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trousseau-io/trousseau/cmd/trousseau/internal/earlyhup"
+	"github.com/trousseau-io/trousseau/internal/fipsmode"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -59,8 +60,10 @@ func NewRootCmd(s streams) *cobra.Command {
 		NewCmdDrill(s),
 		&cobra.Command{
 			Use:   "version",
-			Short: "Print the version",
-			Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(s.Out, buildVersion()) },
+			Short: "Print the version, then the FIPS 140-3 mode and the Go Cryptographic Module built in",
+			Run: func(cmd *cobra.Command, _ []string) {
+				fmt.Fprintf(s.Out, "%s\n%s\n", buildVersion(), fipsmode.Summary())
+			},
 		},
 	)
 	return root

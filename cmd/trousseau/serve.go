@@ -15,6 +15,7 @@ import (
 	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/internal/fipsmode"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"
 )
@@ -147,7 +148,11 @@ func (o *serveOptions) run(parent context.Context) error {
 	go rotateOnHUP(ctx, hup, plugin, log)
 	// The public-key warning (envelope.AuthenticationGap) is logged by the
 	// envelope after the first probe, when every backend's key type is known.
-	log.Info("starting trousseau", "version", buildVersion(), "threshold", cfg.Threshold, "backends", len(backends), "socket", cfg.Socket, "state_dir", cfg.StateDir)
+	log.Info("starting trousseau", "version", buildVersion(), "fips140", fipsmode.Mode(), "fips_module", fipsmode.Module(),
+		"threshold", cfg.Threshold, "backends", len(backends), "socket", cfg.Socket, "state_dir", cfg.StateDir)
+	for _, w := range processFIPSWarnings(cfg) {
+		log.Warn(w)
+	}
 	return plugin.Run(ctx)
 }
 

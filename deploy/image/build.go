@@ -51,7 +51,21 @@ type buildOptions struct {
 	revision string    // the source revision label
 	created  time.Time // every timestamp in the image
 	arch     string
+	fips     bool // GOFIPS140=fipsModule, tag <version>-fips
 	fetcher  *fetcher
+}
+
+// fipsModule is the frozen Go Cryptographic Module of a -fips image: the
+// one validated (CMVP) at the time of writing; docs/fips.md.
+const fipsModule = "v1.0.0"
+
+// tag is the image's tag: the version, with -fips for a FIPS build (the
+// binary's own version stays the release's).
+func (o buildOptions) tag() string {
+	if o.fips {
+		return o.version + "-fips"
+	}
+	return o.version
 }
 
 // buildImage compiles the plugin and assembles the image: a base layer
@@ -63,7 +77,7 @@ func buildImage(ctx context.Context, o buildOptions) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	bin, err := compile(ctx, o.root, o.version, o.arch)
+	bin, err := compile(ctx, o.root, o.version, o.arch, o.fips)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +98,7 @@ func buildImage(ctx context.Context, o buildOptions) (v1.Image, error) {
 		by   string
 	}{
 		{base, "base: " + strings.Join(pkgs, ", ") + "; /etc/passwd, /etc/group (nonroot 65532)"},
-		{app, fmt.Sprintf("%s: trousseau %s (go %s)", binaryPath, o.version, strings.Join(goBuildArgs(o.version, binaryPath)[1:], " "))},
+		{app, fmt.Sprintf("%s: trousseau %s (%sgo %s)", binaryPath, o.version, fipsEnv(o.fips), strings.Join(goBuildArgs(o.version, binaryPath)[1:], " "))},
 	} {
 		layer, err := layerOf(l.tree, o.created)
 		if err != nil {

@@ -27,9 +27,18 @@ func goBuildArgs(version, out string) []string {
 	return []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -X main.version=" + version, "-o", out, "./cmd/trousseau"}
 }
 
+// fipsEnv is the environment setting of a FIPS build, "" otherwise.
+func fipsEnv(fips bool) string {
+	if fips {
+		return "GOFIPS140=" + fipsModule + " "
+	}
+	return ""
+}
+
 // compile builds the plugin for linux/arch with cgo (the pkcs11 backend
-// needs it, and the image has glibc), and returns the binary.
-func compile(ctx context.Context, root, version, arch string) ([]byte, error) {
+// needs it, and the image has glibc), and returns the binary; fips builds
+// it with the frozen Go Cryptographic Module.
+func compile(ctx context.Context, root, version, arch string, fips bool) ([]byte, error) {
 	dir, err := os.MkdirTemp("", "trousseau-image-")
 	if err != nil {
 		return nil, err
@@ -40,7 +49,10 @@ func compile(ctx context.Context, root, version, arch string) ([]byte, error) {
 	cmd.Dir = root
 	// The main module alone decides, with nothing of the caller's GOFLAGS
 	// (a -race or -cover would change the binary).
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "GOOS=linux", "GOARCH="+arch, "GOWORK=off", "GOFLAGS=")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "GOOS=linux", "GOARCH="+arch, "GOWORK=off", "GOFLAGS=", "GOFIPS140=off")
+	if fips {
+		cmd.Env = append(cmd.Env, strings.TrimSpace(fipsEnv(fips)))
+	}
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		hint := ""
 		if strings.Contains(string(msg), "C compiler") {

@@ -164,7 +164,11 @@ func TestImage(t *testing.T) {
 
 	t.Run("binary", func(t *testing.T) {
 		rootfs := extract(t, files)
-		got := strings.TrimSpace(runIn(t, rootfs, files, "version"))
+		// The first line is the version; the second, the FIPS mode.
+		got, fips, _ := strings.Cut(strings.TrimSpace(runIn(t, rootfs, files, "version")), "\n")
+		if !strings.HasPrefix(fips, "FIPS 140-3 mode off, Go Cryptographic Module latest") {
+			t.Errorf("trousseau version in the default image says %q", fips)
+		}
 		appVersion, _, err := repo.ChartAppVersion(root)
 		if err != nil {
 			t.Fatal(err)

@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	arch := fs.String("arch", runtime.GOARCH, "architecture (packages.lock must pin its packages)")
 	mirror := fs.String("debian-mirror", "https://deb.debian.org/", "Debian mirror holding debian/ and debian-security/")
 	debDir := fs.String("deb-dir", "", "directory to take the pinned .deb files from before the mirror (e.g. filled by apt-get download)")
+	fips := fs.Bool("fips", false, "build with the frozen Go Cryptographic Module (GOFIPS140="+fipsModule+", FIPS 140-3 mode on by default) and tag <version>-fips")
 	cacheDir := fs.String("cache", filepath.Join(home, ".cache", "trousseau", "debian"), "cache of verified .deb files")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -59,7 +60,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	o := buildOptions{root: root, version: *version, revision: *revision, arch: *arch}
+	o := buildOptions{root: root, version: *version, revision: *revision, arch: *arch, fips: *fips}
 	if o.version == "" {
 		if o.version, err = repo.Version(root); err != nil {
 			return err
@@ -83,7 +84,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	out, err := writeImage(img, *outDir, o.version)
+	out, err := writeImage(img, *outDir, o.tag())
 	if err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
   tarball     %s
 load it:  docker load -i %[5]s   (or podman load -i, ctr -n k8s.io images import)
 push it:  crane push %[5]s %[1]s
-`, repo.Image(o.version), o.arch, digest, out.layoutDir, out.tarPath)
+`, repo.Image(o.tag()), o.arch, digest, out.layoutDir, out.tarPath)
 	return nil
 }
 
