@@ -61,6 +61,10 @@ var (
 	// the header, and too few agree with each other to tell whether a
 	// custodian lies or the header was tampered with.
 	ErrNoShareFits = errors.New("returned a share, but no k shares fit the header: a custodian lies or the header was tampered with")
+	// ErrSharesDisagree: the DEK was found, but this share is not on the
+	// polynomial of those that made it, and too few made it to tell
+	// whether this backend lies or k-1 others collude.
+	ErrSharesDisagree = errors.New("returned a share that is not on the polynomial of those that made the DEK, and too few made it to tell which side lies")
 	// ErrHeaderTampered: the share agrees with more than k others, so the
 	// custodians agree, but not with this header's commitment.
 	ErrHeaderTampered = errors.New("the share agrees with the other custodians' shares but not with this header: the header was tampered with")
@@ -140,7 +144,11 @@ func (s *DrillSession) Check(ctx context.Context, raw []byte) (DEKCheck, error) 
 	}
 	check := DEKCheck{KeyID: h.KeyID(), Generation: h.Generation, Created: h.Created, Threshold: h.Threshold,
 		Shares: make([]ShareCheck, len(h.Shares))}
-	check.HeaderTampered = found.Secret == nil && len(found.Agree) > 0
+	check.HeaderTampered = found.Secret == nil && len(found.Agree) >= split.TamperedQuorum(h.Threshold)
+	if found.Secret != nil {
+		s.env.reportMisfits(h, good, found.Fit)
+	}
+	named := len(found.Fit) >= split.NamingQuorum(h.Threshold)
 	for i, r := range results {
 		check.Shares[i] = ShareCheck{Backend: h.Shares[i].Backend, Err: r.err}
 		if r.err != nil {
@@ -150,9 +158,10 @@ func (s *DrillSession) Check(ctx context.Context, raw []byte) (DEKCheck, error) 
 		case found.Secret != nil && slices.Contains(found.Fit, i+1):
 			check.Shares[i].OK = true
 			check.Working++
-		case found.Secret != nil:
+		case found.Secret != nil && named:
 			check.Shares[i].Err = errShareDoesNotFit
-			s.env.shareMismatch(h, i+1)
+		case found.Secret != nil:
+			check.Shares[i].Err = ErrSharesDisagree
 		case check.HeaderTampered && slices.Contains(found.Agree, i+1):
 			check.Shares[i].Err = ErrHeaderTampered
 		case len(good) < h.Threshold:
@@ -181,7 +190,10 @@ func (s *DrillSession) unwrapAll(ctx context.Context, h *Header) []shareResult {
 		wg.Go(func() {
 			r := s.env.unwrapShare(ctx, h, ws)
 			results[i] = r
-			if ctx.Err() == nil { // a cancelled call says nothing of the backend
+			// A call cancelled by the caller says nothing of the
+			// backend; one that ran out of the check's time did answer
+			// (late), and is not asked again for a copy of the header.
+			if !errors.Is(ctx.Err(), context.Canceled) {
 				s.mu.Lock()
 				s.shares[key] = r
 				s.mu.Unlock()

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// A check cut short by its context says nothing of the backend that had
+// A check cancelled by its caller says nothing of the backend that had
 // not answered: that answer is not kept, so the next check of the same
 // header asks it again and counts it.
 func TestDrillSessionDoesNotKeepAnAnswerCutShort(t *testing.T) {
@@ -18,9 +18,9 @@ func TestDrillSessionDoesNotKeepAnAnswerCutShort(t *testing.T) {
 	session := e.NewDrillSession()
 	defer session.Close()
 	sw[2].delay.Store(int64(time.Minute))
-	ctx, cancel := context.WithTimeout(ctxT(t), 50*time.Millisecond)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	time.AfterFunc(50*time.Millisecond, cancel)
 	first, err := session.Check(ctx, s.Header)
-	cancel()
 	if err == nil && first.Shares[2].OK {
 		t.Fatalf("a backend that did not answer counted: %+v", first)
 	}
@@ -63,5 +63,26 @@ func TestDrillOfACopyWithAnotherThresholdBlamesNoCustodian(t *testing.T) {
 		if sc.OK || errors.Is(sc.Err, errShareDoesNotFit) || obs.count(sc.Backend) != 0 {
 			t.Errorf("%s: ok=%v err=%v mismatches=%d", sc.Backend, sc.OK, sc.Err, obs.count(sc.Backend))
 		}
+	}
+}
+
+// A backend that did not answer within a check's own time did not answer
+// that header: copies of it checked later in the session do not ask it
+// again (each would wait the whole time, and count as a new question).
+func TestDrillSessionKeepsABackendThatRanOutOfTime(t *testing.T) {
+	sw := wrapSwitchable(newLocals(t, 3))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
+	s := mustEncrypt(t, e, seed)
+	session := e.NewDrillSession()
+	defer session.Close()
+	sw[2].delay.Store(int64(time.Minute))
+	ctx, cancel := context.WithTimeout(ctxT(t), 50*time.Millisecond)
+	defer cancel()
+	first, err := session.Check(ctx, s.Header)
+	if err != nil || first.Shares[2].OK || !errors.Is(first.Shares[2].Err, context.DeadlineExceeded) {
+		t.Fatalf("first check: %+v, %v", first, err)
+	}
+	if n := session.Unasked(s.Header); n != 0 {
+		t.Fatalf("%d backends would be asked again", n)
 	}
 }

@@ -118,7 +118,7 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 		}
 	}()
 	var grace <-chan time.Time
-	tampered := false
+	tampered, finalDone := false, false
 	for pending > 0 {
 		if grace == nil {
 			grace = graceFor(h.Threshold, len(good), pending, time.Since(start), e.anyBelievedUp(out))
@@ -132,21 +132,27 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 				continue
 			}
 			good = append(good, r.share)
-			found, err := e.combine(ctx, h, raw, good)
+			found, err := e.combine(ctx, h, raw, good, pending == 0)
+			finalDone = pending == 0
 			switch {
 			case err != nil:
 				pending = 0
 			case found.Secret != nil:
 				return found.Secret, e.secretKeyShares(h, found.Fit), nil
-			case len(found.Agree) >= tamperedQuorum(h.Threshold):
+			case len(found.Agree) >= split.TamperedQuorum(h.Threshold):
 				e.log.Debug("shares agree with each other but not with the header: tampered", "agreeing", len(found.Agree))
 				tampered, pending = true, 0
-			default:
-				tampered = len(found.Agree) > 0
 			}
 		case <-grace:
 			e.log.Debug("no quorum can be made from the shares in; not waiting longer for the remaining backends", "pending", pending)
 			pending = 0
+		}
+	}
+	// No more shares will come: the DEK may still be among polynomials
+	// through exactly k of those in, left out while more could come.
+	if !finalDone && !tampered && ctx.Err() == nil {
+		if found, err := e.combine(ctx, h, raw, good, true); err == nil && found.Secret != nil {
+			return found.Secret, e.secretKeyShares(h, found.Fit), nil
 		}
 	}
 	var unwrapped []string
@@ -158,12 +164,6 @@ func (e *Envelope) recoverDEK(ctx context.Context, h *Header, raw []byte, authOn
 	qe.Suspects = e.liars.list()
 	return nil, false, qe
 }
-
-// tamperedQuorum is how many shares that agree with each other but not
-// with a header end the wait for the rest: so many that fewer than k
-// colluding custodians could not have made them agree (at least k-1
-// honest ones pin the polynomial, so 2k-1 need k liars), and at least k+1.
-func tamperedQuorum(k int) int { return max(k+1, 2*k-1) }
 
 // graceFor says how long to go on waiting for the backends still out, or
 // nil to wait for all of them (under the caller's deadline).
@@ -241,7 +241,7 @@ func newQuorumError(ctx context.Context, h *Header, failures map[string]error, u
 	switch {
 	case transient > 0 && ctx.Err() != nil:
 		qe.kind = ctx.Err()
-	case tampered && got >= tamperedQuorum(h.Threshold):
+	case tampered:
 		qe.kind = ErrInvalid
 	case qe.Mismatch && transient > 0:
 		// Shares did not fit, but a backend that did not answer might
@@ -280,6 +280,7 @@ func (e *Envelope) unwrapShare(ctx context.Context, h *Header, ws WrappedShare) 
 	case err != nil:
 		res.err = fmt.Errorf("returned a malformed share: %w", kmsclients.ErrInvalidCiphertext)
 	case s.Index != ws.Index || s.Threshold != h.Threshold:
+		s.Wipe()
 		res.err = fmt.Errorf("returned share %d of %d, want share %d of %d: %w", s.Index, s.Threshold, ws.Index, h.Threshold, kmsclients.ErrInvalidCiphertext)
 	default:
 		res.share = s
@@ -289,21 +290,47 @@ func (e *Envelope) unwrapShare(ctx context.Context, h *Header, ws WrappedShare) 
 }
 
 // combine looks for the DEK the header commits to among the shares in
-// (see [split.Decode]); when it is found, every share in that is not on
-// it is named as wrong. The error is ctx's.
-func (e *Envelope) combine(ctx context.Context, h *Header, raw []byte, good []split.Share) (split.Decoded, error) {
+// (see [split.Decode], or [split.DecodeSoFar] while more shares may
+// come); when it is found,
+// the shares in that are not on it are reported. The error is ctx's.
+func (e *Envelope) combine(ctx context.Context, h *Header, raw []byte, good []split.Share, final bool) (split.Decoded, error) {
 	if len(good) < h.Threshold {
 		return split.Decoded{}, nil
 	}
-	found, err := split.Decode(ctx, good, func(key []byte) bool { return h.verify(raw, key) })
+	decode := split.DecodeSoFar
+	if final {
+		decode = split.Decode
+	}
+	found, err := decode(ctx, good, func(key []byte) bool { return h.verify(raw, key) })
 	if found.Secret != nil {
+		e.reportMisfits(h, good, found.Fit)
+	}
+	return found, err
+}
+
+// reportMisfits names the backends whose shares are not on the DEK's
+// polynomial, when enough shares fit to prove it (split.NamingQuorum):
+// with fewer, k-1 colluding custodians could have made the fitting set
+// themselves, and naming the others would blame honest ones.
+func (e *Envelope) reportMisfits(h *Header, good []split.Share, fit []int) {
+	var misfits []string
+	for _, s := range good {
+		if !slices.Contains(fit, s.Index) {
+			misfits = append(misfits, h.Shares[s.Index-1].Backend)
+		}
+	}
+	switch {
+	case len(misfits) == 0:
+	case len(fit) >= split.NamingQuorum(h.Threshold):
 		for _, s := range good {
-			if !slices.Contains(found.Fit, s.Index) {
+			if !slices.Contains(fit, s.Index) {
 				e.shareMismatch(h, s.Index)
 			}
 		}
+	default:
+		e.log.Warn("backends returned shares that do not all lie on one polynomial, and too few fit the DEK to tell which lie",
+			"key_id", h.KeyID(), "fitting", len(fit), "not_fitting", misfits)
 	}
-	return found, err
 }
 
 // shareMismatch reports a backend whose share is not on a DEK that other

@@ -3,6 +3,7 @@ package grpcserver_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -76,4 +77,45 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// refusesOlderDEKs refuses to unwrap any share but the current DEK's.
+type refusesOlderDEKs struct {
+	*liesAboutOlderDEKs
+}
+
+func (r refusesOlderDEKs) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
+	r.mu.Lock()
+	older := r.current != nil && !bytes.Contains(aad, r.current)
+	r.mu.Unlock()
+	if older {
+		return nil, fmt.Errorf("grant revoked: %w", kmsclients.ErrPermission)
+	}
+	return r.Backend.Unwrap(ctx, w, aad)
+}
+
+// Two of three backends no longer open an earlier DEK: the probe's turn
+// on it says so at WARN, once, although the current DEK is fine.
+func TestProbeWarnsOnceAboutAnUnrecoverableEarlierDEK(t *testing.T) {
+	h := newHarness(t)
+	gates := []refusesOlderDEKs{{&liesAboutOlderDEKs{}}, {&liesAboutOlderDEKs{}}}
+	h.wrap = func(i int, b kmsclients.Backend) kmsclients.Backend {
+		if i < 2 {
+			gates[i].Backend = b
+			return gates[i]
+		}
+		return b
+	}
+	h.start()
+	if err := h.env.Rotate(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gates {
+		g.setCurrent(h.env.Current().DEKID[:])
+	}
+	h.probe()
+	h.probe()
+	if n := strings.Count(h.logs.String(), "an earlier DEK kept in the state cannot be recovered"); n != 1 {
+		t.Fatalf("warned %d times, want once:\n%s", n, grepLines(h.logs.String(), "earlier DEK"))
+	}
 }

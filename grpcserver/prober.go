@@ -93,12 +93,17 @@ type Prober struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	rotateCh chan struct{}
+	// rotateNow carries the rotations asked with Rotate, each with where
+	// to send its outcome.
+	rotateNow chan chan<- Rotation
 	// requested: an operator asked for a rotation that has not happened
 	// yet; it is retried at each probe until it succeeds.
 	requested atomic.Bool
 	// previous: how many earlier DEKs have been drilled (drillPrevious).
 	previous atomic.Uint64
-	now      func() time.Time
+	// lostPrevious: earlier DEKs last found unrecoverable (warned once).
+	lostPrevious sync.Map
+	now          func() time.Time
 
 	mu   sync.RWMutex
 	snap Snapshot
@@ -106,7 +111,7 @@ type Prober struct {
 
 // NewProber makes a prober; Run starts it.
 func NewProber(env *envelope.Envelope, interval, timeout time.Duration, log *slog.Logger, m *Metrics) *Prober {
-	p := &Prober{env: env, interval: interval, timeout: timeout, log: log, metrics: m, rotateCh: make(chan struct{}, 1), now: time.Now}
+	p := &Prober{env: env, interval: interval, timeout: timeout, log: log, metrics: m, rotateCh: make(chan struct{}, 1), rotateNow: make(chan chan<- Rotation), now: time.Now}
 	p.snap = Snapshot{Threshold: env.Threshold(), KeyID: env.KeyID(), Healthz: "starting: backends not probed yet"}
 	return p
 }
@@ -127,6 +132,47 @@ func (p *Prober) RequestRotation() {
 	}
 }
 
+// Rotation is the outcome of a rotation asked with [Prober.Rotate].
+type Rotation struct {
+	// Rotated: the new DEK is current (saved, and used by Encrypt).
+	Rotated bool
+	// KeyID and Generation are of the current DEK after the attempt.
+	KeyID      string
+	Generation uint32
+	// Postponed says why not, with the errors' text: the caller is local
+	// and the plugin's own user (see cmd/trousseau's admin socket). The
+	// rotation stays asked for, and is retried at each probe.
+	Postponed string
+}
+
+// Rotate asks for a DEK rotation now and waits until the probe that
+// tries it has rotated the DEK or postponed the rotation, or ctx ends.
+func (p *Prober) Rotate(ctx context.Context) (Rotation, error) {
+	done := make(chan Rotation, 1)
+	select {
+	case p.rotateNow <- done:
+	case <-ctx.Done():
+		return Rotation{}, ctx.Err()
+	}
+	select {
+	case r := <-done:
+		return r, nil
+	case <-ctx.Done():
+		return Rotation{}, ctx.Err()
+	}
+}
+
+// rotateFor tries a rotation and sends its outcome on done.
+func (p *Prober) rotateFor(ctx context.Context, done chan<- Rotation) {
+	p.ProbeOnce(ctx, true)
+	info, s := p.env.CurrentInfo(), p.Snapshot()
+	r := Rotation{Rotated: !p.requested.Load(), KeyID: info.KeyID, Generation: info.Generation}
+	if !r.Rotated {
+		r.Postponed = cmp.Or(s.pendingDetail, s.Healthz)
+	}
+	done <- r
+}
+
 // Run probes until ctx ends.
 func (p *Prober) Run(ctx context.Context) {
 	p.ProbeOnce(ctx, false)
@@ -140,6 +186,8 @@ func (p *Prober) Run(ctx context.Context) {
 			p.ProbeOnce(ctx, false)
 		case <-p.rotateCh:
 			p.ProbeOnce(ctx, true)
+		case done := <-p.rotateNow:
+			p.rotateFor(ctx, done)
 		}
 	}
 }
@@ -219,6 +267,14 @@ func (p *Prober) drillPrevious(ctx context.Context) {
 		return
 	}
 	p.log.Debug("earlier DEK drilled", "key_id", check.KeyID, "working", check.Working, "threshold", check.Threshold)
+	if check.Margin() >= 0 {
+		p.lostPrevious.Delete(check.KeyID)
+		return
+	}
+	if _, said := p.lostPrevious.LoadOrStore(check.KeyID, true); !said {
+		p.log.Warn("an earlier DEK kept in the state cannot be recovered from the backends that answer now: data still sealed under it is unreadable until enough of them are back; run trousseau drill against a snapshot to see what is affected",
+			"key_id", check.KeyID, "working", check.Working, "threshold", check.Threshold)
+	}
 }
 
 // logChanges logs what changed since the last probe, once per change:

@@ -11,29 +11,63 @@ import (
 type Decoded struct {
 	// Secret is the secret that fits, or nil.
 	Secret []byte
-	// Fit holds the indexes of the shares on Secret's polynomial; the
-	// other shares given are wrong (a lying custodian).
+	// Fit holds the indexes of the shares on Secret's polynomial. Those
+	// outside it are wrong when Fit has at least NamingQuorum(k) shares.
 	Fit []int
 	// Agree, when no secret fits, holds the indexes of the largest set of
-	// more than k shares found on one polynomial, or nil. Such shares
-	// agree with each other, so the commitment they were checked against
-	// is the likelier fake (or that many custodians collude).
+	// more than k shares found on one polynomial, or nil. With at least
+	// TamperedQuorum(k) of them the commitment is the fake.
 	Agree []int
 }
+
+// Fewer than k wrong shares (k-1 colluding custodians) bound what a
+// search can be fooled into, which sets these two quorums.
+//
+// TamperedQuorum: shares on one polynomial that no commitment check
+// accepts. A polynomial other than the true one passes through at most
+// k-1 right shares, so with k-1 wrong ones at most 2k-2 agree on it.
+func TamperedQuorum(k int) int { return max(k+1, 2*k-1) }
+
+// NamingQuorum: shares on a polynomial whose secret fits that prove the
+// shares outside it wrong. Another polynomial with the same secret meets
+// the true one at x = 0 and at most k-2 right shares, so with k-1 wrong
+// ones at most 2k-3 shares lie on it.
+func NamingQuorum(k int) int { return max(k, 2*k-2) }
+
+// maxLoneTries bounds the candidates offered to fits from polynomials
+// through exactly k shares. Those are needed only when exactly k right
+// shares came back beside wrong ones, where nothing but the commitment
+// tells them apart; beyond the bound the search gives up rather than
+// spend seconds of CPU on one header.
+const maxLoneTries = 2048
 
 // Decode finds the secret that fits among shares of which some may be
 // wrong, calling fits on candidate secrets until it returns true.
 //
 // A polynomial is interpolated once per set of shares it passes through,
-// not once per k-subset: shares that agree with a tried polynomial are
-// never combined again, so a commitment that no candidate fits (a tampered
-// header) costs one fits call however large n is. Subsets are tried by
-// distance from the first k shares, so one wrong share among them is
-// routed around after at most k*(m-k) interpolations. Polynomials that
-// more than k shares pass through are offered to fits first; the rest
-// only if none of those fits. The work is bounded by C(m, k) cheap
-// interpolations (12870 at m = 16) and ctx is checked as it goes.
+// not once per k-subset: subsets inside a tried polynomial's shares are
+// skipped, so a commitment that no candidate fits (a tampered header)
+// costs one fits call however large n is, and a polynomial through
+// TamperedQuorum(k) shares that does not fit ends the search. Subsets are
+// tried by distance from the first k shares, so one wrong share among
+// them is routed around after at most k*(m-k) interpolations.
+// Polynomials through more than k shares are offered to fits as they are
+// found; those through exactly k only when m < 2k (otherwise k-1 wrong
+// shares leave k+1 right ones) and at most maxLoneTries of them. ctx is
+// checked as it goes.
 func Decode(ctx context.Context, shares []Share, fits func(secret []byte) bool) (Decoded, error) {
+	return decode(ctx, shares, fits, maxLoneTries)
+}
+
+// DecodeSoFar is Decode for a search while more shares may still come:
+// of the polynomials through exactly k shares it tries at most as many as
+// there are shares (the first k shares in always), leaving the rest to a
+// Decode once no more will come.
+func DecodeSoFar(ctx context.Context, shares []Share, fits func(secret []byte) bool) (Decoded, error) {
+	return decode(ctx, shares, fits, len(shares))
+}
+
+func decode(ctx context.Context, shares []Share, fits func([]byte) bool, lone int) (Decoded, error) {
 	d, err := newDecoder(shares)
 	if err != nil || len(shares) < d.k {
 		return Decoded{}, err
@@ -41,7 +75,10 @@ func Decode(ctx context.Context, shares []Share, fits func(secret []byte) bool) 
 	if d.k == 1 {
 		return d.single(fits), nil
 	}
-	return d.search(ctx, fits)
+	if d.m >= 2*d.k {
+		lone = 0 // k-1 wrong shares leave the right polynomial k+1 shares
+	}
+	return d.search(ctx, fits, lone)
 }
 
 // decoder holds the shares' points: xs are public (the indexes), ys are
@@ -119,9 +156,9 @@ func (d *decoder) equalTo(y []byte) uint32 {
 }
 
 // search tries polynomials through k-subsets of the shares: one through
-// more than k shares is offered to fits at once, the others once every
-// subset has been looked at.
-func (d *decoder) search(ctx context.Context, fits func([]byte) bool) (Decoded, error) {
+// more than k shares is offered to fits at once, up to lone of those
+// through exactly k once every subset has been looked at.
+func (d *decoder) search(ctx context.Context, fits func([]byte) bool, lone int) (Decoded, error) {
 	all := uint32(1)<<d.m - 1
 	var supported, unsupported []uint32 // agreement sets; subsets through k shares only
 	var found Decoded
@@ -138,8 +175,11 @@ func (d *decoder) search(ctx context.Context, fits func([]byte) bool) (Decoded, 
 			}
 		}
 		agree := d.agreement(subset)
-		if bits.OnesCount32(agree) == d.k {
-			unsupported = append(unsupported, subset)
+		n := bits.OnesCount32(agree)
+		if n == d.k {
+			if len(unsupported) < lone {
+				unsupported = append(unsupported, subset)
+			}
 			return true
 		}
 		supported = append(supported, agree)
@@ -147,10 +187,15 @@ func (d *decoder) search(ctx context.Context, fits func([]byte) bool) (Decoded, 
 			found = Decoded{Secret: secret, Fit: d.indexes(agree)}
 			return false
 		}
-		return agree != all // every share on it: no other polynomial left
+		// Every share on it, or too many for fewer than k wrong ones to
+		// fake: no other polynomial is worth trying.
+		return agree != all && n < TamperedQuorum(d.k)
 	})
 	if err != nil || found.Secret != nil {
 		return found, err
+	}
+	if best := largest(supported); bits.OnesCount32(best) >= TamperedQuorum(d.k) {
+		return Decoded{Agree: d.indexes(best)}, nil
 	}
 	for i, s := range unsupported {
 		if i%256 == 255 && ctx.Err() != nil {
@@ -160,13 +205,17 @@ func (d *decoder) search(ctx context.Context, fits func([]byte) bool) (Decoded, 
 			return Decoded{Secret: secret, Fit: d.indexes(s)}, nil
 		}
 	}
+	return Decoded{Agree: d.indexes(largest(supported))}, nil
+}
+
+func largest(masks []uint32) uint32 {
 	var best uint32
-	for _, a := range supported {
+	for _, a := range masks {
 		if bits.OnesCount32(a) > bits.OnesCount32(best) {
 			best = a
 		}
 	}
-	return Decoded{Agree: d.indexes(best)}, nil
+	return best
 }
 
 func (d *decoder) tryFit(subset uint32, fits func([]byte) bool) []byte {
@@ -192,9 +241,11 @@ func (d *decoder) agreement(subset uint32) uint32 {
 		if evalByte(weights, d.ys, subset, 0) != d.ys[j][0] {
 			continue
 		}
-		if subtle.ConstantTimeCompare(d.evalAll(weights, subset), d.ys[j]) == 1 {
+		y := d.evalAll(weights, subset)
+		if subtle.ConstantTimeCompare(y, d.ys[j]) == 1 {
 			agree |= 1 << j
 		}
+		clear(y) // share j's bytes, when it agrees
 	}
 	return agree
 }

@@ -61,7 +61,8 @@ type DrilledDEK struct {
 	// It says nothing about custody, and does not count in ExitCode.
 	Tampered bool
 	// NotDrilled: one copy too many of a header needing new backend
-	// calls; it does not count in ExitCode either.
+	// calls, while no header of its DEK id checked out: ExitCode counts
+	// it as a margin it could not check (1), not as unrecoverable.
 	NotDrilled bool
 }
 
@@ -85,7 +86,10 @@ func (r *DrillReport) ExitCode(minMargin int) int {
 	code := 0
 	for _, d := range r.DEKs {
 		switch {
-		case d.Tampered, d.NotDrilled:
+		case d.Tampered:
+		case d.NotDrilled:
+			// No header of its DEK id checked out: margin unknown.
+			code = max(code, 1)
 		case d.Unrecoverable():
 			return 2
 		case d.Margin() < minMargin:
@@ -310,6 +314,10 @@ func drillGroup(ctx context.Context, opts DrillOptions, group []*drillEntry) []D
 			switch {
 			case d.Err == nil && d.Working > 0:
 				genuine = &d.DEKCheck
+			case d.Err == nil && d.HeaderTampered && e.fromState():
+				// No etcd writer can plant the state's header: shares that
+				// agree without fitting it are k custodians colluding.
+				d.Err = fmt.Errorf("the state dir's header of DEK %s does not fit shares that agree with each other: k or more custodians are lying", d.KeyID)
 			case d.Err == nil && d.HeaderTampered:
 				d.Tampered = true
 				d.Err = fmt.Errorf("a tampered header of DEK %s (stored beside %d objects): the backends' shares agree with each other but not with it", d.KeyID, e.objects)
