@@ -140,7 +140,7 @@ func shareState(ok bool, err error) string {
 	switch {
 	case ok:
 		return "ok"
-	case errors.Is(err, envelope.ErrShareUnverified), errors.Is(err, envelope.ErrNoShareFits):
+	case errors.Is(err, envelope.ErrShareUnverified), errors.Is(err, envelope.ErrNoShareFits), errors.Is(err, envelope.ErrSharesDisagree):
 		return "unverified"
 	case errors.Is(err, envelope.ErrHeaderTampered):
 		return "agrees"
