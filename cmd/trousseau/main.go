@@ -58,6 +58,7 @@ func NewRootCmd(s streams) *cobra.Command {
 		NewCmdKeygen(s),
 		NewCmdRecover(s), NewCmdDecryptValue(s),
 		NewCmdDrill(s),
+		NewCmdRotate(s),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version, then the FIPS 140-3 mode and the Go Cryptographic Module built in",

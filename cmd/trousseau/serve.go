@@ -43,7 +43,9 @@ created in --state-dir (reused if present), threshold 2. The full config is
 written to <state-dir>/config.yaml so the same setup can be re-run with
 --config or handed to other commands.
 
-SIGTERM and SIGINT shut down gracefully; SIGHUP rotates the DEK. SIGHUP is
+SIGTERM and SIGINT shut down gracefully. 'trousseau rotate' rotates the
+DEK, over an admin socket in the state dir (<stateDir>/admin.sock, mode
+0600, for the plugin's user and root only). SIGHUP rotates too, and is
 caught from the process's first milliseconds: one sent while the plugin
 starts is a rotation request, done once it serves. (Every other command
 ends on SIGHUP, as programs do.)`,
@@ -146,6 +148,9 @@ func (o *serveOptions) run(parent context.Context) error {
 		return err
 	}
 	go rotateOnHUP(ctx, hup, plugin, log)
+	if err := serveAdmin(ctx, cfg.StateDir, plugin.Prober(), log); err != nil {
+		log.Warn("trousseau rotate cannot reach this plugin (SIGHUP still rotates)", "error", err)
+	}
 	// The public-key warning (envelope.AuthenticationGap) is logged by the
 	// envelope after the first probe, when every backend's key type is known.
 	log.Info("starting trousseau", "version", buildVersion(), "fips140", fipsmode.Mode(), "fips_module", fipsmode.Module(),
