@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
 	"time"
 
@@ -45,58 +43,6 @@ func withPlugin(ctx context.Context, socket string, f func(context.Context, kmsv
 
 func addSocketFlag(cmd *cobra.Command, socket *string) {
 	cmd.Flags().StringVar(socket, "socket", config.DefaultSocket, "the plugin's socket")
-}
-
-// NewCmdStatus builds `trousseau status`.
-func NewCmdStatus(s streams) *cobra.Command {
-	var socket, health string
-	cmd := &cobra.Command{
-		Use:   "status --socket PATH [--health ADDR]",
-		Short: "Ask a running plugin for its KMS v2 status (as kube-apiserver does), and what else an operator should look at",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withPlugin(cmd.Context(), socket, func(ctx context.Context, c kmsv2.KeyManagementServiceClient) error {
-				st, err := c.Status(ctx, &kmsv2.StatusRequest{})
-				if err != nil {
-					return fmt.Errorf("status: %w", err)
-				}
-				fmt.Fprintf(s.Out, "version: %s\nhealthz: %s\nkey_id:  %s\n", st.Version, st.Healthz, st.KeyId)
-				if health != "" {
-					printHealthDetail(ctx, s.Out, health)
-				}
-				if st.Healthz != "ok" {
-					return fmt.Errorf("plugin is not healthy: %s", st.Healthz)
-				}
-				return nil
-			})
-		},
-	}
-	addSocketFlag(cmd, &socket)
-	cmd.Flags().StringVar(&health, "health", config.DefaultHealthListen,
-		"the plugin's health address (health.listen), for the current DEK and warnings such as an overdue rotation; empty to skip")
-	return cmd
-}
-
-// printHealthDetail prints what /readyz adds after its first line: the
-// current DEK and one line per warning. kube-apiserver sees none of it.
-func printHealthDetail(ctx context.Context, out io.Writer, addr string) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
-	if err != nil {
-		fmt.Fprintf(out, "detail:  unavailable (%v)\n", err)
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintf(out, "detail:  %s/readyz did not answer (%v); pass --health with the config's health.listen\n", addr, err)
-		return
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 64<<10))
-	for first := true; sc.Scan(); first = false {
-		if !first && sc.Text() != "" {
-			fmt.Fprintln(out, sc.Text())
-		}
-	}
 }
 
 // sealedMessage is what `encrypt` prints and `decrypt` reads: what
