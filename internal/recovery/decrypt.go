@@ -94,6 +94,9 @@ func NewDecrypter(ctx context.Context, env Envelope, opts DecrypterOptions) *Dec
 // kube-apiserver encrypted (an object, protobuf or JSON). key is the
 // value's etcd key, the authenticated data of its encryption.
 func (d *Decrypter) Decrypt(ctx context.Context, key string, stored []byte) ([]byte, error) {
+	if err := checkFIPS(); err != nil {
+		return nil, err
+	}
 	v, err := ParseValue(stored)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,9 @@ import (
 // object they hold, stripped of server-managed fields; the object is nil
 // (with an error) when the bytes do not decode.
 func DecryptValue(ctx context.Context, env Envelope, prefix, provider, key string, stored []byte) (plain []byte, obj Object, err error) {
+	if err := checkFIPS(); err != nil {
+		return nil, nil, err
+	}
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}

@@ -185,6 +185,7 @@ func TestOutputFileNamesFromKeys(t *testing.T) {
 
 // A key made to clear the screen, in a recover summary: escaped.
 func TestSummaryPrintsKeysEscaped(t *testing.T) {
+	recovery.NeedsDataDecryption(t)
 	src := memSource{{Key: "/registry/secrets/ns/\x1b[2J\x1b[H all recovered", Value: []byte("k8s:enc:kms:v2:trousseau:\x1b[2J")}}
 	sum, err := recovery.Run(context.Background(), recovery.Options{Source: src, Envelope: nopEnvelope{}})
 	if err != nil {

@@ -19,8 +19,6 @@ import (
 	"io"
 	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -47,7 +45,9 @@ type Options struct {
 	// Sink receives the objects; nil is a dry run: everything is
 	// decrypted and decoded, nothing written.
 	Sink Sink
-	// Workers decrypt in parallel (default: twice the CPUs).
+	// Workers decrypt in parallel (default: twice the CPUs). Memory
+	// grows with them: each holds an object, and [queuePerWorker] more
+	// wait per worker.
 	Workers int
 	// UnwrapTimeout bounds the unwrap of one DEK (default 60s).
 	UnwrapTimeout time.Duration
@@ -77,11 +77,16 @@ type result struct {
 	rendered []byte
 }
 
-// Run reads opts.Source, decrypts and writes. It returns an error only
-// when nothing could be read; per-object failures are in the summary,
-// and Summary.OK says whether there were any.
+// Run reads opts.Source, decrypts and writes, one bounded batch at a
+// time: memory does not grow with the number of objects. It returns an
+// error when the source could not be read to the end (what was read
+// before may have been written); per-object failures are in the
+// summary, and Summary.OK says whether there were any.
 func Run(ctx context.Context, opts Options) (*Summary, error) {
 	start := time.Now()
+	if err := checkFIPS(); err != nil {
+		return nil, err
+	}
 	if opts.Source == nil || opts.Envelope == nil {
 		return nil, errors.New("recovery: a Source and an Envelope are required")
 	}
@@ -95,35 +100,23 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	scan, err := opts.Source.Scan(ctx, sel.scanPrefix(), sel.keep)
-	if err != nil {
+	sum := &Summary{DryRun: opts.Sink == nil, reasons: map[string]*Reason{}}
+	dec := NewDecrypter(ctx, opts.Envelope, DecrypterOptions{Provider: opts.Provider, UnwrapTimeout: opts.UnwrapTimeout})
+	p := newPipeline(ctx, opts, sel, dec, sum)
+	stop := p.progress(start)
+	scan, err := opts.Source.Scan(ctx, ScanRequest{Prefix: sel.scanPrefix(), Keep: sel.keep, Total: p.setTotal, Visit: p.submit})
+	p.wait()
+	stop()
+	if err != nil && ctx.Err() == nil {
 		return nil, err
 	}
-	sum := &Summary{Source: scan.Describe, Revision: scan.Revision, Warnings: scan.Warnings, Damaged: scan.Damaged, DryRun: opts.Sink == nil, reasons: map[string]*Reason{}}
-	for _, bad := range scan.Bad {
-		sum.Found++
-		sum.fail(bad.Ref, bad.Err)
-	}
-	dec := NewDecrypter(ctx, opts.Envelope, DecrypterOptions{Provider: opts.Provider, UnwrapTimeout: opts.UnwrapTimeout})
-	p := &pipeline{opts: opts, sel: sel, dec: dec}
-	results := p.start(ctx, scan.KVs)
-	stop := p.progress(len(scan.KVs), start)
-	// Results arrive in any order; they are written in key order.
-	pending := map[int]result{}
-	next := 0
-	for in := range results {
-		pending[in.idx] = in.result
-		for {
-			r, ok := pending[next]
-			if !ok {
-				break
-			}
-			delete(pending, next)
-			next++
-			sum.account(r, opts.Sink)
+	if scan != nil {
+		sum.Source, sum.Revision, sum.Warnings, sum.Damaged = scan.Describe, scan.Revision, scan.Warnings, scan.Damaged
+		for _, bad := range scan.Bad {
+			sum.Found++
+			sum.fail(bad.Ref, bad.Err)
 		}
 	}
-	stop()
 	if opts.Sink != nil {
 		if err := opts.Sink.Close(); err != nil {
 			sum.Warnings = append(sum.Warnings, fmt.Sprintf("output: %v", err))
@@ -140,61 +133,6 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return sum, fmt.Errorf("recovery interrupted: %w", err)
 	}
 	return sum, nil
-}
-
-type indexed struct {
-	idx int
-	result
-}
-
-type pipeline struct {
-	opts Options
-	sel  *selector
-	dec  *Decrypter
-	done atomic.Int64
-	bad  atomic.Int64
-}
-
-// start decrypts kvs with a bounded pool of workers.
-func (p *pipeline) start(ctx context.Context, kvs []KV) <-chan indexed {
-	jobs := make(chan int)
-	out := make(chan indexed, p.opts.Workers)
-	var wg sync.WaitGroup
-	for range p.opts.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				r := p.one(ctx, kvs[i])
-				if r.outcome == failed {
-					p.bad.Add(1)
-				}
-				p.done.Add(1)
-				out <- indexed{i, r}
-			}
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(jobs)
-		for i := range kvs {
-			select {
-			case jobs <- i:
-			case <-ctx.Done():
-				// The rest are reported as not attempted.
-				for j := i; j < len(kvs); j++ {
-					out <- indexed{j, result{key: kvs[j].Key, outcome: failed, err: ctx.Err()}}
-				}
-				return
-			}
-		}
-	}()
-	go func() {
-		wg.Wait()
-		close(out)
-	}()
-	return out
 }
 
 // one decrypts, decodes and renders one value.
@@ -236,40 +174,6 @@ func (p *pipeline) one(ctx context.Context, kv KV) result {
 		r.outcome, r.err = failed, err
 	}
 	return r
-}
-
-// progressEvery is how often a long run (recover, unless ProgressEvery
-// says otherwise, and drill) says how far it got.
-const progressEvery = 2 * time.Second
-
-// progress prints a line every ProgressEvery until stop is called.
-func (p *pipeline) progress(total int, start time.Time) (stop func()) {
-	if p.opts.Progress == nil {
-		return func() {}
-	}
-	every := p.opts.ProgressEvery
-	if every <= 0 {
-		every = progressEvery
-	}
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-t.C:
-				done := p.done.Load()
-				rate := float64(done) / time.Since(start).Seconds()
-				fmt.Fprintf(p.opts.Progress, "recover: %d/%d objects, %.0f objects/s, %d failed\n", done, total, rate, p.bad.Load())
-			}
-		}
-	}()
-	return func() { close(quit); wg.Wait() }
 }
 
 // selector is the resource and namespace filter.

@@ -166,6 +166,7 @@ func checkObject(t testing.TB, key string, obj map[string]any, want any) {
 }
 
 func TestRecover(t *testing.T) {
+	recovery.NeedsDataDecryption(t)
 	f := recoverytest.NewFixture(t, true)
 	snap := f.Snapshot(t, t.TempDir())
 	source := recovery.SnapshotFile{Path: snap}
@@ -477,13 +478,14 @@ func TestOpenKeyringNothingBuilt(t *testing.T) {
 // failingSource is a Source that cannot be read.
 type failingSource struct{}
 
-func (failingSource) Scan(context.Context, string, func(string) bool) (*recovery.Scan, error) {
+func (failingSource) Scan(context.Context, recovery.ScanRequest) (*recovery.Scan, error) {
 	return nil, fmt.Errorf("%w: test", recovery.ErrCorruptSnapshot)
 }
 
 // TestCase7_OutputDirectoryCreatedOnlyOnceTheSourceIsRead: a snapshot
 // that cannot be read leaves no output directory behind.
 func TestCase7_OutputDirectoryCreatedOnlyOnceTheSourceIsRead(t *testing.T) {
+	recovery.NeedsDataDecryption(t)
 	for _, tc := range []struct {
 		name   string
 		source recovery.Source
@@ -562,12 +564,13 @@ func mustKey(t testing.TB, key string) recovery.Key {
 // memSource is a Source of given values.
 type memSource []recovery.KV
 
-func (m memSource) Scan(_ context.Context, prefix string, keep func(string) bool) (*recovery.Scan, error) {
-	s := &recovery.Scan{Describe: "memory"}
+func (m memSource) Scan(_ context.Context, req recovery.ScanRequest) (*recovery.Scan, error) {
 	for _, kv := range m {
-		if strings.HasPrefix(kv.Key, strings.TrimSuffix(prefix, "/")+"/") && (keep == nil || keep(kv.Key)) {
-			s.KVs = append(s.KVs, kv)
+		if strings.HasPrefix(kv.Key, strings.TrimSuffix(req.Prefix, "/")+"/") && (req.Keep == nil || req.Keep(kv.Key)) {
+			if err := req.Visit(kv); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return s, nil
+	return &recovery.Scan{Describe: "memory"}, nil
 }

@@ -40,6 +40,7 @@ func scanErr(t *testing.T, src recovery.Source, kr *recovery.Keyring) error {
 }
 
 func TestSnapshotDamage(t *testing.T) {
+	recovery.NeedsDataDecryption(t)
 	f := recoverytest.NewFixture(t, false)
 	snap := f.Snapshot(t, t.TempDir())
 	kr := openKeyring(t, f.Plugin.WriteConfig(t, "local-a", "local-c"))

@@ -243,6 +243,7 @@ func TestRenderMatchesSigsYAML(t *testing.T) {
 }
 
 func TestDecrypterRoundTrip(t *testing.T) {
+	NeedsDataDecryption(t)
 	env, values, plain := fuzzValues(t)
 	d := NewDecrypter(context.Background(), env, DecrypterOptions{})
 	for i, v := range values {
@@ -316,6 +317,7 @@ func FuzzParseValue(f *testing.F) {
 // the envelope). It must never panic, and anything it accepts must be the
 // one Secret that was encrypted: the value is authenticated end to end.
 func FuzzDecryptValue(f *testing.F) {
+	NeedsDataDecryption(f)
 	env, values, plain := fuzzValues(f)
 	for _, v := range values {
 		f.Add(v)
