@@ -38,6 +38,8 @@ type cluster struct {
 	socket   string
 	config   string
 	keys     []string
+	// pluginEnv is added to the plugin's environment (GODEBUG=fips140=only).
+	pluginEnv []string
 
 	apiserver *proc
 	kube      *kubernetes.Clientset
@@ -151,7 +153,7 @@ log: {level: debug, format: text}
 }
 
 func (c *cluster) startPlugin() {
-	c.plugin = startProc(c.t, c.dir, "trousseau", trousseauBin, "serve", "--config", c.config)
+	c.plugin = startProcEnv(c.t, c.dir, "trousseau", c.pluginEnv, trousseauBin, "serve", "--config", c.config)
 	c.waitPluginReady()
 }
 

@@ -26,6 +26,11 @@ type proc struct {
 }
 
 func startProc(t testing.TB, dir, name string, bin string, args ...string) *proc {
+	return startProcEnv(t, dir, name, nil, bin, args...)
+}
+
+// startProcEnv is startProc with env added to the test's environment.
+func startProcEnv(t testing.TB, dir, name string, env []string, bin string, args ...string) *proc {
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -33,6 +38,7 @@ func startProc(t testing.TB, dir, name string, bin string, args ...string) *proc
 	}
 	fmt.Fprintf(logf, "==== start %s %s\n", bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
