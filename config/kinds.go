@@ -71,15 +71,19 @@ func kindOf[C any, PC interface {
 	}
 }
 
-// kindNames lists every kind, by its YAML name, in table order: "local,
-// vault, awskms, azurekv or kmsplugin".
-func kindNames() string {
+// Kinds lists the backend kinds built in, by their YAML names, in the
+// table's order.
+func Kinds() []string {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
 		names[i] = k.name
 	}
-	return sentence(names)
+	return names
 }
+
+// kindNames lists every kind, by its YAML name, in table order: "local,
+// vault, awskms, azurekv or kmsplugin".
+func kindNames() string { return sentence(Kinds()) }
 
 // sentence joins names as a list in prose: "a", "a or b", "a, b or c".
 func sentence(names []string) string {

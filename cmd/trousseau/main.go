@@ -7,26 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trousseau-io/trousseau/cmd/trousseau/internal/earlyhup"
-	"github.com/trousseau-io/trousseau/internal/fipsmode"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
 
 // streams are the command's input and outputs, so tests can capture them.
 type streams struct {
@@ -59,13 +44,7 @@ func NewRootCmd(s streams) *cobra.Command {
 		NewCmdRecover(s), NewCmdDecryptValue(s),
 		NewCmdDrill(s),
 		NewCmdRotate(s),
-		&cobra.Command{
-			Use:   "version",
-			Short: "Print the version, then the FIPS 140-3 mode and the Go Cryptographic Module built in",
-			Run: func(cmd *cobra.Command, _ []string) {
-				fmt.Fprintf(s.Out, "%s\n%s\n", buildVersion(), fipsmode.Summary())
-			},
-		},
+		NewCmdVersion(s),
 	)
 	return root
 }
