@@ -21,8 +21,8 @@ var version, buildDate = "", ""
 // (docs/reference/cli.md).
 type versionInfo struct {
 	Version    string   `json:"version"`
-	Commit     string   `json:"commit"`   // VCS revision, "-dirty" if modified; "unknown"
-	Built      string   `json:"built"`    // -X main.buildDate, else the commit's time; "unknown"
+	Commit     string   `json:"commit"` // VCS revision, "-dirty" if modified; "unknown"
+	Built      string   `json:"built"`  // -X main.buildDate, else the commit's time; "unknown"
 	GoVersion  string   `json:"goVersion"`
 	FIPSMode   string   `json:"fips140"`    // off, on or only (GODEBUG fips140)
 	FIPSModule string   `json:"fipsModule"` // GOFIPS140's frozen module, or "latest": none frozen

@@ -44,7 +44,7 @@ func TestVersionOfAPlainBuild(t *testing.T) {
 	must(t, err)
 	var v versionJSON
 	decodeStrict(t, string(out), &v)
-	if !regexp.MustCompile(`^v0\.0\.0-\d{14}-` + head[:12] + `(\+dirty)?$`).MatchString(v.Version) || !strings.HasPrefix(v.Commit, head) ||
+	if !regexp.MustCompile(`^v0\.0\.0-\d{14}-`+head[:12]+`(\+dirty)?$`).MatchString(v.Version) || !strings.HasPrefix(v.Commit, head) ||
 		v.Built != "2026-12-01T10:00:00Z" || !strings.HasPrefix(v.GoVersion, "go1.") || v.FIPSMode != fipsmode.Mode() || v.FIPSModule != fipsmode.Module() ||
 		!slices.Equal(v.Backends, config.Kinds()) || !slices.Contains(v.Backends, "pkcs11") {
 		t.Fatalf("version -o json of HEAD %s: %+v", head, v)
