@@ -156,37 +156,52 @@ func (x drillIndex) add(header []byte, from, resource string) {
 	}
 }
 
-// scan reads every stored value and notes the header of each KMS one.
+// scan reads every stored value and notes the header of each KMS one:
+// what it keeps grows with the distinct headers, not the values.
 func (x drillIndex) scan(ctx context.Context, opts DrillOptions, report *DrillReport) error {
-	prefix := opts.Prefix
-	if prefix == "" {
-		prefix = DefaultPrefix
+	prefix := cmp.Or(opts.Prefix, DefaultPrefix)
+	var seen, total int64
+	var line *progressLine
+	last := time.Now()
+	if opts.Progress != nil {
+		line = newProgressLine(opts.Progress, "drill", last)
 	}
-	sc, err := opts.Source.Scan(ctx, normalizePrefix(prefix), func(string) bool { return true })
+	visit := func(kv KV) error {
+		if seen++; line != nil && time.Since(last) >= progressEvery {
+			last = time.Now()
+			line.show(seen, total, "values", -1)
+		}
+		x.note(prefix, kv, report)
+		return nil
+	}
+	sc, err := opts.Source.Scan(ctx, ScanRequest{Prefix: normalizePrefix(prefix), Total: func(n int) { total = int64(n) }, Visit: visit})
+	if line != nil {
+		line.end()
+	}
 	if err != nil {
 		return err
 	}
 	report.Describe = sc.Describe
 	if opts.Progress != nil {
-		safetext.Fprintf(opts.Progress, "drill: read %d values from %s\n", len(sc.KVs), sc.Describe)
-	}
-	tick := newTicker(opts.Progress)
-	for i, kv := range sc.KVs {
-		tick.say("drill: looked at %d of %d values", i, len(sc.KVs))
-		header, ok := StoredHeader(kv.Value)
-		if !ok {
-			if v, err := ParseValue(kv.Value); err == nil && (v.Kind == ValueKMSv2 || v.Kind == ValueKMSv1) {
-				report.NotTrousseau++
-			}
-			continue
-		}
-		resource := ""
-		if k, err := ParseKey(prefix, kv.Key); err == nil {
-			resource = k.GroupResource()
-		}
-		x.add(header, "etcd", resource)
+		safetext.Fprintf(opts.Progress, "drill: read %d values from %s\n", seen, sc.Describe)
 	}
 	return nil
+}
+
+// note adds the header of one stored value, if it has one.
+func (x drillIndex) note(prefix string, kv KV, report *DrillReport) {
+	header, ok := StoredHeader(kv.Value)
+	if !ok {
+		if v, err := ParseValue(kv.Value); err == nil && (v.Kind == ValueKMSv2 || v.Kind == ValueKMSv1) {
+			report.NotTrousseau++
+		}
+		return
+	}
+	resource := ""
+	if k, err := ParseKey(prefix, kv.Key); err == nil {
+		resource = k.GroupResource()
+	}
+	x.add(header, "etcd", resource)
 }
 
 // byDEKID groups the headers by the DEK id they name (headers that do not

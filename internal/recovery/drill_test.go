@@ -78,8 +78,13 @@ func FuzzStoredHeader(f *testing.F) {
 // fakeSource serves fixed values, as a snapshot would.
 type fakeSource []recovery.KV
 
-func (f fakeSource) Scan(context.Context, string, func(string) bool) (*recovery.Scan, error) {
-	return &recovery.Scan{KVs: f, Describe: "test values"}, nil
+func (f fakeSource) Scan(_ context.Context, req recovery.ScanRequest) (*recovery.Scan, error) {
+	for _, kv := range f {
+		if err := req.Visit(kv); err != nil {
+			return nil, err
+		}
+	}
+	return &recovery.Scan{Describe: "test values"}, nil
 }
 
 // An etcd writer copies a genuine header with one byte of its commitment

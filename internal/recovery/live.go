@@ -28,7 +28,7 @@ type LiveEtcd struct {
 }
 
 // Scan implements Source.
-func (l LiveEtcd) Scan(ctx context.Context, prefix string, keep func(string) bool) (*Scan, error) {
+func (l LiveEtcd) Scan(ctx context.Context, req ScanRequest) (*Scan, error) {
 	cfg := clientv3.Config{
 		Endpoints:   l.Endpoints,
 		DialTimeout: l.DialTimeout,
@@ -53,7 +53,7 @@ func (l LiveEtcd) Scan(ctx context.Context, prefix string, keep func(string) boo
 		return nil, fmt.Errorf("etcd %v: %w", l.Endpoints, err)
 	}
 	defer cli.Close()
-	out, err := scanLive(ctx, cli, normalizePrefix(prefix), keep, l.PageSize, cfg.DialTimeout)
+	out, err := scanLive(ctx, cli, req, l.PageSize, cfg.DialTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("etcd %v: %w", l.Endpoints, err)
 	}
@@ -61,50 +61,60 @@ func (l LiveEtcd) Scan(ctx context.Context, prefix string, keep func(string) boo
 	return out, nil
 }
 
-// scanLive reads every key under prefix at one revision, pageSize keys
-// at a time. The first request must be answered within connect: the
-// client waits for a connection rather than failing on a refused one.
-func scanLive(ctx context.Context, cli *clientv3.Client, prefix string, keep func(string) bool, pageSize int64, connect time.Duration) (*Scan, error) {
+// scanLive visits every key under req.Prefix at one revision (that of
+// the first page), pageSize keys at a time. The first request must be
+// answered within connect: the client waits for a connection rather
+// than failing on a refused one.
+func scanLive(ctx context.Context, cli *clientv3.Client, req ScanRequest, pageSize int64, connect time.Duration) (*Scan, error) {
 	if pageSize <= 0 {
 		pageSize = 500
 	}
+	prefix := normalizePrefix(req.Prefix)
 	out := &Scan{}
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	from := prefix
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
-		if out.Revision != 0 {
-			opts = append(opts, clientv3.WithRev(out.Revision))
-		}
-		// Each page under its own deadline: a stalled member fails the
-		// read instead of hanging it.
-		timeout := time.Minute
-		if out.Revision == 0 {
-			timeout = connect
-		}
-		pctx, cancel := context.WithTimeout(ctx, timeout)
-		resp, err := cli.Get(pctx, from, opts...)
-		expired := errors.Is(pctx.Err(), context.DeadlineExceeded)
-		cancel()
-		switch {
-		case err != nil && out.Revision == 0 && expired:
-			return nil, fmt.Errorf("no answer within %s (unreachable, or TLS refused: check --cacert, --cert and --key): %w", timeout, err)
-		case err != nil:
+		resp, err := livePage(ctx, cli, from, end, pageSize, out.Revision, connect)
+		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", prefix, err)
 		}
 		if out.Revision == 0 {
 			out.Revision = resp.Header.Revision
+			if req.Total != nil {
+				req.Total(int(resp.Count))
+			}
 		}
 		for _, kv := range resp.Kvs {
 			key := string(kv.Key)
-			if keep == nil || keep(key) {
-				out.KVs = append(out.KVs, KV{Key: key, Value: kv.Value, ModRevision: kv.ModRevision})
+			if req.Keep != nil && !req.Keep(key) {
+				continue
+			}
+			if err := req.Visit(KV{Key: key, Value: kv.Value, ModRevision: kv.ModRevision}); err != nil {
+				return nil, err
 			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
-			break
+			return out, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	return out, nil
+}
+
+// livePage reads one page at rev (0: the first page, at the latest
+// revision), under its own deadline: a stalled member fails the read
+// instead of hanging it.
+func livePage(ctx context.Context, cli *clientv3.Client, from, end string, limit, rev int64, connect time.Duration) (*clientv3.GetResponse, error) {
+	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(limit)}
+	timeout := connect
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+		timeout = time.Minute
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := cli.Get(pctx, from, opts...)
+	if err != nil && rev == 0 && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+		return nil, fmt.Errorf("no answer within %s (unreachable, or TLS refused: check --cacert, --cert and --key): %w", timeout, err)
+	}
+	return resp, err
 }

@@ -16,7 +16,8 @@ import (
 )
 
 // A Sink receives recovered objects, rendered, one call at a time, in
-// key order.
+// the order the source read them (a snapshot's is the order of their
+// last writes; a live etcd's is key order).
 type Sink interface {
 	Format() Format
 	Put(k Key, rendered []byte) error
@@ -37,7 +38,7 @@ type DirSink struct {
 	dir     string
 	uid     int
 	root    *safedir.PrivateDir
-	written map[string]Key
+	written map[string]Key // paths that two keys can share; see [sharable]
 }
 
 // NewDirSink checks dir: an existing one must be a directory of ours
@@ -128,8 +129,19 @@ func (d *DirSink) Put(k Key, rendered []byte) error {
 	if err := d.root.WriteFile(p, rendered); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	d.written[p] = k
+	if sharable(p) {
+		d.written[p] = k
+	}
 	return nil
+}
+
+// sharable reports whether another key could make the path p: etcd keys
+// are distinct, so two make one path only where PathOf wrote "_" for
+// one ("/" in a resource, no namespace) and the other holds a "_" at
+// the same place. Names take no part, so a path without "_" before its
+// name is one key's alone, and need not be remembered.
+func sharable(p string) bool {
+	return strings.Contains(path.Dir(p), "_")
 }
 
 // Close implements Sink. A run that wrote nothing still leaves the

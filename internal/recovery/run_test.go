@@ -21,6 +21,9 @@ type memScan struct {
 }
 
 func (m memScan) Scan(_ context.Context, req ScanRequest) (*Scan, error) {
+	if req.Total != nil {
+		req.Total(len(m.kvs))
+	}
 	for _, kv := range m.kvs {
 		if strings.HasPrefix(kv.Key, normalizePrefix(req.Prefix)) && (req.Keep == nil || req.Keep(kv.Key)) {
 			if err := req.Visit(kv); err != nil {

@@ -9,12 +9,12 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -46,7 +46,7 @@ type SnapshotFile struct {
 }
 
 // Scan implements Source.
-func (s SnapshotFile) Scan(ctx context.Context, prefix string, keep func(string) bool) (out *Scan, err error) {
+func (s SnapshotFile) Scan(ctx context.Context, req ScanRequest) (out *Scan, err error) {
 	st, err := os.Stat(s.Path)
 	if err != nil {
 		return nil, fmt.Errorf("etcd snapshot: %w", err)
@@ -87,7 +87,8 @@ func (s SnapshotFile) Scan(ctx context.Context, prefix string, keep func(string)
 			}
 			out.Warnings = append(out.Warnings, terr.Error()+" (salvaging what can be read)")
 		}
-		return readKeys(ctx, tx, normalizePrefix(prefix), keep, out)
+		w := &walk{ctx: ctx, prefix: []byte(normalizePrefix(req.Prefix)), keep: req.Keep, size: dbSize}
+		return w.read(tx, req, out, s.SkipIntegrityCheck)
 	})
 	switch {
 	case err != nil && s.SkipIntegrityCheck && errors.Is(err, ErrCorruptSnapshot):
@@ -154,11 +155,122 @@ func (s SnapshotFile) open() (db *bolt.DB, err error) {
 	return nil, fmt.Errorf("etcd snapshot %s: %w", s.Path, err)
 }
 
-// readKeys walks every revision in order and keeps the latest of each
-// key; a tombstone removes it. A fault or panic in bbolt (a damaged page)
-// ends the walk with an error; out then holds what was read before it.
-func readKeys(ctx context.Context, tx *bolt.Tx, prefix string, keep func(string) bool, out *Scan) (err error) {
-	live := map[string]KV{}
+// walk reads the "key" bucket, which holds every revision of every key
+// in revision order, not key order. It takes two passes, so that memory
+// does not grow with the keys: the first finds the keys written more than
+// once and their latest revision ([latest]), the second visits the latest
+// revision of each live key.
+type walk struct {
+	ctx    context.Context
+	prefix []byte
+	keep   func(string) bool
+	size   int64 // of the database, in bytes
+	b      *bolt.Bucket
+}
+
+// minRecordSize is less than a record of the "key" bucket takes in the
+// file, with its share of the page: it bounds the records a file holds.
+const minRecordSize = 128
+
+func (w *walk) read(tx *bolt.Tx, req ScanRequest, out *Scan, salvage bool) error {
+	if err := guard(func() error { w.b = tx.Bucket(keyBucket); return nil }); err != nil {
+		return err
+	}
+	if w.b == nil {
+		return fmt.Errorf("%w: no %q bucket: not an etcd v3 snapshot", ErrCorruptSnapshot, keyBucket)
+	}
+	lt, err := w.latest()
+	if err != nil && !(salvage && errors.Is(err, ErrCorruptSnapshot)) {
+		return err
+	}
+	// On a damaged file the second pass stops where the first did, with
+	// the same error.
+	if req.Total != nil {
+		req.Total(lt.live)
+	}
+	return w.visit(lt, req.Visit, out)
+}
+
+// latest is what the first pass learns.
+type latest struct {
+	seen *keyFilter
+	// multi holds the keys met more than once (and the few that seen
+	// mistook for such) at their latest revision: the keys written since
+	// the last compaction.
+	multi map[string]revision
+	live  int // selected records that are not deletions: at least the keys to visit
+}
+
+func (w *walk) latest() (*latest, error) {
+	lt := &latest{seen: newKeyFilter(int(w.size / minRecordSize)), multi: map[string]revision{}}
+	err := w.each(func(k, v []byte) error {
+		rev, err := parseRevision(k)
+		key, ok := recordKey(v)
+		if err != nil || !ok || !w.selected(key) {
+			return nil
+		}
+		if !rev.tombstone {
+			lt.live++
+		}
+		// Revisions come in order: the last one met is the latest.
+		if lt.seen.add(key) {
+			lt.multi[string(key)] = rev
+		}
+		return nil
+	})
+	return lt, err
+}
+
+func (w *walk) selected(key []byte) bool {
+	return bytes.HasPrefix(key, w.prefix) && (w.keep == nil || w.keep(string(key)))
+}
+
+// visit passes the latest revision of each live selected key to visit.
+func (w *walk) visit(lt *latest, visit func(KV) error, out *Scan) error {
+	return w.each(func(k, v []byte) error {
+		rev, err := parseRevision(k)
+		if err != nil {
+			out.Bad = append(out.Bad, BadRecord{Ref: fmt.Sprintf("record %x", k), Err: fmt.Errorf("%w: %v", ErrCorruptSnapshot, err)})
+			return nil
+		}
+		out.Revision = max(out.Revision, rev.main)
+		key, ok := recordKey(v)
+		if !ok {
+			out.Bad = append(out.Bad, BadRecord{Ref: rev.String(), Err: fmt.Errorf("%w: undecodable record", ErrCorruptSnapshot)})
+			return nil
+		}
+		if last, ok := lt.multi[string(key)]; rev.tombstone || ok && last != rev || !w.selected(key) {
+			return nil
+		}
+		var kv mvccpb.KeyValue
+		if err := proto.Unmarshal(v, &kv); err != nil {
+			out.Bad = append(out.Bad, BadRecord{Ref: rev.String(), Err: fmt.Errorf("%w: undecodable record", ErrCorruptSnapshot)})
+			return nil
+		}
+		return visit(KV{Key: string(kv.Key), Value: kv.Value, ModRevision: kv.ModRevision})
+	})
+}
+
+// each calls fn on every record, until fn fails.
+func (w *walk) each(fn func(k, v []byte) error) error {
+	return guard(func() error {
+		n := 0
+		c := w.b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if n++; n%4096 == 0 && w.ctx.Err() != nil {
+				return w.ctx.Err()
+			}
+			if err := fn(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// guard runs a read of the database: a fault or panic in bbolt (a
+// damaged page) makes it fail with ErrCorruptSnapshot.
+func guard(read func() error) (err error) {
 	// A damaged page can point bbolt outside the mapped file: make that
 	// a panic (recovered below), not a crash.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -166,51 +278,27 @@ func readKeys(ctx context.Context, tx *bolt.Tx, prefix string, keep func(string)
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: bbolt failed while reading keys (%v)", ErrCorruptSnapshot, r)
 		}
-		out.KVs = sortedKVs(live)
 	}()
-	b := tx.Bucket(keyBucket)
-	if b == nil {
-		return fmt.Errorf("%w: no %q bucket: not an etcd v3 snapshot", ErrCorruptSnapshot, keyBucket)
-	}
-	pfx := []byte(prefix)
-	n := 0
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if n++; n%4096 == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		rev, err := parseRevision(k)
-		if err != nil {
-			out.Bad = append(out.Bad, BadRecord{Ref: fmt.Sprintf("record %x", k), Err: fmt.Errorf("%w: %v", ErrCorruptSnapshot, err)})
-			continue
-		}
-		out.Revision = max(out.Revision, rev.main)
-		var kv mvccpb.KeyValue
-		if err := proto.Unmarshal(v, &kv); err != nil || len(kv.Key) == 0 {
-			out.Bad = append(out.Bad, BadRecord{Ref: rev.String(), Err: fmt.Errorf("%w: undecodable record", ErrCorruptSnapshot)})
-			continue
-		}
-		if !bytes.HasPrefix(kv.Key, pfx) {
-			continue
-		}
-		key := string(kv.Key)
-		if rev.tombstone {
-			delete(live, key)
-			continue
-		}
-		if keep != nil && !keep(key) {
-			continue
-		}
-		live[key] = KV{Key: key, Value: kv.Value, ModRevision: kv.ModRevision}
-	}
-	return nil
+	return read()
 }
 
-func sortedKVs(m map[string]KV) []KV {
-	out := make([]KV, 0, len(m))
-	for _, kv := range m {
-		out = append(out, kv)
+// recordKey is the key of an mvccpb.KeyValue record (field 1, written
+// first), read without decoding the rest.
+func recordKey(b []byte) ([]byte, bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			key, n := protowire.ConsumeBytes(b)
+			return key, n >= 0 && len(key) > 0
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return nil, false
+		}
+		b = b[n:]
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out
+	return nil, false
 }

@@ -20,9 +20,9 @@ type BadRecord struct {
 	Err error
 }
 
-// Scan is what a Source read.
+// Scan is what a Source read, besides the keys it passed to
+// [ScanRequest.Visit].
 type Scan struct {
-	KVs []KV // sorted by key
 	// Bad lists records that could not be decoded; the others were read.
 	Bad []BadRecord
 	// Revision is the store's revision at the time of the read.
@@ -38,13 +38,28 @@ type Scan struct {
 	Damaged bool
 }
 
-// A Source reads the live keys of an etcd keyspace under a prefix:
-// a snapshot file or a running etcd.
+// ScanRequest says what to read and where each key goes.
+type ScanRequest struct {
+	Prefix string
+	// Keep, if set, selects keys: the others are not visited.
+	Keep func(key string) bool
+	// Total, if set, is called once before the first Visit with the
+	// number of keys the read expects to visit (at most; 0 if unknown).
+	Total func(n int)
+	// Visit gets each live key with its latest value, one at a time; the
+	// KV is its own (not reused). An error stops the read, and Scan
+	// returns it.
+	Visit func(KV) error
+}
+
+// A Source reads the live keys of an etcd keyspace under a prefix: a
+// snapshot file or a running etcd. It streams: memory does not grow
+// with the number of keys.
 type Source interface {
-	// Scan returns every live key under prefix for which keep (if not
-	// nil) returns true, with its latest value. An error means nothing
-	// trustworthy could be read.
-	Scan(ctx context.Context, prefix string, keep func(key string) bool) (*Scan, error)
+	// Scan visits every live key under req.Prefix that req.Keep keeps. An
+	// error means the read did not finish: what was visited before it
+	// may be incomplete.
+	Scan(ctx context.Context, req ScanRequest) (*Scan, error)
 }
 
 // revision is an etcd MVCC revision: the key of a record in the
