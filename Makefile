@@ -43,6 +43,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./envelope/ ./grpcserver/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/recovery/
 
+# Warm Decrypt through the socket: the FIPS build under fips140=only
+# against the default build, interleaved in one run (docs/fips.md).
+bench-fips:
+	$(GO) test -run '^$$' -bench '^BenchmarkDecryptWarmFIPSVsDefault$$' -benchtime 5000x -count 5 ./grpcserver/
+
 # Each fuzz target for FUZZTIME (go test runs one -fuzz target at a time).
 # Those of a backend's package must be listed: config's
 # TestEveryKindIsComplete fails for one left out.
