@@ -26,7 +26,7 @@ func (e *Envelope) Rotate(ctx context.Context, reason string) error {
 
 func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) {
 	defer func() { e.obs.Rotation(err) }()
-	e.log.Debug("rotating DEK", "reason", reason) // "DEK rotated" or the caller says how it went
+	e.log.Debug("making a DEK", "reason", reason) // "DEK rotated", "first DEK created", or the caller says how it went
 	key := make([]byte, dekSize)
 	defer clear(key)
 	if _, err := rand.Read(key); err != nil {
@@ -67,8 +67,12 @@ func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) 
 	}
 	d.authenticated = true // made here
 	e.cache.Add(h.DEKID, d)
+	msg := "DEK rotated"
+	if e.CurrentInfo().KeyID == "" {
+		msg = "first DEK created" // nothing was rotated out
+	}
 	e.setCurrent(d, OriginMade)
-	e.log.Info("DEK rotated", "key_id", d.keyID, "generation", h.Generation, "threshold", h.Threshold, "backends", len(h.Shares))
+	e.log.Info(msg, "key_id", d.keyID, "generation", h.Generation, "threshold", h.Threshold, "backends", len(h.Shares), "reason", reason)
 	return nil
 }
 
