@@ -57,7 +57,9 @@ func main() {
 		earlyhup.Release()
 	}
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, "trousseau:", err)
+		if le := (*loggedError)(nil); !errors.As(err, &le) {
+			fmt.Fprintln(os.Stderr, "trousseau:", err)
+		}
 		var ee *exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)

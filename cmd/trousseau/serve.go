@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -27,6 +28,8 @@ type serveOptions struct {
 	socket       string
 	stateDir     string
 	healthListen string
+	logLevel     string
+	logFormat    string
 }
 
 // NewCmdServe builds `trousseau serve`.
@@ -51,6 +54,7 @@ starts is a rotation request, done once it serves. (Every other command
 ends on SIGHUP, as programs do.)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.complete(cmd)
 			if err := o.validate(); err != nil {
 				return err
 			}
@@ -58,6 +62,10 @@ ends on SIGHUP, as programs do.)`,
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error (overrides $"+logLevelEnv+" and the config's log.level)")
+	f.StringVar(&o.logFormat, "log-format", "", "json or text (overrides the config's log.format)")
+	completeValues(cmd, "log-level", logLevels...)
+	completeValues(cmd, "log-format", logFormats...)
 	f.StringVar(&o.configFile, "config", "", "config file (YAML)")
 	f.BoolVar(&o.dev, "dev", false, "run on an embedded default of three local key-file backends, 2 of 3")
 	f.StringVar(&o.socket, "socket", "", "socket path (dev mode; overrides the config's)")
@@ -66,8 +74,28 @@ ends on SIGHUP, as programs do.)`,
 	return cmd
 }
 
+// logLevelEnv sets the log level where the command line cannot be
+// changed easily (a static pod's manifest, a unit file's drop-in).
+const logLevelEnv = "TROUSSEAU_LOG_LEVEL"
+
+var (
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"json", "text"}
+)
+
+// complete takes the log level from the environment when no flag gives it.
+func (o *serveOptions) complete(cmd *cobra.Command) {
+	if !cmd.Flags().Changed("log-level") {
+		o.logLevel = os.Getenv(logLevelEnv)
+	}
+}
+
 func (o *serveOptions) validate() error {
 	switch {
+	case o.logLevel != "" && !slices.Contains(logLevels, o.logLevel):
+		return fmt.Errorf("log level %q (--log-level or $%s): want debug, info, warn or error", o.logLevel, logLevelEnv)
+	case o.logFormat != "" && !slices.Contains(logFormats, o.logFormat):
+		return fmt.Errorf("--log-format %q: want json or text", o.logFormat)
 	case o.dev && o.configFile != "":
 		return errors.New("--dev and --config are exclusive")
 	case o.dev && (o.socket == "" || o.stateDir == ""):
@@ -80,7 +108,11 @@ func (o *serveOptions) validate() error {
 
 func (o *serveOptions) loadConfig() (*config.Config, error) {
 	if o.dev {
-		return setUpDev(o.Out, o.socket, o.stateDir, o.healthListen)
+		cfg, err := setUpDev(o.Out, o.socket, o.stateDir, o.healthListen)
+		if err == nil {
+			o.overrideLog(cfg)
+		}
+		return cfg, err
 	}
 	// The flags override the file before it is validated: what is
 	// checked (a kmsplugin endpoint against Trousseau's own socket, say)
@@ -106,9 +138,19 @@ func (o *serveOptions) override(cfg *config.Config) {
 	if o.healthListen != "" {
 		cfg.Health.Listen = o.healthListen
 	}
+	o.overrideLog(cfg)
 }
 
-func (o *serveOptions) run(parent context.Context) error {
+func (o *serveOptions) overrideLog(cfg *config.Config) {
+	if o.logLevel != "" {
+		cfg.Log.Level = o.logLevel
+	}
+	if o.logFormat != "" {
+		cfg.Log.Format = o.logFormat
+	}
+}
+
+func (o *serveOptions) run(parent context.Context) (err error) {
 	// Until a handler is installed, a SIGHUP ends the process (Go's
 	// default), and one sent while the config loads and the backends are
 	// built would crash-loop a static pod. The binary catches it from its
@@ -128,9 +170,10 @@ func (o *serveOptions) run(parent context.Context) error {
 
 	cfg, err := o.loadConfig()
 	if err != nil {
-		return err
+		return o.fatal(nil, err)
 	}
 	log := newLogger(o.Err, cfg.Log)
+	defer func() { err = o.fatal(log, err) }()
 	// Only a config error stops here: a backend that is down or whose key
 	// file is unusable is built, and reported by the prober.
 	backends, err := cfg.BuildBackends(ctx)
@@ -195,16 +238,49 @@ func rotateOnHUP(ctx context.Context, hup <-chan os.Signal, plugin *grpcserver.P
 	}
 }
 
+// fatal writes the error that stops serve through log, so that a JSON
+// pipeline sees the line that explains a crash loop; before the config
+// gives a logger, through one made of --log-format if given. The error
+// returned is then not printed again. Without a logger, it is returned
+// as it is, for main to print once.
+func (o *serveOptions) fatal(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	if log == nil && o.logFormat != "" {
+		log = newLogger(o.Err, config.Log{Level: "error", Format: o.logFormat})
+	}
+	if log == nil {
+		return err
+	}
+	log.Error("trousseau serve stopped", "error", err.Error())
+	return &loggedError{err}
+}
+
+// loggedError is an error already written to the log: main exits 1
+// without printing it again.
+type loggedError struct{ error }
+
+func (e *loggedError) Unwrap() error { return e.error }
+
 // newLogger is the plugin's log/slog logger on w, at c's level and in
-// c's format.
+// c's format. Durations are written as Go duration strings ("1.5ms"),
+// never as bare nanoseconds (JSON's default).
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationAsString}
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func durationAsString(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
