@@ -234,7 +234,9 @@ func newQuorumError(ctx context.Context, h *Header, failures map[string]error, u
 		if errors.Is(err, errNotConfigured) || errors.Is(err, errPublicWrap) {
 			continue
 		}
-		if k := kmsclients.Kind(err); k == "unavailable" || k == "permission" || k == "deadline" || k == "canceled" || k == "other" {
+		// A backend whose key is unusable (ErrInvalidKey) may hold a
+		// good share once its key is put back.
+		if k := kmsclients.Kind(err); k == "unavailable" || k == "permission" || k == "deadline" || k == "canceled" || k == "other" || errors.Is(err, kmsclients.ErrInvalidKey) {
 			transient++
 		}
 	}

@@ -21,6 +21,10 @@ var (
 	// ErrInvalidCiphertext: the wrapped share is corrupt, was tampered
 	// with, was wrapped under another key, or its associated data differs.
 	ErrInvalidCiphertext = errors.New("invalid ciphertext")
+	// ErrInvalidKey: the backend's own key is there but is no key (a key
+	// file of the wrong length, a directory). Retrying will not help until
+	// an operator replaces it; the shares it wrapped may be intact.
+	ErrInvalidKey = errors.New("invalid key")
 )
 
 // kinds are the kinds an error can be of, in the order Kind tries them:
@@ -35,6 +39,7 @@ var kinds = []struct {
 	{ErrUnavailable, "unavailable"},
 	{ErrPermission, "permission"},
 	{ErrInvalidCiphertext, "invalid"},
+	{ErrInvalidKey, "invalid"},
 }
 
 // Kind names the kind of err for logs and metric labels: "ok",

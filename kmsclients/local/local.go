@@ -173,7 +173,7 @@ func (b *Backend) readKey(op string) ([]byte, error) {
 	defer clear(raw)
 	key, err := decodeKey(raw)
 	if err != nil {
-		return nil, b.unusable(op, "%v", err)
+		return nil, b.unusable(op, kmsclients.ErrInvalidKey, "%v", err)
 	}
 	return key, nil
 }
@@ -219,26 +219,26 @@ func (b *Backend) openError(op string, err error) error {
 func (b *Backend) checkType(op string, st fs.FileInfo) error {
 	switch {
 	case st.IsDir():
-		return b.unusable(op, "is a directory, not a key file: point local.keyFile at a file that `trousseau keygen` made")
+		return b.unusable(op, kmsclients.ErrInvalidKey, "is a directory, not a key file: point local.keyFile at a file that `trousseau keygen` made")
 	case !st.Mode().IsRegular():
-		return b.unusable(op, "is not a regular file (%s): point local.keyFile at a file that `trousseau keygen` made", st.Mode().Type())
+		return b.unusable(op, kmsclients.ErrInvalidKey, "is not a regular file (%s): point local.keyFile at a file that `trousseau keygen` made", st.Mode().Type())
 	}
 	return nil
 }
 
 func (b *Backend) checkMode(op string, st fs.FileInfo) error {
 	if bad := kmsclients.SecretFileMode(st.Mode().Perm()); bad != "" {
-		return b.unusable(op, "%s", bad)
+		return b.unusable(op, kmsclients.ErrPermission, "%s", bad)
 	}
 	return nil
 }
 
-// unusable is the error of a key file that is there but cannot be used:
-// of kind permission, as retrying will not help until an operator acts,
-// while its text says what is wrong with the file (the kind is not
-// written out: "permission denied" would send the operator to chmod).
-func (b *Backend) unusable(op, format string, args ...any) error {
-	return b.src.Errorf(op, kmsclients.ErrPermission, "key file %s %s", b.keyFile, fmt.Sprintf(format, args...))
+// unusable is the error of a key file that is there but cannot be used,
+// of kind (permission for its mode, invalid for what it holds): retrying
+// will not help until an operator acts. The kind is not written out:
+// "permission denied" would send the operator to chmod.
+func (b *Backend) unusable(op string, kind error, format string, args ...any) error {
+	return b.src.Errorf(op, kind, "key file %s %s", b.keyFile, fmt.Sprintf(format, args...))
 }
 
 func unwrapPathError(err error) error {

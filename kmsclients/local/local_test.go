@@ -122,14 +122,15 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 		name  string
 		setUp func(t *testing.T) string
 		want  string
+		kind  error // permission for its mode, invalid for what it holds
 	}{
 		{"world-readable", func(t *testing.T) string {
 			p := newKeyFile(t)
 			os.Chmod(p, 0o644)
 			return p
-		}, "has mode 0644"},
-		{"garbage", func(t *testing.T) string { return writeKeyFile(t, []byte("not a key")) }, "holds 9 bytes"},
-		{"directory", func(t *testing.T) string { return t.TempDir() }, "is a directory"},
+		}, "has mode 0644", kmsclients.ErrPermission},
+		{"garbage", func(t *testing.T) string { return writeKeyFile(t, []byte("not a key")) }, "holds 9 bytes", kmsclients.ErrInvalidKey},
+		{"directory", func(t *testing.T) string { return t.TempDir() }, "is a directory", kmsclients.ErrInvalidKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := New(context.Background(), "c", Config{KeyFile: tc.setUp(t)})
@@ -141,8 +142,8 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 			_, werr := b.Wrap(ctx, []byte("share"), nil)
 			_, uerr := b.Unwrap(ctx, kmsclients.Wrapped{Ciphertext: []byte("x"), KeyIdentity: "local:x"}, nil)
 			for op, err := range map[string]error{"Probe": perr, "Wrap": werr, "Unwrap": uerr} {
-				if !errors.Is(err, kmsclients.ErrPermission) || !strings.Contains(err.Error(), tc.want) {
-					t.Errorf("%s: %v, want kind permission and %q", op, err, tc.want)
+				if !errors.Is(err, tc.kind) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("%s: %v, want kind %v and %q", op, err, tc.kind, tc.want)
 				}
 				if prefix := "local c: " + strings.ToLower(op) + ": "; err == nil || !strings.HasPrefix(err.Error(), prefix) {
 					t.Errorf("%s: %v, want the prefix %q", op, err, prefix)
