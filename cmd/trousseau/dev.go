@@ -82,12 +82,13 @@ func printDevSummary(out io.Writer, cfg *config.Config, cfgPath string, created 
 }
 
 // EncryptionConfigSnippet is the EncryptionConfiguration that points
-// kube-apiserver at a Trousseau socket.
+// kube-apiserver at a Trousseau socket: deploy/encryption-config.yaml's,
+// on socket.
 func EncryptionConfigSnippet(socket string) string {
 	return `apiVersion: apiserver.config.k8s.io/v1
 kind: EncryptionConfiguration
 resources:
-  - resources: [secrets]
+  - resources: [secrets, configmaps]
     providers:
       - kms:
           apiVersion: v2
