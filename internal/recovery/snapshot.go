@@ -179,7 +179,7 @@ func (w *walk) read(tx *bolt.Tx, req ScanRequest, out *Scan, salvage bool) error
 	if w.b == nil {
 		return fmt.Errorf("%w: no %q bucket: not an etcd v3 snapshot", ErrCorruptSnapshot, keyBucket)
 	}
-	lt, err := w.latest()
+	lt, err := w.latest(newKeyFilter(int(w.size / minRecordSize)))
 	if err != nil && !(salvage && errors.Is(err, ErrCorruptSnapshot)) {
 		return err
 	}
@@ -201,8 +201,8 @@ type latest struct {
 	live  int // selected records that are not deletions: at least the keys to visit
 }
 
-func (w *walk) latest() (*latest, error) {
-	lt := &latest{seen: newKeyFilter(int(w.size / minRecordSize)), multi: map[string]revision{}}
+func (w *walk) latest(seen *keyFilter) (*latest, error) {
+	lt := &latest{seen: seen, multi: map[string]revision{}}
 	err := w.each(func(k, v []byte) error {
 		rev, err := parseRevision(k)
 		key, ok := recordKey(v)
