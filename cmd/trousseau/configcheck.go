@@ -79,7 +79,6 @@ runs as: ownership and access are checked as that user.`,
 	f.BoolVar(&o.offline, "offline", false, "contact no backend: check the file, local key files and this host only (exit 0 or 1)")
 	addOutputFlag(cmd, &o.output, formatText, formatJSON)
 	cmd.MarkFlagRequired("config")
-	cmd.MarkFlagFilename("config", "yaml", "yml")
 	return cmd
 }
 

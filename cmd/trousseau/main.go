@@ -46,6 +46,7 @@ func NewRootCmd(s streams) *cobra.Command {
 		NewCmdRotate(s),
 		NewCmdVersion(s),
 	)
+	completeFlagValues(root)
 	return root
 }
 

@@ -55,8 +55,6 @@ object is rewritten with the new DEK (docs/operations.md).`,
 	f.StringVar(&o.stateDir, "state-dir", "", "the plugin's state `DIR` (instead of --config)")
 	f.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long to wait for the outcome (a probe of every backend, then the rotation)")
 	addOutputFlag(cmd, &o.output, formatText, formatJSON)
-	cmd.MarkFlagFilename("config", "yaml", "yml")
-	cmd.MarkFlagDirname("state-dir")
 	return cmd
 }
 

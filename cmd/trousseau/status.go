@@ -52,7 +52,6 @@ otherwise or does not answer.`,
 	f.StringVar(&o.socket, "socket", "", "the plugin's socket (default: the config's)")
 	f.StringVar(&o.health, "health", "", "the plugin's health address (default: the config's health.listen); empty to skip")
 	addOutputFlag(cmd, &o.output, formatText, formatJSON)
-	cmd.MarkFlagFilename("config", "yaml", "yml")
 	return cmd
 }
 
