@@ -59,7 +59,13 @@ func NewCmdEncrypt(s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "encrypt --socket PATH < plaintext > sealed.json",
 		Short: "Encrypt stdin through a running plugin (at most 512 bytes: a DEK seed, not a file)",
-		Args:  cobra.NoArgs,
+		Long: `Encrypt stdin through the plugin's socket as kube-apiserver does, and
+print what it would store as JSON (keyID, ciphertext and annotations in
+base64), for 'trousseau decrypt'. A check of a running plugin, not a
+tool for files: at most 512 bytes.
+
+Exit status: 0 when the plugin encrypted, 1 otherwise.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pt, err := readAtMost(s.In, envelope.MaxPlaintextSize, "encrypt takes a DEK seed, as kube-apiserver sends, not a file")
 			if err != nil {
@@ -86,7 +92,11 @@ func NewCmdDecrypt(s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "decrypt --socket PATH < sealed.json > plaintext",
 		Short: "Decrypt what `trousseau encrypt` printed, through a running plugin",
-		Args:  cobra.NoArgs,
+		Long: `Decrypt the JSON 'trousseau encrypt' printed (on stdin) through the
+plugin's socket, and write the plaintext.
+
+Exit status: 0 when the plugin decrypted, 1 otherwise.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := readSealed(s.In)
 			if err != nil {

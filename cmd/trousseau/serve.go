@@ -51,7 +51,14 @@ DEK, over an admin socket in the state dir (<stateDir>/admin.sock, mode
 0600, for the plugin's user and root only). SIGHUP rotates too, and is
 caught from the process's first milliseconds: one sent while the plugin
 starts is a rotation request, done once it serves. (Every other command
-ends on SIGHUP, as programs do.)`,
+ends on SIGHUP, as programs do.)
+
+Logs go to stderr, in log.format at log.level; --log-format, --log-level
+and $TROUSSEAU_LOG_LEVEL override the config. An error that stops serve
+is its last log line.
+
+Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot start or stops
+on an error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.complete(cmd)

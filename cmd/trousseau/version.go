@@ -40,7 +40,9 @@ Cryptographic Module on the second (scripts may read both), then the
 commit, build date, Go version and the backend kinds built in.
 
 The version is the one stamped at build (-ldflags -X main.version=...),
-else the module version or VCS revision go build recorded.`,
+else the module version or VCS revision go build recorded.
+
+Exit status: 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkFormat(output, formatText, formatJSON); err != nil {
