@@ -84,7 +84,7 @@ success, 1 failure, and 2 a command's own second verdict where it has one
 (config check: valid but would start unready; drill: a DEK unrecoverable).
 Errors go to stderr, one line each, prefixed with "trousseau:". The JSON
 schemas below are stable: fields may be added, none renamed or removed
-without a release note. ` + "`trousseau completion bash|zsh|fish|powershell`" + `
+without a release note. `+"`trousseau completion bash|zsh|fish|powershell`"+`
 prints a shell completion script, which completes flag values too (every
 -o, --log-level, --resources, files and directories).
 
