@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,13 +49,17 @@ type Served struct {
 }
 
 // StartServe runs `bin serve --config config` with exactly the
-// environment env until the test ends, and waits until it is healthy on
-// socket.
+// environment env, plus the test's GODEBUG (so that the FIPS pass's
+// fips140=only reaches the plugin), until the test ends, and waits until
+// it is healthy on socket.
 func StartServe(t *testing.T, bin string, env []string, config, socket string) *Served {
 	t.Helper()
 	p := &Served{Out: &testutil.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, "serve", "--config", config)
 	p.cmd.Env = env
+	if v, ok := os.LookupEnv("GODEBUG"); ok {
+		p.cmd.Env = append(slices.Clip(env), "GODEBUG="+v)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.Out, p.Out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
