@@ -68,7 +68,7 @@ func TestRecoverFromSnapshot(t *testing.T) {
 	for _, pair := range [][2]int{{0, 1}, {0, 2}, {1, 2}} {
 		t.Run(fmt.Sprintf("backends %d and %d", pair[0], pair[1]), func(t *testing.T) {
 			out := filepath.Join(c.dir, fmt.Sprintf("recovered-%d%d", pair[0], pair[1]))
-			stdout, stderr, err := c.recover(t, pair[:], "--etcd-snapshot", snap, "--output", out)
+			stdout, stderr, err := c.recover(t, pair[:], "--etcd-snapshot", snap, "--out-dir", out)
 			if err != nil {
 				t.Fatalf("recover: %v\n%s%s", err, stdout, stderr)
 			}
