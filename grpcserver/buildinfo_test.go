@@ -7,10 +7,11 @@ import (
 	"testing"
 
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/internal/fipsmode"
 )
 
 // TestBuildInfo: trousseau_build_info is 1, with the version given and the
-// process's own Go version and FIPS mode; "unknown" where nothing is known
+// process's own Go version, FIPS mode and module; "unknown" where nothing is known
 // (a test binary has no VCS stamp).
 func TestBuildInfo(t *testing.T) {
 	for name, c := range map[string]struct {
@@ -25,7 +26,7 @@ func TestBuildInfo(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]string{"version": c.version, "revision": "unknown", "goversion": runtime.Version(), "fips": strconv.FormatBool(fips140.Enabled())}
+			want := map[string]string{"version": c.version, "revision": "unknown", "goversion": runtime.Version(), "fips": strconv.FormatBool(fips140.Enabled()), "fips_module": fipsmode.Module()}
 			for _, f := range families {
 				if f.GetName() != "trousseau_build_info" {
 					continue

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/fipsmode"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
@@ -146,9 +147,9 @@ func newBuildInfo(opts []MetricsOption) prometheus.Collector {
 		o(&b)
 	}
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "trousseau_build_info", Help: "1, labelled with the binary's version, VCS revision, Go version and whether FIPS 140-3 mode is on.",
-	}, []string{"version", "revision", "goversion", "fips"})
-	g.WithLabelValues(b.version, vcsRevision(), runtime.Version(), strconv.FormatBool(fips140.Enabled())).Set(1)
+		Name: "trousseau_build_info", Help: "1, labelled with the binary's version, VCS revision, Go version, whether FIPS 140-3 mode is on and the Go Cryptographic Module built in.",
+	}, []string{"version", "revision", "goversion", "fips", "fips_module"})
+	g.WithLabelValues(b.version, vcsRevision(), runtime.Version(), strconv.FormatBool(fips140.Enabled()), fipsmode.Module()).Set(1)
 	return g
 }
 
