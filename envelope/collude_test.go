@@ -1,53 +1,12 @@
 package envelope
 
 import (
-	"context"
 	"errors"
 	"testing"
 
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
-
-// gf multiplies in GF(2^8) mod 0x11b (test-only, not constant time).
-func gfMulSlow(a, b byte) byte {
-	var p byte
-	for range 8 {
-		if b&1 != 0 {
-			p ^= a
-		}
-		hi := a & 0x80
-		a <<= 1
-		if hi != 0 {
-			a ^= 0x1b
-		}
-		b >>= 1
-	}
-	return p
-}
-
-// colluder unwraps its true share and adds c*prod(x - r) over roots
-// (x-coordinates are public): colluders with the same roots land on one
-// wrong polynomial that agrees with the true one at the roots.
-type colluder struct {
-	kmsclients.Backend
-	roots []byte
-}
-
-func (c colluder) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
-	share, err := c.Backend.Unwrap(ctx, w, aad)
-	if err != nil {
-		return nil, err
-	}
-	x := share[len(share)-1]
-	m := byte(1)
-	for _, r := range c.roots {
-		m = gfMulSlow(m, x^r)
-	}
-	for b := 3; b < len(share)-1; b++ {
-		share[b] ^= gfMulSlow(m, 0x5a)
-	}
-	return share, nil
-}
 
 // Two colluders of 3-of-5 (b1, b2) add c*x*(x-3): with b3 they make a
 // polynomial whose constant term is the DEK. Only three shares are on it,
@@ -59,7 +18,7 @@ func TestDrillDoesNotBlameHonestCustodiansForColluders(t *testing.T) {
 	s := mustEncrypt(t, maker, seed)
 	roots := []byte{0, 3}
 	obs := &mismatches{}
-	e, err := New(Config{Threshold: 3, Observer: obs, Backends: []kmsclients.Backend{colluder{bs[0], roots}, colluder{bs[1], roots}, bs[2], bs[3], bs[4]}})
+	e, err := New(Config{Threshold: 3, Observer: obs, Backends: []kmsclients.Backend{testutil.Colluder{Backend: bs[0], Roots: roots}, testutil.Colluder{Backend: bs[1], Roots: roots}, bs[2], bs[3], bs[4]}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +46,7 @@ func TestDrillOfAGenuineHeaderIsNotCalledTamperedByColluders(t *testing.T) {
 	maker := mustNew(t, Config{Threshold: 3, Backends: bs})
 	s := mustEncrypt(t, maker, seed)
 	roots := []byte{3, 4}
-	e, err := New(Config{Threshold: 3, Backends: []kmsclients.Backend{colluder{bs[0], roots}, colluder{bs[1], roots}, bs[2], bs[3]}})
+	e, err := New(Config{Threshold: 3, Backends: []kmsclients.Backend{testutil.Colluder{Backend: bs[0], Roots: roots}, testutil.Colluder{Backend: bs[1], Roots: roots}, bs[2], bs[3]}})
 	if err != nil {
 		t.Fatal(err)
 	}

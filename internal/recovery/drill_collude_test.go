@@ -14,45 +14,10 @@ import (
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
 	"github.com/trousseau-io/trousseau/internal/recovery"
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
-
-func gfMulSlow(a, b byte) byte {
-	var p byte
-	for range 8 {
-		if b&1 != 0 {
-			p ^= a
-		}
-		hi := a & 0x80
-		a <<= 1
-		if hi != 0 {
-			a ^= 0x1b
-		}
-		b >>= 1
-	}
-	return p
-}
-
-type colluder struct {
-	kmsclients.Backend
-	roots []byte
-}
-
-func (c colluder) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
-	share, err := c.Backend.Unwrap(ctx, w, aad)
-	if err != nil {
-		return nil, err
-	}
-	m := byte(1)
-	for _, r := range c.roots {
-		m = gfMulSlow(m, share[len(share)-1]^r)
-	}
-	for b := 3; b < len(share)-1; b++ {
-		share[b] ^= gfMulSlow(m, 0x5a)
-	}
-	return share, nil
-}
 
 // Two colluding custodians of 3-of-4 make four shares agree on a wrong
 // polynomial: the state's own header is not called tampered (no etcd
@@ -60,18 +25,7 @@ func (c colluder) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 // opened.
 func TestDrillExitCodeWithTwoColludersOfThreeOfFour(t *testing.T) {
 	dir, state := t.TempDir(), t.TempDir()
-	var bs []kmsclients.Backend
-	for i := range 4 {
-		p := filepath.Join(dir, fmt.Sprint(i))
-		if err := local.GenerateKeyFile(p); err != nil {
-			t.Fatal(err)
-		}
-		b, err := local.New(context.Background(), fmt.Sprintf("b%d", i+1), local.Config{KeyFile: p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
+	bs := keyFileBackends(t, dir, 4)
 	maker, err := envelope.New(envelope.Config{Threshold: 3, Backends: bs, StateDir: state})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +34,7 @@ func TestDrillExitCodeWithTwoColludersOfThreeOfFour(t *testing.T) {
 		t.Fatal(err)
 	}
 	roots := []byte{3, 4}
-	e, err := envelope.New(envelope.Config{Threshold: 3, Backends: []kmsclients.Backend{colluder{bs[0], roots}, colluder{bs[1], roots}, bs[2], bs[3]}})
+	e, err := envelope.New(envelope.Config{Threshold: 3, Backends: []kmsclients.Backend{testutil.Colluder{Backend: bs[0], Roots: roots}, testutil.Colluder{Backend: bs[1], Roots: roots}, bs[2], bs[3]}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,18 +71,7 @@ func kmsValue(t *testing.T, header, ct []byte, keyID string) []byte {
 // header that checked out: exit 1 (margin unknown), not 0.
 func TestDrillCannotBeMadeToSkipTheGenuineHeader(t *testing.T) {
 	dir := t.TempDir()
-	var bs []kmsclients.Backend
-	for i := range 5 {
-		p := filepath.Join(dir, fmt.Sprint(i))
-		if err := local.GenerateKeyFile(p); err != nil {
-			t.Fatal(err)
-		}
-		b, err := local.New(context.Background(), fmt.Sprintf("b%d", i+1), local.Config{KeyFile: p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
+	bs := keyFileBackends(t, dir, 5)
 	maker, err := envelope.New(envelope.Config{Threshold: 2, Backends: bs})
 	if err != nil {
 		t.Fatal(err)
@@ -182,18 +125,7 @@ func (hangBackend) Unwrap(ctx context.Context, _ kmsclients.Wrapped, _ []byte) (
 // margin (2, below 3) is reported.
 func TestDrillWithADarkBackendStillDrillsTheGenuineHeader(t *testing.T) {
 	dir := t.TempDir()
-	var bs []kmsclients.Backend
-	for i := range 5 {
-		p := filepath.Join(dir, fmt.Sprint(i))
-		if err := local.GenerateKeyFile(p); err != nil {
-			t.Fatal(err)
-		}
-		b, err := local.New(context.Background(), fmt.Sprintf("b%d", i+1), local.Config{KeyFile: p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
+	bs := keyFileBackends(t, dir, 5)
 	maker, err := envelope.New(envelope.Config{Threshold: 2, Backends: bs})
 	if err != nil {
 		t.Fatal(err)
@@ -221,4 +153,21 @@ func TestDrillWithADarkBackendStillDrillsTheGenuineHeader(t *testing.T) {
 	if code := r.ExitCode(3); code != 1 {
 		t.Fatalf("exit %d: the genuine DEK has margin 2 (b5 dark), below 3: want 1", code)
 	}
+}
+
+// keyFileBackends makes n key-file backends b1..bn in dir.
+func keyFileBackends(t *testing.T, dir string, n int) []kmsclients.Backend {
+	var bs []kmsclients.Backend
+	for i := range n {
+		p := filepath.Join(dir, fmt.Sprint(i))
+		if err := local.GenerateKeyFile(p); err != nil {
+			t.Fatal(err)
+		}
+		b, err := local.New(context.Background(), fmt.Sprintf("b%d", i+1), local.Config{KeyFile: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	return bs
 }
