@@ -64,9 +64,22 @@ type Decrypter struct {
 	timeout  time.Duration
 
 	mu           sync.Mutex
-	transformers map[string]value.Transformer // by provider name
+	transformers map[string]*providerTransformer // by provider name
 	headers      map[[32]byte]*headerState
 }
+
+// providerTransformer is the read path of one provider name, replaced
+// after transformerUses values: kube-apiserver's KMS v2 data transformer
+// caches a key derived for each etcd key for ten minutes (its reads meet
+// the same keys again; recovery never does), which would hold a key per
+// object. A new one finds the DEK in the envelope's cache, so no backend
+// is asked again.
+type providerTransformer struct {
+	value.Transformer
+	uses int
+}
+
+const transformerUses = 4096
 
 // DecrypterOptions tunes a Decrypter.
 type DecrypterOptions struct {
@@ -85,7 +98,7 @@ func NewDecrypter(ctx context.Context, env Envelope, opts DecrypterOptions) *Dec
 	}
 	return &Decrypter{
 		env: env, provider: opts.Provider, baseCtx: ctx, timeout: opts.UnwrapTimeout,
-		transformers: map[string]value.Transformer{},
+		transformers: map[string]*providerTransformer{},
 		headers:      map[[32]byte]*headerState{},
 	}
 }
@@ -130,10 +143,11 @@ func (d *Decrypter) Decrypt(ctx context.Context, key string, stored []byte) ([]b
 func (d *Decrypter) transformer(name string) (value.Transformer, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if t, ok := d.transformers[name]; ok {
-		return t, nil
+	if t, ok := d.transformers[name]; ok && t.uses < transformerUses {
+		t.uses++
+		return t.Transformer, nil
 	}
-	if len(d.transformers) >= maxProviders {
+	if _, ok := d.transformers[name]; !ok && len(d.transformers) >= maxProviders {
 		// Damaged data can invent names; a cluster has a handful.
 		return nil, fmt.Errorf("%w: KMS provider name %q is one too many (over %d distinct names)", ErrUnknownFormat, name, maxProviders)
 	}
@@ -151,7 +165,7 @@ func (d *Decrypter) transformer(name string) (value.Transformer, error) {
 			Transformer: envelopev1.NewEnvelopeTransformer(v1Service{d}, v1CacheSize, v1DataTransformer),
 		},
 	)
-	d.transformers[name] = t
+	d.transformers[name] = &providerTransformer{Transformer: t, uses: 1}
 	return t, nil
 }
 

@@ -97,7 +97,7 @@ func writeBigSnapshot(t *testing.T, s sealer, path string) map[string]string {
 
 var secretCodec = scheme.Codecs.EncoderForVersion(protobuf.NewSerializer(scheme.Scheme, scheme.Scheme), corev1.SchemeGroupVersion)
 
-func sealV2(t *testing.T, s sealer, key string, secret *corev1.Secret) []byte {
+func sealV2(t testing.TB, s sealer, key string, secret *corev1.Secret) []byte {
 	var b bytes.Buffer
 	if err := secretCodec.Encode(secret, &b); err != nil {
 		t.Fatal(err)

@@ -92,3 +92,23 @@ func TestWalkWithFilterAlwaysWrong(t *testing.T) {
 		}
 	}
 }
+
+// TestDecrypterReplacesItsTransformer: kube-apiserver's KMS v2 read path
+// keeps a derived key per etcd key for ten minutes; the Decrypter drops
+// it after transformerUses values, so a recovery does not keep one per
+// object.
+func TestDecrypterReplacesItsTransformer(t *testing.T) {
+	d := NewDecrypter(context.Background(), nil, DecrypterOptions{})
+	first, err := d.transformer("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range transformerUses - 1 {
+		if tr, _ := d.transformer("p"); tr != first {
+			t.Fatal("replaced too soon")
+		}
+	}
+	if tr, _ := d.transformer("p"); tr == first {
+		t.Fatalf("still the same transformer after %d values", transformerUses)
+	}
+}

@@ -157,13 +157,18 @@ func (s sealer) seal(t testing.TB, key string, plain []byte) [][]byte {
 	return out
 }
 
-func newSealer(t testing.TB) sealer {
-	dir := t.TempDir()
+func newSealer(t testing.TB) sealer { return newSealerIn(t, t.TempDir(), true) }
+
+// newSealerIn keeps the key files of backends a, b and c in dir, made
+// first if generate.
+func newSealerIn(t testing.TB, dir string, generate bool) sealer {
 	var backends []kmsclients.Backend
 	for _, n := range []string{"a", "b", "c"} {
 		p := filepath.Join(dir, n+".key")
-		if err := local.GenerateKeyFile(p); err != nil {
-			t.Fatal(err)
+		if generate {
+			if err := local.GenerateKeyFile(p); err != nil {
+				t.Fatal(err)
+			}
 		}
 		b, err := local.New(context.Background(), n, local.Config{KeyFile: p})
 		if err != nil {
