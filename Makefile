@@ -11,7 +11,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 # The frozen Go Cryptographic Module of the FIPS build (docs/fips.md).
 GOFIPS140 ?= v1.0.0
 
-.PHONY: build build-fips run test bench bench-fips fuzz lint clean image image-fips
+.PHONY: build build-fips run test bench bench-fips bench-scale fuzz lint clean image image-fips
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/trousseau ./cmd/trousseau
@@ -47,6 +47,13 @@ bench:
 # against the default build, interleaved in one run (docs/fips.md).
 bench-fips:
 	$(GO) test -run '^$$' -bench '^BenchmarkDecryptWarmFIPSVsDefault$$' -benchtime 5000x -count 5 ./grpcserver/
+
+# Recovery at scale (not in CI): the binary over snapshots of 100k and
+# 1M Secrets, built once in ~/.cache/trousseau/recovery-snapshots;
+# objects/s and peak RssAnon against a plain read (docs/development.md).
+# SCALE_SIZES=100000 for the smaller one only.
+bench-scale:
+	$(GO) test -tags scalebench -run '^$$' -bench BenchmarkScale -benchtime 1x -timeout 3h ./internal/recovery/
 
 # Each fuzz target for FUZZTIME (go test runs one -fuzz target at a time).
 # Those of a backend's package must be listed: config's
