@@ -8,13 +8,13 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/trousseau-io/trousseau/internal/safetext"
 )
 
 // Output formats of -o/--output, the one meaning that flag has on every
-// command (kubectl's grammar): text for people, json and yaml for scripts.
+// command (kubectl's grammar): text for people, json for scripts, yaml
+// where Kubernetes objects are written (recover, decrypt-value).
 const (
 	formatText = "text"
 	formatJSON = "json"
@@ -57,18 +57,5 @@ func writeJSON(w io.Writer, v any) error {
 		return err
 	}
 	_, err = w.Write(append(safetext.JSON(b), '\n'))
-	return err
-}
-
-// writeObject writes v as JSON or YAML (the same field names).
-func writeObject(w io.Writer, format string, v any) error {
-	if format != formatYAML {
-		return writeJSON(w, v)
-	}
-	b, err := yaml.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(b)
 	return err
 }
