@@ -98,7 +98,7 @@ Exit status: 0 when every object was recovered, 1 otherwise.
 	f.BoolVar(&o.unencrypted, "include-unencrypted", false, "also write the selected objects stored unencrypted")
 	f.BoolVar(&o.keepOwners, "keep-owner-references", false, "keep metadata.ownerReferences (they name the old cluster's UIDs)")
 	f.BoolVar(&o.skipIntegrity, "skip-integrity-check", false, "read a snapshot whose checksum fails or that is truncated, salvaging what can be read")
-	f.IntVar(&o.workers, "workers", 0, "objects decrypted in parallel (default: twice the CPUs)")
+	f.IntVar(&o.workers, "workers", 0, "objects decrypted in parallel (default: twice the CPUs); memory grows with it, by 16 objects in flight per worker, not with the snapshot")
 	f.DurationVar(&o.unwrapTimeout, "unwrap-timeout", time.Minute, "deadline to unwrap one DEK from the backends")
 	f.DurationVar(&o.probeTimeout, "probe-timeout", kmsclients.DefaultCommandProbeTimeout, "deadline for each backend's health probe at start")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
