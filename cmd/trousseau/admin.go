@@ -45,20 +45,21 @@ type rotateResult struct {
 	ExitCode           int    `json:"exitCode"`
 }
 
-// serveAdmin listens on stateDir's admin socket until ctx ends. Call it
-// with the state dir locked: a socket left there is a stopped plugin's.
-func serveAdmin(ctx context.Context, stateDir string, prober *grpcserver.Prober, log *slog.Logger) error {
+// serveAdmin listens on stateDir's admin socket until stop is called.
+// Call it with the state dir locked, and stop before unlocking: a socket
+// there is then this plugin's or a stopped one's.
+func serveAdmin(stateDir string, prober *grpcserver.Prober, log *slog.Logger) (stop func(), err error) {
 	path := adminSocket(stateDir)
 	if st, err := os.Lstat(path); err == nil && st.Mode()&fs.ModeSocket != 0 {
 		os.Remove(path)
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("admin socket: %w", err)
+		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
-		return fmt.Errorf("admin socket: %w", err)
+		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /rotate", func(w http.ResponseWriter, r *http.Request) {
@@ -72,13 +73,8 @@ func serveAdmin(ctx context.Context, stateDir string, prober *grpcserver.Prober,
 		json.NewEncoder(w).Encode(newRotateResult(before, rot))
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-		os.Remove(path)
-	}()
 	go srv.Serve(ownUIDOnly{ln.(*net.UnixListener)})
-	return nil
+	return func() { srv.Close(); os.Remove(path) }, nil
 }
 
 func newRotateResult(before grpcserver.Snapshot, r grpcserver.Rotation) rotateResult {

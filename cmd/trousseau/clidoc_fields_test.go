@@ -22,6 +22,7 @@ var fieldDocs = map[string]string{
 	"trousseau config check currentDEK.keyID":          "its key_id",
 	"trousseau config check currentDEK.generation":     "its generation",
 	"trousseau config check currentDEK.threshold":      "the k its shares were made for",
+	"trousseau config check currentDEK.backends":       "the backends its shares are wrapped by, in order",
 	"trousseau config check currentDEK.created":        "when it was made",
 	"trousseau config check invalid":                   "why the exit status is 1, one entry per problem, each naming its field or file",
 	"trousseau config check unready":                   "why serve would start unready (exit 2 when nothing is invalid)",

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -114,6 +115,7 @@ type checkDEK struct {
 	KeyID      string    `json:"keyID"`
 	Generation uint32    `json:"generation"`
 	Threshold  int       `json:"threshold"`
+	Backends   []string  `json:"backends"` // its shares' custodians, in order
 	Created    time.Time `json:"created"`
 }
 
@@ -173,6 +175,9 @@ func (o *configCheckOptions) check(ctx context.Context, r *checkReport, cfg *con
 	if st, err := envelope.CheckStateDir(cfg.StateDir); err == nil && st.Current != nil {
 		h := st.Current
 		r.CurrentDEK = &checkDEK{KeyID: h.KeyID(), Generation: h.Generation, Threshold: h.Threshold, Created: h.Created.UTC()}
+		for _, s := range h.Shares {
+			r.CurrentDEK.Backends = append(r.CurrentDEK.Backends, s.Backend)
+		}
 	}
 	if !o.offline {
 		r.readiness()
@@ -229,17 +234,22 @@ func namesAFile(kind string, err error) bool {
 }
 
 // readiness adds to r.Unready why serve would start unready: too few
-// backends answer to unlock the stored DEK, or, with no DEK yet, to make
-// the first one (which needs every backend).
+// backends answer to unlock the stored DEK, or, with no DEK yet or one
+// made for other backends or another threshold, to make a new one (which
+// needs every backend).
 func (r *checkReport) readiness() {
 	n := len(r.Backends)
-	var down []string
+	var down, names []string
 	for _, b := range r.Backends {
+		names = append(names, b.Name)
 		if !b.Reachable {
 			down = append(down, b.Name)
 		}
 	}
 	switch dek := r.CurrentDEK; {
+	case dek != nil && len(down) > 0 && (dek.Threshold != r.Threshold || !slices.Equal(dek.Backends, names)):
+		r.Unready = append(r.Unready, fmt.Sprintf("the current DEK %s is %d of %s, the config says %d of %s: serve seals no write under it and makes a new DEK first, which needs all %d backends: %s did not answer",
+			dek.KeyID, dek.Threshold, strings.Join(dek.Backends, ","), r.Threshold, strings.Join(names, ","), n, strings.Join(down, ", ")))
 	case dek != nil && r.Reachable < dek.Threshold:
 		r.Unready = append(r.Unready, fmt.Sprintf("quorum not reachable: %d of %d backends answered, %d needed to unlock the current DEK %s (down: %s)",
 			r.Reachable, n, dek.Threshold, dek.KeyID, strings.Join(down, ", ")))

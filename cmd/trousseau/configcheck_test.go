@@ -30,10 +30,11 @@ type checkJSON struct {
 		Error          string  `json:"error"`
 	} `json:"backends"`
 	CurrentDEK *struct {
-		KeyID      string `json:"keyID"`
-		Generation uint32 `json:"generation"`
-		Threshold  int    `json:"threshold"`
-		Created    string `json:"created"`
+		KeyID      string   `json:"keyID"`
+		Generation uint32   `json:"generation"`
+		Threshold  int      `json:"threshold"`
+		Backends   []string `json:"backends"`
+		Created    string   `json:"created"`
 	} `json:"currentDEK"`
 	Invalid  []string `json:"invalid"`
 	Unready  []string `json:"unready"`
@@ -158,8 +159,19 @@ func TestConfigCheckJSONDescribesBackendsAndTheDEK(t *testing.T) {
 			t.Errorf("backend %+v", b)
 		}
 	}
-	if r.CurrentDEK == nil || r.CurrentDEK.Generation != 1 || r.CurrentDEK.Threshold != 2 || !strings.HasPrefix(r.CurrentDEK.KeyID, "trousseau-") {
+	if r.CurrentDEK == nil || r.CurrentDEK.Generation != 1 || r.CurrentDEK.Threshold != 2 || !strings.HasPrefix(r.CurrentDEK.KeyID, "trousseau-") ||
+		strings.Join(r.CurrentDEK.Backends, ",") != "local-a,local-b,local-c" {
 		t.Errorf("currentDEK %+v", r.CurrentDEK)
+	}
+
+	// A DEK made for other backends is not used for writes: serve needs
+	// every backend to make a new one, and one that does not answer makes
+	// it start unready, although a quorum answers.
+	c.edit(t, "backends:\n", "backends:\n- name: plugin-d\n  kmsplugin: {endpoint: unix://"+filepath.Join(c.dir, "nobody.sock")+", timeout: 1s}\n")
+	out, stderr, code = runBin(t, "", "config", "check", "--config", c.config, "-o", "json")
+	decodeStrict(t, out, &r)
+	if code != 2 || !strings.Contains(strings.Join(r.Unready, ";"), "is 2 of local-a,local-b,local-c, the config says 2 of plugin-d,local-a,local-b,local-c: serve seals no write under it and makes a new DEK first, which needs all 4 backends: plugin-d did not answer") {
+		t.Errorf("a backend added: exit %d %+v\n%s", code, r, stderr)
 	}
 
 	out, _, code = runBin(t, "", "config", "check", "--config", downPluginConfig(t, 2, 1), "--offline", "-o", "json")

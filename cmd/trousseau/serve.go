@@ -198,8 +198,10 @@ func (o *serveOptions) run(parent context.Context) (err error) {
 		return err
 	}
 	go rotateOnHUP(ctx, hup, plugin, log)
-	if err := serveAdmin(ctx, cfg.StateDir, plugin.Prober(), log); err != nil {
+	if stopAdmin, err := serveAdmin(cfg.StateDir, plugin.Prober(), log); err != nil {
 		log.Warn("trousseau rotate cannot reach this plugin (SIGHUP still rotates)", "error", err)
+	} else {
+		defer stopAdmin()
 	}
 	// The public-key warning (envelope.AuthenticationGap) is logged by the
 	// envelope after the first probe, when every backend's key type is known.
