@@ -989,3 +989,32 @@ func sameShape(want, got any, marker, at string) string {
 	}
 	return ""
 }
+
+// TestFIPS: fips: true selects the -fips image and puts the plugin in
+// FIPS-only mode; an explicit tag or digest still wins.
+func TestFIPS(t *testing.T) {
+	f := setup(t)
+	app, _, err := repo.ChartAppVersion(f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		sets           []string
+		image, godebug string
+	}{
+		{nil, "ghcr.io/trousseau-io/trousseau:" + app, ""},
+		{[]string{"fips=true"}, "ghcr.io/trousseau-io/trousseau:" + app + "-fips", "fips140=only"},
+		{[]string{"fips=true", "image.tag=v9.9.9-fips"}, "ghcr.io/trousseau-io/trousseau:v9.9.9-fips", "fips140=only"},
+	} {
+		c := container(f.render(t, f.values(t, nil, tc.sets...))["DaemonSet kube-system/trousseau"])
+		godebug := ""
+		for _, e := range asList(c["env"]) {
+			if m, _ := e.(map[string]any); m["name"] == "GODEBUG" {
+				godebug, _ = m["value"].(string)
+			}
+		}
+		if c["image"] != tc.image || godebug != tc.godebug {
+			t.Errorf("%v: image %v, GODEBUG %q; want %s, %q", tc.sets, c["image"], godebug, tc.image, tc.godebug)
+		}
+	}
+}

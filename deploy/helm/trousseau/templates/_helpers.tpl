@@ -72,7 +72,7 @@ app.kubernetes.io/name app.kubernetes.io/component app.kubernetes.io/instance ap
 {{- end }}
 
 {{- define "trousseau.tag" -}}
-{{- default .Chart.AppVersion .Values.image.tag }}
+{{- default (ternary (printf "%s-fips" .Chart.AppVersion) .Chart.AppVersion (eq .Values.fips true)) .Values.image.tag }}
 {{- end }}
 
 {{/* The image: repository@digest when a digest is given, else repository:tag. */}}
