@@ -82,7 +82,7 @@ One grammar on every command: -o/--output is the output format (text by
 default; json, and yaml where objects are written); exit status 0 means
 success, 1 failure, and 2 a command's own second verdict where it has one
 (config check: valid but would start unready; drill: a DEK unrecoverable).
-Errors go to stderr, one line each, prefixed with "trousseau:". The JSON
+Errors go to stderr, one line per error, prefixed with "trousseau:". The JSON
 schemas below are stable: fields may be added, none renamed or removed
 without a release note. `+"`trousseau completion bash|zsh|fish|powershell`"+`
 prints a shell completion script, which completes flag values too (every
