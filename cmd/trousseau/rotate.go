@@ -116,7 +116,11 @@ func loadOrDefault(file string) (*config.Config, error) {
 			cfg.SetDefaults()
 			return cfg, nil
 		}
-		file = defaultConfigFile
+		cfg, err := config.Load(defaultConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w (read as the default config: give --config FILE)", err)
+		}
+		return cfg, nil
 	}
 	return config.Load(file)
 }

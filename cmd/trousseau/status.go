@@ -60,14 +60,18 @@ func (o *statusOptions) complete(cmd *cobra.Command) error {
 	if err := checkFormat(o.output, formatText, formatJSON); err != nil {
 		return err
 	}
+	f := cmd.Flags()
+	if o.configFile == "" && f.Changed("socket") && f.Changed("health") {
+		return nil // nothing to read from a config
+	}
 	cfg, err := loadOrDefault(o.configFile)
 	if err != nil {
 		return err
 	}
-	if !cmd.Flags().Changed("socket") {
+	if !f.Changed("socket") {
 		o.socket = cfg.Socket
 	}
-	if !cmd.Flags().Changed("health") {
+	if !f.Changed("health") {
 		o.health = dialable(cfg.Health.Listen)
 	}
 	return nil
