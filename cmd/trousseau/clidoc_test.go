@@ -30,6 +30,12 @@ var jsonSchemas = map[string]reflect.Type{
 	"trousseau version":      reflect.TypeFor[versionInfo](),
 }
 
+// jsonNotes describe the -o json of commands that write another
+// project's objects rather than a type of ours.
+var jsonNotes = map[string]string{
+	"trousseau decrypt-value": "The decrypted object as a Kubernetes manifest, as `kubectl get -o json` would print it: `apiVersion`, `kind`, `metadata` (without server-managed fields: resourceVersion, uid, creationTimestamp, managedFields, ownerReferences) and the resource's own fields (`data`, `type`, `spec`, ...).",
+}
+
 // TestCLIReferenceIsCurrent: docs/reference/cli.md is what the command
 // tree and the -o json types make of it, so it cannot drift from the
 // binary. Rewrite it with go test ./cmd/trousseau -run
@@ -131,6 +137,9 @@ func writeCommand(t *testing.T, w *bytes.Buffer, c *cobra.Command) {
 	})
 	if len(rows) > 0 {
 		fmt.Fprintf(w, "| flag | value | default | meaning |\n| --- | --- | --- | --- |\n%s\n", strings.Join(rows, "\n"))
+	}
+	if note, ok := jsonNotes[c.CommandPath()]; ok {
+		fmt.Fprintf(w, "\n### -o json\n\n%s\n", note)
 	}
 	if typ, ok := jsonSchemas[c.CommandPath()]; ok {
 		fmt.Fprintf(w, "\n### -o json\n\n| field | type | meaning |\n| --- | --- | --- |\n")
