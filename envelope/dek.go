@@ -3,6 +3,7 @@ package envelope
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/fips140"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
@@ -39,10 +40,15 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCMWithRandomNonce(block)
 }
 
-// seal encrypts plaintext as ciphertext version 3: a fresh random salt
-// derives a key used for this message only, so the number of messages
-// sealed under one DEK has no bearing on nonce collisions.
+// seal encrypts plaintext under a key derived from a fresh random salt
+// for this message only, so the number of messages sealed under one DEK
+// has no bearing on nonce collisions: as version 3 in FIPS 140-3 mode,
+// else as version 2, which every earlier release reads (a rolling upgrade
+// of an HA control plane runs both builds side by side for a while).
 func (d *dek) seal(plaintext []byte) ([]byte, error) {
+	if !fips140.Enabled() {
+		return d.sealV2(plaintext)
+	}
 	ct := make([]byte, 1+saltSize, ciphertextOverhead+len(plaintext))
 	ct[0] = ciphertextVersion
 	if _, err := rand.Read(ct[1:]); err != nil {
@@ -53,6 +59,31 @@ func (d *dek) seal(plaintext []byte) ([]byte, error) {
 		return nil, err
 	}
 	return aead.Seal(ct, nil, plaintext, dataAAD(d.headerHash)), nil
+}
+
+// sealV2 writes version 2: the message key's GCM with a zero nonce, which
+// FIPS-only mode refuses (a caller-chosen nonce) and the default mode
+// allows; each key seals one message.
+func (d *dek) sealV2(plaintext []byte) ([]byte, error) {
+	ct := make([]byte, 1+saltSize, 1+saltSize+len(plaintext)+tagSize)
+	ct[0] = ciphertextVersion2
+	if _, err := rand.Read(ct[1:]); err != nil {
+		return nil, err
+	}
+	key, err := hkdf.Key(sha256.New, d.dataRoot, ct[1:], infoMessage2, 32)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return aead.Seal(ct, make([]byte, nonceSize), plaintext, dataAAD(d.headerHash)), nil
 }
 
 // open decrypts a ciphertext of any version; checkCiphertext has checked

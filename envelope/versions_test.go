@@ -6,6 +6,7 @@ import (
 	"crypto/cipher"
 	"crypto/fips140"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -65,19 +66,45 @@ func TestEveryCiphertextVersionOpens(t *testing.T) {
 	}
 }
 
-func TestEncryptWritesVersion3(t *testing.T) {
+// Encrypt writes version 3 in FIPS 140-3 mode and version 2, which
+// every earlier release reads, otherwise; salt (and nonce) are fresh for
+// every message.
+func TestEncryptWritesTheVersionOfItsMode(t *testing.T) {
 	e := mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3)})
 	a, b := mustEncrypt(t, e, seed), mustEncrypt(t, e, seed)
-	if a.Ciphertext[0] != ciphertextVersion || ciphertextVersion != 3 {
-		t.Fatalf("Encrypt wrote version %d, want 3", a.Ciphertext[0])
+	want, size := byte(ciphertextVersion2), 1+saltSize+len(seed)+tagSize
+	if fips140.Enabled() {
+		want, size = ciphertextVersion, 1+saltSize+nonceSize+len(seed)+tagSize
 	}
-	if want := 1 + saltSize + nonceSize + len(seed) + tagSize; len(a.Ciphertext) != want {
-		t.Fatalf("ciphertext is %d bytes, want %d", len(a.Ciphertext), want)
+	if a.Ciphertext[0] != want || len(a.Ciphertext) != size {
+		t.Fatalf("Encrypt wrote version %d in %d bytes, want %d in %d", a.Ciphertext[0], len(a.Ciphertext), want, size)
 	}
-	// Salt and nonce are fresh for every message.
-	if bytes.Equal(a.Ciphertext[1:1+saltSize], b.Ciphertext[1:1+saltSize]) ||
-		bytes.Equal(a.Ciphertext[1+saltSize:1+saltSize+nonceSize], b.Ciphertext[1+saltSize:1+saltSize+nonceSize]) {
+	if bytes.Equal(a.Ciphertext[1:size-tagSize-len(seed)], b.Ciphertext[1:size-tagSize-len(seed)]) {
 		t.Fatal("two messages share a salt or a nonce")
+	}
+	if got, err := e.Decrypt(ctxT(t), a.Ciphertext, a.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("Decrypt: %v", err)
+	}
+}
+
+// Version 3, as a FIPS-mode plugin writes it, opens in every mode.
+func TestVersion3OpensInEveryMode(t *testing.T) {
+	e := mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3)})
+	s := mustEncrypt(t, e, seed)
+	d, err := e.dekFor(ctxT(t), s.Header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := make([]byte, 1+saltSize, ciphertextOverhead+len(seed))
+	ct[0] = ciphertextVersion
+	rand.Read(ct[1:])
+	aead, err := d.messageAEAD(infoMessage, ct[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct = aead.Seal(ct, nil, seed, dataAAD(d.headerHash))
+	if got, err := e.Decrypt(ctxT(t), ct, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("version 3: %v", err)
 	}
 }
 

@@ -47,14 +47,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// A wrapped share, version 2:
+// A wrapped share, version 1:
 //
-//	version 2 | nonce [12] | AES-256-GCM(key, nonce, share, "trousseau/local/v2" 0x00 | aad)
+//	version 1 | nonce [12] | AES-256-GCM(key, nonce, share, "trousseau/local/v1" 0x00 | aad)
 //
-// The nonce is made by cipher.NewGCMWithRandomNonce. Version 1, still
-// read (in FIPS-only mode too: decryption is approved with any nonce), is
-// the same with "trousseau/local/v1" and a nonce from crypto/rand; the
-// version is in the associated data, so neither passes for the other.
+// The nonce is made inside the Go cryptographic module
+// (cipher.NewGCMWithRandomNonce, which GODEBUG=fips140=only accepts); the
+// layout is the one every earlier release wrote and reads. Version 2
+// ("trousseau/local/v2" in the associated data, same layout) was written
+// by development builds only and is still read; the version is in the
+// associated data, so neither passes for the other.
 const (
 	keySize     = 32
 	nonceSize   = 12
@@ -64,7 +66,7 @@ const (
 
 var aadPrefixes = map[byte]string{1: "trousseau/local/v1\x00", 2: "trousseau/local/v2\x00"}
 
-const formatVersion = 2
+const formatVersion = 1
 
 // Backend is a key-file backend.
 type Backend struct {

@@ -36,22 +36,42 @@ func TestVersion1ShareStillUnwraps(t *testing.T) {
 	}
 }
 
-func TestWrapWritesVersion2(t *testing.T) {
+// Wrap writes version 1, which every earlier release unwraps, in every
+// mode (its nonce comes from the module).
+func TestWrapWritesVersion1(t *testing.T) {
 	b := goldenKeyFile(t)
 	w, err := b.Wrap(context.Background(), []byte(goldenShare), []byte(goldenAAD))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.Ciphertext[0] != 2 || len(w.Ciphertext) != wrappedShareSize || w.KeyIdentity != goldenIdentity {
+	if w.Ciphertext[0] != 1 || len(w.Ciphertext) != wrappedShareSize || w.KeyIdentity != goldenIdentity {
 		t.Fatalf("wrapped share: version %d, %d bytes, identity %s", w.Ciphertext[0], len(w.Ciphertext), w.KeyIdentity)
 	}
 	// The version is authenticated: a share passed off as the other
 	// version does not open.
-	for _, v := range []byte{1, 3} {
+	for _, v := range []byte{2, 3} {
 		forged := append([]byte{v}, w.Ciphertext[1:]...)
 		_, err := b.Unwrap(context.Background(), kmsclients.Wrapped{Ciphertext: forged, KeyIdentity: w.KeyIdentity}, []byte(goldenAAD))
 		if !errors.Is(err, kmsclients.ErrInvalidCiphertext) {
-			t.Errorf("version 2 share relabelled %d: %v, want invalid ciphertext", v, err)
+			t.Errorf("version 1 share relabelled %d: %v, want invalid ciphertext", v, err)
 		}
+	}
+}
+
+// Version 2, which development builds wrote, still unwraps.
+func TestVersion2ShareStillUnwraps(t *testing.T) {
+	b := goldenKeyFile(t)
+	key, err := b.readKey(kmsclients.OpWrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := newAEAD(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := aead.Seal([]byte{2}, nil, []byte(goldenShare), bindAAD(2, []byte(goldenAAD)))
+	got, err := b.Unwrap(context.Background(), kmsclients.Wrapped{Ciphertext: v2, KeyIdentity: goldenIdentity}, []byte(goldenAAD))
+	if err != nil || string(got) != goldenShare {
+		t.Fatalf("Unwrap: %q, %v", got, err)
 	}
 }
