@@ -40,7 +40,7 @@ test:
 
 # Benchmarks report ratios against a baseline timed in the same loop.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./envelope/ ./grpcserver/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./envelope/ ./grpcserver/ ./split/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/recovery/
 
 # Warm Decrypt through the socket: the FIPS build under fips140=only
