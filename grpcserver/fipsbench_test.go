@@ -95,26 +95,5 @@ func BenchmarkDecryptWarmFIPSVsDefault(b *testing.B) {
 		req := &kmsservice.DecryptRequest{Ciphertext: r.Ciphertext, KeyID: r.KeyID, Annotations: r.Annotations}
 		return func() error { _, err := svc.Decrypt(ctx, "u", req); return err }
 	}
-	ours, base := decrypt(fips), decrypt(plain)
-	var tFIPS, tDefault time.Duration
-	for range 50 {
-		ours()
-		base()
-	}
-	b.ResetTimer()
-	for range b.N {
-		t0 := time.Now()
-		if err := ours(); err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		if err := base(); err != nil {
-			b.Fatal(err)
-		}
-		tDefault += time.Since(t1)
-		tFIPS += t1.Sub(t0)
-	}
-	b.ReportMetric(float64(tFIPS.Microseconds())/float64(b.N), "fips-us/op")
-	b.ReportMetric(float64(tDefault.Microseconds())/float64(b.N), "default-us/op")
-	b.ReportMetric(float64(tFIPS)/float64(tDefault), "x-default")
+	interleaveAs(b, decrypt(fips), decrypt(plain), "fips", "default", "default")
 }
