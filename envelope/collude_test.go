@@ -2,6 +2,8 @@ package envelope
 
 import (
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/trousseau-io/trousseau/internal/testutil"
@@ -63,5 +65,28 @@ func TestDrillOfAGenuineHeaderIsNotCalledTamperedByColluders(t *testing.T) {
 	}
 	if check.HeaderTampered {
 		t.Fatalf("genuine header judged tampered by two colluders: %+v", check)
+	}
+}
+
+// Custodians that disagree with too few shares fitting to prove who lies
+// are warned about once per DEK, not at every drill (the prober drills at
+// every probe).
+func TestDisagreementIsWarnedOncePerDEK(t *testing.T) {
+	bs := newLocals(t, 5)
+	s := mustEncrypt(t, mustNew(t, Config{Threshold: 3, Backends: bs}), seed)
+	roots := []byte{0, 3}
+	logs := &testutil.Buffer{}
+	e, err := New(Config{Threshold: 3, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Backends: []kmsclients.Backend{testutil.Colluder{Backend: bs[0], Roots: roots}, testutil.Colluder{Backend: bs[1], Roots: roots}, bs[2], bs[3], bs[4]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := e.Drill(ctxT(t), s.Header); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "too few fit the DEK to tell which lie"); n != 1 {
+		t.Fatalf("warned %d times, want once:\n%s", n, logs)
 	}
 }

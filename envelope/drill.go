@@ -145,10 +145,7 @@ func (s *DrillSession) Check(ctx context.Context, raw []byte) (DEKCheck, error) 
 	check := DEKCheck{KeyID: h.KeyID(), Generation: h.Generation, Created: h.Created, Threshold: h.Threshold,
 		Shares: make([]ShareCheck, len(h.Shares))}
 	check.HeaderTampered = found.Secret == nil && len(found.Agree) >= split.TamperedQuorum(h.Threshold)
-	if found.Secret != nil {
-		s.env.reportMisfits(h, good, found.Fit)
-	}
-	named := len(found.Fit) >= split.NamingQuorum(h.Threshold)
+	named := found.Secret != nil && s.env.reportMisfits(h, good, found.Fit)
 	for i, r := range results {
 		check.Shares[i] = ShareCheck{Backend: h.Shares[i].Backend, Err: r.err}
 		if r.err != nil {

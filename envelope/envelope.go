@@ -117,6 +117,9 @@ type Envelope struct {
 	unwraps  *limiter
 	flight   singleflight.Group
 	liars    suspects // backends caught returning shares that do not fit
+	// disagreements: DEKs whose custodians disagreed without a liar
+	// being provable (warned once each).
+	disagreements suspects
 
 	rotateMu sync.Mutex  // one rotation or unlock at a time
 	adopting atomic.Bool // an adoption is under way (see considerAdoption)

@@ -311,28 +311,33 @@ func (e *Envelope) combine(ctx context.Context, h *Header, raw []byte, good []sp
 }
 
 // reportMisfits names the backends whose shares are not on the DEK's
-// polynomial, when enough shares fit to prove it (split.NamingQuorum):
-// with fewer, k-1 colluding custodians could have made the fitting set
-// themselves, and naming the others would blame honest ones.
-func (e *Envelope) reportMisfits(h *Header, good []split.Share, fit []int) {
-	var misfits []string
+// polynomial, and reports whether it could: only when enough shares fit
+// to prove them wrong (split.NamingQuorum). With fewer, k-1 colluding
+// custodians could have made the fitting set themselves, and naming the
+// others would blame honest ones; that is said once per DEK instead.
+func (e *Envelope) reportMisfits(h *Header, good []split.Share, fit []int) (named bool) {
+	var misfits []int
 	for _, s := range good {
 		if !slices.Contains(fit, s.Index) {
-			misfits = append(misfits, h.Shares[s.Index-1].Backend)
+			misfits = append(misfits, s.Index)
 		}
 	}
+	named = len(fit) >= split.NamingQuorum(h.Threshold)
 	switch {
 	case len(misfits) == 0:
-	case len(fit) >= split.NamingQuorum(h.Threshold):
-		for _, s := range good {
-			if !slices.Contains(fit, s.Index) {
-				e.shareMismatch(h, s.Index)
-			}
+	case named:
+		for _, i := range misfits {
+			e.shareMismatch(h, i)
 		}
-	default:
+	case e.disagreements.add("", h.KeyID()):
+		var names []string
+		for _, i := range misfits {
+			names = append(names, h.Shares[i-1].Backend)
+		}
 		e.log.Warn("backends returned shares that do not all lie on one polynomial, and too few fit the DEK to tell which lie",
-			"key_id", h.KeyID(), "fitting", len(fit), "not_fitting", misfits)
+			"key_id", h.KeyID(), "fitting", len(fit), "not_fitting", names)
 	}
+	return named
 }
 
 // shareMismatch reports a backend whose share is not on a DEK that other
