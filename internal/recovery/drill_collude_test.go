@@ -38,13 +38,7 @@ func TestDrillExitCodeWithTwoColludersOfThreeOfFour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := recovery.Drill(context.Background(), recovery.DrillOptions{StateDir: state, Envelope: e})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range r.DEKs {
-		t.Logf("%s from %v: tampered=%v working=%d err=%v", d.KeyID, d.From, d.Tampered, d.Working, d.Err)
-	}
+	r := drillLogged(t, recovery.DrillOptions{StateDir: state, Envelope: e})
 	if code := r.ExitCode(1); code != 2 {
 		t.Fatalf("exit %d: the state's DEK cannot be opened, want 2", code)
 	}
@@ -100,13 +94,7 @@ func TestDrillCannotBeMadeToSkipTheGenuineHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := recovery.Drill(context.Background(), recovery.DrillOptions{Source: kvs, Envelope: e})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range r.DEKs {
-		t.Logf("objects=%d tampered=%v notdrilled=%v working=%d err=%v", d.Objects, d.Tampered, d.NotDrilled, d.Working, d.Err)
-	}
+	r := drillLogged(t, recovery.DrillOptions{Source: kvs, Envelope: e})
 	if code := r.ExitCode(3); code != 1 {
 		t.Fatalf("exit %d: the genuine DEK has margin 2 (b5 down), below 3: want 1", code)
 	}
@@ -143,13 +131,7 @@ func TestDrillWithADarkBackendStillDrillsTheGenuineHeader(t *testing.T) {
 		}
 	}
 	e, _ := envelope.New(envelope.Config{Threshold: 2, Backends: append(bs[:4:4], hangBackend{bs[4]})})
-	r, err := recovery.Drill(context.Background(), recovery.DrillOptions{Source: kvs, Envelope: e, CheckTimeout: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range r.DEKs {
-		t.Logf("objects=%d tampered=%v notdrilled=%v working=%d err=%v", d.Objects, d.Tampered, d.NotDrilled, d.Working, d.Err)
-	}
+	r := drillLogged(t, recovery.DrillOptions{Source: kvs, Envelope: e, CheckTimeout: 100 * time.Millisecond})
 	if code := r.ExitCode(3); code != 1 {
 		t.Fatalf("exit %d: the genuine DEK has margin 2 (b5 dark), below 3: want 1", code)
 	}
@@ -170,4 +152,17 @@ func keyFileBackends(t *testing.T, dir string, n int) []kmsclients.Backend {
 		bs = append(bs, b)
 	}
 	return bs
+}
+
+// drillLogged drills and logs every DEK's verdict.
+func drillLogged(t *testing.T, opts recovery.DrillOptions) *recovery.DrillReport {
+	t.Helper()
+	r, err := recovery.Drill(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range r.DEKs {
+		t.Logf("%s from %v: objects=%d tampered=%v notdrilled=%v working=%d err=%v", d.KeyID, d.From, d.Objects, d.Tampered, d.NotDrilled, d.Working, d.Err)
+	}
+	return r
 }
