@@ -36,6 +36,10 @@ const (
 	// MaxHeaderSize keeps the header, with its annotation key, inside
 	// KMS v2's 32 KiB limit on annotations.
 	MaxHeaderSize = 32*1024 - 64
+
+	// SharesAnnotation is the KMS v2 annotation that carries the header
+	// next to the ciphertext in every EncryptedObject.
+	SharesAnnotation = "shares.trousseau.io"
 )
 
 // The ciphertext: what the header's DEK sealed. Version 3:

@@ -22,7 +22,7 @@ import (
 // Limits of the KMS v2 contract, enforced on the way in and out.
 const (
 	// SharesAnnotation carries the wrapped DEK (the envelope header).
-	SharesAnnotation   = "shares.trousseau.io"
+	SharesAnnotation   = envelope.SharesAnnotation
 	maxCiphertext      = 1024
 	maxKeyID           = 1024
 	maxAnnotationsSize = 32 * 1024

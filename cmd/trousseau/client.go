@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	kmsv2 "k8s.io/kms/apis/v2"
 
-	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/config"
 )
 
 // Operator commands that talk to a running plugin over its socket, the

@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 

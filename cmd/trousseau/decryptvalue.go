@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 

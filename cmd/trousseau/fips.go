@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/internal/fipsmode"
 	"github.com/trousseau-io/trousseau/kmsclients/awskms"
 )

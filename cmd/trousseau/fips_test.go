@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/internal/fipsmode"
 	"github.com/trousseau-io/trousseau/kmsclients/awskms"
 	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
-	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/internal/config"
 )
 
 type rotateOptions struct {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/internal/fipsmode"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"

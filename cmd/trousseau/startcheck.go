@@ -14,9 +14,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/internal/filelock"
 	"github.com/trousseau-io/trousseau/internal/safedir"
 )

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trousseau-io/trousseau/config"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/internal/fipsmode"
 )
 

@@ -19,7 +19,6 @@ import (
 	kmsservice "k8s.io/kms/pkg/service"
 
 	"github.com/trousseau-io/trousseau/envelope"
-	"github.com/trousseau-io/trousseau/grpcserver"
 )
 
 // Envelope is what recovery needs of Trousseau's envelope: Decrypt only.
@@ -208,9 +207,9 @@ type v2Service struct{ d *Decrypter }
 var _ kmsservice.Service = v2Service{}
 
 func (s v2Service) Decrypt(ctx context.Context, _ string, req *kmsservice.DecryptRequest) ([]byte, error) {
-	header, ok := req.Annotations[grpcserver.SharesAnnotation]
+	header, ok := req.Annotations[envelope.SharesAnnotation]
 	if !ok {
-		return nil, fmt.Errorf("%w: annotation %s is missing", ErrNotTrousseau, grpcserver.SharesAnnotation)
+		return nil, fmt.Errorf("%w: annotation %s is missing", ErrNotTrousseau, envelope.SharesAnnotation)
 	}
 	return s.d.unwrap(ctx, req.Ciphertext, header)
 }

@@ -16,7 +16,6 @@ import (
 	kmstypes "k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/v2"
 
 	"github.com/trousseau-io/trousseau/envelope"
-	"github.com/trousseau-io/trousseau/grpcserver"
 	"github.com/trousseau-io/trousseau/internal/safetext"
 )
 
@@ -255,7 +254,7 @@ func StoredHeader(b []byte) ([]byte, bool) {
 		if proto.Unmarshal(b[len(kmsV2Prefix)+len(v.Provider)+1:], &obj) != nil {
 			return nil, false
 		}
-		h, ok := obj.Annotations[grpcserver.SharesAnnotation]
+		h, ok := obj.Annotations[envelope.SharesAnnotation]
 		return h, ok && len(h) > 0
 	case ValueKMSv1:
 		rest := b[len(kmsV1Prefix)+len(v.Provider)+1:]

@@ -12,7 +12,6 @@ import (
 	kmstypes "k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/v2"
 
 	"github.com/trousseau-io/trousseau/envelope"
-	"github.com/trousseau-io/trousseau/grpcserver"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -51,7 +50,7 @@ func (downBackend) Unwrap(context.Context, kmsclients.Wrapped, []byte) ([]byte, 
 }
 
 func kmsValue(t *testing.T, header, ct []byte, keyID string) []byte {
-	b, err := proto.Marshal(&kmstypes.EncryptedObject{EncryptedData: ct, KeyID: keyID, Annotations: map[string][]byte{grpcserver.SharesAnnotation: header}})
+	b, err := proto.Marshal(&kmstypes.EncryptedObject{EncryptedData: ct, KeyID: keyID, Annotations: map[string][]byte{envelope.SharesAnnotation: header}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 

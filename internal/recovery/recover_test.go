@@ -20,8 +20,8 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 
-	"github.com/trousseau-io/trousseau/config"
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/config"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/recovery/recoverytest"
 )

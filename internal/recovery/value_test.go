@@ -22,7 +22,6 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/trousseau-io/trousseau/envelope"
-	"github.com/trousseau-io/trousseau/grpcserver"
 	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
@@ -112,7 +111,7 @@ func (p inProcessPlugin) Encrypt(_ context.Context, _ string, pt []byte) (*kmsse
 	if err != nil {
 		return nil, err
 	}
-	return &kmsservice.EncryptResponse{Ciphertext: s.Ciphertext, KeyID: s.KeyID, Annotations: map[string][]byte{grpcserver.SharesAnnotation: s.Header}}, nil
+	return &kmsservice.EncryptResponse{Ciphertext: s.Ciphertext, KeyID: s.KeyID, Annotations: map[string][]byte{envelope.SharesAnnotation: s.Header}}, nil
 }
 
 func (p inProcessPlugin) Decrypt(context.Context, string, *kmsservice.DecryptRequest) ([]byte, error) {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trousseau-io/trousseau/grpcserver/plugintest"
+	"github.com/trousseau-io/trousseau/internal/plugintest"
 )
 
 // TestThroughThePluginSocket runs the plugin 2 of 3 over two local-kms

@@ -11,7 +11,7 @@ import (
 
 	kmsservice "k8s.io/kms/pkg/service"
 
-	"github.com/trousseau-io/trousseau/grpcserver/plugintest"
+	"github.com/trousseau-io/trousseau/internal/plugintest"
 	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )

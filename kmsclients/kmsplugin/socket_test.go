@@ -14,7 +14,7 @@ import (
 
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/grpcserver"
-	"github.com/trousseau-io/trousseau/grpcserver/plugintest"
+	"github.com/trousseau-io/trousseau/internal/plugintest"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 

@@ -19,7 +19,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/trousseau-io/trousseau/envelope"
-	"github.com/trousseau-io/trousseau/grpcserver/plugintest"
+	"github.com/trousseau-io/trousseau/internal/plugintest"
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 

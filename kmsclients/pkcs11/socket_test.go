@@ -10,7 +10,7 @@ import (
 
 	kmsservice "k8s.io/kms/pkg/service"
 
-	"github.com/trousseau-io/trousseau/grpcserver/plugintest"
+	"github.com/trousseau-io/trousseau/internal/plugintest"
 )
 
 // backendHealth is what the plugin's last probe says of one backend.

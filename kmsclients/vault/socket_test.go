@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trousseau-io/trousseau/grpcserver/plugintest"
+	"github.com/trousseau-io/trousseau/internal/plugintest"
 )
 
 // TestThroughThePluginSocket runs the plugin 2 of 3 over two transit keys
