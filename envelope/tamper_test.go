@@ -507,10 +507,10 @@ func TestStricterConfigNeverServesTheOldDEK(t *testing.T) {
 	}
 }
 
-// Case 7 (state dir): leftovers of interrupted saves are removed, a state
+// State dir housekeeping: leftovers of interrupted saves are removed, a state
 // file open to others is made 0600, and two plugins cannot share one
 // state dir.
-func TestCase7_StateDirHousekeeping(t *testing.T) {
+func TestStateDirHousekeeping(t *testing.T) {
 	dir := t.TempDir()
 	bs := newLocals(t, 3)
 	mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
@@ -534,8 +534,8 @@ func TestCase7_StateDirHousekeeping(t *testing.T) {
 	}
 }
 
-// Case 6 (state): a state file that is not Trousseau's says what to do.
-func TestCase6_UnreadableStateSaysWhatToDo(t *testing.T) {
+// A state file that is not Trousseau's says what to do.
+func TestUnreadableStateSaysWhatToDo(t *testing.T) {
 	for _, content := range []string{"{}", "null", "not json"} {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, stateFileName), []byte(content), 0o600)

@@ -35,10 +35,10 @@ func countLines(log string, parts ...string) int {
 	return n
 }
 
-// Case 2: a rotation that cannot save its state is logged at WARN with
+// A rotation that cannot save its state is logged at WARN with
 // its cause once (not at every probe), and shows in the snapshot's
 // warnings once it has been due for long; Status stays ok.
-func TestCase2_PostponedRotationIsLoggedOnceAndShown(t *testing.T) {
+func TestPostponedRotationIsLoggedOnceAndShown(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	// Make the state file impossible to replace, as chattr +i would, in a
@@ -74,8 +74,8 @@ func TestCase2_PostponedRotationIsLoggedOnceAndShown(t *testing.T) {
 	}
 }
 
-// Case 5: each backend's change of state is logged once, with the cause.
-func TestCase5_BackendStateChangesAreLoggedOnce(t *testing.T) {
+// Each backend's change of state is logged once, with the cause.
+func TestBackendStateChangesAreLoggedOnce(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	h.down(2)

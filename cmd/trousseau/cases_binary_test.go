@@ -22,8 +22,8 @@ import (
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
-// The tests of issue 12 ("operator reliability") that drive the real
-// binary, one TestCaseN_ per numbered case, for what only the process
+// Operator reliability tests that drive the real binary, for what only
+// the process
 // shows: that it starts or refuses to, its exit code, its log lines, what
 // `status` and /metrics say, signals. The in-process tests of the same
 // cases (operator_test.go) cover the messages in more variants.
@@ -302,13 +302,13 @@ func waitLine(t *testing.T, b *bin, want ...string) string {
 // logged at each probe would show that often.
 const probes = 3500 * time.Millisecond
 
-// TestCase1_UnusableStoredDEKIsSetAsideAndReplaced: two of the three key
+// TestUnusableStoredDEKIsSetAsideAndReplaced: two of the three key
 // files replaced while the plugin is stopped. At restart every backend
 // answers, so it makes a new DEK and serves; the log's ERROR names the
 // old DEK and which backends refused their share, the old state is kept
 // aside, the metric counts it, and `status` shows the new DEK. Data sealed
 // before fails to read, with the reason in the log.
-func TestCase1_UnusableStoredDEKIsSetAsideAndReplaced(t *testing.T) {
+func TestUnusableStoredDEKIsSetAsideAndReplaced(t *testing.T) {
 	c := newDevCase(t)
 	p := serveBin(t, c)
 	old := keyIDOf(t, c.socket)
@@ -370,7 +370,7 @@ func TestCase1_UnusableStoredDEKIsSetAsideAndReplaced(t *testing.T) {
 	p.stop(t)
 }
 
-// TestCase2_UnsavableRotationIsLoggedOnceAndShown: a rotation (SIGHUP)
+// TestUnsavableRotationIsLoggedOnceAndShown: a rotation (SIGHUP)
 // whose state cannot be saved is postponed with a WARN that says why,
 // once however many probes retry it; the plugin keeps serving its
 // current DEK; the rotation happens once the cause is gone.
@@ -379,7 +379,7 @@ func TestCase1_UnusableStoredDEKIsSetAsideAndReplaced(t *testing.T) {
 // grpcserver.RotationOverdue (10 minutes), too long for this test: what
 // `status` shows here is the DEK kept and healthz ok, and the postponed
 // counter. grpcserver's tests cover the warning itself.
-func TestCase2_UnsavableRotationIsLoggedOnceAndShown(t *testing.T) {
+func TestUnsavableRotationIsLoggedOnceAndShown(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// block stops the state from being saved, and returns the undo.
@@ -455,10 +455,10 @@ func chattrImmutable(t *testing.T, path string) func() {
 	return undo
 }
 
-// TestCase3_RestartWithASpoiledKeyFileServes: 2 of 3 with state,
+// TestRestartWithASpoiledKeyFileServes: 2 of 3 with state,
 // one key file spoiled while stopped: the process starts and serves the
 // same DEK on the other two, and its log names the backend and the fault.
-func TestCase3_RestartWithASpoiledKeyFileServes(t *testing.T) {
+func TestRestartWithASpoiledKeyFileServes(t *testing.T) {
 	for _, tc := range testutil.SpoiledKeyFiles {
 		t.Run(tc.Name, func(t *testing.T) {
 			c := newDevCase(t)
@@ -481,10 +481,10 @@ func TestCase3_RestartWithASpoiledKeyFileServes(t *testing.T) {
 	}
 }
 
-// TestCase4_ConfigCheckFailsOnWhatServeRefuses: for each host problem,
+// TestConfigCheckFailsOnWhatServeRefuses: for each host problem,
 // `config check` exits non-zero naming the field and what to do, and
 // `serve`, where it refuses the same at start, exits non-zero too.
-func TestCase4_ConfigCheckFailsOnWhatServeRefuses(t *testing.T) {
+func TestConfigCheckFailsOnWhatServeRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// setUp spoils c; <dir> and <state> in want stand for c.dir and
@@ -588,12 +588,12 @@ func TestCase4_ConfigCheckFailsOnWhatServeRefuses(t *testing.T) {
 	}
 }
 
-// TestCase4_ConfigCheckBesideARunningPluginChangesNothing: `config check`
+// TestConfigCheckBesideARunningPluginChangesNothing: `config check`
 // on the config of a plugin that serves passes (the health port in use,
 // the state dir locked) and changes nothing, not even what serve would
 // fix at start; on a config whose directories do not exist yet, it
 // creates none.
-func TestCase4_ConfigCheckBesideARunningPluginChangesNothing(t *testing.T) {
+func TestConfigCheckBesideARunningPluginChangesNothing(t *testing.T) {
 	c := newDevCase(t)
 	p := serveBin(t, c)
 	keyID := keyIDOf(t, c.socket)
@@ -652,10 +652,10 @@ func snapshotTree(t *testing.T, dir string) string {
 	return b.String()
 }
 
-// TestCase5_BackendStateChangesAreLoggedOnceWithTheCause: a key file lost
+// TestBackendStateChangesAreLoggedOnceWithTheCause: a key file lost
 // or spoiled while the plugin serves gives one WARN with the file and
 // the cause, however many probes see it, and one INFO when it is back.
-func TestCase5_BackendStateChangesAreLoggedOnceWithTheCause(t *testing.T) {
+func TestBackendStateChangesAreLoggedOnceWithTheCause(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		spoil, restore func(path string) error
@@ -686,9 +686,9 @@ func TestCase5_BackendStateChangesAreLoggedOnceWithTheCause(t *testing.T) {
 	}
 }
 
-// TestCase6_ExitCodesAndStderr: a handful of case 6's messages as an
+// TestExitCodesAndStderr: a handful of error messages as an
 // operator meets them: the exit code and stderr of the command.
-func TestCase6_ExitCodesAndStderr(t *testing.T) {
+func TestExitCodesAndStderr(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// setUp edits c and returns stdin and the arguments.
@@ -748,14 +748,14 @@ const (
 	heavyInit         = "init k8s.io/"
 )
 
-// TestCase7_EarlySIGHUP runs the real binary. A SIGHUP sent while the
+// TestEarlySIGHUP runs the real binary. A SIGHUP sent while the
 // packages still initialize (long before main, and before serve reads
 // its config) does not end serve: it is a rotation request, done once
 // the plugin runs. Every other command still ends on SIGHUP. The moment
 // is taken from GODEBUG=inittrace=1, which prints a line as each
 // package's init ends: the signal goes out as soon as the first
 // Kubernetes package has initialized, not after a guessed delay.
-func TestCase7_EarlySIGHUP(t *testing.T) {
+func TestEarlySIGHUP(t *testing.T) {
 	t.Run("serve: a rotation request", func(t *testing.T) {
 		c := newDevCase(t)
 		first := serveBin(t, c)
@@ -854,7 +854,7 @@ func TestCase7_EarlySIGHUP(t *testing.T) {
 // paths and network), /proc/locks does not show the plugin's locks: config
 // check cannot tell who serves, and must not fail on the plugin's own
 // socket and address.
-func TestCase4_ConfigCheckFromAnotherPIDNamespace(t *testing.T) {
+func TestConfigCheckFromAnotherPIDNamespace(t *testing.T) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
 		t.Skip("no unshare(1) here")

@@ -14,8 +14,7 @@ import (
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
-// The tests of issue 12 ("operator reliability"), one per case, driving
-// the commands as an operator would.
+// Operator reliability, driving the commands as an operator would.
 
 // devSetUp writes the dev mode's three key files and config.yaml into a
 // new directory, without serving, and returns the directory.
@@ -38,12 +37,12 @@ func statusOf(t *testing.T, socket string) string {
 	return out
 }
 
-// TestCase3_UnusableKeyFileAtStartIsADownBackend: 2 of 3 with state, one
+// TestUnusableKeyFileAtStartIsADownBackend: 2 of 3 with state, one
 // key file spoiled, restart: the plugin serves on the other two with the
 // same key_id, says in its log what is wrong with the file, and
 // `config check` shows it too, failing with exit 1: a file the config
 // names is unusable, although a quorum answers.
-func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
+func TestUnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 	for _, tc := range testutil.SpoiledKeyFiles {
 		t.Run(tc.Name, func(t *testing.T) {
 			dir := shortTemp(t)
@@ -86,10 +85,10 @@ func waitFor(t *testing.T, out *testutil.Buffer, want string) {
 	}
 }
 
-// TestCase4_ConfigCheckRefusesWhatServeCannotUse: each config fails
+// TestConfigCheckRefusesWhatServeCannotUse: each config fails
 // `config check` (and `serve`, where serve can tell) with the field at
 // fault, instead of passing and leaving serve stuck.
-func TestCase4_ConfigCheckRefusesWhatServeCannotUse(t *testing.T) {
+func TestConfigCheckRefusesWhatServeCannotUse(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// edit changes the dev config (in dir) and returns it.
@@ -156,9 +155,9 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// TestCase6_MessagesThatMislead: each message says what is wrong, and
+// TestMessagesThatMislead: each message says what is wrong, and
 // where.
-func TestCase6_MessagesThatMislead(t *testing.T) {
+func TestMessagesThatMislead(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// setUp edits the dev set-up in dir; it returns stdin and the
@@ -236,9 +235,9 @@ func spoilKeyFile(content []byte) func(t *testing.T, dir string) (string, []stri
 	}
 }
 
-// TestCase7_RecoverValidatesBeforeCreatingTheOutputDirectory: a snapshot
+// TestRecoverValidatesBeforeCreatingTheOutputDirectory: a snapshot
 // (or config) that cannot be used leaves no output directory behind.
-func TestCase7_RecoverValidatesBeforeCreatingTheOutputDirectory(t *testing.T) {
+func TestRecoverValidatesBeforeCreatingTheOutputDirectory(t *testing.T) {
 	dir := devSetUp(t)
 	cfg := filepath.Join(dir, "config.yaml")
 	garbage := filepath.Join(dir, "garbage.db")
@@ -265,10 +264,10 @@ func TestCase7_RecoverValidatesBeforeCreatingTheOutputDirectory(t *testing.T) {
 	}
 }
 
-// Case 2 (the status side): `trousseau status` shows what kube-apiserver
+// `trousseau status` shows what kube-apiserver
 // is not told: the current DEK, how it came, and warnings such as a
 // backend down.
-func TestCase2_StatusShowsTheCurrentDEKAndWarnings(t *testing.T) {
+func TestStatusShowsTheCurrentDEKAndWarnings(t *testing.T) {
 	dir := shortTemp(t)
 	socket := filepath.Join(dir, "kms.sock")
 	_, stop := serve(t, socket, "--dev", "--socket", socket, "--state-dir", dir, "--health-listen", "127.0.0.1:0")

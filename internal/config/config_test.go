@@ -137,10 +137,10 @@ func TestRejectsWithFieldName(t *testing.T) {
 	}
 }
 
-// TestCase3_UnusableKeyFileAtStartIsADownBackend: a key file that is
+// TestUnusableKeyFileAtStartIsADownBackend: a key file that is
 // there but unusable is a backend that is down, not a config that is
 // wrong: every backend is built, and the bad one says why from Probe.
-func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
+func TestUnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 	for _, tc := range testutil.SpoiledKeyFiles {
 		t.Run(tc.Name, func(t *testing.T) {
 			c, err := Parse([]byte(validYAML(t)))
@@ -165,9 +165,9 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 	}
 }
 
-// TestCase4_ValidateRefusesWhatServeCannotUse: one key file under two
+// TestValidateRefusesWhatServeCannotUse: one key file under two
 // names, a health.listen that is not host:port.
-func TestCase4_ValidateRefusesWhatServeCannotUse(t *testing.T) {
+func TestValidateRefusesWhatServeCannotUse(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// keyFile returns backends[2]'s key file, given backends[0]'s.
@@ -222,10 +222,10 @@ func TestCase4_ValidateRefusesWhatServeCannotUse(t *testing.T) {
 	}
 }
 
-// TestCase4_SocketGroupMustExistOnTheHost: a group name this machine
+// TestSocketGroupMustExistOnTheHost: a group name this machine
 // does not know is refused by ValidateOnHost (serve, config check), not by
 // Validate (recover reads the config on other machines).
-func TestCase4_SocketGroupMustExistOnTheHost(t *testing.T) {
+func TestSocketGroupMustExistOnTheHost(t *testing.T) {
 	for _, tc := range []struct{ name, group, want string }{
 		{"unknown name", "no-such-group-trousseau", "socketPermissions.group: "},
 		{"negative id", "-1", "socketPermissions.group: "},
@@ -262,9 +262,9 @@ func mustDo(t *testing.T, err error) {
 	}
 }
 
-// TestCase6_MessagesNameTheFieldAtFault: each of these used to blame the
+// TestMessagesNameTheFieldAtFault: each of these used to blame the
 // wrong field, or none.
-func TestCase6_MessagesNameTheFieldAtFault(t *testing.T) {
+func TestMessagesNameTheFieldAtFault(t *testing.T) {
 	// 14 backends before the three of validYAML: 17 in all.
 	seventeen := "backends:\n"
 	for i := range 14 {

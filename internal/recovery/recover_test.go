@@ -482,9 +482,9 @@ func (failingSource) Scan(context.Context, recovery.ScanRequest) (*recovery.Scan
 	return nil, fmt.Errorf("%w: test", recovery.ErrCorruptSnapshot)
 }
 
-// TestCase7_OutputDirectoryCreatedOnlyOnceTheSourceIsRead: a snapshot
+// TestOutputDirectoryCreatedOnlyOnceTheSourceIsRead: a snapshot
 // that cannot be read leaves no output directory behind.
-func TestCase7_OutputDirectoryCreatedOnlyOnceTheSourceIsRead(t *testing.T) {
+func TestOutputDirectoryCreatedOnlyOnceTheSourceIsRead(t *testing.T) {
 	recovery.NeedsDataDecryption(t)
 	for _, tc := range []struct {
 		name   string

@@ -114,10 +114,10 @@ func TestNewChecksNameAndConfig(t *testing.T) {
 	}
 }
 
-// TestCase3_UnusableKeyFileAtStartIsADownBackend: a key file that is
+// TestUnusableKeyFileAtStartIsADownBackend: a key file that is
 // there but unusable does not stop New (so the plugin starts on the other
 // backends); every operation reports it, with what is wrong.
-func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
+func TestUnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		setUp func(t *testing.T) string
@@ -153,9 +153,9 @@ func TestCase3_UnusableKeyFileAtStartIsADownBackend(t *testing.T) {
 	}
 }
 
-// TestCase6_KeyFileMessagesSayWhatIsWrong: each unusable key file is
+// TestKeyFileMessagesSayWhatIsWrong: each unusable key file is
 // described as what it is, never as "permission denied".
-func TestCase6_KeyFileMessagesSayWhatIsWrong(t *testing.T) {
+func TestKeyFileMessagesSayWhatIsWrong(t *testing.T) {
 	fifo := func(t *testing.T) string {
 		p := filepath.Join(t.TempDir(), "fifo")
 		if err := syscall.Mkfifo(p, 0o600); err != nil {
