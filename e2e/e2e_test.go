@@ -106,7 +106,7 @@ func TestKMSv2(t *testing.T) {
 		w.checkReadBack(t) // nothing lost
 	})
 
-	step(t, "7 two key files replaced: the stored DEK is set aside, not stuck (issue 12, case 1)", func(t *testing.T) {
+	step(t, "7 two key files replaced: the stored DEK is set aside, not stuck", func(t *testing.T) {
 		old := w.snapshotNames()
 		c.plugin.signal(syscall.SIGKILL)
 		<-c.plugin.done

@@ -23,10 +23,9 @@ import (
 )
 
 // Operator reliability tests that drive the real binary, for what only
-// the process
-// shows: that it starts or refuses to, its exit code, its log lines, what
-// `status` and /metrics say, signals. The in-process tests of the same
-// cases (operator_test.go) cover the messages in more variants.
+// the process shows: that it starts or refuses to, its exit code, its log
+// lines, what `status` and /metrics say, signals. The in-process tests
+// (operator_test.go) cover the messages in more variants.
 //
 // Each test runs the dev mode's three key-file backends, 2 of 3, from a
 // config file in a short directory under /tmp (a socket's path is
