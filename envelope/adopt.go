@@ -126,10 +126,7 @@ func (e *Envelope) considerAdoption(d *dek) {
 // backends in order, the configured threshold, the key identities this
 // node's probes see, and a config in which k custodians prove authorship.
 func (e *Envelope) notAdoptable(h *Header) string {
-	e.mu.RLock()
-	observed := e.observed
-	e.mu.RUnlock()
-	if reason := e.differsFromConfig(h, observed); reason != "" {
+	if reason := e.differsFromConfig(h, e.probes.keys()); reason != "" {
 		return "this node would not make it: " + reason
 	}
 	if secret, _ := countSecretKey(e.cfg.Backends); secret < e.cfg.Threshold {

@@ -74,11 +74,7 @@ func AuthenticationGap(k int, backends []kmsclients.Backend) string {
 // key type only from their first answer.
 func (e *Envelope) reportAuthenticationGap() {
 	gap := AuthenticationGap(e.cfg.Threshold, e.cfg.Backends)
-	e.mu.Lock()
-	changed := gap != e.gapLogged
-	e.gapLogged = gap
-	e.mu.Unlock()
-	if changed && gap != "" {
+	if e.probes.gapChanged(gap) && gap != "" {
 		e.log.Warn("public-key backends: " + gap)
 	}
 }
@@ -156,7 +152,7 @@ func (e *Envelope) stricterThan(h *Header) string {
 	}
 	var gone []string
 	for _, s := range h.Shares {
-		if e.backends[s.Backend] == nil {
+		if e.open.backends[s.Backend] == nil {
 			gone = append(gone, s.Backend)
 		}
 	}

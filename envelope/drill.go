@@ -86,14 +86,14 @@ func (e *Envelope) Drill(ctx context.Context, raw []byte) (DEKCheck, error) {
 // cost no backend call, and are judged by the same shares as the
 // genuine one. Close wipes the shares it holds.
 type DrillSession struct {
-	env    *Envelope
+	open   *opener
 	mu     sync.Mutex
 	shares map[[32]byte]shareResult
 }
 
 // NewDrillSession starts a drill session.
 func (e *Envelope) NewDrillSession() *DrillSession {
-	return &DrillSession{env: e, shares: map[[32]byte]shareResult{}}
+	return &DrillSession{open: e.open, shares: map[[32]byte]shareResult{}}
 }
 
 // Close wipes every share the session unwrapped.
@@ -109,7 +109,7 @@ func (s *DrillSession) Close() {
 // Unasked counts the shares of the header that Check would ask a backend
 // for (not unwrapped earlier in the session); -1 if the header is unusable.
 func (s *DrillSession) Unasked(raw []byte) int {
-	h, err := s.env.parseHeader(raw)
+	h, err := s.open.parse(raw)
 	if err != nil {
 		return -1
 	}
@@ -126,7 +126,7 @@ func (s *DrillSession) Unasked(raw []byte) int {
 
 // Check drills one header.
 func (s *DrillSession) Check(ctx context.Context, raw []byte) (DEKCheck, error) {
-	h, err := s.env.parseHeader(raw)
+	h, err := s.open.parse(raw)
 	if err != nil {
 		return DEKCheck{}, err
 	}
@@ -145,7 +145,7 @@ func (s *DrillSession) Check(ctx context.Context, raw []byte) (DEKCheck, error) 
 	check := DEKCheck{KeyID: h.KeyID(), Generation: h.Generation, Created: h.Created, Threshold: h.Threshold,
 		Shares: make([]ShareCheck, len(h.Shares))}
 	check.HeaderTampered = found.Secret == nil && len(found.Agree) >= split.TamperedQuorum(h.Threshold)
-	named := found.Secret != nil && s.env.reportMisfits(h, good, found.Fit)
+	named := found.Secret != nil && s.open.reportMisfits(h, good, found.Fit)
 	for i, r := range results {
 		check.Shares[i] = ShareCheck{Backend: h.Shares[i].Backend, Err: r.err}
 		if r.err != nil {
@@ -185,7 +185,7 @@ func (s *DrillSession) unwrapAll(ctx context.Context, h *Header) []shareResult {
 			continue
 		}
 		wg.Go(func() {
-			r := s.env.unwrapShare(ctx, h, ws)
+			r := s.open.unwrapShare(ctx, h, ws)
 			results[i] = r
 			// A call cancelled by the caller says nothing of the
 			// backend; one that ran out of the check's time did answer

@@ -107,33 +107,28 @@ type Sealed struct {
 
 // Envelope encrypts and decrypts with a threshold-wrapped DEK.
 type Envelope struct {
-	cfg      Config
-	log      *slog.Logger
-	obs      Observer
-	backends map[string]kmsclients.Backend
-	state    *stateFile
-	cache    *lru.Cache[[dekIDSize]byte, *dek] // by DEK id: a header variant of a known DEK is refused locally
-	failed   *failedHeaders
-	unwraps  *limiter
-	flight   singleflight.Group
-	liars    suspects // backends caught returning shares that do not fit
-	// disagreements: DEKs whose custodians disagreed without a liar
-	// being provable (warned once each).
-	disagreements suspects
+	cfg     Config
+	log     *slog.Logger
+	obs     Observer
+	open    *opener
+	probes  *probeView
+	state   *stateFile
+	cache   *lru.Cache[[dekIDSize]byte, *dek] // by DEK id: a header variant of a known DEK is refused locally
+	failed  *failedHeaders
+	unwraps *limiter
+	flight  singleflight.Group
 
 	rotateMu sync.Mutex  // one rotation or unlock at a time
 	adopting atomic.Bool // an adoption is under way (see considerAdoption)
 
 	mu            sync.RWMutex
-	current       *dek              // nil until created or unlocked
-	currentHeader []byte            // the wrapped current DEK, known even while locked
-	currentParsed *Header           // parsed currentHeader
-	origin        string            // how the current DEK became current (OriginMade, ...)
-	since         time.Time         // and when
-	highestGen    uint32            // the highest generation made here or confirmed for adoption
-	observed      map[string]string // key identities the last probe saw, by backend
-	replacing     string            // key id of a stored DEK set aside as unusable and not replaced yet (under rotateMu)
-	gapLogged     string            // the AuthenticationGap last logged
+	current       *dek      // nil until created or unlocked
+	currentHeader []byte    // the wrapped current DEK, known even while locked
+	currentParsed *Header   // parsed currentHeader
+	origin        string    // how the current DEK became current (OriginMade, ...)
+	since         time.Time // and when
+	highestGen    uint32    // the highest generation made here or confirmed for adoption
+	replacing     string    // key id of a stored DEK set aside as unusable and not replaced yet (under rotateMu)
 }
 
 // New checks cfg and loads the state file if there is one. It makes no
@@ -160,21 +155,16 @@ func New(cfg Config) (*Envelope, error) {
 	if cfg.MaxUnwraps <= 0 {
 		cfg.MaxUnwraps = DefaultMaxUnwraps
 	}
-	e := &Envelope{cfg: cfg, log: cfg.Logger, obs: cfg.Observer, backends: map[string]kmsclients.Backend{}}
+	e := &Envelope{cfg: cfg, log: cfg.Logger, obs: cfg.Observer, probes: &probeView{}}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	if e.obs == nil {
 		e.obs = nopObserver{}
 	}
-	for _, b := range cfg.Backends {
-		if err := kmsclients.ValidateName(b.Name()); err != nil {
-			return nil, err
-		}
-		if e.backends[b.Name()] != nil {
-			return nil, fmt.Errorf("backend %s configured twice", b.Name())
-		}
-		e.backends[b.Name()] = b
+	var err error
+	if e.open, err = newOpener(cfg, e.log, e.obs, e.probes); err != nil {
+		return nil, err
 	}
 	cache, err := lru.New[[dekIDSize]byte, *dek](cfg.CacheSize)
 	if err != nil {

@@ -82,7 +82,7 @@ func TestFailedQuorumNamesTheCaughtLiar(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.cache.Purge()
-	e.backends["b3"].(*switchable).down.Store(true)
+	e.open.backends["b3"].(*switchable).down.Store(true)
 	_, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header)
 	var qe *QuorumError
 	if !errors.As(err, &qe) || !qe.Mismatch {
@@ -102,7 +102,7 @@ func TestTamperedHeaderIsNotBlamedOnCustodians(t *testing.T) {
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
 	s := mustEncrypt(t, e, seed)
 	cold := coldNode(t, e)
-	cold.obs = obs
+	cold.open.obs = obs
 	_, err := cold.Decrypt(ctxT(t), s.Ciphertext, variant(s.Header, 1))
 	var qe *QuorumError
 	if !errors.As(err, &qe) || !qe.Tampered || !errors.Is(err, ErrInvalid) {

@@ -105,19 +105,9 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 	}
 }
 
-// parseHeader parses a header and refuses one below the threshold floor,
-// before any backend is asked: whoever can wrap for one backend could
-// otherwise write a 1-of-1 header.
-func (e *Envelope) parseHeader(raw []byte) (*Header, error) {
-	h, err := ParseHeader(raw)
-	if err != nil {
-		return nil, err
-	}
-	if h.Threshold < e.cfg.MinThreshold {
-		return nil, fmt.Errorf("%w: header threshold %d is below the minimum of %d", ErrInvalid, h.Threshold, e.cfg.MinThreshold)
-	}
-	return h, nil
-}
+// parseHeader parses a header as [opener.parse] does: refused below the
+// threshold floor.
+func (e *Envelope) parseHeader(raw []byte) (*Header, error) { return e.open.parse(raw) }
 
 // cached looks the header's DEK id up without parsing the header.
 func (e *Envelope) cached(raw []byte) (*dek, bool) {
@@ -130,16 +120,10 @@ func (e *Envelope) cached(raw []byte) (*dek, bool) {
 // openHeader recovers, verifies and caches the DEK of a parsed header.
 // With authOnly, only shares that prove who made them are combined.
 func (e *Envelope) openHeader(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {
-	key, authenticated, err := e.recoverDEK(ctx, h, raw, authOnly)
+	d, err := e.open.open(ctx, raw, h, authOnly)
 	if err != nil {
 		return nil, err
 	}
-	defer clear(key)
-	d, err := newDEK(key, raw, h)
-	if err != nil {
-		return nil, err
-	}
-	d.authenticated = authenticated
 	e.cache.Add(h.DEKID, d)
 	return d, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -141,11 +140,7 @@ func checkDistinctKeys(backends []kmsclients.Backend, shares []WrappedShare) err
 // probe reported (backends missing from it are not judged).
 func (e *Envelope) RotationDue(observed map[string]string) string {
 	if observed != nil {
-		e.mu.Lock()
-		changed := !maps.Equal(e.observed, observed)
-		e.observed = maps.Clone(observed)
-		e.mu.Unlock()
-		if changed {
+		if e.probes.update(observed) {
 			// A backend's key changed (a key file put back, a key
 			// restored): headers that failed may open now.
 			e.failed.seen.Purge()
