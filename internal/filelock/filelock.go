@@ -1,8 +1,7 @@
-// Package filelock takes the exclusive, advisory locks that keep two
-// Trousseau processes off one socket or one state dir. The lock is an
-// flock on a small file that records the holder's pid, only to make the
-// next process's error clearer; the kernel drops it when the process
-// dies, so a crash never leaves a stale lock.
+// Package filelock keeps two Trousseau processes off one socket or state
+// dir with an flock, which the kernel drops when the process dies, so a
+// crash leaves no stale lock. The file records the holder's pid for the
+// next process's error.
 package filelock
 
 import (
@@ -23,17 +22,15 @@ import (
 // ErrHeld reports that another process holds the lock.
 var ErrHeld = errors.New("held by another process")
 
-// Acquire locks the file name (created with mode 0600 if missing, never
-// through a symlink) and returns it open: closing it releases the lock.
-// When another process holds it, the error wraps ErrHeld and names that
-// process's pid as far as it is known.
+// Acquire locks the file name (created 0600 if missing, never through a
+// symlink) and returns it open; closing it releases the lock. If another
+// process holds it, the error wraps [ErrHeld] and names its pid if known.
 func Acquire(name string) (*os.File, error) {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
-	// A FIFO or device planted under the name would take the lock without
-	// being a file anyone else locks: refuse it.
+	// A planted FIFO or device would take a lock no one else sees.
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
 		f.Close()
 		if err == nil {
@@ -56,7 +53,7 @@ func Acquire(name string) (*os.File, error) {
 	return f, nil
 }
 
-// holder names the process that wrote the lock file, as far as it can tell.
+// holder names the pid written in the lock file, if any.
 func holder(f *os.File) string {
 	b, _ := io.ReadAll(io.LimitReader(f, 32))
 	pid := strings.TrimSpace(string(b))
@@ -66,14 +63,12 @@ func holder(f *os.File) string {
 	return "pid " + pid
 }
 
-// Holder reports whether the lock file name is held (by Acquire in any
-// process), and by which pid, without taking or touching it: it reads
-// /proc/locks (Linux). A file that does not exist is not held.
+// Holder reports whether the lock file name is held, and by which pid,
+// from /proc/locks, without touching it. A missing file is not held.
 //
-// "Not held" is not certain: /proc/locks leaves out locks whose holder
-// is in another pid namespace, and names a file by its file system's
-// device, which on btrfs or an overlayfs of several file systems is not
-// the device stat reports. Only "held" is.
+// Only "held" is certain: /proc/locks omits holders in another pid
+// namespace, and on btrfs or a multi-layer overlayfs names a device other
+// than the one stat reports.
 func Holder(name string) (pid int, held bool, err error) {
 	st, err := os.Stat(name)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -90,9 +85,8 @@ func Holder(name string) (pid int, held bool, err error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("lock %s: %w", name, err)
 	}
-	// "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF", the device as
-	// major:minor in hex and the inode in decimal; blocked waiters ("->")
-	// hold nothing.
+	// "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF": device in hex,
+	// inode in decimal; blocked waiters ("->") hold nothing.
 	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(sys.Dev), unix.Minor(sys.Dev), sys.Ino)
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -105,11 +99,9 @@ func Holder(name string) (pid int, held bool, err error) {
 	return 0, false, nil
 }
 
-// Check says what would make Acquire refuse the lock file name, without
-// opening it or taking the lock: not a regular file (a directory, a FIFO,
-// a symlink, which is not followed), or not writable by this process (an
-// immutable file, a read-only mount). A missing file passes: Acquire
-// creates it.
+// Check reports, without opening name, what would make [Acquire] refuse
+// it: not a regular file (symlinks are not followed) or not writable (an
+// immutable file, a read-only mount). A missing file passes.
 func Check(name string) error {
 	st, err := os.Lstat(name)
 	switch {

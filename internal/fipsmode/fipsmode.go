@@ -1,6 +1,6 @@
-// Package fipsmode says whether the process runs in FIPS 140-3 mode and
-// with which Go Cryptographic Module, for `trousseau version`, the
-// start-up log and the checks that refuse what that mode cannot do.
+// Package fipsmode reports the FIPS 140-3 mode and Go Cryptographic
+// Module in use, for `trousseau version`, the start-up log and the checks
+// that refuse what FIPS mode cannot do.
 package fipsmode
 
 import (
@@ -23,10 +23,9 @@ func Mode() string {
 // Enabled reports whether FIPS 140-3 mode is on ("on" or "only").
 func Enabled() bool { return fips140.Enabled() }
 
-// Module names the Go Cryptographic Module built in: the frozen module
-// that GOFIPS140 selected, with its unique suffix (v1.0.0-c2097c7c), or
-// "latest", the module of the Go toolchain's own tree, which is not a
-// validated one.
+// Module names the Go Cryptographic Module built in: the frozen one
+// GOFIPS140 selected (v1.0.0-c2097c7c), or "latest", the toolchain's own,
+// which is not validated.
 func Module() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
@@ -38,7 +37,7 @@ func Module() string {
 	return fips140.Version()
 }
 
-// Summary is one line for `trousseau version` and the start-up log:
+// Summary is one line such as
 // "FIPS 140-3 mode only, Go Cryptographic Module v1.0.0-c2097c7c".
 func Summary() string {
 	return "FIPS 140-3 mode " + Mode() + ", Go Cryptographic Module " + Module()

@@ -9,9 +9,8 @@ import (
 )
 
 // TestSummaryOfEachBuildAndMode builds a program with and without the
-// frozen module and runs it in each mode: what `trousseau version` and
-// the start-up log say must follow the build and GODEBUG, not be
-// assumed.
+// frozen module and runs it in each mode: the summary must follow the
+// build and GODEBUG.
 func TestSummaryOfEachBuildAndMode(t *testing.T) {
 	dir := t.TempDir()
 	build := func(gofips string) string {

@@ -1,17 +1,9 @@
-// Package earlyhup catches SIGHUP from the first moments of the process,
-// so that one sent while `trousseau serve` starts (an operator's or a
-// config reloader's `kill -HUP` racing a restart) does not end it: until
-// a handler is installed, Go's default action for SIGHUP is to exit.
+// Package earlyhup catches SIGHUP from package init, so that a `kill -HUP`
+// racing the start of `trousseau serve` is a rotation request rather than
+// Go's default action, exit. It depends on nothing heavy, so its init runs
+// before the KMS SDKs' and Kubernetes' (check with GODEBUG=inittrace=1).
 //
-// Its init runs as soon as os/signal is initialized, before the heavy
-// packages (the KMS SDKs, Kubernetes) whose inits take most of the
-// start-up time, and long before main: Go initializes packages in
-// dependency order, and this one depends on nothing else. Check with
-// GODEBUG=inittrace=1 that it stays near the top.
-//
-// main hands the signals held to serve, which takes them as rotation
-// requests, and calls Release for every other command, which then ends
-// on SIGHUP as any program does.
+// main hands [Signals] to serve and calls [Release] for every other command.
 package earlyhup
 
 import (
@@ -20,8 +12,8 @@ import (
 	"syscall"
 )
 
-// held keeps the first SIGHUP until serve reads it; more that arrive
-// before then are one rotation request anyway.
+// held keeps the first SIGHUP until serve reads it; later ones would be
+// the same rotation request.
 var held = make(chan os.Signal, 1)
 
 // ignoredAtStart: SIGHUP was ignored when the process started (nohup).
@@ -35,16 +27,13 @@ func init() {
 // Signals are the SIGHUPs caught since the process started.
 func Signals() <-chan os.Signal { return held }
 
-// Release makes a command that does not handle SIGHUP end on it as any
-// program does (or not, if SIGHUP was ignored when the process started,
-// as under nohup). SIGHUP stays caught, and the first one, caught before
-// or after, is delivered again once its default action is back. Resetting
-// at once and then draining held would lose a SIGHUP that the runtime had
-// taken but not yet put on held.
+// Release makes SIGHUP end the process again (unless it was ignored at
+// start, as under nohup). The first SIGHUP, caught before or after, is
+// raised again once the default action is back: resetting first and then
+// draining held would lose one the runtime had taken but not yet queued.
 func Release() {
 	if ignoredAtStart {
-		// Ignored again at once, so that the processes it starts inherit
-		// that too, as they would have without this package.
+		// At once, so that child processes inherit it.
 		signal.Ignore(syscall.SIGHUP)
 		return
 	}

@@ -1,5 +1,4 @@
-// Command summary prints fipsmode.Summary, for the package's test to
-// build with GOFIPS140 and run under each GODEBUG fips140 setting.
+// Command summary prints fipsmode.Summary for the package's test.
 package main
 
 import (
