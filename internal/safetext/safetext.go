@@ -1,7 +1,6 @@
-// Package safetext makes untrusted text (etcd keys, object names, backend
-// answers) safe to print on a terminal or in a log line: once escaped,
-// nothing in it can move the cursor, clear the screen, start a line or
-// reorder the text around it, so it cannot fake what a command printed.
+// Package safetext escapes untrusted text (etcd keys, object names,
+// backend answers) for a terminal or a log line, so that it cannot move
+// the cursor, start a line or reorder the text around it to fake output.
 package safetext
 
 import (
@@ -12,12 +11,10 @@ import (
 	"unicode/utf8"
 )
 
-// Escape returns s with a visible escape for each of: C0 controls
-// (newline and tab too), DEL and invalid UTF-8 bytes (\x1b, \xff); C1
-// controls, bidirectional controls and line or paragraph separators
-// (\u009b, \u202e); and the backslash (\\), so that the result decodes
-// to s in one way only. Everything else, non-ASCII letters included, is
-// kept. s is returned as it is when nothing needs escaping.
+// Escape returns s with a visible escape for C0 controls (newline and
+// tab too), DEL and invalid UTF-8 bytes (\x1b, \xff); C1, bidi and line
+// or paragraph separator runes (\u009b, \u202e); and the backslash (\\),
+// so that the result decodes to s one way only. Other runes are kept.
 func Escape(s string) string {
 	i := unsafeAt(s, true)
 	if i < 0 {
@@ -43,8 +40,7 @@ func Escape(s string) string {
 	return b.String()
 }
 
-// Printable reports whether Escape keeps s as it is, backslashes aside:
-// whether s is valid UTF-8 with nothing a terminal acts on.
+// Printable reports whether [Escape] keeps s as it is, backslashes aside.
 func Printable(s string) bool { return unsafeAt(s, false) < 0 }
 
 // unsafeAt is the index of the first byte Escape changes (a backslash
@@ -84,10 +80,8 @@ func unsafeRune(r rune) bool {
 	return false
 }
 
-// Sprintf is [fmt.Sprintf] with every argument that can carry text
-// escaped by [Escape]: strings, errors, Stringers and anything else but
-// numbers and booleans, which are passed as they are. The format is
-// trusted; format text arguments with %s or %v.
+// Sprintf is [fmt.Sprintf] with every argument but numbers and booleans
+// escaped by [Escape]. The format is trusted; format text with %s or %v.
 func Sprintf(format string, args ...any) string {
 	return fmt.Sprintf(format, escapeArgs(args)...)
 }
@@ -140,10 +134,9 @@ type escaped struct{ err error }
 func (e escaped) Error() string { return Escape(e.err.Error()) }
 func (e escaped) Unwrap() error { return e.err }
 
-// JSON rewrites, as \u escapes, the runes of encoding/json's output that
-// it leaves as they are and a terminal acts on (DEL, C1 controls, bidi
-// controls): they can only stand inside strings, where the escape means
-// the same rune, so the data does not change.
+// JSON escapes (\uXXXX) the runes encoding/json leaves raw that a terminal
+// acts on (DEL, C1, bidi). They can only stand inside strings, where the
+// escape means the same rune, so the data does not change.
 func JSON(b []byte) []byte {
 	var out []byte
 	for i := 0; i < len(b); {
