@@ -64,7 +64,7 @@ func TestNodesConvergeOnTheNewestDEK(t *testing.T) {
 		t.Fatalf("generation after rotation %d, want 2", g)
 	}
 	rotated := mustEncrypt(t, b, seed)
-	a.cache.Purge()
+	a.lookup.cache.Purge()
 	if _, err := a.Decrypt(ctxT(t), rotated.Ciphertext, rotated.Header); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestNodesConvergeOnTheNewestDEK(t *testing.T) {
 	if old.KeyID == winner {
 		old = sb
 	}
-	a.cache.Purge()
+	a.lookup.cache.Purge()
 	a.Decrypt(ctxT(t), old.Ciphertext, old.Header)
 	stays(t, a, rotated.KeyID)
 

@@ -75,12 +75,12 @@ func TestDrillChangesNothing(t *testing.T) {
 	b.Rotate(ctxT(t), "newer")
 	newer := mustEncrypt(t, b, seed)
 	before := a.KeyID()
-	a.cache.Purge()
+	a.lookup.cache.Purge()
 	if _, err := a.Drill(ctxT(t), newer.Header); err != nil {
 		t.Fatal(err)
 	}
 	stays(t, a, before)
-	if a.cache.Len() != 0 {
+	if a.lookup.cache.Len() != 0 {
 		t.Fatal("a drill filled the DEK cache")
 	}
 }

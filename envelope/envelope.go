@@ -21,9 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
-	"golang.org/x/sync/singleflight"
-
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/split"
 )
@@ -107,16 +104,13 @@ type Sealed struct {
 
 // Envelope encrypts and decrypts with a threshold-wrapped DEK.
 type Envelope struct {
-	cfg     Config
-	log     *slog.Logger
-	obs     Observer
-	open    *opener
-	probes  *probeView
-	state   *stateFile
-	cache   *lru.Cache[[dekIDSize]byte, *dek] // by DEK id: a header variant of a known DEK is refused locally
-	failed  *failedHeaders
-	unwraps *limiter
-	flight  singleflight.Group
+	cfg    Config
+	log    *slog.Logger
+	obs    Observer
+	open   *opener
+	probes *probeView
+	state  *stateFile
+	lookup *lookup
 
 	rotateMu sync.Mutex  // one rotation or unlock at a time
 	adopting atomic.Bool // an adoption is under way (see considerAdoption)
@@ -166,15 +160,9 @@ func New(cfg Config) (*Envelope, error) {
 	if e.open, err = newOpener(cfg, e.log, e.obs, e.probes); err != nil {
 		return nil, err
 	}
-	cache, err := lru.New[[dekIDSize]byte, *dek](cfg.CacheSize)
-	if err != nil {
+	if e.lookup, err = newLookup(cfg, e.open, e.obs); err != nil {
 		return nil, err
 	}
-	e.cache = cache
-	if e.failed, err = newFailedHeaders(cfg.CacheSize, cfg.Now); err != nil {
-		return nil, err
-	}
-	e.unwraps = newLimiter(cfg.MaxUnwraps)
 	if cfg.StateDir != "" {
 		e.state = &stateFile{dir: cfg.StateDir}
 		raw, err := e.state.load(e.log)
@@ -300,4 +288,28 @@ func (e *Envelope) Decrypt(ctx context.Context, ciphertext, header []byte) ([]by
 		return nil, err
 	}
 	return d.open(ciphertext)
+}
+
+// dekFor finds the DEK a header wraps ([lookup]) and offers it to the
+// current-DEK lifecycle for adoption.
+func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
+	d, err := e.lookup.find(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	e.considerAdoption(d)
+	return d, nil
+}
+
+// parseHeader parses a header as [opener.parse] does: refused below the
+// threshold floor.
+func (e *Envelope) parseHeader(raw []byte) (*Header, error) { return e.open.parse(raw) }
+
+// openHeader recovers, verifies and caches the DEK of a parsed header.
+func (e *Envelope) openHeader(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {
+	d, err := e.open.open(ctx, raw, h, authOnly)
+	if err == nil {
+		e.lookup.add(d)
+	}
+	return d, err
 }

@@ -29,7 +29,7 @@ func TestRoundTrip2of3(t *testing.T) {
 	if bytes.Contains(s.Ciphertext, seed) || bytes.Contains(s.Header, seed) {
 		t.Fatal("plaintext visible in the output")
 	}
-	e.cache.Purge() // decrypt through the backends, not the cache
+	e.lookup.cache.Purge() // decrypt through the backends, not the cache
 	got, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestOneBackendDown(t *testing.T) {
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
 	sw[1].down.Store(true)
 	s := mustEncrypt(t, e, seed)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	if got, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
 		t.Fatalf("decrypt with one of three down: %v", err)
 	}
@@ -401,7 +401,7 @@ func TestColdDecryptDoesNotWaitForDeadBackend(t *testing.T) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
 	s := mustEncrypt(t, e, seed)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	sw[0].down.Store(true)
 	sw[0].hang.Store(true) // never answers until cancelled
 	done := make(chan error, 1)
@@ -431,7 +431,7 @@ func TestDecryptHonoursDeadline(t *testing.T) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
 	s := mustEncrypt(t, e, seed)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	for _, b := range sw[:2] {
 		b.down.Store(true)
 		b.hang.Store(true)
@@ -449,7 +449,7 @@ func TestConcurrentColdDecryptsShareOneUnwrap(t *testing.T) {
 	obs := &countingObserver{}
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw), Observer: obs})
 	s := mustEncrypt(t, e, seed)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	for _, b := range sw {
 		b.calls.Store(0)
 		b.delay.Store(int64(20 * time.Millisecond))
@@ -486,8 +486,8 @@ func TestCacheIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if e.cache.Len() != 2 {
-		t.Fatalf("cache holds %d DEKs, limit 2", e.cache.Len())
+	if e.lookup.cache.Len() != 2 {
+		t.Fatalf("cache holds %d DEKs, limit 2", e.lookup.cache.Len())
 	}
 	misses := obs.misses.Load()
 	if _, err := e.Decrypt(ctxT(t), sealed[0].Ciphertext, sealed[0].Header); err != nil {
@@ -611,7 +611,7 @@ func TestDecryptWithDoneContextStartsNothing(t *testing.T) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
 	s := mustEncrypt(t, e, seed)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	for _, b := range sw {
 		b.calls.Store(0)
 	}

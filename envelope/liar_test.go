@@ -81,7 +81,7 @@ func TestFailedQuorumNamesTheCaughtLiar(t *testing.T) {
 	if _, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil {
 		t.Fatal(err)
 	}
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	e.open.backends["b3"].(*switchable).down.Store(true)
 	_, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header)
 	var qe *QuorumError

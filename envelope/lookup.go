@@ -10,6 +10,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
@@ -34,65 +35,61 @@ var ErrBusy = fmt.Errorf("too many DEK unwraps in progress: %w", kmsclients.ErrU
 // version, k, n, generation, created).
 const dekIDOffset = len(headerMagic) + 1 + 1 + 1 + 4 + 8
 
-// dekFor finds the DEK a header wraps: from the cache, or from the
-// backends, one lookup per header however many callers wait for it.
-//
-// The cache is keyed by DEK id, so a header that names a known DEK but
-// differs from the header it was sealed with by one byte is refused with
-// no backend call: tampering with a header costs the attacker, not the
-// backends.
-func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
-	if d, ok := e.cached(raw); ok {
-		e.obs.CacheLookup(true)
+// lookup finds the DEK of a header: in the cache, else from the [opener],
+// one unwrap per header however many callers wait for it, within a bound
+// on unwraps in flight. Headers that failed for good are refused for a
+// while without asking the backends. Each part locks itself.
+type lookup struct {
+	open *opener
+	// cache is keyed by DEK id, so a header that names a known DEK but
+	// differs from the one it was sealed with is refused with no backend
+	// call: tampering with a header costs the attacker, not the backends.
+	cache   *lru.Cache[[dekIDSize]byte, *dek]
+	failed  *failedHeaders
+	unwraps *limiter
+	flight  singleflight.Group
+	timeout time.Duration // bounds one unwrap, however many wait on it
+	obs     Observer
+}
+
+func newLookup(cfg Config, open *opener, obs Observer) (*lookup, error) {
+	cache, err := lru.New[[dekIDSize]byte, *dek](cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	failed, err := newFailedHeaders(cfg.CacheSize, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	return &lookup{open: open, cache: cache, failed: failed, unwraps: newLimiter(cfg.MaxUnwraps), timeout: cfg.UnwrapTimeout, obs: obs}, nil
+}
+
+// find returns the DEK that raw wraps.
+func (l *lookup) find(ctx context.Context, raw []byte) (*dek, error) {
+	if d, ok := l.cached(raw); ok {
+		l.obs.CacheLookup(true)
 		if !bytes.Equal(d.header, raw) {
 			return nil, fmt.Errorf("%w: header differs from the one its DEK was sealed with", ErrInvalid)
 		}
-		e.considerAdoption(d)
 		return d, nil
 	}
-	e.obs.CacheLookup(false)
-	h, err := e.parseHeader(raw)
+	l.obs.CacheLookup(false)
+	h, err := l.open.parse(raw)
 	if err != nil {
 		return nil, err
 	}
 	hash := sha256.Sum256(raw)
-	if err := e.failed.recent(hash); err != nil {
+	if err := l.failed.recent(hash); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ch := e.flight.DoChan(string(hash[:]), func() (any, error) {
-		// One unwrap serves every caller waiting on this header, so it
-		// is not bound to the first caller's deadline: each caller
-		// stops waiting at its own, and an unwrap that outlives a
-		// caller still fills the cache for the retry. UnwrapTimeout
-		// bounds it.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.UnwrapTimeout)
-		defer cancel()
-		release, err := e.unwraps.acquire(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer release()
-		d, err := e.openHeader(ctx, bytes.Clone(raw), h, false)
-		var qe *QuorumError
-		switch {
-		case errors.Is(err, ErrInvalid) && !errors.Is(err, kmsclients.ErrUnavailable):
-			e.failed.add(hash, err, failedHeaderTTL)
-		case errors.As(err, &qe) && qe.Mismatch && qe.Unanswered > 0:
-			// k shares came back and did not fit, and the backends still
-			// out did not answer within the grace: tampered, or a liar
-			// with an honest backend dark. Retrying may work once that
-			// backend is back (a probe that sees a change forgets this),
-			// but a replayed header must not hold each caller for the
-			// grace again.
-			e.failed.add(hash, err, mismatchTTL)
-		}
-		if err == nil {
-			e.considerAdoption(d)
-		}
-		return d, err
+	// One unwrap serves every caller waiting on this header, so it is not
+	// bound to the first caller's deadline: each stops waiting at its
+	// own, and an unwrap that outlives a caller still fills the cache.
+	ch := l.flight.DoChan(string(hash[:]), func() (any, error) {
+		return l.unwrap(context.WithoutCancel(ctx), bytes.Clone(raw), h, hash)
 	})
 	select {
 	case r := <-ch:
@@ -105,28 +102,47 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 	}
 }
 
-// parseHeader parses a header as [opener.parse] does: refused below the
-// threshold floor.
-func (e *Envelope) parseHeader(raw []byte) (*Header, error) { return e.open.parse(raw) }
-
-// cached looks the header's DEK id up without parsing the header.
-func (e *Envelope) cached(raw []byte) (*dek, bool) {
-	if len(raw) < dekIDOffset+dekIDSize || string(raw[:len(headerMagic)]) != headerMagic {
-		return nil, false
-	}
-	return e.cache.Get([dekIDSize]byte(raw[dekIDOffset : dekIDOffset+dekIDSize]))
-}
-
-// openHeader recovers, verifies and caches the DEK of a parsed header.
-// With authOnly, only shares that prove who made them are combined.
-func (e *Envelope) openHeader(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {
-	d, err := e.open.open(ctx, raw, h, authOnly)
+// unwrap opens h within the unwrap bound and caches the DEK, or
+// remembers why it failed.
+func (l *lookup) unwrap(ctx context.Context, raw []byte, h *Header, hash [32]byte) (*dek, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	release, err := l.unwraps.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
-	e.cache.Add(h.DEKID, d)
-	return d, nil
+	defer release()
+	d, err := l.open.open(ctx, raw, h, false)
+	var qe *QuorumError
+	switch {
+	case err == nil:
+		l.add(d)
+	case errors.Is(err, ErrInvalid) && !errors.Is(err, kmsclients.ErrUnavailable):
+		l.failed.add(hash, err, failedHeaderTTL)
+	case errors.As(err, &qe) && qe.Mismatch && qe.Unanswered > 0:
+		// k shares did not fit while a backend that might have fitted
+		// was out: retrying may work once it is back (a probe that sees
+		// a change forgets this), but a replayed header must not hold
+		// each caller for the grace again.
+		l.failed.add(hash, err, mismatchTTL)
+	}
+	return d, err
 }
+
+// cached looks the header's DEK id up without parsing the header.
+func (l *lookup) cached(raw []byte) (*dek, bool) {
+	if len(raw) < dekIDOffset+dekIDSize || string(raw[:len(headerMagic)]) != headerMagic {
+		return nil, false
+	}
+	return l.cache.Get([dekIDSize]byte(raw[dekIDOffset : dekIDOffset+dekIDSize]))
+}
+
+// add caches d, replacing any DEK of the same id.
+func (l *lookup) add(d *dek) { l.cache.Add(d.parsed.DEKID, d) }
+
+// forgetFailures forgets every failed header: a backend's key changed
+// (a key file put back, a key restored), so they may open now.
+func (l *lookup) forgetFailures() { l.failed.seen.Purge() }
 
 // failedHeaders remembers, for a while, headers that could not be opened
 // for a reason retrying would not change, and why, so that replaying one

@@ -34,7 +34,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		}
 	}
 	s := mustEncrypt(t, e, plaintext)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	_, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header)
 	note(err)
 	tampered := bytes.Clone(s.Header)

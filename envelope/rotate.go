@@ -65,7 +65,7 @@ func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) 
 		}
 	}
 	d.authenticated = true // made here
-	e.cache.Add(h.DEKID, d)
+	e.lookup.add(d)
 	msg := "DEK rotated"
 	if e.CurrentInfo().KeyID == "" {
 		msg = "first DEK created" // nothing was rotated out
@@ -143,7 +143,7 @@ func (e *Envelope) RotationDue(observed map[string]string) string {
 		if e.probes.update(observed) {
 			// A backend's key changed (a key file put back, a key
 			// restored): headers that failed may open now.
-			e.failed.seen.Purge()
+			e.lookup.forgetFailures()
 			e.reportAuthenticationGap()
 			e.logKeyChanges(observed)
 		}

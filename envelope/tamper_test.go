@@ -65,7 +65,7 @@ func TestFailedHeaderIsNotRetriedAgainstBackends(t *testing.T) {
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw), Now: clock})
 	s := mustEncrypt(t, e, seed)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	bad := variant(s.Header, 1)
 	if _, err := e.Decrypt(ctxT(t), s.Ciphertext, bad); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("first try: %v", err)
@@ -95,7 +95,7 @@ func withADarkBackend(t testing.TB) (sw []*switchable, e *Envelope, s Sealed) {
 	sw = wrapSwitchable(newLocals(t, 3))
 	e = mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
 	s = mustEncrypt(t, e, seed)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	sw[2].down.Store(true)
 	sw[2].hang.Store(true)
 	return sw, e, s
@@ -167,11 +167,11 @@ func TestLiarWithABackendTheProbeMissed(t *testing.T) {
 	sw := wrapSwitchable([]kmsclients.Backend{liar{locals[0]}, locals[1], locals[2]})
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
 	s := mustEncrypt(t, e, seed)
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	sw[2].delay.Store(int64(50 * time.Millisecond))
 	e.RotationDue(map[string]string{sw[0].Name(): "x", sw[1].Name(): "y"}) // b3 missed by the probe
 	for range 2 {
-		e.cache.Purge()
+		e.lookup.cache.Purge()
 		if got, err := e.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
 			t.Fatalf("genuine header with a liar and two honest backends: %v", err)
 		}
@@ -189,7 +189,7 @@ func TestUnwrapsInFlightAreBounded(t *testing.T) {
 		}
 		sealed = append(sealed, mustEncrypt(t, e, seed))
 	}
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	for _, b := range sw {
 		b.down.Store(true)
 		b.hang.Store(true)
@@ -220,10 +220,10 @@ func TestUnwrapsInFlightAreBounded(t *testing.T) {
 func TestLegacyCiphertextsStillOpen(t *testing.T) {
 	e := mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3)})
 	s := mustEncrypt(t, e, seed)
-	d, _ := e.cache.Get([dekIDSize]byte(s.Header[dekIDOffset : dekIDOffset+dekIDSize]))
+	d, _ := e.lookup.cache.Get([dekIDSize]byte(s.Header[dekIDOffset : dekIDOffset+dekIDSize]))
 	for _, v := range []byte{ciphertextVersion1, ciphertextVersion2} {
 		ct := sealLegacy(t, d, v, seed)
-		e.cache.Purge()
+		e.lookup.cache.Purge()
 		if got, err := e.Decrypt(ctxT(t), ct, s.Header); err != nil || !bytes.Equal(got, seed) {
 			t.Fatalf("version %d ciphertext: %v", v, err)
 		}
@@ -565,7 +565,7 @@ func TestFailedHeadersForgottenWhenBackendKeysChange(t *testing.T) {
 		return m
 	}
 	e.RotationDue(probe())
-	e.cache.Purge()
+	e.lookup.cache.Purge()
 	for _, n := range []string{"b", "c"} {
 		p := filepath.Join(dir, n+".key")
 		os.Rename(p, p+".orig")
@@ -649,7 +649,7 @@ func TestLiarDoesNotCutOffASlowHonestBackend(t *testing.T) {
 	slow.delay.Store(int64(300 * time.Millisecond))
 	node := mustNew(t, Config{Threshold: 2, Backends: []kmsclients.Backend{liar{bs[0]}, bs[1], slow}})
 	for i := range 3 {
-		node.cache.Purge()
+		node.lookup.cache.Purge()
 		if got, err := node.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
 			t.Fatalf("try %d: a liar blocked the quorum of the two honest backends: %v", i, err)
 		}
