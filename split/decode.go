@@ -11,58 +11,50 @@ import (
 type Decoded struct {
 	// Secret is the secret that fits, or nil.
 	Secret []byte
-	// Fit holds the indexes of the shares on Secret's polynomial. Those
-	// outside it are wrong when Fit has at least NamingQuorum(k) shares.
+	// Fit holds the indexes of the shares on Secret's polynomial; those
+	// outside it are wrong if len(Fit) >= [NamingQuorum](k).
 	Fit []int
 	// Agree, when no secret fits, holds the indexes of the largest set of
-	// more than k shares found on one polynomial, or nil. With at least
-	// TamperedQuorum(k) of them the commitment is the fake.
+	// more than k shares on one polynomial, or nil; if it has at least
+	// [TamperedQuorum](k), the commitment is the fake.
 	Agree []int
 }
 
-// Fewer than k wrong shares (k-1 colluding custodians) bound what a
-// search can be fooled into, which sets these two quorums.
-//
-// TamperedQuorum: shares on one polynomial that no commitment check
-// accepts. A polynomial other than the true one passes through at most
-// k-1 right shares, so with k-1 wrong ones at most 2k-2 agree on it.
+// TamperedQuorum is how many shares on one polynomial that the commitment
+// refuses prove the commitment fake. A wrong polynomial passes through at
+// most k-1 right shares, so with k-1 wrong ones (k-1 colluding
+// custodians) at most 2k-2 agree on it.
 func TamperedQuorum(k int) int { return max(k+1, 2*k-1) }
 
-// NamingQuorum: shares on a polynomial whose secret fits that prove the
-// shares outside it wrong. Another polynomial with the same secret meets
-// the true one at x = 0 and at most k-2 right shares, so with k-1 wrong
-// ones at most 2k-3 shares lie on it.
+// NamingQuorum is how many shares on a polynomial whose secret fits prove
+// the shares outside it wrong. Another polynomial with the same secret
+// meets the true one at x = 0 and at most k-2 right shares, so with k-1
+// wrong ones at most 2k-3 shares lie on it.
 func NamingQuorum(k int) int { return max(k, 2*k-2) }
 
-// maxLoneTries bounds the candidates offered to fits from polynomials
-// through exactly k shares. Those are needed only when exactly k right
-// shares came back beside wrong ones, where nothing but the commitment
-// tells them apart; beyond the bound the search gives up rather than
-// spend seconds of CPU on one header.
+// maxLoneTries bounds the polynomials through exactly k shares offered to
+// fits, needed only when exactly k right shares came back beside wrong
+// ones; past it the search gives up rather than spend seconds of CPU on
+// one header.
 const maxLoneTries = 2048
 
 // Decode finds the secret that fits among shares of which some may be
-// wrong, calling fits on candidate secrets until it returns true.
+// wrong, calling fits on candidate secrets until it returns true, and
+// checking ctx as it goes.
 //
-// A polynomial is interpolated once per set of shares it passes through,
-// not once per k-subset: subsets inside a tried polynomial's shares are
-// skipped, so a commitment that no candidate fits (a tampered header)
-// costs one fits call however large n is, and a polynomial through
-// TamperedQuorum(k) shares that does not fit ends the search. Subsets are
-// tried by distance from the first k shares, so one wrong share among
-// them is routed around after at most k*(m-k) interpolations.
-// Polynomials through more than k shares are offered to fits as they are
-// found; those through exactly k only when m < 2k (otherwise k-1 wrong
-// shares leave k+1 right ones) and at most maxLoneTries of them. ctx is
-// checked as it goes.
+// Each polynomial is interpolated once, not once per k-subset on it, so a
+// tampered commitment costs one fits call, and one through
+// [TamperedQuorum] shares that does not fit ends the search. Subsets are
+// tried by distance from the first k shares: one wrong share is routed
+// around after at most k*(m-k) interpolations. Polynomials through
+// exactly k shares are tried only when m < 2k, and at most maxLoneTries.
 func Decode(ctx context.Context, shares []Share, fits func(secret []byte) bool) (Decoded, error) {
 	return decode(ctx, shares, fits, maxLoneTries)
 }
 
-// DecodeSoFar is Decode for a search while more shares may still come:
-// of the polynomials through exactly k shares it tries at most as many as
-// there are shares (the first k shares in always), leaving the rest to a
-// Decode once no more will come.
+// DecodeSoFar is [Decode] while more shares may still come: it tries at
+// most len(shares) polynomials through exactly k shares (always the first
+// k), leaving the rest to a Decode once all are in.
 func DecodeSoFar(ctx context.Context, shares []Share, fits func(secret []byte) bool) (Decoded, error) {
 	return decode(ctx, shares, fits, len(shares))
 }
@@ -81,8 +73,8 @@ func decode(ctx context.Context, shares []Share, fits func([]byte) bool, lone in
 	return d.search(ctx, fits, lone)
 }
 
-// decoder holds the shares' points: xs are public (the indexes), ys are
-// secret and only ever multiplied in constant time.
+// decoder holds the shares' points: xs are public, ys secret and only
+// multiplied in constant time.
 type decoder struct {
 	k, m int
 	xs   []byte
@@ -155,9 +147,8 @@ func (d *decoder) equalTo(y []byte) uint32 {
 	return mask
 }
 
-// search tries polynomials through k-subsets of the shares: one through
-// more than k shares is offered to fits at once, up to lone of those
-// through exactly k once every subset has been looked at.
+// search offers fits each polynomial through more than k shares as found,
+// then up to lone of those through exactly k.
 func (d *decoder) search(ctx context.Context, fits func([]byte) bool, lone int) (Decoded, error) {
 	all := uint32(1)<<d.m - 1
 	var supported, unsupported []uint32 // agreement sets; subsets through k shares only
@@ -187,8 +178,8 @@ func (d *decoder) search(ctx context.Context, fits func([]byte) bool, lone int) 
 			found = Decoded{Secret: secret, Fit: d.indexes(agree)}
 			return false
 		}
-		// Every share on it, or too many for fewer than k wrong ones to
-		// fake: no other polynomial is worth trying.
+		// Every share on it, or too many for k-1 liars to fake: no other
+		// polynomial is worth trying.
 		return agree != all && n < TamperedQuorum(d.k)
 	})
 	if err != nil || found.Secret != nil {
@@ -227,10 +218,10 @@ func (d *decoder) tryFit(subset uint32, fits func([]byte) bool) []byte {
 	return nil
 }
 
-// agreement returns the shares on the polynomial through subset (which
-// includes subset itself). Byte 0 is compared first: a wrong share
-// almost always differs there, so most shares cost one multiplication
-// per point.
+// agreement returns the shares on the polynomial through subset, subset
+// included. Byte 0 is compared first, so a wrong share usually costs one
+// multiplication per point (a timing leak of byte 0 only; see
+// docs/how-it-works.md).
 func (d *decoder) agreement(subset uint32) uint32 {
 	agree := subset
 	for j := range d.m {
@@ -263,9 +254,8 @@ func (d *decoder) evalAll(weights []byte, subset uint32) []byte {
 	return out
 }
 
-// evalByte sums weight * y over the subset for byte b. weights are public
-// (they depend on x-coordinates only); the share bytes are multiplied in
-// constant time.
+// evalByte sums weight * y over the subset for byte b; weights are public,
+// y is multiplied in constant time.
 func evalByte(weights []byte, ys [][]byte, subset uint32, b int) byte {
 	var sum byte
 	w := 0
@@ -297,9 +287,8 @@ func (d *decoder) weights(subset uint32, x byte) []byte {
 	return out
 }
 
-// bySubsetDistance calls f with every k-subset of the m shares (as a bit
-// mask), those that swap fewer of the first k shares for others first,
-// until f returns false.
+// bySubsetDistance calls f with every k-subset of the shares (a bit mask),
+// fewest swaps from the first k first, until f returns false.
 func (d *decoder) bySubsetDistance(f func(uint32) bool) {
 	first := uint32(1)<<d.k - 1
 	rest := make([]int, 0, d.m-d.k)

@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// Adversarial review of Decode: liars that know their own true shares and
-// bend their answers against the search.
+// Liars that know their own true shares and bend their answers against
+// Decode's search.
 
 // liarStrategy rewrites the liars' shares (in place) given the true ones.
 type liarStrategy func(rng *mrand.Rand, shares []Share, liars, honest []int)
@@ -81,13 +81,11 @@ var liarStrategies = map[string]liarStrategy{
 	},
 }
 
-// Whatever fewer than k liars do (k-1 colluding custodians, the threat
-// model), k honest shares give the secret (fits accepts
-// only the true one), and Fit is at least k shares of one polynomial
-// through it. Liars who do not know each other's errors (noise) are
-// exactly the shares left out of Fit. (Colluding liars can make Fit hold
-// them instead of some honest shares: the commitment binds the secret,
-// not the shares.)
+// Whatever k-1 colluding liars do, k honest shares give the secret, and
+// Fit is at least k shares of one polynomial through it. Liars that do
+// not coordinate (noise) are exactly the shares left out of Fit;
+// colluders can take honest shares' place in Fit, since the commitment
+// binds the secret, not the shares.
 func TestDecodeFindsTheSecretWhateverTheLiarsDo(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(11, 12))
 	rounds := 0

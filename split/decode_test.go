@@ -158,10 +158,8 @@ func TestDecodeCollidingLiarsDoNotHideTheSecret(t *testing.T) {
 }
 
 // k-1 liars and exactly k honest shares: only the commitment tells the
-// one right k-subset from the others, and the search gives up after
-// maxLoneTries candidates rather than spend seconds on one header; with
-// one more honest share the right polynomial has support and is found
-// at once.
+// right k-subset apart, and the search gives up after maxLoneTries
+// candidates; with one more honest share it is found at once.
 func TestDecodeBoundsTheSearchForExactlyKHonestShares(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(7, 8))
 	sec, shares := splitFor(t, 8, 16)

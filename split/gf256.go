@@ -1,11 +1,9 @@
 package split
 
-// Arithmetic in GF(2^8) with the reduction polynomial x^8+x^4+x^3+x+1
-// (0x11b), the field github.com/hashicorp/vault/shamir interpolates in.
-// Split and Decode use it; Combine is vault/shamir's.
+// Arithmetic in GF(2^8) modulo x^8+x^4+x^3+x+1 (0x11b), vault/shamir's field.
 
-// gfMul multiplies a and b without branches or table look-ups that depend
-// on them, so that the time taken says nothing about share bytes.
+// gfMul multiplies a and b in constant time (no branch or table look-up
+// on them), so that timing reveals no share byte.
 func gfMul(a, b byte) byte {
 	var p byte
 	for range 8 {
@@ -27,9 +25,8 @@ func evaluate(coeffs []byte, x byte) byte {
 	return y
 }
 
-// Log and antilog tables of the field (generator 3), for arithmetic on
-// public values only: the x-coordinates, which are the shares' indexes.
-// Share bytes go through gfMul, whose time does not depend on them.
+// Log and antilog tables (generator 3), for public values only: the
+// x-coordinates. Share bytes go through gfMul.
 var gfExp, gfLog = func() (exp [510]byte, log [256]byte) {
 	x := byte(1)
 	for i := range 255 {

@@ -1,17 +1,15 @@
 // Package split divides a data-encryption key into n shares of which any k
 // recover it (Shamir's secret sharing over GF(2^8), the field of
-// github.com/hashicorp/vault/shamir, whose Combine does the interpolation),
-// and frames each share so that it carries its own index and threshold.
+// github.com/hashicorp/vault/shamir), and frames each share with its index
+// and threshold.
 //
-// A share's Shamir x-coordinate is its index (1..n), never chosen at
-// random and never 0. That is checked wherever a share is parsed or
-// combined, because the x-coordinate is what an attacker holding one
-// backend would bend: a share at x = 0 gives every other share a Lagrange
-// weight of zero, so the combined secret would be that share's bytes alone.
+// A share's x-coordinate is its index (1..n), checked wherever a share is
+// parsed or combined: an attacker holding one backend would set x = 0,
+// which zeroes every other share's Lagrange weight and makes the secret
+// that share's bytes.
 //
-// With k = 1 there is no splitting: every share is the whole secret. That
-// gives redundancy (any one backend can decrypt) but no threshold custody,
-// and callers should say so to the operator.
+// With k = 1 every share is the whole secret: redundancy without threshold
+// custody, which callers should tell the operator.
 package split
 
 import (
@@ -26,9 +24,9 @@ import (
 // combinations when a backend lies (C(16,8) = 12870 at most).
 const MaxShares = 16
 
-// frameVersion is the first byte of every framed share. Version 1 (the
-// first builds) drew x-coordinates at random; it is refused, since a share
-// whose x is not its index cannot be told from a forged one.
+// frameVersion is the first byte of a framed share. Version 1 drew random
+// x-coordinates and is refused: a share whose x is not its index cannot be
+// told from a forged one.
 const frameVersion = 2
 
 // frameOverhead is version, threshold and index.
@@ -78,8 +76,7 @@ func Split(secret []byte, k, n int) ([]Share, error) {
 		shares[i] = Share{Index: i + 1, Threshold: k, value: make([]byte, len(secret)+1)}
 		shares[i].value[len(secret)] = byte(i + 1)
 	}
-	// One random polynomial of degree k-1 per secret byte, its constant
-	// term the byte, evaluated at x = 1..n.
+	// Per byte, a random polynomial of degree k-1 with the byte as constant term.
 	coeffs := make([]byte, k)
 	defer clear(coeffs)
 	for j, b := range secret {
@@ -94,9 +91,9 @@ func Split(secret []byte, k, n int) ([]Share, error) {
 	return shares, nil
 }
 
-// Combine recovers the secret from exactly k shares of one split. It cannot
-// tell a right answer from a wrong one (a lying share gives a different
-// secret): callers must check the result against a commitment.
+// Combine recovers the secret from exactly k shares of one split. A lying
+// share gives a different secret, so callers must check the result against
+// a commitment, or use [Decode].
 func Combine(shares []Share) ([]byte, error) {
 	if len(shares) == 0 {
 		return nil, errors.New("no shares to combine")
@@ -172,8 +169,7 @@ func Parse(b []byte, secretLen int) (Share, error) {
 	return s, nil
 }
 
-// checkX refuses a Shamir share whose x-coordinate is not its index
-// (which also rules out x = 0, since indexes start at 1).
+// checkX refuses a share whose x-coordinate is not its index (so never 0).
 func (s Share) checkX() error {
 	if s.Threshold == 1 {
 		return nil
