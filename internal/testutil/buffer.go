@@ -1,5 +1,4 @@
-// Package testutil holds small helpers shared by the tests of several
-// packages.
+// Package testutil holds helpers shared by several packages' tests.
 package testutil
 
 import (

@@ -6,11 +6,10 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// Colluder is a custodian that unwraps its true share, then adds
-// c*prod(x - r) over Roots to its value (x, the share's index, is
-// public): colluders with the same Roots all land on one wrong polynomial
-// that meets the true one at the roots. With 0 among the roots, that
-// polynomial has the true secret.
+// Colluder is a custodian that adds c*prod(x - r) over Roots to its true
+// share (x is the public index): colluders with the same Roots land on
+// one wrong polynomial that meets the true one at the roots, and with 0
+// among them has the true secret.
 type Colluder struct {
 	kmsclients.Backend
 	Roots []byte

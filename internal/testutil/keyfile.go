@@ -2,8 +2,8 @@ package testutil
 
 import "os"
 
-// KeyFileSpoiler is one way to spoil a local key file that is there, and
-// what the backend's error must then say after the file's path.
+// KeyFileSpoiler is one way to spoil a local key file, and what the
+// backend's error must then say after the file's path.
 type KeyFileSpoiler struct {
 	Name  string
 	Spoil func(path string) error

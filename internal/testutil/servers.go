@@ -13,7 +13,7 @@ import (
 )
 
 // Server is a real server the tests run against, built by a hack/ script
-// at the version pinned in hack/versions.env, which the scripts read too.
+// at the version pinned in hack/versions.env.
 type Server struct {
 	Name       string // the binary's name, and its directory in the cache
 	Env        string // an environment variable that may name the binary instead
@@ -29,10 +29,9 @@ var (
 	Etcd          = Server{"etcd", "TROUSSEAU_ETCD", "ETCD_VERSION", "hack/kube.sh etcd"}
 )
 
-// Binary finds the server: the path in its environment variable, or the
-// cache ($HOME/.cache/trousseau/<name>/<version>/<name>). A missing server
-// fails the test, since ./hack/test.sh builds every one; only with
-// `go test -short` is the test skipped, with the script to run.
+// Binary finds the server from its environment variable or the cache
+// ($HOME/.cache/trousseau/<name>/<version>/<name>). A missing server fails
+// the test (./hack/test.sh builds every one), or skips it under -short.
 func (s Server) Binary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
@@ -73,7 +72,7 @@ func PinnedVersion(t testing.TB, key string) string {
 }
 
 // RepoRoot is the directory of go.mod, found upwards from the test's
-// working directory (its package's directory).
+// package directory.
 func RepoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := repoRoot()
@@ -100,9 +99,8 @@ func repoRoot() (string, error) {
 	}
 }
 
-// BuildTrousseau builds the real trousseau binary into dir and returns
-// its path, for tests that run it as a process. It takes no testing.TB so
-// that a TestMain can build once for a whole package.
+// BuildTrousseau builds the trousseau binary into dir and returns its
+// path. It takes no testing.TB so that a TestMain can build it once.
 func BuildTrousseau(dir string) (string, error) {
 	root, err := repoRoot()
 	if err != nil {
@@ -118,8 +116,7 @@ func BuildTrousseau(dir string) (string, error) {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listened on a
-// moment ago: for a server about to start, or for an address where
-// nothing answers.
+// moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
