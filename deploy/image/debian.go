@@ -73,7 +73,7 @@ func readLock(r io.Reader, arch string) ([]debPackage, error) {
 // operator filled (apt-get download), or from the mirror; always checked
 // against the pinned SHA-256 before use.
 type fetcher struct {
-	mirror   string // base URL, ending in "/"
+	mirrors  mirrors
 	cacheDir string // ~/.cache/trousseau/debian
 	debDir   string // optional
 	client   *http.Client
@@ -96,15 +96,20 @@ func (f *fetcher) fetch(ctx context.Context, p debPackage) ([]byte, error) {
 			return b, f.store(cached, b)
 		}
 	}
-	url := f.mirror + p.path
-	b, err := f.download(ctx, url)
+	urls, err := f.mirrors.urls(p.path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w (if the mirror no longer has this version, pin a newer one in packages.lock, or put the file in --deb-dir)", p, err)
+		return nil, fmt.Errorf("%s: %w, or put %s in --deb-dir", p, err, file)
 	}
-	if err := checkSHA256(b, p.sha256); err != nil {
-		return nil, fmt.Errorf("%s from %s: %w", p, url, err)
+	var b []byte
+	for _, url := range urls {
+		if b, err = f.download(ctx, url); err == nil {
+			if err := checkSHA256(b, p.sha256); err != nil {
+				return nil, fmt.Errorf("%s from %s: %w", p, url, err)
+			}
+			return b, f.store(cached, b)
+		}
 	}
-	return b, f.store(cached, b)
+	return nil, fmt.Errorf("%s: %w (if the mirror no longer has this version, pin a newer one in packages.lock, or put the file in --deb-dir)", p, err)
 }
 
 func (f *fetcher) download(ctx context.Context, url string) ([]byte, error) {

@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	revision := fs.String("revision", "", "org.opencontainers.image.revision (default: git's HEAD, -dirty if the tree is)")
 	created := fs.String("created", "", "time of every timestamp in the image, Unix seconds (default: $SOURCE_DATE_EPOCH, else HEAD's commit time, else 0)")
 	arch := fs.String("arch", runtime.GOARCH, "architecture (packages.lock must pin its packages)")
-	mirror := fs.String("debian-mirror", "https://deb.debian.org/", "Debian mirror holding debian/ and debian-security/")
+	mirror := fs.String("debian-mirror", "", "Debian mirror: a URL holding debian/ and debian-security/, or debian=URL,debian-security=URL (default: the build host's apt sources)")
 	debDir := fs.String("deb-dir", "", "directory to take the pinned .deb files from before the mirror (e.g. filled by apt-get download)")
 	fips := fs.Bool("fips", false, "build with the frozen Go Cryptographic Module (GOFIPS140="+fipsModule+", FIPS 140-3 mode on by default) and tag <version>-fips")
 	cacheDir := fs.String("cache", filepath.Join(home, ".cache", "trousseau", "debian"), "cache of verified .deb files")
@@ -77,8 +77,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.created, err = createdTime(root, *created); err != nil {
 		return err
 	}
-	o.fetcher = &fetcher{mirror: strings.TrimSuffix(*mirror, "/") + "/", cacheDir: *cacheDir, debDir: *debDir,
-		client: &http.Client{Timeout: 5 * time.Minute}}
+	o.fetcher = &fetcher{cacheDir: *cacheDir, debDir: *debDir, client: &http.Client{Timeout: 5 * time.Minute}}
+	if *mirror != "" {
+		o.fetcher.mirrors, err = parseMirrorFlag(*mirror)
+	} else {
+		o.fetcher.mirrors, err = hostMirrors(aptDir)
+	}
+	if err != nil {
+		return err
+	}
 
 	img, err := buildImage(ctx, o)
 	if err != nil {

@@ -294,15 +294,15 @@ func TestFetcher(t *testing.T) {
 	var hits atomic.Int32
 	body := deb
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		if r.URL.Path != "/"+p.path {
+		if r.URL.Path != "/"+p.path { // the first mirror has nothing: the second is tried
 			http.NotFound(w, r)
 			return
 		}
+		hits.Add(1)
 		w.Write(body)
 	}))
 	defer srv.Close()
-	f := &fetcher{mirror: srv.URL + "/", cacheDir: t.TempDir(), client: srv.Client()}
+	f := &fetcher{mirrors: mirrors{"debian": {srv.URL + "/nowhere", srv.URL + "/debian"}}, cacheDir: t.TempDir(), client: srv.Client()}
 	ctx := context.Background()
 
 	for i := 0; i < 2; i++ {
