@@ -26,9 +26,9 @@ type Harness struct {
 	// Unavailable returns a backend whose server or key is gone.
 	Unavailable func(t *testing.T) kmsclients.Backend
 	// BackendKind is the backend's kind as the config names it ("vault"),
-	// required: every error the suite provokes must be a *kmsclients.Error
-	// that names it, the backend and the operation, the shape the docs
-	// promise ("vault vault-eu: unwrap: ...").
+	// required: every error the suite provokes must be a
+	// [kmsclients.Error] naming it, the backend and the operation
+	// ("vault vault-eu: unwrap: ...").
 	BackendKind string
 }
 
