@@ -8,11 +8,10 @@ import (
 
 // TestFIPSOnlyPlugin switches a cluster's plugin to GODEBUG=fips140=only
 // on the state and data the default mode wrote, as an operator moving to
-// the FIPS build does: the KMS v2 contract through a real kube-apiserver
-// holds, and a restarted apiserver (no cached DEK seeds) reads every
-// object back through the FIPS-only plugin. Run under GOFIPS140=v1.0.0
-// (hack/test.sh's FIPS pass), TestMain's binary is the FIPS build and the
-// test checks that it says so.
+// the FIPS build does: the KMS v2 contract holds, and a restarted
+// apiserver (no cached DEK seeds) reads every object back. Under
+// GOFIPS140=v1.0.0 (hack/test.sh's FIPS pass) it also checks that the
+// binary says it is the FIPS build.
 func TestFIPSOnlyPlugin(t *testing.T) {
 	c := newCluster(t)
 	c.startEtcd()
