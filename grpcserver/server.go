@@ -46,6 +46,7 @@ type Services struct {
 	health  func() Snapshot
 	version string
 	log     *slog.Logger
+	keyIDs  keyIDs
 }
 
 // NewServices returns the services over env; health reports the prober's snapshot.
@@ -161,17 +162,23 @@ func (s v2Service) Decrypt(ctx context.Context, req *kmsv2.DecryptRequest) (*kms
 // key_id that Encrypt returned with these annotations. A mismatch means
 // the stored object was altered or mixed up, so it is refused before any
 // backend is asked to unwrap anything. The header is only parsed here,
-// which needs no backend. This relies on Header.KeyID giving, for every
-// header ever written, the key_id Encrypt returned with it.
+// which needs no backend, and only once: its key_id is remembered. This
+// relies on Header.KeyID giving, for every header ever written, the
+// key_id Encrypt returned with it.
 func (s v2Service) checkKeyID(ctx context.Context, uid, keyID string, header []byte) error {
 	if keyID == "" {
 		return invalid("key_id is empty: Decrypt needs the key_id that Encrypt returned")
 	}
-	h, err := envelope.ParseHeader(header)
-	if err != nil {
-		return s.fail(ctx, uid, err)
+	want, ok := s.keyIDs.get(header)
+	if !ok {
+		h, err := envelope.ParseHeader(header)
+		if err != nil {
+			return s.fail(ctx, uid, err)
+		}
+		want = h.KeyID()
+		s.keyIDs.add(header, want)
 	}
-	if want := h.KeyID(); want != keyID {
+	if want != keyID {
 		method, _ := grpc.Method(ctx)
 		s.log.Warn("request failed: key_id does not match the wrapped DEK", "method", method, "uid", uid, "key_id", keyID, "header_key_id", want)
 		return invalid("key_id does not match the wrapped DEK in the annotations")
