@@ -20,12 +20,10 @@ import (
 	"github.com/trousseau-io/trousseau/grpcserver"
 )
 
-// The admin socket is how `trousseau rotate` asks the plugin of a state
-// dir to rotate: a unix socket in the state dir, which only the plugin's
-// user (and root) can enter, mode 0600, and answering only its own uid
-// and root (SO_PEERCRED). Nothing on the network reaches it, and it
-// needs neither a shell nor a signal: `kubectl exec POD -- trousseau
-// rotate` runs as the plugin's user in the plugin's container.
+// The admin socket is how `trousseau rotate` asks a plugin to rotate with
+// no shell, signal or network (`kubectl exec POD -- trousseau rotate`):
+// a 0600 unix socket in the state dir that answers only the plugin's uid
+// and root. Threat model: docs/how-it-works.md.
 
 // adminSocketName is the admin socket's name in the state dir.
 const adminSocketName = "admin.sock"
@@ -46,8 +44,8 @@ type rotateResult struct {
 }
 
 // serveAdmin listens on stateDir's admin socket until stop is called.
-// Call it with the state dir locked, and stop before unlocking: a socket
-// there is then this plugin's or a stopped one's.
+// Call it with the state dir locked and stop before unlocking, so that a
+// socket there is this plugin's or a stopped one's.
 func serveAdmin(stateDir string, prober *grpcserver.Prober, log *slog.Logger) (stop func(), err error) {
 	path := adminSocket(stateDir)
 	if st, err := os.Lstat(path); err == nil && st.Mode()&fs.ModeSocket != 0 {
@@ -86,9 +84,8 @@ func newRotateResult(before grpcserver.Snapshot, r grpcserver.Rotation) rotateRe
 	return out
 }
 
-// ownUIDOnly accepts connections from the process's own uid and root
-// only: the state dir's mode keeps others out already, this keeps them
-// out of a dir whose mode was loosened.
+// ownUIDOnly accepts only the process's own uid and root, should the
+// state dir's mode be loosened.
 type ownUIDOnly struct{ *net.UnixListener }
 
 func (l ownUIDOnly) Accept() (net.Conn, error) {

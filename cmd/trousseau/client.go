@@ -134,9 +134,8 @@ func readSealed(r io.Reader) (sealedMessage, error) {
 	return m, nil
 }
 
-// readAtMost reads stdin r to its end, refusing more than limit bytes,
-// so that an input over the limit is named as such (with why, in hint),
-// not cut short and then misread.
+// readAtMost reads r to its end and refuses more than limit bytes (saying
+// why, with hint) rather than misread a cut input.
 func readAtMost(r io.Reader, limit int64, hint string) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {

@@ -5,16 +5,13 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// kmsResources are what kube-apiserver's EncryptionConfiguration most
-// often sends through a KMS plugin (deploy/encryption-config.yaml's), for
-// completing --resources.
+// kmsResources complete --resources: the resources
+// deploy/encryption-config.yaml sends through a KMS plugin.
 var kmsResources = []string{"secrets", "configmaps"}
 
-// completeFlagValues makes the shell complete the values of the flags
-// that name files and directories, everywhere in the tree: the config
-// as YAML, state and output directories as directories. The flags that
-// take a fixed set of values complete them where they are added
-// (addOutputFlag, completeValues).
+// completeFlagValues makes the shell complete the flags that name files
+// (the config as YAML) and directories, everywhere in the tree; flags with
+// fixed values complete where they are added ([completeValues]).
 func completeFlagValues(root *cobra.Command) {
 	for _, cmd := range append([]*cobra.Command{root}, allCommands(root)...) {
 		etcdClient := cmd.Flags().Lookup("etcd-endpoints") != nil

@@ -234,9 +234,8 @@ func namesAFile(kind string, err error) bool {
 }
 
 // readiness adds to r.Unready why serve would start unready: too few
-// backends answer to unlock the stored DEK, or, with no DEK yet or one
-// made for other backends or another threshold, to make a new one (which
-// needs every backend).
+// backends answer to unlock the stored DEK or, when a new one is needed,
+// to make it (which needs every backend).
 func (r *checkReport) readiness() {
 	n := len(r.Backends)
 	var down, names []string

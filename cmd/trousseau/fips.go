@@ -9,11 +9,9 @@ import (
 )
 
 // fipsWarnings is what a FIPS 140-3 deployment of cfg should know, in a
-// process whose FIPS mode is mode ("off", "on", "only") with module
-// built in: cryptography that this process does not do, or does with a
-// module that is not validated. Nothing here is refused: every backend
-// works in FIPS-only mode (docs/fips.md), and these are the other
-// party's to certify.
+// process of FIPS mode ("off", "on", "only") and module: cryptography
+// done elsewhere or by a module that is not validated. Nothing is
+// refused: every backend works in FIPS-only mode (docs/fips.md).
 func fipsWarnings(cfg *config.Config, mode, module string) []string {
 	if mode == "off" {
 		return nil

@@ -17,9 +17,9 @@ import (
 type streams struct {
 	In       io.Reader
 	Out, Err io.Writer
-	// HUP, if set, holds the SIGHUPs caught since the process started
-	// (see earlyhup), which serve takes as rotation requests. Without it
-	// (tests that run serve in-process) serve catches SIGHUP itself.
+	// HUP holds the SIGHUPs caught since the process started
+	// ([earlyhup.Signals]), for serve; nil in in-process tests, where
+	// serve catches SIGHUP itself.
 	HUP <-chan os.Signal
 }
 
@@ -52,8 +52,7 @@ func NewRootCmd(s streams) *cobra.Command {
 
 func main() {
 	cmd := NewRootCmd(streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, HUP: earlyhup.Signals()})
-	// SIGHUP has been caught since the process started (earlyhup's init),
-	// for serve. Every other command ends on it, as programs do.
+	// Only serve takes SIGHUP; every other command ends on it.
 	if c, _, err := cmd.Find(os.Args[1:]); err != nil || c.Name() != "serve" {
 		earlyhup.Release()
 	}

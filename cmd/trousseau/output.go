@@ -12,9 +12,8 @@ import (
 	"github.com/trousseau-io/trousseau/internal/safetext"
 )
 
-// Output formats of -o/--output, the one meaning that flag has on every
-// command (kubectl's grammar): text for people, json for scripts, yaml
-// where Kubernetes objects are written (recover, decrypt-value).
+// Output formats of -o/--output, as in kubectl: text for people, json for
+// scripts, yaml where Kubernetes objects are written.
 const (
 	formatText = "text"
 	formatJSON = "json"
@@ -22,7 +21,7 @@ const (
 )
 
 // addOutputFlag adds -o/--output to cmd, taking one of formats (the first
-// is the default), with shell completion of the values.
+// is the default).
 func addOutputFlag(cmd *cobra.Command, p *string, formats ...string) {
 	cmd.Flags().StringVarP(p, "output", "o", formats[0], "output format: "+strings.Join(formats, ", "))
 	completeValues(cmd, "output", formats...)

@@ -13,10 +13,9 @@ import (
 // recoverFormats are what recover writes objects as.
 var recoverFormats = []string{formatYAML, formatJSON}
 
-// addFormatFlags adds -o and --output. They are one flag on every other
-// command; here -o is the short form of a hidden --format, so that
-// --output can still take a directory, as it did, for one release, while
-// -o never does: `-o xml` is refused, not made a directory named xml.
+// addFormatFlags adds -o as the short form of a hidden --format, not of
+// --output, which takes a directory for one more release: `-o xml` is
+// refused, never made a directory.
 func (o *recoverOptions) addFormatFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVarP(&o.format, "format", "o", "", "output format: yaml or json (short for --output)")

@@ -121,8 +121,7 @@ func (o *serveOptions) loadConfig() (*config.Config, error) {
 		}
 		return cfg, err
 	}
-	// The flags override the file before it is validated: what is
-	// checked (a kmsplugin endpoint against Trousseau's own socket, say)
+	// Flags override the file before validation, so that what is checked
 	// is what serve will use.
 	cfg, err := config.Load(o.configFile, o.override)
 	if err != nil {
@@ -158,13 +157,10 @@ func (o *serveOptions) overrideLog(cfg *config.Config) {
 }
 
 func (o *serveOptions) run(parent context.Context) (err error) {
-	// Until a handler is installed, a SIGHUP ends the process (Go's
-	// default), and one sent while the config loads and the backends are
-	// built would crash-loop a static pod. The binary catches it from its
-	// first milliseconds (earlyhup, in o.HUP); the channel holds it until
-	// the prober can take it as a rotation request. In-process (tests),
-	// serve catches it from here. SIGTERM and SIGINT cancel the start-up
-	// rather than kill it.
+	// A SIGHUP during start-up must not end the process (Go's default):
+	// it would crash-loop a static pod. The binary catches it from package
+	// init (earlyhup, in o.HUP), tests from here; the prober later takes it
+	// as a rotation request. SIGTERM and SIGINT cancel the start-up.
 	hup := o.HUP
 	if hup == nil {
 		own := make(chan os.Signal, 1)
@@ -203,8 +199,8 @@ func (o *serveOptions) run(parent context.Context) (err error) {
 	} else {
 		defer stopAdmin()
 	}
-	// The public-key warning (envelope.AuthenticationGap) is logged by the
-	// envelope after the first probe, when every backend's key type is known.
+	// The envelope logs [envelope.AuthenticationGap] after the first probe,
+	// once every backend's key type is known.
 	log.Info("starting trousseau", "version", buildVersion(), "fips140", fipsmode.Mode(), "fips_module", fipsmode.Module(),
 		"threshold", cfg.Threshold, "backends", len(backends), "socket", cfg.Socket, "state_dir", cfg.StateDir)
 	for _, w := range processFIPSWarnings(cfg) {
@@ -247,11 +243,10 @@ func rotateOnHUP(ctx context.Context, hup <-chan os.Signal, plugin *grpcserver.P
 	}
 }
 
-// fatal writes the error that stops serve through log, so that a JSON
-// pipeline sees the line that explains a crash loop; before the config
-// gives a logger, through one made of --log-format if given. The error
-// returned is then not printed again. Without a logger, it is returned
-// as it is, for main to print once.
+// fatal logs the error that stops serve, so that a JSON pipeline sees why
+// a pod crash-loops (before the config is read, with a logger of
+// --log-format if given), and returns a [loggedError]; without a logger it
+// returns err for main to print.
 func (o *serveOptions) fatal(log *slog.Logger, err error) error {
 	if err == nil {
 		return nil
@@ -272,9 +267,8 @@ type loggedError struct{ error }
 
 func (e *loggedError) Unwrap() error { return e.error }
 
-// newLogger is the plugin's log/slog logger on w, at c's level and in
-// c's format. Durations are written as Go duration strings ("1.5ms"),
-// never as bare nanoseconds (JSON's default).
+// newLogger is the plugin's logger on w, at c's level and in c's format,
+// with durations as "1.5ms", not JSON's bare nanoseconds.
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {

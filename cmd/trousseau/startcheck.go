@@ -21,18 +21,12 @@ import (
 	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
-// checkServeStart checks, without changing anything (no directory made,
-// no chmod, no clean-up, no lock taken), what `serve` needs of this host
-// besides its backends, with the checks serve makes: the state dir
-// (envelope.CheckStateDir: what LockStateDir and envelope.New refuse,
-// and what would leave no DEK or rotation saved), the socket's directory
-// (safedir, as grpcserver.ListenUnix) and path, and health.listen (bound
-// and released at once). It prints what it found to out and returns one
-// error per problem, each naming its config field.
-//
-// A plugin already running on this config passes: its locks are read,
-// not tried (runningPlugin), and its socket and health address in use
-// are then expected.
+// checkServeStart runs serve's own checks of this host
+// ([envelope.CheckStateDir], [grpcserver.ListenUnix]'s, a bind of
+// health.listen; not the backends) without changing anything: no
+// directory made, no chmod, no clean-up, no lock taken. It prints what it
+// found to out and returns one error per problem, naming its config field.
+// A plugin already running on this config passes.
 func checkServeStart(ctx context.Context, out io.Writer, cfg *config.Config) []error {
 	var errs []error
 	field := func(name string, err error) {
@@ -60,23 +54,20 @@ func checkServeStart(ctx context.Context, out io.Writer, cfg *config.Config) []e
 type plugin int
 
 const (
-	// pluginUnknown: a lock file is there, but who holds it cannot be
-	// read (/proc/locks does not show holders in another pid namespace,
-	// and names files on btrfs or a multi-layer overlayfs by another
-	// device than stat does): a socket or address in use gets a note.
+	// pluginUnknown: a lock file is there, but [filelock.Holder] cannot
+	// be sure who holds it: a socket or address in use gets a note.
 	pluginUnknown plugin = iota
 	// pluginRunning: one process holds both this config's locks.
 	pluginRunning
-	// pluginNone: neither lock file exists, so no Trousseau serves this
-	// config: a socket or address in use is someone else's.
+	// pluginNone: no lock file, so a socket or address in use is not a
+	// Trousseau's.
 	pluginNone
 )
 
-// runningPlugin tells, from the socket's and the state dir's lock files
-// and who holds them (read from /proc/locks; nothing is taken), whether
-// a plugin runs on this config. Only what is certain is an error: both
-// locks held by different processes, or one held while the other's file
-// does not even exist (so its holder serves another config).
+// runningPlugin tells from the holders of the socket's and state dir's
+// lock files (nothing is taken) whether a plugin runs on this config.
+// Only what is certain is an error: the two held by different processes,
+// or one held while the other's file does not exist.
 func runningPlugin(out io.Writer, cfg *config.Config) (p plugin, sockErr, stateErr error) {
 	sock, state := lockOf(grpcserver.SocketLock(cfg.Socket)), lockOf(envelope.StateLock(cfg.StateDir))
 	switch {
@@ -132,12 +123,8 @@ func checkStateDirOf(out io.Writer, cfg *config.Config) error {
 	return err
 }
 
-// checkSocket checks what grpcserver.ListenUnix would refuse: a socket
-// directory that others could write (the same safedir check), that
-// cannot be created or holds no new file, a lock file it could not open,
-// something other than a socket in the way, and a socket another process
-// serves on. A stale socket passes (serve removes it), and so does the
-// socket of the plugin running on this config.
+// checkSocket checks what [grpcserver.ListenUnix] would refuse. A stale
+// socket passes (serve removes it), and so does the running plugin's.
 func checkSocket(out io.Writer, path string, running plugin) error {
 	dir := filepath.Dir(path)
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
@@ -169,9 +156,7 @@ func checkSocket(out io.Writer, path string, running plugin) error {
 	return errors.Join(errs...)
 }
 
-// checkCreatable tells whether serve's MkdirAll could create dir: its
-// nearest existing parent must be a directory this process can create
-// entries in.
+// checkCreatable tells whether serve's MkdirAll could create dir.
 func checkCreatable(what, dir string) error {
 	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
 		st, err := os.Stat(p)
@@ -182,8 +167,7 @@ func checkCreatable(what, dir string) error {
 			if err := syscall.Access(p, unix.W_OK|unix.X_OK); err != nil {
 				return fmt.Errorf("%s %s cannot be created: nothing can be created in %s (%v); create %s for the plugin's user, or choose another path", what, dir, p, err, dir)
 			}
-			// Once made, serve would refuse it for a directory on the
-			// way that others can write.
+			// Serve would then refuse it under a dir others can write.
 			return safedir.CheckCreatable(what, dir)
 		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
 			return fmt.Errorf("%s %s cannot be created: %w", what, dir, err)
@@ -194,8 +178,7 @@ func checkCreatable(what, dir string) error {
 }
 
 // checkHealthListen binds addr as serve will, and releases it at once.
-// An address in use passes (with a note) when the plugin of this config
-// runs; otherwise serve could not start.
+// An address in use passes if this config's plugin may hold it.
 func checkHealthListen(ctx context.Context, out io.Writer, addr string, running plugin) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -225,10 +208,8 @@ func unwrapOpError(err error) error {
 	return err
 }
 
-// noteOtherOwner warns a check run as root on directories that belong to
-// another user, most likely the plugin's: serve refuses a directory that
-// is neither its user's nor root's, and checks access as its own user, so
-// this check is only as good as the user it runs as.
+// noteOtherOwner warns a check run as root on another user's directories:
+// serve checks ownership and access as its own user, so should this.
 func noteOtherOwner(out io.Writer, dirs ...string) {
 	if os.Geteuid() != 0 {
 		return
