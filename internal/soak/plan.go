@@ -1,0 +1,159 @@
+// Package soak is the chaos soak's bookkeeping: the fault plan drawn from a
+// seed, the history of acknowledged writes that every read is checked
+// against, and the report. The processes it runs against live in
+// e2e/soak_test.go (build tag soak); this package has no I/O of its own,
+// so that its rules are tested on their own.
+package soak
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Kind is a kind of injected fault.
+type Kind string
+
+// The fault kinds, each counted in the report.
+const (
+	CustodianStop    Kind = "custodian-stop"    // SIGSTOP, then SIGCONT
+	CustodianKill    Kind = "custodian-kill"    // SIGKILL and restart (the key file: moved away and back)
+	QuorumLost       Kind = "quorum-lost"       // two custodians of three down at once
+	PluginKill       Kind = "plugin-kill"       // SIGKILL and restart of one node's plugin
+	APIServerRestart Kind = "apiserver-restart" // one node's kube-apiserver stopped and started
+	RotateSIGHUP     Kind = "rotate-sighup"     // SIGHUP to one node's plugin
+	RotateCommand    Kind = "rotate-command"    // `trousseau rotate` on one node
+	Migration        Kind = "migration"         // every object read and rewritten through one node
+)
+
+// Kinds lists every fault kind, in the report's order.
+var Kinds = []Kind{CustodianStop, CustodianKill, QuorumLost, PluginKill, APIServerRestart, RotateSIGHUP, RotateCommand, Migration}
+
+// The custodians (2 of 3) and the nodes faults are aimed at.
+const (
+	Vault   = "vault"
+	AWS     = "aws"
+	KeyFile = "keyfile"
+	Node1   = "node1"
+	Node2   = "node2"
+)
+
+// Custodians are the three backends, in the plugin config's order.
+var Custodians = []string{Vault, AWS, KeyFile}
+
+// Lanes run side by side; the faults of one lane run one after another,
+// which is what keeps at most one custodian down outside a QuorumLost.
+const (
+	LaneCustodian = "custodian"
+	LaneProcess   = "process"
+	LaneKey       = "key"
+)
+
+// Fault is one planned fault. Gap is the pause after the lane's previous
+// fault ended; Hold how long a custodian stays down.
+type Fault struct {
+	Lane    string        `json:"lane"`
+	Seq     int           `json:"seq"`
+	Kind    Kind          `json:"kind"`
+	Targets []string      `json:"targets"`
+	Gap     time.Duration `json:"gap"`
+	Hold    time.Duration `json:"hold,omitempty"`
+}
+
+func (f Fault) String() string {
+	s := fmt.Sprintf("%s#%d %s %v gap=%s", f.Lane, f.Seq, f.Kind, f.Targets, f.Gap)
+	if f.Hold > 0 {
+		s += fmt.Sprintf(" hold=%s", f.Hold)
+	}
+	return s
+}
+
+// Plan is every lane's sequence of faults, a function of the seed alone:
+// replaying a seed replays the schedule. Real timings differ between runs
+// (a restart takes what it takes); the order and parameters do not.
+type Plan struct {
+	Seed  int64              `json:"seed"`
+	Lanes map[string][]Fault `json:"lanes"`
+}
+
+// Estimated cost of each kind beyond its gap and hold, on a loaded
+// machine: enough faults are planned that a lane never runs dry.
+var estimate = map[Kind]time.Duration{
+	CustodianStop: time.Second, CustodianKill: 3 * time.Second, QuorumLost: 2 * time.Second,
+	PluginKill: 5 * time.Second, APIServerRestart: 20 * time.Second,
+	RotateSIGHUP: 60 * time.Second, RotateCommand: 60 * time.Second, Migration: 15 * time.Second,
+}
+
+// NewPlan draws the faults of a run of duration d from seed.
+func NewPlan(seed int64, d time.Duration) Plan {
+	p := Plan{Seed: seed, Lanes: map[string][]Fault{}}
+	for i, lane := range []struct {
+		name string
+		next func(*rand.Rand) []Fault
+	}{{LaneCustodian, custodianFault}, {LaneProcess, processFault}, {LaneKey, keyFaults}} {
+		r := rand.New(rand.NewPCG(uint64(seed), uint64(i)))
+		var spent time.Duration
+		for spent < d {
+			for _, f := range lane.next(r) {
+				f.Lane, f.Seq = lane.name, len(p.Lanes[lane.name])
+				p.Lanes[lane.name] = append(p.Lanes[lane.name], f)
+				spent += f.Gap + f.Hold + estimate[f.Kind]
+			}
+		}
+	}
+	return p
+}
+
+func between(r *rand.Rand, lo, hi time.Duration) time.Duration {
+	return (lo + time.Duration(r.Int64N(int64(hi-lo)))).Round(100 * time.Millisecond)
+}
+
+func custodianFault(r *rand.Rand) []Fault {
+	gap := between(r, 2*time.Second, 6*time.Second)
+	switch x := r.IntN(10); {
+	case x < 2:
+		i := r.IntN(3)
+		pair := []string{Custodians[i], Custodians[(i+1+r.IntN(2))%3]}
+		return []Fault{{Kind: QuorumLost, Targets: pair, Gap: gap, Hold: between(r, 8*time.Second, 20*time.Second)}}
+	case x < 6:
+		// A key file has no process to stop.
+		return []Fault{{Kind: CustodianStop, Targets: []string{Custodians[r.IntN(2)]}, Gap: gap, Hold: between(r, 3*time.Second, 10*time.Second)}}
+	default:
+		return []Fault{{Kind: CustodianKill, Targets: []string{Custodians[r.IntN(3)]}, Gap: gap, Hold: between(r, 2*time.Second, 8*time.Second)}}
+	}
+}
+
+func node(r *rand.Rand) []string { return []string{[]string{Node1, Node2}[r.IntN(2)]} }
+
+func processFault(r *rand.Rand) []Fault {
+	kind := PluginKill
+	if r.IntN(2) == 0 {
+		kind = APIServerRestart
+	}
+	return []Fault{{Kind: kind, Targets: node(r), Gap: between(r, 8*time.Second, 25*time.Second)}}
+}
+
+// keyFaults is a rotation on one node and, every other time or so, a
+// migration through either node once the nodes agree on the new key_id.
+func keyFaults(r *rand.Rand) []Fault {
+	kind := RotateSIGHUP
+	if r.IntN(2) == 0 {
+		kind = RotateCommand
+	}
+	out := []Fault{{Kind: kind, Targets: node(r), Gap: between(r, 5*time.Second, 20*time.Second)}}
+	if r.IntN(5) < 3 {
+		out = append(out, Fault{Kind: Migration, Targets: node(r), Gap: between(r, time.Second, 5*time.Second)})
+	}
+	return out
+}
+
+// Count is how many faults of each kind the plan holds.
+func (p Plan) Count() map[Kind]int {
+	c := map[Kind]int{}
+	for _, faults := range p.Lanes {
+		for _, f := range faults {
+			c[f.Kind]++
+		}
+	}
+	return c
+}

@@ -1,0 +1,63 @@
+package soak
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestPlanReplaysFromSeed(t *testing.T) {
+	a, b := NewPlan(42, time.Hour), NewPlan(42, time.Hour)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatal("one seed gave two schedules")
+	}
+	if reflect.DeepEqual(a.Lanes, NewPlan(43, time.Hour).Lanes) {
+		t.Fatal("seeds 42 and 43 gave one schedule")
+	}
+	short := NewPlan(42, 3*time.Minute)
+	for lane, faults := range short.Lanes {
+		if !reflect.DeepEqual(faults, a.Lanes[lane][:len(faults)]) {
+			t.Fatalf("lane %s: a shorter run of one seed is not the start of the longer one's schedule", lane)
+		}
+	}
+}
+
+// The custodian lane is the only one that takes custodians down, one
+// fault at a time: at most n-k = 1 down, except in a QuorumLost.
+func TestPlanTakesOneCustodianDownOutsideQuorumLost(t *testing.T) {
+	for seed := range int64(20) {
+		for lane, faults := range NewPlan(seed, time.Hour).Lanes {
+			for _, f := range faults {
+				custodian := f.Kind == CustodianStop || f.Kind == CustodianKill || f.Kind == QuorumLost
+				if custodian != (lane == LaneCustodian) {
+					t.Fatalf("seed %d: %s in lane %s", seed, f, lane)
+				}
+				switch {
+				case f.Kind == QuorumLost && (len(f.Targets) != 2 || f.Targets[0] == f.Targets[1]):
+					t.Fatalf("seed %d: %s does not take two custodians down", seed, f)
+				case custodian && f.Kind != QuorumLost && len(f.Targets) != 1:
+					t.Fatalf("seed %d: %s takes more than one custodian down", seed, f)
+				case f.Kind == CustodianStop && f.Targets[0] == KeyFile:
+					t.Fatalf("seed %d: %s stops a key file, which has no process", seed, f)
+				}
+			}
+		}
+	}
+}
+
+// An hour's plan holds at least 300 faults and 10 of every kind, with
+// the lanes' estimated costs (docs/reliability.md has a real run's counts).
+func TestHourPlanHasEnoughOfEveryKind(t *testing.T) {
+	for seed := range int64(20) {
+		c, total := NewPlan(seed, time.Hour).Count(), 0
+		for _, k := range Kinds {
+			if c[k] < 10 {
+				t.Errorf("seed %d: %d %s faults", seed, c[k], k)
+			}
+			total += c[k]
+		}
+		if total < 300 {
+			t.Errorf("seed %d: %d faults", seed, total)
+		}
+	}
+}
