@@ -3,7 +3,6 @@ package envelope
 import (
 	"bytes"
 	"context"
-	"math"
 	"time"
 )
 
@@ -32,45 +31,6 @@ type CurrentInfo struct {
 	Since      time.Time // when it became current on this node
 }
 
-// CurrentInfo describes the current DEK; zero before there is one.
-func (e *Envelope) CurrentInfo() CurrentInfo {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.current == nil {
-		return CurrentInfo{}
-	}
-	return CurrentInfo{KeyID: e.current.keyID, Generation: e.current.parsed.Generation, Origin: e.origin, Since: e.since}
-}
-
-// setCurrent makes d the current DEK. The caller holds rotateMu.
-func (e *Envelope) setCurrent(d *dek, origin string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.current, e.currentHeader, e.currentParsed = d, d.header, d.parsed
-	e.origin, e.since = origin, e.cfg.Now()
-	e.noteGenerationLocked(d.parsed.Generation)
-}
-
-func (e *Envelope) noteGenerationLocked(g uint32) {
-	e.highestGen = max(e.highestGen, g)
-}
-
-// nextGeneration is the generation of a new DEK: above every DEK seen.
-func (e *Envelope) nextGeneration() uint32 {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	// Only generations of DEKs made here, unlocked or confirmed count:
-	// the stored header before it is unlocked may be anyone's.
-	g := e.highestGen
-	if e.current != nil {
-		g = max(g, e.current.parsed.Generation)
-	}
-	if g == math.MaxUint32 { // never wraps to an older generation
-		return g
-	}
-	return g + 1
-}
-
 // newer reports whether a comes after b in the order of DEKs.
 func newer(a, b *Header) bool {
 	if a.Generation != b.Generation {
@@ -94,29 +54,28 @@ const adoptRetry = 10 * time.Second
 // custodians confirm counts towards the highest generation seen: a DEK
 // that anyone holding public keys could build must not be able to push
 // the generations of this node's own rotations.
-func (e *Envelope) considerAdoption(d *dek) {
-	e.mu.RLock()
-	cur := e.currentParsed
-	ready := e.current != nil
-	e.mu.RUnlock()
-	if cur == nil || !ready || !newer(d.parsed, cur) {
+func (l *lifecycle) considerAdoption(d *dek) {
+	cur := l.cur.get()
+	if cur == nil || !newer(d.parsed, cur.parsed) {
 		return
 	}
-	now := e.cfg.Now().UnixNano()
+	now := l.cfg.Now().UnixNano()
 	last := d.adoptTried.Load()
 	if last != 0 && time.Duration(now-last) < adoptRetry || !d.adoptTried.CompareAndSwap(last, now) {
 		return
 	}
-	if reason := e.notAdoptable(d.parsed); reason != "" {
-		e.log.Debug("a newer DEK was seen but is not adopted", "key_id", d.keyID, "reason", reason)
+	if reason := l.notAdoptable(d.parsed); reason != "" {
+		l.log.Debug("a newer DEK was seen but is not adopted", "key_id", d.keyID, "reason", reason)
 		return
 	}
-	if !e.adopting.CompareAndSwap(false, true) {
+	if !l.adopting.CompareAndSwap(false, true) {
 		return // one adoption at a time; this DEK is tried again later
 	}
 	go func() {
-		defer e.adopting.Store(false)
-		e.adopt(d)
+		defer l.adopting.Store(false)
+		r, unlock := l.lock()
+		defer unlock()
+		r.adopt(d)
 	}()
 }
 
@@ -125,47 +84,43 @@ func (e *Envelope) considerAdoption(d *dek) {
 // if adopted, so it must be one this node would make: the configured
 // backends in order, the configured threshold, the key identities this
 // node's probes see, and a config in which k custodians prove authorship.
-func (e *Envelope) notAdoptable(h *Header) string {
-	if reason := e.differsFromConfig(h, e.probes.keys()); reason != "" {
+func (l *lifecycle) notAdoptable(h *Header) string {
+	if reason := l.differsFromConfig(h, l.probes.keys()); reason != "" {
 		return "this node would not make it: " + reason
 	}
-	if secret, _ := countSecretKey(e.cfg.Backends); secret < e.cfg.Threshold {
+	if secret, _ := countSecretKey(l.cfg.Backends); secret < l.cfg.Threshold {
 		return "fewer than k backends are known to wrap with a secret key, so no DEK is proof of authorship"
 	}
 	return ""
 }
 
-// adopt makes d current after checking again under rotateMu. A DEK whose
-// shares for Decrypt included a public-key wrap is unwrapped again from
-// secret-key backends only.
-func (e *Envelope) adopt(d *dek) {
-	e.rotateMu.Lock()
-	defer e.rotateMu.Unlock()
-	if cur := e.Current(); cur == nil || !newer(d.parsed, cur) {
+// adopt makes d current after checking again. A DEK whose shares for
+// Decrypt included a public-key wrap is unwrapped again from secret-key
+// backends only.
+func (r *rotation) adopt(d *dek) {
+	if _, cur := r.cur.wrapped(); cur == nil || !newer(d.parsed, cur) {
 		return
 	}
 	if !d.authenticated {
-		ctx, cancel := context.WithTimeout(context.Background(), e.cfg.UnwrapTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.UnwrapTimeout)
 		defer cancel()
-		ad, err := e.openHeader(ctx, d.header, d.parsed, true)
+		ad, err := r.openAndKeep(ctx, d.header, d.parsed, true)
 		if err != nil {
-			e.log.Warn("a newer DEK was seen but k secret-key backends did not confirm it; not adopted (tried again later)", "key_id", d.keyID, "error", err)
+			r.log.Warn("a newer DEK was seen but k secret-key backends did not confirm it; not adopted (tried again later)", "key_id", d.keyID, "error", err)
 			return
 		}
 		ad.adoptTried.Store(d.adoptTried.Load())
 		d = ad
 	}
-	e.mu.Lock()
-	e.noteGenerationLocked(d.parsed.Generation)
-	e.mu.Unlock()
-	if e.state != nil {
-		if err := e.state.save(d.header, d.keyID, e.cfg.Now()); err != nil {
-			e.log.Warn("a newer DEK was seen but could not be saved; not adopted (tried again later)", "key_id", d.keyID, "error", err)
+	r.cur.noteGeneration(d.parsed.Generation)
+	if r.state != nil {
+		if err := r.state.save(d.header, d.keyID, r.cfg.Now()); err != nil {
+			r.log.Warn("a newer DEK was seen but could not be saved; not adopted (tried again later)", "key_id", d.keyID, "error", err)
 			return
 		}
 	}
-	old := e.KeyID()
-	e.setCurrent(d, OriginAdopted)
-	e.obs.Adopted()
-	e.log.Info("adopted a newer DEK made by another node", "key_id", d.keyID, "generation", d.parsed.Generation, "previous_key_id", old)
+	old := r.cur.keyID()
+	r.setCurrent(d, OriginAdopted)
+	r.obs.Adopted()
+	r.log.Info("adopted a newer DEK made by another node", "key_id", d.keyID, "generation", d.parsed.Generation, "previous_key_id", old)
 }

@@ -8,7 +8,23 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"sync/atomic"
 )
+
+// dek is an unwrapped DEK, ready to seal and open.
+type dek struct {
+	dataRoot   []byte      // derives one AES-256-GCM key per message (ciphertext versions 2 and 3)
+	aead       cipher.AEAD // the one key of ciphertext version 1, for reading only
+	header     []byte      // encoded header that wraps it
+	headerHash [32]byte
+	parsed     *Header
+	keyID      string
+	// authenticated: the shares that made it all came from secret-key
+	// backends, so k custodians made it ([lifecycle.unlockCurrent]).
+	authenticated bool
+	// adoptTried: when adopting it was last considered (UnixNano), 0 never.
+	adoptTried atomic.Int64
+}
 
 // newDEK prepares an unwrapped DEK whose header is raw. key is not kept:
 // only keys derived from it are.

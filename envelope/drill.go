@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -227,16 +226,8 @@ func StateHeaders(stateDir string) (headers [][]byte, files []string, err error)
 // may tell the truth about the current DEK and lie about older ones:
 // drilling these in turn catches that before the data is needed.
 func (e *Envelope) PreviousHeaders() [][]byte {
-	if e.state == nil {
+	if e.life.state == nil {
 		return nil
 	}
-	b, err := readNoFollow(e.state.path(), nil)
-	if err != nil {
-		return nil
-	}
-	var doc stateDoc
-	if json.Unmarshal(b, &doc) != nil {
-		return nil
-	}
-	return doc.Previous[:min(len(doc.Previous), maxPrevious)]
+	return e.life.state.previous()
 }

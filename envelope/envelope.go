@@ -13,12 +13,9 @@ package envelope
 
 import (
 	"context"
-	"crypto/cipher"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -80,21 +77,6 @@ func (nopObserver) Rotation(error)                                   {}
 func (nopObserver) DEKUnusable()                                     {}
 func (nopObserver) Adopted()                                         {}
 
-// dek is an unwrapped DEK, ready to seal and open.
-type dek struct {
-	dataRoot   []byte      // derives one AES-256-GCM key per message (ciphertext versions 2 and 3)
-	aead       cipher.AEAD // the one key of ciphertext version 1, for reading only
-	header     []byte      // encoded header that wraps it
-	headerHash [32]byte
-	parsed     *Header
-	keyID      string
-	// authenticated: the shares that made it all came from secret-key
-	// backends, so k custodians made it (see unlockCurrent, adopt).
-	authenticated bool
-	// adoptTried: when adopting it was last considered (UnixNano), 0 never.
-	adoptTried atomic.Int64
-}
-
 // Sealed is what Encrypt returns.
 type Sealed struct {
 	Ciphertext []byte // small: at most MaxCiphertextSize bytes
@@ -102,34 +84,51 @@ type Sealed struct {
 	KeyID      string
 }
 
-// Envelope encrypts and decrypts with a threshold-wrapped DEK.
+// Envelope encrypts and decrypts with a threshold-wrapped DEK. It is safe
+// for concurrent use.
 type Envelope struct {
-	cfg    Config
-	log    *slog.Logger
-	obs    Observer
-	open   *opener
-	probes *probeView
-	state  *stateFile
-	lookup *lookup
-
-	rotateMu sync.Mutex  // one rotation or unlock at a time
-	adopting atomic.Bool // an adoption is under way (see considerAdoption)
-
-	mu            sync.RWMutex
-	current       *dek      // nil until created or unlocked
-	currentHeader []byte    // the wrapped current DEK, known even while locked
-	currentParsed *Header   // parsed currentHeader
-	origin        string    // how the current DEK became current (OriginMade, ...)
-	since         time.Time // and when
-	highestGen    uint32    // the highest generation made here or confirmed for adoption
-	replacing     string    // key id of a stored DEK set aside as unusable and not replaced yet (under rotateMu)
+	cfg Config // with defaults filled in; never changed
+	// Each part owns its state and the lock that guards it.
+	probes *probeView // what the last probe saw
+	open   *opener    // recovers a DEK from a header and the backends
+	lookup *lookup    // DEK cache, failed headers, unwrap limit
+	life   *lifecycle // the current DEK, the state file, the rotation lock
 }
 
 // New checks cfg and loads the state file if there is one. It makes no
-// remote call: Prepare creates or unlocks the current DEK.
+// remote call: [Envelope.Prepare] creates or unlocks the current DEK.
 func New(cfg Config) (*Envelope, error) {
-	if err := split.ValidateThreshold(cfg.Threshold, len(cfg.Backends)); err != nil {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
 		return nil, err
+	}
+	log, obs := cfg.Logger, cfg.Observer
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	e := &Envelope{cfg: cfg, probes: &probeView{}}
+	if e.open, err = newOpener(cfg, log, obs, e.probes); err != nil {
+		return nil, err
+	}
+	if e.lookup, err = newLookup(cfg, e.open, obs); err != nil {
+		return nil, err
+	}
+	if e.life, err = newLifecycle(cfg, log, obs, e.open, e.lookup.add, e.probes); err != nil {
+		return nil, err
+	}
+	if cfg.Threshold == 1 {
+		log.Warn("threshold is 1: every backend wraps the whole DEK; this gives redundancy but no threshold custody (any single backend can decrypt)")
+	}
+	return e, nil
+}
+
+// withDefaults checks cfg and fills in what it leaves zero.
+func withDefaults(cfg Config) (Config, error) {
+	if err := split.ValidateThreshold(cfg.Threshold, len(cfg.Backends)); err != nil {
+		return cfg, err
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 1024
@@ -144,41 +143,12 @@ func New(cfg Config) (*Envelope, error) {
 		cfg.MinThreshold = cfg.Threshold
 	}
 	if cfg.MinThreshold < 1 || cfg.MinThreshold > split.MaxShares {
-		return nil, fmt.Errorf("minimum threshold must be 1 to %d, got %d", split.MaxShares, cfg.MinThreshold)
+		return cfg, fmt.Errorf("minimum threshold must be 1 to %d, got %d", split.MaxShares, cfg.MinThreshold)
 	}
 	if cfg.MaxUnwraps <= 0 {
 		cfg.MaxUnwraps = DefaultMaxUnwraps
 	}
-	e := &Envelope{cfg: cfg, log: cfg.Logger, obs: cfg.Observer, probes: &probeView{}}
-	if e.log == nil {
-		e.log = slog.New(slog.DiscardHandler)
-	}
-	if e.obs == nil {
-		e.obs = nopObserver{}
-	}
-	var err error
-	if e.open, err = newOpener(cfg, e.log, e.obs, e.probes); err != nil {
-		return nil, err
-	}
-	if e.lookup, err = newLookup(cfg, e.open, e.obs); err != nil {
-		return nil, err
-	}
-	if cfg.StateDir != "" {
-		e.state = &stateFile{dir: cfg.StateDir}
-		raw, err := e.state.load(e.log)
-		if err != nil {
-			return nil, err
-		}
-		if raw != nil {
-			h, _ := ParseHeader(raw) // load has parsed it
-			e.currentHeader, e.currentParsed = raw, h
-			e.log.Info("loaded wrapped DEK from state", "key_id", h.KeyID(), "generation", h.Generation, "created", h.Created)
-		}
-	}
-	if cfg.Threshold == 1 {
-		e.log.Warn("threshold is 1: every backend wraps the whole DEK; this gives redundancy but no threshold custody (any single backend can decrypt)")
-	}
-	return e, nil
+	return cfg, nil
 }
 
 // Prepare makes the current DEK usable: it creates one if there is none
@@ -187,68 +157,31 @@ func New(cfg Config) (*Envelope, error) {
 //
 // A stored DEK is adopted only if its header matches the configured
 // backends and threshold exactly, and only from k shares that prove who
-// made them (see unlockCurrent); otherwise a new DEK replaces it.
-func (e *Envelope) Prepare(ctx context.Context) error {
-	if e.Ready() {
-		return nil
-	}
-	e.rotateMu.Lock()
-	defer e.rotateMu.Unlock()
-	e.mu.RLock()
-	ready, raw := e.current != nil, e.currentHeader
-	e.mu.RUnlock()
-	switch {
-	case ready:
-		return nil
-	case raw == nil && e.replacing != "":
-		return e.rotateLocked(ctx, "the stored DEK "+e.replacing+" cannot be unlocked and was set aside")
-	case raw == nil:
-		return e.rotateLocked(ctx, "first start: no DEK yet")
-	}
-	if reason := e.configChange(); reason != "" {
-		return e.replaceForConfig(ctx, raw, reason)
-	}
-	d, err := e.unlockCurrent(ctx, raw)
-	if err != nil {
-		return e.replaceUnusable(ctx, raw, err)
-	}
-	e.setCurrent(d, OriginStored)
-	e.log.Info("current DEK unlocked", "key_id", d.keyID)
-	return nil
-}
+// made them; otherwise a new DEK replaces it.
+func (e *Envelope) Prepare(ctx context.Context) error { return e.life.prepare(ctx) }
 
 // Ready reports whether Encrypt can work.
-func (e *Envelope) Ready() bool {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.current != nil
-}
+func (e *Envelope) Ready() bool { return e.life.cur.ready() }
 
 // KeyID is the key id of the current DEK, known from the state file even
 // before it is unlocked; "" before the first DEK is created.
-func (e *Envelope) KeyID() string {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.currentParsed == nil {
-		return ""
-	}
-	return e.currentParsed.KeyID()
-}
+func (e *Envelope) KeyID() string { return e.life.cur.keyID() }
 
 // Current describes the current DEK; nil before the first is created.
 func (e *Envelope) Current() *Header {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.currentParsed
+	_, h := e.life.cur.wrapped()
+	return h
 }
 
 // CurrentHeader is the encoded header of the current DEK; nil before the
 // first is created.
 func (e *Envelope) CurrentHeader() []byte {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.currentHeader
+	raw, _ := e.life.cur.wrapped()
+	return raw
 }
+
+// CurrentInfo describes the current DEK; zero before there is one.
+func (e *Envelope) CurrentInfo() CurrentInfo { return e.life.cur.info() }
 
 // Threshold is the configured k.
 func (e *Envelope) Threshold() int { return e.cfg.Threshold }
@@ -261,9 +194,7 @@ func (e *Envelope) Encrypt(plaintext []byte) (Sealed, error) {
 	if len(plaintext) == 0 || len(plaintext) > MaxPlaintextSize {
 		return Sealed{}, fmt.Errorf("plaintext must be 1 to %d bytes, got %d", MaxPlaintextSize, len(plaintext))
 	}
-	e.mu.RLock()
-	d := e.current
-	e.mu.RUnlock()
+	d := e.life.cur.get()
 	if d == nil {
 		return Sealed{}, fmt.Errorf("%w: %w", ErrNotReady, kmsclients.ErrUnavailable)
 	}
@@ -290,26 +221,17 @@ func (e *Envelope) Decrypt(ctx context.Context, ciphertext, header []byte) ([]by
 	return d.open(ciphertext)
 }
 
-// dekFor finds the DEK a header wraps ([lookup]) and offers it to the
-// current-DEK lifecycle for adoption.
+// dekFor finds the DEK a header wraps ([lookup.find]) and offers it to
+// the lifecycle for adoption.
 func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 	d, err := e.lookup.find(ctx, raw)
 	if err != nil {
 		return nil, err
 	}
-	e.considerAdoption(d)
+	e.life.considerAdoption(d)
 	return d, nil
 }
 
 // parseHeader parses a header as [opener.parse] does: refused below the
 // threshold floor.
 func (e *Envelope) parseHeader(raw []byte) (*Header, error) { return e.open.parse(raw) }
-
-// openHeader recovers, verifies and caches the DEK of a parsed header.
-func (e *Envelope) openHeader(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {
-	d, err := e.open.open(ctx, raw, h, authOnly)
-	if err == nil {
-		e.lookup.add(d)
-	}
-	return d, err
-}

@@ -84,7 +84,7 @@ type shareResult struct {
 // returns the DEK as soon as k shares combine to the committed key. Slow
 // or dead backends cost nothing once a quorum has answered: their calls
 // are cancelled. With authOnly, shares from backends that wrap with a
-// public key are not asked for (see unlockCurrent).
+// public key are not asked for (see [lifecycle.unlockCurrent]).
 //
 // It also gives up early. Once too few backends are left to make k good
 // shares, or k shares are in and no k of them fit the commitment (a
@@ -178,7 +178,7 @@ func (o *opener) recoverDEK(ctx context.Context, h *Header, raw []byte, authOnly
 //     does not shorten this: a probe can miss a backend that answers
 //     unwraps, and a liar must not use that to deny data that k honest
 //     backends can still open. (A header refused after the grace is then
-//     refused for a while without asking: see dekFor.)
+//     refused for a while without asking: see [lookup.unwrap].)
 //
 // With too few left, and every backend still out found down by the last
 // probe (upOut false), there is nothing to wait for at all.

@@ -18,25 +18,25 @@ import (
 // the rotation is abandoned as a whole: the current DEK stays in use and
 // nothing is half-done. Data sealed under older DEKs stays readable.
 func (e *Envelope) Rotate(ctx context.Context, reason string) error {
-	e.rotateMu.Lock()
-	defer e.rotateMu.Unlock()
-	return e.rotateLocked(ctx, reason)
+	r, unlock := e.life.lock()
+	defer unlock()
+	return r.rotate(ctx, reason)
 }
 
-func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) {
-	defer func() { e.obs.Rotation(err) }()
-	e.log.Debug("making a DEK", "reason", reason) // "DEK rotated", "first DEK created", or the caller says how it went
+func (r *rotation) rotate(ctx context.Context, reason string) (err error) {
+	defer func() { r.obs.Rotation(err) }()
+	r.log.Debug("making a DEK", "reason", reason) // "DEK rotated", "first DEK created", or the caller says how it went
 	key := make([]byte, dekSize)
 	defer clear(key)
 	if _, err := rand.Read(key); err != nil {
 		return err
 	}
-	h := &Header{Threshold: e.cfg.Threshold, Created: e.cfg.Now().UTC().Truncate(time.Second)}
+	h := &Header{Threshold: r.cfg.Threshold, Created: r.cfg.Now().UTC().Truncate(time.Second)}
 	if _, err := rand.Read(h.DEKID[:]); err != nil {
 		return err
 	}
-	h.Generation = e.nextGeneration()
-	shares, err := split.Split(key, e.cfg.Threshold, len(e.cfg.Backends))
+	h.Generation = r.cur.nextGeneration()
+	shares, err := split.Split(key, r.cfg.Threshold, len(r.cfg.Backends))
 	if err != nil {
 		return err
 	}
@@ -45,10 +45,10 @@ func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) 
 			s.Wipe()
 		}
 	}()
-	h.Shares, err = e.wrapAll(ctx, h, shares)
+	h.Shares, err = r.wrapAll(ctx, h, shares)
 	if err != nil {
 		// Debug only: callers say it (the prober once per cause).
-		e.log.Debug("DEK rotation postponed", "reason", reason, "error", err)
+		r.log.Debug("DEK rotation postponed", "reason", reason, "error", err)
 		return fmt.Errorf("rotation postponed: %w", err)
 	}
 	raw, err := h.seal(key)
@@ -59,31 +59,31 @@ func (e *Envelope) rotateLocked(ctx context.Context, reason string) (err error) 
 	if err != nil {
 		return err
 	}
-	if e.state != nil {
-		if err := e.state.save(raw, d.keyID, e.cfg.Now()); err != nil {
+	if r.state != nil {
+		if err := r.state.save(raw, d.keyID, r.cfg.Now()); err != nil {
 			return fmt.Errorf("rotation postponed: %w", err)
 		}
 	}
 	d.authenticated = true // made here
-	e.lookup.add(d)
+	r.keep(d)
 	msg := "DEK rotated"
-	if e.CurrentInfo().KeyID == "" {
+	if !r.cur.ready() {
 		msg = "first DEK created" // nothing was rotated out
 	}
-	e.setCurrent(d, OriginMade)
-	e.log.Info(msg, "key_id", d.keyID, "generation", h.Generation, "threshold", h.Threshold, "backends", len(h.Shares), "reason", reason)
+	r.setCurrent(d, OriginMade)
+	r.log.Info(msg, "key_id", d.keyID, "generation", h.Generation, "threshold", h.Threshold, "backends", len(h.Shares), "reason", reason)
 	return nil
 }
 
 // wrapAll has every backend wrap its share, in parallel. All must succeed.
-func (e *Envelope) wrapAll(ctx context.Context, h *Header, shares []split.Share) ([]WrappedShare, error) {
+func (l *lifecycle) wrapAll(ctx context.Context, h *Header, shares []split.Share) ([]WrappedShare, error) {
 	type result struct {
 		i   int
 		w   kmsclients.Wrapped
 		err error
 	}
 	results := make(chan result, len(shares))
-	for i, b := range e.cfg.Backends {
+	for i, b := range l.cfg.Backends {
 		go func() {
 			start := time.Now()
 			framed := shares[i].Marshal()
@@ -92,7 +92,7 @@ func (e *Envelope) wrapAll(ctx context.Context, h *Header, shares []split.Share)
 			if err == nil {
 				err = kmsclients.CheckWrapped(w)
 			}
-			e.obs.BackendCall(b.Name(), "wrap", err, time.Since(start))
+			l.obs.BackendCall(b.Name(), "wrap", err, time.Since(start))
 			results <- result{i, w, err}
 		}()
 	}
@@ -101,7 +101,7 @@ func (e *Envelope) wrapAll(ctx context.Context, h *Header, shares []split.Share)
 	var errs []error
 	for range shares {
 		r := <-results
-		name := e.cfg.Backends[r.i].Name()
+		name := l.cfg.Backends[r.i].Name()
 		if r.err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", name, r.err))
 			errs = append(errs, r.err)
@@ -115,7 +115,7 @@ func (e *Envelope) wrapAll(ctx context.Context, h *Header, shares []split.Share)
 		// backends and kinds, not the text.
 		return nil, kmsclients.Summarize(fmt.Sprintf("a new DEK needs all %d backends, %d failed: %s", len(shares), len(failed), strings.Join(failed, "; ")), errs...)
 	}
-	return out, checkDistinctKeys(e.cfg.Backends, out)
+	return out, checkDistinctKeys(l.cfg.Backends, out)
 }
 
 // checkDistinctKeys refuses two shares wrapped by the same key: whoever
@@ -139,25 +139,28 @@ func checkDistinctKeys(backends []kmsclients.Backend, shares []WrappedShare) err
 // should not. observed maps backend names to the key identity their last
 // probe reported (backends missing from it are not judged).
 func (e *Envelope) RotationDue(observed map[string]string) string {
-	if observed != nil {
-		if e.probes.update(observed) {
-			// A backend's key changed (a key file put back, a key
-			// restored): headers that failed may open now.
-			e.lookup.forgetFailures()
-			e.reportAuthenticationGap()
-			e.logKeyChanges(observed)
-		}
+	if observed != nil && e.probes.update(observed) {
+		// A backend's key changed (a key file put back, a key
+		// restored): headers that failed may open now.
+		e.lookup.forgetFailures()
+		e.life.reportAuthenticationGap()
+		e.life.logKeyChanges(observed)
 	}
-	cur := e.Current()
+	return e.life.rotationDue(observed)
+}
+
+// rotationDue is [Envelope.RotationDue] once the probe's view is noted.
+func (l *lifecycle) rotationDue(observed map[string]string) string {
+	_, cur := l.cur.wrapped()
 	if cur == nil {
 		return ""
 	}
-	if reason := e.differsFromConfig(cur, observed); reason != "" {
+	if reason := l.differsFromConfig(cur, observed); reason != "" {
 		return reason
 	}
-	if e.cfg.MaxAge > 0 {
-		if age := e.cfg.Now().Sub(cur.Created); age >= e.cfg.MaxAge {
-			return fmt.Sprintf("DEK is %s old (maxAge %s)", age.Truncate(time.Second), e.cfg.MaxAge)
+	if l.cfg.MaxAge > 0 {
+		if age := l.cfg.Now().Sub(cur.Created); age >= l.cfg.MaxAge {
+			return fmt.Sprintf("DEK is %s old (maxAge %s)", age.Truncate(time.Second), l.cfg.MaxAge)
 		}
 	}
 	return ""
@@ -167,42 +170,42 @@ func (e *Envelope) RotationDue(observed map[string]string) string {
 // reports another key than the one that wrapped its share of the current
 // DEK. The reason RotationDue gives names the backend only: /readyz
 // shows it to anyone who reaches the health port.
-func (e *Envelope) logKeyChanges(observed map[string]string) {
-	cur := e.Current()
+func (l *lifecycle) logKeyChanges(observed map[string]string) {
+	_, cur := l.cur.wrapped()
 	if cur == nil {
 		return
 	}
 	for _, s := range cur.Shares {
 		if id := observed[s.Backend]; id != "" && id != s.KeyIdentity {
-			e.log.Info("a backend's key is not the one that wrapped its share of the current DEK", "backend", s.Backend, "share_key", s.KeyIdentity, "probe_key", id)
+			l.log.Info("a backend's key is not the one that wrapped its share of the current DEK", "backend", s.Backend, "share_key", s.KeyIdentity, "probe_key", id)
 		}
 	}
 }
 
 // configChange says how the configured threshold or backends differ from
 // those of the current DEK, or "".
-func (e *Envelope) configChange() string {
-	cur := e.Current()
+func (l *lifecycle) configChange() string {
+	_, cur := l.cur.wrapped()
 	if cur == nil {
 		return ""
 	}
-	return e.differsFromConfig(cur, nil)
+	return l.differsFromConfig(cur, nil)
 }
 
 // differsFromConfig says how h differs from a DEK this node would make
 // now, or "": another threshold, other backends or another order, or a
 // key other than the one its probes see (observed, by backend; backends
 // missing from it are not judged).
-func (e *Envelope) differsFromConfig(h *Header, observed map[string]string) string {
-	if h.Threshold != e.cfg.Threshold {
-		return fmt.Sprintf("threshold changed from %d to %d", h.Threshold, e.cfg.Threshold)
+func (l *lifecycle) differsFromConfig(h *Header, observed map[string]string) string {
+	if h.Threshold != l.cfg.Threshold {
+		return fmt.Sprintf("threshold changed from %d to %d", h.Threshold, l.cfg.Threshold)
 	}
 	names := make([]string, len(h.Shares))
 	for i, s := range h.Shares {
 		names[i] = s.Backend
 	}
-	want := make([]string, len(e.cfg.Backends))
-	for i, b := range e.cfg.Backends {
+	want := make([]string, len(l.cfg.Backends))
+	for i, b := range l.cfg.Backends {
 		want[i] = b.Name()
 	}
 	if !slices.Equal(names, want) {

@@ -195,6 +195,20 @@ func (s *stateFile) history(header []byte) [][]byte {
 	return out
 }
 
+// previous returns the earlier headers the state file keeps, newest
+// first; none while it cannot be read.
+func (s *stateFile) previous() [][]byte {
+	b, err := readNoFollow(s.path(), nil)
+	if err != nil {
+		return nil
+	}
+	var doc stateDoc
+	if json.Unmarshal(b, &doc) != nil {
+		return nil
+	}
+	return doc.Previous[:min(len(doc.Previous), maxPrevious)]
+}
+
 // setAside copies the state file to state.json.unusable-<time>, so that a
 // DEK that cannot be unlocked now is not forgotten, and returns its path.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -15,19 +16,19 @@ import (
 // wrapped with a public key (RSA-OAEP) keeps the share secret but could
 // have been made by anyone who holds that key and can write the state
 // file; counting it would let them choose the key that seals new Secrets.
-func (e *Envelope) unlockCurrent(ctx context.Context, raw []byte) (*dek, error) {
-	h, err := e.parseHeader(raw)
+func (l *lifecycle) unlockCurrent(ctx context.Context, raw []byte) (*dek, error) {
+	h, err := l.open.parse(raw)
 	if err != nil {
 		return nil, err
 	}
-	secret, unknown := countSecretKey(e.cfg.Backends)
-	if secret < e.cfg.Threshold && secret+unknown >= e.cfg.Threshold {
+	secret, unknown := countSecretKey(l.cfg.Backends)
+	if secret < l.cfg.Threshold && secret+unknown >= l.cfg.Threshold {
 		// Whether shares prove authorship depends on key types not read
 		// yet: relaxing the check on a guess would let a public-key
 		// share count. Wait for the backends to answer.
 		return nil, fmt.Errorf("the key type of %d backend(s) is not known yet (no answer so far), so it cannot be told which shares prove who made the stored DEK: %w", unknown, kmsclients.ErrUnavailable)
 	}
-	return e.openHeader(ctx, raw, h, secret >= e.cfg.Threshold)
+	return l.openAndKeep(ctx, raw, h, secret >= l.cfg.Threshold)
 }
 
 // countSecretKey counts the backends known to wrap with a secret key, and
@@ -72,10 +73,10 @@ func AuthenticationGap(k int, backends []kmsclients.Backend) string {
 // reportAuthenticationGap logs AuthenticationGap once each time it
 // changes. It runs after probes, since some backends (Vault) learn their
 // key type only from their first answer.
-func (e *Envelope) reportAuthenticationGap() {
-	gap := AuthenticationGap(e.cfg.Threshold, e.cfg.Backends)
-	if e.probes.gapChanged(gap) && gap != "" {
-		e.log.Warn("public-key backends: " + gap)
+func (l *lifecycle) reportAuthenticationGap() {
+	gap := AuthenticationGap(l.cfg.Threshold, l.cfg.Backends)
+	if l.probes.gapChanged(gap) && gap != "" {
+		l.log.Warn("public-key backends: " + gap)
 	}
 }
 
@@ -85,31 +86,30 @@ func (e *Envelope) reportAuthenticationGap() {
 // still does not unlock (key files replaced, the header damaged), it
 // never will: a new DEK is made so that the node is not stuck, and the
 // old state is kept aside for the day its keys come back.
-func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error) error {
+func (r *rotation) replaceUnusable(ctx context.Context, cause error) error {
 	if !errors.Is(cause, ErrInvalid) || errors.Is(cause, kmsclients.ErrUnavailable) || ctx.Err() != nil {
 		return fmt.Errorf("unlock current DEK: %w", cause)
 	}
-	keyID := e.KeyID()
-	e.log.Error("the stored current DEK cannot be unlocked although every backend answered; making a new DEK. "+
+	keyID := r.cur.keyID()
+	r.log.Error("the stored current DEK cannot be unlocked although every backend answered; making a new DEK. "+
 		"Data sealed under the old DEK stays unreadable until the keys that wrapped its shares are back",
 		"key_id", keyID, "cause", cause.Error())
-	if e.state != nil {
-		aside, err := e.state.setAside(e.cfg.Now())
+	if r.state != nil {
+		aside, err := r.state.setAside(r.cfg.Now())
 		if err != nil {
 			return fmt.Errorf("unlock current DEK: %w; and the state could not be set aside: %w", cause, err)
 		}
-		e.log.Error("the unusable DEK's state is kept", "key_id", keyID, "file", aside)
+		r.log.Error("the unusable DEK's state is kept", "key_id", keyID, "file", aside)
 	}
 	// Once set aside, it is forgotten here: if the new DEK cannot be made
 	// now, later tries make one without setting the old aside again.
-	e.obs.DEKUnusable()
+	r.obs.DEKUnusable()
 	// Its generation is not noted: nothing proves the header genuine, and
 	// a state-dir writer could otherwise push the next one to the end of
 	// the order.
-	e.mu.Lock()
-	e.currentHeader, e.currentParsed, e.replacing = nil, nil, keyID
-	e.mu.Unlock()
-	return e.rotateLocked(ctx, "the stored DEK "+keyID+" cannot be unlocked")
+	r.cur.forget()
+	r.replacing = keyID
+	return r.rotate(ctx, "the stored DEK "+keyID+" cannot be unlocked")
 }
 
 // replaceForConfig handles a stored DEK made for another backend set or
@@ -122,23 +122,23 @@ func (e *Envelope) replaceUnusable(ctx context.Context, raw []byte, cause error)
 // not stop writes, while one that raises k or drops a custodian (perhaps
 // because it was compromised) never seals another write under the old
 // DEK. RotationDue keeps asking for the new DEK.
-func (e *Envelope) replaceForConfig(ctx context.Context, raw []byte, reason string) error {
-	err := e.rotateLocked(ctx, reason)
+func (r *rotation) replaceForConfig(ctx context.Context, raw []byte, reason string) error {
+	err := r.rotate(ctx, reason)
 	if err == nil {
 		return nil
 	}
-	h := e.Current()
-	if stricter := e.stricterThan(h); stricter != "" {
-		e.log.Error("the stored DEK was made for a weaker configuration and no new DEK could be made yet: no writes until all configured backends answer",
+	_, h := r.cur.wrapped()
+	if stricter := r.stricterThan(h); stricter != "" {
+		r.log.Error("the stored DEK was made for a weaker configuration and no new DEK could be made yet: no writes until all configured backends answer",
 			"reason", stricter, "key_id", h.KeyID(), "error", err)
 		return fmt.Errorf("the stored DEK %s was made for a weaker configuration (%s) and a new one needs every configured backend: %w", h.KeyID(), stricter, err)
 	}
-	d, uerr := e.unlockCurrent(ctx, raw)
+	d, uerr := r.unlockCurrent(ctx, raw)
 	if uerr != nil {
 		return err
 	}
-	e.setCurrent(d, OriginStored)
-	e.log.Warn("the stored DEK does not match the configuration and no new DEK could be made yet; it serves until one can",
+	r.setCurrent(d, OriginStored)
+	r.log.Warn("the stored DEK does not match the configuration and no new DEK could be made yet; it serves until one can",
 		"reason", reason, "key_id", d.keyID, "error", err)
 	return nil
 }
@@ -146,13 +146,13 @@ func (e *Envelope) replaceForConfig(ctx context.Context, raw []byte, reason stri
 // stricterThan says how the configuration is stricter than the one h was
 // made for, or "": a higher threshold, or a backend of h no longer
 // configured.
-func (e *Envelope) stricterThan(h *Header) string {
-	if h.Threshold < e.cfg.Threshold {
-		return fmt.Sprintf("threshold raised from %d to %d", h.Threshold, e.cfg.Threshold)
+func (l *lifecycle) stricterThan(h *Header) string {
+	if h.Threshold < l.cfg.Threshold {
+		return fmt.Sprintf("threshold raised from %d to %d", h.Threshold, l.cfg.Threshold)
 	}
 	var gone []string
 	for _, s := range h.Shares {
-		if e.open.backends[s.Backend] == nil {
+		if !slices.ContainsFunc(l.cfg.Backends, func(b kmsclients.Backend) bool { return b.Name() == s.Backend }) {
 			gone = append(gone, s.Backend)
 		}
 	}

@@ -1,0 +1,208 @@
+package envelope
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// lifecycle owns the current DEK: it makes, unlocks, rotates and adopts
+// it, and keeps it in the state file. Changes of DEK run one at a time as
+// a [rotation]; Encrypt and status read [currentDEK].
+type lifecycle struct {
+	cfg    Config
+	log    *slog.Logger
+	obs    Observer
+	open   *opener
+	keep   func(*dek) // caches a DEK made or unlocked here ([lookup.add])
+	probes *probeView
+	state  *stateFile // nil keeps the DEK in memory only
+
+	cur      currentDEK
+	rotation rotationLock
+	adopting atomic.Bool // an adoption runs in the background (see considerAdoption)
+}
+
+func newLifecycle(cfg Config, log *slog.Logger, obs Observer, open *opener, keep func(*dek), probes *probeView) (*lifecycle, error) {
+	l := &lifecycle{cfg: cfg, log: log, obs: obs, open: open, keep: keep, probes: probes}
+	l.rotation.r.lifecycle = l
+	if cfg.StateDir == "" {
+		return l, nil
+	}
+	l.state = &stateFile{dir: cfg.StateDir}
+	raw, err := l.state.load(log)
+	if err != nil || raw == nil {
+		return l, err
+	}
+	h, _ := ParseHeader(raw) // load has parsed it
+	l.cur.load(raw, h)
+	log.Info("loaded wrapped DEK from state", "key_id", h.KeyID(), "generation", h.Generation, "created", h.Created)
+	return l, nil
+}
+
+// rotationLock lets one change of the current DEK run at a time. The
+// changes are methods of [rotation], which only [lifecycle.lock] hands
+// out: holding one means holding the lock.
+type rotationLock struct {
+	mu sync.Mutex
+	r  rotation
+}
+
+// rotation is a change of the current DEK under way (a rotation, an
+// unlock, an adoption), with what such changes keep between them.
+type rotation struct {
+	*lifecycle
+	// replacing is the key id of a stored DEK set aside as unusable and
+	// not replaced yet.
+	replacing string
+}
+
+// lock takes the rotation lock; the caller calls unlock when done.
+func (l *lifecycle) lock() (r *rotation, unlock func()) {
+	l.rotation.mu.Lock()
+	return &l.rotation.r, l.rotation.mu.Unlock
+}
+
+// prepare is [Envelope.Prepare].
+func (l *lifecycle) prepare(ctx context.Context) error {
+	if l.cur.ready() {
+		return nil
+	}
+	r, unlock := l.lock()
+	defer unlock()
+	return r.prepare(ctx)
+}
+
+func (r *rotation) prepare(ctx context.Context) error {
+	ready, raw := r.cur.stored()
+	switch {
+	case ready:
+		return nil
+	case raw == nil && r.replacing != "":
+		return r.rotate(ctx, "the stored DEK "+r.replacing+" cannot be unlocked and was set aside")
+	case raw == nil:
+		return r.rotate(ctx, "first start: no DEK yet")
+	}
+	if reason := r.configChange(); reason != "" {
+		return r.replaceForConfig(ctx, raw, reason)
+	}
+	d, err := r.unlockCurrent(ctx, raw)
+	if err != nil {
+		return r.replaceUnusable(ctx, err)
+	}
+	r.setCurrent(d, OriginStored)
+	r.log.Info("current DEK unlocked", "key_id", d.keyID)
+	return nil
+}
+
+// setCurrent makes d the current DEK.
+func (r *rotation) setCurrent(d *dek, origin string) { r.cur.set(d, origin, r.cfg.Now()) }
+
+// openAndKeep recovers the DEK of a parsed header and caches it.
+func (l *lifecycle) openAndKeep(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {
+	d, err := l.open.open(ctx, raw, h, authOnly)
+	if err == nil {
+		l.keep(d)
+	}
+	return d, err
+}
+
+// currentDEK is the current DEK and the generations seen. Encrypt and
+// status read it; only a [rotation] changes it.
+type currentDEK struct {
+	mu     sync.RWMutex
+	d      *dek      // nil until created or unlocked
+	header []byte    // the wrapped current DEK, known even while locked
+	parsed *Header   // parsed header
+	origin string    // how d became current (OriginMade, ...)
+	since  time.Time // and when
+	// highestGen is the highest generation made here, unlocked or
+	// confirmed for adoption.
+	highestGen uint32
+}
+
+func (c *currentDEK) get() *dek {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.d
+}
+
+func (c *currentDEK) ready() bool { return c.get() != nil }
+
+// stored reports whether the DEK is unlocked, and its wrapped form.
+func (c *currentDEK) stored() (ready bool, raw []byte) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.d != nil, c.header
+}
+
+// wrapped returns the header of the current DEK, nil before the first.
+func (c *currentDEK) wrapped() ([]byte, *Header) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.header, c.parsed
+}
+
+func (c *currentDEK) keyID() string {
+	if _, h := c.wrapped(); h != nil {
+		return h.KeyID()
+	}
+	return ""
+}
+
+func (c *currentDEK) info() CurrentInfo {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.d == nil {
+		return CurrentInfo{}
+	}
+	return CurrentInfo{KeyID: c.d.keyID, Generation: c.d.parsed.Generation, Origin: c.origin, Since: c.since}
+}
+
+// load records the stored header, still locked. Its generation is not
+// noted: the header may be anyone's until unlocked.
+func (c *currentDEK) load(raw []byte, h *Header) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.header, c.parsed = raw, h
+}
+
+func (c *currentDEK) set(d *dek, origin string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.d, c.header, c.parsed = d, d.header, d.parsed
+	c.origin, c.since = origin, now
+	c.highestGen = max(c.highestGen, d.parsed.Generation)
+}
+
+// forget drops the stored header, set aside as unusable.
+func (c *currentDEK) forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.header, c.parsed = nil, nil
+}
+
+func (c *currentDEK) noteGeneration(g uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.highestGen = max(c.highestGen, g)
+}
+
+// nextGeneration is the generation of a new DEK: above every DEK made
+// here, unlocked or confirmed (the stored header before it is unlocked
+// may be anyone's, so it does not count).
+func (c *currentDEK) nextGeneration() uint32 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	g := c.highestGen
+	if c.d != nil {
+		g = max(g, c.d.parsed.Generation)
+	}
+	if g == math.MaxUint32 { // never wraps to an older generation
+		return g
+	}
+	return g + 1
+}
