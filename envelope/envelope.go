@@ -1,14 +1,3 @@
-// Package envelope is Trousseau's threshold envelope. A local
-// data-encryption key (DEK) seals what kube-apiserver hands the plugin
-// with AES-256-GCM; the DEK is split k-of-n and each share is wrapped by a
-// different KMS backend. The wrapped shares travel in a header beside
-// every ciphertext, so any node with any k backends can decrypt, and fewer
-// than k learn nothing.
-//
-// The current DEK is created once (it needs all n backends), kept wrapped
-// in a state file, and reused: Encrypt makes no remote call. Decrypt finds
-// DEKs in a bounded cache and, on a miss, asks every backend at once and
-// combines as soon as k shares fit the header's commitment.
 package envelope
 
 import (
@@ -231,7 +220,3 @@ func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 	e.life.considerAdoption(d)
 	return d, nil
 }
-
-// parseHeader parses a header as [opener.parse] does: refused below the
-// threshold floor.
-func (e *Envelope) parseHeader(raw []byte) (*Header, error) { return e.open.parse(raw) }
