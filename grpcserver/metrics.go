@@ -1,18 +1,18 @@
 package grpcserver
 
 import (
-	"context"
 	"crypto/fips140"
 	"crypto/sha256"
 	"fmt"
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/trousseau-io/trousseau/envelope"
@@ -32,6 +32,8 @@ type Metrics struct {
 	backendSeconds *prometheus.HistogramVec
 	backendUp      *prometheus.GaugeVec
 	cacheLookups   *prometheus.CounterVec
+	cacheHit       prometheus.Counter
+	cacheMiss      prometheus.Counter
 	rotations      *prometheus.CounterVec
 	unusable       prometheus.Counter
 	adopted        prometheus.Counter
@@ -45,6 +47,22 @@ type Metrics struct {
 	threshold      prometheus.Gauge
 	reachable      prometheus.Gauge
 	healthy        prometheus.Gauge
+
+	seriesMu sync.RWMutex
+	series   map[requestKey]requestSeries
+}
+
+// requestKey and requestSeries: the request series of a method and code,
+// bound on first use, so that a request looks them up in one map instead
+// of hashing its labels twice.
+type requestKey struct {
+	method string
+	code   codes.Code
+}
+
+type requestSeries struct {
+	count   prometheus.Counter
+	seconds prometheus.Observer
 }
 
 var (
@@ -64,7 +82,7 @@ func WithVersion(v string) MetricsOption { return func(b *buildInfo) { b.version
 // on a registry of their own.
 func NewMetrics(opts ...MetricsOption) *Metrics {
 	reg := prometheus.NewRegistry()
-	m := &Metrics{Registry: reg}
+	m := &Metrics{Registry: reg, series: map[requestKey]requestSeries{}}
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	f(newBuildInfo(opts))
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -130,9 +148,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
-	for _, r := range []string{"hit", "miss"} {
-		m.cacheLookups.WithLabelValues(r)
-	}
+	m.cacheHit, m.cacheMiss = m.cacheLookups.WithLabelValues("hit"), m.cacheLookups.WithLabelValues("miss")
 	for _, r := range []string{"ok", "postponed"} {
 		m.rotations.WithLabelValues(r)
 	}
@@ -175,9 +191,9 @@ func (m *Metrics) BackendCall(backend, op string, err error, took time.Duration)
 // CacheLookup implements envelope.Observer.
 func (m *Metrics) CacheLookup(hit bool) {
 	if hit {
-		m.cacheLookups.WithLabelValues("hit").Inc()
+		m.cacheHit.Inc()
 	} else {
-		m.cacheLookups.WithLabelValues("miss").Inc()
+		m.cacheMiss.Inc()
 	}
 }
 
@@ -266,12 +282,27 @@ func originLabel(origin string) string {
 	return "unknown"
 }
 
-// unaryInterceptor counts and times each request by method and code.
-func (m *Metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	code := status.Code(err).String()
-	m.requests.WithLabelValues(info.FullMethod, code).Inc()
-	m.requestSeconds.WithLabelValues(info.FullMethod, code).Observe(time.Since(start).Seconds())
-	return resp, err
+// observeRequest counts and times a request by method and code.
+func (m *Metrics) observeRequest(method string, err error, start time.Time) {
+	s := m.requestSeries(method, status.Code(err))
+	s.count.Inc()
+	s.seconds.Observe(time.Since(start).Seconds())
+}
+
+// requestSeries returns the series of method and code. Methods are the
+// services' own (gRPC refuses others before any interceptor), so the map
+// stays small.
+func (m *Metrics) requestSeries(method string, code codes.Code) requestSeries {
+	k := requestKey{method, code}
+	m.seriesMu.RLock()
+	s, ok := m.series[k]
+	m.seriesMu.RUnlock()
+	if ok {
+		return s
+	}
+	s = requestSeries{m.requests.WithLabelValues(method, code.String()), m.requestSeconds.WithLabelValues(method, code.String())}
+	m.seriesMu.Lock()
+	m.series[k] = s
+	m.seriesMu.Unlock()
+	return s
 }

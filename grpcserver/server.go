@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,15 +58,26 @@ func NewServices(env Envelope, health func() Snapshot, version string, log *slog
 // NewGRPCServer returns a gRPC server with both services registered,
 // metrics (if m is not nil) and a recovery interceptor.
 func NewGRPCServer(s *Services, m *Metrics) *grpc.Server {
-	var chain []grpc.UnaryServerInterceptor
-	if m != nil {
-		chain = append(chain, m.unaryInterceptor)
-	}
-	chain = append(chain, recoverInterceptor(s.log))
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(chain...), grpc.MaxRecvMsgSize(4<<20))
+	srv := grpc.NewServer(grpc.UnaryInterceptor(unaryInterceptor(s.log, m)), grpc.MaxRecvMsgSize(4<<20))
 	kmsv2.RegisterKeyManagementServiceServer(srv, v2Service{Services: s})
 	kmsv1.RegisterKeyManagementServiceServer(srv, v1Service{Services: s})
 	return srv
+}
+
+// unaryInterceptor counts and times each request (if m is not nil) around
+// the recovery interceptor. One interceptor rather than gRPC's chain of
+// two, which costs every request a closure.
+func unaryInterceptor(log *slog.Logger, m *Metrics) grpc.UnaryServerInterceptor {
+	recovering := recoverInterceptor(log)
+	if m == nil {
+		return recovering
+	}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := recovering(ctx, req, info, handler)
+		m.observeRequest(info.FullMethod, err, start)
+		return resp, err
+	}
 }
 
 // recoverInterceptor turns a panic into codes.Internal: the last line of

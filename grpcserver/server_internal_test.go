@@ -35,6 +35,10 @@ func (panicky) Decrypt(context.Context, []byte, []byte) ([]byte, error) { panic(
 func (panicky) KeyID() string                                           { return "" }
 
 func serveForTest(t *testing.T, env Envelope) kmsv2.KeyManagementServiceClient {
+	return serveWithMetrics(t, env, NewMetrics())
+}
+
+func serveWithMetrics(t *testing.T, env Envelope, m *Metrics) kmsv2.KeyManagementServiceClient {
 	dir, _ := os.MkdirTemp("", "trs")
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	l, err := net.Listen("unix", filepath.Join(dir, "s"))
@@ -42,7 +46,7 @@ func serveForTest(t *testing.T, env Envelope) kmsv2.KeyManagementServiceClient {
 		t.Fatal(err)
 	}
 	var logs strings.Builder
-	srv := NewGRPCServer(NewServices(env, func() Snapshot { return Snapshot{Healthz: "ok", KeyID: "k"} }, "test", slog.New(slog.NewTextHandler(&logs, nil))), NewMetrics())
+	srv := NewGRPCServer(NewServices(env, func() Snapshot { return Snapshot{Healthz: "ok", KeyID: "k"} }, "test", slog.New(slog.NewTextHandler(&logs, nil))), m)
 	go srv.Serve(l)
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "s"), grpc.WithTransportCredentials(insecure.NewCredentials()))
