@@ -241,15 +241,23 @@ func (w *workload) raw(t *testing.T, resource, name string) []byte {
 
 // storedKeyID reads the key_id kube-apiserver stored with an object.
 func (w *workload) storedKeyID(t *testing.T, resource, name string) string {
-	v := w.raw(t, resource, name)
+	id, err := storedKeyIDOf(w.raw(t, resource, name))
+	if err != nil {
+		t.Fatalf("%s/%s: %v", resource, name, err)
+	}
+	return id
+}
+
+// storedKeyIDOf reads the key_id of a value kube-apiserver stored in etcd.
+func storedKeyIDOf(v []byte) (string, error) {
 	if !bytes.HasPrefix(v, []byte(v2Prefix)) {
-		t.Fatalf("%s/%s stored without %s", resource, name, v2Prefix)
+		return "", fmt.Errorf("stored without %s", v2Prefix)
 	}
 	var obj kmstypes.EncryptedObject
 	if err := proto.Unmarshal(v[len(v2Prefix):], &obj); err != nil {
-		t.Fatalf("%s/%s: stored value is not an EncryptedObject: %v", resource, name, err)
+		return "", fmt.Errorf("stored value is not an EncryptedObject: %v", err)
 	}
-	return obj.KeyID
+	return obj.KeyID, nil
 }
 
 // checkStored checks every object in etcd: the prefix, no plaintext, and

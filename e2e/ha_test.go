@@ -111,18 +111,31 @@ func crossRead(t *testing.T, w *workload, other *cluster) {
 // pluginKeyID reads the current key_id from the plugin's /readyz.
 func pluginKeyID(t *testing.T, c *cluster) string {
 	t.Helper()
-	resp, err := http.Get("http://" + c.pluginHC + "/readyz")
+	id, err := readyKeyID(context.Background(), c.pluginHC)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return id
+}
+
+// readyKeyID reads the current key_id from /readyz at a plugin's health
+// address.
+func readyKeyID(ctx context.Context, hc string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+hc+"/readyz", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<16))
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), "current DEK: "); ok {
 			id, _, _ := strings.Cut(rest, ",")
-			return id
+			return id, nil
 		}
 	}
-	t.Fatalf("no current DEK in %s/readyz", c.pluginHC)
-	return ""
+	return "", fmt.Errorf("no current DEK in %s/readyz", hc)
 }

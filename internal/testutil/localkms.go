@@ -150,3 +150,11 @@ func (s *Emulator) Restart() {
 func (s *Emulator) Endpoint() string {
 	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 }
+
+// Signal sends sig to the running emulator (SIGSTOP and SIGCONT freeze
+// and thaw it); it does nothing while the emulator is stopped.
+func (s *Emulator) Signal(sig os.Signal) {
+	if s.cmd != nil {
+		s.cmd.Process.Signal(sig)
+	}
+}
