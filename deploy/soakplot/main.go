@@ -83,7 +83,6 @@ func render(r report) (*plot.Plot, error) {
 	p.X.Label.Text = "minutes"
 	p.Y.Label.Text = "requests/s (10 s buckets)"
 	p.Legend.Top = true
-	p.Legend.Left = true
 	ok, failed := make(plotter.XYs, len(r.Timeline)), make(plotter.XYs, len(r.Timeline))
 	top := 1.0
 	for i, b := range r.Timeline {
@@ -92,7 +91,9 @@ func render(r report) (*plot.Plot, error) {
 		failed[i] = plotter.XY{X: x, Y: float64(b.Failed) / bucket}
 		top = max(top, ok[i].Y, failed[i].Y)
 	}
-	if err := shadeWindows(p, r, top*1.1); err != nil {
+	// Head room for the legend, top right.
+	top *= 1.8
+	if err := shadeWindows(p, r, top); err != nil {
 		return nil, err
 	}
 	for _, s := range []struct {
@@ -108,7 +109,7 @@ func render(r report) (*plot.Plot, error) {
 		p.Add(l)
 		p.Legend.Add(s.name, l)
 	}
-	p.Y.Min, p.Y.Max = 0, top*1.1
+	p.Y.Min, p.Y.Max = 0, top
 	return p, nil
 }
 
@@ -127,18 +128,19 @@ func shadeWindows(p *plot.Plot, r report, height float64) error {
 	}
 	for _, k := range kindOrder {
 		if band := seen[k]; band != nil {
-			p.Legend.Add(k, legendBox{band.Color})
+			p.Legend.Add(k, legendBox{shades[k]})
 		}
 	}
 	return nil
 }
 
-// legendBox is an opaque swatch of a kind's shade for the legend.
-type legendBox struct{ c color.Color }
+// legendBox is a swatch of a kind's shade for the legend, darker than
+// the band so that it reads on white.
+type legendBox struct{ c color.NRGBA }
 
 func (b legendBox) Thumbnail(c *draw.Canvas) {
-	r, g, bl, _ := b.c.RGBA()
-	c.FillPolygon(color.NRGBA{R: uint8(r >> 8), G: uint8(g >> 8), B: uint8(bl >> 8), A: 110}, c.ClipPolygonY([]vg.Point{
+	b.c.A = 140
+	c.FillPolygon(b.c, c.ClipPolygonY([]vg.Point{
 		{X: c.Min.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Min.Y}, {X: c.Max.X, Y: c.Max.Y}, {X: c.Min.X, Y: c.Max.Y},
 	}))
 }
