@@ -45,8 +45,8 @@ func newer(a, b *Header) bool {
 // be saved, or this node's probes had not seen the new key identities).
 const adoptRetry = 10 * time.Second
 
-// considerAdoption is told of every DEK recovered for Decrypt, and of
-// every cache hit. It never delays the caller: adopting (saving the state,
+// considerAdoption is told of every DEK Decrypt finds. It never delays
+// the caller: adopting (saving the state,
 // maybe a second unwrap) happens in the background, and a DEK is tried at
 // most once per adoptRetry.
 //
