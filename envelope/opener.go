@@ -97,71 +97,115 @@ type shareResult struct {
 func (o *opener) recoverDEK(ctx context.Context, h *Header, raw []byte, authOnly bool) (key []byte, authenticated bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	start := time.Now()
-	results := make(chan shareResult, len(h.Shares))
-	failures := map[string]error{}
-	out := map[string]bool{} // backends asked that have not answered
-	for _, ws := range h.Shares {
-		if authOnly && o.backends[ws.Backend] != nil && kmsclients.IsPublicWrap(o.backends[ws.Backend]) {
-			failures[ws.Backend] = errPublicWrap
+	rc := &recovery{o: o, h: h, raw: raw, start: time.Now(), results: make(chan shareResult, len(h.Shares)),
+		failures: map[string]error{}, out: map[string]bool{}}
+	defer rc.wipe()
+	rc.ask(ctx, authOnly)
+	found := rc.collect(ctx)
+	if found.Secret == nil && !rc.final && !rc.tampered && ctx.Err() == nil {
+		// No more shares will come: the DEK may still be among polynomials
+		// through exactly k of those in, left out while more could come.
+		if last, err := o.combine(ctx, h, raw, rc.good, true); err == nil {
+			found = last
+		}
+	}
+	if found.Secret != nil {
+		return found.Secret, o.secretKeyShares(h, found.Fit), nil
+	}
+	return nil, false, rc.failure(ctx)
+}
+
+// recovery is the state of one [opener.recoverDEK]; one goroutine uses it.
+type recovery struct {
+	o        *opener
+	h        *Header
+	raw      []byte
+	start    time.Time
+	results  chan shareResult
+	failures map[string]error // by backend
+	out      map[string]bool  // backends asked that have not answered
+	good     []split.Share
+	tampered bool // more than k shares agree, but not with the header
+	final    bool // the last combine saw every share that will come
+}
+
+// ask starts one unwrap per share of the header, but for public-key
+// backends when authOnly.
+func (rc *recovery) ask(ctx context.Context, authOnly bool) {
+	for _, ws := range rc.h.Shares {
+		if b := rc.o.backends[ws.Backend]; authOnly && b != nil && kmsclients.IsPublicWrap(b) {
+			rc.failures[ws.Backend] = errPublicWrap
 			continue
 		}
-		out[ws.Backend] = true
-		go func() { results <- o.unwrapShare(ctx, h, ws) }()
+		rc.out[ws.Backend] = true
+		go func() { rc.results <- rc.o.unwrapShare(ctx, rc.h, ws) }()
 	}
-	pending := len(out)
-	var good []split.Share
-	defer func() {
-		for _, s := range good {
-			s.Wipe()
-		}
-	}()
+}
+
+// collect takes answers until k shares fit the header, until more cannot
+// help, or until the grace for the backends still out ends ([graceFor]).
+func (rc *recovery) collect(ctx context.Context) split.Decoded {
 	var grace <-chan time.Time
-	tampered, finalDone := false, false
-	for pending > 0 {
+	for pending := len(rc.out); pending > 0; {
 		if grace == nil {
-			grace = graceFor(h.Threshold, len(good), pending, time.Since(start), o.probes.anyUp(out))
+			grace = graceFor(rc.h.Threshold, len(rc.good), pending, time.Since(rc.start), rc.o.probes.anyUp(rc.out))
 		}
 		select {
-		case r := <-results:
+		case r := <-rc.results:
 			pending--
-			delete(out, r.backend)
-			if r.err != nil {
-				failures[r.backend] = r.err
-				continue
+			found, stop := rc.take(ctx, r, pending == 0)
+			if found.Secret != nil {
+				return found
 			}
-			good = append(good, r.share)
-			found, err := o.combine(ctx, h, raw, good, pending == 0)
-			finalDone = pending == 0
-			switch {
-			case err != nil:
+			if stop {
 				pending = 0
-			case found.Secret != nil:
-				return found.Secret, o.secretKeyShares(h, found.Fit), nil
-			case len(found.Agree) >= split.TamperedQuorum(h.Threshold):
-				o.log.Debug("shares agree with each other but not with the header: tampered", "agreeing", len(found.Agree))
-				tampered, pending = true, 0
 			}
 		case <-grace:
-			o.log.Debug("no quorum can be made from the shares in; not waiting longer for the remaining backends", "pending", pending)
+			rc.o.log.Debug("no quorum can be made from the shares in; not waiting longer for the remaining backends", "pending", pending)
 			pending = 0
 		}
 	}
-	// No more shares will come: the DEK may still be among polynomials
-	// through exactly k of those in, left out while more could come.
-	if !finalDone && !tampered && ctx.Err() == nil {
-		if found, err := o.combine(ctx, h, raw, good, true); err == nil && found.Secret != nil {
-			return found.Secret, o.secretKeyShares(h, found.Fit), nil
-		}
+	return split.Decoded{}
+}
+
+// take records one answer and combines the shares in; stop reports that
+// more answers cannot help (the header is tampered with, or ctx is done).
+func (rc *recovery) take(ctx context.Context, r shareResult, last bool) (found split.Decoded, stop bool) {
+	delete(rc.out, r.backend)
+	if r.err != nil {
+		rc.failures[r.backend] = r.err
+		return split.Decoded{}, false
 	}
+	rc.good = append(rc.good, r.share)
+	found, err := rc.o.combine(ctx, rc.h, rc.raw, rc.good, last)
+	rc.final = last
+	switch {
+	case err != nil:
+		return split.Decoded{}, true
+	case found.Secret == nil && len(found.Agree) >= split.TamperedQuorum(rc.h.Threshold):
+		rc.o.log.Debug("shares agree with each other but not with the header: tampered", "agreeing", len(found.Agree))
+		rc.tampered = true
+		return split.Decoded{}, true
+	}
+	return found, false
+}
+
+// failure explains a recovery that found no DEK.
+func (rc *recovery) failure(ctx context.Context) *QuorumError {
 	var unwrapped []string
-	for _, s := range good {
-		unwrapped = append(unwrapped, h.Shares[s.Index-1].Backend)
+	for _, s := range rc.good {
+		unwrapped = append(unwrapped, rc.h.Shares[s.Index-1].Backend)
 	}
 	sort.Strings(unwrapped)
-	qe := newQuorumError(ctx, h, failures, unwrapped, len(h.Shares)-len(failures)-len(good), tampered)
-	qe.Suspects = o.liars.list()
-	return nil, false, qe
+	qe := newQuorumError(ctx, rc.h, rc.failures, unwrapped, len(rc.h.Shares)-len(rc.failures)-len(rc.good), rc.tampered)
+	qe.Suspects = rc.o.liars.list()
+	return qe
+}
+
+func (rc *recovery) wipe() {
+	for _, s := range rc.good {
+		s.Wipe()
+	}
 }
 
 // graceFor says how long to go on waiting for the backends still out, or
