@@ -37,10 +37,8 @@ package awskms
 import (
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"maps"
 	"sync/atomic"
 	"time"
@@ -205,7 +203,7 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 	if len(out.CiphertextBlob) == 0 {
 		return kmsclients.Wrapped{}, b.src.Errorf(op, nil, "KMS returned an empty ciphertext")
 	}
-	return kmsclients.Wrapped{Ciphertext: frame(out.CiphertextBlob), KeyIdentity: keyARN}, nil
+	return kmsclients.Wrapped{Ciphertext: framing.Frame(out.CiphertextBlob), KeyIdentity: keyARN}, nil
 }
 
 // Unwrap decrypts a share that Wrap encrypted, with Decrypt pinned to the
@@ -216,9 +214,9 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 		return nil, b.src.Fail(ctx, op, nil, err)
 	}
 	invalid := kmsclients.ErrInvalidCiphertext
-	blob, ok := unframe(w.Ciphertext)
-	if !ok {
-		return nil, b.src.Errorf(op, invalid, "malformed or corrupt wrapped share")
+	blob, err := framing.Unframe(w.Ciphertext)
+	if err != nil {
+		return nil, b.src.Errorf(op, invalid, "%w", err)
 	}
 	home, err := b.resolveHome(ctx)
 	if err != nil {
@@ -350,37 +348,12 @@ func (b *Backend) encryptionContext(aad []byte) map[string]string {
 	return ec
 }
 
-// The stored form of a wrapped share is a version byte, the KMS ciphertext
-// blob, and a CRC-32C of both. The checksum catches corrupt storage before
-// a KMS call is spent on it, and it makes corruption of any byte report
-// ErrInvalidCiphertext even from emulators that, unlike AWS, do not
-// authenticate the whole blob (local-kms ignores the key ARN it prefixes
-// to its blobs when Decrypt names the key). It is not a defence against
-// tampering: KMS's own authentication is.
-const (
-	formatVersion = 1
-	crcSize       = 4
-)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-func frame(blob []byte) []byte {
-	out := make([]byte, 0, 1+len(blob)+crcSize)
-	out = append(out, formatVersion)
-	out = append(out, blob...)
-	return binary.BigEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
-}
-
-func unframe(wrapped []byte) ([]byte, bool) {
-	if len(wrapped) < 1+1+crcSize || wrapped[0] != formatVersion {
-		return nil, false
-	}
-	body, sum := wrapped[:len(wrapped)-crcSize], wrapped[len(wrapped)-crcSize:]
-	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(sum) {
-		return nil, false
-	}
-	return body[1:], true
-}
+// framing stores a share as a version byte, the KMS ciphertext blob and
+// a checksum: corruption of any byte reports ErrInvalidCiphertext even
+// from emulators that, unlike AWS, do not authenticate the whole blob
+// (local-kms ignores the key ARN it prefixes to its blobs when Decrypt
+// names the key).
+var framing = kmsclients.Framing{Version: 1, Checksum: true}
 
 // fail is the error of a call to KMS that failed with err, sorted into
 // a kind (the context rule is kmsclients.Source.Fail's).

@@ -257,9 +257,9 @@ func TestServerRejectsTamperedBlob(t *testing.T) {
 	b := newTestBackend(t, "aws-one", srv.Endpoint(), Config{KeyID: key1ARN})
 	aad := []byte("dek=6;share=1")
 	_, w := mustWrap(t, b, aad)
-	blob, ok := unframe(w.Ciphertext)
-	if !ok {
-		t.Fatal("Wrap produced a frame that unframe refuses")
+	blob, err := framing.Unframe(w.Ciphertext)
+	if err != nil {
+		t.Fatalf("Wrap produced a frame that Unframe refuses: %v", err)
 	}
 	for name, mutate := range map[string]func([]byte) []byte{
 		"last byte flipped": func(b []byte) []byte { b[len(b)-1] ^= 1; return b },
@@ -267,7 +267,7 @@ func TestServerRejectsTamperedBlob(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			bad := w
-			bad.Ciphertext = frame(mutate(bytes.Clone(blob)))
+			bad.Ciphertext = framing.Frame(mutate(bytes.Clone(blob)))
 			_, err := b.Unwrap(ctxFor(t, 10*time.Second), bad, aad)
 			kmstest.WantKind(t, "Unwrap of a tampered blob", err, kmsclients.ErrInvalidCiphertext)
 		})

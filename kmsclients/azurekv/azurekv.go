@@ -222,7 +222,7 @@ func (b *Backend) wrapped(r azkeys.KeyOperationResult) (kmsclients.Wrapped, erro
 	if len(r.Result) > kmsclients.MaxWrappedSize-headerSize {
 		return kmsclients.Wrapped{}, b.src.Errorf(kmsclients.OpWrap, nil, "the vault answered with %d bytes", len(r.Result))
 	}
-	ct := append([]byte{formatVersion, b.alg.id}, r.Result...)
+	ct := framing.Frame(append([]byte{b.alg.id}, r.Result...))
 	return kmsclients.Wrapped{Ciphertext: ct, KeyIdentity: kid}, nil
 }
 
@@ -305,13 +305,14 @@ func (b *Backend) versionOf(kid string) (string, error) {
 	return parts[2], nil
 }
 
-// Wrapped share format: formatVersion, algorithm id, then what WrapKey
+// Wrapped share format: framing's version, algorithm id, then what WrapKey
 // returned. The plaintext given to WrapKey is binding(aad) || share ||
 // padding; see seal.
+var framing = kmsclients.Framing{Version: 1}
+
 const (
-	formatVersion = 1
-	headerSize    = 2
-	bindingSize   = 16
+	headerSize  = 2
+	bindingSize = 16
 	// maxShareSize keeps the sealed share within what RSA-OAEP-256 can
 	// wrap under a 2048-bit key (190 bytes). Shares are ~33 bytes.
 	maxShareSize = 128
@@ -319,14 +320,18 @@ const (
 )
 
 func parseWrapped(ct []byte) (algorithm, []byte, error) {
-	if len(ct) <= headerSize || ct[0] != formatVersion {
-		return algorithm{}, nil, errors.New("malformed wrapped share")
+	body, err := framing.Unframe(ct)
+	if err != nil {
+		return algorithm{}, nil, err
 	}
-	alg, ok := algorithmByID(ct[1])
+	if len(body) < 2 {
+		return algorithm{}, nil, errors.New("malformed wrapped share: no wrapped key after the algorithm")
+	}
+	alg, ok := algorithmByID(body[0])
 	if !ok {
 		return algorithm{}, nil, errors.New("malformed wrapped share (unknown algorithm)")
 	}
-	return alg, ct[headerSize:], nil
+	return alg, body[1:], nil
 }
 
 // binding is the first 16 bytes of SHA-256 over a label and aad: enough

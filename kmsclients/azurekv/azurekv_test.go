@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -342,7 +343,7 @@ func TestAESBackendRefusesRSAShares(t *testing.T) {
 		t.Fatal(err)
 	}
 	rsaAlg, _ := algorithmNamed("RSA-OAEP-256")
-	forged := kmsclients.Wrapped{Ciphertext: append([]byte{formatVersion, rsaAlg.id}, ct...), KeyIdentity: rsaKID}
+	forged := kmsclients.Wrapped{Ciphertext: framing.Frame(append([]byte{rsaAlg.id}, ct...)), KeyIdentity: rsaKID}
 	before := v.requests.Load()
 	_, err = b.Unwrap(ctxFor(t), forged, aad)
 	wantKind(t, "Unwrap of an RSA share by an AES backend", err, kmsclients.ErrInvalidCiphertext)
@@ -384,6 +385,20 @@ func TestRetryOptionsBounded(t *testing.T) {
 	var o policy.RetryOptions = retryOptions
 	if o.MaxRetries < 1 || o.MaxRetries > 3 || o.TryTimeout != 0 || o.MaxRetryDelay <= 0 || o.MaxRetryDelay > 5*time.Second {
 		t.Fatalf("retry options %+v: want a few retries, short delays, no per-try timeout", o)
+	}
+}
+
+// TestStoredFormatUnchanged: a share stored by an earlier release (this
+// frame was made by the backend's own code before kmsclients.Framing)
+// still decodes.
+func TestStoredFormatUnchanged(t *testing.T) {
+	stored, _ := hex.DecodeString("0103777261707065642d62792d6b65797661756c74")
+	alg, ct, err := parseWrapped(stored)
+	if err != nil || alg.id != 3 || string(ct) != "wrapped-by-keyvault" {
+		t.Fatalf("parseWrapped = %v, %q, %v", alg, ct, err)
+	}
+	if got := framing.Frame(append([]byte{alg.id}, ct...)); !bytes.Equal(got, stored) {
+		t.Fatalf("Frame = %x, want %x", got, stored)
 	}
 }
 

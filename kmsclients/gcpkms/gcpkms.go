@@ -154,7 +154,7 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 	if n := 1 + len(resp.GetCiphertext()); n > kmsclients.MaxWrappedSize {
 		return kmsclients.Wrapped{}, b.src.Errorf(op, nil, "Cloud KMS returned a wrapped share of %d bytes (limit %d)", n, kmsclients.MaxWrappedSize)
 	}
-	return kmsclients.Wrapped{Ciphertext: frame(resp.GetCiphertext()), KeyIdentity: resp.GetName()}, nil
+	return kmsclients.Wrapped{Ciphertext: framing.Frame(resp.GetCiphertext()), KeyIdentity: resp.GetName()}, nil
 }
 
 // encrypt calls Encrypt with the integrity fields set, and returns an
@@ -211,9 +211,9 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	if err := ctx.Err(); err != nil {
 		return nil, b.src.Fail(ctx, op, nil, err)
 	}
-	ct, ok := unframe(w.Ciphertext)
-	if !ok {
-		return nil, b.src.Errorf(op, kmsclients.ErrInvalidCiphertext, "malformed wrapped share")
+	ct, err := framing.Unframe(w.Ciphertext)
+	if err != nil {
+		return nil, b.src.Errorf(op, kmsclients.ErrInvalidCiphertext, "%w", err)
 	}
 	callCtx, cancel := b.bound(ctx)
 	defer cancel()
@@ -383,12 +383,13 @@ func (b *Backend) bound(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithCancel(ctx)
 }
 
-// The stored form of a wrapped share is a version byte and the Cloud KMS
-// ciphertext. The version names the associated data's construction
-// (aadLabel), so that a later one can be told apart. Cloud KMS
-// authenticates the whole ciphertext; the backend adds no checksum.
+// framing stores a share as a version byte and the Cloud KMS ciphertext.
+// The version names the associated data's construction (aadLabel), so
+// that a later one can be told apart. Cloud KMS authenticates the whole
+// ciphertext; the backend adds no checksum.
+var framing = kmsclients.Framing{Version: 1}
+
 const (
-	formatVersion = 1
 	// aadLabel separates Trousseau's shares from whatever else the key
 	// encrypts: another application's ciphertext never opens as a share.
 	aadLabel = "trousseau/gcpkms/v1\x00"
@@ -396,17 +397,6 @@ const (
 	// HSM key takes (8 KiB of plaintext and AAD together).
 	maxShareSize = 1024
 )
-
-func frame(ct []byte) []byte {
-	return append([]byte{formatVersion}, ct...)
-}
-
-func unframe(wrapped []byte) ([]byte, bool) {
-	if len(wrapped) < 2 || wrapped[0] != formatVersion {
-		return nil, false
-	}
-	return wrapped[1:], true
-}
 
 func boundAAD(aad []byte) []byte {
 	return append([]byte(aadLabel), aad...)

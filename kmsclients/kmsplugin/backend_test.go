@@ -68,9 +68,9 @@ func TestWrappedShareKeepsTheCustodiansAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, ok := unmarshal(w.Ciphertext)
-	if !ok {
-		t.Fatal("Wrap stored a frame unmarshal refuses")
+	s, err := unmarshal(w.Ciphertext)
+	if err != nil {
+		t.Fatalf("Wrap stored a frame unmarshal refuses: %v", err)
 	}
 	if s.api != apiV2 || s.keyID != srv.kms.currentID() || len(s.annotations[saltAnnotation]) != 8 {
 		t.Fatalf("frame: api %d, key_id %q, annotations %v", s.api, s.keyID, s.annotations)

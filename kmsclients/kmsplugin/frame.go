@@ -6,16 +6,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"slices"
 	"unicode/utf8"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// The stored form of a wrapped share (all integers big-endian):
+// The stored form of a wrapped share (all integers big-endian), framed
+// by framing:
 //
-//	version      1 byte   formatVersion
+//	version      1 byte
 //	api          1 byte   apiV2 or apiV1: the KMS API that wrapped it
 //	key_id       u16 length, bytes   the custodian's key_id (v2: 1 to 1024 bytes of UTF-8; v1: empty)
 //	ciphertext   u16 length, bytes   the custodian's ciphertext (not empty)
@@ -29,12 +29,12 @@ import (
 // storage before a custodian is asked to decrypt it; it is not a defence
 // against tampering: the custodian's own encryption and the binding
 // sealed with the share are.
-const (
-	formatVersion = 1
-	apiV1         = 1
-	apiV2         = 2
+var framing = kmsclients.Framing{Version: 1, Checksum: true}
 
-	crcSize = 4
+const (
+	apiV1 = 1
+	apiV2 = 2
+
 	// maxKeyID is the KMS v2 contract's limit on a key_id.
 	maxKeyID = 1024
 	// maxAnnotationKey is the longest DNS subdomain, what annotation
@@ -43,10 +43,8 @@ const (
 	maxAnnotations   = 255
 	// minFrame is an empty frame: version, api, two lengths, a count and
 	// the checksum.
-	minFrame = 2 + 2 + 2 + 1 + crcSize
+	minFrame = 2 + 2 + 2 + 1 + kmsclients.ChecksumSize
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // sealed is what a custodian returned for one share.
 type sealed struct {
@@ -72,7 +70,7 @@ func (s sealed) marshal() ([]byte, error) {
 	}
 	slices.Sort(keys)
 	out := make([]byte, 0, size)
-	out = append(out, formatVersion, s.api)
+	out = append(out, s.api)
 	out = binary.BigEndian.AppendUint16(out, uint16(len(s.keyID)))
 	out = append(out, s.keyID...)
 	out = binary.BigEndian.AppendUint16(out, uint16(len(s.ciphertext)))
@@ -84,7 +82,7 @@ func (s sealed) marshal() ([]byte, error) {
 		out = binary.BigEndian.AppendUint16(out, uint16(len(s.annotations[k])))
 		out = append(out, s.annotations[k]...)
 	}
-	return binary.BigEndian.AppendUint32(out, crc32.Checksum(out, castagnoli)), nil
+	return framing.Frame(out), nil
 }
 
 // check refuses an answer that breaks the KMS contract or cannot be
@@ -120,16 +118,13 @@ func (s sealed) check() error {
 }
 
 // unmarshal parses a stored share, accepting only what marshal makes.
-func unmarshal(b []byte) (sealed, bool) {
-	if len(b) < minFrame || len(b) > kmsclients.MaxWrappedSize || b[0] != formatVersion {
-		return sealed{}, false
+func unmarshal(b []byte) (sealed, error) {
+	body, err := framing.Unframe(b)
+	if err != nil {
+		return sealed{}, err
 	}
-	body, sum := b[:len(b)-crcSize], b[len(b)-crcSize:]
-	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(sum) {
-		return sealed{}, false
-	}
-	r := reader{buf: body[2:]}
-	s := sealed{api: body[1]}
+	r := reader{buf: body[1:]}
+	s := sealed{api: body[0]}
 	s.keyID = string(r.bytes(r.u16()))
 	s.ciphertext = slices.Clone(r.bytes(r.u16()))
 	n := int(r.u8())
@@ -138,7 +133,7 @@ func unmarshal(b []byte) (sealed, bool) {
 		k := string(r.bytes(int(r.u8())))
 		v := r.bytes(r.u16())
 		if r.bad || (i > 0 && k <= prev) {
-			return sealed{}, false
+			return sealed{}, errMalformed
 		}
 		if s.annotations == nil {
 			s.annotations = make(map[string][]byte, n)
@@ -146,11 +141,16 @@ func unmarshal(b []byte) (sealed, bool) {
 		s.annotations[k] = slices.Clone(v)
 		prev = k
 	}
-	if r.bad || len(r.buf) != 0 || s.check() != nil {
-		return sealed{}, false
+	if r.bad || len(r.buf) != 0 {
+		return sealed{}, errMalformed
 	}
-	return s, true
+	if err := s.check(); err != nil {
+		return sealed{}, fmt.Errorf("wrapped share holds %w", err)
+	}
+	return s, nil
 }
+
+var errMalformed = errors.New("malformed wrapped share: its fields do not add up to the frame")
 
 // reader reads the frame's fields; past the end it returns nothing and
 // sets bad.

@@ -3,6 +3,7 @@ package kmsplugin
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"hash/crc32"
 	"strings"
 	"testing"
@@ -35,9 +36,9 @@ func mustMarshal(t testing.TB, s sealed) []byte {
 func TestFrameRoundTrip(t *testing.T) {
 	for _, s := range []sealed{sampleV2(), sampleV1(), {api: apiV2, keyID: "k", ciphertext: []byte{1}}} {
 		raw := mustMarshal(t, s)
-		got, ok := unmarshal(raw)
-		if !ok || got.api != s.api || got.keyID != s.keyID || !bytes.Equal(got.ciphertext, s.ciphertext) || len(got.annotations) != len(s.annotations) {
-			t.Fatalf("round trip of %+v: %+v, %v", s, got, ok)
+		got, err := unmarshal(raw)
+		if err != nil || got.api != s.api || got.keyID != s.keyID || !bytes.Equal(got.ciphertext, s.ciphertext) || len(got.annotations) != len(s.annotations) {
+			t.Fatalf("round trip of %+v: %+v, %v", s, got, err)
 		}
 		for k, v := range s.annotations {
 			if !bytes.Equal(got.annotations[k], v) {
@@ -55,13 +56,13 @@ func TestFrameRejectsDamage(t *testing.T) {
 		for bit := range 8 {
 			bad := bytes.Clone(raw)
 			bad[i] ^= 1 << bit
-			if _, ok := unmarshal(bad); ok {
+			if _, err := unmarshal(bad); err == nil {
 				t.Fatalf("a flip of bit %d of byte %d went unnoticed", bit, i)
 			}
 		}
 	}
 	for n := range len(raw) {
-		if _, ok := unmarshal(raw[:n]); ok {
+		if _, err := unmarshal(raw[:n]); err == nil {
 			t.Fatalf("truncation to %d bytes went unnoticed", n)
 		}
 	}
@@ -69,13 +70,13 @@ func TestFrameRejectsDamage(t *testing.T) {
 
 // withCRC appends the checksum to body, to reach the parser's other checks.
 func withCRC(body []byte) []byte {
-	return binary.BigEndian.AppendUint32(bytes.Clone(body), crc32.Checksum(body, castagnoli))
+	return binary.BigEndian.AppendUint32(bytes.Clone(body), crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
 }
 
 // TestFrameRefusesNonCanonical: with a correct checksum, anything marshal
 // would not make is still refused.
 func TestFrameRefusesNonCanonical(t *testing.T) {
-	body := func(s sealed) []byte { raw := mustMarshal(t, s); return raw[:len(raw)-crcSize] }
+	body := func(s sealed) []byte { raw := mustMarshal(t, s); return raw[:len(raw)-kmsclients.ChecksumSize] }
 	good := body(sampleV2())
 	// Swap the two annotations (b.example.com sorts first).
 	s := sampleV2()
@@ -96,18 +97,18 @@ func TestFrameRefusesNonCanonical(t *testing.T) {
 		"trailing byte":       append(bytes.Clone(good), 0),
 		"unsorted":            swapped,
 		"unknown version":     append([]byte{2}, good[1:]...),
-		"unknown api":         append([]byte{formatVersion, 3}, good[2:]...),
-		"v1 with key_id":      append([]byte{formatVersion, apiV1}, good[2:]...),
+		"unknown api":         append([]byte{framing.Version, 3}, good[2:]...),
+		"v1 with key_id":      append([]byte{framing.Version, apiV1}, good[2:]...),
 		"empty":               {},
-		"empty ciphertext v1": {formatVersion, apiV1, 0, 0, 0, 0, 0},
+		"empty ciphertext v1": {framing.Version, apiV1, 0, 0, 0, 0, 0},
 	} {
-		if _, ok := unmarshal(withCRC(b)); ok {
+		if _, err := unmarshal(withCRC(b)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	v2NoKey := body(sealed{api: apiV1, ciphertext: []byte("x")})
 	v2NoKey[1] = apiV2
-	if _, ok := unmarshal(withCRC(v2NoKey)); ok {
+	if _, err := unmarshal(withCRC(v2NoKey)); err == nil {
 		t.Error("v2 without key_id: accepted")
 	}
 }
@@ -133,8 +134,36 @@ func TestFrameLimits(t *testing.T) {
 	if len(raw) != kmsclients.MaxWrappedSize {
 		t.Fatalf("frame of %d bytes", len(raw))
 	}
-	if _, ok := unmarshal(raw); !ok {
-		t.Fatal("the largest frame is refused")
+	if _, err := unmarshal(raw); err != nil {
+		t.Fatalf("the largest frame is refused: %v", err)
+	}
+}
+
+// TestStoredFormatUnchanged: shares stored by an earlier release (these
+// frames were made by the backend's own code before kmsclients.Framing)
+// still decode, and marshal back to the same bytes.
+func TestStoredFormatUnchanged(t *testing.T) {
+	for _, tc := range []struct {
+		stored string
+		want   sealed
+	}{
+		{"010200026b3100026374020d612e6578616d706c652e636f6d0001760d622e6578616d706c652e636f6d000100ae868ba3",
+			sealed{api: apiV2, keyID: "k1", ciphertext: []byte("ct"), annotations: map[string][]byte{"a.example.com": []byte("v"), "b.example.com": {0}}}},
+		{"0101000000047631637400a967d3c2", sealed{api: apiV1, ciphertext: []byte("v1ct")}},
+	} {
+		stored, _ := hex.DecodeString(tc.stored)
+		got, err := unmarshal(stored)
+		if err != nil || got.api != tc.want.api || got.keyID != tc.want.keyID || !bytes.Equal(got.ciphertext, tc.want.ciphertext) || len(got.annotations) != len(tc.want.annotations) {
+			t.Fatalf("unmarshal(%s) = %+v, %v", tc.stored, got, err)
+		}
+		for k, v := range tc.want.annotations {
+			if !bytes.Equal(got.annotations[k], v) {
+				t.Fatalf("annotation %s: %x, want %x", k, got.annotations[k], v)
+			}
+		}
+		if raw := mustMarshal(t, got); !bytes.Equal(raw, stored) {
+			t.Fatalf("marshal = %x, want %s", raw, tc.stored)
+		}
 	}
 }
 
@@ -162,13 +191,13 @@ func FuzzUnframe(f *testing.F) {
 	for _, s := range []sealed{sampleV2(), sampleV1()} {
 		raw, _ := s.marshal()
 		f.Add(raw)
-		f.Add(raw[:len(raw)-crcSize])
+		f.Add(raw[:len(raw)-kmsclients.ChecksumSize])
 	}
-	f.Add([]byte{formatVersion, apiV2, 0, 1, 'k', 0, 1, 0xaa, 0})
+	f.Add([]byte{framing.Version, apiV2, 0, 1, 'k', 0, 1, 0xaa, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, in := range [][]byte{b, withCRC(b)} {
-			s, ok := unmarshal(in)
-			if !ok {
+			s, err := unmarshal(in)
+			if err != nil {
 				continue
 			}
 			out, err := s.marshal()

@@ -248,9 +248,9 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 		return nil, b.src.Fail(ctx, op, nil, err)
 	}
 	invalid := kmsclients.ErrInvalidCiphertext
-	s, ok := unmarshal(w.Ciphertext)
-	if !ok {
-		return nil, b.src.Errorf(op, invalid, "malformed or corrupt wrapped share")
+	s, err := unmarshal(w.Ciphertext)
+	if err != nil {
+		return nil, b.src.Errorf(op, invalid, "%w", err)
 	}
 	pt, err := b.decrypt(ctx, s)
 	if err != nil {

@@ -63,7 +63,7 @@ func (b *Backend) sealProbe(ctx context.Context, probe []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return raw[:len(raw)-crcSize], nil
+	return raw[:len(raw)-kmsclients.ChecksumSize], nil
 }
 
 // frame is the custodian's answer as stored, unless it cannot be stored

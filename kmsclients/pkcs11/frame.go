@@ -4,28 +4,30 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"fmt"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// The stored form of a wrapped share:
+// framing stores a share as:
 //
-//	version    1 byte   formatVersion
+//	version    1 byte
 //	mechanism  1 byte   mechGCM or mechKWP
 //	aes-gcm:            IV (12 bytes) || ciphertext || 16-byte tag
 //	aes-key-wrap-pad:   the wrapped key object (a multiple of 8 bytes)
 //
-// and the whole is at most kmsclients.MaxWrappedSize bytes. The token
+// with no checksum (kmsclients.Framing has the limits). The token
 // authenticates everything after the mechanism byte (GCM's tag, KWP's
 // integrity check); a share whose version or mechanism byte is changed
 // no longer parses or no longer opens. The IV is carried because a
 // token may choose it: some HSMs in FIPS mode ignore the IV they are
 // given and write back their own.
+var framing = kmsclients.Framing{Version: 1}
+
 const (
-	formatVersion = 1
-	ivSize        = 12
-	tagSize       = 16
-	kwpBlock      = 8
+	ivSize   = 12
+	tagSize  = 16
+	kwpBlock = 8
 	// maxShareSize is far above a share (~33 bytes).
 	maxShareSize = 1024
 )
@@ -33,31 +35,32 @@ const (
 // frame encodes a wrapped share. For GCM, body is the IV followed by
 // the ciphertext and tag.
 func frame(m mechanism, body []byte) []byte {
-	return append([]byte{formatVersion, byte(m)}, body...)
+	return framing.Frame(append([]byte{byte(m)}, body...))
 }
 
 // unframe parses a stored share, accepting only what frame makes from
 // what the token can return: the mechanism and its body.
-func unframe(b []byte) (mechanism, []byte, bool) {
-	if len(b) < 2 || len(b) > kmsclients.MaxWrappedSize || b[0] != formatVersion {
-		return 0, nil, false
+func unframe(b []byte) (mechanism, []byte, error) {
+	body, err := framing.Unframe(b)
+	if err != nil {
+		return 0, nil, err
 	}
-	m, body := mechanism(b[1]), b[2:]
+	m, body := mechanism(body[0]), body[1:]
 	switch m {
 	case mechGCM:
 		if len(body) < ivSize+tagSize+1 {
-			return 0, nil, false
+			return 0, nil, fmt.Errorf("wrapped share (%s) has %d bytes after its header, want at least %d", m, len(body), ivSize+tagSize+1)
 		}
 	case mechKWP:
 		// The smallest sealed share (see sealKWP) is 24 bytes, which
 		// KWP wraps into 32.
 		if len(body) < 4*kwpBlock || len(body)%kwpBlock != 0 {
-			return 0, nil, false
+			return 0, nil, fmt.Errorf("wrapped share (%s) has %d bytes after its header, want a multiple of %d from %d", m, len(body), kwpBlock, 4*kwpBlock)
 		}
 	default:
-		return 0, nil, false
+		return 0, nil, fmt.Errorf("wrapped share names unknown %s", m)
 	}
-	return m, body, true
+	return m, body, nil
 }
 
 // gcmAAD is the associated data given to the token with AES-GCM: a

@@ -2,6 +2,8 @@ package pkcs11
 
 import (
 	"bytes"
+	"encoding/hex"
+	"strings"
 	"testing"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -14,9 +16,33 @@ func TestFrameRoundTrip(t *testing.T) {
 		m    mechanism
 		body []byte
 	}{{mechGCM, gcm}, {mechKWP, kwp}} {
-		m, body, ok := unframe(frame(c.m, c.body))
-		if !ok || m != c.m || !bytes.Equal(body, c.body) {
-			t.Fatalf("%s: round trip gave %v %x %v", c.m, m, body, ok)
+		m, body, err := unframe(frame(c.m, c.body))
+		if err != nil || m != c.m || !bytes.Equal(body, c.body) {
+			t.Fatalf("%s: round trip gave %v %x %v", c.m, m, body, err)
+		}
+	}
+}
+
+// TestStoredFormatUnchanged: shares stored by an earlier release (these
+// frames were made by the backend's own code before kmsclients.Framing)
+// still decode, and Wrap still stores the same bytes.
+func TestStoredFormatUnchanged(t *testing.T) {
+	gcm := append(append(bytes.Repeat([]byte{0x11}, ivSize), 0x22, 0x23), bytes.Repeat([]byte{0x33}, tagSize)...)
+	for _, tc := range []struct {
+		stored string
+		m      mechanism
+		body   []byte
+	}{
+		{"0101111111111111111111111111222333333333333333333333333333333333", mechGCM, gcm},
+		{"01024444444444444444444444444444444444444444444444444444444444444444", mechKWP, bytes.Repeat([]byte{0x44}, 32)},
+	} {
+		stored, _ := hex.DecodeString(tc.stored)
+		m, body, err := unframe(stored)
+		if err != nil || m != tc.m || !bytes.Equal(body, tc.body) {
+			t.Fatalf("unframe(%s) = %v, %x, %v", tc.stored, m, body, err)
+		}
+		if got := frame(m, body); !bytes.Equal(got, stored) {
+			t.Fatalf("frame = %x, want %s", got, tc.stored)
 		}
 	}
 }
@@ -25,19 +51,19 @@ func TestUnframeRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		b    []byte
+		want string
 	}{
-		{"empty", nil},
-		{"version only", []byte{formatVersion}},
-		{"other version", frame(mechGCM, make([]byte, 40))[:0:0]},
-		{"version 2", append([]byte{2, byte(mechGCM)}, make([]byte, 40)...)},
-		{"unknown mechanism", append([]byte{formatVersion, 3}, make([]byte, 40)...)},
-		{"gcm without ciphertext", frame(mechGCM, make([]byte, ivSize+tagSize))},
-		{"kwp too short", frame(mechKWP, make([]byte, 24))},
-		{"kwp not a multiple of 8", frame(mechKWP, make([]byte, 33))},
-		{"too long", frame(mechKWP, make([]byte, kmsclients.MaxWrappedSize))},
+		{"empty", nil, "of 0 bytes"},
+		{"version only", []byte{framing.Version}, "of 1 bytes"},
+		{"version 2", append([]byte{2, byte(mechGCM)}, make([]byte, 40)...), "format version 2"},
+		{"unknown mechanism", append([]byte{framing.Version, 3}, make([]byte, 40)...), "unknown mechanism 3"},
+		{"gcm without ciphertext", frame(mechGCM, make([]byte, ivSize+tagSize)), "(aes-gcm) has 28 bytes"},
+		{"kwp too short", frame(mechKWP, make([]byte, 24)), "has 24 bytes"},
+		{"kwp not a multiple of 8", frame(mechKWP, make([]byte, 33)), "has 33 bytes"},
+		{"too long", frame(mechKWP, make([]byte, kmsclients.MaxWrappedSize)), "of 4098 bytes"},
 	} {
-		if _, _, ok := unframe(tc.b); ok {
-			t.Errorf("%s: accepted", tc.name)
+		if _, _, err := unframe(tc.b); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }
@@ -76,11 +102,11 @@ func FuzzUnframe(f *testing.F) {
 	f.Add(frame(mechGCM, make([]byte, ivSize+tagSize+33)))
 	f.Add(frame(mechKWP, make([]byte, 64)))
 	f.Add([]byte{})
-	f.Add([]byte{formatVersion, byte(mechKWP)})
+	f.Add([]byte{framing.Version, byte(mechKWP)})
 	f.Add([]byte{2, 1, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, body, ok := unframe(b)
-		if !ok {
+		m, body, err := unframe(b)
+		if err != nil {
 			return
 		}
 		if !bytes.Equal(frame(m, body), b) {

@@ -147,9 +147,9 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	if err := ctx.Err(); err != nil {
 		return nil, b.src.Fail(ctx, op, nil, err)
 	}
-	m, body, ok := unframe(w.Ciphertext)
-	if !ok {
-		return nil, b.src.Errorf(op, invalid, "malformed wrapped share")
+	m, body, err := unframe(w.Ciphertext)
+	if err != nil {
+		return nil, b.src.Errorf(op, invalid, "%w", err)
 	}
 	recorded, err := parseIdentity(w.KeyIdentity)
 	if err != nil {

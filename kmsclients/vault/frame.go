@@ -3,28 +3,24 @@ package vault
 import (
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
-	"hash/crc32"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// The stored form of a wrapped share is
+// framing stores a share as
 //
 //	format version (1 byte) | binding (1 byte) | Vault ciphertext | CRC-32C
 //
 // where the Vault ciphertext is transit's own "vault:v<N>:<base64>" text
 // and the binding says how the share's associated data was tied to it.
-//
-// The checksum catches corrupt storage before a Vault call is spent on it,
-// and makes a damaged "vault:vN:" prefix report ErrInvalidCiphertext rather
-// than whatever Vault makes of a version it does not have. It is not a
-// defence against tampering: transit's authenticated encryption is.
-const (
-	formatVersion = 1
-	crcSize       = 4
-	headerSize    = 2
-)
+// The checksum makes a damaged "vault:vN:" prefix report
+// ErrInvalidCiphertext rather than whatever Vault makes of a version it
+// does not have.
+var framing = kmsclients.Framing{Version: 1, Checksum: true}
 
 // How the associated data is bound. AEAD key types (AES-GCM,
 // ChaCha20-Poly1305) take it as transit's associated_data; other types
@@ -52,32 +48,27 @@ const (
 	bindingPrefix = "trousseau/vault/aad-binding/v1\x00"
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 func frame(binding byte, ciphertext string) []byte {
-	out := make([]byte, 0, headerSize+len(ciphertext)+crcSize)
-	out = append(out, formatVersion, binding)
-	out = append(out, ciphertext...)
-	return binary.BigEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+	return framing.Frame(append([]byte{binding}, ciphertext...))
 }
 
 // unframe checks a stored share and returns its binding, the Vault
 // ciphertext and the key version that ciphertext names.
-func unframe(wrapped []byte) (binding byte, ciphertext string, version uint64, ok bool) {
-	if len(wrapped) < headerSize+crcSize || wrapped[0] != formatVersion {
-		return 0, "", 0, false
+func unframe(wrapped []byte) (binding byte, ciphertext string, version uint64, err error) {
+	body, err := framing.Unframe(wrapped)
+	if err != nil {
+		return 0, "", 0, err
 	}
-	body, sum := wrapped[:len(wrapped)-crcSize], wrapped[len(wrapped)-crcSize:]
-	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(sum) {
-		return 0, "", 0, false
+	binding = body[0]
+	if _, ok := bindingNames[binding]; !ok {
+		return 0, "", 0, fmt.Errorf("wrapped share has unknown binding %d", binding)
 	}
-	binding = body[1]
-	if binding != bindAssociatedData && binding != bindInPlaintext {
-		return 0, "", 0, false
+	ciphertext = string(body[1:])
+	version, ok := ciphertextVersion(ciphertext)
+	if !ok {
+		return 0, "", 0, errors.New("wrapped share does not hold a transit ciphertext")
 	}
-	ciphertext = string(body[headerSize:])
-	version, ok = ciphertextVersion(ciphertext)
-	return binding, ciphertext, version, ok
+	return binding, ciphertext, version, nil
 }
 
 // ciphertextVersion reads N from transit's "vault:v<N>:<base64>".

@@ -2,7 +2,9 @@ package vault
 
 import (
 	"bytes"
+	"encoding/hex"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -10,9 +12,9 @@ const sampleCiphertext = "vault:v12:Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eA=="
 
 func TestFrameRoundTrip(t *testing.T) {
 	for _, binding := range []byte{bindAssociatedData, bindInPlaintext} {
-		b, ct, v, ok := unframe(frame(binding, sampleCiphertext))
-		if !ok || b != binding || ct != sampleCiphertext || v != 12 {
-			t.Fatalf("unframe(frame(%d)) = %d, %q, %d, %v", binding, b, ct, v, ok)
+		b, ct, v, err := unframe(frame(binding, sampleCiphertext))
+		if err != nil || b != binding || ct != sampleCiphertext || v != 12 {
+			t.Fatalf("unframe(frame(%d)) = %d, %q, %d, %v", binding, b, ct, v, err)
 		}
 	}
 }
@@ -25,24 +27,48 @@ func TestFrameRejectsDamage(t *testing.T) {
 		for bit := range 8 {
 			bad := bytes.Clone(w)
 			bad[i] ^= 1 << bit
-			if _, _, _, ok := unframe(bad); ok {
+			if _, _, _, err := unframe(bad); err == nil {
 				t.Fatalf("a flip of bit %d of byte %d went unnoticed", bit, i)
 			}
 		}
 	}
 	for n := range len(w) {
-		if _, _, _, ok := unframe(w[:n]); ok {
+		if _, _, _, err := unframe(w[:n]); err == nil {
 			t.Fatalf("truncation to %d bytes went unnoticed", n)
 		}
 	}
 }
 
 func TestFrameRefusesUnknownBinding(t *testing.T) {
-	if _, _, _, ok := unframe(frame(7, sampleCiphertext)); ok {
-		t.Fatal("unframe accepted an unknown binding")
+	if _, _, _, err := unframe(frame(7, sampleCiphertext)); err == nil || !strings.Contains(err.Error(), "unknown binding 7") {
+		t.Fatalf("unframe of an unknown binding: %v", err)
 	}
-	if _, _, _, ok := unframe(frame(bindInPlaintext, "not a transit ciphertext")); ok {
-		t.Fatal("unframe accepted a ciphertext without a version")
+	if _, _, _, err := unframe(frame(bindInPlaintext, "not a transit ciphertext")); err == nil || !strings.Contains(err.Error(), "not hold a transit ciphertext") {
+		t.Fatalf("unframe of a ciphertext without a version: %v", err)
+	}
+}
+
+// TestStoredFormatUnchanged: shares stored by an earlier release (these
+// frames were made by the backend's own code before kmsclients.Framing)
+// still decode, and Wrap still stores the same bytes.
+func TestStoredFormatUnchanged(t *testing.T) {
+	for _, tc := range []struct {
+		stored     string
+		binding    byte
+		ciphertext string
+		version    uint64
+	}{
+		{"01017661756c743a76333a51554a4459432947", bindAssociatedData, "vault:v3:QUJD", 3},
+		{"01027661756c743a7631323a52455647a63b1161", bindInPlaintext, "vault:v12:REVG", 12},
+	} {
+		stored, _ := hex.DecodeString(tc.stored)
+		binding, ct, version, err := unframe(stored)
+		if err != nil || binding != tc.binding || ct != tc.ciphertext || version != tc.version {
+			t.Fatalf("unframe(%s) = %d, %q, %d, %v", tc.stored, binding, ct, version, err)
+		}
+		if got := frame(binding, ct); !bytes.Equal(got, stored) {
+			t.Fatalf("frame = %x, want %s", got, tc.stored)
+		}
 	}
 }
 
@@ -103,10 +129,10 @@ func TestAADBinding(t *testing.T) {
 func FuzzUnframe(f *testing.F) {
 	f.Add(frame(bindAssociatedData, sampleCiphertext))
 	f.Add(frame(bindInPlaintext, "vault:v1:AAAA"))
-	f.Add([]byte{formatVersion})
+	f.Add([]byte{framing.Version})
 	f.Fuzz(func(t *testing.T, wrapped []byte) {
-		binding, ct, version, ok := unframe(wrapped)
-		if !ok {
+		binding, ct, version, err := unframe(wrapped)
+		if err != nil {
 			return
 		}
 		if !bytes.Equal(frame(binding, ct), wrapped) {

@@ -331,9 +331,9 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 // checkWrapped parses the stored share and its key identity.
 func (b *Backend) checkWrapped(w kmsclients.Wrapped) (byte, string, uint64, error) {
 	invalid := kmsclients.ErrInvalidCiphertext
-	binding, ct, version, ok := unframe(w.Ciphertext)
-	if !ok {
-		return 0, "", 0, b.src.Errorf(opUnwrap, invalid, "malformed or corrupt wrapped share")
+	binding, ct, version, err := unframe(w.Ciphertext)
+	if err != nil {
+		return 0, "", 0, b.src.Errorf(opUnwrap, invalid, "%w", err)
 	}
 	path, idVersion, ok := parseIdentity(w.KeyIdentity)
 	if !ok || path != b.keyPath {
