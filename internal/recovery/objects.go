@@ -124,7 +124,8 @@ func ParseFormat(s string) (Format, error) {
 // render writes one object. The object holds only what JSON holds
 // (strings, int64, float64, bool, lists and string-keyed maps), so
 // marshalling it with yaml.v2 gives what sigs.k8s.io/yaml (JSON, then
-// YAML) gives, at a third of the cost.
+// YAML) gives, at a third of the cost; [appendYAML] gives the same
+// again several times faster.
 func (o Object) render(f Format) ([]byte, error) {
 	if f == JSON {
 		b, err := json.MarshalIndent(o, "", "  ")
@@ -132,6 +133,9 @@ func (o Object) render(f Format) ([]byte, error) {
 			return nil, err
 		}
 		return append(b, '\n'), nil
+	}
+	if b, ok := appendYAML(make([]byte, 0, 1024), o); ok {
+		return b, nil
 	}
 	return yaml.Marshal(map[string]any(o))
 }
