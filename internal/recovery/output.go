@@ -144,13 +144,14 @@ func sharable(p string) bool {
 	return strings.Contains(path.Dir(p), "_")
 }
 
-// Close implements Sink. A run that wrote nothing still leaves the
-// (empty) directory, as the operator asked for it.
+// Close implements Sink: it makes the files durable. A run that wrote
+// nothing still leaves the (empty) directory, as the operator asked for
+// it.
 func (d *DirSink) Close() error {
 	if err := d.open(); err != nil {
 		return err
 	}
-	return d.root.Close()
+	return errors.Join(d.root.Sync(), d.root.Close())
 }
 
 // StreamSink writes every object to one stream: YAML documents separated

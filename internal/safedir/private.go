@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -18,10 +19,18 @@ import (
 // no one else can read what is written or swap what is on the way; a
 // file is created exclusively, 0600, and only a file of that user with
 // one link is ever replaced.
+//
+// Files become durable at [PrivateDir.Sync], not one by one: a crash
+// before it may leave new files missing or empty, but a file that
+// replaces an earlier run's is flushed before the rename, so a crash
+// never empties a good one. Use a PrivateDir from one goroutine at a time.
 type PrivateDir struct {
 	path string
 	fd   int
 	uid  int
+	dirs dirCache // open subdirectories, checked
+	tmp  string   // this handle's prefix of temporary names
+	seq  uint64
 }
 
 // OpenPrivate opens dir as a [PrivateDir] of the user uid (the caller's
@@ -36,7 +45,9 @@ func OpenPrivate(dir string, uid int, create bool) (*PrivateDir, error) {
 		return nil, &fs.PathError{Op: "open", Path: filepath.Dir(dir), Err: err}
 	}
 	defer unix.Close(parent)
-	p := &PrivateDir{path: dir, uid: uid}
+	var r [8]byte
+	rand.Read(r[:])
+	p := &PrivateDir{path: dir, uid: uid, tmp: ".trousseau-" + hex.EncodeToString(r[:]) + "-"}
 	p.fd, err = p.openDir(parent, filepath.Base(dir), dir, create)
 	if err != nil {
 		return nil, err
@@ -44,8 +55,20 @@ func OpenPrivate(dir string, uid int, create bool) (*PrivateDir, error) {
 	return p, nil
 }
 
-// Close closes the directory.
-func (p *PrivateDir) Close() error { return unix.Close(p.fd) }
+// Close closes the directory and the subdirectories kept open.
+func (p *PrivateDir) Close() error {
+	p.dirs.closeAll()
+	return unix.Close(p.fd)
+}
+
+// Sync makes every file written so far durable, with their names: one
+// flush of the file system the directory is on, instead of one per file.
+func (p *PrivateDir) Sync() error {
+	if err := syncFS(p.fd); err != nil {
+		return &fs.PathError{Op: "sync", Path: p.path, Err: err}
+	}
+	return nil
+}
 
 // WriteFile writes data to rel, a slash-separated path inside the
 // directory, making the directories on the way (0700). The file is
@@ -62,22 +85,37 @@ func (p *PrivateDir) WriteFile(rel string, data []byte) error {
 			return fmt.Errorf("%s: %q is not a file name", filepath.Join(p.path, rel), n)
 		}
 	}
+	dir, err := p.subdir(names[:len(names)-1])
+	if err != nil {
+		return err
+	}
+	return p.replace(dir, names[len(names)-1], filepath.Join(p.path, rel), data)
+}
+
+// subdir returns an open handle of the directory names leads to, made
+// and checked on the way the first time, kept in p.dirs after.
+func (p *PrivateDir) subdir(names []string) (int, error) {
+	if len(names) == 0 {
+		return p.fd, nil
+	}
+	rel := strings.Join(names, "/")
+	if fd, ok := p.dirs.get(rel); ok {
+		return fd, nil
+	}
 	dir, at := p.fd, p.path
-	for _, n := range names[:len(names)-1] {
+	for _, n := range names {
 		at = filepath.Join(at, n)
 		next, err := p.openDir(dir, n, at, true)
 		if dir != p.fd {
 			unix.Close(dir)
 		}
 		if err != nil {
-			return err
+			return -1, err
 		}
 		dir = next
 	}
-	if dir != p.fd {
-		defer unix.Close(dir)
-	}
-	return p.replace(dir, names[len(names)-1], filepath.Join(at, names[len(names)-1]), data)
+	p.dirs.put(rel, dir)
+	return dir, nil
 }
 
 // openDir opens name in the directory parent (at is its path, for
@@ -134,14 +172,18 @@ func (p *PrivateDir) checkOwner(at string, st *unix.Stat_t) error {
 
 // replace writes data to a new file in dir and renames it over name.
 func (p *PrivateDir) replace(dir int, name, at string, data []byte) error {
-	if err := p.checkReplaceable(dir, name, at); err != nil {
+	exists, err := p.checkReplaceable(dir, name, at)
+	if err != nil {
 		return err
 	}
-	tmp, fd, err := createTemp(dir)
+	tmp, fd, err := p.createTemp(dir)
 	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Dir(at), err)
 	}
 	err = writeAll(fd, data)
+	if err == nil && exists {
+		err = unix.Fdatasync(fd)
+	}
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
@@ -156,25 +198,25 @@ func (p *PrivateDir) replace(dir int, name, at string, data []byte) error {
 }
 
 // checkReplaceable refuses a file at name that is not a regular file of
-// the user's with exactly one link; no file is fine.
-func (p *PrivateDir) checkReplaceable(dir int, name, at string) error {
+// the user's with exactly one link, and says whether there is one.
+func (p *PrivateDir) checkReplaceable(dir int, name, at string) (bool, error) {
 	var st unix.Stat_t
 	err := unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case err == unix.ENOENT:
-		return nil
+		return false, nil
 	case err != nil:
-		return &fs.PathError{Op: "stat", Path: at, Err: err}
+		return false, &fs.PathError{Op: "stat", Path: at, Err: err}
 	case uint32(st.Mode)&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("%s is a %s, not a file written by an earlier run; remove it, or use another directory", at, Kind(fileMode(uint32(st.Mode))))
+		return false, fmt.Errorf("%s is a %s, not a file written by an earlier run; remove it, or use another directory", at, Kind(fileMode(uint32(st.Mode))))
 	}
 	if err := p.checkOwner(at, &st); err != nil {
-		return err
+		return false, err
 	}
 	if st.Nlink != 1 {
-		return fmt.Errorf("%s has %d links: another name leads to the same file, and whoever made it could read what is written; remove it, or use another directory", at, st.Nlink)
+		return false, fmt.Errorf("%s has %d links: another name leads to the same file, and whoever made it could read what is written; remove it, or use another directory", at, st.Nlink)
 	}
-	return nil
+	return true, nil
 }
 
 // createFlags and createMode make a new file that no one else could have
@@ -185,12 +227,12 @@ const (
 	createMode  = 0o600
 )
 
-// createTemp creates a new file in dir.
-func createTemp(dir int) (string, int, error) {
+// createTemp creates a new file in dir. O_EXCL, not the name, makes it
+// new: the random prefix only keeps two runs from meeting.
+func (p *PrivateDir) createTemp(dir int) (string, int, error) {
 	for {
-		var r [8]byte
-		rand.Read(r[:])
-		name := ".trousseau-" + hex.EncodeToString(r[:]) + ".tmp"
+		p.seq++
+		name := p.tmp + strconv.FormatUint(p.seq, 10) + ".tmp"
 		fd, err := unix.Openat(dir, name, createFlags, createMode)
 		if err == unix.EEXIST {
 			continue

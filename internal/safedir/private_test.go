@@ -1,6 +1,8 @@
 package safedir
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -158,4 +160,60 @@ func TestPrivateDirRefuses(t *testing.T) {
 		_, err := OpenPrivate(filepath.Join(t.TempDir(), "out"), os.Geteuid(), false)
 		want(t, "missing", err, "does not exist")
 	})
+}
+
+// TestWriteFileKeepsFewDirectoriesOpen: the handles kept so that a
+// directory is opened once for all its files are bounded, however many
+// directories are written into, and Close releases them.
+func TestWriteFileKeepsFewDirectoriesOpen(t *testing.T) {
+	before := openFDs(t)
+	p, err := OpenPrivate(filepath.Join(t.TempDir(), "out"), os.Geteuid(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxOpenDirs + 50 {
+		for _, f := range []string{"a.yaml", "b.yaml"} {
+			if err := p.WriteFile(fmt.Sprintf("ns-%d/secrets/%s", i, f), []byte(secret)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := openFDs(t) - before; n > maxOpenDirs+1 {
+		t.Errorf("%d file descriptors open after writing into %d directories, want at most %d", n, maxOpenDirs+50, maxOpenDirs+1)
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := openFDs(t) - before; n > 0 {
+		t.Errorf("%d file descriptors left open after Close", n)
+	}
+	unchanged(t, filepath.Join(p.path, "ns-0/secrets/b.yaml"), secret)
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(fds)
+}
+
+// BenchmarkWriteFile writes files spread over 100 directories, as recover
+// --out-dir does with Secrets of 100 namespaces.
+func BenchmarkWriteFile(b *testing.B) {
+	p, err := OpenPrivate(filepath.Join(b.TempDir(), "out"), os.Geteuid(), true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	data := bytes.Repeat([]byte("x"), 1000)
+	for i := 0; b.Loop(); i++ {
+		if err := p.WriteFile(fmt.Sprintf("ns-%d/secrets/s-%d.yaml", i%100, i), data); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
