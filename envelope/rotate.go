@@ -26,41 +26,12 @@ func (e *Envelope) Rotate(ctx context.Context, reason string) error {
 func (r *rotation) rotate(ctx context.Context, reason string) (err error) {
 	defer func() { r.obs.Rotation(err) }()
 	r.log.Debug("making a DEK", "reason", reason) // "DEK rotated", "first DEK created", or the caller says how it went
-	key := make([]byte, dekSize)
-	defer clear(key)
-	if _, err := rand.Read(key); err != nil {
-		return err
-	}
-	h := &Header{Threshold: r.cfg.Threshold, Created: r.cfg.Now().UTC().Truncate(time.Second)}
-	if _, err := rand.Read(h.DEKID[:]); err != nil {
-		return err
-	}
-	h.Generation = r.cur.nextGeneration()
-	shares, err := split.Split(key, r.cfg.Threshold, len(r.cfg.Backends))
-	if err != nil {
-		return err
-	}
-	defer func() {
-		for _, s := range shares {
-			s.Wipe()
-		}
-	}()
-	h.Shares, err = r.wrapAll(ctx, h, shares)
-	if err != nil {
-		// Debug only: callers say it (the prober once per cause).
-		r.log.Debug("DEK rotation postponed", "reason", reason, "error", err)
-		return fmt.Errorf("rotation postponed: %w", err)
-	}
-	raw, err := h.seal(key)
-	if err != nil {
-		return fmt.Errorf("rotation postponed: %w", err)
-	}
-	d, err := newDEK(key, raw, h)
+	d, err := r.makeDEK(ctx, reason)
 	if err != nil {
 		return err
 	}
 	if r.state != nil {
-		if err := r.state.save(raw, d.keyID, r.cfg.Now()); err != nil {
+		if err := r.state.save(d.header, d.keyID, r.cfg.Now()); err != nil {
 			return fmt.Errorf("rotation postponed: %w", err)
 		}
 	}
@@ -71,8 +42,42 @@ func (r *rotation) rotate(ctx context.Context, reason string) (err error) {
 		msg = "first DEK created" // nothing was rotated out
 	}
 	r.setCurrent(d, OriginMade)
+	h := d.parsed
 	r.log.Info(msg, "key_id", d.keyID, "generation", h.Generation, "threshold", h.Threshold, "backends", len(h.Shares), "reason", reason)
 	return nil
+}
+
+// makeDEK makes a DEK of the next generation and has every backend wrap
+// its share.
+func (l *lifecycle) makeDEK(ctx context.Context, reason string) (*dek, error) {
+	key := make([]byte, dekSize)
+	defer clear(key)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	h := &Header{Threshold: l.cfg.Threshold, Created: l.cfg.Now().UTC().Truncate(time.Second), Generation: l.cur.nextGeneration()}
+	if _, err := rand.Read(h.DEKID[:]); err != nil {
+		return nil, err
+	}
+	shares, err := split.Split(key, l.cfg.Threshold, len(l.cfg.Backends))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, s := range shares {
+			s.Wipe()
+		}
+	}()
+	if h.Shares, err = l.wrapAll(ctx, h, shares); err != nil {
+		// Debug only: callers say it (the prober once per cause).
+		l.log.Debug("DEK rotation postponed", "reason", reason, "error", err)
+		return nil, fmt.Errorf("rotation postponed: %w", err)
+	}
+	raw, err := h.seal(key)
+	if err != nil {
+		return nil, fmt.Errorf("rotation postponed: %w", err)
+	}
+	return newDEK(key, raw, h)
 }
 
 // wrapAll has every backend wrap its share, in parallel. All must succeed.
