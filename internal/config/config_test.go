@@ -363,7 +363,7 @@ func FuzzParse(f *testing.F) {
 
 // The example configs shipped in testdata/ and deploy/ must stay valid.
 func TestExampleConfigsAreValid(t *testing.T) {
-	for _, p := range []string{"../testdata/config-example.yaml", "../deploy/config/trousseau.yaml"} {
+	for _, p := range []string{repoRoot + "/testdata/config-example.yaml", repoRoot + "/deploy/config/trousseau.yaml"} {
 		if _, err := Load(p); err != nil {
 			t.Error(err)
 		}

@@ -31,16 +31,19 @@ import (
 func TestEveryKindIsComplete(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) {
-			for _, gap := range kindGaps("..", k.name, packageDir(k)) {
+			for _, gap := range kindGaps(repoRoot, k.name, packageDir(k)) {
 				t.Error(gap)
 			}
 		})
 	}
 }
 
+// repoRoot is the repository's root, seen from this package's directory.
+const repoRoot = "../.."
+
 // packageDir is the directory of a kind's package in the repository.
 func packageDir(k kind) string {
-	module := path.Dir(reflect.TypeFor[Config]().PkgPath())
+	module := strings.TrimSuffix(reflect.TypeFor[Config]().PkgPath(), "/internal/config")
 	return strings.TrimPrefix(k.typ.PkgPath(), module+"/")
 }
 
@@ -282,7 +285,7 @@ func TestKindNamesListsTheTable(t *testing.T) {
 		}
 	}
 
-	pages, err := filepath.Glob(filepath.Join("..", "docs", "backends", "*.md"))
+	pages, err := filepath.Glob(filepath.Join(repoRoot, "docs", "backends", "*.md"))
 	if err != nil || len(pages) == 0 {
 		t.Fatalf("no docs/backends/*.md pages: %v", err)
 	}
