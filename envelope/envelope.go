@@ -16,7 +16,7 @@ import (
 // (k backends are needed).
 var ErrNotReady = errors.New("no usable DEK yet")
 
-// Config configures an Envelope.
+// Config configures an [Envelope].
 type Config struct {
 	Threshold int
 	Backends  []kmsclients.Backend
@@ -28,7 +28,7 @@ type Config struct {
 	// CacheSize bounds the DEKs kept unwrapped in memory (default 1024).
 	CacheSize int
 	// UnwrapTimeout bounds one unwrap of a DEK from the backends, however
-	// many Decrypt calls wait on it (default DefaultUnwrapTimeout).
+	// many Decrypt calls wait on it (default [DefaultUnwrapTimeout]).
 	UnwrapTimeout time.Duration
 	// MinThreshold is the lowest threshold a header may carry and still be
 	// opened (default: Threshold). A header below it is refused before
@@ -37,8 +37,8 @@ type Config struct {
 	// until the data sealed under the old k has been rewritten.
 	MinThreshold int
 	// MaxUnwraps bounds the DEK unwraps in flight at once (default
-	// DefaultMaxUnwraps). Further unwraps wait; past four times as many
-	// waiting, Decrypt answers ErrBusy at once.
+	// [DefaultMaxUnwraps]). Further unwraps wait; past four times as many
+	// waiting, Decrypt answers [ErrBusy] at once.
 	MaxUnwraps int
 	Logger     *slog.Logger
 	Observer   Observer
@@ -66,10 +66,10 @@ func (nopObserver) Rotation(error)                                   {}
 func (nopObserver) DEKUnusable()                                     {}
 func (nopObserver) Adopted()                                         {}
 
-// Sealed is what Encrypt returns.
+// Sealed is what [Envelope.Encrypt] returns.
 type Sealed struct {
-	Ciphertext []byte // small: at most MaxCiphertextSize bytes
-	Header     []byte // the wrapped DEK: goes in an annotation, or MarshalCombined
+	Ciphertext []byte // small: at most [MaxCiphertextSize] bytes
+	Header     []byte // the wrapped DEK: goes in an annotation, or [MarshalCombined]
 	KeyID      string
 }
 
@@ -194,8 +194,8 @@ func (e *Envelope) Encrypt(plaintext []byte) (Sealed, error) {
 	return Sealed{Ciphertext: ct, Header: d.header, KeyID: d.keyID}, nil
 }
 
-// Decrypt opens a ciphertext made by Encrypt, with the header Encrypt
-// returned beside it.
+// Decrypt opens a ciphertext made by [Envelope.Encrypt], with the header
+// it returned beside it.
 func (e *Envelope) Decrypt(ctx context.Context, ciphertext, header []byte) ([]byte, error) {
 	if err := checkCiphertext(ciphertext); err != nil {
 		return nil, err
