@@ -16,19 +16,26 @@ import (
 	kmsservice "k8s.io/kms/pkg/service"
 )
 
-// noop is a KMS v2 server that does no work: the transport's floor.
+// noop is a KMS v2 server that does no work, answering with fixed bytes:
+// the transport's floor.
 type noop struct {
 	kmsv2.UnimplementedKeyManagementServiceServer
 }
 
+var (
+	noopSeed        = make([]byte, 32)
+	noopCiphertext  = make([]byte, 85) // the size of Trousseau's for a 32-byte seed
+	noopAnnotations = map[string][]byte{"shares.trousseau.io": make([]byte, 400)}
+)
+
 func (noop) Status(context.Context, *kmsv2.StatusRequest) (*kmsv2.StatusResponse, error) {
 	return &kmsv2.StatusResponse{Version: "v2", Healthz: "ok", KeyId: "noop"}, nil
 }
-func (noop) Encrypt(_ context.Context, r *kmsv2.EncryptRequest) (*kmsv2.EncryptResponse, error) {
-	return &kmsv2.EncryptResponse{Ciphertext: r.Plaintext, KeyId: "noop", Annotations: map[string][]byte{"shares.trousseau.io": make([]byte, 400)}}, nil
+func (noop) Encrypt(context.Context, *kmsv2.EncryptRequest) (*kmsv2.EncryptResponse, error) {
+	return &kmsv2.EncryptResponse{Ciphertext: noopCiphertext, KeyId: "noop", Annotations: noopAnnotations}, nil
 }
-func (noop) Decrypt(_ context.Context, r *kmsv2.DecryptRequest) (*kmsv2.DecryptResponse, error) {
-	return &kmsv2.DecryptResponse{Plaintext: r.Ciphertext}, nil
+func (noop) Decrypt(context.Context, *kmsv2.DecryptRequest) (*kmsv2.DecryptResponse, error) {
+	return &kmsv2.DecryptResponse{Plaintext: noopSeed}, nil
 }
 
 func startNoop(b *testing.B, dir string) string {
