@@ -66,14 +66,12 @@ func (v versionInfo) writeText(w io.Writer) {
 }
 
 func readVersionInfo() versionInfo {
-	v := versionInfo{Version: buildVersion(), Commit: "unknown", Built: "unknown", GoVersion: runtime.Version(),
+	bi, _ := debug.ReadBuildInfo()
+	v := versionInfo{Version: versionOf(version, bi), Commit: "unknown", Built: "unknown", GoVersion: runtime.Version(),
 		FIPSMode: fipsmode.Mode(), FIPSModule: fipsmode.Module(), Backends: config.Kinds()}
-	vcs := vcsSettings()
+	vcs := vcsSettings(bi)
 	if rev := vcs["vcs.revision"]; rev != "" {
-		v.Commit = rev
-		if vcs["vcs.modified"] == "true" {
-			v.Commit += "-dirty"
-		}
+		v.Commit = revision(vcs)
 	}
 	switch {
 	case buildDate != "":
@@ -84,24 +82,44 @@ func readVersionInfo() versionInfo {
 	return v
 }
 
-// buildVersion is the version stamped at build, else the one go build
-// recorded: the module's (go install ...@v1.2.3), a pseudo-version of
-// the checkout's commit (v0.0.0-20261207012226-ad5db4b73779+dirty), or
-// "(devel)" where it knew no commit.
+// buildVersion is this binary's version ([versionOf] its build info).
 func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+	bi, _ := debug.ReadBuildInfo()
+	return versionOf(version, bi)
+}
+
+// versionOf is the version stamped at build (make, the image, the
+// release), else the one go build recorded in bi: the module's (go install
+// ...@v1.2.3), a pseudo-version of the checkout's commit
+// (v0.0.0-20261207012226-ad5db4b73779+dirty), else the VCS revision; or
+// "(devel)" where it knew none (-buildvcs=false, no module version).
+func versionOf(stamped string, bi *debug.BuildInfo) string {
+	switch {
+	case stamped != "":
+		return stamped
+	case bi == nil:
+		return "(devel)"
+	case bi.Main.Version != "" && bi.Main.Version != "(devel)":
 		return bi.Main.Version
+	}
+	if vcs := vcsSettings(bi); vcs["vcs.revision"] != "" {
+		return revision(vcs)
 	}
 	return "(devel)"
 }
 
+// revision is the commit, "-dirty" when the tree had changes.
+func revision(vcs map[string]string) string {
+	if vcs["vcs.modified"] == "true" {
+		return vcs["vcs.revision"] + "-dirty"
+	}
+	return vcs["vcs.revision"]
+}
+
 // vcsSettings are the vcs.* settings go build recorded.
-func vcsSettings() map[string]string {
+func vcsSettings(bi *debug.BuildInfo) map[string]string {
 	out := map[string]string{}
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	if bi != nil {
 		for _, s := range bi.Settings {
 			if strings.HasPrefix(s.Key, "vcs.") {
 				out[s.Key] = s.Value

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -55,5 +56,38 @@ func TestVersionOfAPlainBuild(t *testing.T) {
 	want := []string{v.Version, fipsmode.Summary(), "commit:   " + v.Commit, "built:    " + v.Built, "go:       " + v.GoVersion, "backends: " + strings.Join(v.Backends, ", ")}
 	if !slices.Equal(lines, want) {
 		t.Fatalf("version:\n%s\nwant:\n%s", text, strings.Join(want, "\n"))
+	}
+}
+
+// Without a stamp, version reports what go build recorded: the module's
+// version (go install ...@vX), else the checkout's pseudo-version, else
+// the VCS revision; "(devel)" only when it recorded none.
+func TestVersionFallback(t *testing.T) {
+	info := func(main string, settings ...string) *debug.BuildInfo {
+		bi := &debug.BuildInfo{Main: debug.Module{Path: "github.com/trousseau-io/trousseau", Version: main}}
+		for i := 0; i+1 < len(settings); i += 2 {
+			bi.Settings = append(bi.Settings, debug.BuildSetting{Key: settings[i], Value: settings[i+1]})
+		}
+		return bi
+	}
+	rev := "ad5db4b737793f1c1f6a7d3c1c9a0d0e5e0f1a2b"
+	for _, c := range []struct {
+		name, stamped string
+		bi            *debug.BuildInfo
+		want          string
+	}{
+		{"stamped by make", "v0.1.0", info("v0.0.9", "vcs.revision", rev), "v0.1.0"},
+		{"go install @v1.2.3", "", info("v1.2.3"), "v1.2.3"},
+		{"go build in a checkout", "", info("v0.0.0-20261207012226-ad5db4b73779+dirty", "vcs.revision", rev), "v0.0.0-20261207012226-ad5db4b73779+dirty"},
+		{"revision only", "", info("(devel)", "vcs.revision", rev), rev},
+		{"revision of a modified tree", "", info("(devel)", "vcs.revision", rev, "vcs.modified", "true"), rev + "-dirty"},
+		{"-buildvcs=false", "", info("(devel)", "-trimpath", "true"), "(devel)"},
+		{"no build info", "", nil, "(devel)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := versionOf(c.stamped, c.bi); got != c.want {
+				t.Errorf("versionOf(%q, %v) = %q, want %q", c.stamped, c.bi, got, c.want)
+			}
+		})
 	}
 }
