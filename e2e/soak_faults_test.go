@@ -3,7 +3,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -100,17 +102,18 @@ func (r *soakRig) moveKeyFile(from, to string) {
 func (r *soakRig) pluginKill(f soak.Fault) {
 	n := r.node(f.Targets[0])
 	end := r.rec.FaultStarted(f.Kind, f.Targets, time.Now())
+	// Held until ready: a SIGHUP before the plugin handles it would kill it.
 	n.mu.Lock()
 	n.c.plugin.signal(syscall.SIGKILL)
 	<-n.c.plugin.done
 	n.c.plugin = startProcEnv(r.t, n.c.dir, "trousseau", n.c.pluginEnv, trousseauBin, "serve", "--config", n.c.config)
 	n.starts++
-	n.mu.Unlock()
 	note := ""
 	if err := r.waitPluginReady(n, 5*time.Minute); err != nil {
 		note = err.Error()
 		r.rec.Problem("%s: restarted plugin not ready: %v", f, err)
 	}
+	n.mu.Unlock()
 	end(time.Now(), note)
 	r.logf("fault end: %s", f)
 }
@@ -193,10 +196,18 @@ func (r *soakRig) sendRotation(f soak.Fault, n *soakNode) int {
 	n.mu.Lock()
 	starts := n.starts
 	n.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, trousseauBin, "rotate", "--config", n.c.config, "-o", "json").CombinedOutput()
-	r.logf("trousseau rotate on %s: %v %s", n.name, err, out)
+	// Exit 0 is rotated, 1 postponed (the plugin rotates once every
+	// backend answers); anything else did not reach the plugin.
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		out, err := exec.CommandContext(ctx, trousseauBin, "rotate", "--config", n.c.config, "-o", "json").CombinedOutput()
+		cancel()
+		r.logf("trousseau rotate on %s: %v %s", n.name, err, bytes.Join(bytes.Fields(out), []byte(" ")))
+		var ee *exec.ExitError
+		if err == nil || errors.As(err, &ee) && ee.ExitCode() == 1 {
+			break
+		}
+	}
 	return starts
 }
 

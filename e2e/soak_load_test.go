@@ -239,6 +239,8 @@ func failureCause(err error) string {
 		return "connection-reset"
 	case errors.Is(err, context.DeadlineExceeded), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
+	case strings.Contains(err.Error(), "data from the storage is not transformable"):
+		return "kms-transform" // kube-apiserver's KMS call failed or timed out
 	case apierrors.IsInternalError(err):
 		return "internal-error"
 	case apierrors.IsServiceUnavailable(err), apierrors.IsTooManyRequests(err):

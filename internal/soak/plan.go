@@ -134,8 +134,8 @@ func keyFaults(r *rand.Rand) []Fault {
 	if r.IntN(2) == 0 {
 		kind = RotateCommand
 	}
-	out := []Fault{{Kind: kind, Targets: node(r), Gap: between(r, 5*time.Second, 20*time.Second)}}
-	if r.IntN(5) < 3 {
+	out := []Fault{{Kind: kind, Targets: node(r), Gap: between(r, 5*time.Second, 15*time.Second)}}
+	if r.IntN(5) < 4 {
 		out = append(out, Fault{Kind: Migration, Targets: node(r), Gap: between(r, time.Second, 5*time.Second)})
 	}
 	return out
