@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -123,9 +124,12 @@ func peerUID(c *net.UnixConn) (int, error) {
 // waits for the outcome (at most timeout).
 func askRotate(ctx context.Context, stateDir string, timeout time.Duration) (rotateResult, error) {
 	path := adminSocket(stateDir)
+	var dialed atomic.Bool
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+			c, err := (&net.Dialer{}).DialContext(ctx, "unix", path)
+			dialed.Store(err == nil)
+			return c, err
 		},
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://trousseau/rotate", nil)
@@ -134,7 +138,7 @@ func askRotate(ctx context.Context, stateDir string, timeout time.Duration) (rot
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return rotateResult{}, adminDialError(path, err)
+		return rotateResult{}, adminDialError(path, err, dialed.Load())
 	}
 	defer resp.Body.Close()
 	var r rotateResult
@@ -147,12 +151,17 @@ func askRotate(ctx context.Context, stateDir string, timeout time.Duration) (rot
 	return r, nil
 }
 
-// adminDialError says what to do when no plugin answers.
-func adminDialError(path string, err error) error {
+// adminDialError says what to do when no plugin answers. A connection
+// the plugin accepted and closed without an answer is the refusal of a
+// caller it does not serve; how the HTTP client words that close depends
+// on timing, so dialed decides rather than the error's text.
+func adminDialError(path string, err error, dialed bool) error {
+	var netErr net.Error
+	timedOut := errors.As(err, &netErr) && netErr.Timeout() || errors.Is(err, context.Canceled)
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("no plugin answers on %s: is `trousseau serve` running with this state dir? (give --config with its config, or --state-dir)", path)
-	case errors.Is(err, io.EOF), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
+	case dialed && !timedOut, errors.Is(err, io.EOF), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
 		return fmt.Errorf("the plugin on %s closed the connection: only its own user and root may ask it to rotate", path)
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%s: %w: run rotate as the plugin's user (uid 65532 in the image: kubectl exec POD -- trousseau rotate) or root", path, fs.ErrPermission)

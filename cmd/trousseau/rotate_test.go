@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,5 +86,21 @@ func TestRotateOnlyForThePluginsUser(t *testing.T) {
 	}
 	if after := keyIDOf(t, c.socket); after != before {
 		t.Fatalf("rotated for another user: %s -> %s", before, after)
+	}
+}
+
+// A close by the plugin reads as a refusal whatever words the HTTP client
+// chose for it; a timeout or a missing socket does not.
+func TestAdminDialErrorNamesTheRefusal(t *testing.T) {
+	refusal := "only its own user and root may ask it to rotate"
+	closedIdle := errors.New("http: server closed idle connection")
+	if got := adminDialError("a.sock", closedIdle, true).Error(); !strings.Contains(got, refusal) {
+		t.Errorf("accepted then closed: %s", got)
+	}
+	if got := adminDialError("a.sock", context.DeadlineExceeded, true).Error(); strings.Contains(got, refusal) {
+		t.Errorf("timeout read as a refusal: %s", got)
+	}
+	if got := adminDialError("a.sock", syscall.ECONNREFUSED, false).Error(); !strings.Contains(got, "no plugin answers") {
+		t.Errorf("refused dial: %s", got)
 	}
 }
