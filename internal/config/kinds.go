@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -47,9 +48,11 @@ type Spec interface {
 
 // kind is one entry of the table.
 type kind struct {
-	name  string       // the YAML key of the kind's block
-	typ   reflect.Type // its config type (local.Config); a Spec is a *typ
-	build func(ctx context.Context, name string, spec Spec) (kmsclients.Backend, error)
+	name    string       // the YAML key of the kind's block
+	typ     reflect.Type // its config type (local.Config); a Spec is a *typ
+	newSpec func() Spec
+	holds   func(Spec) bool // whether a Spec is a non-nil *typ
+	build   func(ctx context.Context, name string, spec Spec) (kmsclients.Backend, error)
 }
 
 // kindOf makes the table entry of a kind from its New, which every
@@ -59,8 +62,13 @@ func kindOf[C any, PC interface {
 	Spec
 }, B kmsclients.Backend](name string, newBackend func(context.Context, string, C) (B, error)) kind {
 	return kind{
-		name: name,
-		typ:  reflect.TypeFor[C](),
+		name:    name,
+		typ:     reflect.TypeFor[C](),
+		newSpec: func() Spec { return PC(new(C)) },
+		holds: func(spec Spec) bool {
+			p, ok := spec.(PC)
+			return ok && p != nil
+		},
 		build: func(ctx context.Context, backend string, spec Spec) (kmsclients.Backend, error) {
 			b, err := newBackend(ctx, backend, *spec.(PC))
 			if err != nil {
@@ -97,16 +105,22 @@ func sentence(names []string) string {
 // kindFor is the kind whose config type spec points to, and its index
 // in kinds.
 func kindFor(spec Spec) (kind, int, bool) {
-	if !isSet(spec) {
-		return kind{}, -1, false
-	}
-	t := reflect.TypeOf(spec)
 	for i, k := range kinds {
-		if t == reflect.PointerTo(k.typ) {
+		if k.holds(spec) {
 			return k, i, true
 		}
 	}
 	return kind{}, -1, false
+}
+
+// kindNamed is the kind whose YAML name is name.
+func kindNamed(name string) (kind, bool) {
+	for _, k := range kinds {
+		if k.name == name {
+			return k, true
+		}
+	}
+	return kind{}, false
 }
 
 // isSet reports whether spec is a block: neither nil nor a nil pointer.
@@ -147,82 +161,53 @@ func (b Backend) setKinds() []string {
 	return set
 }
 
-// wireBackend is Backend as YAML spells it: a struct type made from the
-// table, with a name field and then a pointer field for each kind, in
-// table order. Decoding
-// into it keeps what sigs.k8s.io/yaml does for a typed target (strict
-// fields, `keyName: 123` read as the string "123"), and the strict field
-// walk (checkFields) reads the fields of a backend from it.
-var wireBackend = func() reflect.Type {
-	fields := []reflect.StructField{{Name: "Name", Type: reflect.TypeFor[string](), Tag: `json:"name"`}}
-	for i, k := range kinds {
-		fields = append(fields, reflect.StructField{
-			Name: fmt.Sprintf("Kind%d", i),
-			Type: reflect.PointerTo(k.typ),
-			Tag:  reflect.StructTag(`json:"` + k.name + `,omitempty"`),
-		})
-	}
-	return reflect.StructOf(fields)
-}()
-
-// UnmarshalJSON reads `{name: ..., <kind>: {...}}`.
+// UnmarshalJSON reads `{name: ..., <kind>: {...}}`: the first kind block
+// becomes Spec, any other is left to Validate to refuse. The strict field
+// walk (checkFields) names what is wrong in a file before this runs; these
+// errors are for a backend decoded without it.
 func (b *Backend) UnmarshalJSON(data []byte) error {
-	w := reflect.New(wireBackend)
-	// sigs.k8s.io/yaml, not encoding/json: its decoding of the file into a
-	// typed target stops at a type with UnmarshalJSON, and JSON is YAML.
-	if err := yaml.UnmarshalStrict(data, w.Interface()); err != nil {
-		return decodeError(err)
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return fmt.Errorf("backend: want a mapping of fields: %w", err)
 	}
-	*b = Backend{Name: w.Elem().Field(0).String()}
-	for i, k := range kinds {
-		f := w.Elem().Field(i + 1)
+	*b = Backend{}
+	for _, key := range slices.Sorted(maps.Keys(fields)) {
+		raw := fields[key]
+		k, isKind := kindNamed(key)
 		switch {
-		case f.IsNil():
-		case b.Spec == nil:
-			b.Spec = f.Interface().(Spec)
+		case key == "name":
+			if err := json.Unmarshal(raw, &b.Name); err != nil {
+				return fmt.Errorf("backend name: %w", err)
+			}
+		case !isKind:
+			return fmt.Errorf("backend: unknown field %q", key)
+		case string(raw) == "null":
+		case b.Spec != nil:
+			b.more = append(b.more, key)
 		default:
-			b.more = append(b.more, k.name)
+			b.Spec = k.newSpec()
+			// sigs.k8s.io/yaml, not encoding/json: it reads `keyName: 123`
+			// as "123" for a string field, as it does in the rest of the file.
+			if err := yaml.UnmarshalStrict(raw, b.Spec); err != nil {
+				return fmt.Errorf("backend %s: %w", key, err)
+			}
 		}
 	}
 	return nil
 }
 
-// decodeError words a type error in a backend as the file's decoder did
-// before backends had a decoder of their own: "Go struct field
-// Backend.backends.local of type local.Config".
-func decodeError(err error) error {
-	var te *json.UnmarshalTypeError
-	if !errors.As(err, &te) {
-		return err
-	}
-	if te.Type == wireBackend {
-		// Not a mapping: the file's decoder says where.
-		te.Type = reflect.TypeFor[Backend]()
-		return te
-	}
-	if te.Struct == "" {
-		te.Struct = "Backend"
-	}
-	te.Field = "backends." + te.Field
-	return placedTypeError{te}
-}
-
-// placedTypeError is a type error whose place is written already: the
-// file's decoder would rewrite that of a *json.UnmarshalTypeError.
-type placedTypeError struct{ *json.UnmarshalTypeError }
-
 // MarshalJSON writes `{name: ..., <kind>: {...}}`.
 func (b Backend) MarshalJSON() ([]byte, error) {
-	w := reflect.New(wireBackend).Elem()
-	w.Field(0).SetString(b.Name)
-	if isSet(b.Spec) {
-		_, i, ok := kindFor(b.Spec)
-		if !ok {
-			return nil, fmt.Errorf("backend %s: %s", b.Name, notAKind(b.Spec))
-		}
-		w.Field(i + 1).Set(reflect.ValueOf(b.Spec))
+	name, err := json.Marshal(b.Name)
+	if err != nil || !isSet(b.Spec) {
+		return fmt.Appendf(nil, `{"name":%s}`, name), err
 	}
-	return json.Marshal(w.Interface())
+	k, _, ok := kindFor(b.Spec)
+	if !ok {
+		return nil, fmt.Errorf("backend %s: %s", b.Name, notAKind(b.Spec))
+	}
+	spec, err := json.Marshal(b.Spec)
+	return fmt.Appendf(nil, `{"name":%s,%q:%s}`, name, k.name, spec), err
 }
 
 // validate checks b's one kind block; its errors name its fields

@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -18,6 +19,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/trousseau-io/trousseau/kmsclients/awskms"
 	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"
 	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
@@ -351,4 +353,50 @@ func TestBackendInGo(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBackendBlocksDecode: a backend entry is read as its fields, the
+// one kind block decoded strictly into its kind's config; what the
+// decoder alone cannot word (a list for a map, a negative slot) the
+// field walk names in the file's words.
+func TestBackendBlocksDecode(t *testing.T) {
+	for _, tc := range []struct{ name, entry, want string }{
+		{"a list for a map", "{name: a, awskms: {keyID: alias/x, encryptionContext: [1]}}", "backends[0].awskms.encryptionContext: want a mapping, got a list"},
+		{"a list in a map", "{name: a, awskms: {keyID: alias/x, encryptionContext: {a: [1]}}}", "backends[0].awskms.encryptionContext.a: want a string, got a list"},
+		{"a negative slot", "{name: a, pkcs11: {module: /m, tokenLabel: t, pinFile: /p, keyLabel: k, slot: -1}}", "backends[0].pkcs11.slot: want a whole number of 0 or more, got -1"},
+		{"a null block", "{name: a, local: null}", "backends[0]: set exactly one backend kind (" + kindNames() + ")"},
+		{"a null block beside one", "{name: a, local: {}, vault: null}", "backends[0]: local.keyFile: required"},
+		{"a number in a map is a string", "{name: a, awskms: {keyID: alias/x, encryptionContext: {a: 1}}}", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte("threshold: 1\nbackends:\n  - " + tc.entry + "\n"))
+			if tc.want == "" {
+				if err != nil || c.Backends[0].Spec.(*awskms.Config).EncryptionContext["a"] != "1" {
+					t.Fatalf("Parse: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse: %v, want %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("without the field walk", func(t *testing.T) {
+		for entry, want := range map[string]string{
+			`{"name":"a","locall":{}}`:              `backend: unknown field "locall"`,
+			`{"name":"a","local":{"keyFlie":"/k"}}`: `backend local: error unmarshaling JSON: while decoding JSON: json: unknown field "keyFlie"`,
+			`3`:                                     "backend: want a mapping of fields",
+		} {
+			var b Backend
+			if err := json.Unmarshal([]byte(entry), &b); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want %q", entry, err, want)
+			}
+		}
+	})
+	t.Run("name first, then the block", func(t *testing.T) {
+		raw, err := json.Marshal(Backend{Name: "a", Spec: &local.Config{KeyFile: "/k"}})
+		if want := `{"name":"a","local":{"keyFile":"/k"}}`; err != nil || string(raw) != want {
+			t.Fatalf("MarshalJSON = %s, %v; want %s", raw, err, want)
+		}
+	})
 }

@@ -4,10 +4,11 @@ import (
 	"encoding"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,13 +48,12 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == backendType {
-		t = wireBackend // a backend's fields are those of the kinds table
-	}
 	if v == nil {
 		return
 	}
 	switch {
+	case t == backendType:
+		walkFields(v, path, errs, backendField)
 	case t == durationType:
 		if err := checkDuration(v); err != nil {
 			*errs = append(*errs, fmt.Sprintf("%s: %v", path, err))
@@ -61,24 +61,22 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 	case decodesItself(t):
 		// Its own decoder says what it wants.
 	case t.Kind() == reflect.Struct:
+		fields := jsonFields(t)
+		walkFields(v, path, errs, func(k string) (reflect.Type, bool) {
+			ft, ok := fields[k]
+			return ft, ok
+		})
+	case t.Kind() == reflect.Map:
 		m, ok := v.(map[string]any)
 		if !ok {
-			*errs = append(*errs, fmt.Sprintf("%s: want a mapping of fields, got %s", orTop(path), describe(v)))
+			*errs = append(*errs, fmt.Sprintf("%s: want a mapping, got %s", path, describe(v)))
 			return
 		}
-		fields := jsonFields(t)
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			ft, known := fields[k]
-			if !known {
-				*errs = append(*errs, fmt.Sprintf("unknown field %q", join(path, k)))
-				continue
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			switch m[k].(type) {
+			case []any, map[string]any: // a scalar is the decoder's to convert
+				walk(m[k], t.Elem(), join(path, k), errs)
 			}
-			walk(m[k], ft, join(path, k), errs)
 		}
 	case t.Kind() == reflect.Slice:
 		items, ok := v.([]any)
@@ -96,12 +94,35 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 	}
 }
 
-// decodesItself: t has a decoder of its own (other than Backend's, whose
-// fields the walk knows), which checks what it reads.
-func decodesItself(t reflect.Type) bool {
-	if t == wireBackend {
-		return false
+// walkFields walks a mapping whose field types fieldType knows.
+func walkFields(v any, path string, errs *[]string, fieldType func(string) (reflect.Type, bool)) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		*errs = append(*errs, fmt.Sprintf("%s: want a mapping of fields, got %s", orTop(path), describe(v)))
+		return
 	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		ft, known := fieldType(k)
+		if !known {
+			*errs = append(*errs, fmt.Sprintf("unknown field %q", join(path, k)))
+			continue
+		}
+		walk(m[k], ft, join(path, k), errs)
+	}
+}
+
+// backendField is the type of a backend's field: its name, or a kind
+// block from the kinds table.
+func backendField(key string) (reflect.Type, bool) {
+	if key == "name" {
+		return reflect.TypeFor[string](), true
+	}
+	k, ok := kindNamed(key)
+	return k.typ, ok
+}
+
+// decodesItself: t has a decoder of its own, which checks what it reads.
+func decodesItself(t reflect.Type) bool {
 	p := reflect.PointerTo(t)
 	return p.Implements(reflect.TypeFor[json.Unmarshaler]()) || p.Implements(reflect.TypeFor[encoding.TextUnmarshaler]())
 }
@@ -110,10 +131,13 @@ func decodesItself(t reflect.Type) bool {
 // with a scalar as YAML gave it: "want a whole number, got \"two\"".
 func checkScalar(v any, k reflect.Kind) error {
 	switch k {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		if f, ok := v.(float64); !ok || f != math.Trunc(f) {
 			return fmt.Errorf("want a whole number, got %s", describe(v))
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if f, ok := v.(float64); !ok || f != math.Trunc(f) || f < 0 {
+			return fmt.Errorf("want a whole number of 0 or more, got %s", describe(v))
 		}
 	case reflect.String:
 		if _, ok := v.(string); !ok {
