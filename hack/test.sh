@@ -29,6 +29,10 @@ fi
 echo "== go vet"
 go vet ./...
 
+echo "== actionlint: the release workflow, which cannot run here (.github/workflows)"
+actionlint=$(hack/actionlint.sh)
+"$actionlint"
+
 echo "== deploy module (image builder, Helm chart): gofmt, go vet, go test -race"
 unformatted=$(gofmt -l deploy)
 if [ -n "$unformatted" ]; then
