@@ -5,14 +5,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -220,35 +215,9 @@ func (r *soakRig) checkAll(op string) map[soak.Object]map[string][]byte {
 // failed records a failed request with its cause, and its text in the
 // soak log (the text names objects, never their contents).
 func (r *soakRig) failed(op string, n *soakNode, o soak.Object, err error) {
-	cause := failureCause(err)
+	cause := soak.Cause(err)
 	r.rec.Request(op, n.name, time.Now(), cause)
 	r.logf("request failed: %s %s through %s: %s: %v", op, o, n.name, cause, err)
-}
-
-// failureCause sorts an error into a few causes for the report.
-func failureCause(err error) string {
-	var ne net.Error
-	switch {
-	case apierrors.IsConflict(err):
-		return "conflict"
-	case apierrors.IsNotFound(err):
-		return "not-found"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection-refused"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), strings.Contains(err.Error(), "http2: client connection lost"):
-		return "connection-reset"
-	case errors.Is(err, context.DeadlineExceeded), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case strings.Contains(err.Error(), "data from the storage is not transformable"):
-		return "kms-transform" // kube-apiserver's KMS call failed or timed out
-	case apierrors.IsInternalError(err):
-		return "internal-error"
-	case apierrors.IsServiceUnavailable(err), apierrors.IsTooManyRequests(err):
-		return "unavailable"
-	case apierrors.ReasonForError(err) != metav1.StatusReasonUnknown:
-		return "api-" + strings.ToLower(string(apierrors.ReasonForError(err)))
-	}
-	return "other"
 }
 
 // scanEtcd reads every Secret and ConfigMap raw from etcd: each is stored
