@@ -34,10 +34,11 @@ func TestSoak(t *testing.T) {
 	writeJSON(t, filepath.Join(out, "plan.json"), plan)
 	r := newSoakRig(t, seed, out)
 	defer r.logFile.Close()
-	r.logf("seed %d, duration %s, output in %s", seed, dur, out)
+	r.logf("seed %d (plan %s), duration %s, output in %s", seed, plan.Digest(), dur, out)
 
 	r.start = time.Now()
 	r.rec = soak.NewRecorder(seed, r.start)
+	r.rec.Update(func(rep *soak.Report) { rep.Plan = plan.Digest() })
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
 	loadCtx, stopLoad := context.WithCancel(context.Background())

@@ -6,6 +6,9 @@
 package soak
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -150,4 +153,11 @@ func (p Plan) Count() map[Kind]int {
 		}
 	}
 	return c
+}
+
+// Digest names the schedule: two runs with one digest had one plan.
+func (p Plan) Digest() string {
+	b, _ := json.Marshal(p) // maps are marshalled in key order
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }

@@ -14,6 +14,9 @@ func TestPlanReplaysFromSeed(t *testing.T) {
 	if reflect.DeepEqual(a.Lanes, NewPlan(43, time.Hour).Lanes) {
 		t.Fatal("seeds 42 and 43 gave one schedule")
 	}
+	if a.Digest() != b.Digest() || a.Digest() == NewPlan(43, time.Hour).Digest() {
+		t.Fatal("the digest does not name the schedule")
+	}
 	short := NewPlan(42, 3*time.Minute)
 	for lane, faults := range short.Lanes {
 		if !reflect.DeepEqual(faults, a.Lanes[lane][:len(faults)]) {

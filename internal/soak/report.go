@@ -57,6 +57,7 @@ type Convergence struct {
 // Report is the run's outcome, written as JSON and read by deploy/soakplot.
 type Report struct {
 	Seed               int64          `json:"seed"`
+	Plan               string         `json:"plan"`            // the plan's digest: a replay has the same
 	Duration           float64        `json:"durationSeconds"` // the run with load, without setup and final checks
 	WritesAcked        int            `json:"writesAcked"`
 	WritesUnknown      int            `json:"writesUnknown"`
@@ -194,8 +195,8 @@ func (r Report) Summary() string {
 	if !r.Passed() {
 		verdict = "FAIL"
 	}
-	return fmt.Sprintf("soak %s seed=%d duration=%s writes=%d reads=%d faults=%d (%s) rotations=%d migrations=%d max-convergence=%.0fs lost=%d stale=%d failed=%d failed-outside-windows=%d unencrypted=%d log-leaks=%d panics=%d recovery-mismatches=%d problems=%d",
-		verdict, r.Seed, time.Duration(r.Duration*float64(time.Second)).Round(time.Second), r.WritesAcked, r.ReadsChecked, total,
+	return fmt.Sprintf("soak %s seed=%d plan=%s duration=%s writes=%d reads=%d faults=%d (%s) rotations=%d migrations=%d max-convergence=%.0fs lost=%d stale=%d failed=%d failed-outside-windows=%d unencrypted=%d log-leaks=%d panics=%d recovery-mismatches=%d problems=%d",
+		verdict, r.Seed, r.Plan, time.Duration(r.Duration*float64(time.Second)).Round(time.Second), r.WritesAcked, r.ReadsChecked, total,
 		strings.Join(kinds, " "), r.Rotations, r.Migrations, maxConv, r.Lost, r.Stale, len(r.Failures), r.FailedOutside,
 		r.Unencrypted, r.LogLeaks, r.Panics, r.RecoveryMismatches, len(r.Problems))
 }
