@@ -88,8 +88,13 @@ func (l *lookup) find(ctx context.Context, raw []byte) (*dek, error) {
 	// One unwrap serves every caller waiting on this header, so it is not
 	// bound to the first caller's deadline: each stops waiting at its
 	// own, and an unwrap that outlives a caller still fills the cache.
+	own := bytes.Clone(raw) // the flight may outlive the caller
 	ch := l.flight.DoChan(string(hash[:]), func() (any, error) {
-		return l.unwrap(context.WithoutCancel(ctx), bytes.Clone(raw), h, hash)
+		// A flight that ended since the cache was read has filled it.
+		if d, ok := l.cached(own); ok && bytes.Equal(d.header, own) {
+			return d, nil
+		}
+		return l.unwrap(context.WithoutCancel(ctx), own, h, hash)
 	})
 	select {
 	case r := <-ch:
