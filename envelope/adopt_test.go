@@ -46,12 +46,12 @@ func TestNodesConvergeOnTheNewestDEK(t *testing.T) {
 	a, b, dirA := twoNodes(t, bs)
 	// Whichever first DEK is newer wins on both nodes after one cross-read.
 	sa, sb := mustEncrypt(t, a, seed), mustEncrypt(t, b, seed)
-	a.Decrypt(ctxT(t), sb.Ciphertext, sb.Header)
-	b.Decrypt(ctxT(t), sa.Ciphertext, sa.Header)
-	winner := sa.KeyID
+	winner := sa.KeyID // judged before either node can adopt
 	if newer(b.Current(), a.Current()) {
 		winner = sb.KeyID
 	}
+	a.Decrypt(ctxT(t), sb.Ciphertext, sb.Header)
+	b.Decrypt(ctxT(t), sa.Ciphertext, sa.Header)
 	waitKeyID(t, a, winner)
 	waitKeyID(t, b, winner)
 
