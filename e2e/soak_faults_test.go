@@ -228,11 +228,15 @@ func (r *soakRig) keyIDWithin(n *soakNode, timeout time.Duration) (string, error
 // converge waits until both plugins report one key_id other than old and
 // a probe written through each node is stored under it.
 func (r *soakRig) converge(f soak.Fault, since time.Time, old string) string {
+	var plugins time.Duration
 	for deadline := since.Add(soak.ConvergenceBound + 5*time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
 		k1, err1 := r.keyIDWithin(r.nodes[0], 10*time.Second)
 		k2, err2 := r.keyIDWithin(r.nodes[1], 10*time.Second)
 		if err1 != nil || err2 != nil || k1 != k2 || k1 == old {
 			continue
+		}
+		if plugins == 0 {
+			plugins = time.Since(since)
 		}
 		if !r.probesStoredUnder(k1) {
 			continue
@@ -242,9 +246,9 @@ func (r *soakRig) converge(f soak.Fault, since time.Time, old string) string {
 			return k1
 		}
 		r.rec.Update(func(rep *soak.Report) {
-			rep.Convergences = append(rep.Convergences, soak.Convergence{Rotation: since.Sub(r.start).Seconds(), Seconds: took.Seconds(), KeyID: k1})
+			rep.Convergences = append(rep.Convergences, soak.Convergence{Rotation: since.Sub(r.start).Seconds(), Plugins: plugins.Seconds(), Seconds: took.Seconds(), KeyID: k1})
 		})
-		r.logf("both nodes write under %s %s after the rotation", k1, took.Round(time.Second))
+		r.logf("both plugins on %s %s after the rotation, writes through both nodes under it after %s", k1, plugins.Round(time.Second), took.Round(time.Second))
 		if took > soak.ConvergenceBound {
 			r.rec.Problem("%s: the nodes agreed after %s, over the %s bound", f, took.Round(time.Second), soak.ConvergenceBound)
 		}

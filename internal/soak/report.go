@@ -47,9 +47,12 @@ type Failure struct {
 	InFault bool    `json:"inFault"`
 }
 
-// Convergence is how long the nodes took to agree after one rotation.
+// Convergence is how long the nodes took to agree after one rotation:
+// both plugins on one key_id (Plugins), then writes through both
+// kube-apiservers stored under it (Seconds), each from the rotation.
 type Convergence struct {
 	Rotation float64 `json:"rotation"` // when the rotating node took its new key_id
+	Plugins  float64 `json:"pluginsSeconds"`
 	Seconds  float64 `json:"seconds"`
 	KeyID    string  `json:"keyID"`
 }
