@@ -4,10 +4,12 @@ import (
 	"crypto/fips140"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,13 +50,13 @@ type Metrics struct {
 	reachable      prometheus.Gauge
 	healthy        prometheus.Gauge
 
-	seriesMu sync.RWMutex
-	series   map[requestKey]requestSeries
+	seriesMu sync.Mutex // serialises adding to series
+	series   atomic.Pointer[map[requestKey]requestSeries]
 }
 
 // requestKey and requestSeries: the request series of a method and code,
-// bound on first use, so that a request looks them up in one map instead
-// of hashing its labels twice.
+// bound on first use, so that a request looks them up in one map, with
+// no lock, instead of hashing its labels twice.
 type requestKey struct {
 	method string
 	code   codes.Code
@@ -82,7 +84,8 @@ func WithVersion(v string) MetricsOption { return func(b *buildInfo) { b.version
 // on a registry of their own.
 func NewMetrics(opts ...MetricsOption) *Metrics {
 	reg := prometheus.NewRegistry()
-	m := &Metrics{Registry: reg, series: map[requestKey]requestSeries{}}
+	m := &Metrics{Registry: reg}
+	m.series.Store(&map[requestKey]requestSeries{})
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	f(newBuildInfo(opts))
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -294,15 +297,17 @@ func (m *Metrics) observeRequest(method string, err error, start time.Time) {
 // stays small.
 func (m *Metrics) requestSeries(method string, code codes.Code) requestSeries {
 	k := requestKey{method, code}
-	m.seriesMu.RLock()
-	s, ok := m.series[k]
-	m.seriesMu.RUnlock()
-	if ok {
+	if s, ok := (*m.series.Load())[k]; ok {
 		return s
 	}
-	s = requestSeries{m.requests.WithLabelValues(method, code.String()), m.requestSeconds.WithLabelValues(method, code.String())}
 	m.seriesMu.Lock()
-	m.series[k] = s
-	m.seriesMu.Unlock()
+	defer m.seriesMu.Unlock()
+	series := maps.Clone(*m.series.Load())
+	s, ok := series[k]
+	if !ok {
+		s = requestSeries{m.requests.WithLabelValues(method, code.String()), m.requestSeconds.WithLabelValues(method, code.String())}
+		series[k] = s
+		m.series.Store(&series)
+	}
 	return s
 }
