@@ -72,6 +72,7 @@ type Report struct {
 	Stale              int            `json:"stale"`
 	FailedByCause      map[string]int `json:"failedByCause"`
 	FailedOutside      int            `json:"failedOutsideWindows"`
+	FailedByFault      map[string]int `json:"failedByFault"` // by the kinds of the windows around each failure
 	Convergences       []Convergence  `json:"convergences"`
 	StaleKeyIDs        int            `json:"staleKeyIDsAfterMigration"`
 	Unencrypted        int            `json:"unencrypted"`
@@ -155,25 +156,37 @@ func (rec *Recorder) Finish(duration time.Duration, end time.Time) Report {
 		}
 	}
 	r.FailedOutside = 0
+	r.FailedByFault = map[string]int{}
 	for i := range r.Failures {
 		f := &r.Failures[i]
-		f.InFault = InWindow(r.Windows, f.T)
+		kinds := WindowKinds(r.Windows, f.T)
+		f.InFault = kinds != ""
 		r.FailedByCause[f.Cause]++
 		if !f.InFault {
 			r.FailedOutside++
+			kinds = "none"
 		}
+		r.FailedByFault[kinds]++
 	}
 	return *r
 }
 
-// InWindow reports whether t falls in a window or its grace.
-func InWindow(ws []Window, t float64) bool {
+// WindowKinds names the kinds of the windows (with their grace) that t
+// falls in, in [Kinds] order and joined by "+"; "" for none.
+func WindowKinds(ws []Window, t float64) string {
+	in := map[Kind]bool{}
 	for _, w := range ws {
 		if t >= w.Start && t <= w.End+Grace.Seconds() {
-			return true
+			in[w.Kind] = true
 		}
 	}
-	return false
+	var out []string
+	for _, k := range Kinds {
+		if in[k] {
+			out = append(out, string(k))
+		}
+	}
+	return strings.Join(out, "+")
 }
 
 // Passed reports whether the run kept every promise.

@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,10 @@ func TestFailuresOutsideFaultWindowsAreCounted(t *testing.T) {
 	r := rec.Finish(5*time.Minute, at(310))
 	if r.FailedOutside != 1 || r.FailedByCause["timeout"] != 2 || len(r.Failures) != 4 {
 		t.Fatalf("outside %d, by cause %v, failures %d", r.FailedOutside, r.FailedByCause, len(r.Failures))
+	}
+	want := map[string]int{"apiserver-restart": 2, "none": 1, "quorum-lost": 1}
+	if !reflect.DeepEqual(r.FailedByFault, want) {
+		t.Fatalf("failures by fault: %v, want %v", r.FailedByFault, want)
 	}
 	if r.Windows[1].End != 310 {
 		t.Fatalf("an open window ends at the finish: %v", r.Windows[1])
