@@ -26,7 +26,7 @@ RUN test -n "${VERSION}" || { echo 'give --build-arg VERSION=$(cat VERSION)' >&2
 # --build-arg GOFIPS140=v1.0.0 builds with the frozen Go Cryptographic
 # Module, as `make image-fips` does (docs/fips.md); tag that image -fips.
 ARG GOFIPS140=off
-RUN CGO_ENABLED=1 go build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=${VERSION}" -o /out/trousseau ./cmd/trousseau
+RUN CGO_ENABLED=1 go build -trimpath -buildvcs=false -ldflags "-s -w -buildid= -X main.version=${VERSION}" -o /out/trousseau ./cmd/trousseau
 
 # glibc and the GCC runtime (the pkcs11 backend dlopens vendor modules),
 # CA certificates, /etc/passwd with nonroot (65532), no shell. Pin it by

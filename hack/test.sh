@@ -17,6 +17,10 @@ TROUSSEAU_SOFTHSM_MODULE=$(hack/softhsm.sh) # installs SoftHSM2 and OpenSC when 
 export TROUSSEAU_LOCAL_KMS TROUSSEAU_VAULT TROUSSEAU_KUBE_APISERVER TROUSSEAU_ETCD TROUSSEAU_SOFTHSM_MODULE
 TROUSSEAU_PROMTOOL=$(hack/promtool.sh) # the alert rules' tests (deploy/monitoring)
 export TROUSSEAU_PROMTOOL
+# The release's SBOMs and arm64 cgo build (deploy/image's TestRelease).
+TROUSSEAU_CYCLONEDX=$(hack/cyclonedx.sh)
+CC_arm64=$(hack/cross.sh) # installs Debian's cross compiler when missing
+export TROUSSEAU_CYCLONEDX CC_arm64
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -41,6 +45,9 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 (cd deploy && go vet ./... && go test -race -count=1 -timeout 20m ./...)
+
+echo "== reproducible release: the amd64 build with an empty Go build cache (hack/release-check.sh -short)"
+hack/release-check.sh -short
 
 echo "== go test -race"
 go test -race -count=1 -timeout 40m "$@" ./...

@@ -51,8 +51,18 @@ type buildOptions struct {
 	revision string    // the source revision label
 	created  time.Time // every timestamp in the image
 	arch     string
-	fips     bool // GOFIPS140=fipsModule, tag <version>-fips
+	cc       string // the C compiler for arch; "" for go's default
+	fips     bool   // GOFIPS140=fipsModule, tag <version>-fips
 	fetcher  *fetcher
+}
+
+// builtImage is an image with what it was made of, for the release's
+// binaries and SBOMs.
+type builtImage struct {
+	v1.Image
+	arch string
+	bin  []byte       // /trousseau
+	pkgs []debPackage // the base layer's packages
 }
 
 // fipsModule is the frozen Go Cryptographic Module of a -fips image: the
@@ -72,50 +82,40 @@ func (o buildOptions) tag() string {
 // (glibc, the GCC runtime, CA certificates, passwd/group for nonroot) and
 // a layer with the binary alone, so that a new release changes one small
 // layer.
-func buildImage(ctx context.Context, o buildOptions) (v1.Image, error) {
+func buildImage(ctx context.Context, o buildOptions) (builtImage, error) {
 	base, glibc, pkgs, err := baseTree(ctx, o)
 	if err != nil {
-		return nil, err
+		return builtImage{}, err
 	}
-	bin, err := compile(ctx, o.root, o.version, o.arch, o.fips)
+	bin, err := compile(ctx, o)
+	if err != nil {
+		return builtImage{}, err
+	}
+	if err := checkLinkage(bin, base, o.arch, glibc); err != nil {
+		return builtImage{}, err
+	}
+	img, err := assemble(o, base, bin, pkgs)
+	return builtImage{Image: img, arch: o.arch, bin: bin, pkgs: pkgs}, err
+}
+
+// assemble makes the image of a base tree and the binary.
+func assemble(o buildOptions, base fsTree, bin []byte, pkgs []debPackage) (v1.Image, error) {
+	adds, err := layers(o, base, bin, pkgs)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkLinkage(bin, base, o.arch, glibc); err != nil {
-		return nil, err
-	}
-	app := fsTree{}
-	if err := app.addFile(binaryPath, 0o755, bin, "go build"); err != nil {
-		return nil, err
-	}
-
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	created := v1.Time{Time: o.created}
-	var adds []mutate.Addendum
-	for _, l := range []struct {
-		tree fsTree
-		by   string
-	}{
-		{base, "base: " + strings.Join(pkgs, ", ") + "; /etc/passwd, /etc/group (nonroot 65532)"},
-		{app, fmt.Sprintf("%s: trousseau %s (%sgo %s)", binaryPath, o.version, fipsEnv(o.fips), strings.Join(goBuildArgs(o.version, binaryPath)[1:], " "))},
-	} {
-		layer, err := layerOf(l.tree, o.created)
-		if err != nil {
-			return nil, err
-		}
-		adds = append(adds, mutate.Addendum{Layer: layer, MediaType: types.OCILayer,
-			History: v1.History{Created: created, CreatedBy: l.by, Comment: "trousseau deploy/image"}})
-	}
 	if img, err = mutate.Append(img, adds...); err != nil {
 		return nil, err
 	}
+	created := v1.Time{Time: o.created}
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.Architecture, cf.OS, cf.Created = o.arch, "linux", created
+	cf.Architecture, cf.OS, cf.Variant, cf.Created = o.arch, "linux", archVariant[o.arch], created
 	cf.Config = v1.Config{
 		User:       imageUser,
 		Entrypoint: []string{binaryPath},
@@ -124,6 +124,34 @@ func buildImage(ctx context.Context, o buildOptions) (v1.Image, error) {
 		Labels:     imageLabels(o),
 	}
 	return mutate.ConfigFile(img, cf)
+}
+
+// layers are the base layer and the binary's, with their history.
+func layers(o buildOptions, base fsTree, bin []byte, pkgs []debPackage) ([]mutate.Addendum, error) {
+	app := fsTree{}
+	if err := app.addFile(binaryPath, 0o755, bin, "go build"); err != nil {
+		return nil, err
+	}
+	names := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		names[i] = p.String()
+	}
+	var adds []mutate.Addendum
+	for _, l := range []struct {
+		tree fsTree
+		by   string
+	}{
+		{base, "base: " + strings.Join(names, ", ") + "; /etc/passwd, /etc/group (nonroot 65532)"},
+		{app, fmt.Sprintf("%s: trousseau %s (%sgo %s)", binaryPath, o.version, fipsEnv(o.fips), strings.Join(goBuildArgs(o.version, binaryPath)[1:], " "))},
+	} {
+		layer, err := layerOf(l.tree, o.created)
+		if err != nil {
+			return nil, err
+		}
+		adds = append(adds, mutate.Addendum{Layer: layer, MediaType: types.OCILayer,
+			History: v1.History{Created: v1.Time{Time: o.created}, CreatedBy: l.by, Comment: "trousseau deploy/image"}})
+	}
+	return adds, nil
 }
 
 func imageLabels(o buildOptions) map[string]string {
@@ -139,8 +167,8 @@ func imageLabels(o buildOptions) map[string]string {
 
 // baseTree is the base layer's files: the pinned Debian packages and the
 // few files of a distroless-style root. It returns the glibc version and
-// the packages' names and versions.
-func baseTree(ctx context.Context, o buildOptions) (fsTree, string, []string, error) {
+// the packages.
+func baseTree(ctx context.Context, o buildOptions) (fsTree, string, []debPackage, error) {
 	lock, err := os.ReadFile(filepath.Join(o.root, "deploy", "image", "packages.lock"))
 	if err != nil {
 		return nil, "", nil, err
@@ -154,7 +182,6 @@ func baseTree(ctx context.Context, o buildOptions) (fsTree, string, []string, er
 		return nil, "", nil, err
 	}
 	var glibc string
-	var names []string
 	for _, p := range pkgs {
 		deb, err := o.fetcher.fetch(ctx, p)
 		if err != nil {
@@ -166,12 +193,11 @@ func baseTree(ctx context.Context, o buildOptions) (fsTree, string, []string, er
 		if p.name == "libc6" {
 			glibc = glibcVersion(p.version)
 		}
-		names = append(names, p.String())
 	}
 	if glibc == "" {
 		return nil, "", nil, fmt.Errorf("packages.lock has no libc6 for %s: the cgo binary needs glibc", o.arch)
 	}
-	return t, glibc, names, nil
+	return t, glibc, pkgs, nil
 }
 
 // addRootFiles adds what a distroless root has beside packages: the users

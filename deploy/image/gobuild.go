@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -24,7 +25,7 @@ const binaryPath = "/trousseau"
 // stamp, so that the binary depends on the sources only, and the version
 // stamped from VERSION.
 func goBuildArgs(version, out string) []string {
-	return []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -X main.version=" + version, "-o", out, "./cmd/trousseau"}
+	return []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid= -X main.version=" + version, "-o", out, "./cmd/trousseau"}
 }
 
 // fipsEnv is the environment setting of a FIPS build, "" otherwise.
@@ -35,36 +36,64 @@ func fipsEnv(fips bool) string {
 	return ""
 }
 
-// compile builds the plugin for linux/arch with cgo (the pkcs11 backend
-// needs it, and the image has glibc), and returns the binary; fips builds
-// it with the frozen Go Cryptographic Module.
-func compile(ctx context.Context, root, version, arch string, fips bool) ([]byte, error) {
+// goEnv is the environment of the build of linux/arch with cgo (the
+// pkcs11 backend needs it, and the image has glibc). The main module alone
+// decides, with nothing of the caller's GOFLAGS (a -race or -cover would
+// change the binary).
+func goEnv(o buildOptions) []string {
+	env := append(os.Environ(), "CGO_ENABLED=1", "GOOS=linux", "GOARCH="+o.arch, "GOWORK=off", "GOFLAGS=", "GOFIPS140=off")
+	if o.cc != "" {
+		env = append(env, "CC="+o.cc)
+	}
+	if o.fips {
+		env = append(env, strings.TrimSpace(fipsEnv(o.fips)))
+	}
+	return env
+}
+
+// compile builds the plugin and returns the binary; fips builds it with
+// the frozen Go Cryptographic Module.
+func compile(ctx context.Context, o buildOptions) ([]byte, error) {
 	dir, err := os.MkdirTemp("", "trousseau-image-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "trousseau")
-	cmd := exec.CommandContext(ctx, "go", goBuildArgs(version, out)...)
-	cmd.Dir = root
-	// The main module alone decides, with nothing of the caller's GOFLAGS
-	// (a -race or -cover would change the binary).
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "GOOS=linux", "GOARCH="+arch, "GOWORK=off", "GOFLAGS=", "GOFIPS140=off")
-	if fips {
-		cmd.Env = append(cmd.Env, strings.TrimSpace(fipsEnv(fips)))
-	}
+	cmd := exec.CommandContext(ctx, "go", goBuildArgs(o.version, out)...)
+	cmd.Dir = o.root
+	cmd.Env = goEnv(o)
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		hint := ""
-		if strings.Contains(string(msg), "C compiler") {
+		if o.cc != "" && strings.Contains(string(msg), o.cc) {
+			hint = "\nthe cgo build for " + o.arch + " needs a cross C compiler: hack/cross.sh installs Debian's (or set CC_" + o.arch + ")"
+		} else if strings.Contains(string(msg), "C compiler") {
 			hint = "\nthe cgo build needs a C compiler and glibc's headers (Debian: apt-get install gcc libc6-dev)"
 		}
-		return nil, fmt.Errorf("go %s: %w\n%s%s", strings.Join(goBuildArgs(version, out), " "), err, msg, hint)
+		return nil, fmt.Errorf("GOARCH=%s go %s: %w\n%s%s", o.arch, strings.Join(goBuildArgs(o.version, out), " "), err, msg, hint)
 	}
 	return os.ReadFile(out)
 }
 
+// crossCC is the C compiler for arch: CC_<arch> if set (getenv), "" on a
+// host of that architecture (go's default), else Debian's cross compiler
+// (hack/cross.sh installs the one for arm64).
+func crossCC(arch string, getenv func(string) string) string {
+	if cc := getenv("CC_" + arch); cc != "" {
+		return cc
+	}
+	if arch == runtime.GOARCH {
+		return ""
+	}
+	return multiarch[arch] + "-gcc"
+}
+
 // multiarch is Debian's library directory name of each architecture.
 var multiarch = map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+
+// archVariant is the platform variant of each architecture in the index
+// and the config, as other builders write it.
+var archVariant = map[string]string{"arm64": "v8"}
 
 // checkLinkage makes sure the binary runs on the image's base: its
 // program interpreter and every library it needs are in the tree, and it

@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,55 +44,22 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	home, _ := os.UserHomeDir()
-	fs := flag.NewFlagSet("image", flag.ContinueOnError)
-	outDir := fs.String("out", filepath.Join(root, "bin", "image"), "output directory: oci/ (OCI layout) and trousseau-<version>.tar")
-	version := fs.String("version", "", "version to stamp and tag (default: the VERSION file)")
-	revision := fs.String("revision", "", "org.opencontainers.image.revision (default: git's HEAD, -dirty if the tree is)")
-	created := fs.String("created", "", "time of every timestamp in the image, Unix seconds (default: $SOURCE_DATE_EPOCH, else HEAD's commit time, else 0)")
-	arch := fs.String("arch", runtime.GOARCH, "architecture (packages.lock must pin its packages)")
-	mirror := fs.String("debian-mirror", "", "Debian mirror: a URL holding debian/ and debian-security/, or debian=URL,debian-security=URL (default: the build host's apt sources)")
-	debDir := fs.String("deb-dir", "", "directory to take the pinned .deb files from before the mirror (e.g. filled by apt-get download)")
-	fips := fs.Bool("fips", false, "build with the frozen Go Cryptographic Module (GOFIPS140="+fipsModule+", FIPS 140-3 mode on by default) and tag <version>-fips")
-	cacheDir := fs.String("cache", filepath.Join(home, ".cache", "trousseau", "debian"), "cache of verified .deb files")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	o := buildOptions{root: root, version: *version, revision: *revision, arch: *arch, fips: *fips}
-	if o.version == "" {
-		if o.version, err = repo.Version(root); err != nil {
-			return err
-		}
-	} else if err := repo.CheckVersion(o.version); err != nil {
-		return err
-	}
-	if _, ok := multiarch[o.arch]; !ok {
-		return fmt.Errorf("-arch %s: not supported (amd64, arm64)", o.arch)
-	}
-	if o.revision == "" {
-		o.revision = gitRevision(root)
-	}
-	if o.created, err = createdTime(root, *created); err != nil {
-		return err
-	}
-	o.fetcher = &fetcher{cacheDir: *cacheDir, debDir: *debDir, client: &http.Client{Timeout: 5 * time.Minute}}
-	if *mirror != "" {
-		o.fetcher.mirrors, err = parseMirrorFlag(*mirror)
-	} else {
-		o.fetcher.mirrors, err = hostMirrors(aptDir)
-	}
+	f, err := parseFlags(root, args)
 	if err != nil {
 		return err
 	}
-
+	o, err := f.buildOptions(root)
+	if err != nil {
+		return err
+	}
+	if f.release {
+		return runRelease(ctx, o, f, stdout)
+	}
 	img, err := buildImage(ctx, o)
 	if err != nil {
 		return err
 	}
-	out, err := writeImage(img, *outDir, o.tag())
+	out, err := writeImage(img, f.outDir, o.tag())
 	if err != nil {
 		return err
 	}
@@ -107,6 +75,84 @@ load it:  docker load -i %[5]s   (or podman load -i, ctr -n k8s.io images import
 push it:  crane push %[5]s %[1]s
 `, repo.Image(o.tag()), o.arch, digest, out.layoutDir, out.tarPath)
 	return nil
+}
+
+// flags are the command line.
+type flags struct {
+	outDir, version, revision, created, arch, mirror, debDir, cacheDir string
+	fips, release                                                      bool
+	platforms                                                          []string // architectures
+	cyclonedx                                                          string
+}
+
+func parseFlags(root string, args []string) (flags, error) {
+	var f flags
+	home, _ := os.UserHomeDir()
+	fs := flag.NewFlagSet("image", flag.ContinueOnError)
+	fs.StringVar(&f.outDir, "out", "", "output directory (default bin/image: oci/ (OCI layout) and trousseau-<version>.tar; with -release, dist)")
+	fs.StringVar(&f.version, "version", "", "version to stamp and tag (default: the VERSION file)")
+	fs.StringVar(&f.revision, "revision", "", "org.opencontainers.image.revision (default: git's HEAD, -dirty if the tree is)")
+	fs.StringVar(&f.created, "created", "", "time of every timestamp in the image, Unix seconds (default: $SOURCE_DATE_EPOCH, else HEAD's commit time, else 0)")
+	fs.StringVar(&f.arch, "arch", runtime.GOARCH, "architecture (packages.lock must pin its packages; cross-compiling uses $CC_<arch>, else Debian's <triplet>-gcc)")
+	fs.StringVar(&f.mirror, "debian-mirror", "", "Debian mirror: a URL holding debian/ and debian-security/, or debian=URL,debian-security=URL (default: the build host's apt sources)")
+	fs.StringVar(&f.debDir, "deb-dir", "", "directory to take the pinned .deb files from before the mirror (e.g. filled by apt-get download)")
+	fs.BoolVar(&f.fips, "fips", false, "build with the frozen Go Cryptographic Module (GOFIPS140="+fipsModule+", FIPS 140-3 mode on by default) and tag <version>-fips")
+	fs.StringVar(&f.cacheDir, "cache", filepath.Join(home, ".cache", "trousseau", "debian"), "cache of verified .deb files")
+	fs.BoolVar(&f.release, "release", false, "write a release into an empty -out: a binary and an image per -platforms, the image index as an OCI layout and a tarball, CycloneDX SBOMs, SHA256SUMS")
+	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "with -release: the platforms built")
+	fs.StringVar(&f.cyclonedx, "cyclonedx", "", "with -release: the cyclonedx-gomod binary that writes the SBOMs' Go modules (hack/cyclonedx.sh builds it)")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, p := range strings.Split(*platforms, ",") {
+		arch, ok := strings.CutPrefix(p, "linux/")
+		if _, known := multiarch[arch]; !ok || !known {
+			return f, fmt.Errorf("-platforms: %q is not linux/amd64 or linux/arm64", p)
+		}
+		f.platforms = append(f.platforms, arch)
+	}
+	if _, ok := multiarch[f.arch]; !ok {
+		return f, fmt.Errorf("-arch %s: not supported (amd64, arm64)", f.arch)
+	}
+	if f.release && (f.fips || f.cyclonedx == "") {
+		return f, errors.New("-release: needs -cyclonedx (hack/cyclonedx.sh prints it), and builds no -fips release")
+	}
+	if f.outDir == "" {
+		f.outDir = filepath.Join(root, "bin", "image")
+		if f.release {
+			f.outDir = filepath.Join(root, "dist")
+		}
+	}
+	return f, nil
+}
+
+// buildOptions are the inputs common to every platform (arch is -arch's).
+func (f flags) buildOptions(root string) (buildOptions, error) {
+	o := buildOptions{root: root, version: f.version, revision: f.revision, arch: f.arch, cc: crossCC(f.arch, os.Getenv), fips: f.fips}
+	var err error
+	if o.version == "" {
+		if o.version, err = repo.Version(root); err != nil {
+			return o, err
+		}
+	} else if err := repo.CheckVersion(o.version); err != nil {
+		return o, err
+	}
+	if o.revision == "" {
+		o.revision = gitRevision(root)
+	}
+	if o.created, err = createdTime(root, f.created); err != nil {
+		return o, err
+	}
+	o.fetcher = &fetcher{cacheDir: f.cacheDir, debDir: f.debDir, client: &http.Client{Timeout: 5 * time.Minute}}
+	if f.mirror != "" {
+		o.fetcher.mirrors, err = parseMirrorFlag(f.mirror)
+	} else {
+		o.fetcher.mirrors, err = hostMirrors(aptDir)
+	}
+	return o, err
 }
 
 // gitRevision is HEAD's commit, "-dirty" when the tree has changes, or
