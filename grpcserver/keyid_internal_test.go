@@ -3,8 +3,10 @@ package grpcserver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -70,4 +72,23 @@ func TestKeyIDsBounded(t *testing.T) {
 	if id, ok := c.get(header(2*maxKeyIDBytes/1000 - 1)); !ok || id != "id" {
 		t.Fatal("the last header added is not held")
 	}
+}
+
+// TestKeyIDsConcurrent: adds and reads from many goroutines at once (run
+// with -race) neither race nor lose a key_id while under the bound.
+func TestKeyIDsConcurrent(t *testing.T) {
+	var c keyIDs
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				h := fmt.Appendf(nil, "header-%d-%d", g, i)
+				c.add(h, string(h)+"-id")
+				if id, ok := c.get(h); !ok || id != string(h)+"-id" {
+					t.Errorf("%s: got %q, %v", h, id, ok)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
