@@ -39,21 +39,17 @@ func newer(a, b *Header) bool {
 	return bytes.Compare(a.DEKID[:], b.DEKID[:]) > 0
 }
 
-// adoptRetry is how often a cached DEK newer than the current one is
-// considered again, when an earlier try did not adopt it (the node was not
-// ready yet, a backend that must confirm it was down, the state could not
-// be saved, or this node's probes had not seen the new key identities).
+// adoptRetry is how often a newer cached DEK that was not adopted is
+// considered again (the node was not ready, a confirming backend was
+// down, the save failed, or the probes had not seen its keys yet).
 const adoptRetry = 10 * time.Second
 
 // considerAdoption is told of every DEK Decrypt finds. It never delays
-// the caller: adopting (saving the state,
-// maybe a second unwrap) happens in the background, and a DEK is tried at
-// most once per adoptRetry.
-//
-// Only a DEK that this node could have made and that k secret-key
-// custodians confirm counts towards the highest generation seen: a DEK
-// that anyone holding public keys could build must not be able to push
-// the generations of this node's own rotations.
+// the caller: adoption (a state save, maybe a second unwrap) runs in the
+// background, at most once per [adoptRetry] for a DEK. Only a DEK this
+// node could have made, confirmed by k secret-key custodians, counts
+// towards the generations seen: one built from public keys must not push
+// this node's rotations.
 func (l *lifecycle) considerAdoption(d *dek) {
 	cur := l.cur.get()
 	if cur == nil || !newer(d.parsed, cur.parsed) {

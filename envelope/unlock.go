@@ -112,16 +112,14 @@ func (r *rotation) replaceUnusable(ctx context.Context, cause error) error {
 	return r.rotate(ctx, "the stored DEK "+keyID+" cannot be unlocked")
 }
 
-// replaceForConfig handles a stored DEK made for another backend set or
-// threshold: a new DEK wrapped by all n configured backends replaces it.
-// Until all n can be reached, the stored DEK keeps serving only if the new
-// config is no stricter than the one it was made for (the same threshold,
-// and every backend that holds a share of it still configured: a backend
-// was added, or the order changed) and it unlocks under the same rules as
-// a matching one. So a config that adds a custodian not reachable yet does
-// not stop writes, while one that raises k or drops a custodian (perhaps
-// because it was compromised) never seals another write under the old
-// DEK. RotationDue keeps asking for the new DEK.
+// replaceForConfig replaces a stored DEK made for another backend set or
+// threshold with a new one from all n backends. Until all n answer, the
+// stored DEK serves only if the config is no stricter than its own (the
+// same k, every backend holding a share still configured) and it unlocks
+// as a matching one would: adding an unreachable custodian does not stop
+// writes, while raising k or dropping a (perhaps compromised) custodian
+// seals no more writes under the old DEK. RotationDue keeps asking for
+// the new DEK.
 func (r *rotation) replaceForConfig(ctx context.Context, raw []byte, reason string) error {
 	err := r.rotate(ctx, reason)
 	if err == nil {
