@@ -78,7 +78,7 @@ func TestOneVersionEverywhere(t *testing.T) {
 			t.Skip("no make")
 		}
 		// -n prints the commands without running them.
-		cmd := exec.Command("make", "-n", "build", "image")
+		cmd := exec.Command("make", "-n", "build", "image", "release")
 		cmd.Dir = root
 		for _, kv := range os.Environ() { // VERSION unset: the Makefile's own default
 			if !strings.HasPrefix(kv, "VERSION=") {
@@ -87,13 +87,16 @@ func TestOneVersionEverywhere(t *testing.T) {
 		}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("make -n build image: %v\n%s", err, out)
+			t.Fatalf("make -n build image release: %v\n%s", err, out)
 		}
 		if !bytes.Contains(out, []byte("-X main.version="+version)) {
 			t.Errorf("make build does not stamp %s:\n%s", version, out)
 		}
 		if !regexp.MustCompile(`go run \./image .*-version ` + regexp.QuoteMeta(version)).Match(out) {
 			t.Errorf("make image does not build %s:\n%s", version, out)
+		}
+		if !bytes.Contains(out, []byte("VERSION="+version+" ./hack/release.sh")) {
+			t.Errorf("make release does not build %s:\n%s", version, out)
 		}
 	})
 
