@@ -80,7 +80,7 @@ push it:  crane push %[5]s %[1]s
 // flags are the command line.
 type flags struct {
 	outDir, version, revision, created, arch, mirror, debDir, cacheDir string
-	fips, release                                                      bool
+	fips, release, binariesOnly                                        bool
 	platforms                                                          []string // architectures
 	cyclonedx                                                          string
 }
@@ -100,6 +100,7 @@ func parseFlags(root string, args []string) (flags, error) {
 	fs.StringVar(&f.cacheDir, "cache", filepath.Join(home, ".cache", "trousseau", "debian"), "cache of verified .deb files")
 	fs.BoolVar(&f.release, "release", false, "write a release into an empty -out: a binary and an image per -platforms, the image index as an OCI layout and a tarball, CycloneDX SBOMs, SHA256SUMS")
 	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "with -release: the platforms built")
+	fs.BoolVar(&f.binariesOnly, "binaries-only", false, "with -release: the binaries and SHA256SUMS alone")
 	fs.StringVar(&f.cyclonedx, "cyclonedx", "", "with -release: the cyclonedx-gomod binary that writes the SBOMs' Go modules (hack/cyclonedx.sh builds it)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -117,7 +118,7 @@ func parseFlags(root string, args []string) (flags, error) {
 	if _, ok := multiarch[f.arch]; !ok {
 		return f, fmt.Errorf("-arch %s: not supported (amd64, arm64)", f.arch)
 	}
-	if f.release && (f.fips || f.cyclonedx == "") {
+	if f.release && (f.fips || (f.cyclonedx == "" && !f.binariesOnly)) {
 		return f, errors.New("-release: needs -cyclonedx (hack/cyclonedx.sh prints it), and builds no -fips release")
 	}
 	if f.outDir == "" {

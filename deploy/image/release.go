@@ -40,13 +40,17 @@ const (
 
 // runRelease builds each platform's image (and so its binary), then
 // writes the release: the binaries and their SBOMs, the image index as an
-// OCI layout and its tarball, each image's SBOM, and SHA256SUMS.
+// OCI layout and its tarball, each image's SBOM, and SHA256SUMS. With
+// -binaries-only, the binaries and SHA256SUMS alone (release-check.sh).
 func runRelease(ctx context.Context, o buildOptions, f flags, stdout io.Writer) error {
 	if entries, err := os.ReadDir(f.outDir); err == nil && len(entries) > 0 {
 		return fmt.Errorf("-out %s is not empty: remove it first (make release does), so that SHA256SUMS lists this release only", f.outDir)
 	}
 	if err := os.MkdirAll(f.outDir, 0o755); err != nil {
 		return err
+	}
+	if f.binariesOnly {
+		return writeBinaries(ctx, o, f, stdout)
 	}
 	var images []builtImage
 	for _, arch := range f.platforms {
@@ -55,22 +59,50 @@ func runRelease(ctx context.Context, o buildOptions, f flags, stdout io.Writer) 
 		if err != nil {
 			return fmt.Errorf("linux/%s: %w", arch, err)
 		}
-		if err := writeRelease(ctx, o, f, img); err != nil {
-			return fmt.Errorf("linux/%s: %w", arch, err)
-		}
 		images = append(images, img)
 	}
-	idx, err := imageIndex(images)
+	idx, err := writeDist(ctx, o, f, images)
 	if err != nil {
 		return err
 	}
+	return printRelease(stdout, idx, images, f.outDir, o.version)
+}
+
+// writeDist writes the release of the images into f.outDir.
+func writeDist(ctx context.Context, o buildOptions, f flags, images []builtImage) (v1.ImageIndex, error) {
+	for _, img := range images {
+		o.arch, o.cc = img.arch, crossCC(img.arch, os.Getenv)
+		if err := writeRelease(ctx, o, f, img); err != nil {
+			return nil, fmt.Errorf("linux/%s: %w", img.arch, err)
+		}
+	}
+	idx, err := imageIndex(images)
+	if err != nil {
+		return nil, err
+	}
 	if err := writeIndex(idx, f.outDir, o.version, o.created); err != nil {
-		return err
+		return nil, err
+	}
+	return idx, writeSums(f.outDir)
+}
+
+func writeBinaries(ctx context.Context, o buildOptions, f flags, stdout io.Writer) error {
+	for _, arch := range f.platforms {
+		o.arch, o.cc = arch, crossCC(arch, os.Getenv)
+		bin, err := compile(ctx, o)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(f.outDir, binaryName(o.version, arch)), bin, 0o755); err != nil {
+			return err
+		}
 	}
 	if err := writeSums(f.outDir); err != nil {
 		return err
 	}
-	return printRelease(stdout, idx, images, f.outDir, o.version)
+	sums, err := os.ReadFile(filepath.Join(f.outDir, sumsName))
+	fmt.Fprintf(stdout, "%s", sums)
+	return err
 }
 
 // writeRelease writes one platform's binary, its SBOM and its image's.
