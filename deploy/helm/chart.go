@@ -10,18 +10,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
-	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/cli/values"
-	"helm.sh/helm/v3/pkg/getter"
-	"helm.sh/helm/v3/pkg/lint"
-	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/cli/values"
+	"helm.sh/helm/v4/pkg/getter"
+	release "helm.sh/helm/v4/pkg/release/v1"
 )
 
 // Release is what a chart is rendered as: the names the e2e suite and the
@@ -36,12 +38,12 @@ var DefaultRelease = Release{Name: "trousseau", Namespace: "kube-system"}
 
 // KubeVersion is the Kubernetes version the chart is rendered and linted
 // for: the kube-apiserver the e2e suite runs (hack/versions.env).
-func KubeVersion(root string) (*chartutil.KubeVersion, error) {
+func KubeVersion(root string) (*common.KubeVersion, error) {
 	v, err := pinnedVersion(root, "K8S_VERSION")
 	if err != nil {
 		return nil, err
 	}
-	return chartutil.ParseKubeVersion(v)
+	return common.ParseKubeVersion(v)
 }
 
 // Values merges values files (later ones win) and --set style
@@ -54,20 +56,20 @@ func Values(files, sets []string) (map[string]any, error) {
 // Render renders the chart at dir for rel with vals, as `helm template`
 // does (client only, no cluster), and returns the manifests in Helm's
 // install order.
-func Render(dir string, rel Release, kube *chartutil.KubeVersion, vals map[string]any) (string, error) {
+func Render(dir string, rel Release, kube *common.KubeVersion, vals map[string]any) (string, error) {
 	return render(dir, rel, kube, vals, false)
 }
 
 // render is Render, or `helm template --skip-schema-validation` when
 // skipSchema is set: the chart's tests check that the templates alone
 // keep hostile values harmless.
-func render(dir string, rel Release, kube *chartutil.KubeVersion, vals map[string]any, skipSchema bool) (string, error) {
+func render(dir string, rel Release, kube *common.KubeVersion, vals map[string]any, skipSchema bool) (string, error) {
 	chrt, err := loader.Load(dir)
 	if err != nil {
 		return "", err
 	}
-	install := action.NewInstall(&action.Configuration{Log: func(string, ...any) {}})
-	install.DryRun, install.ClientOnly, install.Replace = true, true, true
+	install := action.NewInstall(action.NewConfiguration(action.ConfigurationSetLogger(slog.DiscardHandler)))
+	install.DryRunStrategy, install.Replace = action.DryRunClient, true
 	install.SkipSchemaValidation = skipSchema
 	install.ReleaseName, install.Namespace = rel.Name, rel.Namespace
 	install.KubeVersion = kube
@@ -76,13 +78,17 @@ func render(dir string, rel Release, kube *chartutil.KubeVersion, vals map[strin
 	if err != nil {
 		return "", err
 	}
-	return r.Manifest, nil
+	v1rel, ok := r.(*release.Release)
+	if !ok {
+		return "", fmt.Errorf("helm rendered %s as a %T, not a chart v2 release", dir, r)
+	}
+	return v1rel.Manifest, nil
 }
 
 // Lint runs `helm lint` on the chart at dir with vals, and returns every
 // message of warning severity or above (and the infos, for the log).
-func Lint(dir string, rel Release, kube *chartutil.KubeVersion, vals map[string]any) (problems, infos []string) {
-	l := lint.AllWithKubeVersionAndSchemaValidation(dir, vals, rel.Namespace, kube, false)
+func Lint(dir string, rel Release, kube *common.KubeVersion, vals map[string]any) (problems, infos []string) {
+	l := lint.RunAll(dir, vals, rel.Namespace, lint.WithKubeVersion(kube))
 	for _, m := range l.Messages {
 		if m.Severity >= support.WarningSev {
 			problems = append(problems, m.Error())

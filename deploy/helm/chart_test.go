@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v4/pkg/chart/common"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -25,7 +25,7 @@ type object = map[string]any
 
 type fixture struct {
 	root, chart string
-	kube        *chartutil.KubeVersion
+	kube        *common.KubeVersion
 }
 
 func setup(t *testing.T) fixture {
