@@ -14,21 +14,14 @@ import (
 	"github.com/trousseau-io/trousseau/split"
 )
 
-// Custody drills. Threshold custody fails silently: while k backends
-// answer, a lost key file or a revoked grant goes unnoticed until one
-// more loss makes data unreadable. A drill asks every backend of a DEK
-// for its share (not just the first k) and checks each share against the
-// DEK's commitment, so the margin left is known before the disaster.
+// Custody drills: threshold custody fails silently (a lost key goes
+// unnoticed while k others answer), so a drill checks every backend's share.
 
 // ShareCheck is how one backend did with its share of a DEK.
 type ShareCheck struct {
 	Backend string
-	// OK: the share came back and lies on the DEK's polynomial (checked
-	// against the commitment with k-1 other shares).
-	OK bool
-	// Err says why not, when the backend answered with an error or a share
-	// that does not fit; kmsclients.Kind(Err) names its kind.
-	Err error
+	OK      bool  // the share lies on the committed DEK's polynomial
+	Err     error // why not; [kmsclients.Kind] names its kind
 }
 
 // DEKCheck is the result of drilling one DEK.
@@ -39,41 +32,33 @@ type DEKCheck struct {
 	Threshold  int
 	Shares     []ShareCheck // in header order
 	Working    int          // shares that checked out
-	// HeaderTampered: more than k shares agree with each other, but none
-	// fits this header: the header is a tampered copy, and the backends
-	// are not to blame.
+	// HeaderTampered: more than k shares agree with each other but not
+	// with this header, so the header is to blame, not the backends.
 	HeaderTampered bool
 }
 
-// Margin is how many more backends may be lost before the DEK is
-// unrecoverable: working shares minus k. Below 0 it already is.
+// Margin is working shares minus k: how many more backends may be lost.
+// Below 0 the DEK is unrecoverable.
 func (c DEKCheck) Margin() int { return c.Working - c.Threshold }
 
 var (
-	// errShareDoesNotFit: the backend returned a share, but not one of this DEK.
 	errShareDoesNotFit = fmt.Errorf("the share does not fit the DEK's commitment: %w", kmsclients.ErrInvalidCiphertext)
-	// ErrShareUnverified: the backend returned a share, but with fewer
-	// than k shares back none can be checked, so it does not count as
-	// working (a lying backend's share looks the same).
+	// ErrShareUnverified: fewer than k shares came back, so none can be
+	// checked; a liar's share would look the same.
 	ErrShareUnverified = errors.New("returned a share, but fewer than k shares came back to check it against")
-	// ErrNoShareFits: k or more shares came back, but no k of them fit
-	// the header, and too few agree with each other to tell whether a
-	// custodian lies or the header was tampered with.
+	// ErrNoShareFits: no k shares fit, and too few agree to tell a liar
+	// from a tampered header.
 	ErrNoShareFits = errors.New("returned a share, but no k shares fit the header: a custodian lies or the header was tampered with")
-	// ErrSharesDisagree: the DEK was found, but this share is not on the
-	// polynomial of those that made it, and too few made it to tell
-	// whether this backend lies or k-1 others collude.
+	// ErrSharesDisagree: the share is off the DEK's polynomial, and too few
+	// made the DEK to tell this backend lying from k-1 others colluding.
 	ErrSharesDisagree = errors.New("returned a share that is not on the polynomial of those that made the DEK, and too few made it to tell which side lies")
-	// ErrHeaderTampered: the share agrees with more than k others, so the
-	// custodians agree, but not with this header's commitment.
+	// ErrHeaderTampered: the custodians agree, but not with this header.
 	ErrHeaderTampered = errors.New("the share agrees with the other custodians' shares but not with this header: the header was tampered with")
 )
 
-// Drill asks every backend named in the header for its share, in
-// parallel, waits for all of them (each under ctx), and checks each share.
-// It makes one unwrap per backend, and never caches or adopts anything:
-// a drill must not change what the plugin does. An error means the header
-// itself is not usable (malformed, or below the threshold floor).
+// Drill asks every backend of the header for its share, waits for all
+// (under ctx) and checks each. It never caches or adopts: a drill must not
+// change what the plugin does. An error means the header is unusable.
 func (e *Envelope) Drill(ctx context.Context, raw []byte) (DEKCheck, error) {
 	s := e.NewDrillSession()
 	defer s.Close()
@@ -81,9 +66,8 @@ func (e *Envelope) Drill(ctx context.Context, raw []byte) (DEKCheck, error) {
 }
 
 // DrillSession drills several headers, unwrapping each distinct wrapped
-// share once: copies of a header that an etcd writer changed elsewhere
-// cost no backend call, and are judged by the same shares as the
-// genuine one. Close wipes the shares it holds.
+// share once, so tampered copies of a header cost no backend call and are
+// judged by the genuine one's shares. Close wipes them.
 type DrillSession struct {
 	open   *opener
 	mu     sync.Mutex
@@ -105,8 +89,8 @@ func (s *DrillSession) Close() {
 	}
 }
 
-// Unasked counts the shares of the header that Check would ask a backend
-// for (not unwrapped earlier in the session); -1 if the header is unusable.
+// Unasked counts the shares Check would still ask a backend for; -1 if
+// the header is unusable.
 func (s *DrillSession) Unasked(raw []byte) int {
 	h, err := s.open.parse(raw)
 	if err != nil {
@@ -169,8 +153,8 @@ func (s *DrillSession) Check(ctx context.Context, raw []byte) (DEKCheck, error) 
 	return check, nil
 }
 
-// unwrapAll returns every share of the header, in header order, asking
-// in parallel the backends not asked for that wrapped share before.
+// unwrapAll returns every share in header order, asking in parallel for
+// those not unwrapped before.
 func (s *DrillSession) unwrapAll(ctx context.Context, h *Header) []shareResult {
 	results := make([]shareResult, len(h.Shares))
 	var wg sync.WaitGroup
@@ -186,9 +170,8 @@ func (s *DrillSession) unwrapAll(ctx context.Context, h *Header) []shareResult {
 		wg.Go(func() {
 			r := s.open.unwrapShare(ctx, h, ws)
 			results[i] = r
-			// A call cancelled by the caller says nothing of the
-			// backend; one that ran out of the check's time did answer
-			// (late), and is not asked again for a copy of the header.
+			// A cancelled call says nothing of the backend; one past
+			// the deadline did (it is slow), so it is kept.
 			if !errors.Is(ctx.Err(), context.Canceled) {
 				s.mu.Lock()
 				s.shares[key] = r
@@ -200,8 +183,7 @@ func (s *DrillSession) unwrapAll(ctx context.Context, h *Header) []shareResult {
 	return results
 }
 
-// unwrapKey names what a backend is asked to unwrap: the wrapped bytes,
-// its key identity and the associated data that binds it to its DEK.
+// unwrapKey names one unwrap: wrapped bytes, key identity and AAD.
 func unwrapKey(h *Header, ws WrappedShare) [32]byte {
 	sum := sha256.New()
 	for _, part := range [][]byte{[]byte(ws.Backend), []byte(ws.KeyIdentity), ws.Wrapped, h.shareAAD(ws.Index, len(h.Shares))} {
@@ -214,17 +196,15 @@ func unwrapKey(h *Header, ws WrappedShare) [32]byte {
 // ErrDrillNoDEK reports a drill with no DEK to check.
 var ErrDrillNoDEK = errors.New("no DEK to drill")
 
-// StateHeaders returns the wrapped DEKs of the state dir: the current one
-// first, then those set aside as unusable, newest first; the names of the
-// files they came from are returned alongside.
+// StateHeaders returns the state dir's wrapped DEKs, current first (then
+// its earlier ones), then those set aside, newest first; files names each
+// one's source.
 func StateHeaders(stateDir string) (headers [][]byte, files []string, err error) {
 	return (&stateFile{dir: stateDir}).all()
 }
 
-// PreviousHeaders returns the earlier DEKs kept in the state file, newest
-// first; none without a state dir or while it cannot be read. A custodian
-// may tell the truth about the current DEK and lie about older ones:
-// drilling these in turn catches that before the data is needed.
+// PreviousHeaders returns the earlier DEKs of the state file, newest
+// first. Drill them too: a custodian may lie only about older DEKs.
 func (e *Envelope) PreviousHeaders() [][]byte {
 	if e.life.state == nil {
 		return nil

@@ -16,39 +16,31 @@ import (
 )
 
 const (
-	// DefaultUnwrapTimeout bounds one unwrap of a DEK from the backends.
-	DefaultUnwrapTimeout = 30 * time.Second
-	// DefaultMaxUnwraps bounds the DEK unwraps in flight at once.
-	DefaultMaxUnwraps = 16
-	// failedHeaderTTL is how long a header that failed for good is
-	// refused without asking the backends again.
+	DefaultUnwrapTimeout = 30 * time.Second // see [Config.UnwrapTimeout]
+	DefaultMaxUnwraps    = 16               // see [Config.MaxUnwraps]
+	// How long a failed header is refused without asking: failed for
+	// good, or shares did not fit while a backend was out.
 	failedHeaderTTL = 5 * time.Minute
-	// mismatchTTL is how long a header whose shares did not fit, while a
-	// backend that might have fitted was out, is refused without asking.
-	mismatchTTL = 30 * time.Second
+	mismatchTTL     = 30 * time.Second
 )
 
 // ErrBusy reports that too many DEK unwraps are already waiting.
 var ErrBusy = fmt.Errorf("too many DEK unwraps in progress: %w", kmsclients.ErrUnavailable)
 
-// dekIDOffset is where the DEK id sits in an encoded header (magic,
-// version, k, n, generation, created).
+// dekIDOffset: magic, version, k, n, generation, created.
 const dekIDOffset = len(headerMagic) + 1 + 1 + 1 + 4 + 8
 
-// lookup finds the DEK of a header: in the cache, else from the [opener],
-// one unwrap per header however many callers wait for it, within a bound
-// on unwraps in flight. Headers that failed for good are refused for a
-// while without asking the backends. Each part locks itself.
+// lookup finds a header's DEK: in the cache, else one [opener] unwrap per
+// header however many wait, within a bound on unwraps in flight; failed
+// headers are refused for a while. Each part locks itself.
 type lookup struct {
 	open *opener
-	// cache is keyed by DEK id, so a header that names a known DEK but
-	// differs from the one it was sealed with is refused with no backend
-	// call: tampering with a header costs the attacker, not the backends.
+	// By DEK id: a tampered copy of a known header costs no backend call.
 	cache   *lru.Cache[[dekIDSize]byte, *dek]
 	failed  *failedHeaders
 	unwraps *limiter
 	flight  singleflight.Group
-	timeout time.Duration // bounds one unwrap, however many wait on it
+	timeout time.Duration
 	obs     Observer
 }
 
@@ -85,12 +77,11 @@ func (l *lookup) find(ctx context.Context, raw []byte) (*dek, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// One unwrap serves every caller waiting on this header, so it is not
-	// bound to the first caller's deadline: each stops waiting at its
-	// own, and an unwrap that outlives a caller still fills the cache.
+	// The unwrap serves every waiter, so it ignores the first caller's
+	// deadline and, outliving it, still fills the cache.
 	own := bytes.Clone(raw) // the flight may outlive the caller
 	ch := l.flight.DoChan(string(hash[:]), func() (any, error) {
-		// A flight that ended since the cache was read has filled it.
+		// A flight may have ended since the cache was read.
 		if d, ok := l.cached(own); ok && bytes.Equal(d.header, own) {
 			return d, nil
 		}
@@ -107,8 +98,8 @@ func (l *lookup) find(ctx context.Context, raw []byte) (*dek, error) {
 	}
 }
 
-// unwrap opens h within the unwrap bound and caches the DEK, or
-// remembers why it failed.
+// unwrap opens h within the bounds and caches the DEK, or remembers why
+// it failed.
 func (l *lookup) unwrap(ctx context.Context, raw []byte, h *Header, hash [32]byte) (*dek, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
@@ -125,9 +116,7 @@ func (l *lookup) unwrap(ctx context.Context, raw []byte, h *Header, hash [32]byt
 	case errors.Is(err, ErrInvalid) && !errors.Is(err, kmsclients.ErrUnavailable):
 		l.failed.add(hash, err, failedHeaderTTL)
 	case errors.As(err, &qe) && qe.Mismatch && qe.Unanswered > 0:
-		// k shares did not fit while a backend that might have fitted
-		// was out: retrying may work once it is back (a probe that sees
-		// a change forgets this), but a replayed header must not hold
+		// May open once the backend is back, but a replay must not hold
 		// each caller for the grace again.
 		l.failed.add(hash, err, mismatchTTL)
 	}
@@ -145,13 +134,11 @@ func (l *lookup) cached(raw []byte) (*dek, bool) {
 // add caches d, replacing any DEK of the same id.
 func (l *lookup) add(d *dek) { l.cache.Add(d.parsed.DEKID, d) }
 
-// forgetFailures forgets every failed header: a backend's key changed
-// (a key file put back, a key restored), so they may open now.
+// forgetFailures: a backend's key changed, so failed headers may open now.
 func (l *lookup) forgetFailures() { l.failed.seen.Purge() }
 
-// failedHeaders remembers, for a while, headers that could not be opened
-// for a reason retrying would not change, and why, so that replaying one
-// costs no backend call. Bounded: the oldest are forgotten first.
+// failedHeaders remembers, for a while, headers that failed and why, so
+// that a replay costs no backend call. An LRU: bounded.
 type failedHeaders struct {
 	seen *lru.Cache[[32]byte, failure]
 	now  func() time.Time
@@ -185,9 +172,8 @@ func (f *failedHeaders) recent(hash [32]byte) error {
 	return got.err
 }
 
-// limiter bounds the unwraps in flight. Callers beyond the bound wait for
-// a slot; callers beyond four times the bound are refused at once, so a
-// flood of distinct headers cannot queue unbounded work.
+// limiter bounds unwraps in flight; past four times as many waiting it
+// refuses, so a flood of distinct headers cannot queue unbounded work.
 type limiter struct {
 	slots      chan struct{}
 	waiting    atomic.Int64

@@ -13,19 +13,16 @@ import (
 	"github.com/trousseau-io/trousseau/split"
 )
 
-// opener recovers the DEK of a header from the backends: it unwraps the
-// shares, combines k that fit and checks the header's commitment. It keeps
-// no DEK; it only remembers, for reports, which custodians lied
-// ([suspects] lock themselves). Safe for concurrent use.
+// opener recovers a header's DEK from the backends (unwrap, combine,
+// verify). It keeps no DEK, only which custodians lied, for reports.
 type opener struct {
 	backends     map[string]kmsclients.Backend // by name, fixed at [New]
 	minThreshold int
 	log          *slog.Logger
 	obs          Observer
 	probes       *probeView
-	liars        suspects // backends caught returning shares that do not fit
-	// disagreements: DEKs whose custodians disagreed without a liar
-	// being provable (warned once each).
+	liars        suspects // caught returning shares that do not fit
+	// disagreements: DEKs whose custodians disagreed, no liar provable.
 	disagreements suspects
 }
 
@@ -43,9 +40,8 @@ func newOpener(cfg Config, log *slog.Logger, obs Observer, probes *probeView) (*
 	return o, nil
 }
 
-// parse parses a header and refuses one below the threshold floor, before
-// any backend is asked: whoever can wrap for one backend could otherwise
-// write a 1-of-1 header.
+// parse refuses a header below the threshold floor before any backend is
+// asked: whoever can wrap for one backend could write a 1-of-1 header.
 func (o *opener) parse(raw []byte) (*Header, error) {
 	h, err := ParseHeader(raw)
 	if err != nil {
@@ -57,9 +53,8 @@ func (o *opener) parse(raw []byte) (*Header, error) {
 	return h, nil
 }
 
-// open recovers and verifies the DEK of a parsed header; the caller
-// caches it. With authOnly, only shares that prove who made them are
-// combined.
+// open recovers and verifies h's DEK; the caller caches it. With authOnly,
+// only shares that prove who made them are combined.
 func (o *opener) open(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {
 	key, authenticated, err := o.recoverDEK(ctx, h, raw, authOnly)
 	if err != nil {
@@ -80,20 +75,12 @@ type shareResult struct {
 	err     error
 }
 
-// recoverDEK asks every backend of the header for its share at once and
-// returns the DEK as soon as k shares combine to the committed key. Slow
-// or dead backends cost nothing once a quorum has answered: their calls
-// are cancelled. With authOnly, shares from backends that wrap with a
-// public key are not asked for (see [lifecycle.unlockCurrent]).
-//
-// It also gives up early. Once too few backends are left to make k good
-// shares, or k shares are in and no k of them fit the commitment (a
-// backend lied, or the header was tampered with), the backends still out
-// get as long again as recovery has taken so far, not the whole deadline:
-// a tampered header cannot hold a caller as long as a dead backend can.
-//
-// authenticated reports whether the shares that made the DEK all came from
-// backends that wrap with a secret key (proof that a custodian made it).
+// recoverDEK asks every backend at once and returns the DEK as soon as k
+// shares combine to the committed key; slower calls are cancelled. With
+// authOnly, public-key backends are not asked ([lifecycle.unlockCurrent]).
+// It gives up early ([graceFor]) so that a tampered header cannot hold a
+// caller as long as a dead backend can. authenticated: k of the fitting
+// shares came from secret-key backends.
 func (o *opener) recoverDEK(ctx context.Context, h *Header, raw []byte, authOnly bool) (key []byte, authenticated bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -103,8 +90,7 @@ func (o *opener) recoverDEK(ctx context.Context, h *Header, raw []byte, authOnly
 	rc.ask(ctx, authOnly)
 	found := rc.collect(ctx)
 	if found.Secret == nil && !rc.final && !rc.tampered && ctx.Err() == nil {
-		// No more shares will come: the DEK may still be among polynomials
-		// through exactly k of those in, left out while more could come.
+		// Polynomials through exactly k shares, skipped while more could come.
 		if last, err := o.combine(ctx, h, raw, rc.good, true); err == nil {
 			found = last
 		}
@@ -123,14 +109,14 @@ type recovery struct {
 	start    time.Time
 	results  chan shareResult
 	failures map[string]error // by backend
-	out      map[string]bool  // backends asked that have not answered
+	out      map[string]bool  // asked, not answered
 	good     []split.Share
 	tampered bool // more than k shares agree, but not with the header
-	final    bool // the last combine saw every share that will come
+	final    bool // the last combine saw every share
 }
 
-// ask starts one unwrap per share of the header, but for public-key
-// backends when authOnly.
+// ask starts one unwrap per share (none for public-key backends when
+// authOnly).
 func (rc *recovery) ask(ctx context.Context, authOnly bool) {
 	for _, ws := range rc.h.Shares {
 		if b := rc.o.backends[ws.Backend]; authOnly && b != nil && kmsclients.IsPublicWrap(b) {
@@ -142,8 +128,8 @@ func (rc *recovery) ask(ctx context.Context, authOnly bool) {
 	}
 }
 
-// collect takes answers until k shares fit the header, until more cannot
-// help, or until the grace for the backends still out ends ([graceFor]).
+// collect takes answers until k shares fit, more cannot help, or the
+// [graceFor] the backends still out ends.
 func (rc *recovery) collect(ctx context.Context) split.Decoded {
 	var grace <-chan time.Time
 	for pending := len(rc.out); pending > 0; {
@@ -168,8 +154,7 @@ func (rc *recovery) collect(ctx context.Context) split.Decoded {
 	return split.Decoded{}
 }
 
-// take records one answer and combines the shares in; stop reports that
-// more answers cannot help (the header is tampered with, or ctx is done).
+// take records one answer and combines; stop: more answers cannot help.
 func (rc *recovery) take(ctx context.Context, r shareResult, last bool) (found split.Decoded, stop bool) {
 	delete(rc.out, r.backend)
 	if r.err != nil {
@@ -208,24 +193,15 @@ func (rc *recovery) wipe() {
 	}
 }
 
-// graceFor says how long to go on waiting for the backends still out, or
-// nil to wait for all of them (under the caller's deadline).
-//
-//   - Too few left to make k good shares: waiting cannot help; the grace
-//     only lets late answers into the report.
-//   - k shares in that do not fit: a backend lied or the header was
-//     tampered with. A liar must not make a slower honest backend miss
-//     the quorum (a key file answers in microseconds, a cloud KMS in a
-//     hundred milliseconds), so the rest get at least minMismatchGrace;
-//     but a tampered header with a dark backend must not hold the caller
-//     for its whole deadline. The probe's view of the backends still out
-//     does not shorten this: a probe can miss a backend that answers
-//     unwraps, and a liar must not use that to deny data that k honest
-//     backends can still open. (A header refused after the grace is then
-//     refused for a while without asking: see [lookup.unwrap].)
-//
-// With too few left, and every backend still out found down by the last
-// probe (upOut false), there is nothing to wait for at all.
+// graceFor says how long to wait for the backends still out, or nil for
+// all of them (under the caller's deadline).
+//   - Too few left for k: the grace only lets late answers into the
+//     report; none if the last probe saw them all down (upOut false).
+//   - k shares in that do not fit (a liar or a tampered header): at least
+//     minMismatchGrace, so a fast liar cannot make a slower honest backend
+//     miss the quorum, yet a dark backend cannot hold the caller to its
+//     deadline. The probe's view does not shorten this: a probe can miss a
+//     backend that answers unwraps, and a liar must not exploit that.
 func graceFor(k, good, pending int, elapsed time.Duration, upOut bool) <-chan time.Time {
 	switch {
 	case good+pending < k && !upOut:
@@ -274,10 +250,9 @@ func (o *opener) unwrapShare(ctx context.Context, h *Header, ws WrappedShare) sh
 	return res
 }
 
-// combine looks for the DEK the header commits to among the shares in
-// (see [split.Decode], or [split.DecodeSoFar] while more shares may
-// come); when it is found,
-// the shares in that are not on it are reported. The error is ctx's.
+// combine looks for the committed DEK among good ([split.Decode], or
+// [split.DecodeSoFar] while more may come) and reports misfits. The error
+// is ctx's.
 func (o *opener) combine(ctx context.Context, h *Header, raw []byte, good []split.Share, final bool) (split.Decoded, error) {
 	if len(good) < h.Threshold {
 		return split.Decoded{}, nil
@@ -293,11 +268,9 @@ func (o *opener) combine(ctx context.Context, h *Header, raw []byte, good []spli
 	return found, err
 }
 
-// reportMisfits names the backends whose shares are not on the DEK's
-// polynomial, and reports whether it could: only when enough shares fit
-// to prove them wrong (split.NamingQuorum). With fewer, k-1 colluding
-// custodians could have made the fitting set themselves, and naming the
-// others would blame honest ones; that is said once per DEK instead.
+// reportMisfits names backends whose shares are off the DEK's polynomial,
+// only when [split.NamingQuorum] shares fit: with fewer, k-1 colluders
+// could have made the fitting set and would get honest ones blamed.
 func (o *opener) reportMisfits(h *Header, good []split.Share, fit []int) (named bool) {
 	var misfits []int
 	for _, s := range good {
@@ -323,9 +296,8 @@ func (o *opener) reportMisfits(h *Header, good []split.Share, fit []int) (named 
 	return named
 }
 
-// shareMismatch reports a backend whose share is not on a DEK that other
-// backends' shares proved: a lying or broken custodian, eating the
-// margin of n-k silently unless named.
+// shareMismatch names a lying or broken custodian, which would otherwise
+// eat the n-k margin silently.
 func (o *opener) shareMismatch(h *Header, index int) {
 	backend, keyID := h.Shares[index-1].Backend, h.KeyID()
 	level := slog.LevelWarn
@@ -339,8 +311,8 @@ func (o *opener) shareMismatch(h *Header, index int) {
 	}
 }
 
-// suspects remembers which backend returned a share that did not fit
-// which DEK; safe for concurrent use, bounded by maxSuspects.
+// suspects remembers (backend, key_id) pairs of shares that did not fit,
+// up to maxSuspects.
 type suspects struct {
 	mu   sync.Mutex
 	seen map[[2]string]bool // backend, key_id
@@ -377,14 +349,14 @@ func (s *suspects) list() []string {
 	return out
 }
 
-// ShareMismatchObserver is an [Observer] that also counts shares that did
-// not fit a recovered DEK, by backend.
+// ShareMismatchObserver is an [Observer] that also counts, by backend,
+// shares that did not fit a recovered DEK.
 type ShareMismatchObserver interface {
 	ShareMismatch(backend string)
 }
 
-// secretKeyShares reports whether k of the shares (by index) came from
-// backends that wrap with a secret key: then custodians made the DEK.
+// secretKeyShares reports whether k of the shares came from secret-key
+// backends, proving custodians made the DEK.
 func (o *opener) secretKeyShares(h *Header, indexes []int) bool {
 	n := 0
 	for _, i := range indexes {

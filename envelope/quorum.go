@@ -10,26 +10,19 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// QuorumError says why a DEK could not be recovered, backend by backend.
-// It never holds key material.
+// QuorumError says, backend by backend, why a DEK could not be
+// recovered. It never holds key material.
 type QuorumError struct {
 	Threshold int
-	Backends  int              // n: backends in the header
-	Unwrapped []string         // backends whose shares came back, too few (or not fitting)
-	Failures  map[string]error // by backend name
-	// Mismatch is set when k or more shares came back but no k of them
-	// fit the header's commitment: a lying backend, or a tampered header.
-	Mismatch bool
-	// Tampered is set when more than k shares agree with each other but
-	// not with the header's commitment: the header was tampered with (or
-	// that many custodians collude), so no backend is to blame.
-	Tampered bool
-	// Suspects are the backends caught earlier returning a share that
-	// did not fit a DEK: the likely cause of a Mismatch.
-	Suspects []string
-	// Unanswered counts backends that had not answered when recovery
-	// gave up (too few left to reach k, or shares that did not fit).
-	Unanswered int
+	Backends  int              // n
+	Unwrapped []string         // whose shares came back
+	Failures  map[string]error // by backend
+	Mismatch  bool             // k shares came back, no k fit: a liar or tampering
+	// Tampered: more than k shares agree, but not with the header, so no
+	// backend is to blame.
+	Tampered   bool
+	Suspects   []string // caught before returning shares that did not fit
+	Unanswered int      // still out when recovery gave up
 	kind       error
 }
 
@@ -65,31 +58,28 @@ func (e *QuorumError) Error() string {
 	return msg
 }
 
-// Unwrap makes errors.Is(err, kmsclients.ErrUnavailable) true when
-// backends being down explain the failure (retrying later may work), and
-// errors.Is(err, ErrInvalid) when they cannot.
+// Unwrap is [kmsclients.ErrUnavailable] when backends being down explain
+// the failure (a retry may work), [ErrInvalid] when they cannot, or the
+// context's error.
 func (e *QuorumError) Unwrap() error { return e.kind }
 
-// errPublicWrap: a share wrapped with a public key, not counted as proof
-// that Trousseau made the DEK.
+// errPublicWrap: a public-key share proves nothing of who made the DEK.
 var errPublicWrap = errors.New("wrapped with a public key: not proof of who made this DEK")
 
-// newQuorumError explains a failed recovery. unanswered counts backends
-// still being asked when recovery gave up: they count as down.
+// newQuorumError explains a failed recovery; unanswered backends count
+// as down.
 func newQuorumError(ctx context.Context, h *Header, failures map[string]error, unwrapped []string, unanswered int, tampered bool) *QuorumError {
 	got := len(unwrapped)
 	qe := &QuorumError{Threshold: h.Threshold, Backends: len(h.Shares), Unwrapped: unwrapped, Failures: failures,
 		Mismatch: got >= h.Threshold, Tampered: tampered, Unanswered: unanswered}
-	// Could the backends that did not answer have made a quorum?
-	// A backend named in the header but not configured is neither: the
-	// name may have been tampered with, or the operator removed it.
+	// Could the silent backends have made a quorum? One not configured
+	// cannot: its name may be tampered with, or it was removed.
 	transient := unanswered
 	for _, err := range failures {
 		if errors.Is(err, errNotConfigured) || errors.Is(err, errPublicWrap) {
 			continue
 		}
-		// A backend whose key is unusable (ErrInvalidKey) may hold a
-		// good share once its key is put back.
+		// ErrInvalidKey: may work once its key is put back.
 		if k := kmsclients.Kind(err); k == "unavailable" || k == "permission" || k == "deadline" || k == "canceled" || k == "other" || errors.Is(err, kmsclients.ErrInvalidKey) {
 			transient++
 		}
@@ -100,8 +90,7 @@ func newQuorumError(ctx context.Context, h *Header, failures map[string]error, u
 	case tampered:
 		qe.kind = ErrInvalid
 	case qe.Mismatch && transient > 0:
-		// Shares did not fit, but a backend that did not answer might
-		// have made a fitting set: retrying may work.
+		// A silent backend might have made a fitting set.
 		qe.kind = kmsclients.ErrUnavailable
 	case !qe.Mismatch && got+transient >= h.Threshold:
 		qe.kind = kmsclients.ErrUnavailable
