@@ -6,15 +6,8 @@ import (
 	"time"
 )
 
-// Several control-plane nodes, each with its own plugin and state dir,
-// must report one key_id: kube-apiserver treats data under any other
-// key_id as stale. There is no shared store to agree through, but every
-// object carries the header of its DEK, and each node's kube-apiserver
-// reads (through its watch cache) what the others write. So DEKs are
-// totally ordered (generation, then DEK id), and a node that decrypts a
-// DEK newer than its own current one adopts it, if it could have made
-// that DEK itself. A rotation takes the highest generation seen plus one,
-// so nodes move forward together and never back.
+// Nodes agree on one key_id by adopting the newest DEK they decrypt
+// (docs/how-it-works.md, "Several control-plane nodes").
 
 // Origins of the current DEK, for status and metrics.
 const (
@@ -31,7 +24,7 @@ type CurrentInfo struct {
 	Since      time.Time // when it became current on this node
 }
 
-// newer reports whether a comes after b in the order of DEKs.
+// newer orders DEKs by generation, then DEK id.
 func newer(a, b *Header) bool {
 	if a.Generation != b.Generation {
 		return a.Generation > b.Generation
@@ -39,17 +32,13 @@ func newer(a, b *Header) bool {
 	return bytes.Compare(a.DEKID[:], b.DEKID[:]) > 0
 }
 
-// adoptRetry is how often a newer cached DEK that was not adopted is
-// considered again (the node was not ready, a confirming backend was
-// down, the save failed, or the probes had not seen its keys yet).
+// adoptRetry is how often a newer DEK not adopted is considered again.
 const adoptRetry = 10 * time.Second
 
-// considerAdoption is told of every DEK Decrypt finds. It never delays
-// the caller: adoption (a state save, maybe a second unwrap) runs in the
-// background, at most once per [adoptRetry] for a DEK. Only a DEK this
-// node could have made, confirmed by k secret-key custodians, counts
-// towards the generations seen: one built from public keys must not push
-// this node's rotations.
+// considerAdoption is told of every DEK Decrypt finds. Adoption (a save,
+// maybe an unwrap) runs in the background, at most once per [adoptRetry]
+// for a DEK. Only a confirmed DEK counts towards the generations seen: one
+// built from public keys must not push this node's rotations.
 func (l *lifecycle) considerAdoption(d *dek) {
 	cur := l.cur.get()
 	if cur == nil || !newer(d.parsed, cur.parsed) {
@@ -65,7 +54,7 @@ func (l *lifecycle) considerAdoption(d *dek) {
 		return
 	}
 	if !l.adopting.CompareAndSwap(false, true) {
-		return // one adoption at a time; this DEK is tried again later
+		return // one at a time; tried again later
 	}
 	go func() {
 		defer l.adopting.Store(false)
@@ -75,11 +64,9 @@ func (l *lifecycle) considerAdoption(d *dek) {
 	}()
 }
 
-// notAdoptable says why this node could not have made h, or "". A DEK
-// that anyone who can write etcd may plant becomes the key of new writes
-// if adopted, so it must be one this node would make: the configured
-// backends in order, the configured threshold, the key identities this
-// node's probes see, and a config in which k custodians prove authorship.
+// notAdoptable says why this node could not have made h, or "". An
+// adopted DEK seals new writes and anyone who writes etcd can plant one,
+// so it must match config and probed keys, with k custodians proving it.
 func (l *lifecycle) notAdoptable(h *Header) string {
 	if reason := l.differsFromConfig(h, l.probes.keys()); reason != "" {
 		return "this node would not make it: " + reason
@@ -90,9 +77,8 @@ func (l *lifecycle) notAdoptable(h *Header) string {
 	return ""
 }
 
-// adopt makes d current after checking again. A DEK whose shares for
-// Decrypt included a public-key wrap is unwrapped again from secret-key
-// backends only.
+// adopt makes d current after checking again; a DEK not authenticated is
+// unwrapped again from secret-key backends only.
 func (r *rotation) adopt(d *dek) {
 	if _, cur := r.cur.wrapped(); cur == nil || !newer(d.parsed, cur) {
 		return

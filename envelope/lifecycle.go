@@ -9,21 +9,20 @@ import (
 	"time"
 )
 
-// lifecycle owns the current DEK: it makes, unlocks, rotates and adopts
-// it, and keeps it in the state file. Changes of DEK run one at a time as
-// a [rotation]; Encrypt and status read [currentDEK].
+// lifecycle owns the current DEK and the state file. Changes of DEK run
+// one at a time as a [rotation]; Encrypt and status read [currentDEK].
 type lifecycle struct {
 	cfg    Config
 	log    *slog.Logger
 	obs    Observer
 	open   *opener
-	keep   func(*dek) // caches a DEK made or unlocked here ([lookup.add])
+	keep   func(*dek) // [lookup.add]
 	probes *probeView
-	state  *stateFile // nil keeps the DEK in memory only
+	state  *stateFile // nil: in memory only
 
 	cur      currentDEK
 	rotation rotationLock
-	adopting atomic.Bool // an adoption runs in the background (see considerAdoption)
+	adopting atomic.Bool // an adoption runs in the background
 }
 
 func newLifecycle(cfg Config, log *slog.Logger, obs Observer, open *opener, keep func(*dek), probes *probeView) (*lifecycle, error) {
@@ -43,24 +42,20 @@ func newLifecycle(cfg Config, log *slog.Logger, obs Observer, open *opener, keep
 	return l, nil
 }
 
-// rotationLock lets one change of the current DEK run at a time. The
-// changes are methods of [rotation], which only [lifecycle.lock] hands
-// out: holding one means holding the lock.
+// rotationLock lets one change of DEK run at a time: changes are methods
+// of [rotation], which only [lifecycle.lock] hands out.
 type rotationLock struct {
 	mu sync.Mutex
 	r  rotation
 }
 
-// rotation is a change of the current DEK under way (a rotation, an
-// unlock, an adoption), with what such changes keep between them.
+// rotation is a change of DEK under way (rotate, unlock, adopt).
 type rotation struct {
 	*lifecycle
-	// replacing is the key id of a stored DEK set aside as unusable and
-	// not replaced yet.
-	replacing string
+	replacing string // key id of a DEK set aside, not replaced yet
 }
 
-// lock takes the rotation lock; the caller calls unlock when done.
+// lock takes the rotation lock until unlock.
 func (l *lifecycle) lock() (r *rotation, unlock func()) {
 	l.rotation.mu.Lock()
 	return &l.rotation.r, l.rotation.mu.Unlock
@@ -101,7 +96,7 @@ func (r *rotation) prepare(ctx context.Context) error {
 // setCurrent makes d the current DEK.
 func (r *rotation) setCurrent(d *dek, origin string) { r.cur.set(d, origin, r.cfg.Now()) }
 
-// openAndKeep recovers the DEK of a parsed header and caches it.
+// openAndKeep recovers h's DEK and caches it.
 func (l *lifecycle) openAndKeep(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {
 	d, err := l.open.open(ctx, raw, h, authOnly)
 	if err == nil {
@@ -110,18 +105,16 @@ func (l *lifecycle) openAndKeep(ctx context.Context, raw []byte, h *Header, auth
 	return d, err
 }
 
-// currentDEK is the current DEK and the generations seen. Encrypt and
-// status read it; only a [rotation] changes it.
+// currentDEK is the current DEK and the generations seen; only a
+// [rotation] changes it.
 type currentDEK struct {
-	mu     sync.RWMutex
-	d      *dek      // nil until created or unlocked
-	header []byte    // the wrapped current DEK, known even while locked
-	parsed *Header   // parsed header
-	origin string    // how d became current (OriginMade, ...)
-	since  time.Time // and when
-	// highestGen is the highest generation made here, unlocked or
-	// confirmed for adoption.
-	highestGen uint32
+	mu         sync.RWMutex
+	d          *dek   // nil until created or unlocked
+	header     []byte // known even while locked
+	parsed     *Header
+	origin     string // OriginMade, ...
+	since      time.Time
+	highestGen uint32 // made here, unlocked or confirmed for adoption
 }
 
 func (c *currentDEK) get() *dek {
@@ -162,8 +155,8 @@ func (c *currentDEK) info() CurrentInfo {
 	return CurrentInfo{KeyID: c.d.keyID, Generation: c.d.parsed.Generation, Origin: c.origin, Since: c.since}
 }
 
-// load records the stored header, still locked. Its generation is not
-// noted: the header may be anyone's until unlocked.
+// load records the stored header, still locked; its generation is not
+// noted, since it may be anyone's until unlocked.
 func (c *currentDEK) load(raw []byte, h *Header) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -191,9 +184,7 @@ func (c *currentDEK) noteGeneration(g uint32) {
 	c.highestGen = max(c.highestGen, g)
 }
 
-// nextGeneration is the generation of a new DEK: above every DEK made
-// here, unlocked or confirmed (the stored header before it is unlocked
-// may be anyone's, so it does not count).
+// nextGeneration is above every DEK made here, unlocked or confirmed.
 func (c *currentDEK) nextGeneration() uint32 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()

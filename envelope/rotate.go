@@ -13,10 +13,9 @@ import (
 	"github.com/trousseau-io/trousseau/split"
 )
 
-// Rotate makes a new DEK, wrapped by every configured backend with its
-// current key, and makes it current. If any backend cannot wrap its share
-// the rotation is abandoned as a whole: the current DEK stays in use and
-// nothing is half-done. Data sealed under older DEKs stays readable.
+// Rotate makes a new DEK, wrapped by every backend's current key, and
+// makes it current. If any backend fails, nothing changes. Data sealed
+// under older DEKs stays readable.
 func (e *Envelope) Rotate(ctx context.Context, reason string) error {
 	r, unlock := e.life.lock()
 	defer unlock()
@@ -25,7 +24,7 @@ func (e *Envelope) Rotate(ctx context.Context, reason string) error {
 
 func (r *rotation) rotate(ctx context.Context, reason string) (err error) {
 	defer func() { r.obs.Rotation(err) }()
-	r.log.Debug("making a DEK", "reason", reason) // "DEK rotated", "first DEK created", or the caller says how it went
+	r.log.Debug("making a DEK", "reason", reason) // the outcome is logged below or by the caller
 	d, err := r.makeDEK(ctx, reason)
 	if err != nil {
 		return err
@@ -39,7 +38,7 @@ func (r *rotation) rotate(ctx context.Context, reason string) (err error) {
 	r.keep(d)
 	msg := "DEK rotated"
 	if !r.cur.ready() {
-		msg = "first DEK created" // nothing was rotated out
+		msg = "first DEK created"
 	}
 	r.setCurrent(d, OriginMade)
 	h := d.parsed
@@ -47,8 +46,7 @@ func (r *rotation) rotate(ctx context.Context, reason string) (err error) {
 	return nil
 }
 
-// makeDEK makes a DEK of the next generation and has every backend wrap
-// its share.
+// makeDEK makes a DEK of the next generation, wrapped by every backend.
 func (l *lifecycle) makeDEK(ctx context.Context, reason string) (*dek, error) {
 	key := make([]byte, dekSize)
 	defer clear(key)
@@ -69,7 +67,7 @@ func (l *lifecycle) makeDEK(ctx context.Context, reason string) (*dek, error) {
 		}
 	}()
 	if h.Shares, err = l.wrapAll(ctx, h, shares); err != nil {
-		// Debug only: callers say it (the prober once per cause).
+		// Debug: callers log it (the prober once per cause).
 		l.log.Debug("DEK rotation postponed", "reason", reason, "error", err)
 		return nil, fmt.Errorf("rotation postponed: %w", err)
 	}
@@ -116,18 +114,14 @@ func (l *lifecycle) wrapAll(ctx context.Context, h *Header, shares []split.Share
 	}
 	if len(failed) > 0 {
 		sort.Strings(failed)
-		// Summarize keeps each error for errors.As: /readyz names the
-		// backends and kinds, not the text.
+		// Summarize keeps each error for errors.As (/readyz shows kinds).
 		return nil, kmsclients.Summarize(fmt.Sprintf("a new DEK needs all %d backends, %d failed: %s", len(shares), len(failed), strings.Join(failed, "; ")), errs...)
 	}
 	return out, checkDistinctKeys(l.cfg.Backends, out)
 }
 
-// checkDistinctKeys refuses two shares wrapped by the same key: whoever
-// holds that key would hold two shares, and k-of-n would not mean k
-// custodians. Keys are compared by what the backend says names the key
-// material (kmsclients.CustodianKey), so one key reached two ways counts
-// once.
+// checkDistinctKeys refuses two shares under one key: its holder would
+// hold two. [kmsclients.CustodianKey] counts a key reached two ways once.
 func checkDistinctKeys(backends []kmsclients.Backend, shares []WrappedShare) error {
 	seen := map[string]string{}
 	for i, s := range shares {
@@ -140,13 +134,11 @@ func checkDistinctKeys(backends []kmsclients.Backend, shares []WrappedShare) err
 	return nil
 }
 
-// RotationDue says why the current DEK should be replaced, or "" if it
-// should not. observed maps backend names to the key identity their last
-// probe reported (backends missing from it are not judged).
+// RotationDue says why the current DEK should be replaced, or "".
+// observed maps backends to the key identity their probe saw (missing
+// ones are not judged).
 func (e *Envelope) RotationDue(observed map[string]string) string {
 	if observed != nil && e.probes.update(observed) {
-		// A backend's key changed (a key file put back, a key
-		// restored): headers that failed may open now.
 		e.lookup.forgetFailures()
 		e.life.reportAuthenticationGap()
 		e.life.logKeyChanges(observed)
@@ -171,9 +163,8 @@ func (l *lifecycle) rotationDue(observed map[string]string) string {
 	return ""
 }
 
-// logKeyChanges logs, with both key identities, each backend whose probe
-// reports another key than the one that wrapped its share of the current
-// DEK. The reason RotationDue gives names the backend only: /readyz
+// logKeyChanges logs both key identities of each backend whose key
+// changed; RotationDue's reason names only the backend, since /readyz
 // shows it to anyone who reaches the health port.
 func (l *lifecycle) logKeyChanges(observed map[string]string) {
 	_, cur := l.cur.wrapped()
@@ -187,8 +178,7 @@ func (l *lifecycle) logKeyChanges(observed map[string]string) {
 	}
 }
 
-// configChange says how the configured threshold or backends differ from
-// those of the current DEK, or "".
+// configChange says how the config differs from the current DEK's, or "".
 func (l *lifecycle) configChange() string {
 	_, cur := l.cur.wrapped()
 	if cur == nil {
@@ -198,9 +188,7 @@ func (l *lifecycle) configChange() string {
 }
 
 // differsFromConfig says how h differs from a DEK this node would make
-// now, or "": another threshold, other backends or another order, or a
-// key other than the one its probes see (observed, by backend; backends
-// missing from it are not judged).
+// now (threshold, backends and order, observed keys), or "".
 func (l *lifecycle) differsFromConfig(h *Header, observed map[string]string) string {
 	if h.Threshold != l.cfg.Threshold {
 		return fmt.Sprintf("threshold changed from %d to %d", h.Threshold, l.cfg.Threshold)

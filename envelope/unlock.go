@@ -10,12 +10,10 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// unlockCurrent opens the stored current DEK. It will seal every new
-// write, so it needs more than Decrypt does: when k or more configured
-// backends wrap with a secret key, only their shares are combined. A share
-// wrapped with a public key (RSA-OAEP) keeps the share secret but could
-// have been made by anyone who holds that key and can write the state
-// file; counting it would let them choose the key that seals new Secrets.
+// unlockCurrent opens the stored DEK, which will seal new writes: when k
+// backends wrap with a secret key, only their shares count. A public-key
+// (RSA-OAEP) share could be made by anyone who can write the state file,
+// letting them choose the key that seals new Secrets.
 func (l *lifecycle) unlockCurrent(ctx context.Context, raw []byte) (*dek, error) {
 	h, err := l.open.parse(raw)
 	if err != nil {
@@ -23,16 +21,14 @@ func (l *lifecycle) unlockCurrent(ctx context.Context, raw []byte) (*dek, error)
 	}
 	secret, unknown := countSecretKey(l.cfg.Backends)
 	if secret < l.cfg.Threshold && secret+unknown >= l.cfg.Threshold {
-		// Whether shares prove authorship depends on key types not read
-		// yet: relaxing the check on a guess would let a public-key
-		// share count. Wait for the backends to answer.
+		// Relaxing on a guess could let a public-key share count: wait.
 		return nil, fmt.Errorf("the key type of %d backend(s) is not known yet (no answer so far), so it cannot be told which shares prove who made the stored DEK: %w", unknown, kmsclients.ErrUnavailable)
 	}
 	return l.openAndKeep(ctx, raw, h, secret >= l.cfg.Threshold)
 }
 
-// countSecretKey counts the backends known to wrap with a secret key, and
-// those whose kind of wrap is not known yet.
+// countSecretKey counts backends known to wrap with a secret key, and
+// those not known yet.
 func countSecretKey(backends []kmsclients.Backend) (secret, unknown int) {
 	for _, b := range backends {
 		switch {
@@ -45,16 +41,13 @@ func countSecretKey(backends []kmsclients.Backend) (secret, unknown int) {
 	return secret, unknown
 }
 
-// AuthenticationGap says, when fewer than k of the backends wrap with a
-// secret key, what that means for the operator; "" otherwise. Shares
-// wrapped with a public key prove nothing about who made a DEK, so with
-// k or more such backends whoever holds their public keys and can write
-// etcd or the state dir can make headers the plugin accepts.
+// AuthenticationGap explains to the operator, when fewer than k backends
+// wrap with a secret key, that public keys let others build accepted
+// headers; "" otherwise.
 func AuthenticationGap(k int, backends []kmsclients.Backend) string {
 	var public []string
 	for _, b := range backends {
-		// A kind of wrap not known yet is not reported as public here: this
-		// is what the operator is told; decisions use countSecretKey.
+		// Unknown kinds are not reported; decisions use countSecretKey.
 		if kmsclients.WrapKindKnown(b) && kmsclients.IsPublicWrap(b) {
 			public = append(public, b.Name())
 		}
@@ -70,9 +63,8 @@ func AuthenticationGap(k int, backends []kmsclients.Backend) string {
 		len(backends)-len(public), len(backends), k, strings.Join(public, ", "), max(0, k-len(public)))
 }
 
-// reportAuthenticationGap logs AuthenticationGap once each time it
-// changes. It runs after probes, since some backends (Vault) learn their
-// key type only from their first answer.
+// reportAuthenticationGap logs a changed [AuthenticationGap]. It runs
+// after probes: Vault learns its key type from its first answer.
 func (l *lifecycle) reportAuthenticationGap() {
 	gap := AuthenticationGap(l.cfg.Threshold, l.cfg.Backends)
 	if l.probes.gapChanged(gap) && gap != "" {
@@ -80,12 +72,10 @@ func (l *lifecycle) reportAuthenticationGap() {
 	}
 }
 
-// replaceUnusable decides what to do when the stored DEK does not unlock.
-// While backends are down, waiting may help: the error is returned and
-// Prepare is tried again later. When every backend answered and the DEK
-// still does not unlock (key files replaced, the header damaged), it
-// never will: a new DEK is made so that the node is not stuck, and the
-// old state is kept aside for the day its keys come back.
+// replaceUnusable handles a stored DEK that does not unlock. While
+// backends are down the error is returned (Prepare retries). With every
+// backend answering it never will: the state is set aside for when its
+// keys come back, and a new DEK keeps the node from being stuck.
 func (r *rotation) replaceUnusable(ctx context.Context, cause error) error {
 	if !errors.Is(cause, ErrInvalid) || errors.Is(cause, kmsclients.ErrUnavailable) || ctx.Err() != nil {
 		return fmt.Errorf("unlock current DEK: %w", cause)
@@ -101,25 +91,19 @@ func (r *rotation) replaceUnusable(ctx context.Context, cause error) error {
 		}
 		r.log.Error("the unusable DEK's state is kept", "key_id", keyID, "file", aside)
 	}
-	// Once set aside, it is forgotten here: if the new DEK cannot be made
-	// now, later tries make one without setting the old aside again.
 	r.obs.DEKUnusable()
-	// Its generation is not noted: nothing proves the header genuine, and
-	// a state-dir writer could otherwise push the next one to the end of
-	// the order.
+	// Forgotten, so later tries do not set it aside again. Its generation
+	// is not noted: a state-dir writer could push the next to the end.
 	r.cur.forget()
 	r.replacing = keyID
 	return r.rotate(ctx, "the stored DEK "+keyID+" cannot be unlocked")
 }
 
-// replaceForConfig replaces a stored DEK made for another backend set or
-// threshold with a new one from all n backends. Until all n answer, the
-// stored DEK serves only if the config is no stricter than its own (the
-// same k, every backend holding a share still configured) and it unlocks
-// as a matching one would: adding an unreachable custodian does not stop
-// writes, while raising k or dropping a (perhaps compromised) custodian
-// seals no more writes under the old DEK. RotationDue keeps asking for
-// the new DEK.
+// replaceForConfig replaces a DEK made for another config with a new one.
+// Until all n answer, the old DEK serves only if the config is no stricter
+// (same k, none of its backends dropped): adding an unreachable custodian
+// does not stop writes, but raising k or dropping a (perhaps compromised)
+// custodian stops the old DEK sealing. RotationDue keeps asking.
 func (r *rotation) replaceForConfig(ctx context.Context, raw []byte, reason string) error {
 	err := r.rotate(ctx, reason)
 	if err == nil {
@@ -141,9 +125,8 @@ func (r *rotation) replaceForConfig(ctx context.Context, raw []byte, reason stri
 	return nil
 }
 
-// stricterThan says how the configuration is stricter than the one h was
-// made for, or "": a higher threshold, or a backend of h no longer
-// configured.
+// stricterThan says how the config is stricter than h's (higher k, a
+// backend dropped), or "".
 func (l *lifecycle) stricterThan(h *Header) string {
 	if h.Threshold < l.cfg.Threshold {
 		return fmt.Sprintf("threshold raised from %d to %d", h.Threshold, l.cfg.Threshold)
