@@ -18,9 +18,8 @@ import (
 	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
-// The state file keeps the wrapped current DEK, so that a restarted plugin
-// has the same key id and needs only k backends. It holds nothing that
-// helps without a quorum of backends.
+// The state file keeps the wrapped current DEK: a restart keeps its key_id
+// and needs only k backends.
 const (
 	stateFileName = "state.json"
 	stateVersion  = 1
@@ -28,18 +27,15 @@ const (
 
 type stateDoc struct {
 	Version   int       `json:"version"`
-	KeyID     string    `json:"keyID"` // for people reading the file; derived from the header
+	KeyID     string    `json:"keyID"` // for people; derived from the header
 	Header    []byte    `json:"header"`
 	RotatedAt time.Time `json:"rotatedAt"`
-	// Previous holds the headers of earlier current DEKs, newest first, so
-	// that `trousseau drill` without etcd can check every DEK this node
-	// sealed data under, not only the last. Readers that predate it
-	// ignore it.
+	// Previous: earlier current DEKs, newest first, so that a drill
+	// without etcd checks them all. Older readers ignore it.
 	Previous [][]byte `json:"previous,omitempty"`
 }
 
-// Bounds of the history kept in the state file: the newest previous DEKs,
-// up to maxPrevious headers or maxPreviousBytes in all.
+// Bounds of the history kept in the state file.
 const (
 	maxPrevious      = 32
 	maxPreviousBytes = 256 << 10
@@ -48,18 +44,15 @@ const (
 
 type stateFile struct{ dir string }
 
-// moveAside tells an operator what to do with a state file that cannot be
-// read: nothing is lost by starting over, since every object in etcd
-// carries its own copy of the header that wraps its DEK.
+// moveAside tells an operator what to do with an unreadable state file.
 const moveAside = "move it aside and restart to make a new DEK (this loses no data: every object in etcd carries its own copy of its wrapped DEK), or restore it from a backup to keep the key_id"
 
 // StateLock is the lock file of the state dir dir.
 func StateLock(dir string) string { return filepath.Join(dir, ".lock") }
 
-// LockStateDir takes the lock that keeps two plugins off one state dir
-// (they would overwrite each other's DEK). Closing the file releases it.
-// A dir others could write is refused first (checkStateDir): the lock
-// file in it could be theirs.
+// LockStateDir keeps two plugins off one state dir (they would overwrite
+// each other's DEK); closing the file releases it. A dir others could
+// write is refused first: the lock file in it could be theirs.
 func LockStateDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
@@ -74,8 +67,7 @@ func LockStateDir(dir string) (*os.File, error) {
 	return f, err
 }
 
-// removeLeftovers deletes the temporary files of saves that a crash
-// interrupted; they hold nothing the state file does not.
+// removeLeftovers deletes temporary files of saves a crash interrupted.
 func (s *stateFile) removeLeftovers(log *slog.Logger) {
 	names, _ := filepath.Glob(filepath.Join(s.dir, ".state-*.tmp"))
 	for _, n := range names {
@@ -87,12 +79,9 @@ func (s *stateFile) removeLeftovers(log *slog.Logger) {
 
 func (s *stateFile) path() string { return filepath.Join(s.dir, stateFileName) }
 
-// load returns the stored header, or nil when there is no state yet; a
-// state file that does not parse, or whose header does not, is refused
-// with what to do (parseState).
-// Temporary files that a crash during save left behind are removed, and a
-// state file readable by others is made 0600 again (it holds only wrapped
-// material, but it is nobody else's business).
+// load returns the stored header, nil when there is none. It removes
+// leftovers of interrupted saves and makes a state file others can read
+// 0600 again.
 func (s *stateFile) load(log *slog.Logger) ([]byte, error) {
 	if err := checkStateDir(s.dir); err != nil {
 		return nil, err
@@ -118,8 +107,7 @@ func (s *stateFile) load(log *slog.Logger) ([]byte, error) {
 	return raw, err
 }
 
-// save replaces the state atomically: a crash leaves the old file or the
-// new one, never a mix.
+// save replaces the state atomically: a crash leaves old or new, never a mix.
 func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
@@ -128,9 +116,8 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	// The temporary file's name changes at every try, so errors name the
-	// state file instead: the same cause reads the same each time (the
-	// prober logs a postponed rotation once per cause).
+	// Errors name the state file, not the temporary one, so that the same
+	// cause reads the same (the prober logs once per cause).
 	fail := func(op string, err error) error {
 		var pe *fs.PathError
 		var le *os.LinkError
@@ -168,10 +155,8 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 	return nil
 }
 
-// history is the Previous list of a state that replaces the stored one
-// with header: the stored header, then its own history, without header
-// itself, within the bounds. A stored file that cannot be read gives no
-// history (load has already said what is wrong with it).
+// history is the Previous list for a state of header: the stored header,
+// then its history, without header, within the bounds; none if unreadable.
 func (s *stateFile) history(header []byte) [][]byte {
 	b, err := readNoFollow(s.path(), nil)
 	if err != nil {
@@ -195,8 +180,7 @@ func (s *stateFile) history(header []byte) [][]byte {
 	return out
 }
 
-// previous returns the earlier headers the state file keeps, newest
-// first; none while it cannot be read.
+// previous returns the earlier headers, newest first; none if unreadable.
 func (s *stateFile) previous() [][]byte {
 	b, err := readNoFollow(s.path(), nil)
 	if err != nil {
@@ -209,15 +193,10 @@ func (s *stateFile) previous() [][]byte {
 	return doc.Previous[:min(len(doc.Previous), maxPrevious)]
 }
 
-// setAside copies the state file to state.json.unusable-<time>, so that a
-// DEK that cannot be unlocked now is not forgotten, and returns its path.
-//
-// The copy is a new file with a random suffix (os.CreateTemp, O_EXCL): a
-// name planted in the state dir beforehand, a symlink say, is never
+// setAside copies the state file to state.json.unusable-<time>-<random>
+// and returns its path; an identical earlier copy is reused. The random
+// suffix (O_EXCL) means a name planted there, a symlink say, is never
 // written through.
-//
-// A copy with the same content already there (the same DEK set aside at
-// an earlier start) is reused rather than copied again.
 func (s *stateFile) setAside(now time.Time) (string, error) {
 	b, err := readNoFollow(s.path(), nil)
 	if err != nil {
@@ -240,13 +219,11 @@ func (s *stateFile) setAside(now time.Time) (string, error) {
 	return f.Name(), f.Sync()
 }
 
-// readNoFollow reads a state file that must be a regular file, not a
-// symlink to one: whoever can write the state dir must not make the
-// plugin read, chmod or reveal any other file. check, if set, sees the
-// open file first.
+// readNoFollow reads a regular file, not a symlink: a state-dir writer
+// must not make the plugin read, chmod or reveal another file. check, if
+// set, sees the open file first.
 func readNoFollow(path string, check func(*os.File, fs.FileInfo) error) ([]byte, error) {
-	// O_NONBLOCK: a FIFO planted under the name must not hang the open
-	// (it is refused as not a regular file below).
+	// O_NONBLOCK: a planted FIFO must not hang the open.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, fmt.Errorf("state file %s is a symlink; the state dir must hold the file itself", path)
@@ -274,9 +251,9 @@ func readNoFollow(path string, check func(*os.File, fs.FileInfo) error) ([]byte,
 	return b, err
 }
 
-// checkStateDir refuses a state dir that someone else could write: owned
-// by another user than this process's or root, or writable by its group
-// or others. Whoever writes it could plant a state file or links in it.
+// checkStateDir refuses a state dir someone else could write (and plant
+// a state file or links in): owned by another user than us or root, or
+// group- or world-writable.
 func checkStateDir(dir string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil // save creates it, 0700
@@ -284,9 +261,7 @@ func checkStateDir(dir string) error {
 	return safedir.Check("state dir", dir, true)
 }
 
-// all reads the current header, the earlier ones it keeps, and those set
-// aside as unusable (newest first), without changing anything in the
-// state dir. files says where each came from.
+// all is [StateHeaders]; it changes nothing in the state dir.
 func (s *stateFile) all() (headers [][]byte, files []string, err error) {
 	aside, _ := filepath.Glob(s.path() + ".unusable-*")
 	slices.Sort(aside)

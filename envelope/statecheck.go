@@ -18,32 +18,18 @@ import (
 
 // StateDirCheck is what CheckStateDir found in a state dir.
 type StateDirCheck struct {
-	// Exists: the state dir is there (serve creates a missing one).
-	Exists bool
-	// Current is the stored current DEK's header, nil when there is none
-	// yet (serve then makes the first DEK, which needs every backend).
-	Current *Header
-	// Notes are what serve will do about the dir at start without
-	// refusing it, and what an operator may want to know: a state file
-	// readable by others (made 0600), temporary files of an interrupted
-	// save (removed), DEKs set aside as unusable (kept).
+	Exists  bool    // serve creates a missing dir
+	Current *Header // nil: serve makes the first DEK (needs every backend)
+	// Notes: what serve fixes at start (mode, leftovers) and what an
+	// operator may want to know (DEKs set aside).
 	Notes []string
 }
 
-// CheckStateDir reports, without changing anything (no chmod, no
-// clean-up, no lock taken), what would make a plugin refuse dir at start
-// (LockStateDir, New) or leave it unable to save a DEK there: a dir that
-// others could write or that is not a directory, a lock file it could not
-// open, files that cannot be created in it (a read-only mount, an
-// immutable dir), a state file that does not parse or could not be
-// replaced. The checks are the ones New and the state file's load make;
-// its errors say what to do. Access is checked as this process, which
-// should run as the plugin's user.
-//
-// A missing dir passes: whether it can be created depends on its parents,
-// which the caller checks along with the other directories it needs. A
-// dir locked by a running plugin passes: the lock only keeps a second
-// plugin off it.
+// CheckStateDir reports, changing nothing, what would make a plugin
+// refuse dir at start ([LockStateDir], [New]) or fail to save a DEK there;
+// its errors say what to do. Access is checked as this process, so run it
+// as the plugin's user. A missing dir passes (the caller checks parents),
+// and so does one a running plugin has locked.
 func CheckStateDir(dir string) (StateDirCheck, error) {
 	var c StateDirCheck
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
@@ -73,9 +59,9 @@ func CheckStateDir(dir string) (StateDirCheck, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	// A save replaces the state file by a rename, which an immutable or
-	// append-only file refuses even in a writable dir: no rotation could
-	// be saved. (Its mode does not matter: a rename does not write it.)
+	// A save renames over the state file, which an immutable or
+	// append-only flag refuses even in a writable dir; its mode does not
+	// matter.
 	if h != nil && writable == nil {
 		if attr := undeletable(s.path()); attr != "" {
 			errs = append(errs, fmt.Errorf("state file %s cannot be replaced (%s, operation not permitted): no rotation could be saved, and the plugin would keep its current DEK for ever; "+
@@ -92,9 +78,8 @@ func CheckStateDir(dir string) (StateDirCheck, error) {
 	return c, errors.Join(errs...)
 }
 
-// check reads the state file as load does, without changing it: no
-// chmod, no clean-up. It returns the stored header (nil when there is no
-// state file) and notes on what load will fix.
+// check reads the state file as load does, changing nothing, and notes
+// what load will fix.
 func (s *stateFile) check() (*Header, []string, error) {
 	var notes []string
 	b, err := readNoFollow(s.path(), func(f *os.File, st fs.FileInfo) error {
@@ -118,10 +103,8 @@ func (s *stateFile) check() (*Header, []string, error) {
 	return h, notes, err
 }
 
-// parseState decodes a state file's content b, read from path, for load
-// (and so New) and for CheckStateDir alike, with the errors serve refuses
-// a state file with at start, saying what to do. It returns the parsed
-// header and its encoding.
+// parseState decodes a state file for load and [CheckStateDir] alike,
+// returning the header parsed and encoded.
 func parseState(path string, b []byte) (*Header, []byte, error) {
 	var doc stateDoc
 	if err := json.Unmarshal(b, &doc); err != nil {

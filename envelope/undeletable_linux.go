@@ -13,9 +13,7 @@ const (
 	fsAppendFlag    = 0x20 // FS_APPEND_FL
 )
 
-// undeletable names the inode flag of path that keeps it from being
-// replaced ("immutable", "append-only"), or "" (also when the file
-// system does not say).
+// undeletable names the flag that keeps path from being replaced, or "".
 func undeletable(path string) string {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
