@@ -13,21 +13,17 @@ import (
 
 // dek is an unwrapped DEK, ready to seal and open.
 type dek struct {
-	dataRoot   []byte      // derives one AES-256-GCM key per message (ciphertext versions 2 and 3)
-	aead       cipher.AEAD // the one key of ciphertext version 1, for reading only
-	header     []byte      // encoded header that wraps it
-	headerHash [32]byte
-	parsed     *Header
-	keyID      string
-	// authenticated: the shares that made it all came from secret-key
-	// backends, so k custodians made it ([lifecycle.unlockCurrent]).
-	authenticated bool
-	// adoptTried: when adopting it was last considered (UnixNano), 0 never.
-	adoptTried atomic.Int64
+	dataRoot      []byte      // derives a key per message (versions 2 and 3)
+	aead          cipher.AEAD // version 1's key, for reading only
+	header        []byte
+	headerHash    [32]byte
+	parsed        *Header
+	keyID         string
+	authenticated bool         // k secret-key custodians made it
+	adoptTried    atomic.Int64 // UnixNano of the last adoption try, 0 never
 }
 
-// newDEK prepares an unwrapped DEK whose header is raw. key is not kept:
-// only keys derived from it are.
+// newDEK keeps only keys derived from key.
 func newDEK(key, raw []byte, h *Header) (*dek, error) {
 	v1Key := deriveKey(key, infoData)
 	defer clear(v1Key)
@@ -45,9 +41,8 @@ func newDEK(key, raw []byte, h *Header) (*dek, error) {
 	}, nil
 }
 
-// newGCM is AES-256-GCM whose Seal makes the nonce inside the Go
-// cryptographic module and whose Open reads it from the front of the
-// ciphertext: the one form of GCM that GODEBUG=fips140=only allows.
+// newGCM makes its nonce inside the Go FIPS module: the one GCM that
+// GODEBUG=fips140=only allows to seal.
 func newGCM(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -56,11 +51,8 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCMWithRandomNonce(block)
 }
 
-// seal encrypts plaintext under a key derived from a fresh random salt
-// for this message only, so the number of messages sealed under one DEK
-// has no bearing on nonce collisions: as version 3 in FIPS 140-3 mode,
-// else as version 2, which every earlier release reads (a rolling upgrade
-// of an HA control plane runs both builds side by side for a while).
+// seal writes version 3 in FIPS 140-3 mode, else version 2, which every
+// earlier release reads (a rolling upgrade runs both side by side).
 func (d *dek) seal(plaintext []byte) ([]byte, error) {
 	if !fips140.Enabled() {
 		return d.sealV2(plaintext)
@@ -77,9 +69,8 @@ func (d *dek) seal(plaintext []byte) ([]byte, error) {
 	return aead.Seal(ct, nil, plaintext, dataAAD(d.headerHash)), nil
 }
 
-// sealV2 writes version 2: the message key's GCM with a zero nonce, which
-// FIPS-only mode refuses (a caller-chosen nonce) and the default mode
-// allows; each key seals one message.
+// sealV2 uses a zero nonce, safe as each key seals one message;
+// FIPS-only mode refuses it.
 func (d *dek) sealV2(plaintext []byte) ([]byte, error) {
 	ct := make([]byte, 1+saltSize, 1+saltSize+len(plaintext)+tagSize)
 	ct[0] = ciphertextVersion2
@@ -102,8 +93,7 @@ func (d *dek) sealV2(plaintext []byte) ([]byte, error) {
 	return aead.Seal(ct, make([]byte, nonceSize), plaintext, dataAAD(d.headerHash)), nil
 }
 
-// open decrypts a ciphertext of any version; checkCiphertext has checked
-// its shape.
+// open decrypts any version; checkCiphertext has checked the shape.
 func (d *dek) open(ct []byte) ([]byte, error) {
 	aead, sealed, err := d.opener(ct)
 	if err != nil {
@@ -116,8 +106,7 @@ func (d *dek) open(ct []byte) ([]byte, error) {
 	return pt, nil
 }
 
-// opener returns the key of ct and what that key opens: the nonce, then
-// the encrypted plaintext and its tag.
+// opener returns ct's key and what it opens: nonce, ciphertext, tag.
 func (d *dek) opener(ct []byte) (cipher.AEAD, []byte, error) {
 	switch ct[0] {
 	case ciphertextVersion1:
@@ -133,8 +122,7 @@ func (d *dek) opener(ct []byte) (cipher.AEAD, []byte, error) {
 	}
 }
 
-// messageAEAD is the AES-256-GCM key of one message of version 2 or 3,
-// told apart by info.
+// messageAEAD is one message's key; info tells versions 2 and 3 apart.
 func (d *dek) messageAEAD(info string, salt []byte) (cipher.AEAD, error) {
 	key, err := hkdf.Key(sha256.New, d.dataRoot, salt, info, 32)
 	if err != nil {

@@ -11,51 +11,40 @@ import (
 	"github.com/trousseau-io/trousseau/split"
 )
 
-// ErrNotReady reports that no current DEK can be used yet: it has not been
-// created (all n backends are needed once) or not unlocked since start
-// (k backends are needed).
+// ErrNotReady: the current DEK is not created (needs all n backends) or
+// not unlocked (needs k) yet.
 var ErrNotReady = errors.New("no usable DEK yet")
 
 // Config configures an [Envelope].
 type Config struct {
 	Threshold int
 	Backends  []kmsclients.Backend
-	// StateDir keeps the wrapped current DEK across restarts. Empty keeps
-	// it in memory only (tests, one-shot tools).
-	StateDir string
-	// MaxAge rotates the DEK when it is older; 0 never rotates on age.
-	MaxAge time.Duration
-	// CacheSize bounds the DEKs kept unwrapped in memory (default 1024).
-	CacheSize int
-	// UnwrapTimeout bounds one unwrap of a DEK from the backends, however
-	// many Decrypt calls wait on it (default [DefaultUnwrapTimeout]).
+	StateDir  string        // keeps the wrapped DEK across restarts; "" keeps it in memory
+	MaxAge    time.Duration // rotate when older; 0 never rotates on age
+	CacheSize int           // unwrapped DEKs kept (default 1024)
+	// UnwrapTimeout bounds one unwrap, however many Decrypts wait on it
+	// (default [DefaultUnwrapTimeout]).
 	UnwrapTimeout time.Duration
-	// MinThreshold is the lowest threshold a header may carry and still be
-	// opened (default: Threshold). A header below it is refused before
-	// any backend is asked: otherwise whoever can wrap for one backend
-	// could write a 1-of-1 header. Lower it only while raising Threshold,
-	// until the data sealed under the old k has been rewritten.
+	// MinThreshold is the lowest k a header may carry (default Threshold);
+	// below it, whoever wraps for one backend could write a 1-of-1 header.
+	// Lower it only while raising Threshold, until old data is rewritten.
 	MinThreshold int
-	// MaxUnwraps bounds the DEK unwraps in flight at once (default
-	// [DefaultMaxUnwraps]). Further unwraps wait; past four times as many
-	// waiting, Decrypt answers [ErrBusy] at once.
+	// MaxUnwraps bounds unwraps in flight (default [DefaultMaxUnwraps]);
+	// past four times as many waiting, Decrypt returns [ErrBusy].
 	MaxUnwraps int
 	Logger     *slog.Logger
 	Observer   Observer
 	Now        func() time.Time
 }
 
-// Observer is told what the envelope does, for metrics. Implementations
-// must be cheap and safe for concurrent use.
+// Observer is told what the envelope does, for metrics. It must be cheap
+// and safe for concurrent use.
 type Observer interface {
 	BackendCall(backend, op string, err error, took time.Duration)
 	CacheLookup(hit bool)
 	Rotation(err error)
-	// DEKUnusable: the stored current DEK could not be unlocked although
-	// every backend answered, and was set aside for a new one.
-	DEKUnusable()
-	// Adopted: a newer DEK made by another node became current here.
-	Adopted()
+	DEKUnusable() // the stored DEK failed with every backend up; set aside
+	Adopted()     // another node's newer DEK became current here
 }
 
 type nopObserver struct{}
@@ -76,12 +65,12 @@ type Sealed struct {
 // Envelope encrypts and decrypts with a threshold-wrapped DEK. It is safe
 // for concurrent use.
 type Envelope struct {
-	cfg Config // with defaults filled in; never changed
-	// Each part owns its state and the lock that guards it.
-	probes *probeView // what the last probe saw
-	open   *opener    // recovers a DEK from a header and the backends
-	lookup *lookup    // DEK cache, failed headers, unwrap limit
-	life   *lifecycle // the current DEK, the state file, the rotation lock
+	cfg Config // with defaults; never changed
+	// Each part owns its state and lock (docs/development.md).
+	probes *probeView
+	open   *opener
+	lookup *lookup
+	life   *lifecycle
 }
 
 // New checks cfg and loads the state file if there is one. It makes no
@@ -140,20 +129,17 @@ func withDefaults(cfg Config) (Config, error) {
 	return cfg, nil
 }
 
-// Prepare makes the current DEK usable: it creates one if there is none
-// (all n backends must answer) or unlocks the stored one (k must answer).
-// It returns at once when the DEK is ready.
-//
-// A stored DEK is adopted only if its header matches the configured
-// backends and threshold exactly, and only from k shares that prove who
-// made them; otherwise a new DEK replaces it.
+// Prepare creates the current DEK (all n backends must answer) or unlocks
+// the stored one (k must); at once if it is ready. A stored DEK is used
+// only if it matches the config and k shares prove who made it; otherwise
+// a new DEK replaces it.
 func (e *Envelope) Prepare(ctx context.Context) error { return e.life.prepare(ctx) }
 
 // Ready reports whether Encrypt can work.
 func (e *Envelope) Ready() bool { return e.life.cur.ready() }
 
-// KeyID is the key id of the current DEK, known from the state file even
-// before it is unlocked; "" before the first DEK is created.
+// KeyID is the current DEK's key id, known before it is unlocked; ""
+// before the first DEK.
 func (e *Envelope) KeyID() string { return e.life.cur.keyID() }
 
 // Current describes the current DEK; nil before the first is created.
@@ -210,8 +196,7 @@ func (e *Envelope) Decrypt(ctx context.Context, ciphertext, header []byte) ([]by
 	return d.open(ciphertext)
 }
 
-// dekFor finds the DEK a header wraps ([lookup.find]) and offers it to
-// the lifecycle for adoption.
+// dekFor finds the header's DEK and offers it for adoption.
 func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 	d, err := e.lookup.find(ctx, raw)
 	if err != nil {

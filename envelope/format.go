@@ -33,12 +33,10 @@ const (
 	commitSize    = sha256.Size
 	headerFixed   = len(headerMagic) + 1 + 1 + 1 + 4 + 8 + dekIDSize
 
-	// MaxHeaderSize keeps the header, with its annotation key, inside
-	// KMS v2's 32 KiB limit on annotations.
+	// MaxHeaderSize fits KMS v2's 32 KiB annotation limit, key included.
 	MaxHeaderSize = 32*1024 - 64
 
-	// SharesAnnotation is the KMS v2 annotation that carries the header
-	// next to the ciphertext in every EncryptedObject.
+	// SharesAnnotation carries the header in every EncryptedObject.
 	SharesAnnotation = "shares.trousseau.io"
 )
 
@@ -65,11 +63,10 @@ const (
 	saltSize           = 24
 	tagSize            = 16
 	ciphertextOverhead = 1 + saltSize + nonceSize + tagSize
-	// MaxPlaintextSize keeps the ciphertext well under KMS v2's 1024-byte
-	// limit. kube-apiserver sends 32 bytes.
-	MaxPlaintextSize = 512
-	// MaxCiphertextSize is the largest ciphertext Encrypt produces.
-	MaxCiphertextSize = MaxPlaintextSize + ciphertextOverhead
+	// MaxPlaintextSize keeps ciphertexts well under KMS v2's 1024 bytes;
+	// kube-apiserver sends 32.
+	MaxPlaintextSize  = 512
+	MaxCiphertextSize = MaxPlaintextSize + ciphertextOverhead // [Envelope.Encrypt]'s largest
 )
 
 // Labels for HKDF and associated data; changing one breaks every stored object.
@@ -83,8 +80,8 @@ const (
 	aadData        = "trousseau/v1/data\x00"
 )
 
-// ErrInvalid reports input that is malformed, tampered with, or was not
-// made by Trousseau. It never depends on backends being up.
+// ErrInvalid: malformed, tampered with, or not Trousseau's; never because
+// backends are down.
 var ErrInvalid = errors.New("invalid or tampered ciphertext")
 
 // WrappedShare is one backend's protected share, as recorded in a header.
@@ -105,10 +102,9 @@ type Header struct {
 	commitment [commitSize]byte
 }
 
-// KeyID names the DEK for kube-apiserver. It is derived from the header
-// alone, so it is the same after a restart and on every node; the random
-// DEK id makes it unique even if the state is lost and generations start
-// over.
+// KeyID names the DEK for kube-apiserver: from the header alone, so the
+// same after a restart and on every node; the random DEK id keeps it
+// unique if the state is lost.
 func (h *Header) KeyID() string {
 	sum := sha256.New()
 	for _, s := range h.Shares {
@@ -224,8 +220,8 @@ func (r *reader) u16(what string) int {
 	return int(binary.BigEndian.Uint16(b))
 }
 
-// ParseHeader decodes a header. It checks structure and bounds only: the
-// commitment can be checked once the DEK is recovered.
+// ParseHeader checks structure and bounds only; the commitment needs the
+// DEK.
 func ParseHeader(raw []byte) (*Header, error) {
 	if len(raw) > MaxHeaderSize {
 		return nil, fmt.Errorf("%w: header is %d bytes, over the limit of %d", ErrInvalid, len(raw), MaxHeaderSize)
@@ -284,8 +280,7 @@ func ParseHeader(raw []byte) (*Header, error) {
 	return h, nil
 }
 
-// verify reports whether dek is the key this header commits to. raw is the
-// encoded header h was parsed from.
+// verify reports whether dek is the key h, parsed from raw, commits to.
 func (h *Header) verify(raw, dek []byte) bool {
 	want := commitment(dek, raw[:len(raw)-commitSize])
 	return hmac.Equal(want, h.commitment[:])
@@ -319,7 +314,7 @@ func ParseCombined(b []byte) (header, ciphertext []byte, err error) {
 	return rest[:n], rest[n:], nil
 }
 
-// checkCiphertext validates the shape of a ciphertext before any key is looked up.
+// checkCiphertext checks the shape before any key is looked up.
 func checkCiphertext(ct []byte) error {
 	if len(ct) == 0 {
 		return fmt.Errorf("%w: empty ciphertext", ErrInvalid)

@@ -5,15 +5,12 @@ import (
 	"sync"
 )
 
-// probeView is what the last probe saw: the key identity of each backend
-// that answered. Recovery reads it to stop waiting for backends known to
-// be down; adoption reads it to refuse DEKs under keys this node does not
-// see.
+// probeView is the key identity of each backend that answered the last
+// probe: recovery skips waiting for the rest, adoption refuses other keys.
 type probeView struct {
-	mu       sync.RWMutex
-	observed map[string]string // by backend; nil before the first probe
-	// gapLogged is the [AuthenticationGap] last logged.
-	gapLogged string
+	mu        sync.RWMutex
+	observed  map[string]string // nil before the first probe
+	gapLogged string            // the [AuthenticationGap] last logged
 }
 
 // update records a probe's view and reports whether it changed.
@@ -32,8 +29,8 @@ func (p *probeView) keys() map[string]string {
 	return p.observed
 }
 
-// anyUp reports whether any of the named backends answered the last probe
-// (before the first probe, all are believed up).
+// anyUp reports whether any of names answered the last probe (all are
+// up before the first).
 func (p *probeView) anyUp(names map[string]bool) bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
