@@ -19,14 +19,11 @@ import (
 	"github.com/trousseau-io/trousseau/split"
 )
 
-// Tests that play an attacker who holds fewer than k custodians: the key
-// of one backend (a local key file), or only the public key of an RSA
-// backend, together with write access to etcd (headers handed to Decrypt)
-// or to the state dir. None of them may make the plugin decrypt to, or
-// encrypt under, a DEK the attacker chose.
+// An attacker with fewer than k custodians (a key file, or an RSA public
+// key) and write access to etcd or the state dir must not make the plugin
+// decrypt to, or encrypt under, a DEK they chose.
 
-// attacker is what the attacker knows: a DEK they chose, and whatever
-// backends they can wrap for.
+// attacker holds a DEK they chose.
 type attacker struct {
 	dek []byte
 }
@@ -39,9 +36,7 @@ func newAttacker(t testing.TB) *attacker {
 	return a
 }
 
-// finish computes the commitment and a ciphertext of pt under the
-// attacker's DEK: exactly what a genuine Encrypt would have produced had
-// the plugin made that DEK.
+// finish seals h and pt under the attacker's DEK, as Encrypt would have.
 func (a *attacker) finish(t testing.TB, h *Header, pt []byte) (raw, ct []byte) {
 	t.Helper()
 	raw, err := h.seal(a.dek)
@@ -69,17 +64,15 @@ func wrapFor(t testing.TB, b kmsclients.Backend, h *Header, index, n int, framed
 	return WrappedShare{Index: index, Backend: b.Name(), KeyIdentity: w.KeyIdentity, Wrapped: w.Ciphertext}
 }
 
-// frameShare frames a share value by hand, so the attacker can put any x.
+// frameShare frames a share by hand, with any x.
 func frameShare(k, index int, value []byte) []byte {
 	return append([]byte{2, byte(k), byte(index)}, value...)
 }
 
 var chosenPlaintext = []byte("attacker-chosen-seed-0123456789!")
 
-// expectRefused asserts that neither e nor a cold node over the same
-// backends decrypts the forgery. The cold node matters: e has the genuine
-// DEK cached under the DEK id the forgery reuses, so it refuses by the
-// cache alone, while the cold node must combine the shares and check them.
+// expectRefused asserts that neither e (which refuses by its cache) nor a
+// cold node (which must combine and check the shares) decrypts the forgery.
 func expectRefused(t *testing.T, e *Envelope, ct, raw []byte) error {
 	t.Helper()
 	for _, node := range []*Envelope{e, coldNode(t, e)} {
@@ -94,8 +87,7 @@ func expectRefused(t *testing.T, e *Envelope, ct, raw []byte) error {
 	panic("unreachable")
 }
 
-// coldNode is another node over e's backends that has no DEK cached and
-// makes none: every header it is handed goes to the backends.
+// coldNode is a node over e's backends with no DEK cached or made.
 func coldNode(t testing.TB, e *Envelope) *Envelope {
 	t.Helper()
 	cold, err := New(Config{Threshold: e.cfg.Threshold, MinThreshold: e.cfg.MinThreshold, Backends: e.cfg.Backends})
@@ -110,9 +102,8 @@ func TestShareAtXZeroCannotChooseTheDEK(t *testing.T) {
 	e := mustNew(t, Config{Threshold: 2, Backends: bs})
 	genuine, _ := ParseHeader(mustEncrypt(t, e, seed).Header)
 	a := newAttacker(t)
-	// The attacker holds b1's key file. Share 1 is theirs, at x = 0 with
-	// y = their DEK; share 2 is the genuine one (bound to the same DEK id,
-	// so b2 unwraps it).
+	// With b1's key file: share 1 at x = 0 with y = their DEK; share 2
+	// genuine (same DEK id, so b2 unwraps it).
 	h := *genuine
 	h.Shares = append([]WrappedShare(nil), genuine.Shares...)
 	h.Shares[0] = wrapFor(t, bs[0], &h, 1, 3, frameShare(2, 1, append(bytes.Clone(a.dek), 0)))
@@ -140,8 +131,7 @@ func TestHeaderBelowTheThresholdFloorIsRefused(t *testing.T) {
 	bs := wrapSwitchable(newLocals(t, 3))
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(bs)})
 	a := newAttacker(t)
-	// A 1-of-1 header naming b1, whose key the attacker holds: the whole
-	// DEK in one share.
+	// A 1-of-1 header naming b1, whose key the attacker holds.
 	h := &Header{Threshold: 1, Generation: 99, Created: time.Now().UTC().Truncate(time.Second)}
 	rand.Read(h.DEKID[:])
 	one, err := split.Split(a.dek, 1, 1)
@@ -159,16 +149,16 @@ func TestHeaderBelowTheThresholdFloorIsRefused(t *testing.T) {
 		t.Fatal("a header below the floor reached a backend")
 	}
 
-	// While raising k, the operator may let old headers of a lower k be
-	// read (here the attacker's, since they hold a whole custodian).
+	// While raising k, MinThreshold lets lower-k headers through (here
+	// the attacker's).
 	lowered := mustNew(t, Config{Threshold: 2, MinThreshold: 1, Backends: asBackends(bs)})
 	if got, err := lowered.Decrypt(ctxT(t), ct, raw); err != nil || !bytes.Equal(got, chosenPlaintext) {
 		t.Fatalf("minThreshold 1 should read a 1-of-1 header: %v", err)
 	}
 }
 
-// A forged state file: the attacker holds b1's key file and can write the
-// state dir. The plugin must not adopt the attacker's DEK as current.
+// With b1's key file and the state dir, the attacker's DEK must not
+// become current.
 func TestForgedStateFileIsNotAdopted(t *testing.T) {
 	dir := t.TempDir()
 	bs := newLocals(t, 3)
@@ -230,8 +220,8 @@ func assertNotSealedUnder(t *testing.T, e *Envelope, key []byte) {
 	}
 }
 
-// rsaCustodian wraps with RSA-OAEP: anyone holding its public key can
-// make a share it will unwrap. The OAEP label carries the associated data.
+// rsaCustodian wraps with RSA-OAEP (label = associated data): anyone with
+// its public key can make a share it unwraps.
 type rsaCustodian struct {
 	name string
 	priv *rsa.PrivateKey
@@ -264,16 +254,14 @@ func (r *rsaCustodian) Unwrap(_ context.Context, w kmsclients.Wrapped, aad []byt
 	return pt, nil
 }
 
-// publicWrap is all the attacker needs: the public key.
+// publicWrap needs only the public key.
 func publicWrap(pub *rsa.PublicKey, identity string, share, aad []byte) (kmsclients.Wrapped, error) {
 	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, share, aad)
 	return kmsclients.Wrapped{Ciphertext: ct, KeyIdentity: identity}, err
 }
 
-// The attacker holds the public key of an RSA custodian and one local key
-// file of a 2-of-3, and can write the state dir: that is k shares they
-// can make, but only one of them proves authorship, so the state's DEK is
-// not adopted.
+// An RSA public key and one key file of a 2-of-3 make k shares, but only
+// one proves authorship: a planted state DEK is not used.
 func TestPublicKeyWrapDoesNotMakeACurrentDEK(t *testing.T) {
 	dir := t.TempDir()
 	rsaB := newRSACustodian(t, "rsa")
@@ -302,8 +290,7 @@ func TestPublicKeyWrapDoesNotMakeACurrentDEK(t *testing.T) {
 	assertNotSealedUnder(t, restarted, a.dek)
 }
 
-// With only the RSA public key, the attacker has one share of a 2-of-3
-// and cannot forge an object either.
+// One RSA public key is one share of a 2-of-3: no forged object opens.
 func TestPublicKeyAloneCannotForgeAnObject(t *testing.T) {
 	rsaB := newRSACustodian(t, "rsa")
 	locals := newLocals(t, 2)
@@ -332,8 +319,8 @@ func TestAuthenticationGapIsReported(t *testing.T) {
 	}
 }
 
-// unknownKind is a secret-key backend that, like Vault before its first
-// answer, does not know yet what kind of key it wraps with.
+// unknownKind does not know its key type yet, like Vault before its first
+// answer.
 type unknownKind struct {
 	kmsclients.Backend
 	known *bool
@@ -342,9 +329,9 @@ type unknownKind struct {
 func (u unknownKind) PublicWrap() bool    { return !*u.known }
 func (u unknownKind) WrapKindKnown() bool { return *u.known }
 
-// The attacker holds one local key file and an RSA public key of a 2-of-3
-// whose third backend has not told its key type yet (it is down at the
-// restart). Not knowing must not relax the rule: the stored DEK waits.
+// A key file and an RSA public key of a 2-of-3 whose third backend's key
+// type is not known yet: not knowing must not relax the rule; the stored
+// DEK waits.
 func TestUnknownKeyTypeDoesNotRelaxTheUnlock(t *testing.T) {
 	dir := t.TempDir()
 	rsaB := newRSACustodian(t, "rsa")
@@ -379,8 +366,7 @@ func TestUnknownKeyTypeDoesNotRelaxTheUnlock(t *testing.T) {
 	if e.Ready() {
 		t.Fatal("the attacker's DEK became current")
 	}
-	// The backend answers and its type is known: the DEK needs both
-	// secret-key shares, fails, and is replaced.
+	// Type known: the DEK needs both secret-key shares, fails, is replaced.
 	known = true
 	third.down.Store(false)
 	if err := e.Prepare(ctxT(t)); err != nil {
@@ -389,8 +375,7 @@ func TestUnknownKeyTypeDoesNotRelaxTheUnlock(t *testing.T) {
 	assertNotSealedUnder(t, e, a.dek)
 }
 
-// The gap is logged once the probes have told every backend's key type,
-// not only at start (a Vault backend knows it from its first answer).
+// The gap is logged once probes tell every key type, not only at start.
 func TestAuthenticationGapLoggedAfterProbe(t *testing.T) {
 	r := newRSACustodian(t, "rsa")
 	locals := newLocals(t, 2)
@@ -413,8 +398,7 @@ func TestAuthenticationGapLoggedAfterProbe(t *testing.T) {
 	}
 }
 
-// publicLater wraps with a public key, but, like a Vault RSA transit key
-// before its first answer, does not know it yet.
+// publicLater wraps with a public key it learns of only when it answers.
 type publicLater struct {
 	*rsaCustodian
 	known *bool
@@ -422,11 +406,9 @@ type publicLater struct {
 
 func (p publicLater) WrapKindKnown() bool { return *p.known }
 
-// A writer of the state dir plants a header that matches the config, with
-// the highest generation and shares that open nowhere. It is set aside
-// and replaced, but its generation is not trusted: the new DEK does not
-// take the end of the order (where every later rotation would tie and be
-// ordered by chance, and peers would adopt it).
+// A planted header of the highest generation that opens nowhere is
+// replaced, and its generation not trusted: otherwise later rotations
+// would tie at the end of the order.
 func TestPlantedGenerationIsNotTrusted(t *testing.T) {
 	dir := t.TempDir()
 	bs := newLocals(t, 3)

@@ -19,9 +19,8 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
-// Tampered headers must be cheap to refuse: no backend call for a variant
-// of a known DEK, none for a replay of a header that already failed, and
-// never the caller's whole deadline because one backend is dark.
+// Tampered headers are cheap to refuse: no backend call for a variant of
+// a known DEK or a replay, never the whole deadline for a dark backend.
 
 func totalCalls(sw []*switchable) int64 {
 	var n int64
@@ -31,8 +30,7 @@ func totalCalls(sw []*switchable) int64 {
 	return n
 }
 
-// variant changes the generation field, which no backend's associated
-// data covers: every backend would unwrap its genuine share.
+// variant changes the generation, which no share's associated data covers.
 func variant(raw []byte, i int) []byte {
 	v := bytes.Clone(raw)
 	binary.BigEndian.PutUint32(v[len(headerMagic)+3:], uint32(1000+i))
@@ -89,8 +87,8 @@ func TestFailedHeaderIsNotRetriedAgainstBackends(t *testing.T) {
 	}
 }
 
-// withADarkBackend is a 2-of-3 node with one sealed value, its DEK not
-// cached, and the third backend dark (calls hang until their deadline).
+// withADarkBackend is a cold 2-of-3 node with one sealed value whose
+// third backend hangs until the deadline.
 func withADarkBackend(t testing.TB) (sw []*switchable, e *Envelope, s Sealed) {
 	sw = wrapSwitchable(newLocals(t, 3))
 	e = mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
@@ -125,9 +123,8 @@ func TestTamperedHeaderWithADarkBackendFailsFast(t *testing.T) {
 	}
 }
 
-// A tampered header with a dark backend is refused after the grace, and
-// replaying it then costs no backend call and no wait until a probe sees a
-// change.
+// A tampered header with a dark backend is refused after the grace; a
+// replay costs no call and no wait until a probe sees a change.
 func TestTamperedHeaderReplayWithADarkBackend(t *testing.T) {
 	sw, e, s := withADarkBackend(t)
 	e.RotationDue(map[string]string{sw[0].Name(): "x", sw[1].Name(): "y"}) // a probe: b3 did not answer
@@ -158,10 +155,8 @@ func TestTamperedHeaderReplayWithADarkBackend(t *testing.T) {
 	}
 }
 
-// A liar among three, with an honest backend that the last probe missed
-// but that answers unwraps (a little slower than the liar): the genuine
-// header still opens, and keeps opening. The probe's view must not cut
-// the grace that routes around a liar.
+// The probe's view must not cut the grace that routes around a liar: an
+// honest backend the probe missed still completes the quorum.
 func TestLiarWithABackendTheProbeMissed(t *testing.T) {
 	locals := newLocals(t, 3)
 	sw := wrapSwitchable([]kmsclients.Backend{liar{locals[0]}, locals[1], locals[2]})
@@ -215,8 +210,7 @@ func TestUnwrapsInFlightAreBounded(t *testing.T) {
 	}
 }
 
-// Objects written by earlier builds stay readable through Decrypt, with
-// their DEK unwrapped from real backends.
+// Objects of earlier builds stay readable.
 func TestLegacyCiphertextsStillOpen(t *testing.T) {
 	e := mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3)})
 	s := mustEncrypt(t, e, seed)
@@ -230,8 +224,8 @@ func TestLegacyCiphertextsStillOpen(t *testing.T) {
 	}
 }
 
-// Operator reliability: a stored DEK that can never be unlocked while
-// every backend answers must not leave the node stuck.
+// A stored DEK that fails with every backend up must not leave the node
+// stuck.
 func TestUnusableStoredDEKIsReplaced(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -305,9 +299,8 @@ func TestStoredDEKIsNotReplacedWhileBackendsAreDown(t *testing.T) {
 	}
 }
 
-// A config rolled out while a new backend is unreachable: the stored DEK
-// keeps serving until a new one can be made, but only if it unlocks under
-// the new floor.
+// A config adding an unreachable backend: the stored DEK serves until a
+// new one can be made, if it unlocks under the new floor.
 func TestConfigChangeWithNewBackendDown(t *testing.T) {
 	dir := t.TempDir()
 	old := newLocals(t, 3)
@@ -329,8 +322,7 @@ func TestConfigChangeWithNewBackendDown(t *testing.T) {
 		t.Fatalf("rotation once the new backend is up: %v", err)
 	}
 
-	// Raising k to 3: the stored 2-of-3 DEK is below the floor unless the
-	// operator opens the window with MinThreshold.
+	// Raising k to 3: the 2-of-3 DEK is below the floor without MinThreshold.
 	raised, err := New(Config{Threshold: 3, Backends: append(old[:3:3], newLocal(t, t.TempDir(), "b5")), StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -347,8 +339,7 @@ func TestConfigChangeWithNewBackendDown(t *testing.T) {
 	}
 }
 
-// wrapFails answers Unwrap but not Wrap: a backend whose encrypt
-// permission was revoked.
+// wrapFails answers Unwrap but not Wrap (encrypt permission revoked).
 type wrapFails struct {
 	kmsclients.Backend
 	fail *atomic.Bool
@@ -361,10 +352,8 @@ func (w wrapFails) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrap
 	return w.Backend.Wrap(ctx, share, aad)
 }
 
-// An unusable stored DEK whose replacement cannot be made at once is set
-// aside and counted once, however often Prepare is tried; once the new
-// DEK is made, the state keeps the old one in its history, so a drill
-// without etcd still finds it.
+// An unusable DEK whose replacement waits is set aside and counted once,
+// however often Prepare runs; the new state keeps it in its history.
 func TestUnusableStoredDEKSetAsideOnce(t *testing.T) {
 	dir, keyDir := t.TempDir(), t.TempDir()
 	var fail atomic.Bool
@@ -417,8 +406,7 @@ func TestUnusableStoredDEKSetAsideOnce(t *testing.T) {
 	}
 }
 
-// A DEK set aside at an earlier start (its replacement could not be
-// saved) is not copied again at the next.
+// A DEK set aside at an earlier start is not copied again.
 func TestSetAsideReusesAnIdenticalCopy(t *testing.T) {
 	dir := t.TempDir()
 	mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3), StateDir: dir})
@@ -433,8 +421,7 @@ func TestSetAsideReusesAnIdenticalCopy(t *testing.T) {
 	}
 }
 
-// The state keeps the DEKs that were current before, newest first and
-// bounded, for a drill without etcd.
+// The state keeps earlier DEKs, newest first and bounded.
 func TestStateKeepsPreviousDEKs(t *testing.T) {
 	dir := t.TempDir()
 	e := mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3), StateDir: dir})
@@ -460,9 +447,8 @@ func TestStateKeepsPreviousDEKs(t *testing.T) {
 	}
 }
 
-// A config that raises k or drops a custodian (perhaps compromised) must
-// not seal another write under the old DEK while the new one cannot be
-// made: the node waits for all n configured backends instead.
+// After raising k or dropping a custodian, the old DEK seals nothing more
+// while a new one cannot be made.
 func TestStricterConfigNeverServesTheOldDEK(t *testing.T) {
 	old := newLocals(t, 3)
 	for _, tc := range []struct {
@@ -507,9 +493,8 @@ func TestStricterConfigNeverServesTheOldDEK(t *testing.T) {
 	}
 }
 
-// State dir housekeeping: leftovers of interrupted saves are removed, a state
-// file open to others is made 0600, and two plugins cannot share one
-// state dir.
+// Leftovers are removed, an open state file made 0600, and two plugins
+// cannot share a state dir.
 func TestStateDirHousekeeping(t *testing.T) {
 	dir := t.TempDir()
 	bs := newLocals(t, 3)
@@ -546,8 +531,8 @@ func TestUnreadableStateSaysWhatToDo(t *testing.T) {
 	}
 }
 
-// Old keys put back: headers that failed under the wrong keys open again
-// as soon as a probe sees the keys change, not after the failure TTL.
+// Old keys put back: failed headers open as soon as a probe sees the
+// change, not after the TTL.
 func TestFailedHeadersForgottenWhenBackendKeysChange(t *testing.T) {
 	dir := t.TempDir()
 	var bs []kmsclients.Backend
@@ -588,9 +573,8 @@ func TestFailedHeadersForgottenWhenBackendKeysChange(t *testing.T) {
 	}
 }
 
-// A writer of the state dir must not make the plugin write, chmod or read
-// any other file: planted symlinks are refused or never followed, and a
-// state dir others can write is refused.
+// A state-dir writer must not make the plugin write, chmod or read any
+// other file through planted symlinks; a dir others can write is refused.
 func TestStateDirWriterCannotReachOtherFiles(t *testing.T) {
 	t.Run("state.json a symlink", func(t *testing.T) {
 		dir := t.TempDir()
@@ -637,10 +621,8 @@ func TestStateDirWriterCannotReachOtherFiles(t *testing.T) {
 	})
 }
 
-// One lying custodian (k-1 of them, here 1 of a 2-of-3) answers at once
-// with a wrong share; of the honest two, one is fast and one slow (a key
-// file and a cloud KMS). The liar must not make the slow honest share
-// miss the quorum: where n > k, a liar is routed around.
+// A fast liar in a 2-of-3 must not make the slow honest share (a cloud
+// KMS beside a key file) miss the quorum.
 func TestLiarDoesNotCutOffASlowHonestBackend(t *testing.T) {
 	bs := newLocals(t, 3)
 	e := mustNew(t, Config{Threshold: 2, Backends: bs})
