@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	yaml "go.yaml.in/yaml/v2"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -34,8 +35,22 @@ type Object map[string]any
 // knows are decoded with its deserializer; JSON of other kinds is kept
 // as it is.
 func decodeObject(plain []byte) (Object, error) {
+	return decode(plain, true)
+}
+
+// decode is decodeObject; without full, an object of a known kind keeps
+// only what [Object.prepare] checks: a dry run writes nothing, and
+// converting the rest to a map took a fifth of its time.
+func decode(plain []byte, full bool) (Object, error) {
 	obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(plain, nil, nil)
 	switch {
+	case err == nil && !full:
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s has no metadata", ErrUndecodable, gvk)
+		}
+		md := map[string]any{"name": m.GetName(), "namespace": m.GetNamespace()}
+		return Object{"apiVersion": gvk.GroupVersion().String(), "kind": gvk.Kind, "metadata": md}, nil
 	case err == nil:
 		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 		if err != nil {

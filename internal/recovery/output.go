@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/trousseau-io/trousseau/internal/safedir"
 	"github.com/trousseau-io/trousseau/internal/safetext"
@@ -32,14 +33,23 @@ const clusterScopedDir = "_cluster"
 // DIR/<namespace>/<resource>/<name>.<format>, directories 0700, files
 // 0600, through a [safedir.PrivateDir]: nothing of another user's, no
 // symlink and no hard-linked file is written into. Paths cannot leave
-// DIR: every part is checked.
+// DIR: every part is checked. Files that no other key can make are
+// written from the decrypting goroutines ([DirSink.PutUnordered]), the
+// others in the order read.
 type DirSink struct {
-	format  Format
-	dir     string
-	uid     int
-	root    *safedir.PrivateDir
+	format Format
+	dir    string
+	uid    int
+	// idle holds the handles not in use: a PrivateDir is used by one
+	// goroutine at a time, and keeps the directories it opened open.
+	idle    chan *safedir.PrivateDir
+	mu      sync.Mutex // guards handles
+	handles []*safedir.PrivateDir
 	written map[string]Key // paths that two keys can share; see [sharable]
 }
+
+// dirHandles bounds the files written at once.
+const dirHandles = 4
 
 // NewDirSink checks dir: an existing one must be a directory of ours
 // (not a symlink) not open to others, since manifests of Secrets land in
@@ -52,7 +62,7 @@ func NewDirSink(dir string, f Format) (*DirSink, error) {
 
 // newDirSink takes the uid whose files are ours: tests pass another.
 func newDirSink(dir string, f Format, uid int) (*DirSink, error) {
-	d := &DirSink{format: f, dir: dir, uid: uid, written: map[string]Key{}}
+	d := &DirSink{format: f, dir: dir, uid: uid, written: map[string]Key{}, idle: make(chan *safedir.PrivateDir, dirHandles)}
 	root, err := safedir.OpenPrivate(dir, uid, false)
 	if err == nil {
 		return d, root.Close()
@@ -79,17 +89,40 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// open creates the directory, once, and checks it again: it may have
-// changed since NewDirSink.
-func (d *DirSink) open() error {
-	if d.root != nil {
-		return nil
+// acquire returns a handle of the directory for one goroutine's use
+// until release. The first creates the directory; each opens and checks
+// it again: it may have changed since NewDirSink.
+func (d *DirSink) acquire() (*safedir.PrivateDir, error) {
+	select {
+	case h := <-d.idle:
+		return h, nil
+	default:
 	}
-	root, err := safedir.OpenPrivate(d.dir, d.uid, true)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.handles) == dirHandles {
+		return <-d.idle, nil
+	}
+	h, err := safedir.OpenPrivate(d.dir, d.uid, true)
 	if err != nil {
-		return fmt.Errorf("output directory %w", err)
+		return nil, fmt.Errorf("output directory %w", err)
 	}
-	d.root = root
+	d.handles = append(d.handles, h)
+	return h, nil
+}
+
+func (d *DirSink) release(h *safedir.PrivateDir) { d.idle <- h }
+
+// write writes the file at p.
+func (d *DirSink) write(p string, rendered []byte) error {
+	h, err := d.acquire()
+	if err != nil {
+		return err
+	}
+	defer d.release(h)
+	if err := h.WriteFile(p, rendered); err != nil {
+		return fmt.Errorf("output: %w", err)
+	}
 	return nil
 }
 
@@ -123,16 +156,23 @@ func (d *DirSink) Put(k Key, rendered []byte) error {
 	if first, ok := d.written[p]; ok {
 		return fmt.Errorf("output: %s is already the file of %s/%s/%s (two etcd keys make one file name); recover this object with -o yaml or -o json", p, first.GroupResource(), first.Namespace, first.Name)
 	}
-	if err := d.open(); err != nil {
+	if err := d.write(p, rendered); err != nil {
 		return err
-	}
-	if err := d.root.WriteFile(p, rendered); err != nil {
-		return fmt.Errorf("output: %w", err)
 	}
 	if sharable(p) {
 		d.written[p] = k
 	}
 	return nil
+}
+
+// PutUnordered implements [UnorderedSink]: it writes the files that no
+// other key can make, from any goroutine; Put gets the others.
+func (d *DirSink) PutUnordered(k Key, rendered []byte) (bool, error) {
+	p, err := PathOf(k, d.format)
+	if err != nil || sharable(p) {
+		return false, nil
+	}
+	return true, d.write(p, rendered)
 }
 
 // sharable reports whether another key could make the path p: etcd keys
@@ -148,10 +188,25 @@ func sharable(p string) bool {
 // nothing still leaves the (empty) directory, as the operator asked for
 // it.
 func (d *DirSink) Close() error {
-	if err := d.open(); err != nil {
+	h, err := d.acquire()
+	if err != nil {
 		return err
 	}
-	return errors.Join(d.root.Sync(), d.root.Close())
+	errs := []error{h.Sync()}
+	d.release(h)
+	for _, h := range d.handles {
+		errs = append(errs, h.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// UnorderedSink is a Sink that can take some objects out of order, from
+// several goroutines at once, as soon as they are rendered.
+type UnorderedSink interface {
+	Sink
+	// PutUnordered writes an object, or reports false to have it passed
+	// to Put, in order.
+	PutUnordered(k Key, rendered []byte) (bool, error)
 }
 
 // StreamSink writes every object to one stream: YAML documents separated

@@ -75,6 +75,7 @@ type result struct {
 	outcome  outcome
 	err      error
 	rendered []byte
+	written  bool // by the Sink's PutUnordered
 }
 
 // Run reads opts.Source, decrypts and writes, one bounded batch at a
@@ -163,12 +164,17 @@ func (p *pipeline) one(ctx context.Context, kv KV) result {
 	default:
 		r.outcome = decrypted
 	}
-	obj, err := decodeObject(plain)
+	obj, err := decode(plain, p.opts.Sink != nil)
 	if err == nil {
 		err = obj.prepare(k, p.opts.KeepOwnerReferences)
 	}
 	if err == nil && p.opts.Sink != nil {
 		r.rendered, err = obj.render(p.opts.Sink.Format())
+	}
+	if u, ok := p.opts.Sink.(UnorderedSink); ok && err == nil {
+		if r.written, err = u.PutUnordered(k, r.rendered); r.written {
+			r.rendered = nil
+		}
 	}
 	if err != nil {
 		r.outcome, r.err = failed, err

@@ -118,3 +118,24 @@ func (s *slowSink) Put(k Key, b []byte) error {
 	s.keys = append(s.keys, k.Namespace+"/"+k.Name)
 	return s.StreamSink.Put(k, b)
 }
+
+// TestDryRunChecksTheObjectAgainstItsKey: a dry run, which decodes no
+// more of an object than it checks, still fails a Secret sealed under
+// the key of another (its metadata names "other").
+func TestDryRunChecksTheObjectAgainstItsKey(t *testing.T) {
+	NeedsDataDecryption(t)
+	s := newSealer(t)
+	src := memScan{kvs: []KV{
+		{Key: fuzzKey, Value: s.seal(t, fuzzKey, secretBytes(t, "default", "fuzz"))[0]},
+		{Key: "/registry/secrets/default/db", Value: s.seal(t, "/registry/secrets/default/db", secretBytes(t, "default", "other"))[0]},
+	}}
+	sum, err := Run(context.Background(), Options{Source: src, Envelope: s.env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	sum.WriteTo(&text)
+	if sum.Decrypted != 1 || sum.Failed != 1 || !strings.Contains(text.String(), "metadata names default/other, the etcd key default/db") {
+		t.Fatalf("summary:\n%s", text.String())
+	}
+}

@@ -97,7 +97,7 @@ func (s *Summary) account(r result, sink Sink) {
 		s.fail(r.key, r.err)
 		return
 	}
-	if sink != nil {
+	if sink != nil && !r.written {
 		if err := sink.Put(r.k, r.rendered); err != nil {
 			s.fail(r.key, err)
 			return

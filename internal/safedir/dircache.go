@@ -3,7 +3,7 @@ package safedir
 import "golang.org/x/sys/unix"
 
 // maxOpenDirs bounds the directory handles a [PrivateDir] keeps open.
-const maxOpenDirs = 256
+const maxOpenDirs = 128
 
 // dirCache keeps checked directory handles by path, so that writing many
 // files into one directory opens and checks it once, not per file. Past
