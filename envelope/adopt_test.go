@@ -10,8 +10,7 @@ import (
 	"github.com/trousseau-io/trousseau/split"
 )
 
-// Two control-plane nodes: each its own envelope and state dir, over the
-// same backends, as two plugins over the same key files.
+// Two nodes: each its own envelope and state dir, over the same backends.
 
 func twoNodes(t *testing.T, bs []kmsclients.Backend) (a, b *Envelope, dirA string) {
 	dirA = t.TempDir()
@@ -55,8 +54,8 @@ func TestNodesConvergeOnTheNewestDEK(t *testing.T) {
 	waitKeyID(t, a, winner)
 	waitKeyID(t, b, winner)
 
-	// B alone rotates: generation = highest seen + 1; A adopts it from
-	// one object written through B, and keeps it across a restart.
+	// B rotates to highest seen + 1; A adopts it from one object and keeps
+	// it across a restart.
 	if err := b.Rotate(ctxT(t), "operator"); err != nil {
 		t.Fatal(err)
 	}
@@ -118,10 +117,8 @@ func TestAdoptionRefusesWhatThisNodeWouldNotMake(t *testing.T) {
 	}
 }
 
-// An attacker with etcd write access and the public keys of k RSA
-// custodians can, in such a config, make a header that decrypts (the
-// config check warns of it), but it must never become the key of new
-// writes.
+// With etcd write access and k RSA public keys an attacker's header
+// decrypts (config check warns), but must never seal new writes.
 func TestAdoptionNeverTakesADEKBuiltFromPublicKeys(t *testing.T) {
 	r1, r2 := newRSACustodian(t, "rsa-a"), newRSACustodian(t, "rsa-b")
 	bs := []kmsclients.Backend{r1, r2, newLocals(t, 1)[0]}
@@ -145,9 +142,8 @@ func TestAdoptionNeverTakesADEKBuiltFromPublicKeys(t *testing.T) {
 	assertNotSealedUnder(t, node, a.dek)
 }
 
-// With one RSA custodian among three, a genuine newer DEK recovered for
-// Decrypt through the RSA share is confirmed by the two secret-key
-// backends before it is adopted.
+// A newer DEK recovered through an RSA share is confirmed by the two
+// secret-key backends before it is adopted.
 func TestAdoptionConfirmsWithSecretKeyBackends(t *testing.T) {
 	r := newRSACustodian(t, "rsa")
 	locals := wrapSwitchable(newLocals(t, 2))
@@ -164,10 +160,8 @@ func TestAdoptionConfirmsWithSecretKeyBackends(t *testing.T) {
 	waitKeyID(t, a, s.KeyID)
 }
 
-// An adoption that did not happen the first time a newer DEK was read is
-// tried again on later reads of it (from the cache), at most once per
-// adoptRetry: here the node was not ready yet, then a secret-key backend
-// that must confirm the DEK was down.
+// A missed adoption is retried on later reads, at most once per
+// adoptRetry: here the node was not ready, then a confirming backend down.
 func TestAdoptionRetriedOnLaterReads(t *testing.T) {
 	r := newRSACustodian(t, "rsa")
 	locals := wrapSwitchable(newLocals(t, 2))
@@ -199,8 +193,7 @@ func TestAdoptionRetriedOnLaterReads(t *testing.T) {
 	if a.KeyID() != stored {
 		t.Fatal("adopted before Prepare")
 	}
-	// Ready, but b2 must confirm a DEK recovered through a public-key
-	// share, and it is down.
+	// Ready, but b2, which must confirm, is down.
 	locals[1].down.Store(true)
 	a.Decrypt(ctxT(t), s.Ciphertext, s.Header)
 	stays(t, a, stored)
@@ -213,10 +206,8 @@ func TestAdoptionRetriedOnLaterReads(t *testing.T) {
 	waitKeyID(t, a, s.KeyID)
 }
 
-// A DEK that is not adopted does not count as seen for the generation of
-// this node's next rotation: otherwise a header built from public keys
-// (or copied from another cluster's config) could push it to the end of
-// the order.
+// A DEK not adopted does not count for the next rotation's generation:
+// a header built from public keys could push it to the end of the order.
 func TestUnadoptedDEKsDoNotRaiseTheGeneration(t *testing.T) {
 	bs := newLocals(t, 3)
 	node := mustNew(t, Config{Threshold: 2, Backends: bs})

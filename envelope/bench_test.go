@@ -102,10 +102,8 @@ func (t *timed) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([
 	return t.Backend.Unwrap(ctx, w, aad)
 }
 
-// BenchmarkDecryptCold: 2 of 3 local backends, one answering in ~200 ms
-// and one that never answers. A cold Decrypt should cost about the slow
-// backend's own time (x-quorum-floor near 1), not the sum of all, and
-// never the dead backend's wait.
+// BenchmarkDecryptCold: 2 of 3, one backend at ~200 ms, one dead; a cold
+// Decrypt should cost the slow one's time (x-quorum-floor near 1).
 func BenchmarkDecryptCold(b *testing.B) {
 	sw := wrapSwitchable(newLocals(b, 3))
 	slow := &timed{Backend: sw[1]}
@@ -140,12 +138,8 @@ func BenchmarkDecryptCold(b *testing.B) {
 	b.ReportMetric(float64(ours.Nanoseconds())/float64(b.N)/floor, "x-quorum-floor")
 }
 
-// BenchmarkTamperedVariants: distinct variants of a header (the
-// generation field changed, which no backend's associated data covers),
-// with one of three backends dark. The DEK id is known, so each variant
-// should be refused locally: backend-calls/variant is the number to
-// watch (target 0), and x-warm compares the time per variant with a warm
-// Decrypt of the genuine header in the same loop.
+// BenchmarkTamperedVariants: variants of a known DEK's header, one of
+// three backends dark; backend-calls/variant should be 0, x-warm near 1.
 func BenchmarkTamperedVariants(b *testing.B) {
 	sw, e, s := warmWithADarkBackend(b)
 	ctx := context.Background()
@@ -168,14 +162,9 @@ func BenchmarkTamperedVariants(b *testing.B) {
 	b.ReportMetric(float64(totalCalls(sw)-before)/float64(b.N), "backend-calls/variant")
 }
 
-// BenchmarkTamperedUnknownDEK: distinct forged headers naming DEK ids
-// the node has never seen (so no cache can refuse them), with one of
-// three backends dark and known down to the last probe. Each costs one
-// unwrap per backend (the live ones refuse the share, bound to another
-// DEK id); x-warm compares the time per header with a warm Decrypt in
-// the same loop: it should be about the k live answers, not the dark
-// backend's deadline. Replays of a header then cost nothing
-// (TestTamperedHeaderWithAKnownDownBackend).
+// BenchmarkTamperedUnknownDEK: forged headers of unseen DEK ids, one of
+// three backends known down; each should cost the live answers (x-warm
+// against a warm Decrypt), not the dark backend's deadline.
 func BenchmarkTamperedUnknownDEK(b *testing.B) {
 	sw, e, s := warmWithADarkBackend(b)
 	e.RotationDue(map[string]string{sw[0].Name(): "a", sw[1].Name(): "b"})
@@ -200,8 +189,7 @@ func BenchmarkTamperedUnknownDEK(b *testing.B) {
 	b.ReportMetric(float64(totalCalls(sw)-before)/float64(b.N), "backend-calls/header")
 }
 
-// warmWithADarkBackend is a 2-of-3 node with one sealed value whose DEK
-// is cached, and the third backend dark (calls hang until their deadline).
+// warmWithADarkBackend is withADarkBackend with the DEK cached.
 func warmWithADarkBackend(b *testing.B) (sw []*switchable, e *Envelope, s Sealed) {
 	sw = wrapSwitchable(newLocals(b, 3))
 	e = mustNew(b, Config{Threshold: 2, Backends: asBackends(sw)})

@@ -68,9 +68,8 @@ func TestDrillOfAGenuineHeaderIsNotCalledTamperedByColluders(t *testing.T) {
 	}
 }
 
-// Custodians that disagree with too few shares fitting to prove who lies
-// are warned about once per DEK, not at every drill (the prober drills at
-// every probe).
+// Unprovable disagreement is warned once per DEK, not at every probe's
+// drill.
 func TestDisagreementIsWarnedOncePerDEK(t *testing.T) {
 	bs := newLocals(t, 5)
 	s := mustEncrypt(t, mustNew(t, Config{Threshold: 3, Backends: bs}), seed)

@@ -8,9 +8,7 @@ import (
 	"time"
 )
 
-// A check cancelled by its caller says nothing of the backend that had
-// not answered: that answer is not kept, so the next check of the same
-// header asks it again and counts it.
+// A cancelled check keeps no answer: the next check asks again.
 func TestDrillSessionDoesNotKeepAnAnswerCutShort(t *testing.T) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
@@ -34,9 +32,8 @@ func TestDrillSessionDoesNotKeepAnAnswerCutShort(t *testing.T) {
 	}
 }
 
-// A copy whose threshold byte was changed binds every share to other
-// associated data: each backend is asked again (it is a different
-// question), refuses, and nobody is named a liar or counted working.
+// A changed threshold byte changes every share's associated data: each
+// backend is asked again, refuses, and none is named or counted working.
 func TestDrillOfACopyWithAnotherThresholdBlamesNoCustodian(t *testing.T) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	obs := &mismatches{}
@@ -66,9 +63,8 @@ func TestDrillOfACopyWithAnotherThresholdBlamesNoCustodian(t *testing.T) {
 	}
 }
 
-// A backend that did not answer within a check's own time did not answer
-// that header: copies of it checked later in the session do not ask it
-// again (each would wait the whole time, and count as a new question).
+// A backend that timed out on a header is not asked again for its copies
+// (each would wait the whole time again).
 func TestDrillSessionKeepsABackendThatRanOutOfTime(t *testing.T) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})

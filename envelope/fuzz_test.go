@@ -84,12 +84,9 @@ func FuzzParseCombined(f *testing.F) {
 	})
 }
 
-// FuzzForgedHeader extends "only the genuine header decrypts" to headers
-// built by an attacker who holds k-1 backends (here b1 of a 2-of-3): any
-// share framing for b1 (threshold, index, x, value), any header
-// threshold and share count, the genuine wrapped shares of the other
-// backends reused or not, and the commitment and ciphertext computed
-// under the attacker's own DEK. None may decrypt.
+// FuzzForgedHeader: headers built by an attacker holding b1 of a 2-of-3
+// (any framing of b1's share, any k and n, others' genuine shares reused
+// or not, sealed under their own DEK) never decrypt.
 func FuzzForgedHeader(f *testing.F) {
 	bs := newLocals(f, 3)
 	e, err := New(Config{Threshold: 2, Backends: bs})
@@ -108,8 +105,7 @@ func FuzzForgedHeader(f *testing.F) {
 		if n < 1 || n > 3 || k < 1 || k > n || len(value) == 0 || len(value) > 64 {
 			return
 		}
-		// The attacker's DEK: the share's own value when it has a DEK's
-		// length, which is what a share at x = 0 would make the DEK.
+		// What a share at x = 0 would make the DEK.
 		dek := bytes.Repeat([]byte{0x5a}, dekSize)
 		if len(value) == dekSize {
 			dek = value
@@ -133,8 +129,7 @@ func FuzzForgedHeader(f *testing.F) {
 		ct, _ := d.seal(seed)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		// A cold node: e has the genuine DEK id cached and would refuse
-		// the forgery by the cache alone, never combining its shares.
+		// Cold: e's cache would refuse it without combining.
 		if _, err := coldNode(t, e).Decrypt(ctx, ct, raw); err == nil {
 			t.Fatalf("a header forged with one backend of a 2-of-3 decrypted: k=%d n=%d share k=%d index=%d x=%d", k, n, shareK, index, x)
 		}

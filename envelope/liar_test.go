@@ -16,9 +16,8 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// A lying custodian must be named, not silently eat the n-k margin, and a
-// tampered header must not be blamed on custodians, or cost more than a
-// few interpolations however large n is.
+// A liar is named; a tampered header is not blamed on custodians and
+// costs a few interpolations at any n.
 
 // mismatches counts ShareMismatch calls by backend.
 type mismatches struct {
@@ -42,9 +41,8 @@ func (m *mismatches) count(backend string) int {
 	return m.got[backend]
 }
 
-// liarFirst is a cold 2-of-3 node whose first backend lies and answers at
-// once, while the honest two answer later: the liar's share is in hand
-// when the DEK is found.
+// liarFirst is a cold 2-of-3 node whose first backend lies, answering
+// before the honest two.
 func liarFirst(t *testing.T) (e *Envelope, obs *mismatches, logs *testutil.Buffer, s Sealed) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	maker := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
@@ -93,9 +91,8 @@ func TestFailedQuorumNamesTheCaughtLiar(t *testing.T) {
 	}
 }
 
-// A header changed where no backend's associated data looks (here the
-// generation): every share comes back, they all agree, the commitment
-// does not. That is the header's fault, found without waiting.
+// A changed generation: every share agrees, the commitment does not; the
+// header is blamed at once.
 func TestTamperedHeaderIsNotBlamedOnCustodians(t *testing.T) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	obs := &mismatches{}
@@ -144,9 +141,8 @@ func (s *DrillSession) drillsClean(t *testing.T, raw []byte) bool {
 	return err == nil && check.Working == 2
 }
 
-// Drilling a tampered copy: the shares agree with each other, so the
-// header is reported tampered and no share is said not to fit; the same
-// session then drills the genuine header with no further backend call.
+// A tampered copy is reported tampered, no share blamed; the genuine
+// header then costs the session no backend call.
 func TestDrillSessionJudgesCopiesByTheSameShares(t *testing.T) {
 	sw := wrapSwitchable(newLocals(t, 3))
 	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(sw)})
@@ -217,11 +213,9 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkForgedVariants: forged copies of a header (generation
-// changed) on a node that has not seen the DEK, so each is unwrapped by
-// every backend (local key files) and searched; cpu-ms/variant is the
-// process CPU per copy, x-warm its wall time against a warm Decrypt of
-// the genuine header in the same loop.
+// BenchmarkForgedVariants: forged copies on a cold node, each unwrapped
+// and searched; cpu-ms/variant is CPU per copy, x-warm its time against
+// a warm Decrypt.
 func BenchmarkForgedVariants(b *testing.B) {
 	for _, tc := range []struct{ k, n int }{{2, 3}, {5, 9}, {8, 16}} {
 		b.Run(fmt.Sprintf("%dof%d", tc.k, tc.n), func(b *testing.B) {
@@ -262,8 +256,7 @@ func (l oldLiar) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) (
 	return share, err
 }
 
-// A custodian honest about the current DEK and lying about an older one
-// is caught by drilling the state's history.
+// A custodian lying only about an older DEK is caught by drilling history.
 func TestPreviousHeadersCatchALiarAboutOlderDEKs(t *testing.T) {
 	dir := t.TempDir()
 	bs := newLocals(t, 3)

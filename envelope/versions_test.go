@@ -66,9 +66,8 @@ func TestEveryCiphertextVersionOpens(t *testing.T) {
 	}
 }
 
-// Encrypt writes version 3 in FIPS 140-3 mode and version 2, which
-// every earlier release reads, otherwise; salt (and nonce) are fresh for
-// every message.
+// Encrypt writes version 3 in FIPS 140-3 mode, else 2; salt and nonce are
+// fresh for every message.
 func TestEncryptWritesTheVersionOfItsMode(t *testing.T) {
 	e := mustNew(t, Config{Threshold: 2, Backends: newLocals(t, 3)})
 	a, b := mustEncrypt(t, e, seed), mustEncrypt(t, e, seed)
@@ -116,10 +115,8 @@ func TestUnknownCiphertextVersionIsNamed(t *testing.T) {
 	}
 }
 
-// sealLegacy writes ciphertext version 1 or 2 under d as earlier builds
-// did. Version 1's layout is what d's random-nonce AEAD writes; version
-// 2 seals under a nonce of zero, which FIPS-only mode refuses to do, so
-// enforcement is lifted for that writing only, never for reading.
+// sealLegacy writes version 1 or 2 as earlier builds did; FIPS-only
+// enforcement is lifted for version 2's zero nonce, when writing only.
 func sealLegacy(t testing.TB, d *dek, version byte, pt []byte) []byte {
 	t.Helper()
 	aad := dataAAD(d.headerHash)
