@@ -14,7 +14,7 @@ GOFIPS140 ?= v1.0.0
 .PHONY: build build-fips run test bench bench-fips bench-scale fuzz lint clean image image-fips release release-check soak
 
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/trousseau ./cmd/trousseau
+	$(GO) build -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o bin/trousseau ./cmd/trousseau
 
 # The same binary on the frozen FIPS 140-3 module: FIPS mode is on by
 # default; run it with GODEBUG=fips140=only to refuse anything else.

@@ -13,30 +13,44 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
-	"github.com/trousseau-io/trousseau/kmsclients/awskms"
-	"github.com/trousseau-io/trousseau/kmsclients/azurekv"
-	"github.com/trousseau-io/trousseau/kmsclients/gcpkms"
-	"github.com/trousseau-io/trousseau/kmsclients/kmsplugin"
-	"github.com/trousseau-io/trousseau/kmsclients/local"
-	"github.com/trousseau-io/trousseau/kmsclients/pkcs11"
-	"github.com/trousseau-io/trousseau/kmsclients/vault"
 )
 
-// kinds is every backend kind, in the order messages list them. A kind is
-// its YAML name and its package's New; the config type is what New takes,
-// and its Validate method is the kind's validation. Everything else about
-// kinds (the YAML fields of a backend, their strict checks, the list in
-// messages, building) is derived from this table. Adding a kind is a
-// package, a line here and a docs/backends/<kind>.md page (see "Adding a
+// kindOrder names every backend kind, in the order messages list them.
+// Each kind's entry of kinds is registered by its own kind_<name>.go file,
+// which the build tag no_<name> leaves out with the kind's package and
+// SDK (local is always in). A kind is its YAML name and its package's
+// New; the config type is what New takes, and its Validate method is the
+// kind's validation. Everything else about kinds (the YAML fields of a
+// backend, their strict checks, the list in messages, building) is
+// derived from the table. Adding a kind is a package, a name here, a
+// kind_<name>.go file and a docs/backends/<kind>.md page (see "Adding a
 // backend" in docs/development.md; TestEveryKindIsComplete checks it).
-var kinds = []kind{
-	kindOf("local", local.New),
-	kindOf("vault", vault.New),
-	kindOf("awskms", awskms.New),
-	kindOf("azurekv", azurekv.New),
-	kindOf("kmsplugin", kmsplugin.New),
-	kindOf("gcpkms", gcpkms.New),
-	kindOf("pkcs11", pkcs11.New),
+var kindOrder = []string{"local", "vault", "awskms", "azurekv", "kmsplugin", "gcpkms", "pkcs11"}
+
+// kinds is the kinds compiled in, in kindOrder.
+var kinds []kind
+
+// register adds k to kinds in its place; kind_<name>.go files call it
+// from init.
+func register(k kind) {
+	rank := func(k kind) int { return slices.Index(kindOrder, k.name) }
+	if rank(k) < 0 {
+		panic("config: kind " + k.name + " is not in kindOrder")
+	}
+	i, _ := slices.BinarySearchFunc(kinds, rank(k), func(e kind, r int) int { return rank(e) - r })
+	kinds = slices.Insert(kinds, i, k)
+}
+
+// leftOut reports whether name is a kind that this binary was built
+// without.
+func leftOut(name string) bool {
+	_, in := kindNamed(name)
+	return !in && slices.Contains(kindOrder, name)
+}
+
+// leftOutError is the complaint about a block of a kind left out.
+func leftOutError(name string) string {
+	return fmt.Sprintf("kind %q is not compiled into this binary (built with -tags no_%s); use a build with it", name, name)
 }
 
 // Spec is a backend kind's config block: a pointer to the config type of
@@ -53,6 +67,9 @@ type kind struct {
 	newSpec func() Spec
 	holds   func(Spec) bool // whether a Spec is a non-nil *typ
 	build   func(ctx context.Context, name string, spec Spec) (kmsclients.Backend, error)
+	// checkAll, if set, checks the kind's backends against each other
+	// and the rest of the file.
+	checkAll func(*Config, *problems)
 }
 
 // kindOf makes the table entry of a kind from its New, which every
@@ -79,7 +96,7 @@ func kindOf[C any, PC interface {
 	}
 }
 
-// Kinds lists the backend kinds built in, by their YAML names, in the
+// Kinds lists the backend kinds compiled in, by their YAML names, in the
 // table's order.
 func Kinds() []string {
 	names := make([]string, len(kinds))
@@ -179,6 +196,8 @@ func (b *Backend) UnmarshalJSON(data []byte) error {
 			if err := json.Unmarshal(raw, &b.Name); err != nil {
 				return fmt.Errorf("backend name: %w", err)
 			}
+		case leftOut(key):
+			return fmt.Errorf("backend: %s", leftOutError(key))
 		case !isKind:
 			return fmt.Errorf("backend: unknown field %q", key)
 		case string(raw) == "null":

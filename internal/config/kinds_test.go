@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -399,4 +400,44 @@ func TestBackendBlocksDecode(t *testing.T) {
 			t.Fatalf("MarshalJSON = %s, %v; want %s", raw, err, want)
 		}
 	})
+}
+
+// TestLeftOutKindIsRefusedByName: a block of a kind this binary was
+// built without is refused naming the field and the build tag, not as an
+// unknown field; Kinds and the messages list only the kinds compiled in.
+func TestLeftOutKindIsRefusedByName(t *testing.T) {
+	saved := kinds
+	t.Cleanup(func() { kinds = saved })
+	kinds = slices.DeleteFunc(slices.Clone(kinds), func(k kind) bool { return k.name == "gcpkms" })
+
+	y := "threshold: 1\nbackends:\n  - {name: a, local: {keyFile: /a}}\n  - {name: g, gcpkms: {keyName: k}}\n"
+	_, err := Parse([]byte(y))
+	want := `backends[1]: kind "gcpkms" is not compiled into this binary (built with -tags no_gcpkms); use a build with it`
+	if err == nil || err.Error() != want {
+		t.Fatalf("Parse: %v\nwant %s", err, want)
+	}
+	var b Backend
+	if err := json.Unmarshal([]byte(`{"name":"g","gcpkms":{}}`), &b); err == nil || !strings.Contains(err.Error(), "built with -tags no_gcpkms") {
+		t.Fatalf("UnmarshalJSON: %v", err)
+	}
+	if slices.Contains(Kinds(), "gcpkms") || strings.Contains(kindNames(), "gcpkms") {
+		t.Fatalf("Kinds() = %v, kindNames() = %q: gcpkms is left out", Kinds(), kindNames())
+	}
+	if _, err := Parse([]byte(strings.Replace(y, "gcpkms", "gcpkmz", 1))); err == nil || !strings.Contains(err.Error(), `unknown field "backends[1].gcpkmz"`) {
+		t.Fatalf("a kind that never was: %v", err)
+	}
+}
+
+// TestRegisterKeepsTableOrder: kinds registered in any order (init runs
+// the kind_<name>.go files in file-name order) sit in kindOrder.
+func TestRegisterKeepsTableOrder(t *testing.T) {
+	saved := kinds
+	t.Cleanup(func() { kinds = saved })
+	kinds = nil
+	for _, i := range []int{3, 0, 6, 1, 5, 2, 4} {
+		register(saved[i])
+	}
+	if !slices.Equal(Kinds(), kindOrder) {
+		t.Fatalf("Kinds() = %v, want %v", Kinds(), kindOrder)
+	}
 }

@@ -53,7 +53,7 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 	}
 	switch {
 	case t == backendType:
-		walkFields(v, path, errs, backendField)
+		walkFields(v, path, errs, func(k string) (reflect.Type, string) { return backendField(path, k) })
 	case t == durationType:
 		if err := checkDuration(v); err != nil {
 			*errs = append(*errs, fmt.Sprintf("%s: %v", path, err))
@@ -62,9 +62,11 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 		// Its own decoder says what it wants.
 	case t.Kind() == reflect.Struct:
 		fields := jsonFields(t)
-		walkFields(v, path, errs, func(k string) (reflect.Type, bool) {
-			ft, ok := fields[k]
-			return ft, ok
+		walkFields(v, path, errs, func(k string) (reflect.Type, string) {
+			if ft, ok := fields[k]; ok {
+				return ft, ""
+			}
+			return nil, fmt.Sprintf("unknown field %q", join(path, k))
 		})
 	case t.Kind() == reflect.Map:
 		m, ok := v.(map[string]any)
@@ -94,31 +96,37 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 	}
 }
 
-// walkFields walks a mapping whose field types fieldType knows.
-func walkFields(v any, path string, errs *[]string, fieldType func(string) (reflect.Type, bool)) {
+// walkFields walks a mapping whose field types fieldType knows, or says
+// why a field is not one.
+func walkFields(v any, path string, errs *[]string, fieldType func(string) (reflect.Type, string)) {
 	m, ok := v.(map[string]any)
 	if !ok {
 		*errs = append(*errs, fmt.Sprintf("%s: want a mapping of fields, got %s", orTop(path), describe(v)))
 		return
 	}
 	for _, k := range slices.Sorted(maps.Keys(m)) {
-		ft, known := fieldType(k)
-		if !known {
-			*errs = append(*errs, fmt.Sprintf("unknown field %q", join(path, k)))
+		ft, complaint := fieldType(k)
+		if complaint != "" {
+			*errs = append(*errs, complaint)
 			continue
 		}
 		walk(m[k], ft, join(path, k), errs)
 	}
 }
 
-// backendField is the type of a backend's field: its name, or a kind
-// block from the kinds table.
-func backendField(key string) (reflect.Type, bool) {
+// backendField is the type of a backend's field at path: its name, or a
+// kind block from the kinds table.
+func backendField(path, key string) (reflect.Type, string) {
 	if key == "name" {
-		return reflect.TypeFor[string](), true
+		return reflect.TypeFor[string](), ""
 	}
-	k, ok := kindNamed(key)
-	return k.typ, ok
+	if leftOut(key) {
+		return nil, path + ": " + leftOutError(key)
+	}
+	if k, ok := kindNamed(key); ok {
+		return k.typ, ""
+	}
+	return nil, fmt.Sprintf("unknown field %q", join(path, key))
 }
 
 // decodesItself: t has a decoder of its own, which checks what it reads.

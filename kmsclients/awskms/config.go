@@ -64,6 +64,15 @@ func (c Config) Validate() error {
 }
 
 // region is the region the client talks to, or "" to leave it to the SDK.
+// FIPSWarning is what a FIPS 140-3 deployment should know of c, "" for
+// nothing: calls to the standard endpoint leave the FIPS boundary.
+func (c Config) FIPSWarning() string {
+	if c.UseFIPSEndpoint || c.Endpoint != "" {
+		return ""
+	}
+	return "awskms calls the standard KMS endpoint, not the FIPS one: set awskms.useFIPSEndpoint: true where the region has one"
+}
+
 func (c Config) region() string {
 	if c.Region != "" {
 		return c.Region

@@ -63,6 +63,11 @@ func (c Config) Validate() error {
 }
 
 // api is the KMS API that Wrap and Probe use.
+// FIPSWarning is what a FIPS 140-3 deployment should know of a custodian.
+func (c Config) FIPSWarning() string {
+	return "a kmsplugin custodian encrypts in its own process, outside this module: run a FIPS build of that plugin"
+}
+
 func (c Config) api() (byte, error) {
 	switch c.APIVersion {
 	case "", APIVersionV2:

@@ -1,0 +1,7 @@
+//go:build !no_azurekv
+
+package config
+
+import "github.com/trousseau-io/trousseau/kmsclients/azurekv"
+
+func init() { register(kindOf("azurekv", azurekv.New)) }
