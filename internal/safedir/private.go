@@ -3,6 +3,7 @@ package safedir
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path/filepath"
@@ -170,31 +171,64 @@ func (p *PrivateDir) checkOwner(at string, st *unix.Stat_t) error {
 	return nil
 }
 
-// replace writes data to a new file in dir and renames it over name.
+// replace writes data to a new file in dir and renames it to name.
 func (p *PrivateDir) replace(dir int, name, at string, data []byte) error {
-	exists, err := p.checkReplaceable(dir, name, at)
-	if err != nil {
-		return err
-	}
 	tmp, fd, err := p.createTemp(dir)
 	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Dir(at), err)
 	}
 	err = writeAll(fd, data)
-	if err == nil && exists {
-		err = unix.Fdatasync(fd)
-	}
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = unix.Renameat(dir, tmp, dir, name)
+		err = p.moveInto(dir, tmp, name, at)
 	}
 	if err != nil {
 		unix.Unlinkat(dir, tmp, 0)
+		if errors.As(err, new(refusal)) {
+			return err
+		}
 		return fmt.Errorf("%s: %w", at, err)
 	}
 	return nil
+}
+
+// moveInto renames tmp to name, in one step where nothing is there;
+// else over an earlier run's file, once it is judged replaceable and tmp
+// is flushed.
+func (p *PrivateDir) moveInto(dir int, tmp, name, at string) error {
+	err := renameNoReplace(dir, tmp, name)
+	if err != unix.EEXIST && err != unix.ENOSYS && err != unix.EINVAL {
+		return err
+	}
+	exists, err := p.checkReplaceable(dir, name, at)
+	if err != nil {
+		return refusal{err}
+	}
+	if exists {
+		if err := syncFile(dir, tmp); err != nil {
+			return err
+		}
+	}
+	return unix.Renameat(dir, tmp, dir, name)
+}
+
+// refusal is an error of checkReplaceable: it names the file already.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
+
+func syncFile(dir int, name string) error {
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	err = unix.Fsync(fd)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // checkReplaceable refuses a file at name that is not a regular file of
