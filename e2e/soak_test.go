@@ -62,8 +62,8 @@ func TestSoak(t *testing.T) {
 	for _, c := range rep.Causes() {
 		r.logf("failed requests, %s: %d", c, rep.FailedByCause[c])
 	}
-	for kinds, n := range rep.FailedByFault {
-		r.logf("failed requests in windows of %s: %d", kinds, n)
+	for fault, n := range rep.FailedByFault {
+		r.logf("failed requests explained by %s: %d", fault, n)
 	}
 	for _, p := range rep.Problems {
 		t.Errorf("%s", p)

@@ -72,7 +72,7 @@ type Report struct {
 	Stale              int            `json:"stale"`
 	FailedByCause      map[string]int `json:"failedByCause"`
 	FailedOutside      int            `json:"failedOutsideWindows"`
-	FailedByFault      map[string]int `json:"failedByFault"` // by the kinds of the windows around each failure
+	FailedByFault      map[string]int `json:"failedByFault"` // by the fault that most likely explains each (Attribute)
 	Convergences       []Convergence  `json:"convergences"`
 	StaleKeyIDs        int            `json:"staleKeyIDsAfterMigration"`
 	Unencrypted        int            `json:"unencrypted"`
@@ -159,34 +159,48 @@ func (rec *Recorder) Finish(duration time.Duration, end time.Time) Report {
 	r.FailedByFault = map[string]int{}
 	for i := range r.Failures {
 		f := &r.Failures[i]
-		kinds := WindowKinds(r.Windows, f.T)
-		f.InFault = kinds != ""
+		f.InFault = InWindow(r.Windows, f.T)
 		r.FailedByCause[f.Cause]++
+		blamed := Attribute(r.Windows, *f)
 		if !f.InFault {
 			r.FailedOutside++
-			kinds = "none"
+			blamed = "none"
 		}
-		r.FailedByFault[kinds]++
+		r.FailedByFault[blamed]++
 	}
 	return *r
 }
 
-// WindowKinds names the kinds of the windows (with their grace) that t
-// falls in, in [Kinds] order and joined by "+"; "" for none.
-func WindowKinds(ws []Window, t float64) string {
-	in := map[Kind]bool{}
+// blame is the order in which faults are held to explain a failure: a
+// process fault on the request's own node first, then a custodian fault.
+var blame = []Kind{APIServerRestart, PluginKill, QuorumLost, CustodianKill, CustodianStop, Migration, RotateSIGHUP, RotateCommand}
+
+// Attribute names the fault most likely to explain a failure: the first
+// kind of [blame] with a window (and its grace) around it, a process
+// fault counting only on the failed request's node; "" for none.
+func Attribute(ws []Window, f Failure) string {
+	for _, k := range blame {
+		for _, w := range ws {
+			onNode := k != APIServerRestart && k != PluginKill || len(w.Targets) == 1 && w.Targets[0] == f.Node
+			if w.Kind == k && onNode && f.T >= w.Start && f.T <= w.End+Grace.Seconds() {
+				return string(k)
+			}
+		}
+	}
+	if InWindow(ws, f.T) {
+		return "other-node-process"
+	}
+	return ""
+}
+
+// InWindow reports whether t falls in a window or its grace.
+func InWindow(ws []Window, t float64) bool {
 	for _, w := range ws {
 		if t >= w.Start && t <= w.End+Grace.Seconds() {
-			in[w.Kind] = true
+			return true
 		}
 	}
-	var out []string
-	for _, k := range Kinds {
-		if in[k] {
-			out = append(out, string(k))
-		}
-	}
-	return strings.Join(out, "+")
+	return false
 }
 
 // Passed reports whether the run kept every promise.

@@ -19,16 +19,20 @@ func TestFailuresOutsideFaultWindowsAreCounted(t *testing.T) {
 	rec.Request("read", Node2, at(200), "")
 	rec.FaultStarted(QuorumLost, []string{Vault, AWS}, at(300)) // never closed
 	rec.Request("write", Node2, at(305), "internal-error")
+	// Node 1's kube-apiserver restarting does not explain a failure on
+	// node 2, but the quorum lost does.
+	rec.FaultStarted(APIServerRestart, []string{Node1}, at(306))
+	rec.Request("write", Node2, at(307), "kms-transform")
 
 	r := rec.Finish(5*time.Minute, at(310))
-	if r.FailedOutside != 1 || r.FailedByCause["timeout"] != 2 || len(r.Failures) != 4 {
+	if r.FailedOutside != 1 || r.FailedByCause["timeout"] != 2 || len(r.Failures) != 5 {
 		t.Fatalf("outside %d, by cause %v, failures %d", r.FailedOutside, r.FailedByCause, len(r.Failures))
 	}
-	want := map[string]int{"apiserver-restart": 2, "none": 1, "quorum-lost": 1}
+	want := map[string]int{"apiserver-restart": 2, "none": 1, "quorum-lost": 2}
 	if !reflect.DeepEqual(r.FailedByFault, want) {
 		t.Fatalf("failures by fault: %v, want %v", r.FailedByFault, want)
 	}
-	if r.Windows[1].End != 310 {
+	if r.Windows[1].End != 310 || r.Windows[2].End != 310 {
 		t.Fatalf("an open window ends at the finish: %v", r.Windows[1])
 	}
 	if r.Passed() || !strings.Contains(r.Summary(), "failed-outside-windows=1") || !strings.HasPrefix(r.Summary(), "soak FAIL") {
