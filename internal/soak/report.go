@@ -218,16 +218,20 @@ func (r Report) Summary() string {
 		total += r.Faults[k]
 	}
 	var maxConv float64
+	over := 0
 	for _, c := range r.Convergences {
 		maxConv = max(maxConv, c.Seconds)
+		if c.Seconds > ConvergenceBound.Seconds() {
+			over++
+		}
 	}
 	verdict := "PASS"
 	if !r.Passed() {
 		verdict = "FAIL"
 	}
-	return fmt.Sprintf("soak %s seed=%d plan=%s duration=%s writes=%d reads=%d faults=%d (%s) rotations=%d migrations=%d max-convergence=%.0fs lost=%d stale=%d failed=%d failed-outside-windows=%d unencrypted=%d log-leaks=%d panics=%d recovery-mismatches=%d problems=%d",
+	return fmt.Sprintf("soak %s seed=%d plan=%s duration=%s writes=%d reads=%d faults=%d (%s) rotations=%d migrations=%d max-convergence=%.0fs over-bound=%d lost=%d stale=%d failed=%d failed-outside-windows=%d unencrypted=%d log-leaks=%d panics=%d recovery-mismatches=%d problems=%d",
 		verdict, r.Seed, r.Plan, time.Duration(r.Duration*float64(time.Second)).Round(time.Second), r.WritesAcked, r.ReadsChecked, total,
-		strings.Join(kinds, " "), r.Rotations, r.Migrations, maxConv, r.Lost, r.Stale, len(r.Failures), r.FailedOutside,
+		strings.Join(kinds, " "), r.Rotations, r.Migrations, maxConv, over, r.Lost, r.Stale, len(r.Failures), r.FailedOutside,
 		r.Unencrypted, r.LogLeaks, r.Panics, r.RecoveryMismatches, len(r.Problems))
 }
 
