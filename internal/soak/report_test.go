@@ -50,7 +50,9 @@ func TestCleanRunPasses(t *testing.T) {
 	if !r.Passed() || !strings.Contains(r.Summary(), "lost=0 stale=0") {
 		t.Fatalf("%s", r.Summary())
 	}
-	rec.Update(func(r *Report) { r.Convergences = []Convergence{{Seconds: 60}, {Seconds: ConvergenceBound.Seconds() + 1}} })
+	rec.Update(func(r *Report) {
+		r.Convergences = []Convergence{{Seconds: 60}, {Seconds: ConvergenceBound.Seconds() + 1}}
+	})
 	if s := rec.Finish(time.Minute, time.Now()).Summary(); !strings.Contains(s, "max-convergence=151s over-bound=1") {
 		t.Fatalf("a convergence over the bound is not in the summary: %s", s)
 	}
