@@ -6,12 +6,9 @@ import (
 	"time"
 )
 
-// Duration is a time.Duration written as "30s", "720h": the one duration
-// type of the config file, config.Duration and the duration fields of
-// every backend's config block alike. It lives here, below both, because
-// config imports the backends; being one type is what lets the config's
-// strict field walk name the path of a bad duration in a backend block
-// ("backends[0].kmsplugin.timeout: ...") as it does for its own fields.
+// Duration is a time.Duration written as "30s": the one duration type of
+// the config and every backend block, so the config's strict field walk
+// names a bad one by path. It lives here because config imports backends.
 type Duration struct{ time.Duration }
 
 // UnmarshalJSON reads a Go duration string.

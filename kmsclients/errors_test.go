@@ -48,9 +48,8 @@ func TestErrorText(t *testing.T) {
 	}
 }
 
-// lateContext is a context whose deadline has passed while its Err is
-// still nil: the moment between a transport's own timer for the deadline
-// (gRPC's) failing the call and the context's timer marking it done.
+// lateContext's deadline has passed while Err is still nil, as when
+// gRPC's own timer fails a call before the context's fires.
 type lateContext struct {
 	context.Context
 	deadline time.Time
@@ -58,10 +57,9 @@ type lateContext struct {
 
 func (c lateContext) Deadline() (time.Time, bool) { return c.deadline, true }
 
-// TestFailDeadlinePassed: a call that fails once the caller's deadline
-// has passed is of the deadline's kind, even before ctx.Err() says so;
-// a deadline still ahead (a backend's own per-call timeout fired) leaves
-// the kind to the call, and a cancellation still comes first.
+// TestFailDeadlinePassed: a failure after the caller's deadline is of
+// its kind before ctx.Err() says so; a deadline ahead (the backend's own
+// timeout fired) leaves the kind to the call; cancellation comes first.
 func TestFailDeadlinePassed(t *testing.T) {
 	src := Source{Backend: "kmsplugin", Name: "aws"}
 	grpcTimeout := fmt.Errorf("gRPC DeadlineExceeded: %w", errors.New("context deadline exceeded"))
@@ -93,8 +91,7 @@ func TestFailDeadlinePassed(t *testing.T) {
 			}
 		})
 	}
-	// Only a failed call is judged by the deadline: what the backend
-	// found itself keeps its kind.
+	// Errorf, what the backend found itself, keeps its kind.
 	if err := src.Errorf(OpUnwrap, ErrInvalidCiphertext, "binding does not match"); Kind(err) != "invalid" {
 		t.Errorf("Errorf: kind %s", Kind(err))
 	}
@@ -137,9 +134,8 @@ func TestKindOrder(t *testing.T) {
 	}
 }
 
-// TestCheckNew: New's errors, for the name and then the config block,
-// are the one error type, naming the backend (and the name once it is
-// valid), with no op and no kind.
+// TestCheckNew: New's errors (name, then config) are *Error naming the
+// backend (and the name once valid), with no op and no kind.
 func TestCheckNew(t *testing.T) {
 	for _, tc := range []struct {
 		name, backend string

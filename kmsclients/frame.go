@@ -11,11 +11,9 @@ import (
 //
 //	version (1 byte) | body (at least 1 byte) | CRC-32C of both, big-endian (4 bytes, if Checksum)
 //
-// at most [MaxWrappedSize] bytes in all. The version lets a later format
-// be told apart. The checksum is for a KMS that does not authenticate
-// every stored byte (or an emulator that does not): it catches corrupt
-// storage before a KMS call is spent on it. It is no defence against
-// tampering; the KMS's own encryption is.
+// at most [MaxWrappedSize] bytes. The checksum, for a KMS (or emulator)
+// that does not authenticate every stored byte, catches corruption before
+// a KMS call is spent; it is no defence against tampering.
 type Framing struct {
 	Version  byte
 	Checksum bool
@@ -26,8 +24,7 @@ const ChecksumSize = 4
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Frame returns body framed. The caller keeps the whole within
-// [MaxWrappedSize] (see [CheckWrapped]).
+// Frame returns body framed; the caller keeps it within [MaxWrappedSize].
 func (f Framing) Frame(body []byte) []byte {
 	out := make([]byte, 0, 1+len(body)+f.trailer())
 	out = append(out, f.Version)
@@ -38,9 +35,9 @@ func (f Framing) Frame(body []byte) []byte {
 	return out
 }
 
-// Unframe returns the body of a stored share, a slice of wrapped, or
-// says why wrapped is not one that Frame made. Backends report its
-// error as [ErrInvalidCiphertext]; it holds no byte of wrapped.
+// Unframe returns the body (a slice of wrapped) or why Frame did not make
+// wrapped; backends report that as [ErrInvalidCiphertext]. The error
+// holds no byte of wrapped.
 func (f Framing) Unframe(wrapped []byte) ([]byte, error) {
 	lo := 1 + 1 + f.trailer()
 	if len(wrapped) < lo || len(wrapped) > MaxWrappedSize {

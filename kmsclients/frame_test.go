@@ -12,9 +12,8 @@ var (
 	unchecked = Framing{Version: 1}
 )
 
-// TestFramingDecodesStoredShares: shares framed by the backends' own
-// code before this helper existed (awskms and gcpkms, whose bodies are
-// the KMS ciphertext) still decode, and frame to the same bytes.
+// TestFramingDecodesStoredShares: shares awskms and gcpkms framed before
+// this helper still decode, and frame to the same bytes.
 func TestFramingDecodesStoredShares(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -38,8 +37,8 @@ func TestFramingDecodesStoredShares(t *testing.T) {
 	}
 }
 
-// TestFramingRefuses: each way a stored share can be wrong is refused
-// with a reason, and the reason holds none of the share's bytes.
+// TestFramingRefuses: each bad share is refused with a reason holding
+// none of its bytes.
 func TestFramingRefuses(t *testing.T) {
 	body := []byte("SECRETISH")
 	good := checked.Frame(body)

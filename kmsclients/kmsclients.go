@@ -1,13 +1,6 @@
-// Package kmsclients defines the one small interface every KMS backend of
-// Trousseau implements, and the one error type (Error, made by a Source)
-// with which they report the kinds of failure.
-//
-// A backend wraps and unwraps one share of a data-encryption key. It never
-// sees the key itself, only its share, and each wrapped share is bound to
-// associated data (the DEK it belongs to and the share's index) so that a
-// wrapped share cannot be replayed as another.
-//
-// Backends live one per package below this one (local, vault, awskms, ...).
+// Package kmsclients defines [Backend], which every KMS backend (one
+// package below this one each) implements, and [Error], made by a
+// [Source], with which they report failures.
 package kmsclients
 
 import (
@@ -22,34 +15,31 @@ import (
 // Wrapped is a share as one backend protected it.
 type Wrapped struct {
 	Ciphertext []byte
-	// KeyIdentity names the key and key version that wrapped the share
-	// (e.g. "vault:transit/trousseau:v3"). It is recorded next to the
-	// wrapped share and handed back to Unwrap. It is not secret.
+	// KeyIdentity names the key and version that wrapped the share
+	// ("vault:transit/trousseau:v3"); stored beside it, not secret.
 	KeyIdentity string
 }
 
-// Backend wraps and unwraps shares with one KMS key.
-//
-// Every method honours ctx's deadline and cancellation: a backend adds no
-// hidden timeouts of its own. Implementations must be safe for concurrent
-// use.
+// Backend wraps and unwraps shares with one KMS key. Methods honour
+// ctx and add no hidden timeouts; implementations are safe for
+// concurrent use.
 type Backend interface {
 	// Name is the operator's name for this backend ([a-z0-9-], unique in a config).
 	Name() string
-	// Wrap protects share under the backend's current key, bound to aad.
+	// Wrap protects share under the current key, bound to aad (DEK id
+	// and share index) so it cannot be replayed as another share.
 	Wrap(ctx context.Context, share, aad []byte) (Wrapped, error)
-	// Unwrap recovers a share that Wrap protected. keyIdentity is what Wrap
-	// reported; aad must equal what Wrap was given.
+	// Unwrap recovers a share Wrap protected; aad must be Wrap's.
 	Unwrap(ctx context.Context, w Wrapped, aad []byte) ([]byte, error)
-	// Probe is a cheap health check that reports the identity of the key
-	// that Wrap would use now, so that a rotated backend key is noticed.
+	// Probe is a cheap health check returning the key identity Wrap
+	// would use now, so that a rotated key is noticed.
 	Probe(ctx context.Context) (keyIdentity string, err error)
 	// Close releases the backend's resources.
 	Close() error
 }
 
-// Limits on what a backend may return, so that a lying or broken backend
-// cannot make the header grow without bound.
+// Limits on what a backend may return, so that a lying backend cannot
+// grow the header without bound.
 const (
 	MaxWrappedSize     = 4096
 	MaxKeyIdentitySize = 512
@@ -58,8 +48,8 @@ const (
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
-// ValidateName checks a backend name: 1 to 63 of [a-z0-9-], starting and
-// ending with a letter or digit.
+// ValidateName checks a backend name: 1 to [MaxNameSize] of [a-z0-9-],
+// starting and ending with a letter or digit.
 func ValidateName(name string) error {
 	if len(name) == 0 || len(name) > MaxNameSize || !nameRE.MatchString(name) {
 		return fmt.Errorf("invalid backend name %q: want 1 to %d characters of [a-z0-9-], starting and ending with a letter or digit", name, MaxNameSize)
@@ -67,7 +57,7 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// CheckWrapped validates what a backend returned from Wrap.
+// CheckWrapped validates what Wrap returned.
 func CheckWrapped(w Wrapped) error {
 	switch {
 	case len(w.Ciphertext) == 0:
@@ -82,8 +72,7 @@ func CheckWrapped(w Wrapped) error {
 	return nil
 }
 
-// CloseAll closes every backend; errors on close are of no use to callers
-// that are shutting down.
+// CloseAll closes every backend, ignoring errors: callers are shutting down.
 func CloseAll(backends []Backend) {
 	for _, b := range backends {
 		b.Close()
@@ -97,8 +86,7 @@ type ProbeResult struct {
 	Took        time.Duration
 }
 
-// ProbeAll probes every backend at once, each under timeout (and ctx),
-// and returns their answers in the same order.
+// ProbeAll probes backends in parallel under timeout, answers in order.
 func ProbeAll(ctx context.Context, backends []Backend, timeout time.Duration) []ProbeResult {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -117,50 +105,44 @@ func ProbeAll(ctx context.Context, backends []Backend, timeout time.Duration) []
 	return out
 }
 
-// PublicWrapper is implemented by backends that may wrap with a public key
-// (RSA-OAEP). Anyone who holds that public key can make a wrapped share
-// the backend will unwrap, so such a share keeps the share secret but
-// proves nothing about who made it: the envelope does not count it as
-// proof that a DEK was made by Trousseau (see IsPublicWrap).
+// PublicWrapper is implemented by backends that may wrap with a public
+// key (RSA-OAEP). Anyone with that key can make a share the backend
+// unwraps, so the envelope does not count it as proof that Trousseau
+// made a DEK.
 type PublicWrapper interface {
-	// PublicWrap reports whether shares this backend unwraps could have
-	// been wrapped by anyone holding its public key.
 	PublicWrap() bool
 }
 
-// IsPublicWrap reports whether b's wrapped shares could have been made by
-// anyone holding a public key. Backends that do not implement
-// PublicWrapper wrap with a secret key.
+// IsPublicWrap reports whether b's shares could have been made by anyone
+// holding a public key; a backend without [PublicWrapper] has a secret key.
 func IsPublicWrap(b Backend) bool {
 	p, ok := b.(PublicWrapper)
 	return ok && p.PublicWrap()
 }
 
 // WrapKindKnower is implemented by backends that learn from the KMS
-// whether they wrap with a public key (a Vault transit key's type): until
-// they know, PublicWrap answers true, and WrapKindKnown false, so that no
-// decision that needs the answer is taken on a guess.
+// whether they wrap with a public key (a Vault transit key's type). Until
+// known, PublicWrap says true, so no decision is taken on a guess.
 type WrapKindKnower interface {
 	WrapKindKnown() bool
 }
 
-// WrapKindKnown reports whether IsPublicWrap(b) is known for sure.
+// WrapKindKnown reports whether [IsPublicWrap] is known for sure.
 func WrapKindKnown(b Backend) bool {
 	k, ok := b.(WrapKindKnower)
 	return !ok || k.WrapKindKnown()
 }
 
-// CustodianKeyer is implemented by backends whose key identities can name
-// one key in more than one way (one Vault transit key through two
-// addresses, an AWS multi-Region key and its replica). CustodianKey
-// returns a name of the key material itself, so that two backends on one
-// key are seen as one custodian.
+// CustodianKeyer is implemented by backends where one key can have
+// several identities (a transit key through two addresses, an AWS
+// multi-Region replica). CustodianKey names the key material, so two
+// backends on one key count as one custodian.
 type CustodianKeyer interface {
 	CustodianKey(keyIdentity string) string
 }
 
-// CustodianKey is the canonical name of the key behind keyIdentity: what
-// b's CustodianKeyer says, or keyIdentity itself.
+// CustodianKey is the canonical name of the key behind keyIdentity
+// (see [CustodianKeyer]), or keyIdentity itself.
 func CustodianKey(b Backend, keyIdentity string) string {
 	if c, ok := b.(CustodianKeyer); ok {
 		return c.CustodianKey(keyIdentity)
