@@ -499,13 +499,9 @@ func TestIdentity(t *testing.T) {
 	}
 }
 
-// TestLongKeyIDIsOneCustodianUnderAnyEndpoint: a key_id that fits an
-// identity as it is under a short endpoint but is hashed under a long
-// one gives one custodian key under both, so that the rule "two
-// custodians reporting one key_id are one" holds whatever the endpoints'
-// lengths. Identities keep their spelling (a short key_id is never
-// hashed), and an identity stored with the key_id as it is has the same
-// custodian key as one with its hash.
+// TestLongKeyIDIsOneCustodianUnderAnyEndpoint: a key_id kept as it is
+// under a short endpoint but hashed under a long one gives one custodian
+// key under both; identities keep their spelling.
 func TestLongKeyIDIsOneCustodianUnderAnyEndpoint(t *testing.T) {
 	short, long := "unix:///run/k.sock", "unix:///"+strings.Repeat("p", maxSocketPath-1)
 	keyID := "arn:" + strings.Repeat("k", 466)
@@ -653,11 +649,9 @@ func TestCustodianSocketDirectoryOthersCanWriteIsRefused(t *testing.T) {
 	}
 }
 
-// The socket directory is judged where the endpoint leads: a symlink in a
-// private directory to a socket in a world-writable one, or a socket in
-// a private directory under a world-writable one (whose writers could
-// swap the private one), is refused, as a permission error that names
-// the field and the directory and says what to fix.
+// The socket directory is judged where the endpoint leads: a symlink to a
+// world-writable directory, or a private directory under a
+// world-writable one, is a permission error naming the directory.
 func TestCustodianSocketThroughSymlinkOrOpenAncestorIsRefused(t *testing.T) {
 	probe := func(b *Backend) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -9,19 +9,14 @@ import (
 	"slices"
 )
 
-// A plugin that only encodes what it is sent (a test or mock plugin that
-// base64- or hex-encodes, a no-op) would have shares stored in etcd for
-// anyone to decode, while they count as a secret-key custodian's. reveal
-// looks for a secret in what such a plugin makes of it: the secret as it
-// is or reversed, XORed with or added to a key repeating every 1 to
-// maxKeyPeriod bytes, in raw bytes or in hex, base64 or base32 text at
-// any alignment. Transforms beyond these, when deterministic, are caught
-// by the diffusion check of [Backend.vet].
+// A plugin that only encodes (a mock) would leave shares in etcd for
+// anyone to decode. reveal finds a secret in its answer: as it is or
+// reversed, XORed with or plus a key repeating every 1 to maxKeyPeriod
+// bytes, raw or in hex, base64 or base32 text at any alignment. Other
+// deterministic transforms fail the diffusion check of [Backend.vet].
 const (
-	// minNeedle bounds false alarms: at a key period of 8, 8 bytes of
-	// differences must match by chance at one of about 2^21 places (4
-	// KiB in every view, op and period): 2^-43 at worst. Shares are
-	// 35 bytes.
+	// minNeedle bounds false alarms at 2^-43 (8 bytes of differences at
+	// period 8, about 2^21 places). Shares are 35 bytes.
 	minNeedle    = 16
 	maxKeyPeriod = 8
 )
@@ -112,9 +107,8 @@ var textEncodings = []textEncoding{
 
 const base32Tails = 1<<0 | 1<<2 | 1<<4 | 1<<5 | 1<<7
 
-// search decodes each maximal run of e's letters in text from each of
-// its first group offsets, so that a secret is found however the text
-// before it was aligned, and looks for n in what comes out.
+// search decodes each run of e's letters from each offset in a group,
+// so any alignment is found, and looks for n in the result.
 func (e textEncoding) search(text []byte, n *needle) string {
 	run := make([]byte, 0, len(text))
 	buf := make([]byte, len(text))
@@ -189,8 +183,8 @@ var keyOps = [...]keyOp{
 	{"plus", func(a, b byte) byte { return b - a }},
 }
 
-// needle is a secret and its differences at each key period, for each
-// keyOp, as it is and reversed.
+// needle is a secret, reversed too, with its differences per keyOp and
+// period.
 type needle struct {
 	secret, reversed []byte
 	diffs            [len(keyOps)][maxKeyPeriod + 1][2][]byte

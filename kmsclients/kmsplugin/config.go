@@ -15,27 +15,20 @@ import (
 
 // Config is the YAML block `kmsplugin: {...}` of a backend.
 type Config struct {
-	// Endpoint is the custodian plugin's socket, as kube-apiserver's
-	// EncryptionConfiguration names it: unix:///absolute/path.
+	// Endpoint is the plugin's socket: unix:///absolute/path.
 	Endpoint string `json:"endpoint"`
-	// APIVersion is the KMS API the custodian serves: "v2" (the default)
-	// or "v1" (KMS v1beta1, for older vendor plugins).
+	// APIVersion is "v2" (the default) or "v1" (KMS v1beta1).
 	APIVersion string `json:"apiVersion,omitempty"`
-	// Timeout, when set, bounds each call to the custodian (like the
-	// EncryptionConfiguration's timeout). The caller's deadline always
-	// applies; unset, it is the only one.
+	// Timeout, when set, bounds each call, within the caller's deadline.
 	Timeout Duration `json:"timeout,omitzero"`
-	// PublicKey says that the custodian wraps with a public key (RSA, as
-	// Azure's kubernetes-kms always does): anyone holding that public
-	// key can make a ciphertext it decrypts, so its shares prove nothing
-	// about who made a DEK (see kmsclients.PublicWrapper). Trousseau
-	// cannot tell from the KMS API; the operator says so.
+	// PublicKey says the custodian wraps with a public key (as Azure's
+	// kubernetes-kms does), which the KMS API cannot tell: see
+	// [kmsclients.PublicWrapper].
 	PublicKey bool `json:"publicKey,omitempty"`
 }
 
-// Duration is a time.Duration written as "3s", "500ms": the config file's
-// one duration type (config.Duration is it too), so that the config's
-// strict field walk names a bare number here by its path.
+// Duration is a time.Duration written as "3s": the config's one duration
+// type, so its strict decoding names a bare number by its path.
 type Duration = kmsclients.Duration
 
 // The API versions of Config.APIVersion.
@@ -44,8 +37,7 @@ const (
 	APIVersionV1 = "v1"
 )
 
-// maxSocketPath is the longest path a unix socket can be reached by on
-// Linux: sun_path holds 108 bytes, with a terminating NUL.
+// maxSocketPath: Linux's sun_path holds 108 bytes with the NUL.
 const maxSocketPath = 107
 
 // Validate names the field at fault.
@@ -62,7 +54,6 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// api is the KMS API that Wrap and Probe use.
 // FIPSWarning is what a FIPS 140-3 deployment should know of a custodian.
 func (c Config) FIPSWarning() string {
 	return "a kmsplugin custodian encrypts in its own process, outside this module: run a FIPS build of that plugin"
@@ -78,17 +69,10 @@ func (c Config) api() (byte, error) {
 	return 0, fmt.Errorf("want %s or %s, got %q", APIVersionV2, APIVersionV1, c.APIVersion)
 }
 
-// socketPath reads unix:///absolute/path with kube-apiserver's own parser
-// (k8s.io/kms/pkg/util), then refuses what it would accept but a
-// custodian must not be:
-//   - an abstract socket (unix:///@name): it has no permissions, so any
-//     process of the network namespace that binds the name first would
-//     be sent every share in the clear;
-//   - a host part (unix://var/run/x.sock), which the parser drops
-//     silently, leaving /run/x.sock;
-//   - a ':' in the path, which would make key identities ambiguous
-//     (see identity);
-//   - a path longer than a unix socket can have.
+// socketPath parses with kube-apiserver's parser, then refuses an
+// abstract socket (no permissions: whoever binds the name first gets the
+// shares), a host part (the parser drops it silently), a ':' (identities
+// would be ambiguous) and a path too long for a socket.
 func socketPath(endpoint string) (string, error) {
 	if endpoint == "" {
 		return "", errors.New("required (unix:///path/to/plugin.sock)")

@@ -230,11 +230,8 @@ func TestCheckNotSelf(t *testing.T) {
 }
 
 // TestCheckNotSelfBindMount: an endpoint reaching Trousseau's socket
-// through a bind mount of its directory has a path of its own:
-// CheckEndpoints, before Trousseau listens, cannot see it, and
-// CheckNotSelf, once it listens, refuses it. The mount is made in a mount
-// namespace of the test's own (one locked thread), so it needs the
-// privilege to make one; the test is skipped without it.
+// through a bind mount escapes CheckEndpoints but not CheckNotSelf. It
+// needs the privilege to make a mount namespace.
 func TestCheckNotSelfBindMount(t *testing.T) {
 	dir := shortTemp(t)
 	own := filepath.Join(dir, "trousseau.sock")

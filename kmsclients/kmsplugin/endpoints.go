@@ -14,18 +14,13 @@ import (
 // EndpointError is one endpoint that CheckEndpoints or CheckNotSelf
 // refuses.
 type EndpointError struct {
-	// Index is the endpoint's position in the list given to
-	// CheckEndpoints, or the backend's in the list given to CheckNotSelf.
-	Index int
-	// Other is the position of the earlier endpoint it is the same socket
-	// as, or -1 when it is Trousseau's own socket.
-	Other    int
-	Endpoint string
-	// OtherEndpoint is that earlier endpoint, or Trousseau's own socket.
+	Index int // position in the list checked
+	// Other is the position of the earlier endpoint naming the same
+	// socket, or -1 for Trousseau's own socket (OtherEndpoint).
+	Other         int
+	Endpoint      string
 	OtherEndpoint string
-	// Name is the backend's name when CheckNotSelf refuses it; "" from
-	// CheckEndpoints, whose caller names the field itself.
-	Name string
+	Name          string // the backend's, from CheckNotSelf only
 }
 
 func (e *EndpointError) Error() string {
@@ -39,26 +34,12 @@ func (e *EndpointError) Error() string {
 	return fmt.Sprintf("%s: %s is the socket of another kmsplugin backend too (%s): one custodian would hold two shares", field, e.Endpoint, e.OtherEndpoint)
 }
 
-// CheckNotSelf refuses every kmsplugin backend among backends whose
-// endpoint reaches ownSocket, Trousseau's own socket (a path, or
-// unix:///path), which must exist: serve calls it right after it starts
-// listening there, before it serves a request, and stops on an error.
-//
-// CheckEndpoints, run on the config before Trousseau listens, compares
-// paths, and files only where both exist: an endpoint that reaches the
-// socket through a bind mount of its directory (or another mount of its
-// file system) has another path, and is caught there only when a stale
-// socket file is in place. Here the socket exists, so each endpoint is
-// compared with it as a file (os.SameFile: device and inode, with
-// symlinks followed), however it is reached: symlink, hard link, bind
-// mount.
-//
-// Backends of other kinds are skipped, and so are endpoints that cannot
-// be stat'ed (nothing there, or a directory Trousseau may not search):
-// connecting to one would fail the same way. The error is an
-// *EndpointError (Index: the position in backends, Other: -1, Name: the
-// backend's name) per endpoint refused, joined, or the error of stat'ing
-// ownSocket.
+// CheckNotSelf refuses each kmsplugin backend whose endpoint reaches
+// ownSocket (a path or unix:///path), which must exist: serve calls it
+// once listening. Unlike [CheckEndpoints] it compares files (device and
+// inode), so a bind mount of the socket's directory is caught too.
+// Endpoints that cannot be stat'ed are skipped (a connect would fail
+// anyway). The error joins one [*EndpointError] per backend refused.
 func CheckNotSelf(backends []kmsclients.Backend, ownSocket string) error {
 	ownPath := ownSocketPath(ownSocket)
 	if ownPath == "" {
@@ -83,19 +64,12 @@ func CheckNotSelf(backends []kmsclients.Backend, ownSocket string) error {
 	return errors.Join(errs...)
 }
 
-// CheckEndpoints enforces the rules no config may break, for the config
-// layer to call with Trousseau's own socket (a path, or unix:///path) and
-// the endpoints of every kmsplugin backend, in config order:
-//   - no endpoint is Trousseau's own socket, directly or through a
-//     symlink (or a hard link, or a bind mount of its directory);
-//   - no two endpoints are one socket.
-//
-// Sockets are compared by their paths with symlinks resolved (also where
-// the socket does not exist yet, as Trousseau's own does not before it
-// starts), and with os.SameFile where both exist. The error joins one
-// *EndpointError per endpoint refused; endpoints that Validate refuses are
-// skipped. Custodians that are one key behind two sockets are caught
-// later, by the key_id they report (see Backend.CustodianKey).
+// CheckEndpoints, for the config layer, refuses an endpoint that is
+// Trousseau's own socket (own) or one an earlier endpoint names. Paths
+// are compared with symlinks resolved (sockets may not exist yet), and
+// files where both exist. The error joins one [*EndpointError] per
+// endpoint refused; invalid endpoints are skipped. One key behind two
+// sockets is caught later, by [Backend.CustodianKey].
 func CheckEndpoints(own string, endpoints []string) error {
 	type socket struct {
 		endpoint string
@@ -142,8 +116,7 @@ func CheckEndpoints(own string, endpoints []string) error {
 	return errors.Join(errs...)
 }
 
-// ownSocketPath accepts Trousseau's socket as the config names it (a
-// path) or as an EncryptionConfiguration does (unix:///path).
+// ownSocketPath accepts a path or unix:///path.
 func ownSocketPath(own string) string {
 	if own == "" {
 		return ""
@@ -157,12 +130,11 @@ func ownSocketPath(own string) string {
 	return filepath.Clean(own)
 }
 
-// maxLinks bounds the symlinks followed, as the kernel does (40).
+// maxLinks is the kernel's bound on symlinks followed.
 const maxLinks = 40
 
-// resolvePath is path with every symlink resolved, also when the path
-// or its target does not exist (yet): the part that exists is resolved
-// and the rest appended.
+// resolvePath resolves symlinks in the part of path that exists and
+// appends the rest.
 func resolvePath(path string) string {
 	path = filepath.Clean(path)
 	for range maxLinks {

@@ -16,13 +16,10 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// fail is the error of op, whose call to the custodian with the KMS api
-// failed with err: sorted into a kind, the cause made safe to log (see
-// describe), and the context rule applied by kmsclients.Source.Fail, so
-// that a caller sees its own cancellation or deadline whatever gRPC made
-// of it, also when gRPC's own timer for that deadline fired a moment
-// before ctx's. A deadline of the backend's own timeout is the custodian
-// not answering in time: unavailable.
+// fail sorts a failed call into a kind, makes the cause safe to log, and
+// applies [kmsclients.Source.Fail], so the caller sees its own deadline
+// even when gRPC's timer fired first. The backend's own timeout is
+// unavailable.
 func (b *Backend) fail(ctx context.Context, op string, api byte, err error) error {
 	kind, fix := b.kindOf(op, api, err)
 	cause := describe(err)
@@ -32,9 +29,8 @@ func (b *Backend) fail(ctx context.Context, op string, api byte, err error) erro
 	return b.src.Fail(ctx, op, kind, cause)
 }
 
-// describe replaces a gRPC status error by one whose message is bounded
-// and has its control characters escaped: it is mostly the custodian's
-// text, and it goes to the log.
+// describe bounds and escapes a gRPC error's message: it is the
+// custodian's text, and it is logged.
 func describe(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
@@ -72,11 +68,9 @@ func clean(s string) string {
 	return b.String()
 }
 
-// kindOf sorts a gRPC error of the custodian into a kmsclients kind, or
-// nil when it is none of them (Unknown and Internal: a vendor plugin
-// reports most failures of its KMS so, and they may be anything). For an
-// answer that no retry will change until an operator acts, fix says what
-// to do: the error reads as that, not as "permission denied".
+// kindOf sorts a gRPC error into a kind, or nil (Unknown and Internal
+// may be anything). fix says what an operator must do when no retry
+// will help, so the error reads as that, not "permission denied".
 func (b *Backend) kindOf(op string, api byte, err error) (kind error, fix string) {
 	switch status.Code(err) {
 	case codes.Unavailable:
@@ -88,8 +82,7 @@ func (b *Backend) kindOf(op string, api byte, err error) (kind error, fix string
 		}
 		return kmsclients.ErrUnavailable, ""
 	case codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Canceled:
-		// Canceled with the caller's ctx still live: the connection
-		// was closed under the call.
+		// The caller's ctx is live: the connection closed under the call.
 		return kmsclients.ErrUnavailable, ""
 	case codes.PermissionDenied, codes.Unauthenticated, codes.NotFound, codes.FailedPrecondition:
 		return kmsclients.ErrPermission, ""
@@ -110,8 +103,7 @@ func (b *Backend) dialRefused() bool {
 	return errors.Is(err.err, fs.ErrPermission)
 }
 
-// unsafeDirError: the custodian's socket directory could be written by
-// someone who could then put a fake custodian there.
+// unsafeDirError: others could write the socket's directory.
 type unsafeDirError struct{ err error }
 
 func (e *unsafeDirError) Error() string { return e.err.Error() }
@@ -126,6 +118,6 @@ func (b *Backend) unsafeDir() string {
 	return ""
 }
 
-// dialResult boxes the last dial error (nil on success) for atomic.Value,
-// which refuses nil and mixed types.
+// dialResult boxes the last dial error for atomic.Value, which refuses
+// nil and mixed types.
 type dialResult struct{ err error }

@@ -12,23 +12,16 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// The stored form of a wrapped share (all integers big-endian), framed
-// by framing:
+// framing wraps the stored share (big-endian, one encoding per share):
 //
-//	version      1 byte
-//	api          1 byte   apiV2 or apiV1: the KMS API that wrapped it
-//	key_id       u16 length, bytes   the custodian's key_id (v2: 1 to 1024 bytes of UTF-8; v1: empty)
-//	ciphertext   u16 length, bytes   the custodian's ciphertext (not empty)
-//	annotations  u8 count, then per annotation, in strictly increasing key order:
-//	             u8 length, key (1 to 253 bytes of UTF-8), u16 length, value   (v1: none)
-//	checksum     4 bytes  CRC-32C of all that precedes
+//	api          1 byte: apiV2 or apiV1
+//	key_id       u16 length, bytes (v1: empty)
+//	ciphertext   u16 length, bytes
+//	annotations  u8 count, then in increasing key order:
+//	             u8 length, key, u16 length, value
 //
-// and the whole is at most kmsclients.MaxWrappedSize bytes. There is one
-// encoding of each share (keys sorted, no trailing bytes), so the parser
-// is easy to check against the encoder. The checksum catches corrupt
-// storage before a custodian is asked to decrypt it; it is not a defence
-// against tampering: the custodian's own encryption and the binding
-// sealed with the share are.
+// The checksum catches corrupt storage, not tampering: the custodian's
+// encryption and the binding do that. See docs/backends/kmsplugin.md.
 var framing = kmsclients.Framing{Version: 1, Checksum: true}
 
 const (
@@ -37,12 +30,10 @@ const (
 
 	// maxKeyID is the KMS v2 contract's limit on a key_id.
 	maxKeyID = 1024
-	// maxAnnotationKey is the longest DNS subdomain, what annotation
-	// keys must be.
+	// maxAnnotationKey is the longest DNS subdomain.
 	maxAnnotationKey = 253
 	maxAnnotations   = 255
-	// minFrame is an empty frame: version, api, two lengths, a count and
-	// the checksum.
+	// minFrame: version, api, two lengths, a count, the checksum.
 	minFrame = 2 + 2 + 2 + 1 + kmsclients.ChecksumSize
 )
 
@@ -185,14 +176,9 @@ func (r *reader) u16() int {
 	return int(binary.BigEndian.Uint16(b))
 }
 
-// The KMS API has no associated data, so the share is bound to its DEK
-// and index inside the plaintext sent to the custodian:
-//
-//	plaintext = binding || share,  binding = SHA-256(bindingLabel || aad)[:16]
-//
-// A custodian (or whoever can write etcd) that hands back the plaintext
-// of another share, of another DEK or index, is caught by comparing the
-// binding in constant time. 128 bits are enough to tell shares apart.
+// The plaintext sent is binding || share, binding being
+// SHA-256(bindingLabel || aad)[:16]: a custodian (or etcd writer) handing
+// back another share's plaintext fails the constant-time comparison.
 const (
 	bindingLabel = "trousseau/kmsplugin/aad-binding/v1\x00"
 	bindingSize  = 16
@@ -210,8 +196,7 @@ func bind(share, aad []byte) []byte {
 	return append(binding(aad), share...)
 }
 
-// unbind returns a copy of the share in plaintext, if plaintext is bound
-// to aad.
+// unbind returns a copy of the share if plaintext is bound to aad.
 func unbind(plaintext, aad []byte) ([]byte, bool) {
 	if len(plaintext) <= bindingSize {
 		return nil, false

@@ -11,28 +11,17 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// identityPrefix starts every key identity of this kind.
 const identityPrefix = "kmsplugin:"
 
-// custodianPrefix starts the custodian key of a KMS v2 custodian.
 const custodianPrefix = "kmsplugin:key_id:"
 
-// identity is "kmsplugin:<endpoint>:<key_id>" for a KMS v2 custodian and
-// "kmsplugin:<endpoint>" for a KMS v1 one, which has no key_id. The
-// endpoint holds no ':' after its scheme (socketPath refuses one), so the
-// first ':' after "kmsplugin:unix://" ends it. A key_id too long to fit
-// kmsclients.MaxKeyIdentitySize, not UTF-8, or holding spaces or control characters
-// (identities are logged and shown by `trousseau status`), is replaced by
-// "sha256-" and the hex SHA-256 of it: the same key_id always gives the
-// same identity, and the share's frame keeps the key_id itself for Decrypt.
-//
-// Whether a long key_id fits depends on the endpoint's length, so one
-// key_id of more than maxRawKeyID bytes may be kept as it is under a short
-// endpoint and hashed under a long one. The identity keeps that rule, as
-// identities already stored in headers and reported by running plugins
-// have it (a change would rotate those DEKs, and nodes of two versions
-// would disagree on the identity); custodianKey, which must not depend on
-// the endpoint, hashes every key_id longer than maxRawKeyID.
+// identity is "kmsplugin:<endpoint>:<key_id>" (KMS v1: no key_id). The
+// endpoint holds no ':' after its scheme, so the first one ends it. A
+// key_id that does not fit [kmsclients.MaxKeyIdentitySize] or is not
+// printable (identities are logged) becomes "sha256-<hex>"; the frame
+// keeps the key_id itself. Whether a long key_id fits depends on the
+// endpoint; that rule stays, as stored identities follow it (changing it
+// would rotate those DEKs).
 func identity(endpoint, keyID string) string {
 	if keyID == "" {
 		return identityPrefix + endpoint
@@ -40,12 +29,10 @@ func identity(endpoint, keyID string) string {
 	return identityPrefix + endpoint + ":" + keyPart(keyID, kmsclients.MaxKeyIdentitySize-len(identityPrefix)-len(endpoint)-1)
 }
 
-// maxRawKeyID is the longest key_id that every endpoint Validate accepts
-// leaves room for in an identity as it is: the room left by the longest
-// endpoint, "unix://" and a path of maxSocketPath bytes.
+// maxRawKeyID is the longest key_id that fits an identity under any
+// valid endpoint.
 const maxRawKeyID = kmsclients.MaxKeyIdentitySize - len(identityPrefix) - len("unix://") - maxSocketPath - 1
 
-// hashedPrefix starts a key_id written as its hash.
 const hashedPrefix = "sha256-"
 
 func keyPart(keyID string, room int) string {
@@ -62,20 +49,10 @@ func hashKeyID(keyID string) string {
 	return hashedPrefix + hex.EncodeToString(sum[:])
 }
 
-// custodianKey names the key behind a key identity by the custodian's
-// key_id alone, without the endpoint, so that two backends whose
-// custodians report one key_id (one key behind two sockets, two plugins
-// of one vendor on one key) are seen as one custodian. A KMS v1 identity
-// has no key_id: its endpoint names it.
-//
-// The key_id part of an identity is the key_id itself or its hash
-// (identity), and which of the two depends on the endpoint's length for
-// key_ids longer than maxRawKeyID: such a key_id, kept as it is, is
-// hashed here, so that both spellings of one key_id, from any endpoint,
-// give one custodian key. A key_id of at most maxRawKeyID bytes is kept
-// under every endpoint, and its custodian key is unchanged:
-// "kmsplugin:key_id:<key_id>". A part that starts with "sha256-" is
-// always a hash (identity hashes a key_id that starts so).
+// custodianKey names the key by key_id alone, so that two backends
+// whose custodians report one key_id are one custodian (KMS v1: the
+// endpoint). A key_id longer than maxRawKeyID is hashed here whatever
+// its identity's spelling, so both spellings give one key.
 func custodianKey(id string) string {
 	rest, ok := strings.CutPrefix(id, identityPrefix+"unix://")
 	if !ok {
@@ -90,13 +67,11 @@ func custodianKey(id string) string {
 	return id
 }
 
-// stableAfter is how many observations in a row a new key_id needs
-// before Probe reports it.
+// stableAfter is how many sightings in a row a new key_id needs.
 const stableAfter = 2
 
-// keyTracker decides which of the key_ids a custodian names Probe
-// reports, so that a key_id flip-flopping (A, B, A) does not rotate the
-// DEK twice, nor at all: see the package comment.
+// keyTracker picks the key_id Probe reports, so that a flip-flop (A, B,
+// A) rotates nothing.
 type keyTracker struct {
 	mu        sync.Mutex
 	reported  string // what Probe reports
@@ -104,8 +79,8 @@ type keyTracker struct {
 	seen      int    // how many times in a row candidate was seen
 }
 
-// observe records a key_id the custodian named (in Status or in
-// Encrypt's answer) and returns the key_id to report.
+// observe records a key_id from Status or Encrypt and returns the one to
+// report.
 func (k *keyTracker) observe(keyID string) string {
 	k.mu.Lock()
 	defer k.mu.Unlock()

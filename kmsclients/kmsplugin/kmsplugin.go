@@ -1,66 +1,23 @@
 // Package kmsplugin is a Trousseau backend whose custodian is any
-// Kubernetes KMS plugin: a vendor's KMS v2 (or v1beta1) plugin socket,
-// such as aws-encryption-provider, kubernetes-kms (Azure) or
-// k8s-cloudkms-plugin (Google), or another Trousseau.
+// Kubernetes KMS plugin (v2 or v1beta1) on a unix socket: a vendor's,
+// such as aws-encryption-provider, or another Trousseau.
 //
 // Config example (in the backends list of the serve config):
 //
 //   - name: aws
 //     kmsplugin: {endpoint: unix:///var/run/kmsplugin/aws/socket.sock, timeout: 3s}
-//   - name: azure
-//     kmsplugin: {endpoint: unix:///var/run/kmsplugin/azure/socket.sock, timeout: 3s, publicKey: true}
 //   - name: legacy-hsm
 //     kmsplugin: {endpoint: unix:///var/run/kmsplugin/hsm/socket.sock, apiVersion: v1}
 //
-// It speaks the KMS API through the generated k8s.io/kms clients (apis/v2
-// and apis/v1beta1) over the unix socket, with insecure transport
-// credentials, as kube-apiserver does. New makes no call: a custodian
-// that is down when the plugin starts is a backend that is down.
-//
-// Wrap is the custodian's Encrypt and Unwrap its Decrypt. The custodian's
-// ciphertext, key_id and annotations are kept in the wrapped share (see
-// frame.go for the format) and handed back to Decrypt. A custodian that
-// only encodes (as test and mock plugins do) is refused: see [Backend.vet]
-// and cleartext.go. The KMS API has no
-// associated data, so the share is bound to its DEK and index inside the
-// plaintext sent: binding || share, where binding is the first 16 bytes
-// of SHA-256 of a label and the associated data; Unwrap compares it in
-// constant time, and a mismatch (a custodian returning another
-// plaintext, a share moved to another DEK or index) is
-// kmsclients.ErrInvalidCiphertext.
-//
-// The key identity is "kmsplugin:<endpoint>:<key_id>", key_id being what
-// the custodian names its key (KMS v1 has none: "kmsplugin:<endpoint>").
-// Probe asks Status: a healthz other than "ok" is kmsclients.ErrUnavailable
-// with the custodian's reason in the error (so in the plugin's log).
-//
-// Key rotation and flip-flops: the envelope rotates the DEK when the
-// identity a Probe reports differs from the one the current DEK's share
-// was wrapped under. A custodian whose key_id flip-flops (A, B, A: two
-// replicas behind one socket that disagree for a moment, a failover and
-// back) must not rotate it twice. So Probe reports a new key_id only once
-// the custodian has named it twice in a row (in Status or Encrypt
-// answers); until then it keeps reporting the key_id it reported before.
-// And Wrap, like kube-apiserver with the key_id of Encrypt and Status,
-// accepts only an Encrypt under the key_id Probe reports: one under
-// another counts as a sighting and fails as unavailable, so a rotation
-// made meanwhile is postponed to the next probe rather than made under a
-// key_id that Probe does not report (which would rotate again). So the
-// identity of every share is one Probe reported: A, B, A rotates nothing;
-// a real rotation to B rotates once, one probe interval later than it
-// could. The first key_id a backend sees is reported at once. The state is
-// in memory: a restart in the middle of a flip-flop may rotate once.
-//
-// A custodian whose KMS key is asymmetric (RSA) wraps with a public key
-// that anyone may hold, so such a share proves nothing about who made a
-// DEK: Config.PublicKey says so, and PublicWrap reports it.
-//
-// Two backends on one custodian would hold two shares: CheckEndpoints
-// (for the config layer) refuses an endpoint that is Trousseau's own
-// socket or another kmsplugin backend's, CheckNotSelf (for serve, once it
-// listens) one that reaches Trousseau's socket by any path, bind mounts
-// included, and CustodianKey names a key by key_id alone, whatever the
-// endpoint, so two custodians reporting one key_id are one.
+// Wrap is the custodian's Encrypt and Unwrap its Decrypt; the KMS API has
+// no associated data, so the plaintext sent is binding || share, binding
+// hashing the associated data (a share moved to another DEK or index is
+// [kmsclients.ErrInvalidCiphertext]). A custodian that only encodes is
+// refused (see [Backend.vet]). The key identity is
+// "kmsplugin:<endpoint>:<key_id>"; a new key_id is reported only once
+// seen twice in a row, so a flip-flopping custodian does not rotate the
+// DEK twice. New makes no call. docs/backends/kmsplugin.md has the
+// framing, the rotation rule and the checks on endpoints.
 package kmsplugin
 
 import (
@@ -104,25 +61,18 @@ var (
 )
 
 const (
-	// maxResponse bounds what a custodian may send: the KMS v2 limits
-	// (1 KiB ciphertext and key_id, 32 KiB of annotations) and room for
-	// framing. gRPC's default would be 4 MiB.
+	// maxResponse is the KMS v2 limits plus framing (gRPC's default: 4 MiB).
 	maxResponse = 64 << 10
-	// maxReconnectDelay keeps gRPC's reconnection backoff short: the
-	// socket is local and a failed connect costs nothing, and a longer
-	// backoff would keep a custodian that came back out of use (calls
-	// fail at once while the channel waits).
+	// maxReconnectDelay is short: a local connect costs nothing, and a
+	// long backoff keeps a custodian that came back out of use.
 	maxReconnectDelay = time.Second
-	// v1Version is what KMS v1beta1 requests and answers carry.
-	v1Version = "v1beta1"
-	// maxReason bounds the custodian's text (healthz, error messages)
-	// kept in an error.
+	v1Version         = "v1beta1"
+	// maxReason bounds the custodian's text kept in an error.
 	maxReason = 256
 )
 
-// New returns a backend for cfg. It validates name and cfg and makes no
-// call, so ctx goes unused: the connection is made at the first Probe,
-// Wrap or Unwrap.
+// New validates name and cfg and makes no call: the connection is made
+// at the first Probe, Wrap or Unwrap.
 func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 	src := kmsclients.Source{Backend: "kmsplugin", Name: name}
 	if err := src.CheckNew(cfg); err != nil {
@@ -150,20 +100,11 @@ func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 }
 
 // dial connects to the socket and remembers how that went, so that a
-// refused permission can be told from a custodian that is down.
-//
-// The socket's directory is checked at every dial: whoever could write it
-// could put a fake custodian there, which would be handed shares to wrap.
-// The path is resolved as the dial resolves it: when the endpoint is a
-// symlink, or goes through one, the directory the socket really is in is
-// checked, and so are the directories of the symlinks. The custodian may
-// run as another user than Trousseau, so the owner of that directory is
-// not judged; write access for group or others is refused. The
-// directories on the way to it (its ancestors, and those the symlinks go
-// through) may be written only by root, Trousseau's user or that owner,
-// except shared ones with the sticky bit (like /tmp): whoever else could
-// write one could swap the directory below it for one of theirs (see
-// internal/safedir).
+// refused permission can be told from a custodian that is down. The
+// socket's directory is checked at every dial (symlinks resolved):
+// whoever could write it could put a fake custodian there and be handed
+// shares. The owner is not judged, as the custodian may run as another
+// user (see internal/safedir).
 func (b *Backend) dial(ctx context.Context, _ string) (net.Conn, error) {
 	if err := safedir.CheckFile("kmsplugin.endpoint: custodian socket", b.path, false); err != nil {
 		b.lastDial.Store(dialResult{&unsafeDirError{err}})
@@ -181,12 +122,11 @@ func (b *Backend) Name() string { return b.src.Name }
 // Close implements kmsclients.Backend.
 func (b *Backend) Close() error { return b.conn.Close() }
 
-// CustodianKey implements kmsclients.CustodianKeyer: custodians that
-// report one key_id are one custodian, whatever their endpoints.
+// CustodianKey implements [kmsclients.CustodianKeyer]: custodians that
+// report one key_id are one, whatever their endpoints.
 func (b *Backend) CustodianKey(keyIdentity string) string { return custodianKey(keyIdentity) }
 
-// PublicWrap implements kmsclients.PublicWrapper, as configured: whether
-// anyone holding the custodian's public key could make shares it unwraps.
+// PublicWrap implements [kmsclients.PublicWrapper], as configured.
 func (b *Backend) PublicWrap() bool { return b.public }
 
 // Wrap has the custodian encrypt the share, bound to aad, once [Backend.vet]
@@ -239,9 +179,8 @@ func (b *Backend) encrypt(ctx context.Context, pt []byte) (sealed, error) {
 	return sealed{api: apiV2, keyID: resp.GetKeyId(), ciphertext: resp.GetCiphertext(), annotations: resp.GetAnnotations()}, nil
 }
 
-// Unwrap has the custodian decrypt a share that Wrap stored, with the
-// KMS API, key_id and annotations it was wrapped with, and checks that
-// what comes back is bound to aad.
+// Unwrap has the custodian decrypt a share with the API, key_id and
+// annotations it was wrapped with, and checks its binding to aad.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
 	const op = kmsclients.OpUnwrap
 	if err := ctx.Err(); err != nil {
@@ -281,8 +220,8 @@ func (b *Backend) decrypt(ctx context.Context, s sealed) ([]byte, error) {
 	return resp.GetPlaintext(), nil
 }
 
-// Probe asks the custodian's Status (KMS v1: Version) and reports the
-// key identity Wrap would use, under the rule of the package comment.
+// Probe asks Status (KMS v1: Version) and reports the key identity Wrap
+// would use; a healthz other than "ok" is [kmsclients.ErrUnavailable].
 func (b *Backend) Probe(ctx context.Context) (string, error) {
 	const op = kmsclients.OpProbe
 	if err := ctx.Err(); err != nil {
@@ -316,8 +255,7 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 	}
 }
 
-// callContext bounds one call by the configured timeout, if any, within
-// the caller's deadline.
+// callContext applies the configured timeout, if any.
 func (b *Backend) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if b.timeout > 0 {
 		return context.WithTimeout(ctx, b.timeout)
@@ -337,8 +275,7 @@ func apiName(api byte) string {
 	return "v2"
 }
 
-// quote shows a custodian's text, bounded and with control characters
-// escaped.
+// quote bounds a custodian's text and escapes control characters.
 func quote(s string) string {
 	if len(s) > maxReason {
 		s = s[:maxReason] + "..."

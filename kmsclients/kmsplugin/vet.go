@@ -17,13 +17,11 @@ const (
 	minDiffusion = 8
 )
 
-// vet checks, at the first Wrap and until it passes, that the custodian
-// encrypts, before any share is sent: a random probe sent twice must not
-// be revealed by either answer. Equal answers alone are no proof of
-// an encoding (AES key wrap in an HSM, AES-SIV, Vault's convergent keys
-// are deterministic, and no two plaintexts Wrap sends are equal), so then
-// a probe one byte apart must change at least minDiffusion bytes of the
-// answer: fewer is a byte-by-byte transform, not encryption.
+// vet checks, until it passes, that the custodian encrypts before any
+// share is sent: neither answer to a random probe sent twice may reveal
+// it. Equal answers are allowed (AES key wrap and AES-SIV are
+// deterministic), but then a probe one byte apart must change at least
+// minDiffusion bytes, or it is a byte-wise transform.
 func (b *Backend) vet(ctx context.Context) error {
 	if b.vetted.Load() {
 		return nil
@@ -52,8 +50,8 @@ func (b *Backend) vet(ctx context.Context) error {
 	return nil
 }
 
-// sealProbe has the custodian encrypt probe as it would a share and
-// returns its answer as stored, without the checksum.
+// sealProbe has the custodian encrypt probe as a share, returning the
+// frame without checksum.
 func (b *Backend) sealProbe(ctx context.Context, probe []byte) ([]byte, error) {
 	s, err := b.encrypt(ctx, bind(probe, []byte(probeAAD)))
 	if err != nil {
