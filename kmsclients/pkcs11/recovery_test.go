@@ -348,7 +348,8 @@ func TestTokenReinitialised(t *testing.T) {
 
 // TestConcurrentOverThePool: many wraps and unwraps at once over a few
 // sessions, while the token drops every session now and then (between
-// calls).
+// calls). The drops are paced by calls done, not by time: on a slow
+// machine a timer dropped sessions between every retry of one call.
 func TestConcurrentOverThePool(t *testing.T) {
 	h := newSoftHSM(t)
 	h.initToken(t, "pool")
@@ -362,16 +363,21 @@ func TestConcurrentOverThePool(t *testing.T) {
 	}
 	slot := idleSlot(t, b)
 
+	const workers, rounds = 16, 15
 	stop := make(chan struct{})
+	done := make(chan struct{}, workers*rounds)
 	var dropper sync.WaitGroup
 	dropper.Add(1)
 	go func() {
 		defer dropper.Done()
-		for {
+		for calls := 1; ; calls++ {
 			select {
 			case <-stop:
 				return
-			case <-time.After(30 * time.Millisecond):
+			case <-done:
+				if calls%(2*workers) != 0 {
+					continue
+				}
 				// Between calls: SoftHSM2 does not survive a session
 				// closed under a call in progress on it.
 				b.pool.m.mu.Lock()
@@ -380,7 +386,6 @@ func TestConcurrentOverThePool(t *testing.T) {
 			}
 		}
 	}()
-	const workers, rounds = 16, 15
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*rounds)
 	for i := range workers {
@@ -405,6 +410,7 @@ func TestConcurrentOverThePool(t *testing.T) {
 				if err != nil {
 					errs <- fmt.Errorf("worker %d round %d: %w", i, r, err)
 				}
+				done <- struct{}{}
 			}
 		}()
 	}
