@@ -29,31 +29,25 @@ type loginCall struct {
 }
 
 const (
-	// loginTimeout bounds a login, which runs in the background for
-	// whoever needs the token: a caller's deadline ends that caller's
-	// wait, not the login the next caller will need too.
+	// loginTimeout bounds a login; a caller's deadline ends only its
+	// wait, as the next caller needs the login too.
 	loginTimeout = 15 * time.Second
-	// reloginInterval throttles the logins forced by 403 answers. Vault
-	// answers 403 both to an expired token and to a policy that refuses
-	// the path; when the policy is at fault a new token does not help,
-	// and each failing request must not cost a login.
+	// reloginInterval throttles logins forced by 403s: Vault answers 403
+	// to a refusing policy too, where a new token does not help.
 	reloginInterval = time.Second
 )
 
 // errThrottled: a 403 came soon after a forced login; report the 403.
 var errThrottled = errors.New("a new token was obtained less than a second ago")
 
-// authenticator keeps one token: it logs in at start (in the background,
-// so that New does not wait for Vault), renews the token with a
-// LifetimeWatcher, logs in again before the token runs out or when Vault
-// refuses it, and keeps using the old token until the new one is there,
-// so that no request fails while a renewal is under way.
+// authenticator keeps one token: it logs in in the background, renews
+// with a LifetimeWatcher, logs in again before expiry or on a 403, and
+// uses the old token until the new one is there.
 type authenticator struct {
 	login loginFunc
 	// base sends requests without a token; sessions copy it.
 	base *api.Client
-	// renewer runs the LifetimeWatcher's renewals, which have no caller
-	// and so no caller's deadline: it has a timeout of its own.
+	// renewer has a timeout of its own: renewals have no caller.
 	renewer *api.Client
 
 	ctx    context.Context // ended by close
@@ -87,8 +81,8 @@ func (a *authenticator) session(ctx context.Context) (*session, error) {
 	return a.wait(ctx, call)
 }
 
-// replace is called when Vault refused stale with a 403. It returns a
-// newer token: one that another caller already obtained, or a new login.
+// replace returns a token newer than stale, which Vault refused: another
+// caller's, or a new login's.
 func (a *authenticator) replace(ctx context.Context, stale *session) (*session, error) {
 	a.mu.Lock()
 	if s := a.current; s != nil && s != stale {
@@ -167,9 +161,8 @@ func (a *authenticator) run(call *loginCall) {
 func (a *authenticator) installLocked(auth *api.SecretAuth) *session {
 	token := auth.ClientToken
 	ctx, stop := context.WithCancel(a.ctx)
-	// WithRequestCallbacks copies the base client without its lock; that
-	// is safe because base is never changed after New. Each request then
-	// carries this session's token, whatever other sessions do.
+	// WithRequestCallbacks copies base without its lock: safe, as base
+	// never changes after New.
 	s := &session{
 		token:  token,
 		client: a.base.WithRequestCallbacks(func(r *api.Request) { r.ClientToken = token }),
@@ -186,11 +179,9 @@ func (a *authenticator) installLocked(auth *api.SecretAuth) *session {
 	return s
 }
 
-// watch renews s's token while Vault allows, and logs in again in the
-// background when the LifetimeWatcher gives up: the token reached its
-// max TTL, is not renewable, or renewals failed until it nearly expired.
-// The watcher stops a little before the token expires, so the new login
-// usually lands while the old token still works.
+// watch renews s's token while Vault allows, then logs in again; the
+// watcher gives up a little before expiry, so the new login usually lands
+// while the old token works.
 func (a *authenticator) watch(ctx context.Context, s *session, auth *api.SecretAuth) {
 	defer a.wg.Done()
 	w, err := a.renewer.NewLifetimeWatcher(&api.LifetimeWatcherInput{Secret: &api.Secret{Auth: auth}})
@@ -220,9 +211,8 @@ func (a *authenticator) expiring(s *session) {
 	}
 }
 
-// close stops the renewals and any login under way. Tokens are left to
-// expire rather than revoked: revoking would need Vault, which may be the
-// reason the plugin is stopping.
+// close stops renewals and logins. Tokens expire rather than being
+// revoked: Vault may be why the plugin stops.
 func (a *authenticator) close() {
 	a.cancel()
 	a.wg.Wait()

@@ -34,10 +34,8 @@ type Config struct {
 	Auth Auth `json:"auth"`
 }
 
-// Auth holds exactly one login method. Secrets are named by files, never
-// given inline, and the files are read again at every login, so that a
-// rotated secret (a refreshed service-account token, a new secret ID, a
-// renewed client certificate) is picked up without a restart.
+// Auth holds exactly one login method. Secrets are files, read at every
+// login, so a rotated secret is picked up without a restart.
 type Auth struct {
 	// TokenFile holds a Vault token, as a Vault Agent sink writes it.
 	TokenFile  string          `json:"tokenFile,omitempty"`
@@ -80,8 +78,7 @@ const (
 	DefaultJWTFile         = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 )
 
-// withDefaults fills the optional fields; it copies the auth blocks so
-// that the caller's config is left as it was.
+// withDefaults fills optional fields on a copy of the auth blocks.
 func (c Config) withDefaults() Config {
 	c.TransitMount = orDefault(c.TransitMount, DefaultTransitMount)
 	c.Namespace = strings.Trim(c.Namespace, "/")
@@ -252,8 +249,8 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// validatePath checks a mount path: segments joined by "/", with no empty,
-// "." or ".." segment that would let the request escape to another path.
+// validatePath refuses empty, "." and ".." segments, which would let a
+// request escape to another path.
 func validatePath(p string) error {
 	if p == "" {
 		return errors.New("required")

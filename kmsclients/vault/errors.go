@@ -28,10 +28,9 @@ const (
 	opLogin  = "login"
 )
 
-// classify gives an error of the api client a kind. It keeps network
-// errors as they are (they say where the call failed), and words Vault's
-// answers anew: the text of *api.ResponseError holds the whole request
-// URL and a layout meant for a terminal.
+// classify gives an api client error a kind. Vault's answers are worded
+// anew: *api.ResponseError's text holds the whole URL and a terminal
+// layout.
 func classify(op string, err error) error {
 	if err == nil {
 		return nil
@@ -49,9 +48,8 @@ func classify(op string, err error) error {
 	return err
 }
 
-// answerError is a refusal from Vault, reduced to what is safe and useful
-// to log: the status, Vault's messages and the kind they are sorted into
-// ("permission denied (HTTP 403): ..."), not the request.
+// answerError keeps of a refusal the status, Vault's messages and the
+// kind, not the request.
 func answerError(op string, re *api.ResponseError) error {
 	// Vault's multierror text spans lines ("1 error occurred:\n\t* ...");
 	// a log line should not.
@@ -70,9 +68,8 @@ func answerError(op string, re *api.ResponseError) error {
 func kindOfStatus(op string, status int, msg string) error {
 	switch {
 	case status == http.StatusTooManyRequests || status >= 500:
-		// Sealed, standby without an active node, rate limited, or down
-		// behind a proxy. A failed RSA decryption is the one 5xx that is
-		// about the input rather than the server.
+		// Sealed, leaderless, rate limited or down, except a failed RSA
+		// decryption: about the input, not the server.
 		if op == opUnwrap && strings.Contains(msg, "failed to RSA decrypt") {
 			return kmsclients.ErrInvalidCiphertext
 		}
@@ -91,12 +88,10 @@ func kindOfStatus(op string, status int, msg string) error {
 	return nil
 }
 
-// kindOfBadRequest sorts a 400. For unwrap it means the ciphertext or its
-// associated data is wrong, except when the key is missing or its
-// min_decryption_version now refuses the share's version: the share is
-// sound, an operator chose (or must act). For the other operations a 400
-// is a refusal too: a bad login (approle answers 400 to a wrong secret
-// ID), a key that cannot encrypt, a key that does not exist.
+// kindOfBadRequest sorts a 400: for unwrap a bad ciphertext or
+// associated data, unless the key is missing or min_decryption_version
+// refuses the share (an operator's doing); otherwise a refusal (approle
+// answers 400 to a wrong secret ID).
 func kindOfBadRequest(op string, msg string) error {
 	if op != opUnwrap {
 		return kmsclients.ErrPermission
@@ -108,8 +103,8 @@ func kindOfBadRequest(op string, msg string) error {
 	return kmsclients.ErrInvalidCiphertext
 }
 
-// isNetwork reports a call that got no answer from Vault: refused, reset,
-// timed out, a DNS failure, a TLS handshake that failed.
+// isNetwork reports a call that got no answer (refused, reset, timeout,
+// DNS, TLS).
 func isNetwork(err error) bool {
 	var netErr net.Error
 	var urlErr *url.Error
@@ -117,9 +112,8 @@ func isNetwork(err error) bool {
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// isForbidden reports Vault's answer to a missing, expired or revoked
-// token (and to a policy that refuses the path: Vault does not tell the
-// two apart).
+// isForbidden reports a 403: a dead token or a refusing policy, which
+// Vault does not tell apart.
 func isForbidden(err error) bool {
 	var re *api.ResponseError
 	return errors.As(err, &re) && re.StatusCode == http.StatusForbidden

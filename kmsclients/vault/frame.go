@@ -11,23 +11,13 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// framing stores a share as
-//
-//	format version (1 byte) | binding (1 byte) | Vault ciphertext | CRC-32C
-//
-// where the Vault ciphertext is transit's own "vault:v<N>:<base64>" text
-// and the binding says how the share's associated data was tied to it.
-// The checksum makes a damaged "vault:vN:" prefix report
-// ErrInvalidCiphertext rather than whatever Vault makes of a version it
-// does not have.
+// framing stores binding (1 byte) | transit's "vault:v<N>:..." text. The
+// checksum makes a damaged prefix [kmsclients.ErrInvalidCiphertext], not
+// whatever Vault makes of a version it lacks.
 var framing = kmsclients.Framing{Version: 1, Checksum: true}
 
-// How the associated data is bound. AEAD key types (AES-GCM,
-// ChaCha20-Poly1305) take it as transit's associated_data; other types
-// that can encrypt (RSA) refuse associated_data, so a digest of it is
-// sealed in front of the share instead and compared on unwrap. The byte
-// in the frame only records the choice: the key's type makes it (see
-// bindingFor), and Unwrap refuses a frame that disagrees.
+// How the associated data is bound (see bindingFor). The frame's byte
+// only records it: Unwrap refuses one that disagrees with the key's type.
 const (
 	bindAssociatedData byte = 1
 	bindInPlaintext    byte = 2
@@ -36,13 +26,10 @@ const (
 // bindingNames name the bindings in errors.
 var bindingNames = map[byte]string{bindAssociatedData: "associated_data", bindInPlaintext: "a digest sealed with the share"}
 
-// bindingSize is the length of the digest sealed with the share: 128 bits
-// are enough to tell one DEK's share from another's, and keep the sealed
-// plaintext short enough for RSA-2048 with OAEP.
+// bindingSize: 128 bits tell shares apart and fit RSA-2048 with OAEP.
 const bindingSize = 16
 
-// Domain-separation prefixes, so that neither form of binding can be
-// confused with another use of the same key or digest.
+// Domain-separation prefixes for both forms of binding.
 const (
 	adPrefix      = "trousseau/vault/v1\x00"
 	bindingPrefix = "trousseau/vault/aad-binding/v1\x00"
@@ -111,10 +98,9 @@ func aadBinding(aad []byte) []byte {
 	return h.Sum(nil)[:bindingSize]
 }
 
-// parseIdentity splits "vault:<scheme>://<host>/<key path>:v<N>" into the
-// key path (namespace, mount and key name) and N. The address is not
-// returned: it says how Vault was reached, not which key wrapped a share,
-// and shares must still unwrap after Vault moves behind another name.
+// parseIdentity splits "vault:<scheme>://<host>/<key path>:v<N>". The
+// address is dropped: shares must unwrap after Vault moves behind
+// another name.
 func parseIdentity(id string) (keyPath string, version uint64, ok bool) {
 	rest, ok := strings.CutPrefix(id, "vault:")
 	if !ok {
@@ -136,15 +122,13 @@ func parseIdentity(id string) (keyPath string, version uint64, ok bool) {
 	return rest[:i], version, ok
 }
 
-// custodianKey names a transit key by what Vault reports, not by how it
-// was reached: the cluster's ID and the key's path. It cannot be read as
-// a key identity (parseIdentity wants "vault:<scheme>://").
+// custodianKey names a transit key by cluster ID and key path; it cannot
+// parse as a key identity.
 func custodianKey(clusterID, keyPath string) string {
 	return "vault:cluster:" + clusterID + "/" + keyPath
 }
 
-// keyPath is the key's path as the identity names it: the namespace, if
-// any, then the mount and the key name.
+// keyPath is [namespace/]mount/key.
 func keyPath(c Config) string {
 	p := c.TransitMount + "/" + c.KeyName
 	if c.Namespace != "" {

@@ -32,9 +32,8 @@ func newLogin(cfg Config, base *api.Client, cert *certLogin) loginFunc {
 	}
 }
 
-// tokenFileLogin reads a token from a file (kept fresh by Vault Agent or
-// an operator) and asks Vault about it, to learn whether it is valid and
-// when it expires.
+// tokenFileLogin reads a token from a file and looks it up, to learn
+// whether it is valid and when it expires.
 func tokenFileLogin(base *api.Client, path string) loginFunc {
 	return func(ctx context.Context) (*api.SecretAuth, error) {
 		token, err := readSecretFile("token file", path)
@@ -75,18 +74,16 @@ func kubernetesLogin(base *api.Client, cfg KubernetesAuth) loginFunc {
 	}
 }
 
-// certLogin logs in with a client certificate. Its client has a transport
-// of its own that makes a new connection for every login, so that the
-// certificate just read from disk is the one presented.
+// certLogin logs in with a client certificate, on a new connection each
+// time so the certificate just read is presented.
 type certLogin struct {
 	cfg    CertAuth
 	client *api.Client
 	cert   atomic.Pointer[tls.Certificate]
 }
 
-// getClientCertificate presents the certificate of the login under way.
-// It ignores the server's list of acceptable CAs: the cert auth method
-// trusts CAs that the listener need not know.
+// getClientCertificate ignores the server's acceptable CAs: the cert
+// auth method trusts CAs the listener need not know.
 func (c *certLogin) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	if cert := c.cert.Load(); cert != nil {
 		return cert, nil
@@ -128,10 +125,9 @@ func writeLogin(ctx context.Context, c *api.Client, mount string, data map[strin
 // tokens are the largest, a few kilobytes.
 const maxSecretSize = 64 << 10
 
-// readSecretFile reads a secret, trimmed of surrounding white space. A
-// missing file is a backend that is down (a Vault Agent that has not
-// written its sink yet, a volume not mounted); an unreadable or empty one
-// needs an operator. The error names the file, never its content.
+// readSecretFile reads a trimmed secret. A missing file is unavailable
+// (an Agent sink not yet written); unreadable or empty is permission.
+// The error never holds the content.
 func readSecretFile(what, path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -12,45 +12,16 @@
 //	      auth:
 //	        kubernetes: {role: trousseau}
 //
-// docs/backends/vault.md has the policy the login needs and an example of each
-// login method.
-//
 // Wrap calls transit/encrypt/<key>, Unwrap transit/decrypt/<key>, Probe
-// reads transit/keys/<key>. The share is bound to its associated data
-// (the DEK and the share index) by transit's associated_data when the key
-// type is an AEAD (AES-GCM, ChaCha20-Poly1305); for other key types that
-// can encrypt (RSA) a 16-byte digest of the associated data is sealed in
-// front of the share and compared on unwrap. The key's type decides which,
-// on unwrap too: a stored share framed for the other binding is refused.
-// The type is read once, by the first Probe, Wrap or Unwrap.
-//
-// With an RSA key, anyone holding its public half can make a share this
-// backend unwraps: PublicWrap says so, and the envelope does not count
-// such a share as proof of anything.
-//
-// The key identity is "vault:<address>/<namespace/><mount>/<key>:v<N>",
-// N the key version: the one the ciphertext names for Wrap, the latest
-// for Probe, so that rotating the transit key is noticed. Shares wrapped
-// under older versions still unwrap while the key's
-// min_decryption_version allows. CustodianKey names the key by the
-// cluster ID that Vault's sys/health reports (asked once, along with the
-// key's type) rather than by the address, so that one key reached through
-// two addresses is one custodian.
-//
-// New makes no call to Vault: the first login runs in the background, and
-// a backend may be down when the plugin starts. The token is renewed with
-// a LifetimeWatcher and replaced by a new login before it runs out, or
-// when Vault refuses it (403), in which case the request is tried once
-// more with the new token.
-//
-// The backend reads no environment variable itself. The api client's
-// constructor does read VAULT_* variables; the backend passes it a
-// complete configuration and then undoes what it applies from the
-// environment (token, namespace, headers, response wrapping), so that a
-// plugin's environment cannot change which Vault it talks to or as whom.
-// HTTP proxy variables are ignored for the same reason. What cannot be
-// undone: a malformed VAULT_* variable makes the constructor, and so New,
-// fail.
+// reads transit/keys/<key>. A share is bound to its associated data by
+// transit's associated_data for AEAD key types, and by a digest sealed
+// with the share for RSA; the key's type decides which, on unwrap too.
+// The key identity is "vault:<address>/<namespace/><mount>/<key>:v<N>".
+// New makes no call to Vault: the first login runs in the background.
+// The backend reads no environment variable, and undoes what the api
+// client takes from VAULT_*, so the environment cannot change which
+// Vault it talks to or as whom. docs/backends/vault.md has the policy,
+// the logins, token renewal and error kinds.
 package vault
 
 import (
@@ -84,13 +55,11 @@ type Backend struct {
 	auth    *authenticator
 	// idle releases the connections of the backend's transports.
 	idle []*http.Transport
-	// keyType is the transit key's type, nil until the key is first read.
-	// A key's type is fixed when it is created, and it alone decides how
-	// shares are bound to their associated data (see bindingFor).
+	// keyType is the transit key's type (fixed at creation; it decides
+	// the binding), nil until the key is first read.
 	keyType atomic.Pointer[string]
-	// cluster is the ID of the Vault cluster that holds the key, nil until
-	// first learned. Unlike the address, it is the same however Vault is
-	// reached (see CustodianKey).
+	// cluster is the Vault cluster's ID, nil until learned: unlike the
+	// address, the same however Vault is reached.
 	cluster atomic.Pointer[string]
 }
 
@@ -103,9 +72,8 @@ var (
 type transitPaths struct{ encrypt, decrypt, keys string }
 
 const (
-	// maxRetries bounds the api client's own retries of 5xx answers and
-	// failed connections (a pooled connection to a restarted Vault); the
-	// caller's deadline bounds their total time.
+	// maxRetries bounds the api client's retries (a pooled connection
+	// to a restarted Vault); the caller's deadline bounds their time.
 	maxRetries   = 2
 	minRetryWait = 50 * time.Millisecond
 	maxRetryWait = 250 * time.Millisecond
@@ -114,9 +82,8 @@ const (
 	renewTimeout = 10 * time.Second
 )
 
-// New returns a backend for cfg. It reads the CA file, but makes no call
-// to Vault (see the package comment); the first Probe reports whether
-// Vault, the login and the key are usable.
+// New reads the CA file but makes no call to Vault; the first Probe
+// reports whether Vault, the login and the key are usable.
 func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
 	src := kmsclients.Source{Backend: "vault", Name: name}
 	if err := src.CheckNew(cfg); err != nil {
@@ -186,9 +153,9 @@ func clientTLS(cfg Config) (*tls.Config, error) {
 	return t, nil
 }
 
-// newTransport is a transport that ignores proxy settings of the
-// environment. The cert login's transport does not keep connections, so
-// that each login presents the certificate just read.
+// newTransport ignores the environment's proxy settings. The cert
+// login's keeps no connections, so each login presents the certificate
+// just read.
 func newTransport(tlsCfg *tls.Config, keepAlive bool) *http.Transport {
 	return &http.Transport{
 		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
@@ -220,9 +187,8 @@ func newAPIClient(cfg Config, tr *http.Transport, timeout time.Duration) (*api.C
 	if err != nil {
 		return nil, fmt.Errorf("create Vault client: %w", err)
 	}
-	// NewClient applies VAULT_TOKEN, VAULT_NAMESPACE and VAULT_HEADERS on
-	// top of the config it is given; undo them. The one header kept is
-	// the one Vault Agent requires against request forgery.
+	// Undo what NewClient takes from VAULT_*; keep the header Vault Agent
+	// requires against request forgery.
 	c.ClearToken()
 	c.SetHeaders(http.Header{api.RequestHeaderName: []string{"true"}})
 	if cfg.Namespace != "" {
@@ -234,10 +200,8 @@ func newAPIClient(cfg Config, tr *http.Transport, timeout time.Duration) (*api.C
 	return c, nil
 }
 
-// retryPolicy is the api client's, except that a 500 is not retried:
-// Vault answers 500 to a ciphertext that RSA cannot decrypt, and to other
-// internal errors that a second attempt within the same second will not
-// fix.
+// retryPolicy is the api client's but does not retry a 500: Vault's
+// answer to a ciphertext RSA cannot decrypt, which a retry won't fix.
 func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if err == nil && resp != nil && resp.StatusCode == http.StatusInternalServerError {
 		return false, nil
@@ -295,8 +259,8 @@ func encryptRequest(share, aad []byte, binding byte) map[string]any {
 	return map[string]any{"plaintext": base64.StdEncoding.EncodeToString(plaintext)}
 }
 
-// Unwrap decrypts a share that Wrap encrypted, after checking that it
-// names this backend's key and is bound as the key's type requires.
+// Unwrap decrypts a share after checking that it names this backend's
+// key and is bound as the key's type requires.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, b.fail(ctx, opUnwrap, err)
@@ -345,11 +309,9 @@ func (b *Backend) checkWrapped(w kmsclients.Wrapped) (byte, string, uint64, erro
 	return binding, ct, version, nil
 }
 
-// checkBindingKind refuses a share whose frame says it is bound otherwise
-// than the key's type requires. The frame is stored bytes that whoever
-// can write etcd can change: were it believed, a share made with an RSA
-// key's public half and framed as bound by associated_data would skip the
-// digest check and open under any associated data.
+// checkBindingKind refuses a frame bound otherwise than the key's type
+// requires: an etcd writer could frame a share made with an RSA public
+// key as associated_data-bound and so skip the digest check.
 func (b *Backend) checkBindingKind(ctx context.Context, binding byte) error {
 	keyType, err := b.learnKey(ctx)
 	if err != nil {
@@ -383,7 +345,7 @@ func decodePlaintext(s *api.Secret) ([]byte, error) {
 	return plaintext, nil
 }
 
-// Probe reads the transit key: it checks the login and that the key can
+// Probe reads the transit key, checking the login and that the key can
 // encrypt and decrypt, and reports its latest version.
 func (b *Backend) Probe(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
@@ -399,13 +361,9 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 	return b.identity(info.latest), nil
 }
 
-// PublicWrap implements kmsclients.PublicWrapper. Transit encrypts with
-// an RSA key's public half, which Vault shows to whoever may read the key,
-// so anyone holding it can make a share this backend unwraps; the AEAD
-// types (AES-GCM, ChaCha20-Poly1305) encrypt with a secret key. Until the
-// backend has read the key's type (the first Probe, Wrap or Unwrap does)
-// it cannot tell, and answers true rather than let a share count as proof
-// on a guess; Unwrap reads the type before it opens anything.
+// PublicWrap implements [kmsclients.PublicWrapper]: true for an RSA key,
+// whose public half anyone may hold, and true until the key's type is
+// known, rather than count a share as proof on a guess.
 func (b *Backend) PublicWrap() bool {
 	t := b.keyType.Load()
 	return t == nil || !aeadTypes[*t]
@@ -415,12 +373,10 @@ func (b *Backend) PublicWrap() bool {
 // type has been read yet.
 func (b *Backend) WrapKindKnown() bool { return b.keyType.Load() != nil }
 
-// CustodianKey implements kmsclients.CustodianKeyer. A key identity names
-// the address Vault was reached at; the custodian is the transit key, so
-// an identity of this backend's key is named by the ID of the cluster that
-// holds it and the key's path: one key configured through two addresses
-// (or through two nodes of one cluster) is one custodian. Before the
-// backend has reached Vault, and for other keys, an identity names itself.
+// CustodianKey implements [kmsclients.CustodianKeyer]: this backend's
+// key is named by cluster ID and key path, so one key reached through two
+// addresses is one custodian. Other identities, and all before Vault was
+// reached, name themselves.
 func (b *Backend) CustodianKey(keyIdentity string) string {
 	path, _, ok := parseIdentity(keyIdentity)
 	cluster := b.cluster.Load()
@@ -430,8 +386,8 @@ func (b *Backend) CustodianKey(keyIdentity string) string {
 	return custodianKey(*cluster, path)
 }
 
-// learnKey returns the key's type. The first time, it reads the key and
-// learns the cluster's ID; afterwards it costs no call.
+// learnKey returns the key's type, reading the key and the cluster's ID
+// only the first time.
 func (b *Backend) learnKey(ctx context.Context) (string, error) {
 	if t := b.keyType.Load(); t != nil && b.cluster.Load() != nil {
 		return *t, nil
@@ -446,9 +402,8 @@ func (b *Backend) learnKey(ctx context.Context) (string, error) {
 	return info.keyType, nil
 }
 
-// learnCluster asks sys/health, once, for the ID of the cluster: the same
-// from every address and every node. sys/health needs no token and is
-// answered in the root namespace.
+// learnCluster asks sys/health (no token, root namespace) for the
+// cluster's ID.
 func (b *Backend) learnCluster(ctx context.Context) error {
 	if b.cluster.Load() != nil {
 		return nil
@@ -465,8 +420,7 @@ func (b *Backend) learnCluster(ctx context.Context) error {
 	return nil
 }
 
-// clusterIDRE bounds what Vault's sys/health may report as a cluster ID
-// (a UUID) before it becomes part of a custodian's name.
+// clusterIDRE bounds the cluster ID (a UUID) used in a custodian's name.
 var clusterIDRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 
 func truncate(s string, n int) string {
@@ -504,10 +458,8 @@ func (b *Backend) readKey(ctx context.Context) (keyInfo, error) {
 // aeadTypes are the transit key types that take associated_data.
 var aeadTypes = map[string]bool{"aes128-gcm96": true, "aes256-gcm96": true, "chacha20-poly1305": true}
 
-// bindingFor is how a share under a key of keyType is bound to its
-// associated data: by transit's associated_data for an AEAD type, by a
-// digest sealed with the share for the others (RSA), which refuse
-// associated_data.
+// bindingFor: transit's associated_data for AEAD types, a sealed digest
+// for the others (RSA), which refuse associated_data.
 func bindingFor(keyType string) byte {
 	if aeadTypes[keyType] {
 		return bindAssociatedData
@@ -552,9 +504,8 @@ func (b *Backend) identity(version uint64) string {
 	return b.idPfx + strconv.FormatUint(version, 10)
 }
 
-// call makes a request with the current token. When Vault refuses the
-// token (403) it logs in again, or takes the token another caller just
-// obtained, and tries once more.
+// call makes a request with the current token; on a 403 it logs in
+// again (or takes a token another caller just got) and tries once more.
 func (b *Backend) call(ctx context.Context, op string, req func(context.Context, *api.Client) (*api.Secret, error)) (*api.Secret, error) {
 	s, err := b.auth.session(ctx)
 	if err != nil {
@@ -575,8 +526,8 @@ func (b *Backend) call(ctx context.Context, op string, req func(context.Context,
 	return out, classify(op, err)
 }
 
-// fail is the error of a call to Vault that failed with err, which
-// classify gave its kind (the context rule is kmsclients.Source.Fail's).
+// fail wraps err with the kind classify gives it, under
+// [kmsclients.Source.Fail]'s context rule.
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
 	return b.src.Fail(ctx, op, nil, err)
 }
