@@ -13,52 +13,38 @@ import (
 
 // Config is the YAML block `pkcs11: {...}` of a backend.
 type Config struct {
-	// Module is the absolute path of the vendor's PKCS#11 library
-	// (/usr/lib/softhsm/libsofthsm2.so, libCryptoki2_64.so, ...). It is
-	// loaded when the plugin starts: a path that is not a loadable
-	// PKCS#11 module stops it with an error naming pkcs11.module.
+	// Module is the absolute path of the vendor's PKCS#11 library,
+	// loaded at start.
 	Module string `json:"module"`
-	// TokenLabel names the token by its label; Slot names it by its slot
-	// ID instead. Exactly one is set. A label is the better choice where
-	// slot IDs are not stable (SoftHSM2 gives a token a new slot ID each
-	// time it is initialised).
+	// TokenLabel or Slot (exactly one) names the token. Prefer the label:
+	// slot IDs may change (SoftHSM2's do at each initialisation).
 	TokenLabel string `json:"tokenLabel,omitempty"`
 	Slot       *uint  `json:"slot,omitempty"`
-	// PinFile holds the user PIN (a trailing newline is dropped). Like a
-	// key file, it must be a regular file that others cannot read or
-	// write. It is read each time a session logs in, never logged.
+	// PinFile holds the user PIN (trailing newline dropped), a regular
+	// file closed to others, read at each login.
 	PinFile string `json:"pinFile"`
-	// KeyLabel is the CKA_LABEL of the AES key that wraps shares, and
-	// KeyID, in hex, its CKA_ID, to tell apart keys under one label.
-	// KeyID only picks the key: the key identity has the key's own
-	// CKA_ID, given or not. Trousseau never creates the key: the
-	// operator does.
+	// KeyLabel is the AES key's CKA_LABEL; KeyID, in hex, picks among
+	// keys under one label (the identity has the key's own CKA_ID).
 	KeyLabel string `json:"keyLabel"`
 	KeyID    string `json:"keyID,omitempty"`
-	// Mechanism is MechanismGCM (the default) or MechanismKWP, for
-	// tokens without AES-GCM.
+	// Mechanism is [MechanismGCM] (default) or [MechanismKWP].
 	Mechanism string `json:"mechanism,omitempty"`
-	// Timeout, when set, bounds each wrap, unwrap or probe, waiting for a
-	// session included. The caller's deadline always applies; unset, it
-	// is the only one.
+	// Timeout, if set, bounds each operation, session wait included, on
+	// top of the caller's deadline.
 	Timeout Duration `json:"timeout,omitzero"`
 }
 
 // Duration is the config file's one duration type ("3s", "500ms").
 type Duration = kmsclients.Duration
 
-// The mechanisms a share can be wrapped with.
+// Mechanisms: CKM_AES_GCM, or CKM_AES_KEY_WRAP_PAD (RFC 5649) for tokens
+// without AES-GCM.
 const (
-	// MechanismGCM is CKM_AES_GCM: the share is encrypted with the
-	// share's associated data as GCM's additional authenticated data.
 	MechanismGCM = "aes-gcm"
-	// MechanismKWP is CKM_AES_KEY_WRAP_PAD (RFC 5649): the share and a
-	// binding to its associated data are wrapped as a secret-key object.
 	MechanismKWP = "aes-key-wrap-pad"
 )
 
-// Limits that keep a key identity within kmsclients.MaxKeyIdentitySize
-// whatever the labels hold (see identity.go).
+// Limits keeping a key identity within [kmsclients.MaxKeyIdentitySize].
 const (
 	maxTokenLabel = 32 // the size of CK_TOKEN_INFO's label
 	maxKeyLabel   = 64
@@ -100,9 +86,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// validateModule wants an absolute path: a bare name would be looked for
-// along the loader's search path (LD_LIBRARY_PATH), which is not what an
-// operator who names a vendor's library means.
+// validateModule wants an absolute path: a bare name would be searched
+// along LD_LIBRARY_PATH, not what an operator means.
 func validateModule(path string) error {
 	switch {
 	case path == "":
@@ -115,8 +100,8 @@ func validateModule(path string) error {
 	return nil
 }
 
-// validateTokenLabel checks a label as CK_TOKEN_INFO holds it: at most 32
-// bytes, padded with spaces, so trailing spaces cannot be told apart.
+// validateTokenLabel: CK_TOKEN_INFO holds 32 bytes padded with spaces,
+// so trailing spaces cannot be told apart.
 func validateTokenLabel(label string) error {
 	switch {
 	case label == "":

@@ -19,8 +19,8 @@ const (
 	ckaUniqueID          = 0x4
 )
 
-// callError is a call into the module that failed: the function and its
-// CKR_* return value, which is all an error of this backend says of it.
+// callError is a failed call into the module: all an error says of it is
+// the function and its CKR_* value.
 type callError struct {
 	fn   string // "C_Decrypt"
 	code uint
@@ -31,8 +31,7 @@ func (e *callError) Error() string { return e.fn + ": " + ckrName(e.code) }
 // Unwrap returns the binding's error, for errors.As.
 func (e *callError) Unwrap() error { return pkcs11.Error(e.code) }
 
-// called returns err, from the module's function fn, as a *callError
-// (nil for nil).
+// called returns fn's err as a *callError (nil for nil).
 func called(fn string, err error) error {
 	if err == nil {
 		return nil
@@ -69,8 +68,7 @@ func codeOf(err error) (uint, bool) {
 	return 0, false
 }
 
-// kindOf sorts a failed call's return value into the kinds of
-// kmsclients, for op.
+// kindOf sorts a return value of op into a kmsclients kind.
 func kindOf(op string, code uint) error {
 	switch code {
 	case pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY, pkcs11.CKR_DEVICE_REMOVED,
@@ -80,8 +78,7 @@ func kindOf(op string, code uint) error {
 		pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED, pkcs11.CKR_HOST_MEMORY,
 		pkcs11.CKR_FUNCTION_CANCELED, pkcs11.CKR_OPERATION_ACTIVE, pkcs11.CKR_CANT_LOCK,
 		pkcs11.CKR_FIPS_SELF_TEST_FAILED:
-		// The token, its link or the session went away, or the module
-		// failed: it may come back; the backend reopens what it needs.
+		// Token, link, session or module gone: it may come back.
 		return kmsclients.ErrUnavailable
 	case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE,
 		pkcs11.CKR_PIN_EXPIRED, pkcs11.CKR_PIN_LOCKED, pkcs11.CKR_USER_PIN_NOT_INITIALIZED,
@@ -96,26 +93,22 @@ func kindOf(op string, code uint) error {
 		pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_ATTRIBUTE_SENSITIVE, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_VALUE_INVALID,
 		pkcs11.CKR_ACTION_PROHIBITED, pkcs11.CKR_FUNCTION_REJECTED, pkcs11.CKR_SESSION_READ_ONLY,
 		pkcs11.CKR_TOKEN_WRITE_PROTECTED, pkcs11.CKR_INFORMATION_SENSITIVE:
-		// Refused as configured: the PIN, the user, the key's
-		// attributes, a mechanism or template the token does not take.
-		// Retrying will not help until an operator acts.
+		// Refused as configured (PIN, user, key attributes, mechanism):
+		// an operator must act.
 		return kmsclients.ErrPermission
 	case pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE,
 		pkcs11.CKR_WRAPPED_KEY_INVALID, pkcs11.CKR_WRAPPED_KEY_LEN_RANGE,
 		ckrAEADDecryptFailed, pkcs11.CKR_SIGNATURE_INVALID, pkcs11.CKR_SIGNATURE_LEN_RANGE,
 		pkcs11.CKR_DATA_INVALID, pkcs11.CKR_DATA_LEN_RANGE:
 		if op == kmsclients.OpUnwrap {
-			// What the token says of a ciphertext that does not open
-			// under the key with this associated data.
 			return kmsclients.ErrInvalidCiphertext
 		}
 	}
 	return nil
 }
 
-// sessionLost reports a failure after which the session is of no more
-// use, but the token is there: another session (logged in again) may
-// work. A key handle that went stale is looked up again.
+// sessionLost reports a failure after which another session, logged in
+// again, may work (a stale key handle is looked up again).
 func sessionLost(err error) bool {
 	if errors.Is(err, errStale) {
 		return true
@@ -133,20 +126,16 @@ func sessionLost(err error) bool {
 	return false
 }
 
-// sessionsDropped reports a failure that says the token dropped the
-// application's sessions or its login, which it does to all of them at
-// once (it restarted, timed them out, logged the application out): the
-// idle sessions are likely gone too.
+// sessionsDropped reports a failure a token inflicts on all sessions at
+// once (restart, timeout, logout): the idle ones are likely gone too.
 func sessionsDropped(err error) bool {
 	code, ok := codeOf(err)
 	return ok && (code == pkcs11.CKR_SESSION_HANDLE_INVALID || code == pkcs11.CKR_SESSION_CLOSED || code == pkcs11.CKR_USER_NOT_LOGGED_IN)
 }
 
-// tokenLost reports a failure that only initialising the module again
-// may mend: the token was removed (and may be back), re-initialised, or
-// the module lost its state. A module keeps the list of tokens it found
-// at C_Initialize (SoftHSM2 does), so a token created or initialised
-// since is seen only after C_Finalize and C_Initialize.
+// tokenLost reports a failure only re-initialising the module may mend:
+// modules (SoftHSM2) list tokens at C_Initialize, so a token removed,
+// re-created or re-initialised is seen only after a reset.
 func tokenLost(err error) bool {
 	if errors.Is(err, errTokenNotFound) || errors.Is(err, errTokenChanged) {
 		return true
@@ -166,17 +155,16 @@ func tokenLost(err error) bool {
 	return false
 }
 
-// ambiguous reports a failure to open a share that says nothing of why
-// (SoftHSM2 answers CKR_GENERAL_ERROR for a GCM tag that does not
-// match): a self-test with the key tells a bad share from a bad token.
+// ambiguous reports an unwrap failure that says nothing of why (SoftHSM2
+// answers CKR_GENERAL_ERROR to a bad GCM tag): a self-test tells a bad
+// share from a bad token.
 func ambiguous(err error) bool {
 	code, ok := codeOf(err)
 	return ok && (code == pkcs11.CKR_GENERAL_ERROR || code == pkcs11.CKR_FUNCTION_FAILED)
 }
 
-// kinded is an error of a known kind whose text does not spell the kind
-// out (a PIN file's fault is of kind permission, and reads as what is
-// wrong with the file).
+// kinded is an error of a kind its text does not spell out (a PIN
+// file's fault reads as what is wrong with the file).
 type kinded struct {
 	kind error
 	err  error
@@ -189,9 +177,8 @@ func withKind(kind error, format string, args ...any) error {
 	return &kinded{kind: kind, err: fmt.Errorf(format, args...)}
 }
 
-// fail is the error of op: the kind of the cause (its own, or that of
-// the return value of the call that failed), under the rule of
-// kmsclients.Source.Fail for a finished ctx, the caller's.
+// fail is op's error, of the cause's kind (or its return value's),
+// through [kmsclients.Source.Fail].
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
 	var made *kmsclients.Error
 	if errors.As(err, &made) {

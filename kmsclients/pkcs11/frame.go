@@ -16,12 +16,8 @@ import (
 //	aes-gcm:            IV (12 bytes) || ciphertext || 16-byte tag
 //	aes-key-wrap-pad:   the wrapped key object (a multiple of 8 bytes)
 //
-// with no checksum (kmsclients.Framing has the limits). The token
-// authenticates everything after the mechanism byte (GCM's tag, KWP's
-// integrity check); a share whose version or mechanism byte is changed
-// no longer parses or no longer opens. The IV is carried because a
-// token may choose it: some HSMs in FIPS mode ignore the IV they are
-// given and write back their own.
+// No checksum: the token authenticates all after the mechanism byte. The
+// IV is stored since some FIPS-mode HSMs choose their own.
 var framing = kmsclients.Framing{Version: 1}
 
 const (
@@ -32,14 +28,12 @@ const (
 	maxShareSize = 1024
 )
 
-// frame encodes a wrapped share. For GCM, body is the IV followed by
-// the ciphertext and tag.
+// frame encodes a wrapped share; for GCM, body is IV || ciphertext || tag.
 func frame(m mechanism, body []byte) []byte {
 	return framing.Frame(append([]byte{byte(m)}, body...))
 }
 
-// unframe parses a stored share, accepting only what frame makes from
-// what the token can return: the mechanism and its body.
+// unframe parses a stored share, accepting only what frame can make.
 func unframe(b []byte) (mechanism, []byte, error) {
 	body, err := framing.Unframe(b)
 	if err != nil {
@@ -52,8 +46,7 @@ func unframe(b []byte) (mechanism, []byte, error) {
 			return 0, nil, fmt.Errorf("wrapped share (%s) has %d bytes after its header, want at least %d", m, len(body), ivSize+tagSize+1)
 		}
 	case mechKWP:
-		// The smallest sealed share (see sealKWP) is 24 bytes, which
-		// KWP wraps into 32.
+		// The smallest sealKWP value, 24 bytes, wraps into 32.
 		if len(body) < 4*kwpBlock || len(body)%kwpBlock != 0 {
 			return 0, nil, fmt.Errorf("wrapped share (%s) has %d bytes after its header, want a multiple of %d from %d", m, len(body), kwpBlock, 4*kwpBlock)
 		}
@@ -63,25 +56,19 @@ func unframe(b []byte) (mechanism, []byte, error) {
 	return m, body, nil
 }
 
-// gcmAAD is the associated data given to the token with AES-GCM: a
-// label of this backend, then the share's associated data (which names
-// the DEK and the share's index). The label keeps anything else the key
-// encrypts from being passed off as a share.
+// gcmAAD is GCM's associated data: a label, so nothing else the key
+// encrypts passes for a share, then the share's aad (DEK and index).
 func gcmAAD(aad []byte) []byte {
 	return append([]byte("trousseau/pkcs11/v1\x00"), aad...)
 }
 
-// AES key wrap has no associated data, so the share is bound to its DEK
-// and index inside what is wrapped, as the kmsplugin backend does:
+// AES key wrap has no associated data, so the binding goes inside:
 //
 //	sealed = binding || u16 length || share || zero padding to 8 bytes
 //	binding = SHA-256(bindingLabel || aad)[:16]
 //
-// KWP authenticates the whole; a share of another DEK or index is caught
-// by comparing the binding in constant time. The padding makes the
-// sealed value a multiple of 8 bytes, so that KWP adds none of its own:
-// some tokens (SoftHSM2 2.6) hand an unwrapped value back with KWP's
-// padding left on.
+// compared in constant time on unwrap. Padding to 8 bytes ourselves means
+// KWP adds none: SoftHSM2 2.6 hands KWP's padding back on unwrap.
 const (
 	bindingLabel = "trousseau/pkcs11/kwp-binding/v1\x00"
 	bindingSize  = 16
@@ -106,8 +93,7 @@ func sealKWP(share, aad []byte) []byte {
 	return out[:n] // the capacity's bytes are zero
 }
 
-// openKWP returns a copy of the share in sealed, if sealed is what
-// sealKWP made for aad.
+// openKWP returns a copy of the share if sealKWP made sealed for aad.
 func openKWP(sealed, aad []byte) ([]byte, bool) {
 	const head = bindingSize + lengthSize
 	if len(sealed) < head+1 || len(sealed)%kwpBlock != 0 {

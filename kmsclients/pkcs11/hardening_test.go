@@ -23,9 +23,8 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// spyModules are where distributions put OpenSC's pkcs11-spy, a PKCS#11
-// module that logs every call and passes it on to another module. OpenSC
-// (which hack/softhsm.sh installs) brings it.
+// spyModules are where distributions put OpenSC's pkcs11-spy, which
+// logs every call and passes it on to another module.
 var spyModules = []string{
 	"/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
 	"/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
@@ -38,18 +37,14 @@ var spyModules = []string{
 	"/usr/local/lib/pkcs11-spy.so",
 }
 
-// spy is pkcs11-spy in front of the test's SoftHSM2: backends made with
-// its module have each call into SoftHSM2 logged, so that a test counts
-// them.
+// spy is pkcs11-spy in front of the test's SoftHSM2, to count calls.
 type spy struct {
 	module string // give it as Config.Module
 	log    string
 }
 
-// newSpy copies pkcs11-spy to a path of the test's own: a library loaded
-// from another file is another instance, which reads PKCS11SPY and
-// PKCS11SPY_OUTPUT afresh (the module is never unloaded, so one loaded
-// by an earlier test keeps that test's log).
+// newSpy copies pkcs11-spy to a path of the test's own: modules are never
+// unloaded, so only another file reads PKCS11SPY_OUTPUT afresh.
 func (h *softhsm) newSpy(t *testing.T) *spy {
 	t.Helper()
 	var from string
@@ -105,11 +100,9 @@ func (s *spy) calls(t *testing.T, fn string) int {
 	return n
 }
 
-// TestOneKeyIsOneCustodian: the key identity names the key as the token
-// has it, whatever the config says of it, and the custodian key names
-// the key material: one key reached by two configs, or its material on
-// another token under another label and ID, is one custodian, and a
-// plugin that has it hold two shares refuses to make a DEK.
+// TestOneKeyIsOneCustodian: one key reached by two configs, or its
+// material on another token under another label and ID, is one
+// custodian, and a plugin giving it two shares refuses to make a DEK.
 func TestOneKeyIsOneCustodian(t *testing.T) {
 	h := newSoftHSM(t)
 	key := make([]byte, 32)
@@ -202,9 +195,7 @@ func TestWrittenIdentityReadsBack(t *testing.T) {
 }
 
 // TestWrongPINTriedOnce: a wrong PIN costs one C_Login however many
-// operations and backends of the token want a session at once, and a
-// PIN the token refused is not tried by another backend of the token
-// either.
+// operations and backends of the token want a session at once.
 func TestWrongPINTriedOnce(t *testing.T) {
 	h := newSoftHSM(t)
 	sp := h.newSpy(t)
@@ -269,9 +260,8 @@ func TestWrongPINTriedOnce(t *testing.T) {
 	}
 }
 
-// TestCloseWhileACallHangs: a call into the module that does not return
-// (the test holds the module's read lock in its stead) neither makes a
-// reset of the module hold every other backend on it, nor makes Close
+// TestCloseWhileACallHangs: a hung call (the test holds the read lock)
+// neither makes a reset block the module's other backends nor Close
 // hang, with or without a reset waiting.
 func TestCloseWhileACallHangs(t *testing.T) {
 	h := newSoftHSM(t)
@@ -298,8 +288,7 @@ func TestCloseWhileACallHangs(t *testing.T) {
 	unhang := func() { once.Do(m.mu.RUnlock) }
 	t.Cleanup(unhang) // before the backends are closed
 
-	// The token goes: the next operation wants to initialise the module
-	// again, which the hung call holds up.
+	// The token goes: the reset it asks for is held up by the hung call.
 	h.deleteToken(t, "gone")
 	if _, err := gone.Probe(ctxFor(t)); !errors.Is(err, kmsclients.ErrUnavailable) {
 		t.Fatalf("Probe of a deleted token while a call hangs: %v, want unavailable", err)
@@ -321,9 +310,7 @@ func TestCloseWhileACallHangs(t *testing.T) {
 		t.Error("Close hangs while a call hangs and the module waits to be reset")
 	}
 
-	// A writer waiting for the lock (a reset, or the last backend's
-	// release, as another backend would start it) does not hold Close
-	// either.
+	// Nor does a writer waiting for the lock (a reset, a release).
 	writer := make(chan struct{})
 	go func() {
 		m.mu.Lock()
@@ -385,9 +372,8 @@ func TestTokenLabelNotUTF8(t *testing.T) {
 	}
 }
 
-// createKeyValue makes a token AES key of the given value through the
-// module, as test code may (the backend never does), with attributes
-// pkcs11-tool cannot set.
+// createKeyValue makes an AES key of value, with attributes pkcs11-tool
+// cannot set.
 func createKeyValue(t *testing.T, b *Backend, label string, value []byte, attrs ...*pkcs11.Attribute) {
 	t.Helper()
 	tmpl := append([]*pkcs11.Attribute{
@@ -427,9 +413,8 @@ func forge(w kmsclients.Wrapped) kmsclients.Wrapped {
 	return w
 }
 
-// oneWayKeys makes, on a token of the test's spy, two keys of one value:
-// one that works both ways, and one that may only open shares (decrypt
-// and unwrap only), as an unwrap allows.
+// oneWayKeys makes two keys of one value on the spy's token: one both
+// ways, one that may only open shares.
 func oneWayKeys(t *testing.T) (h *softhsm, sp *spy, config func(label, mech string) Config) {
 	h = newSoftHSM(t)
 	sp = h.newSpy(t)
@@ -458,9 +443,8 @@ func oneWayKeys(t *testing.T) (h *softhsm, sp *spy, config func(label, mech stri
 	return h, sp, config
 }
 
-// TestForgedShareOnAnOpenOnlyKey: a forged share is invalid ciphertext
-// under a key that may only open shares, which cannot be self-tested
-// (SoftHSM2 answers CKR_GENERAL_ERROR to a GCM tag that does not match).
+// TestForgedShareOnAnOpenOnlyKey: a forged share under a key that cannot
+// be self-tested is still invalid ciphertext, not a token failure.
 func TestForgedShareOnAnOpenOnlyKey(t *testing.T) {
 	h, _, config := oneWayKeys(t)
 	aad := []byte("dek=5;share=2")

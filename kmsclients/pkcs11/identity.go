@@ -8,28 +8,14 @@ import (
 	"strings"
 )
 
-// keyIdentity names the key that wrapped a share: the token (its label
-// and serial number) and the key on it (its label, its ID, and what the
-// token says of the key material itself). It is written as a PKCS#11 URI
-// (RFC 7512), with the key material's fingerprint as a vendor attribute:
+// keyIdentity names the key that wrapped a share, as an RFC 7512 URI:
 //
 //	pkcs11:token=trousseau;serial=c18803eb63d47f4d;object=share-key;id=%01;x-check-value=0e6b1d
 //
-// Every part is what the token says, not what the config says: the ID is
-// the key's own CKA_ID, read from the key found, so one key has one
-// identity however a config names it (by label alone, or by label and
-// ID; its token by label or by slot).
-//
-// The check value is the key's CKA_CHECK_VALUE (for AES, the first bytes
-// of the encryption of a zero block): another key generated under the
-// same label has another one, so it is another identity and the DEK is
-// rotated. A token that gives no check value is asked for CKA_UNIQUE_ID
-// (x-unique-id, a digest of it); one that gives neither leaves the key
-// known by its token, label and ID only.
-//
-// Labels and serial numbers are bytes, as CK_TOKEN_INFO and CKA_LABEL
-// hold them: they need not be UTF-8, and are written and read back
-// whatever they hold (see escape).
+// Every part is what the token says, not the config, so one key has one
+// identity however it is found, and a new key under the label has a new
+// check value, rotating the DEK. Labels are bytes, not necessarily UTF-8.
+// docs/backends/pkcs11.md#key-identity-and-rotation has the rules.
 type keyIdentity struct {
 	token  string // the token's label
 	serial string // the token's serial number
@@ -41,9 +27,8 @@ type keyIdentity struct {
 
 const (
 	identityScheme = "pkcs11:"
-	// maxCheck bounds a check value kept as it is; a longer one (the
-	// standard's is 3 bytes) is replaced by a digest of this size, as is
-	// a unique ID.
+	// maxCheck bounds a check value kept as is (the standard's is 3
+	// bytes); longer ones, and unique IDs, are kept as digests.
 	maxCheck   = 16
 	uniqueSize = 8
 )
@@ -72,8 +57,8 @@ func uniqueValue(v []byte) []byte {
 	return digest("trousseau/pkcs11/unique-id/v1\x00", v, uniqueSize)
 }
 
-// String writes the identity. With the limits of Config.Validate and of
-// CK_TOKEN_INFO, it is at most kmsclients.MaxKeyIdentitySize bytes.
+// String writes the identity; Config.Validate's and CK_TOKEN_INFO's
+// limits keep it within [kmsclients.MaxKeyIdentitySize].
 func (k keyIdentity) String() string {
 	var b strings.Builder
 	b.WriteString(identityScheme)
@@ -92,22 +77,10 @@ func (k keyIdentity) String() string {
 	return b.String()
 }
 
-// custodianKey names the key material, so that whoever holds one key
-// holds one share, however many backends reach the key:
-//
-//   - With a check value, the check value alone: it is computed from the
-//     key material, so the same key gives the same custodian key whatever
-//     the config says of it, and whatever the token, label or ID it has
-//     (a key cloned onto the HSMs of a high-availability group, or
-//     imported under another label, is one custodian). Two different keys
-//     with one check value (3 bytes as the standard has it: a chance in
-//     16 million for two keys) count as one custodian too, which makes the
-//     plugin refuse to create a DEK, never accept one: generate another
-//     key for one of the backends.
-//   - With a unique ID only, the token and the unique ID: CKA_UNIQUE_ID
-//     names one object of one token, whatever its label and ID.
-//   - With neither, the whole identity: the token, the key's label and
-//     its own ID are all that tell keys apart.
+// custodianKey names the key material, so one key is one custodian
+// however reached: the check value alone (from the key material; a
+// collision only refuses a DEK, never accepts one), else token and unique
+// ID, else the whole identity.
 func (k keyIdentity) custodianKey() string {
 	switch {
 	case len(k.check) > 0:
@@ -119,10 +92,9 @@ func (k keyIdentity) custodianKey() string {
 	return k.String()
 }
 
-// sameKeyAs reports whether o may name the same key material as k: it
-// is false only when both have a check value and the values differ. The
-// token's serial and label are not compared: a key restored onto
-// another token of the same HSM group opens the shares it wrapped.
+// sameKeyAs reports whether o may name k's key material: false only when
+// both have check values (or unique IDs) that differ. The token is not
+// compared, so a key restored onto another token opens its shares.
 func (k keyIdentity) sameKeyAs(o keyIdentity) bool {
 	if len(k.check) > 0 && len(o.check) > 0 {
 		return string(k.check) == string(o.check)
@@ -133,8 +105,8 @@ func (k keyIdentity) sameKeyAs(o keyIdentity) bool {
 	return true
 }
 
-// parseIdentity parses an identity that String wrote, and nothing else:
-// a share's identity comes from etcd, and whoever writes etcd chooses it.
+// parseIdentity accepts only what String writes: a share's identity
+// comes from etcd, whose writers choose it.
 func parseIdentity(s string) (keyIdentity, error) {
 	const maxIdentity = 512
 	if len(s) > maxIdentity {
@@ -199,8 +171,7 @@ func isUnreserved(c byte) bool {
 		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
-// escape percent-encodes every byte but the unreserved ones, so that
-// any bytes (UTF-8 or not) are written, and unescape gives them back.
+// escape percent-encodes all but unreserved bytes, UTF-8 or not.
 func escape(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -224,9 +195,8 @@ func escapeAll(v []byte) string {
 
 var errEscape = errors.New("bad percent-encoding")
 
-// unescape decodes what escape wrote: bytes, which need not be UTF-8 (a
-// token's label and serial number are what the token holds). Whether the
-// encoding is the one escape writes is parseIdentity's check.
+// unescape decodes escape's bytes; that the encoding is escape's own is
+// parseIdentity's check.
 func unescape(s string) (string, error) {
 	var out []byte
 	for i := 0; i < len(s); i++ {

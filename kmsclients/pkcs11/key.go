@@ -17,21 +17,16 @@ import (
 
 // keyInfo is the key an operation found on the token.
 type keyInfo struct {
-	h        pkcs11.ObjectHandle
-	identity keyIdentity
-	keyType  uint
-	// The key's value cannot be read unless it is neither sensitive nor
-	// unextractable.
-	sensitive, extractable bool
-	// What the key may be used for: CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP,
-	// CKA_UNWRAP.
-	encrypt, decrypt, wrap, unwrap bool
+	h                              pkcs11.ObjectHandle
+	identity                       keyIdentity
+	keyType                        uint
+	sensitive, extractable         bool
+	encrypt, decrypt, wrap, unwrap bool // CKA_ENCRYPT ... CKA_UNWRAP
 }
 
-// findKey checks that the session's token is still the one it was
-// opened on, and finds the configured key on it. Every operation looks
-// the key up afresh: a key replaced under its label is a new identity
-// at once, and a deleted one is not used through a stale handle.
+// findKey checks the session's token is unchanged and finds the key,
+// afresh for each operation: a replaced key is a new identity at once,
+// and a deleted one is never used through a stale handle.
 func (b *Backend) findKey(s *session) (keyInfo, error) {
 	c := b.pool.m.ctx
 	info, err := c.GetTokenInfo(s.slot)
@@ -45,10 +40,8 @@ func (b *Backend) findKey(s *session) (keyInfo, error) {
 	if err != nil {
 		return keyInfo{}, err
 	}
-	// The identity is the token's and the key's own: its ID is read
-	// from the key (readAttributes), never taken from the config, so
-	// that one key has one identity (and one custodian key) however a
-	// config finds it. The label is the key's too: it matched exactly.
+	// The ID comes from the key (readAttributes), never the config, so
+	// one key has one identity however found; the label matched exactly.
 	k := keyInfo{h: h, identity: keyIdentity{token: s.label, serial: s.serial, label: b.keyLabel}}
 	if err := b.readAttributes(s, &k); err != nil {
 		return keyInfo{}, err
@@ -56,9 +49,8 @@ func (b *Backend) findKey(s *session) (keyInfo, error) {
 	return k, nil
 }
 
-// findObject finds the one secret key with the configured label (and
-// ID). A key of another type under the label is found, and refused by
-// usable with a message that says so.
+// findObject finds the one secret key with the label (and ID); one of
+// another type is found so that usable can say so.
 func (b *Backend) findObject(s *session) (pkcs11.ObjectHandle, error) {
 	c := b.pool.m.ctx
 	tmpl := []*pkcs11.Attribute{
@@ -92,10 +84,9 @@ func (b *Backend) findObject(s *session) (pkcs11.ObjectHandle, error) {
 		s.label, s.serial, b.keyName())
 }
 
-// loggedIn checks that s is still logged in as the user: a token that
-// logged the application out (it does when its last session closes, or
-// on a timeout of its own) hides private keys rather than refuse the
-// search.
+// loggedIn checks s is still logged in: a token that logged the
+// application out (last session closed, its own timeout) hides private
+// keys rather than refuse the search.
 func loggedIn(c *pkcs11.Ctx, s *session) error {
 	info, err := c.GetSessionInfo(s.h)
 	if err != nil {
@@ -108,9 +99,8 @@ func loggedIn(c *pkcs11.Ctx, s *session) error {
 	return fmt.Errorf("the session was logged out: %w", &callError{fn: "C_GetSessionInfo", code: pkcs11.CKR_USER_NOT_LOGGED_IN})
 }
 
-// errNoKey marks the error of a token without the configured key: a
-// permission refusal for wrap and probe (an operator must create or
-// restore it), invalid ciphertext for unwrap (see Unwrap).
+// errNoKey marks a missing key: permission for wrap and probe, invalid
+// ciphertext for unwrap (see Unwrap).
 var errNoKey = errors.New("no such key")
 
 // keyName describes the configured key for messages.
@@ -121,11 +111,9 @@ func (b *Backend) keyName() string {
 	return fmt.Sprintf("labelled %q with ID %s", b.keyLabel, hex.EncodeToString(b.keyID))
 }
 
-// readAttributes reads what the backend needs to know of the key, and
-// its own CKA_ID for its identity. The check value and the unique ID are
-// optional attributes, asked for apart: a token that lacks one refuses
-// the whole request. CKA_ID is not: every key has one (empty by
-// default).
+// readAttributes reads the key's type, usage and CKA_ID. The check value
+// and unique ID are asked apart: a token lacking one refuses the whole
+// request.
 func (b *Backend) readAttributes(s *session, k *keyInfo) error {
 	c := b.pool.m.ctx
 	attrs, err := c.GetAttributeValue(s.h, k.h, []*pkcs11.Attribute{
@@ -181,8 +169,7 @@ func (b *Backend) readAttributes(s *session, k *keyInfo) error {
 	return nil
 }
 
-// optionalAttribute reads an attribute a token may not have; nil if it
-// has not (or will not say).
+// optionalAttribute reads an attribute, nil if the token has or tells none.
 func (b *Backend) optionalAttribute(s *session, h pkcs11.ObjectHandle, typ uint) ([]byte, error) {
 	attrs, err := b.pool.m.ctx.GetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(typ, nil)})
 	if code, ok := codeOf(called("C_GetAttributeValue", err)); err != nil && ok &&
@@ -211,10 +198,9 @@ func ulong(v []byte) uint {
 
 func isTrue(v []byte) bool { return len(v) == 1 && v[0] != 0 }
 
-// usable says why the key cannot serve op with m, if it cannot. A wrap
-// and a probe need the key to work both ways (what it wraps it must
-// unwrap) and to keep its value in the token; an unwrap needs only the
-// way back, so that shares stay readable whatever changed since.
+// usable says why the key cannot serve op with m. Wrap and probe need
+// both ways and an unreadable value; unwrap needs only the way back, so
+// shares stay readable whatever changed since.
 func (k keyInfo) usable(op string, m mechanism) error {
 	if k.keyType != pkcs11.CKK_AES {
 		return withKind(kmsclients.ErrPermission, "the key %s is not an AES key (CKA_KEY_TYPE 0x%X): generate an AES key, e.g. pkcs11-tool --keygen --key-type AES:32", k.identity.label, k.keyType)
@@ -238,8 +224,7 @@ func (k keyInfo) usable(op string, m mechanism) error {
 		return withKind(kmsclients.ErrPermission, "the key %s has %s false, which %s needs", k.identity.label, strings.Join(missing, " and "), m)
 	}
 	if both && len(k.identity.id) > maxKeyID {
-		// Its identity would not fit kmsclients.MaxKeyIdentitySize; an
-		// unwrap does not write one.
+		// The identity would not fit; an unwrap writes none.
 		return withKind(kmsclients.ErrPermission, "the key %s has a CKA_ID of %d bytes, more than the %d its key identity has room for: give it a shorter one (pkcs11-tool --set-id)", k.identity.label, len(k.identity.id), maxKeyID)
 	}
 	if both && !k.sensitive && k.extractable {
@@ -248,8 +233,8 @@ func (k keyInfo) usable(op string, m mechanism) error {
 	return nil
 }
 
-// checkMechanism asks the token whether it offers m both ways, so that
-// a probe says what to configure instead.
+// checkMechanism asks whether the token offers m both ways, so a probe
+// can say what to configure instead.
 func (b *Backend) checkMechanism(t txn, m mechanism) error {
 	typ, flags := uint(pkcs11.CKM_AES_GCM), uint(pkcs11.CKF_ENCRYPT|pkcs11.CKF_DECRYPT)
 	if m == mechKWP {

@@ -13,18 +13,15 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// txn is what one operation works with: the module, a logged-in
-// session, and the key found on its token.
+// txn is one operation's module, logged-in session and key.
 type txn struct {
 	c   *pkcs11.Ctx
 	s   *session
 	key keyInfo
 }
 
-// encryptGCM encrypts share with AES-GCM on the token and returns the IV
-// followed by the ciphertext and tag. The IV is random; a token that
-// writes its own into the parameters (some HSMs in FIPS mode do) has its
-// IV kept instead.
+// encryptGCM returns IV || ciphertext || tag. The IV is random unless
+// the token writes back its own (some FIPS-mode HSMs do).
 func encryptGCM(t txn, share, aad []byte) ([]byte, error) {
 	iv := make([]byte, ivSize)
 	rand.Read(iv)
@@ -66,10 +63,8 @@ func decryptGCM(t txn, body, aad []byte) ([]byte, error) {
 	return share, nil
 }
 
-// The template of the session object that carries a sealed share
-// through AES key wrap: a generic secret that lives as long as the
-// session at most (it is destroyed at once), private to the logged-in
-// user, and readable by this backend alone, which made it.
+// carrierTemplate is the session object carrying a sealed share through
+// key wrap: private, destroyed at once, readable only by this backend.
 func carrierTemplate(value []byte) []*pkcs11.Attribute {
 	tmpl := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
@@ -87,10 +82,9 @@ func carrierTemplate(value []byte) []*pkcs11.Attribute {
 
 var kwp = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}
 
-// wrapKWP wraps the sealed share (see sealKWP) with AES key wrap with
-// padding. A token offers KWP for C_WrapKey, of a key object, where it
-// may not for C_Encrypt (SoftHSM2 does not), so the sealed share is made
-// a session object for the time of the call.
+// wrapKWP wraps sealKWP's value. Tokens offer KWP for C_WrapKey, not
+// always C_Encrypt (SoftHSM2), so the value is made a session object for
+// the call.
 func wrapKWP(t txn, share, aad []byte) ([]byte, error) {
 	sealed := sealKWP(share, aad)
 	defer clear(sealed)
@@ -109,8 +103,8 @@ func wrapKWP(t txn, share, aad []byte) ([]byte, error) {
 	return wrapped, nil
 }
 
-// unwrapKWP unwraps what wrapKWP returned into a session object, reads
-// it and destroys it, and checks the share's binding to aad.
+// unwrapKWP unwraps into a session object, reads and destroys it, and
+// checks the binding to aad.
 func unwrapKWP(t txn, body, aad []byte) ([]byte, error) {
 	obj, err := t.c.UnwrapKey(t.s.h, kwp, t.key.h, body, carrierTemplate(nil))
 	if err != nil {
@@ -133,9 +127,7 @@ func unwrapKWP(t txn, body, aad []byte) ([]byte, error) {
 	return share, nil
 }
 
-// selfTest wraps and unwraps a value of its own with the key and m,
-// after the token failed to open a share without saying why: if the key
-// works, the share was at fault.
+// selfTest round-trips a value of its own with the key and m (see judge).
 func selfTest(t txn, m mechanism) error {
 	probe := []byte("trousseau/pkcs11/self-test/v1")
 	aad := []byte("self-test")

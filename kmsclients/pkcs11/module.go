@@ -10,12 +10,10 @@ package pkcs11
 #include <stdlib.h>
 #include <string.h>
 
-// trousseau_pkcs11_load loads the library at path with every symbol
-// resolved now, so that a missing dependency is reported when the plugin
-// starts rather than at the first call, and checks that it is a PKCS#11
-// module. It returns NULL, or what the loader said (to be freed). The
-// library is left loaded: it stays so for the life of the process (see
-// module), and some vendors' modules do not survive being unloaded.
+// trousseau_pkcs11_load loads path with RTLD_NOW, so a missing dependency
+// shows at start, not at the first call, and checks it is a PKCS#11
+// module. It returns NULL or the loader's message (to be freed). The
+// library is never unloaded: some vendors' modules do not survive it.
 static char *trousseau_pkcs11_load(const char *path) {
 	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (h == NULL) {
@@ -47,34 +45,27 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// module is one PKCS#11 library, shared by every backend of the process
-// that names it: C_Initialize and C_Finalize act on the whole library,
-// so two backends on one module (two tokens of one HSM) must agree on
-// when they are called. A module is loaded once and never unloaded.
+// module is one PKCS#11 library, shared by the process's backends on it:
+// C_Initialize and C_Finalize act on the whole library.
 type module struct {
 	path string
 	ctx  *pkcs11.Ctx
 
-	// mu is held for reading by every call into the module, and for
-	// writing by C_Initialize and C_Finalize: PKCS#11 leaves C_Finalize
-	// undefined while other calls are in progress.
+	// mu is read-held by every call and write-held by C_Initialize and
+	// C_Finalize: PKCS#11 leaves C_Finalize undefined during other calls.
 	mu          sync.RWMutex
 	initialized bool
-	// gen counts initialisations. Sessions and handles belong to one;
-	// those of an earlier one are gone, and must not be closed: their
-	// handle may be another session's now.
+	// gen counts initialisations; handles of an earlier one must not be
+	// closed, as they may be another session's now.
 	gen       uint64
 	lastReset time.Time
 
-	// users counts the backends holding the module; it changes under
-	// modules.mu. A module without users is not initialised again by a
-	// call that outlived its backend.
+	// users counts backends holding the module (changed under
+	// modules.mu); a call outliving the last does not initialise it again.
 	users atomic.Int32
 
-	// logins are the tokens' login gates, by serial number and label
-	// (see loginGate). They last as long as the module, which is never
-	// unloaded: a token keeps its gate across resets of the module, and
-	// a token initialised again (a new serial) gets a new one.
+	// logins are the [loginGate]s by serial and label; they survive
+	// resets, and a re-initialised token (new serial) gets a new one.
 	loginsMu sync.Mutex
 	logins   map[string]*loginGate
 }
@@ -85,23 +76,20 @@ var modules = struct {
 	byPath map[string]*module
 }{byPath: map[string]*module{}}
 
-// resetInterval is the least time between two resets of a module that
-// are made to find a token that is missing: a token that stays missing
-// must not have the sessions of the module's other tokens dropped at
+// resetInterval spaces resets looking for a missing token, so one that
+// stays missing does not drop the module's other tokens' sessions on
 // every call.
 var resetInterval = 5 * time.Second
 
-// releaseWait bounds how long releasing a module's last user waits for
-// calls in progress (a module that does not return) before it leaves the
-// module initialised.
+// releaseWait bounds how long the last release waits for hung calls
+// before leaving the module initialised.
 const releaseWait = 5 * time.Second
 
-// resetWait bounds how long a reset waits for the calls in progress
-// (within its caller's deadline) before it gives up for this time.
+// resetWait bounds how long a reset waits for calls in progress.
 const resetWait = 5 * time.Second
 
-// openModule loads the module at path, or finds it loaded. Its errors
-// say what is wrong with the file; the caller names the field.
+// openModule loads the module at path, or finds it loaded; the caller
+// names the field in errors.
 func openModule(path string) (*module, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -144,8 +132,7 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// release gives the module up; its last user finalises it, so that a
-// later one initialises it afresh.
+// release gives the module up; the last user finalises it.
 func (m *module) release() {
 	modules.Lock()
 	defer modules.Unlock()
@@ -168,8 +155,8 @@ func (m *module) release() {
 	m.lastReset = time.Time{}
 }
 
-// with runs fn with the module initialised, under the read lock, and
-// passes it the initialisation's generation.
+// with runs fn under the read lock with the module initialised, passing
+// the generation.
 func (m *module) with(fn func(gen uint64) error) error {
 	for {
 		m.mu.RLock()
@@ -190,8 +177,7 @@ func (m *module) with(fn func(gen uint64) error) error {
 // errReleased: a call that outlived the last backend on the module.
 var errReleased = withKind(kmsclients.ErrUnavailable, "backend closed")
 
-// generation is the module's current generation, 0 when it is not
-// initialised.
+// generation is the current generation, 0 when not initialised.
 func (m *module) generation() uint64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -201,8 +187,8 @@ func (m *module) generation() uint64 {
 	return m.gen
 }
 
-// ifCurrent runs fn, under the read lock, if the module is initialised
-// and of generation gen; it never initialises the module.
+// ifCurrent runs fn under the read lock if the module is initialised at
+// generation gen; it never initialises it.
 func (m *module) ifCurrent(gen uint64, fn func()) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -211,11 +197,9 @@ func (m *module) ifCurrent(gen uint64, fn func()) {
 	}
 }
 
-// tryIfCurrent is ifCurrent if the read lock can be had at once, and
-// reports whether it could. It cannot while a writer (C_Initialize,
-// C_Finalize) holds the lock, or waits for it: a new reader would wait
-// behind that writer, which waits for the calls in progress, one of
-// which may never return.
+// tryIfCurrent is ifCurrent without waiting, reporting whether it ran: a
+// reader would queue behind a waiting writer, which waits on calls that
+// may never return.
 func (m *module) tryIfCurrent(gen uint64, fn func()) bool {
 	if !m.mu.TryRLock() {
 		return false
@@ -247,15 +231,10 @@ func (m *module) initLocked() error {
 	return nil
 }
 
-// reset finalises and initialises the module again, unless it has been
-// since generation seen, or lately (see resetInterval). It reports
-// whether the module is now of another generation than seen.
-//
-// It waits for the calls in progress, as C_Finalize must, within ctx and
-// resetWait, and gives up after: a call that does not return must not
-// hold the reset, nor (as a writer waiting for the lock would) every
-// other call into the module, forever. It polls rather than wait on the
-// lock for that reason.
+// reset re-initialises the module unless done since generation seen or
+// within resetInterval, reporting whether the generation moved. It polls
+// for the lock within ctx and resetWait rather than wait: a hung call
+// must not block the reset, nor (through a waiting writer) every call.
 func (m *module) reset(ctx context.Context, seen uint64) (bool, error) {
 	deadline := time.Now().Add(resetWait)
 	for !m.mu.TryLock() {

@@ -9,8 +9,7 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// errNoCgo is New's error in a build without cgo, which the binding to
-// PKCS#11 modules (C libraries) needs.
+// errNoCgo is New's error in a build without cgo.
 var errNoCgo = errors.New("this trousseau was built without cgo; the pkcs11 backend needs a cgo build (CGO_ENABLED=1)")
 
 // Backend is never made in a build without cgo: New refuses.
@@ -18,8 +17,7 @@ type Backend struct{ src kmsclients.Source }
 
 var _ kmsclients.Backend = (*Backend)(nil)
 
-// New checks name and cfg, as in a cgo build, then refuses: the backend
-// needs cgo.
+// New checks name and cfg, as a cgo build does, then refuses.
 func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 	src := kmsclients.Source{Backend: "pkcs11", Name: name}
 	if err := src.CheckNew(cfg); err != nil {

@@ -14,13 +14,10 @@ import (
 // maxPINFile bounds what is read of a PIN file: PINs are short.
 const maxPINFile = 256
 
-// readPIN reads the user PIN from path, which must be a regular file
-// that others cannot read or write, and the group cannot write: the rule
-// of the local backend's key files (kmsclients/local), so that an
-// operator protects every secret file of a config alike. One trailing
-// newline (LF or CRLF) is dropped. Errors name the path, never the
-// content; errors.Is(err, fs.ErrNotExist) tells a file that is not there
-// (a secret not mounted yet) from one that is wrong.
+// readPIN reads the PIN from path, a regular file under
+// [kmsclients.SecretFileMode]'s rule, dropping one trailing newline.
+// Errors name the path, never the content; fs.ErrNotExist (not mounted
+// yet) is kept for errors.Is.
 func readPIN(path string) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {

@@ -13,8 +13,7 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// Backend is an AES key on a PKCS#11 token. It is safe for concurrent
-// use.
+// Backend is an AES key on a PKCS#11 token, safe for concurrent use.
 type Backend struct {
 	src      kmsclients.Source
 	pool     *pool
@@ -26,8 +25,7 @@ type Backend struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 
-	// selfTested is when a key last passed a self-test, by mechanism and
-	// key identity (see judge).
+	// selfTested: when a key last passed a self-test (see judge).
 	selfTestMu sync.Mutex
 	selfTested map[string]time.Time
 }
@@ -37,11 +35,8 @@ var (
 	_ kmsclients.CustodianKeyer = (*Backend)(nil)
 )
 
-// New returns a backend for cfg. It loads the module (a path that is not
-// a loadable PKCS#11 module is an error naming pkcs11.module) and makes
-// no call to it: C_Initialize, the token, the PIN file and the key are
-// for the first operation, so that a token that is not there yet when
-// the plugin starts is a backend that is down.
+// New loads the module but makes no call to it: a token missing at
+// start is a backend that is down, not a failed start.
 func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 	src := kmsclients.Source{Backend: "pkcs11", Name: name}
 	if err := src.CheckNew(cfg); err != nil {
@@ -59,12 +54,11 @@ func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 	}, nil
 }
 
-// Name implements kmsclients.Backend.
+// Name implements [kmsclients.Backend].
 func (b *Backend) Name() string { return b.src.Name }
 
-// Close implements kmsclients.Backend: it closes the idle sessions and
-// gives the module up (the last backend on it finalises it). Sessions
-// in use by calls that outlived their deadline are closed as they end.
+// Close closes idle sessions and releases the module; sessions of hung
+// calls are closed as they end.
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
@@ -74,9 +68,8 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// CustodianKey implements kmsclients.CustodianKeyer: a key known by its
-// check value is one custodian on whichever token of an HSM group holds
-// it (see keyIdentity.custodianKey).
+// CustodianKey implements [kmsclients.CustodianKeyer] (see
+// keyIdentity.custodianKey).
 func (b *Backend) CustodianKey(keyIdentity string) string {
 	k, err := parseIdentity(keyIdentity)
 	if err != nil {
@@ -85,8 +78,8 @@ func (b *Backend) CustodianKey(keyIdentity string) string {
 	return k.custodianKey()
 }
 
-// Probe finds the key, checks that it and the token can wrap and unwrap
-// with the configured mechanism, and reports the key's identity.
+// Probe checks the key and token can use the configured mechanism and
+// returns the key's identity.
 func (b *Backend) Probe(ctx context.Context) (string, error) {
 	var id string
 	err := b.do(ctx, kmsclients.OpProbe, func(t txn) error {
@@ -138,9 +131,8 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 	return out, err
 }
 
-// Unwrap opens a share that Wrap wrapped, with the mechanism that
-// wrapped it, after checking that its key identity may name the
-// token's key (see keyIdentity.sameKeyAs).
+// Unwrap opens a share with the mechanism that wrapped it, once its
+// identity may name the token's key (see keyIdentity.sameKeyAs).
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
 	const op = kmsclients.OpUnwrap
 	invalid := kmsclients.ErrInvalidCiphertext
@@ -176,9 +168,8 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	})
 	var made *kmsclients.Error
 	if errors.Is(err, errNoKey) && errors.As(err, &made) && made.Kind == kmsclients.ErrPermission {
-		// No key on the token can open this share, as when another key
-		// has taken the label: the share is invalid here. A key
-		// restored from the HSM's backup makes it readable again.
+		// No key here can open it (as when another key took the label);
+		// restoring the key from backup would.
 		return nil, b.src.Errorf(op, invalid, "the key that wrapped this share (%s) is not on the token: %w", recorded, made.Err)
 	}
 	if err != nil {
@@ -187,9 +178,8 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	return share, nil
 }
 
-// writtenIdentity is the identity Probe reports and Wrap records, as
-// String writes it, once parseIdentity has read it back: a share is never
-// wrapped under an identity that would make its own Unwrap refuse it.
+// writtenIdentity is k's String once parseIdentity reads it back, so no
+// share is wrapped under an identity its own Unwrap would refuse.
 func writtenIdentity(k keyIdentity) (string, error) {
 	s := k.String()
 	if _, err := parseIdentity(s); err != nil {
@@ -198,18 +188,14 @@ func writtenIdentity(k keyIdentity) (string, error) {
 	return s, nil
 }
 
-// selfTestFresh is how long a key that passed a self-test is taken to
-// work: forged shares, each answered as ambiguously as a failing token,
-// do not have the key tested at each one.
+// selfTestFresh is how long a passed self-test counts, so that forged
+// shares do not each cost one.
 const selfTestFresh = 30 * time.Second
 
-// judge sorts a failure to open a share that the token did not explain
-// (see ambiguous). If the key works, the share is what is wrong: the key
-// has passed a self-test lately, or passes one now; or it cannot be
-// self-tested (it may only open shares: CKA_ENCRYPT or CKA_WRAP false,
-// which an unwrap allows), and the token answers. Either way the token
-// must still answer on the session (C_GetSessionInfo), so that a token
-// that fails meanwhile is not taken for a bad share.
+// judge sorts an [ambiguous] failure: the share is at fault if the key
+// passes a self-test (now or lately) or cannot be tested (unwrap-only),
+// and the token still answers on the session, so a failing token is not
+// taken for a bad share.
 func (b *Backend) judge(t txn, m mechanism, err error) error {
 	testable := t.key.encrypt
 	if m == mechKWP {
@@ -241,8 +227,7 @@ func (b *Backend) judge(t txn, m mechanism, err error) error {
 
 func selfTestKey(m mechanism, k keyIdentity) string { return fmt.Sprintf("%d %s", m, k) }
 
-// testedLately reports whether the key passed a self-test with m within
-// selfTestFresh.
+// testedLately reports a self-test with m passed within selfTestFresh.
 func (b *Backend) testedLately(m mechanism, k keyIdentity) bool {
 	b.selfTestMu.Lock()
 	defer b.selfTestMu.Unlock()
@@ -266,14 +251,12 @@ func (b *Backend) noteSelfTest(m mechanism, k keyIdentity) {
 	b.selfTested[selfTestKey(m, k)] = now
 }
 
-// maxAttempts bounds the sessions an operation tries: one that the
-// token dropped, one after the module is initialised again, one more.
+// maxAttempts: a dropped session, one after a module reset, one more.
 const maxAttempts = 3
 
-// do runs fn with a logged-in session and the key found, in a goroutine
-// of its own: a call into a module cannot be interrupted, so ctx's
-// deadline is kept by leaving a call that outlives it to end (and give
-// its session back) by itself.
+// do runs fn with a logged-in session and the key, in its own goroutine:
+// a module call cannot be interrupted, so the deadline is kept by leaving
+// a hung call to end, and give its session back, by itself.
 func (b *Backend) do(ctx context.Context, op string, fn func(t txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return b.src.Fail(ctx, op, nil, err)
@@ -300,8 +283,8 @@ func (b *Backend) do(ctx context.Context, op string, fn func(t txn) error) error
 	}
 }
 
-// attempts runs fn, taking another session after one the token dropped,
-// and initialising the module again (once) after the token went away.
+// attempts runs fn, retrying on a new session after one was dropped, and
+// once after a module reset when the token went away.
 func (b *Backend) attempts(ctx context.Context, fn func(t txn) error) error {
 	var err error
 	reset := false

@@ -18,9 +18,8 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// maxSessions bounds the sessions a backend keeps open on its token.
-// Shares are wrapped and unwrapped rarely (a DEK is unwrapped once, then
-// cached), so a few are plenty, and a token's session count is small.
+// maxSessions bounds a backend's sessions: a few are plenty, as a DEK is
+// unwrapped once then cached, and tokens allow few sessions.
 const maxSessions = 4
 
 // session is a logged-in session, on the token it was opened on.
@@ -32,10 +31,9 @@ type session struct {
 	label  string // the token's label
 }
 
-// pool is a backend's sessions on its token, safe for concurrent use.
-// A session is taken for one operation and given back; one that failed
-// in a way that may have spoilt it is closed instead, and the next
-// operation opens and logs in another.
+// pool is a backend's sessions on its token, safe for concurrent use. A
+// session is taken for one operation; one that may be spoilt is closed
+// rather than given back.
 type pool struct {
 	m          *module
 	tokenLabel string // the token, by label, or
@@ -48,9 +46,8 @@ type pool struct {
 	idle   []*session
 	closed bool
 
-	// seen is the module's generation at the last call: a failure that
-	// asks for the module to be initialised again names it, so that
-	// failures seen together make one reset.
+	// seen is the module's generation at the last call, so that failures
+	// seen together make one reset.
 	seen atomic.Uint64
 }
 
@@ -63,25 +60,21 @@ func newPool(m *module, cfg Config) *pool {
 
 // Errors of finding the token.
 var (
-	// errTokenNotFound: no token has the configured label. It may be
-	// inserted, or initialised, later.
 	errTokenNotFound = withKind(kmsclients.ErrUnavailable, "it may be inserted or initialised later")
-	// errTokenChanged: the slot holds another token than the session's.
-	errTokenChanged = withKind(kmsclients.ErrUnavailable, "the token was replaced")
-	// errStale: a session of an earlier initialisation of the module.
-	errStale = withKind(kmsclients.ErrUnavailable, "a session of an earlier initialisation of the module")
+	errTokenChanged  = withKind(kmsclients.ErrUnavailable, "the token was replaced")
+	errStale         = withKind(kmsclients.ErrUnavailable, "a session of an earlier initialisation of the module")
 )
 
-// get returns a session: an idle one, or a new one logged in. It waits
-// for one to come free while maxSessions are in use, until ctx is done.
+// get returns an idle session or a new logged-in one, waiting within ctx
+// while maxSessions are in use.
 func (p *pool) get(ctx context.Context) (*session, error) {
 	select {
 	case p.free <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	// Sessions of an earlier initialisation of the module are gone:
-	// left idle, their handles are not closed (they may be others' now).
+	// Sessions of an earlier module initialisation are dropped unclosed:
+	// their handles may be others' now.
 	gen := p.m.generation()
 	p.mu.Lock()
 	var s *session
@@ -117,13 +110,10 @@ func (p *pool) put(s *session, ok bool) {
 	p.closeSession(s)
 }
 
-// closeSession closes s, if it is of the module's current generation:
-// the handle of an earlier one may be another session's now. It does not
-// wait for the module: while the module is initialised or finalised, or
-// a reset waits for a call that may never return, the session is closed
-// later, by a goroutine of its own, once the module is free, if it is
-// still of its generation (otherwise C_Finalize closed it). So Close,
-// put and drop never hang with a call into the module.
+// closeSession closes s if of the current generation (an older handle
+// may be another session's now). If the module is busy (a reset waiting
+// on a hung call), a goroutine closes it later, so Close, put and drop
+// never hang.
 func (p *pool) closeSession(s *session) {
 	closeIt := func() { p.m.ctx.CloseSession(s.h) }
 	if !p.m.tryIfCurrent(s.gen, closeIt) {
@@ -173,8 +163,7 @@ func (p *pool) open(ctx context.Context) (*session, error) {
 	return s, err
 }
 
-// findToken finds the configured token: by slot ID, or the one token
-// that has the label.
+// findToken finds the token by slot ID, or the one with the label.
 func (p *pool) findToken() (uint, pkcs11.TokenInfo, error) {
 	c := p.m.ctx
 	if p.slot != nil {
@@ -207,10 +196,8 @@ func (p *pool) findToken() (uint, pkcs11.TokenInfo, error) {
 	return 0, info, withKind(kmsclients.ErrPermission, "%d tokens are labelled %q (slots %v): name the token by pkcs11.slot", len(found), p.tokenLabel, found)
 }
 
-// login logs h in as the user with the PIN of the PIN file, through the
-// token's login gate: one login of the token at a time, and a PIN the
-// token refused is not tried again, by any backend of the process on the
-// token, while a PIN file holds it.
+// login logs h in as the user with the PIN file's PIN, through the
+// token's [loginGate].
 func (p *pool) login(ctx context.Context, h pkcs11.SessionHandle, info pkcs11.TokenInfo) error {
 	pin, err := readPIN(p.pinFile)
 	if err != nil {
@@ -238,27 +225,21 @@ func (p *pool) login(ctx context.Context, h pkcs11.SessionHandle, info pkcs11.To
 	return fmt.Errorf("log in with the PIN in %s: %w", p.pinFile, called("C_Login", err))
 }
 
-// loginGate is where every backend of the process logs in to one token
-// (of one module, by serial number and label). Every wrong try counts
-// toward locking the token's user PIN, so one login is tried at a time
-// (concurrent operations, and backends sharing the token, would
-// otherwise each offer a wrong PIN before any saw the refusal), and the
-// PINs the token refused are remembered for all of them. The memory is
-// the process's: each node, and each restart, costs one try of a wrong
-// PIN.
+// loginGate serialises the process's logins to one token (module,
+// serial, label) and remembers the PINs it refused: each wrong try counts
+// toward locking the PIN, and concurrent logins would each offer a wrong
+// PIN before any saw the refusal.
 type loginGate struct {
 	turn chan struct{} // holds a value while a login is tried
 	salt []byte        // keys the digests of refused PINs
-	// refused are keyed digests of the PINs the token refused, newest
-	// last (at most maxRefused); used with turn held.
+	// refused: keyed digests, newest last; used with turn held.
 	refused [][]byte
 }
 
-// maxRefused bounds the refused PINs a gate remembers: backends whose
-// PIN files hold different wrong PINs each have theirs remembered.
+// maxRefused is per gate, so that several wrong PIN files each count.
 const maxRefused = 16
 
-// loginGate is the gate of the token of serial and label.
+// loginGate returns the gate of the token of serial and label.
 func (m *module) loginGate(serial, label string) *loginGate {
 	m.loginsMu.Lock()
 	defer m.loginsMu.Unlock()
@@ -276,7 +257,7 @@ func (m *module) loginGate(serial, label string) *loginGate {
 	return g
 }
 
-// enter waits for the gate's turn, until ctx is done.
+// enter waits for the gate's turn within ctx.
 func (g *loginGate) enter(ctx context.Context) error {
 	select {
 	case g.turn <- struct{}{}:
@@ -288,8 +269,7 @@ func (g *loginGate) enter(ctx context.Context) error {
 
 func (g *loginGate) leave() { <-g.turn }
 
-// digest is what the gate keeps of a PIN: a digest keyed by a secret of
-// the process, so that nothing of the PIN is kept in memory.
+// digest is keyed by a process secret, so no PIN is kept in memory.
 func (g *loginGate) digest(pin []byte) []byte {
 	mac := hmac.New(sha256.New, g.salt)
 	mac.Write(pin)
@@ -315,9 +295,8 @@ func (g *loginGate) refuse(sum []byte) {
 	g.refused = append(g.refused, sum)
 }
 
-// pinFileKind sorts a PIN file's fault as the local backend sorts a key
-// file's: missing (a secret not mounted yet) may mend by itself; the
-// rest needs an operator.
+// pinFileKind sorts a PIN file's fault as local sorts a key file's: a
+// missing one (not mounted yet) may mend itself, the rest needs an operator.
 func pinFileKind(err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return kmsclients.ErrUnavailable

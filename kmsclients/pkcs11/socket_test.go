@@ -44,9 +44,7 @@ func TestThroughThePluginSocket(t *testing.T) {
 	}
 	before := p.Env.KeyID()
 
-	// Another key under the label and ID (the operator generated a new
-	// one): the prober sees a new key identity and the plugin rotates
-	// its DEK, once.
+	// A new key under the label and ID: the plugin rotates its DEK once.
 	h.deleteKey(t, "socket", "trousseau-share")
 	h.keygen(t, "socket", "trousseau-share", "01")
 	rotated := p.WantRotatedOnce(t, before, "a new key under the HSM key's label")
@@ -73,8 +71,7 @@ func TestThroughThePluginSocket(t *testing.T) {
 		t.Fatalf("decrypt with the HSM and one key file: %v", err)
 	}
 
-	// A wrong PIN: the token logs the application out when its sessions
-	// close, and the next session cannot log in.
+	// A wrong PIN: once its sessions close, no new one logs in.
 	good, err := os.ReadFile(cfg.PinFile)
 	if err != nil {
 		t.Fatal(err)

@@ -14,11 +14,8 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// The tests run against a real SoftHSM2, which hack/softhsm.sh installs
-// (./hack/test.sh runs it and exports TROUSSEAU_SOFTHSM_MODULE). Each
-// test makes its own tokens, in a temporary directory of its own named
-// by SOFTHSM2_CONF, with softhsm2-util and pkcs11-tool: test code makes
-// keys, the backend never does.
+// The tests run against a real SoftHSM2 (hack/softhsm.sh); each makes
+// its own tokens and keys in a directory named by SOFTHSM2_CONF.
 
 // softhsmModules are where distributions put SoftHSM2's module, after
 // TROUSSEAU_SOFTHSM_MODULE; hack/softhsm.sh looks in the same places.
@@ -124,8 +121,7 @@ func (h *softhsm) tool(t testing.TB, token string, args ...string) string {
 	return h.run(t, "pkcs11-tool", append([]string{"--module", h.module, "--token-label", token, "--login", "--pin", userPIN}, args...)...)
 }
 
-// keygen generates an AES-256 key on token, as the backend's page tells
-// an operator to: private (used only once logged in) and sensitive.
+// keygen generates a private, sensitive AES-256 key, as the docs say to.
 func (h *softhsm) keygen(t testing.TB, token, label, id string) {
 	t.Helper()
 	args := []string{"--keygen", "--key-type", "AES:32", "--label", label, "--private", "--sensitive"}
