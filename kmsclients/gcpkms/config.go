@@ -13,30 +13,20 @@ import (
 
 // Config is the YAML block `gcpkms: {...}` of a backend.
 type Config struct {
-	// KeyName is the Cloud KMS key, as a resource name:
-	// projects/P/locations/L/keyRings/R/cryptoKeys/K. Cloud KMS encrypts
-	// with the key's primary version, so a version is never given here:
-	// rotating the key (a new primary) is what rotates the DEK.
+	// KeyName is projects/P/locations/L/keyRings/R/cryptoKeys/K, no
+	// version: a new primary version is what rotates the DEK.
 	KeyName string `json:"keyName"`
-	// Endpoint overrides cloudkms.googleapis.com:443 with another
-	// host:port: a regional or Private Service Connect endpoint (TLS), or
-	// a loopback IP address (127.0.0.1:PORT, [::1]:PORT), which is dialled
-	// in plaintext and without credentials: an emulator, or a local proxy
-	// that authenticates to Google itself.
+	// Endpoint overrides cloudkms.googleapis.com:443 with a host:port;
+	// a loopback IP is dialled in plaintext without credentials.
 	Endpoint string `json:"endpoint,omitempty"`
-	// CredentialsFile is a credentials JSON file (a service account key,
-	// a workload identity federation config, ...). Empty uses Application
-	// Default Credentials: GOOGLE_APPLICATION_CREDENTIALS, gcloud's file,
-	// or the metadata server (GCE, GKE workload identity).
+	// CredentialsFile is a credentials JSON file; empty uses Application
+	// Default Credentials.
 	CredentialsFile string `json:"credentialsFile,omitempty"`
-	// ImpersonateServiceAccount is a service account's email: the
-	// credentials above mint its tokens (they need
-	// roles/iam.serviceAccountTokenCreator on it), and every Cloud KMS
-	// call is made as it.
+	// ImpersonateServiceAccount is the email every call is made as,
+	// with tokens minted by the credentials above.
 	ImpersonateServiceAccount string `json:"impersonateServiceAccount,omitempty"`
-	// Timeout, when set, bounds each wrap, unwrap or probe, retries
-	// included. The caller's deadline always applies; unset, it is the
-	// only one.
+	// Timeout, when set, bounds each operation, retries included,
+	// within the caller's deadline.
 	Timeout Duration `json:"timeout,omitzero"`
 }
 
@@ -133,9 +123,8 @@ func (k keyName) sameBut(o keyName) bool {
 	return k.location == o.location && k.keyRing == o.keyRing && k.key == o.key
 }
 
-// The parts of a resource name, as Cloud KMS and Resource Manager allow
-// them. A project is an ID (my-project, or example.com:my-project) or a
-// number; a version ID is a positive number.
+// The parts of a resource name. A project is an ID (my-project,
+// example.com:my-project) or a number.
 var (
 	projectRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9.:-]{0,98}[a-z0-9]$`)
 	locationRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -163,8 +152,7 @@ func parseKeyName(s string) (keyName, error) {
 	return k, nil
 }
 
-// parseVersionName parses a CryptoKeyVersion resource name, as Cloud KMS
-// reports it and as a wrapped share records it: the key, and the version.
+// parseVersionName parses a CryptoKeyVersion resource name.
 func parseVersionName(s string) (keyName, string, error) {
 	k, rest, err := parseKeyPrefix(s)
 	if err != nil {

@@ -35,22 +35,19 @@ const (
 	scopeCloudKMS      = "https://www.googleapis.com/auth/cloudkms"
 )
 
-// reconnect bounds gRPC's wait between attempts to reconnect to Cloud
-// KMS (120 s by default): after an outage, the backend is back within
-// seconds.
+// reconnect shortens gRPC's reconnect backoff (120 s by default), so the
+// backend is back within seconds after an outage.
 var reconnect = grpc.ConnectParams{
 	Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 10 * time.Second},
 	MinConnectTimeout: 10 * time.Second,
 }
 
-// quiet is the logger of the Google libraries. At debug level, which an
-// environment variable (GOOGLE_SDK_GO_LOGGING_LEVEL) turns on, they log
-// every request and answer, shares and tokens included; a logger of
-// their own keeps that variable from having any effect.
+// quiet is the Google libraries' logger: their debug level
+// (GOOGLE_SDK_GO_LOGGING_LEVEL) would log shares and tokens.
 var quiet = slog.New(slog.DiscardHandler)
 
-// clientOptions are the options of the Cloud KMS client for cfg, which
-// is valid. Building them makes no remote call.
+// clientOptions builds the client's options for a valid cfg, without a
+// remote call.
 func clientOptions(cfg Config) ([]option.ClientOption, error) {
 	opts := []option.ClientOption{
 		option.WithLogger(quiet),
@@ -73,11 +70,9 @@ func clientOptions(cfg Config) ([]option.ClientOption, error) {
 	return append(opts, option.WithAuthCredentials(creds)), nil
 }
 
-// newCredentials builds the credentials cfg selects: a file or
-// Application Default Credentials, impersonating a service account if
-// asked. The file is read now, so that a missing or malformed one is
-// reported at start with the field that names it; everything else is
-// done at the first call.
+// newCredentials builds the credentials cfg selects. The file is read
+// now, so a bad one is reported at start; the rest waits for the first
+// call.
 func newCredentials(cfg Config) (*auth.Credentials, error) {
 	var creds *auth.Credentials
 	if cfg.CredentialsFile == "" {
@@ -89,10 +84,8 @@ func newCredentials(cfg Config) (*auth.Credentials, error) {
 		}
 	}
 	if sa := cfg.ImpersonateServiceAccount; sa != "" {
-		// The client of the IAM Credentials API, which mints the service
-		// account's tokens, authenticated with the base credentials: what
-		// impersonate would build itself, on a base transport tests can
-		// point at a fake.
+		// What impersonate would build itself, on a transport tests can
+		// fake.
 		iam, err := httptransport.NewClient(&httptransport.Options{
 			Credentials:      creds,
 			Logger:           quiet,
@@ -120,9 +113,9 @@ func newCredentials(cfg Config) (*auth.Credentials, error) {
 // net/http's default transport. Only tests set it.
 var iamTransport http.RoundTripper
 
-// iamAnswers turns an IAM Credentials API answer of 429 or 5xx into an
-// iamUnavailable error: impersonate reports any failed answer as text
-// alone, and an IAM outage is an unavailable backend, not a refusal.
+// iamAnswers marks an IAM answer of 429 or 5xx iamUnavailable:
+// impersonate reports failures as text alone, and an outage is no
+// refusal.
 type iamAnswers struct{ base http.RoundTripper }
 
 func (t iamAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -145,9 +138,8 @@ func (c iamUnavailable) Error() string {
 	return fmt.Sprintf("IAM Credentials API answered %d %s", int(c), http.StatusText(int(c)))
 }
 
-// fileTypes are the credential files the backend accepts: those that
-// name a service account or a federated identity (and gcloud's user
-// login, for development).
+// fileTypes are the credential files accepted (user login is for
+// development).
 var fileTypes = map[credentials.CredType]bool{
 	credentials.ServiceAccount:                true,
 	credentials.ExternalAccount:               true,
@@ -202,10 +194,9 @@ func readBounded(path string) ([]byte, error) {
 	return data, nil
 }
 
-// defaultCredentials are Application Default Credentials, looked for at
-// the first call rather than at New: on GCE and GKE that asks the
-// metadata server, which may not answer yet when the plugin starts. A
-// search that fails is made again at the next call.
+// defaultCredentials are looked for at the first call, not at New: the
+// metadata server may not answer yet at start. A failed search is
+// retried at the next call.
 type defaultCredentials struct {
 	detect func() (*auth.Credentials, error)
 
@@ -230,9 +221,8 @@ func (d *defaultCredentials) Token(ctx context.Context) (*auth.Token, error) {
 	return creds.Token(ctx)
 }
 
-// get returns the credentials, searching for them if no search has found
-// them yet; the caller waits no longer than ctx allows (the search, which
-// takes no context, goes on for the next caller).
+// get returns the credentials, searching if needed; the caller waits no
+// longer than ctx (the search goes on for the next one).
 func (d *defaultCredentials) get(ctx context.Context) (*auth.Credentials, error) {
 	d.mu.Lock()
 	if d.creds != nil {
@@ -265,10 +255,8 @@ func (d *defaultCredentials) get(ctx context.Context) (*auth.Credentials, error)
 	return nil, fmt.Errorf("Application Default Credentials: %w", d.err)
 }
 
-// marked returns creds whose token errors are gRPC statuses of the kind
-// they are. gRPC reports any other error of the credentials as
-// Unauthenticated: a metadata server that does not answer would read as
-// a permission error.
+// marked makes token errors gRPC statuses of their kind; otherwise gRPC
+// reports a silent metadata server as Unauthenticated.
 func marked(creds *auth.Credentials) *auth.Credentials {
 	return auth.NewCredentials(&auth.CredentialsOptions{
 		TokenProvider:          markedTokens{creds},
@@ -288,10 +276,8 @@ func (m markedTokens) Token(ctx context.Context) (*auth.Token, error) {
 	return tok, nil
 }
 
-// tokenError sorts a failure to get a token: the caller's context, a
-// token service or metadata server that did not answer or failed
-// (Unavailable), or credentials that were refused or are missing
-// (Unauthenticated). The text is one line, which never holds a token.
+// tokenError sorts a token failure (Unavailable or Unauthenticated) in
+// one line that never holds a token.
 func tokenError(err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return status.FromContextError(err).Err()

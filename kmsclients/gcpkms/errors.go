@@ -15,10 +15,9 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// Retries of a call that Cloud KMS refused for now: Unavailable, or
-// ResourceExhausted (a quota). They stay within the caller's deadline:
-// a retry that could not end before it is not made, so the caller hears
-// what Cloud KMS said rather than a bare deadline.
+// Retries of Unavailable and ResourceExhausted. One that could not end
+// before the deadline is not made, so the caller hears Cloud KMS's answer
+// rather than a bare deadline.
 const (
 	maxAttempts  = 4
 	firstBackoff = 100 * time.Millisecond
@@ -72,16 +71,12 @@ func (r *retryer) Retry(err error) (time.Duration, bool) {
 	return pause, true
 }
 
-// fail is the error of op, whose call to Cloud KMS failed with err,
-// sorted into a kind (the rule for a finished ctx, the caller's, is
-// kmsclients.Source.Fail's). Its text is one line: the gRPC code and
-// Cloud KMS's message.
+// fail sorts err into a kind under [kmsclients.Source.Fail], in one line.
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
 	return b.failAs(ctx, op, nil, "", err)
 }
 
-// failAs is fail with the kind given (nil: the code's) and a prefix to
-// the text, for a failure that the backend has found out more about.
+// failAs is fail with a kind (nil: the code's) and a prefix.
 func (b *Backend) failAs(ctx context.Context, op string, kind error, prefix string, err error) error {
 	st := status.Convert(err)
 	if kind == nil {

@@ -12,28 +12,14 @@
 //	      # impersonateServiceAccount: trousseau@my-project.iam.gserviceaccount.com
 //	      # timeout: 5s
 //
-// Each share is encrypted under the key's primary version with the
-// share's associated data (which names the DEK and the share's index),
-// behind a label of this backend, as Cloud KMS's additional
-// authenticated data: Cloud KMS itself refuses to open a share as
-// another. Every request carries the CRC32C checksums Cloud KMS verifies
-// (plaintext, associated data, ciphertext), and every answer is checked
-// against the checksums and verified_* flags Cloud KMS returns; an answer
-// that fails them twice is an invalid-ciphertext error, never a share.
-//
-// The key identity is the name of the key version that wrapped the share,
-// which Encrypt returns; Probe reads the key's primary version with
-// GetCryptoKey, so a new primary version in Cloud KMS is noticed and
-// rotates the DEK. Decrypt is sent to the configured key, which picks the
-// version from the ciphertext; a share whose recorded identity names
-// another key (another project, key ring or key) is refused without a
-// call, since whoever can write etcd chooses that string.
-//
-// New makes no remote call: not to Cloud KMS, not to a metadata server
-// nor to a token endpoint. Application Default Credentials are looked
-// for at the first call, so a backend that is unreachable, or not yet
-// given its credentials, when the plugin starts is a backend that is
-// down, which the threshold envelope copes with.
+// Each share is encrypted under the key's primary version with its
+// associated data, behind a label, as Cloud KMS's additional
+// authenticated data, so Cloud KMS refuses to open a share as another.
+// Requests and answers carry CRC32C integrity fields; an answer failing
+// them twice is [kmsclients.ErrInvalidCiphertext], never a share. The key
+// identity is the key version that wrapped the share; Probe reports the
+// primary version, so a new one rotates the DEK. New makes no remote
+// call. docs/backends/gcpkms.md has the details and error kinds.
 package gcpkms
 
 import (
@@ -71,10 +57,8 @@ type Backend struct {
 	key     keyName
 	client  kmsAPI
 	timeout time.Duration
-	// reported is the key's name as Cloud KMS spells it in its answers,
-	// once one has come: the configured name, or the same key with the
-	// project's number for its ID (which resource names may carry in
-	// answers). Shares recorded under either are this key's.
+	// reported is the key's name as Cloud KMS spells it in answers (the
+	// project as ID or number), once one has come.
 	reported atomic.Pointer[keyName]
 }
 
@@ -83,8 +67,7 @@ var (
 	_ kmsclients.CustodianKeyer = (*Backend)(nil)
 )
 
-// New returns a backend for cfg. It reads cfg.CredentialsFile, if set,
-// and makes no remote call (see the package comment).
+// New reads cfg.CredentialsFile, if set, and makes no remote call.
 func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
 	return newBackend(ctx, name, cfg)
 }
@@ -128,9 +111,8 @@ func (b *Backend) CustodianKey(keyIdentity string) string {
 	return "gcpkms:" + k.String()
 }
 
-// integrityAttempts bounds the calls made for one operation whose
-// answers fail their checksums: Cloud KMS asks clients to discard such an
-// answer and retry a limited number of times.
+// integrityAttempts: Cloud KMS asks clients to discard an answer that
+// fails its checksums and retry a limited number of times.
 const integrityAttempts = 2
 
 // Wrap encrypts share under the key's primary version, bound to aad.
@@ -180,14 +162,9 @@ func (b *Backend) encrypt(callCtx, ctx context.Context, share, aad []byte) (*kms
 	return nil, b.src.Errorf(kmsclients.OpWrap, kmsclients.ErrInvalidCiphertext, "%w", integrity)
 }
 
-// encryptFailed is the error of Encrypt failing with err. Cloud KMS
-// answers FailedPrecondition when the primary version cannot encrypt, be
-// it disabled, destroyed or still being generated, and only its message
-// (which is no contract) tells them apart. So for that code the key is
-// read, as Probe reads it: a primary version still PENDING_GENERATION or
-// PENDING_IMPORT is unavailable, as Probe says (it becomes usable by
-// itself), not permission. Any other state, or a GetCryptoKey that fails,
-// leaves the error as Encrypt's code sorts it.
+// encryptFailed sorts Encrypt's err. FailedPrecondition covers disabled,
+// destroyed and still-pending primaries alike, so the key is read: a
+// pending one is unavailable (it becomes usable by itself), as in Probe.
 func (b *Backend) encryptFailed(callCtx, ctx context.Context, err error) error {
 	const op = kmsclients.OpWrap
 	if status.Code(err) != codes.FailedPrecondition || callCtx.Err() != nil {
@@ -204,8 +181,8 @@ func (b *Backend) encryptFailed(callCtx, ctx context.Context, err error) error {
 	return b.failAs(ctx, op, kmsclients.ErrUnavailable, fmt.Sprintf("primary version %s is %s, not usable yet: ", primary.GetName(), primary.GetState()), err)
 }
 
-// Unwrap decrypts a share that Wrap encrypted, after checking that its
-// key identity names a version of this backend's key.
+// Unwrap decrypts a share after checking that its key identity names a
+// version of this backend's key.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
 	const op = kmsclients.OpUnwrap
 	if err := ctx.Err(); err != nil {
@@ -223,8 +200,7 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	return b.decrypt(callCtx, ctx, ct, boundAAD(aad))
 }
 
-// decrypt calls Decrypt on the configured key with the integrity fields
-// set, and returns a plaintext that matches its checksum.
+// decrypt returns a plaintext that matches its checksum.
 func (b *Backend) decrypt(callCtx, ctx context.Context, ct, aad []byte) ([]byte, error) {
 	req := &kmspb.DecryptRequest{
 		Name:                              b.key.String(),
@@ -290,18 +266,10 @@ func (b *Backend) getKey(callCtx, ctx context.Context, op string) (*kmspb.Crypto
 	return key, nil
 }
 
-// foreignAnswer is the error of an answer in which Cloud KMS names a key
-// (or a version of one) that keyName does not name: another project, key
-// ring or key. It is of kind permission whatever op is. The fault is in
-// the configuration or the server, not in a share: an endpoint that is
-// not the Cloud KMS of the key's project, a proxy that routes elsewhere,
-// a server answering for a key it was not asked about. Only an operator
-// can change that, and until then every call would end the same way.
-// On unwrap it is not invalid ciphertext either: the answer is
-// GetCryptoKey's, about the key, whatever the share; and invalid
-// ciphertext would tell the envelope that the stored share is bad (not
-// worth retrying, possibly tampered with), when it is this backend that
-// cannot be trusted for now.
+// foreignAnswer is the error of an answer naming another key than
+// keyName. It is permission for every op, unwrap too: the fault is the
+// endpoint or configuration, not the share, and invalid ciphertext would
+// call a sound share tampered with.
 func (b *Backend) foreignAnswer(op, what, name string) error {
 	return b.src.Errorf(op, kmsclients.ErrPermission, "Cloud KMS answered with %s %q, which keyName %s does not name: check that gcpkms.endpoint reaches the Cloud KMS of that key, and gcpkms.keyName",
 		what, name, b.key)
@@ -320,8 +288,8 @@ func stateKind(s kmspb.CryptoKeyVersion_CryptoKeyVersionState) error {
 	}
 }
 
-// pinVersion checks that name, a key version Cloud KMS reports using or
-// holding as primary, is a version of the configured key.
+// pinVersion checks that a version Cloud KMS reports is the configured
+// key's.
 func (b *Backend) pinVersion(op, name string) error {
 	k, _, err := parseVersionName(name)
 	if err != nil || !b.pin(k) {
@@ -330,9 +298,9 @@ func (b *Backend) pinVersion(op, name string) error {
 	return nil
 }
 
-// pin reports whether k, a key that Cloud KMS reports for the configured
-// key, is it; the first such answer sets how Cloud KMS spells it.
-// Cloud KMS's answer is trusted here; a share's key identity never is.
+// pin reports whether k, as Cloud KMS reports it, is the configured key;
+// the first answer sets the spelling. A share's identity is never
+// trusted so.
 func (b *Backend) pin(k keyName) bool {
 	if !b.key.sameBut(k) || (k.project != b.key.project && !numberRE.MatchString(k.project)) {
 		return false
@@ -341,10 +309,9 @@ func (b *Backend) pin(k keyName) bool {
 	return k == b.key || k == *b.reported.Load()
 }
 
-// checkIdentity refuses a share whose key identity does not name a
-// version of this backend's key, without a call, except once: when the
-// identity names the key under a project number while Cloud KMS has not
-// yet said how it spells the configured project, GetCryptoKey asks.
+// checkIdentity refuses, without a call, an identity that is not a
+// version of this key; a project number not yet heard from Cloud KMS
+// costs one GetCryptoKey.
 func (b *Backend) checkIdentity(callCtx, ctx context.Context, identity string) error {
 	const op = kmsclients.OpUnwrap
 	k, _, err := parseVersionName(identity)
@@ -383,18 +350,15 @@ func (b *Backend) bound(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithCancel(ctx)
 }
 
-// framing stores a share as a version byte and the Cloud KMS ciphertext.
-// The version names the associated data's construction (aadLabel), so
-// that a later one can be told apart. Cloud KMS authenticates the whole
-// ciphertext; the backend adds no checksum.
+// framing: a version byte (naming the aadLabel construction) and the
+// ciphertext, which Cloud KMS authenticates, so no checksum.
 var framing = kmsclients.Framing{Version: 1}
 
 const (
 	// aadLabel separates Trousseau's shares from whatever else the key
 	// encrypts: another application's ciphertext never opens as a share.
 	aadLabel = "trousseau/gcpkms/v1\x00"
-	// maxShareSize is far above a share (~33 bytes) and within what an
-	// HSM key takes (8 KiB of plaintext and AAD together).
+	// maxShareSize is far above a share and within an HSM key's 8 KiB.
 	maxShareSize = 1024
 )
 
@@ -409,8 +373,8 @@ func checksum(b []byte) *wrapperspb.Int64Value {
 	return wrapperspb.Int64(int64(crc32.Checksum(b, castagnoli)))
 }
 
-// matches reports whether sum, an integrity field of an answer, is the
-// CRC32C of b. An absent field does not match: Cloud KMS always sets it.
+// matches reports whether sum is b's CRC32C; absent never matches, as
+// Cloud KMS always sets it.
 func matches(sum *wrapperspb.Int64Value, b []byte) bool {
 	return sum != nil && sum.GetValue() == checksum(b).GetValue()
 }
