@@ -10,11 +10,9 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// FuzzUnwrap: a wrapped share comes back from the plugin's state and from
-// etcd, so Unwrap reads bytes that whoever can write there chose. Every
-// forged or mangled share, key identity or aad is refused as invalid
-// ciphertext, never a panic; only the share Wrap made opens, under the
-// aad and key identity it was wrapped with.
+// FuzzUnwrap: shares come from etcd and the state file, so any forged
+// share, identity or aad is invalid ciphertext, never a panic; only
+// Wrap's own opens, under its aad and identity.
 func FuzzUnwrap(f *testing.F) {
 	ctx := context.Background()
 	b := newBackend(f, newKeyFile(f))
@@ -45,11 +43,9 @@ func FuzzUnwrap(f *testing.F) {
 	})
 }
 
-// FuzzDecodeKey: a key file holds whatever was written into it. decodeKey
-// gives a 32-byte key or an error, never a panic: 32 bytes that are not
-// text are the key itself, 32 of text (a password) and oversized files
-// are refused, and a key it accepts reads back from the base64 that
-// GenerateKeyFile writes.
+// FuzzDecodeKey: decodeKey gives a 32-byte key or an error, never a
+// panic; passwords and oversized files are refused, and an accepted key
+// reads back from GenerateKeyFile's base64.
 func FuzzDecodeKey(f *testing.F) {
 	raw := bytes.Repeat([]byte{0x80, 0x01}, keySize/2)
 	f.Add(raw)

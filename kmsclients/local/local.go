@@ -1,19 +1,15 @@
 // Package local is a Trousseau backend that wraps shares with AES-256-GCM
-// under a 32-byte key kept in a file, with a nonce made inside the Go
-// cryptographic module (so GODEBUG=fips140=only accepts it). It is meant for development, tests,
-// and offline break-glass custody (a key file on removable media, or held
-// by an officer who mounts it only for recovery).
+// under a key in a file, for development, tests and offline break-glass
+// custody (a key file on removable media).
 //
 // Config example (in the backends list of the serve config):
 //
 //   - name: local-a
 //     local: {keyFile: /etc/trousseau/a.key}
 //
-// The key file holds the key in base64 (what GenerateKeyFile writes) or as
-// 32 raw random bytes (not 32 characters of text: a password is refused).
-// It must not be readable by others. It is read on every
-// operation, so that removing it (or the media it is on) takes the backend
-// down, and replacing it is noticed by the next probe as a key rotation.
+// The key file is read on every operation, so that removing it takes the
+// backend down and replacing it is a key rotation; docs/backends/local.md
+// has its format and rules.
 package local
 
 import (
@@ -51,12 +47,10 @@ func (c Config) Validate() error {
 //
 //	version 1 | nonce [12] | AES-256-GCM(key, nonce, share, "trousseau/local/v1" 0x00 | aad)
 //
-// The nonce is made inside the Go cryptographic module
-// (cipher.NewGCMWithRandomNonce, which GODEBUG=fips140=only accepts); the
-// layout is the one every earlier release wrote and reads. Version 2
-// ("trousseau/local/v2" in the associated data, same layout) was written
-// by development builds only and is still read; the version is in the
-// associated data, so neither passes for the other.
+// The nonce comes from the Go cryptographic module, so fips140=only
+// accepts it. Version 2 (same layout, "v2" label) was written by
+// development builds only and is still read; the label keeps either from
+// passing for the other.
 const (
 	keySize     = 32
 	nonceSize   = 12
@@ -76,12 +70,9 @@ type Backend struct {
 
 var _ kmsclients.Backend = (*Backend)(nil)
 
-// New returns a backend for cfg. It checks name and cfg only and reads
-// nothing, so ctx, which every backend's New takes, goes unused: a key
-// file that is missing, unreadable, open to others or malformed is a
-// backend that is down (as its media may be unmounted), not a config that
-// is wrong, so that a plugin starts with up to n-k such backends. Probe,
-// Wrap and Unwrap say what is wrong with it.
+// New checks name and cfg and reads nothing: a bad or missing key file
+// is a backend that is down (its media may be unmounted), not a wrong
+// config, so a plugin starts with up to n-k of them.
 func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 	src := kmsclients.Source{Backend: "local", Name: name}
 	if err := src.CheckNew(cfg); err != nil {
@@ -90,10 +81,10 @@ func New(_ context.Context, name string, cfg Config) (*Backend, error) {
 	return &Backend{src: src, keyFile: cfg.KeyFile}, nil
 }
 
-// Name implements kmsclients.Backend.
+// Name implements [kmsclients.Backend].
 func (b *Backend) Name() string { return b.src.Name }
 
-// Close implements kmsclients.Backend.
+// Close implements [kmsclients.Backend].
 func (b *Backend) Close() error { return nil }
 
 // Probe reads the key file and reports its fingerprint.
@@ -157,8 +148,7 @@ func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) 
 	return share, nil
 }
 
-// maxKeyFileSize bounds what is read of a key file: a base64 key with
-// white space around it is far shorter.
+// maxKeyFileSize bounds what is read of a key file.
 const maxKeyFileSize = 256
 
 // readKey reads and checks the key file; it is called on every operation.
@@ -180,8 +170,8 @@ func (b *Backend) readKey(op string) ([]byte, error) {
 	return key, nil
 }
 
-// openKeyFile opens the key file once it is known to be a regular file
-// (opening a FIFO would block) that others cannot read or write.
+// openKeyFile opens the key file once it is a regular file (opening a
+// FIFO would block) closed to others.
 func (b *Backend) openKeyFile(op string) (*os.File, error) {
 	st, err := os.Stat(b.keyFile)
 	if err != nil {
@@ -208,8 +198,8 @@ func (b *Backend) openKeyFile(op string) (*os.File, error) {
 	return f, nil
 }
 
-// openError sorts a failed open: a missing file (unmounted media) may come
-// back, a permission refusal needs an operator.
+// openError: a missing file (unmounted media) may come back; a refusal
+// needs an operator.
 func (b *Backend) openError(op string, err error) error {
 	kind := kmsclients.ErrUnavailable
 	if errors.Is(err, fs.ErrPermission) {
@@ -235,10 +225,8 @@ func (b *Backend) checkMode(op string, st fs.FileInfo) error {
 	return nil
 }
 
-// unusable is the error of a key file that is there but cannot be used,
-// of kind (permission for its mode, invalid for what it holds): retrying
-// will not help until an operator acts. The kind is not written out:
-// "permission denied" would send the operator to chmod.
+// unusable is the error of a key file that is there but unusable, of
+// kind (permission for its mode, invalid for its content).
 func (b *Backend) unusable(op string, kind error, format string, args ...any) error {
 	return b.src.Errorf(op, kind, "key file %s %s", b.keyFile, fmt.Sprintf(format, args...))
 }
@@ -251,10 +239,9 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// decodeKey accepts 32 raw bytes or their base64 (standard encoding),
-// with surrounding white space. 32 bytes that are all text are refused:
-// they are a password typed into the file, far weaker than a key, and
-// a random key is text by chance once in about 10^14.
+// decodeKey accepts 32 raw bytes or their base64. 32 bytes of text are
+// refused: a password, far weaker than a key (a random key is all text
+// once in about 10^14).
 func decodeKey(raw []byte) ([]byte, error) {
 	const want = "want 32 raw bytes or their base64 (`trousseau keygen FILE` makes one)"
 	switch {
@@ -288,8 +275,7 @@ func isText(b []byte) bool {
 	return true
 }
 
-// newAEAD is AES-256-GCM whose Seal makes the nonce and puts it first,
-// and whose Open reads it from there: the layout of every version.
+// newAEAD is AES-256-GCM with the nonce made by Seal and put first.
 func newAEAD(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -302,8 +288,7 @@ func bindAAD(version byte, aad []byte) []byte {
 	return append([]byte(aadPrefixes[version]), aad...)
 }
 
-// identity is a fingerprint of the key: it tells keys apart without
-// revealing anything about them (SHA-256 of a 256-bit random key).
+// identity is a fingerprint that tells keys apart, revealing nothing.
 func identity(key []byte) string {
 	h := sha256.New()
 	h.Write([]byte("trousseau/local/key-fingerprint/v1\x00"))
@@ -311,8 +296,8 @@ func identity(key []byte) string {
 	return identityPfx + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
-// GenerateKeyFile writes a new random key to path, in base64, with mode
-// 0600. It refuses to overwrite an existing file.
+// GenerateKeyFile writes a new random key to path in base64, mode 0600,
+// never over an existing file.
 func GenerateKeyFile(path string) error {
 	key := make([]byte, keySize)
 	defer clear(key)

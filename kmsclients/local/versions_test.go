@@ -17,8 +17,7 @@ func goldenKeyFile(t *testing.T) *Backend {
 	return newBackend(t, writeKeyFile(t, []byte(base64.StdEncoding.EncodeToString(key)+"\n")))
 }
 
-// A share that a build before version 2 wrapped, as stored in headers in
-// etcd and in state files: it must still unwrap, in FIPS-only mode too.
+// A share as earlier builds stored it; it must unwrap, FIPS-only too.
 const (
 	goldenV1Share    = "016bd42f5d1f46a7124969bcad26cfe04f5bb58567e39e2e538d080c3e2af48f06f85a83940b4e50bd"
 	goldenIdentity   = "local:8945ff628946676eaea85143"
@@ -36,8 +35,7 @@ func TestVersion1ShareStillUnwraps(t *testing.T) {
 	}
 }
 
-// Wrap writes version 1, which every earlier release unwraps, in every
-// mode (its nonce comes from the module).
+// Wrap writes version 1, which every earlier release unwraps, in every mode.
 func TestWrapWritesVersion1(t *testing.T) {
 	b := goldenKeyFile(t)
 	w, err := b.Wrap(context.Background(), []byte(goldenShare), []byte(goldenAAD))
