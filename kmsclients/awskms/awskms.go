@@ -9,29 +9,13 @@
 // Credentials come from the SDK's default chain (IRSA or EKS Pod Identity,
 // environment, shared files, instance role), which also refreshes them.
 //
-// Each share is sealed by Encrypt under the configured key with the
-// configured encryption context plus two entries of Trousseau's own:
-// "trousseau": "share" and "trousseau-aad": base64 of the associated data,
-// which names the DEK and the share index, so KMS itself refuses to open a
-// share as another. Decrypt is pinned to the key ARN the share was wrapped
-// under, after checking that this backend owns that key: the configured
-// key itself, or, for an alias, any key of the alias's account and region.
-//
-// The key identity is the key ARN that KMS reports: Encrypt names the key
-// it used, Probe asks DescribeKey. Both are asked on every call rather than
-// resolved once at New, so a repointed alias is noticed (as a key rotation)
-// without a restart, and New needs no answer from KMS: a backend may be
-// down when the plugin starts, and the threshold envelope copes with that.
-//
-// An alias name or a bare key ID names no account: KMS resolves it in the
-// caller's. The backend takes the account from the first key ARN KMS
-// reports for it (a Probe, a Wrap, or one DescribeKey before an Unwrap
-// that comes first) and keeps it: a share recorded under a key of another
-// account is refused without a Decrypt, since whoever can write etcd could
-// otherwise name a key of their own that the role is allowed to use.
-//
-// A multi-Region key (mrk-...) and its replicas in other regions are one
-// key material: CustodianKey names them alike, without the region.
+// Each share is encrypted with the configured encryption context plus
+// Trousseau's entries, one of them the associated data, so KMS refuses to
+// open a share as another. The key identity is the key ARN KMS reports,
+// asked on every call, so a repointed alias rotates the DEK without a
+// restart; New makes no KMS call. Unwrap uses only keys this backend owns
+// (see keyRef.owns), as a share's identity is chosen by whoever can write
+// etcd. docs/backends/awskms.md has the details and error kinds.
 package awskms
 
 import (
@@ -72,10 +56,8 @@ type Backend struct {
 	region  string
 	context map[string]string
 	client  kmsAPI
-	// home is where the configured key lives; every key the backend uses
-	// or unwraps with lives there too (see keyRef.owns). An ARN keyID
-	// gives it at New; an alias name or bare key ID leaves the account to
-	// KMS, so the first key ARN KMS reports for it sets it (see pin).
+	// home is the configured key's account and region: from an ARN
+	// keyID at New, else from the first key ARN KMS reports (see pin).
 	home atomic.Pointer[keyHome]
 }
 
@@ -88,13 +70,12 @@ const (
 	// maxAttempts bounds the SDK's retries; the caller's deadline bounds
 	// their total time.
 	maxAttempts = 3
-	// maxBackoff keeps retries inside the few seconds the API server
-	// gives a KMS call; longer waits would only end as deadline errors.
+	// maxBackoff keeps retries inside the API server's few seconds.
 	maxBackoff = time.Second
 )
 
-// New returns a backend for cfg. It makes no KMS call (see the package
-// comment); the first Probe reports whether the key is usable.
+// New makes no KMS call; the first Probe reports whether the key is
+// usable.
 func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
 	return newBackend(ctx, name, cfg)
 }
@@ -150,9 +131,8 @@ func sessionName(backend string) string {
 	return s[:min(len(s), 64)]
 }
 
-// newRetryer is the SDK's standard retryer with a bounded attempt count
-// and no client-side retry quota: with three attempts the quota adds
-// nothing but a second, confusing failure during an outage.
+// newRetryer is the SDK's, bounded, without the client-side retry quota,
+// which adds only a second, confusing failure during an outage.
 func newRetryer() aws.Retryer {
 	return retry.NewStandard(func(o *retry.StandardOptions) {
 		o.MaxAttempts = maxAttempts
@@ -261,8 +241,7 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 	return keyARN, nil
 }
 
-// notNamed is the error of an answer of KMS that names a key keyID does
-// not: the backend does not use it.
+// notNamed refuses an answer naming a key keyID does not.
 func (b *Backend) notNamed(op, keyARN string) error {
 	return b.src.Errorf(op, nil, "KMS reports key %q, which keyID %q does not name", keyARN, b.key.raw)
 }
@@ -283,11 +262,9 @@ func (b *Backend) describe(ctx context.Context, op string) (*types.KeyMetadata, 
 	return out.KeyMetadata, nil
 }
 
-// pin reports whether keyARN, a key that KMS reports keyID names, is one
-// this backend may use. When keyID gave no home, the first such key sets
-// it: later answers, and shares, that name a key of another account are
-// refused. KMS's answer is trusted here; a share's key identity, which
-// anyone who can write etcd can choose, never is.
+// pin reports whether keyARN, as KMS reports it, is one this backend may
+// use; with no home yet, it sets it. A share's identity is never trusted
+// so.
 func (b *Backend) pin(keyARN string) bool {
 	if h := b.home.Load(); h != nil {
 		return b.key.owns(keyARN, *h)
@@ -304,10 +281,8 @@ func (b *Backend) pin(keyARN string) bool {
 	return b.key.owns(keyARN, *b.home.Load())
 }
 
-// resolveHome returns the configured key's home, asking DescribeKey while
-// no answer of KMS has set it: only when an Unwrap comes before any
-// successful Probe or Wrap. The key's state does not matter here: a
-// disabled key still says which account it is in.
+// resolveHome returns home, asking DescribeKey if no answer set it yet
+// (an Unwrap first); even a disabled key tells its account.
 func (b *Backend) resolveHome(ctx context.Context) (keyHome, error) {
 	if h := b.home.Load(); h != nil {
 		return *h, nil
@@ -348,15 +323,12 @@ func (b *Backend) encryptionContext(aad []byte) map[string]string {
 	return ec
 }
 
-// framing stores a share as a version byte, the KMS ciphertext blob and
-// a checksum: corruption of any byte reports ErrInvalidCiphertext even
-// from emulators that, unlike AWS, do not authenticate the whole blob
-// (local-kms ignores the key ARN it prefixes to its blobs when Decrypt
-// names the key).
+// framing adds a checksum: emulators such as local-kms do not
+// authenticate the whole blob, and corruption must still be
+// [kmsclients.ErrInvalidCiphertext].
 var framing = kmsclients.Framing{Version: 1, Checksum: true}
 
-// fail is the error of a call to KMS that failed with err, sorted into
-// a kind (the context rule is kmsclients.Source.Fail's).
+// fail sorts err into a kind under [kmsclients.Source.Fail].
 func (b *Backend) fail(ctx context.Context, op string, err error) error {
 	return b.src.Fail(ctx, op, kindOf(err), err)
 }

@@ -23,11 +23,8 @@ type Config struct {
 	// Endpoint overrides the KMS endpoint: a VPC interface endpoint, or a
 	// local emulator (plain http is accepted only on loopback).
 	Endpoint string `json:"endpoint,omitempty"`
-	// UseFIPSEndpoint sends every call (KMS, and STS for AssumeRoleARN)
-	// to the region's FIPS 140 endpoint (kms-fips.<region>.amazonaws.com),
-	// as the SDK's option of that name does. AWS has them in US, Canada
-	// and GovCloud regions. It cannot be combined with Endpoint: set that
-	// to a FIPS VPC endpoint instead.
+	// UseFIPSEndpoint sends every call (KMS, STS) to the region's FIPS
+	// endpoint. With Endpoint, use a FIPS VPC endpoint instead.
 	UseFIPSEndpoint bool `json:"useFIPSEndpoint,omitempty"`
 	// Profile selects a profile of the shared config files.
 	Profile string `json:"profile,omitempty"`
@@ -63,7 +60,6 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// region is the region the client talks to, or "" to leave it to the SDK.
 // FIPSWarning is what a FIPS 140-3 deployment should know of c, "" for
 // nothing: calls to the standard endpoint leave the FIPS boundary.
 func (c Config) FIPSWarning() string {
@@ -73,6 +69,7 @@ func (c Config) FIPSWarning() string {
 	return "awskms calls the standard KMS endpoint, not the FIPS one: set awskms.useFIPSEndpoint: true where the region has one"
 }
 
+// region is the region the client talks to, or "" to leave it to the SDK.
 func (c Config) region() string {
 	if c.Region != "" {
 		return c.Region
@@ -206,9 +203,8 @@ func parseKeyRef(s string) (keyRef, error) {
 // keyHome is where a key lives: its partition, region and account.
 type keyHome struct{ partition, region, account string }
 
-// home is the home of the key or alias that keyID names, when keyID says
-// (an ARN). An alias name or a bare key ID names no account: KMS resolves
-// it in the caller's.
+// home is where keyID's key lives, when it is an ARN; other forms are
+// resolved by KMS in the caller's account.
 func (k keyRef) home() (keyHome, bool) {
 	if k.arn == nil {
 		return keyHome{}, false
@@ -216,15 +212,10 @@ func (k keyRef) home() (keyHome, bool) {
 	return keyHome{partition: k.arn.Partition, region: k.arn.Region, account: k.arn.AccountID}, true
 }
 
-// owns reports whether keyARN, a key ARN reported by KMS or recorded with
-// a wrapped share, is a key this backend may use, home being where the
-// configured key lives. A configured key owns only itself. An alias owns
-// any key of its home: it may have been repointed since a share was
-// wrapped, and that share must still unwrap under its old key (IAM
-// decides which keys the role may use). No key of another account or
-// region is owned: whoever can write a share's key identity (in etcd)
-// could name a key of their own account that the role may use, and so
-// choose the share.
+// owns reports whether this backend may use keyARN. A key owns only
+// itself; an alias any key of home, as shares wrapped before a repoint
+// must unwrap. Never another account's or region's: an etcd writer could
+// name a key of their own that the role may use.
 func (k keyRef) owns(keyARN string, home keyHome) bool {
 	a, err := arn.Parse(keyARN)
 	if err != nil || a.Service != "kms" || !strings.HasPrefix(a.Resource, "key/") {
@@ -243,10 +234,8 @@ func (k keyRef) owns(keyARN string, home keyHome) bool {
 	}
 }
 
-// custodianKey names the key material behind keyARN. A multi-Region key
-// and its replicas in other regions share one key ID (mrk-...) and one
-// key material, so they are named without a region; any other key ARN,
-// or what is not a key ARN, names itself.
+// custodianKey names the key material: a multi-Region key (mrk-...) and
+// its replicas without the region; anything else names itself.
 func custodianKey(keyARN string) string {
 	a, err := arn.Parse(keyARN)
 	if err != nil || a.Service != "kms" {

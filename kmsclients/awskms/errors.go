@@ -12,9 +12,8 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// codeKinds sorts the API error codes of KMS (and of STS, when a role is
-// assumed) that call for a kind other than the SDK's throttling and
-// retryable codes, which all mean unavailable.
+// codeKinds sorts KMS and STS error codes that are not the SDK's
+// throttling and retryable ones (all unavailable).
 var codeKinds = map[string]error{
 	// The wrapped share is corrupt, its context differs, or another key
 	// wrapped it.
