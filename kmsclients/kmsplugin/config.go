@@ -59,6 +59,7 @@ func (c Config) FIPSWarning() string {
 	return "a kmsplugin custodian encrypts in its own process, outside this module: run a FIPS build of that plugin"
 }
 
+// api is the KMS API that Wrap and Probe use.
 func (c Config) api() (byte, error) {
 	switch c.APIVersion {
 	case "", APIVersionV2:
