@@ -14,26 +14,10 @@
 //	      credential:
 //	        managedIdentity: {clientID: ""} # "" = system-assigned
 //
-// The key identity of a wrapped share is the full ID of the key version
-// that wrapped it (https://myvault.vault.azure.net/keys/trousseau/<version>),
-// and Unwrap asks for exactly that version, so shares outlive a rotation.
-// Probe reads the key: a new latest version shows as a new identity, and a
-// disabled or expired key as a permission error.
-//
-// RSA-OAEP has no associated data, so the backend wraps a short hash of
-// the associated data together with the share and checks it on unwrap: a
-// wrapped share replayed under other associated data is rejected.
-//
-// With RSA-OAEP, anyone holding the key's public half can make a share
-// the backend unwraps, so PublicWrap reports true and the envelope counts
-// such a share as proof of nothing. With AES key wrap (a Managed HSM oct
-// key) it reports false, and Unwrap refuses, without asking the vault, a
-// stored share that names an RSA algorithm: an older RSA version of the
-// key would open it. To move a key from RSA to AES, rotate the DEK before
-// changing the algorithm.
-//
-// New does no network I/O: the plugin starts while the vault is out of
-// reach, and says so through Probe rather than by exiting.
+// The key identity is the full ID of the wrapping key version, which
+// Unwrap asks for, so shares outlive a rotation. Since RSA-OAEP has no
+// associated data, a hash of it is wrapped with the share. Identity,
+// binding and public-key wrap are described in docs/backends/azurekv.md.
 package azurekv
 
 import (
@@ -69,8 +53,7 @@ var (
 	_ kmsclients.PublicWrapper = (*Backend)(nil)
 )
 
-// hooks let tests replace what New would otherwise take from the config
-// and the network.
+// hooks let tests replace the credential and the network.
 type hooks struct {
 	cred      azcore.TokenCredential // instead of the configured credential
 	transport policy.Transporter     // instead of the SDK's HTTP client
@@ -79,17 +62,16 @@ type hooks struct {
 	skipResourceCheck bool
 }
 
-// Retry bounds: a probe or a wrap should fail over to the other backends
-// in well under a second or two, not after the SDK's minute of backoff.
-// There is no per-try timeout: the caller's context rules.
+// Retry bounds: fail over to other backends within a second or two, not
+// after the SDK's minute of backoff. The caller's context is the timeout.
 var retryOptions = policy.RetryOptions{
 	MaxRetries:    2,
 	RetryDelay:    200 * time.Millisecond,
 	MaxRetryDelay: 2 * time.Second, // a longer Retry-After fails at once
 }
 
-// New returns a backend for cfg. It reads the credential files named in
-// cfg, and makes no request to Entra ID or to the vault.
+// New reads cfg's credential files but makes no request, so the plugin
+// starts while the vault is out of reach.
 func New(ctx context.Context, name string, cfg Config) (*Backend, error) {
 	return newBackend(ctx, name, cfg, hooks{})
 }
@@ -129,20 +111,18 @@ func newBackend(ctx context.Context, name string, cfg Config, h hooks) (*Backend
 	}, nil
 }
 
-// Name implements kmsclients.Backend.
+// Name implements [kmsclients.Backend].
 func (b *Backend) Name() string { return b.src.Name }
 
-// Close implements kmsclients.Backend. The SDK's HTTP client is shared
-// and needs no closing.
+// Close implements [kmsclients.Backend]; the SDK's client needs none.
 func (b *Backend) Close() error { return nil }
 
-// PublicWrap implements kmsclients.PublicWrapper: RSA-OAEP wraps with a
-// public key. Unwrap keeps an AES-configured backend to AES shares, so
-// that its false holds for every share it opens.
+// PublicWrap implements [kmsclients.PublicWrapper]. Unwrap keeps an AES
+// backend to AES shares, so its false holds for every share it opens.
 func (b *Backend) PublicWrap() bool { return b.alg.rsa }
 
-// Probe reads the key (the pinned version, or the latest) and reports its
-// ID, after checking that Wrap could use it.
+// Probe returns the ID of the pinned or latest key version, once Wrap
+// could use it (disabled or expired: permission).
 func (b *Backend) Probe(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", b.fail(ctx, kmsclients.OpProbe, err)
@@ -154,8 +134,7 @@ func (b *Backend) Probe(ctx context.Context) (string, error) {
 	return b.checkKey(resp.KeyBundle)
 }
 
-// Wrap wraps the share, bound to aad, with the key's current (or pinned)
-// version.
+// Wrap wraps share, bound to aad, with the current or pinned version.
 func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapped, error) {
 	if err := ctx.Err(); err != nil {
 		return kmsclients.Wrapped{}, b.fail(ctx, kmsclients.OpWrap, err)
@@ -172,8 +151,7 @@ func (b *Backend) Wrap(ctx context.Context, share, aad []byte) (kmsclients.Wrapp
 	return b.wrapped(resp.KeyOperationResult)
 }
 
-// Unwrap asks the key version named by w.KeyIdentity to unwrap the share,
-// then checks that it was bound to aad.
+// Unwrap unwraps with the version w.KeyIdentity names, then checks aad.
 func (b *Backend) Unwrap(ctx context.Context, w kmsclients.Wrapped, aad []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, b.fail(ctx, kmsclients.OpUnwrap, err)
@@ -226,8 +204,7 @@ func (b *Backend) wrapped(r azkeys.KeyOperationResult) (kmsclients.Wrapped, erro
 	return kmsclients.Wrapped{Ciphertext: ct, KeyIdentity: kid}, nil
 }
 
-// checkKey checks that the key GetKey returned is ours and usable for
-// wrapping now, and returns its ID.
+// checkKey returns the ID of GetKey's key once it is ours and usable.
 func (b *Backend) checkKey(k azkeys.KeyBundle) (string, error) {
 	if k.Key == nil || k.Key.KID == nil {
 		return "", b.src.Errorf(kmsclients.OpProbe, nil, "the vault answered without a key ID")
@@ -242,7 +219,7 @@ func (b *Backend) checkKey(k azkeys.KeyBundle) (string, error) {
 	return kid, nil
 }
 
-// usable reports why Key Vault would refuse to wrap with k, if it would.
+// usable says why Key Vault would refuse to wrap with k.
 func (b *Backend) usable(k azkeys.KeyBundle) error {
 	if a := k.Attributes; a != nil {
 		now := time.Now()
@@ -264,9 +241,7 @@ func (b *Backend) usable(k azkeys.KeyBundle) error {
 	return nil
 }
 
-// fits reports whether a key of type kty can wrap with alg: RSA-OAEP
-// needs an RSA key, AES key wrap an AES (oct) key, which only Managed HSM
-// offers.
+// fits: RSA-OAEP needs an RSA key, AES key wrap an oct (Managed HSM) key.
 func fits(kty azkeys.KeyType, alg algorithm) bool {
 	if alg.rsa {
 		return kty == azkeys.KeyTypeRSA || kty == azkeys.KeyTypeRSAHSM
@@ -283,9 +258,8 @@ func hasOp(ops []*azkeys.KeyOperation, want azkeys.KeyOperation) bool {
 	return false
 }
 
-// versionOf returns the version in kid, a key ID of the form
-// https://host/keys/name/version, after checking that it names a version
-// of this backend's key: a share wrapped elsewhere is not sent to the vault.
+// versionOf returns the version in kid (https://host/keys/name/version)
+// if it is this backend's key: a share wrapped elsewhere is not sent.
 func (b *Backend) versionOf(kid string) (string, error) {
 	if len(kid) > kmsclients.MaxKeyIdentitySize {
 		return "", fmt.Errorf("a key ID of %d bytes", len(kid))
@@ -305,16 +279,15 @@ func (b *Backend) versionOf(kid string) (string, error) {
 	return parts[2], nil
 }
 
-// Wrapped share format: framing's version, algorithm id, then what WrapKey
-// returned. The plaintext given to WrapKey is binding(aad) || share ||
-// padding; see seal.
+// A wrapped share is framing's version, the algorithm id, then WrapKey's
+// result over seal's plaintext.
 var framing = kmsclients.Framing{Version: 1}
 
 const (
 	headerSize  = 2
 	bindingSize = 16
-	// maxShareSize keeps the sealed share within what RSA-OAEP-256 can
-	// wrap under a 2048-bit key (190 bytes). Shares are ~33 bytes.
+	// maxShareSize keeps the sealed share within RSA-OAEP-256's 190
+	// bytes under a 2048-bit key.
 	maxShareSize = 128
 	bindingLabel = "trousseau/azurekv/aad/v1\x00"
 )
@@ -334,9 +307,8 @@ func parseWrapped(ct []byte) (algorithm, []byte, error) {
 	return alg, body[1:], nil
 }
 
-// binding is the first 16 bytes of SHA-256 over a label and aad: enough
-// to tell one associated data from another, which is all it is for (the
-// vault's key is what keeps the share secret and whole).
+// binding is 16 bytes of SHA-256 over a label and aad: enough to tell
+// aads apart, all it is for (the vault's key keeps the share secret).
 func binding(aad []byte) []byte {
 	h := sha256.New()
 	h.Write([]byte(bindingLabel))
@@ -344,9 +316,8 @@ func binding(aad []byte) []byte {
 	return h.Sum(nil)[:bindingSize]
 }
 
-// seal returns binding(aad) || share || padding. The padding (PKCS#7 to a
-// multiple of 8 bytes) is what AES key wrap (A*KW) requires of its input;
-// it is added for every algorithm so that there is one format.
+// seal returns binding(aad) || share || PKCS#7 padding to 8 bytes, which
+// AES key wrap requires, added for every algorithm for one format.
 func seal(share, aad []byte) []byte {
 	n := 8 - len(share)%8
 	out := make([]byte, 0, bindingSize+len(share)+n)
@@ -355,8 +326,7 @@ func seal(share, aad []byte) []byte {
 	return append(out, bytes.Repeat([]byte{byte(n)}, n)...)
 }
 
-// open undoes seal: it checks the binding and the padding and returns a
-// copy of the share.
+// open checks seal's binding and padding and returns a copy of the share.
 func open(plain, aad []byte) ([]byte, error) {
 	if len(plain) < bindingSize+8 || len(plain)%8 != 0 {
 		return nil, errors.New("the unwrapped share is malformed")
