@@ -6,9 +6,8 @@ import (
 	"time"
 )
 
-// Duration is a time.Duration written as "30s": the one duration type of
-// the config and every backend block, so the config's strict field walk
-// names a bad one by path. It lives here because config imports backends.
+// Duration is a time.Duration written as "30s", the one duration type of
+// all config blocks so that a bad one is named by path.
 type Duration struct{ time.Duration }
 
 // UnmarshalJSON reads a Go duration string.

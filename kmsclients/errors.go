@@ -10,17 +10,14 @@ import (
 
 // Error kinds, for errors.Is; the gRPC server and metrics sort by them.
 var (
-	// ErrUnavailable: unreachable or too slow (network, throttling,
-	// missing key file); retrying may work.
+	// ErrUnavailable: unreachable or too slow; retrying may work.
 	ErrUnavailable = errors.New("backend unavailable")
-	// ErrPermission: refused (credentials, policy, disabled key); an
-	// operator must act.
+	// ErrPermission: refused (credentials, policy); an operator must act.
 	ErrPermission = errors.New("permission denied")
-	// ErrInvalidCiphertext: the share is corrupt, tampered with, under
-	// another key, or its associated data differs.
+	// ErrInvalidCiphertext: corrupt, tampered, another key or aad.
 	ErrInvalidCiphertext = errors.New("invalid ciphertext")
-	// ErrInvalidKey: the backend's key is no key (wrong length, a
-	// directory); an operator must replace it, its shares may be intact.
+	// ErrInvalidKey: the backend's key is no key (wrong length); its
+	// shares may be intact.
 	ErrInvalidKey = errors.New("invalid key")
 )
 
@@ -70,10 +67,8 @@ const (
 )
 
 // Error is every backend's error, reading "<backend> <name>: <op>:
-// <cause>" as the docs promise. The kind is logged beside, not written
-// out (unless a context's overrode the cause's): a key file's fault reads
-// as what is wrong with it, not "permission denied", which sends the
-// operator to chmod.
+// <cause>". The kind is logged beside, not written out (unless a context
+// overrode it): "permission denied" would send the operator to chmod.
 type Error struct {
 	Backend string // the kind, as the config names it: "vault"
 	Name    string // empty when invalid, which the cause says
@@ -130,17 +125,16 @@ type Source struct {
 	Name    string // the backend's name in the config
 }
 
-// Errorf returns an error the backend found itself (a share it refuses),
-// of kind, or if nil the kind of a %w argument.
+// Errorf returns an error the backend found itself, of kind (nil: a %w
+// argument's).
 func (s Source) Errorf(op string, kind error, format string, args ...any) error {
 	return s.newError(op, kind, fmt.Errorf(format, args...))
 }
 
-// Fail returns the error of a KMS call that failed with err, of kind (nil:
-// err's). When ctx is done, its error is the kind, whatever the call made
-// of it: the caller's deadline is what happened. A passed deadline counts
-// before ctx.Err() says so, since gRPC's own timer can fail the call
-// first. Pass the caller's ctx, not a per-call timeout derived from it.
+// Fail returns the error of a failed KMS call, of kind (nil: err's). A
+// done ctx is the kind whatever the call said, counting a passed deadline
+// before ctx.Err() does (gRPC's own timer can fire first). Pass the
+// caller's ctx, not a per-call timeout.
 func (s Source) Fail(ctx context.Context, op string, kind, err error) error {
 	if cerr := done(ctx); cerr != nil {
 		kind = cerr
@@ -179,8 +173,7 @@ func (s Source) CheckNew(cfg interface{ Validate() error }) error {
 }
 
 // Summarize returns an error reading summary and wrapping the non-nil
-// errs: an SDK's text may span lines and repeat the request (URL,
-// headers); summary is the line worth logging.
+// errs: an SDK's text may span lines and repeat the request.
 func Summarize(summary string, errs ...error) error {
 	s := &summarized{text: summary}
 	for _, err := range errs {

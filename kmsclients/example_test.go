@@ -18,9 +18,7 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients/kmstest"
 )
 
-// memory is a backend whose key lives in memory: the smallest
-// [kmsclients.Backend], for a program's own tests. A real backend keeps
-// its key in a KMS and is closed only at exit.
+// memory is the smallest [kmsclients.Backend]: its key lives in memory.
 type memory struct {
 	src    kmsclients.Source
 	aead   cipher.AEAD
@@ -56,8 +54,7 @@ func (m *memory) Close() error {
 	return nil
 }
 
-// ready fails op when ctx is done or the backend is closed, with the kind
-// the envelope sorts errors by.
+// ready fails op when ctx is done or the backend closed.
 func (m *memory) ready(ctx context.Context, op string) error {
 	if err := ctx.Err(); err != nil {
 		return m.src.Fail(ctx, op, nil, err)

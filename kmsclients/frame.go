@@ -36,8 +36,7 @@ func (f Framing) Frame(body []byte) []byte {
 }
 
 // Unframe returns the body (a slice of wrapped) or why Frame did not make
-// wrapped; backends report that as [ErrInvalidCiphertext]. The error
-// holds no byte of wrapped.
+// it, holding no byte of wrapped; report it as [ErrInvalidCiphertext].
 func (f Framing) Unframe(wrapped []byte) ([]byte, error) {
 	lo := 1 + 1 + f.trailer()
 	if len(wrapped) < lo || len(wrapped) > MaxWrappedSize {

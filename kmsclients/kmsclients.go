@@ -15,31 +15,27 @@ import (
 // Wrapped is a share as one backend protected it.
 type Wrapped struct {
 	Ciphertext []byte
-	// KeyIdentity names the key and version that wrapped the share
-	// ("vault:transit/trousseau:v3"); stored beside it, not secret.
+	// KeyIdentity names the wrapping key and version; not secret.
 	KeyIdentity string
 }
 
-// Backend wraps and unwraps shares with one KMS key. Methods honour
-// ctx and add no hidden timeouts; implementations are safe for
-// concurrent use.
+// Backend wraps shares with one KMS key. Methods honour ctx and add no
+// hidden timeouts; implementations are safe for concurrent use.
 type Backend interface {
-	// Name is the operator's name for this backend ([a-z0-9-], unique in a config).
+	// Name is the operator's name for the backend (see [ValidateName]).
 	Name() string
-	// Wrap protects share under the current key, bound to aad (DEK id
-	// and share index) so it cannot be replayed as another share.
+	// Wrap protects share under the current key, bound to aad so it
+	// cannot be replayed as another share.
 	Wrap(ctx context.Context, share, aad []byte) (Wrapped, error)
 	// Unwrap recovers a share Wrap protected; aad must be Wrap's.
 	Unwrap(ctx context.Context, w Wrapped, aad []byte) ([]byte, error)
 	// Probe is a cheap health check returning the key identity Wrap
-	// would use now, so that a rotated key is noticed.
+	// would use now, so that rotation is noticed.
 	Probe(ctx context.Context) (keyIdentity string, err error)
-	// Close releases the backend's resources.
 	Close() error
 }
 
-// Limits on what a backend may return, so that a lying backend cannot
-// grow the header without bound.
+// Limits on what a backend may return, so a liar cannot grow the header.
 const (
 	MaxWrappedSize     = 4096
 	MaxKeyIdentitySize = 512
@@ -106,23 +102,20 @@ func ProbeAll(ctx context.Context, backends []Backend, timeout time.Duration) []
 }
 
 // PublicWrapper is implemented by backends that may wrap with a public
-// key (RSA-OAEP). Anyone with that key can make a share the backend
-// unwraps, so the envelope does not count it as proof that Trousseau
-// made a DEK.
+// key (RSA-OAEP), whose shares anyone could make: the envelope does not
+// count them as proof that Trousseau made a DEK.
 type PublicWrapper interface {
 	PublicWrap() bool
 }
 
-// IsPublicWrap reports whether b's shares could have been made by anyone
-// holding a public key; a backend without [PublicWrapper] has a secret key.
+// IsPublicWrap reports b's [PublicWrapper] answer, false without one.
 func IsPublicWrap(b Backend) bool {
 	p, ok := b.(PublicWrapper)
 	return ok && p.PublicWrap()
 }
 
 // WrapKindKnower is implemented by backends that learn from the KMS
-// whether they wrap with a public key (a Vault transit key's type). Until
-// known, PublicWrap says true, so no decision is taken on a guess.
+// whether they wrap with a public key; until then PublicWrap says true.
 type WrapKindKnower interface {
 	WrapKindKnown() bool
 }
@@ -134,15 +127,13 @@ func WrapKindKnown(b Backend) bool {
 }
 
 // CustodianKeyer is implemented by backends where one key can have
-// several identities (a transit key through two addresses, an AWS
-// multi-Region replica). CustodianKey names the key material, so two
-// backends on one key count as one custodian.
+// several identities (an AWS multi-Region replica); CustodianKey names
+// the key material, so two backends on one key are one custodian.
 type CustodianKeyer interface {
 	CustodianKey(keyIdentity string) string
 }
 
-// CustodianKey is the canonical name of the key behind keyIdentity
-// (see [CustodianKeyer]), or keyIdentity itself.
+// CustodianKey is b's [CustodianKeyer] name for keyIdentity, or itself.
 func CustodianKey(b Backend, keyIdentity string) string {
 	if c, ok := b.(CustodianKeyer); ok {
 		return c.CustodianKey(keyIdentity)

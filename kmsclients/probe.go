@@ -6,8 +6,7 @@ import "time"
 const (
 	// DefaultProbeInterval is health.probeInterval's default.
 	DefaultProbeInterval = 30 * time.Second
-	// DefaultProbeTimeout is health.probeTimeout's default, capped by the
-	// interval.
+	// DefaultProbeTimeout is health.probeTimeout's, capped by the interval.
 	DefaultProbeTimeout = 5 * time.Second
 	// DefaultCommandProbeTimeout bounds probes in operator commands and
 	// recovery: longer, as no API server waits and a slow backend is
