@@ -101,8 +101,7 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// overridden reports a context kind that replaced the cause's, which the
-// text must then say.
+// overridden: a context kind replaced the cause's, so the text says so.
 func (e *Error) overridden() bool {
 	isContext := errors.Is(e.Kind, context.Canceled) || errors.Is(e.Kind, context.DeadlineExceeded)
 	return isContext && !errors.Is(e.Err, e.Kind)
@@ -119,7 +118,7 @@ func (e *Error) Unwrap() []error {
 	return errs
 }
 
-// Source makes one backend's errors; a backend keeps one from New.
+// Source makes one backend's errors.
 type Source struct {
 	Backend string // the kind, as the config names it
 	Name    string // the backend's name in the config
@@ -142,7 +141,6 @@ func (s Source) Fail(ctx context.Context, op string, kind, err error) error {
 	return s.newError(op, kind, err)
 }
 
-// done is ctx's error, or DeadlineExceeded once its deadline has passed.
 func done(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err

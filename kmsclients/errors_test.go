@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// TestErrorText: every error reads "<backend> <name>: <op>: <cause>",
-// and says a context's kind only where it overrode the cause's.
+// TestErrorText: errors read "<backend> <name>: <op>: <cause>", naming a
+// context's kind only where it overrode the cause's.
 func TestErrorText(t *testing.T) {
 	src := Source{Backend: "vault", Name: "vault-eu"}
 	live := context.Background()
@@ -57,9 +57,8 @@ type lateContext struct {
 
 func (c lateContext) Deadline() (time.Time, bool) { return c.deadline, true }
 
-// TestFailDeadlinePassed: a failure after the caller's deadline is of
-// its kind before ctx.Err() says so; a deadline ahead (the backend's own
-// timeout fired) leaves the kind to the call; cancellation comes first.
+// TestFailDeadlinePassed: a passed deadline is the kind before ctx.Err()
+// says so; one ahead leaves the kind to the call; cancellation wins.
 func TestFailDeadlinePassed(t *testing.T) {
 	src := Source{Backend: "kmsplugin", Name: "aws"}
 	grpcTimeout := fmt.Errorf("gRPC DeadlineExceeded: %w", errors.New("context deadline exceeded"))
@@ -113,8 +112,8 @@ func TestErrorUnwrapsKindAndCause(t *testing.T) {
 	}
 }
 
-// TestKindOrder: a finished context is the kind whatever else an error
-// is, and unavailable comes before permission and invalid.
+// TestKindOrder: a finished context wins, then unavailable, permission,
+// invalid.
 func TestKindOrder(t *testing.T) {
 	for _, tc := range []struct {
 		err  error

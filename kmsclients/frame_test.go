@@ -68,8 +68,8 @@ func TestFramingRefuses(t *testing.T) {
 	}
 }
 
-// TestFramingCatchesDamage: with a checksum, every single-bit flip and
-// every truncation is caught.
+// TestFramingCatchesDamage: with a checksum, every bit flip and
+// truncation is caught.
 func TestFramingCatchesDamage(t *testing.T) {
 	w := checked.Frame([]byte("vault:v12:Zm9vYmFy"))
 	for i := range w {

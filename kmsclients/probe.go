@@ -9,7 +9,6 @@ const (
 	// DefaultProbeTimeout is health.probeTimeout's, capped by the interval.
 	DefaultProbeTimeout = 5 * time.Second
 	// DefaultCommandProbeTimeout bounds probes in operator commands and
-	// recovery: longer, as no API server waits and a slow backend is
-	// worth hearing from.
+	// recovery: longer, as no API server waits on them.
 	DefaultCommandProbeTimeout = 10 * time.Second
 )
