@@ -33,7 +33,7 @@ type Object map[string]any
 // protobuf with the "k8s\x00" magic, or JSON for custom resources) into
 // an object with apiVersion and kind set. Kinds the client-go scheme
 // knows are decoded with its deserializer; JSON of other kinds is kept
-// as it is.
+// as it is. Secrets and ConfigMaps may lack what [Object.prepare] strips.
 func decodeObject(plain []byte) (Object, error) {
 	return decode(plain, true)
 }
@@ -52,7 +52,10 @@ func decode(plain []byte, full bool) (Object, error) {
 		md := map[string]any{"name": m.GetName(), "namespace": m.GetNamespace()}
 		return Object{"apiVersion": gvk.GroupVersion().String(), "kind": gvk.Kind, "metadata": md}, nil
 	case err == nil:
-		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		m, ok := quickMap(obj)
+		if !ok {
+			m, err = runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s does not convert", ErrUndecodable, gvk)
 		}

@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -211,16 +212,21 @@ type UnorderedSink interface {
 
 // StreamSink writes every object to one stream: YAML documents separated
 // by "---", or one JSON List; both are input for kubectl apply -f -.
+// Output is buffered (a write per object cost more than its YAML) and
+// flushed at Close.
 type StreamSink struct {
-	w      io.Writer
+	w      *bufio.Writer
 	format Format
 	n      int
 	err    error
 }
 
+// streamBuffer is the size of a StreamSink's buffer.
+const streamBuffer = 64 << 10
+
 // NewStreamSink writes to w.
 func NewStreamSink(w io.Writer, f Format) *StreamSink {
-	return &StreamSink{w: w, format: f}
+	return &StreamSink{w: bufio.NewWriterSize(w, streamBuffer), format: f}
 }
 
 // Format implements Sink.
@@ -231,36 +237,39 @@ func (s *StreamSink) Put(_ Key, rendered []byte) error {
 	if s.err != nil {
 		return s.err
 	}
-	var b bytes.Buffer
 	switch {
 	case s.format == JSON && s.n == 0:
-		b.WriteString("{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [\n")
+		s.w.WriteString("{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [\n")
 	case s.format == JSON:
-		b.WriteString(",\n")
+		s.w.WriteString(",\n")
 	case s.n > 0:
-		b.WriteString("---\n")
+		s.w.WriteString("---\n")
 	}
 	if s.format == JSON {
 		// Indent the item inside the list.
-		b.WriteString("    ")
-		b.Write(bytes.ReplaceAll(bytes.TrimRight(rendered, "\n"), []byte("\n"), []byte("\n    ")))
+		s.w.WriteString("    ")
+		s.w.Write(bytes.ReplaceAll(bytes.TrimRight(rendered, "\n"), []byte("\n"), []byte("\n    ")))
 	} else {
-		b.Write(rendered)
+		s.w.Write(rendered)
 	}
 	s.n++
-	_, s.err = s.w.Write(b.Bytes())
+	// A bufio.Writer keeps its first error and returns it from every call.
+	_, s.err = s.w.Write(nil)
 	return s.err
 }
 
-// Close implements Sink: it ends the JSON list.
+// Close implements Sink: it ends the JSON list and flushes.
 func (s *StreamSink) Close() error {
-	if s.err != nil || s.format != JSON {
+	if s.err != nil {
 		return s.err
 	}
-	end := "\n  ]\n}\n"
-	if s.n == 0 {
-		end = "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": []\n}\n"
+	if s.format == JSON {
+		end := "\n  ]\n}\n"
+		if s.n == 0 {
+			end = "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": []\n}\n"
+		}
+		s.w.WriteString(end)
 	}
-	_, s.err = io.WriteString(s.w, end)
+	s.err = s.w.Flush()
 	return s.err
 }

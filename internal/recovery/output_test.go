@@ -1,7 +1,9 @@
 package recovery_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -233,4 +235,46 @@ func TestDirSinkWritesFromManyGoroutines(t *testing.T) {
 		t.Fatalf("%d files, want 400", len(files))
 	}
 	wantHolds(t, filepath.Join(dir, "ns-3", "secrets", "s-7-48.yaml"), recovered)
+}
+
+// countingWriter counts the writes it gets; it fails from the write
+// failAt on, when failAt > 0.
+type countingWriter struct {
+	writes, failAt int
+	bytes.Buffer
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	if w.failAt > 0 && w.writes >= w.failAt {
+		return 0, errors.New("broken pipe")
+	}
+	return w.Buffer.Write(p)
+}
+
+// TestStreamSinkBuffers: objects reach the stream in large writes (one
+// per object cost more than rendering it), all of them by Close, and a
+// write that fails fails the objects after it and Close.
+func TestStreamSinkBuffers(t *testing.T) {
+	w := &countingWriter{}
+	sink := recovery.NewStreamSink(w, recovery.YAML)
+	for range 1000 {
+		if err := sink.Put(dbSecret, []byte(recovered)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(w.String(), "kind: Secret"); n != 1000 || w.writes > 10 {
+		t.Errorf("%d objects in %d writes", n, w.writes)
+	}
+	broken := recovery.NewStreamSink(&countingWriter{failAt: 1}, recovery.YAML)
+	var err error
+	for i := 0; i < 10000 && err == nil; i++ {
+		err = broken.Put(dbSecret, []byte(recovered))
+	}
+	if err == nil || broken.Close() == nil {
+		t.Errorf("a failed write went unreported: %v", err)
+	}
 }
