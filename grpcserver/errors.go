@@ -16,12 +16,10 @@ import (
 	"github.com/trousseau-io/trousseau/kmsclients"
 )
 
-// What a caller of the socket may read of a failure. kube-apiserver may
-// relay a gRPC message in an HTTP 500 to whoever made the request, so a
-// message carries the kind of failure and a fixed reason, never error
-// text: backend errors hold key file paths, Vault URLs and AWS ARNs, and
-// the backend names and key identities of a header are whatever an
-// attacker who can write to etcd put there. The detail goes to the log.
+// What a socket caller may read of a failure. kube-apiserver may relay a
+// gRPC message in an HTTP 500 to whoever made the request, so messages are
+// fixed reasons, never error text: backend errors hold paths, URLs and
+// ARNs, and a header's names are whatever an etcd writer put there.
 const (
 	reasonInvalid     = "invalid ciphertext: the wrapped DEK or ciphertext is malformed or was tampered with"
 	reasonNotReady    = "not ready: no usable DEK yet"
@@ -35,8 +33,8 @@ const (
 	seeLog            = " (see the plugin log)"
 )
 
-// publicError maps err to a gRPC code and a message that is safe to show
-// anyone: a fixed reason, and for a failed unwrap, counts of backends.
+// publicError maps err to a gRPC code and a message safe to show anyone:
+// a fixed reason and, for a failed unwrap, counts of backends.
 func publicError(err error) (codes.Code, string) {
 	code, reason := classify(err)
 	var qe *envelope.QuorumError
@@ -72,8 +70,8 @@ func classify(err error) (codes.Code, string) {
 	return codes.Internal, reasonInternal
 }
 
-// quorumCounts says how far an unwrap got, in numbers only: the names in
-// a header are attacker-controlled, error kinds are a fixed set.
+// quorumCounts says how far an unwrap got in numbers and error kinds
+// only: a header's names are attacker-controlled.
 func quorumCounts(qe *envelope.QuorumError) string {
 	s := fmt.Sprintf("%d of %d needed, %d answered", qe.Threshold, qe.Backends, len(qe.Unwrapped))
 	if qe.Mismatch {
@@ -94,9 +92,8 @@ func quorumCounts(qe *envelope.QuorumError) string {
 	return s
 }
 
-// fail logs err in full for the operator and returns the public status.
-// A bad or abandoned request is a warning; the plugin failing to serve a
-// good one is an error.
+// fail logs err in full and returns the public status: a warning for a
+// bad or abandoned request, an error when a good one fails.
 func (s *Services) fail(ctx context.Context, uid string, err error) error {
 	code, msg := publicError(err)
 	level := slog.LevelError
@@ -109,8 +106,8 @@ func (s *Services) fail(ctx context.Context, uid string, err error) error {
 	return status.Error(code, msg)
 }
 
-// invalid reports a request that breaks the contract's limits. Messages
-// name the field and sizes, never the request's bytes.
+// invalid reports a request over the contract's limits, naming the field
+// and sizes, never the request's bytes.
 func invalid(format string, args ...any) error {
 	return status.Errorf(codes.InvalidArgument, format, args...)
 }

@@ -8,36 +8,26 @@ import (
 	"golang.org/x/net/netutil"
 )
 
-// Limits of the health endpoint (health.listen), which has no
-// authentication: whatever reaches the port can hold at most
-// HealthMaxConns connections, each for a bounded time, so that a flood
-// costs the plugin a fixed amount of memory and file descriptors.
-// Connections over the cap wait in the kernel's accept backlog, which
-// costs the plugin nothing, and are served in turn as others close; a
-// listener that accepted and closed them at once would spend the plugin's
-// CPU on every attempt, and fail a probe that a moment's wait would pass.
+// Limits of the unauthenticated health endpoint, so a flood costs a fixed
+// amount (docs/operations.md). Connections over HealthMaxConns wait in the
+// accept backlog for free; closing them at once would cost CPU and fail
+// probes that a moment's wait would pass.
 const (
 	HealthMaxConns = 32
-	// HealthReadHeaderTimeout cuts a connection whose request header is
-	// not complete in time, however slowly it trickles in (slowloris).
+	// HealthReadHeaderTimeout cuts a header that trickles in (slowloris).
 	HealthReadHeaderTimeout = 5 * time.Second
 	HealthReadTimeout       = 10 * time.Second
 	HealthWriteTimeout      = 10 * time.Second
-	// HealthIdleTimeout closes a keep-alive connection that sends no next
-	// request: a scraper reconnects, a flood lets go of its slots.
+	// HealthIdleTimeout frees an idle keep-alive's slot; scrapers reconnect.
 	HealthIdleTimeout = 10 * time.Second
-	// HealthMaxHeaderBytes bounds a request's header (431 beyond it);
-	// probes and scrapers send well under 1 KiB.
+	// HealthMaxHeaderBytes: 431 beyond it; probes send under 1 KiB.
 	HealthMaxHeaderBytes = 8 << 10
-	// HealthRequestInterval paces the handlers: one at a time, at most
-	// one start per interval, so that requests on every open connection
-	// take a bounded share of a CPU from the gRPC socket; a probe waits at
-	// most HealthMaxConns intervals.
+	// HealthRequestInterval paces handlers, one start per interval, so
+	// health requests take a bounded share of CPU from the gRPC socket.
 	HealthRequestInterval = 20 * time.Millisecond
 )
 
-// healthLimits are the limits a Plugin's health endpoint runs with:
-// the constants above, shortened by tests.
+// healthLimits are the constants above, shortened by tests.
 type healthLimits struct {
 	maxConns                                                  int
 	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout time.Duration
@@ -75,12 +65,12 @@ func (l healthLimits) listener(lis net.Listener) net.Listener {
 	return lis
 }
 
-// pacer runs handlers one at a time, each starting at least interval
-// after the one before. It holds nothing the gRPC path uses.
+// pacer runs handlers one at a time, starts interval apart, holding
+// nothing the gRPC path uses.
 type pacer struct {
 	turn     chan struct{} // holds a token while a handler runs
 	interval time.Duration
-	last     time.Time // when the last handler started; read and set with the token held
+	last     time.Time // last start; used with the token held
 }
 
 func newPacer(interval time.Duration) *pacer {

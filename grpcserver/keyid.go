@@ -6,20 +6,17 @@ import (
 	"sync/atomic"
 )
 
-// maxKeyIDBytes bounds the headers [keyIDs] holds: 150 of today's,
-// and few enough of the largest an attacker could store.
+// maxKeyIDBytes bounds [keyIDs]: 150 of today's headers, few of the
+// largest an attacker could store.
 const maxKeyIDBytes = 64 << 10
 
-// keyIDs remembers the key_id of each header parsed, so that a warm
-// Decrypt checks its key_id without parsing the header again. A key_id
-// is a function of the header's bytes alone (see [envelope.Header.KeyID]),
-// so a remembered one is the one parsing would give. Reads take no lock
-// (every Decrypt reads, a new DEK writes); when full, it starts over.
+// keyIDs remembers each parsed header's key_id, so a warm Decrypt skips
+// parsing; a key_id depends on the header's bytes alone
+// ([envelope.Header.KeyID]). Reads take no lock; when full, it starts over.
 type keyIDs struct {
-	mu  sync.Mutex // serialises add
-	ids atomic.Pointer[map[string]string]
-	// size is the bytes of header held in ids, guarded by mu.
-	size int
+	mu   sync.Mutex // serialises add
+	ids  atomic.Pointer[map[string]string]
+	size int // header bytes in ids; guarded by mu
 }
 
 func (c *keyIDs) get(header []byte) (string, bool) {

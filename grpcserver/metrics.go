@@ -54,9 +54,8 @@ type Metrics struct {
 	series   atomic.Pointer[map[requestKey]requestSeries]
 }
 
-// requestKey and requestSeries: the request series of a method and code,
-// bound on first use, so that a request looks them up in one map, with
-// no lock, instead of hashing its labels twice.
+// requestKey and requestSeries: a method and code's series, bound on
+// first use so a request finds them in one lock-free map lookup.
 type requestKey struct {
 	method string
 	code   codes.Code
@@ -80,8 +79,8 @@ type buildInfo struct{ version string }
 // WithVersion is the binary's version in trousseau_build_info (default "unknown").
 func WithVersion(v string) MetricsOption { return func(b *buildInfo) { b.version = v } }
 
-// NewMetrics registers Trousseau's metrics, with Go and process collectors,
-// on a registry of their own.
+// NewMetrics registers Trousseau's metrics, Go and process collectors on
+// a registry of their own.
 func NewMetrics(opts ...MetricsOption) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{Registry: reg}
@@ -158,8 +157,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	return m
 }
 
-// newBuildInfo is trousseau_build_info: 1, labelled with what the binary
-// is, so that dashboards and alerts can tell nodes' builds apart.
+// newBuildInfo is trousseau_build_info, so dashboards can tell builds apart.
 func newBuildInfo(opts []MetricsOption) prometheus.Collector {
 	b := buildInfo{version: "unknown"}
 	for _, o := range opts {
@@ -172,8 +170,8 @@ func newBuildInfo(opts []MetricsOption) prometheus.Collector {
 	return g
 }
 
-// vcsRevision is the commit the binary was built from, or "unknown"
-// (built with -buildvcs=false, as the image is, or outside a repository).
+// vcsRevision is the binary's commit, or "unknown" (-buildvcs=false, as
+// in the image).
 func vcsRevision() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
@@ -220,9 +218,8 @@ func (m *Metrics) ShareMismatch(backend string) { m.shareMismatch.WithLabelValue
 
 func (m *Metrics) observeProbe(s Snapshot) {
 	m.threshold.Set(float64(s.Threshold))
-	// Custody series describe the last drill of the current DEK only: none
-	// while there is no DEK (a margin of 0 would page for the wrong reason;
-	// trousseau_healthy says it), none left over from an older DEK.
+	// Current DEK only: no series without a DEK (a margin of 0 would page
+	// for the wrong reason) or left from an older one.
 	m.custodyMargin.Reset()
 	m.shareOK.Reset()
 	if c := s.Custody; c != nil {
@@ -261,10 +258,9 @@ func (m *Metrics) observeProbe(s Snapshot) {
 	}
 }
 
-// KeyIDHash is how kube-apiserver labels a key_id in its metrics
+// KeyIDHash is kube-apiserver's key_id label
 // (apiserver_envelope_encryption_key_id_hash_*): "sha256:" and the hex
-// SHA-256 of the key_id. Trousseau's metrics use the same, so the two can
-// be joined, and no raw key_id is a label.
+// SHA-256, so the two join and no raw key_id is a label.
 func KeyIDHash(keyID string) string {
 	if keyID == "" {
 		return ""
@@ -292,9 +288,8 @@ func (m *Metrics) observeRequest(method string, err error, start time.Time) {
 	s.seconds.Observe(time.Since(start).Seconds())
 }
 
-// requestSeries returns the series of method and code. Methods are the
-// services' own (gRPC refuses others before any interceptor), so the map
-// stays small.
+// requestSeries returns method and code's series. gRPC refuses unknown
+// methods before any interceptor, so the map stays small.
 func (m *Metrics) requestSeries(method string, code codes.Code) requestSeries {
 	k := requestKey{method, code}
 	if s, ok := (*m.series.Load())[k]; ok {

@@ -28,9 +28,8 @@ type Options struct {
 	Version       string // of the binary, reported by KMS v1's Version
 	Logger        *slog.Logger
 	// CheckListening, if set, runs once the socket listens, before it
-	// serves; an error stops Run. serve checks there that no custodian
-	// socket is this one under another path (kmsplugin.CheckNotSelf),
-	// which only a listening socket can show.
+	// serves; an error stops Run. serve runs kmsplugin.CheckNotSelf here,
+	// which needs a listening socket.
 	CheckListening func(socket string) error
 	// Now is the clock of the prober and /readyz; nil is time.Now.
 	Now func() time.Time
@@ -51,8 +50,7 @@ type Plugin struct {
 	ready      chan struct{}
 }
 
-// NewPlugin assembles a plugin. m must be the Observer env was made with
-// (or nil for no metrics).
+// NewPlugin assembles a plugin; m is env's Observer, or nil.
 func NewPlugin(env *envelope.Envelope, m *Metrics, opts Options) *Plugin {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -86,10 +84,9 @@ func (p *Plugin) HTTPAddr() string {
 	return p.httpAddr
 }
 
-// Run serves until ctx ends, then shuts down gracefully: in-flight
-// requests finish (bounded), the socket file is removed and its lock
-// released. It fails at once if another instance holds the socket's lock
-// or the socket's directory is open to others (see ListenUnix).
+// Run serves until ctx ends, then lets in-flight requests finish
+// (bounded), removes the socket and releases its lock. It fails at once
+// if [ListenUnix] does.
 func (p *Plugin) Run(ctx context.Context) error {
 	lis, err := ListenUnix(p.opts.Socket, p.opts.SocketMode, p.opts.SocketGroup)
 	if err != nil {
@@ -158,16 +155,13 @@ func (p *Plugin) Run(ctx context.Context) error {
 
 func (p *Plugin) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	// livez: the process serves. Kept apart from readiness so that a lost
-	// backend (which no restart fixes) does not restart-loop the plugin.
+	// Apart from readiness: a restart fixes no lost backend, so no loop.
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	// readyz: 200 "ok" while kube-apiserver's Status would say ok, 503
-	// with the reason otherwise; then the current DEK and one "warning:"
-	// line per thing to look at (a rotation postponed for long, a backend
-	// down). Anyone who reaches the port reads it: names and error kinds
-	// only, as in Status.
+	// readyz: 200 when Status would say ok, else 503 and why; then the
+	// current DEK and [Snapshot.Warnings]. Anyone can read it: names and
+	// error kinds only, as in Status.
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		s := p.prober.Snapshot()
 		if s.Healthz != healthzOK {
@@ -175,8 +169,7 @@ func (p *Plugin) httpHandler() http.Handler {
 		} else {
 			fmt.Fprintln(w, "ok")
 		}
-		// The current DEK is read live, like Status's key_id: a DEK
-		// adopted or rotated since the last probe shows at once.
+		// Live, like Status's key_id.
 		if c := p.env.CurrentInfo(); c.KeyID != "" {
 			fmt.Fprintf(w, "current DEK: %s, generation %d, %s at %s\n", c.KeyID, c.Generation, c.Origin, c.Since.UTC().Format(time.RFC3339))
 		}

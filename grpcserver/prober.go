@@ -21,14 +21,14 @@ const healthzOK = "ok"
 type BackendHealth struct {
 	Name        string
 	Up          bool
-	Kind        string // error kind when down: unavailable, permission, deadline, ...
-	Error       string // the error, for operators (status and config check); never in Status
+	Kind        string // error kind when down
+	Error       string // for operators (status, config check); never in Status
 	KeyIdentity string
 	Latency     time.Duration
 }
 
-// Snapshot is the plugin's health as of the last probe. Status, /readyz
-// and metrics read it; none of them calls a backend.
+// Snapshot is the plugin's health as of the last probe, so Status,
+// /readyz and metrics call no backend.
 type Snapshot struct {
 	Backends  []BackendHealth
 	Reachable int
@@ -36,28 +36,21 @@ type Snapshot struct {
 	Ready     bool   // the current DEK is unlocked
 	KeyID     string // of the current DEK
 	Healthz   string // "ok", or why not
-	// RotationPending says why a rotation is wanted but could not be
-	// done, in backend names and error kinds: /readyz shows it to anyone.
+	// RotationPending says why a wanted rotation was not done, in backend
+	// names and error kinds only: /readyz shows it to anyone.
 	RotationPending string
-	// pendingDetail is RotationPending with the errors' text, for the log.
-	pendingDetail string
-	// PendingSince is when RotationPending last went from "" to a reason.
-	PendingSince time.Time
-	// Current describes the current DEK: which, how and since when.
-	Current envelope.CurrentInfo
-	// Custody is the last drill of the current DEK: which backends gave
-	// back a share that checks out, and the margin left.
-	Custody *envelope.DEKCheck
+	pendingDetail   string    // RotationPending with error text, for the log
+	PendingSince    time.Time // when RotationPending last became non-empty
+	Current         envelope.CurrentInfo
+	Custody         *envelope.DEKCheck // last drill of the current DEK
 }
 
 // RotationOverdue is how long a rotation may stay postponed before
-// /readyz and `trousseau status` show it as a warning. kube-apiserver
-// still sees "ok": the current DEK works.
+// /readyz and `trousseau status` warn; Status stays "ok": the DEK works.
 const RotationOverdue = 10 * time.Minute
 
 // Warnings lists what an operator should look at although the plugin
-// serves: a rotation postponed for longer than RotationOverdue, backends
-// down.
+// serves.
 func (s Snapshot) Warnings(now time.Time) []string {
 	var out []string
 	if !s.Ready && s.RotationPending != "" {
@@ -84,25 +77,20 @@ func (s Snapshot) Warnings(now time.Time) []string {
 	return out
 }
 
-// Prober probes every backend on an interval, keeps a Snapshot, unlocks
-// or creates the current DEK when it can, and rotates it when due.
+// Prober probes every backend on an interval, keeps a [Snapshot], makes
+// or unlocks the current DEK when it can, and rotates it when due.
 type Prober struct {
-	env      *envelope.Envelope
-	interval time.Duration
-	timeout  time.Duration
-	log      *slog.Logger
-	metrics  *Metrics
-	rotateCh chan struct{}
-	// rotateNow carries the rotations asked with Rotate, each with where
-	// to send its outcome.
-	rotateNow chan chan<- Rotation
-	// requested: an operator asked for a rotation that has not happened
-	// yet; it is retried at each probe until it succeeds.
-	requested atomic.Bool
-	// previous: how many earlier DEKs have been drilled (drillPrevious).
-	previous atomic.Uint64
-	// lostPrevious: earlier DEKs last found unrecoverable (warned once).
-	lostPrevious sync.Map
+	env       *envelope.Envelope
+	interval  time.Duration
+	timeout   time.Duration
+	log       *slog.Logger
+	metrics   *Metrics
+	rotateCh  chan struct{}
+	rotateNow chan chan<- Rotation // from Rotate: where to send the outcome
+	// requested: an operator's rotation not done yet, retried each probe.
+	requested    atomic.Bool
+	previous     atomic.Uint64 // earlier DEKs drilled so far
+	lostPrevious sync.Map      // earlier DEKs found unrecoverable, warned once
 	now          func() time.Time
 
 	mu   sync.RWMutex
@@ -123,8 +111,7 @@ func (p *Prober) Snapshot() Snapshot {
 	return p.snap
 }
 
-// RequestRotation asks for a DEK rotation at the next opportunity (now,
-// unless a probe is running).
+// RequestRotation asks for a DEK rotation at the next probe, or now.
 func (p *Prober) RequestRotation() {
 	select {
 	case p.rotateCh <- struct{}{}:
@@ -134,19 +121,16 @@ func (p *Prober) RequestRotation() {
 
 // Rotation is the outcome of a rotation asked with [Prober.Rotate].
 type Rotation struct {
-	// Rotated: the new DEK is current (saved, and used by Encrypt).
-	Rotated bool
-	// KeyID and Generation are of the current DEK after the attempt.
-	KeyID      string
+	Rotated    bool   // the new DEK is saved and current
+	KeyID      string // of the current DEK after the attempt
 	Generation uint32
-	// Postponed says why not, with the errors' text: the caller is local
-	// and the plugin's own user (see cmd/trousseau's admin socket). The
-	// rotation stays asked for, and is retried at each probe.
+	// Postponed says why not, with error text: the caller is the plugin's
+	// own user (the admin socket).
 	Postponed string
 }
 
-// Rotate asks for a DEK rotation now and waits until the probe that
-// tries it has rotated the DEK or postponed the rotation, or ctx ends.
+// Rotate asks for a DEK rotation now and waits for the probe that tries
+// it, or for ctx.
 func (p *Prober) Rotate(ctx context.Context) (Rotation, error) {
 	done := make(chan Rotation, 1)
 	select {
@@ -192,9 +176,8 @@ func (p *Prober) Run(ctx context.Context) {
 	}
 }
 
-// ProbeOnce probes all backends, then unlocks, creates or rotates the DEK
-// as the results allow. forceRotate rotates even if nothing is due; if the
-// rotation is postponed, later probes retry it.
+// ProbeOnce probes all backends, then makes, unlocks or rotates the DEK as
+// the results allow; forceRotate rotates even if nothing is due.
 func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	if forceRotate {
 		p.requested.Store(true)
@@ -230,10 +213,9 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	p.drillPrevious(ctx)
 }
 
-// drillCurrent asks every backend for its share of the current DEK and
-// checks each (one unwrap per backend per probe), so that a share lost
-// while k others still answer shows in metrics and /readyz long before a
-// drill is run; nil before there is a DEK.
+// drillCurrent checks every backend's share of the current DEK, so a
+// share lost while k others answer shows before anyone runs a drill; nil
+// without a DEK.
 func (p *Prober) drillCurrent(ctx context.Context) *envelope.DEKCheck {
 	raw := p.env.CurrentHeader()
 	if raw == nil {
@@ -249,10 +231,9 @@ func (p *Prober) drillCurrent(ctx context.Context) *envelope.DEKCheck {
 	return &check
 }
 
-// drillPrevious drills one earlier DEK of the state's history per probe,
-// in turn: a custodian may tell the truth about the current DEK and lie
-// about older ones that stored data still needs. A share that does not
-// fit is logged and counted by the envelope.
+// drillPrevious drills one earlier DEK per probe, in turn: a custodian
+// may answer truly for the current DEK and lie about older ones that
+// stored data still needs.
 func (p *Prober) drillPrevious(ctx context.Context) {
 	prev := p.env.PreviousHeaders()
 	if len(prev) == 0 {
@@ -277,9 +258,7 @@ func (p *Prober) drillPrevious(ctx context.Context) {
 	}
 }
 
-// logChanges logs what changed since the last probe, once per change:
-// health, each backend going down (with its error, which only the log
-// carries) or coming back, and a rotation postponed, with its cause.
+// logChanges logs each change once; only the log carries backend errors.
 func (p *Prober) logChanges(old, s Snapshot) {
 	if old.Healthz != s.Healthz {
 		if s.Healthz == healthzOK {
@@ -327,11 +306,10 @@ func (p *Prober) probeAll(ctx context.Context) []BackendHealth {
 	return out
 }
 
-// pending says why a wanted rotation did not happen: public for /readyz,
-// detail for the log.
+// pending: why a wanted rotation did not happen, for /readyz and the log.
 type pending struct{ public, detail string }
 
-// failed is a pending of what, which err stopped.
+// failed is the pending of what, stopped by err.
 func failed(what string, err error) pending {
 	return pending{what + ": " + publicCause(err) + " (errors in the plugin's log)", what + ": " + err.Error()}
 }
@@ -345,7 +323,7 @@ func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities m
 			return pending{}
 		}
 		if err := p.env.Prepare(opCtx); err != nil {
-			// Logged by logChanges, once per cause.
+			// logChanges logs it once per cause.
 			p.log.Debug("current DEK not usable yet", "error", err)
 			return failed("cannot create or unlock the DEK", err)
 		}
@@ -368,10 +346,9 @@ func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities m
 	return done()
 }
 
-// publicCause is what an unauthenticated endpoint may show of err: each
-// backend it holds an error of, with that error's kind ("vault-eu
-// permission"), or else err's kind. Error text (ARNs, URLs, paths) is
-// for the log.
+// publicCause is what an unauthenticated endpoint may show of err:
+// backend names with error kinds ("vault-eu permission"), or err's kind;
+// error text (ARNs, URLs, paths) is for the log.
 func publicCause(err error) string {
 	var parts []string
 	forBackendErrors(err, func(e *kmsclients.Error) {
@@ -401,9 +378,8 @@ func forBackendErrors(err error, f func(*kmsclients.Error)) {
 	}
 }
 
-// healthz is "ok" while the current DEK is usable and a quorum answered
-// the last probe; otherwise a short reason for the operator (kube-apiserver
-// shows it in /healthz/kms-providers).
+// healthz is "ok" while the DEK is usable and a quorum answered, else a
+// reason that kube-apiserver shows in /healthz/kms-providers.
 func healthz(s Snapshot) string {
 	var down []string
 	for _, b := range s.Backends {
@@ -415,8 +391,7 @@ func healthz(s Snapshot) string {
 	if len(down) > 0 {
 		downText = strings.Join(down, ", ")
 	}
-	// Only names and error kinds: kube-apiserver shows this text, and
-	// backend errors (URLs, paths) stay in the plugin's log.
+	// Names and error kinds only: error text stays in the log.
 	switch {
 	case s.Reachable < s.Threshold:
 		return fmt.Sprintf("quorum lost: %d of %d backends reachable, %d needed (down: %s)", s.Reachable, len(s.Backends), s.Threshold, downText)

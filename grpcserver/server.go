@@ -1,7 +1,6 @@
-// Package grpcserver serves Trousseau's envelope to kube-apiserver: the
-// KMS v2 service (and v1beta1, for clusters that still run KMS v1) on a
-// unix socket, with request validation, error mapping to gRPC codes, a
-// background prober behind Status, and the health and metrics endpoints.
+// Package grpcserver serves an [envelope.Envelope] to kube-apiserver on a
+// unix socket: KMS v2 (and v1beta1), request limits, errors mapped to gRPC
+// codes, a background [Prober] behind Status, health and metrics endpoints.
 package grpcserver
 
 import (
@@ -29,12 +28,10 @@ const (
 	maxAnnotationsSize = 32 * 1024
 	statusVersion      = "v2"
 	v1Version          = "v1beta1"
-	// maxV1Cipher: kube-apiserver stores a v1 ciphertext behind a uint16 length.
+	// maxV1Cipher: kube-apiserver stores v1 ciphertext behind a uint16 length.
 	maxV1Cipher = 1<<16 - 1
-	// streamWorkers serve requests on goroutines whose stacks have already
-	// grown, which a fresh goroutine per request redoes each time (some 7%
-	// of a warm Decrypt's CPU). A request finding all busy gets its own
-	// goroutine, as without workers.
+	// streamWorkers reuse goroutines whose stacks have grown; growing a
+	// fresh one per request cost 7% of a warm Decrypt's CPU.
 	streamWorkers = 32
 )
 
@@ -60,8 +57,8 @@ func NewServices(env Envelope, health func() Snapshot, version string, log *slog
 	return &Services{env: env, health: health, version: version, log: log}
 }
 
-// NewGRPCServer returns a gRPC server with both services registered,
-// metrics (if m is not nil) and a recovery interceptor.
+// NewGRPCServer returns a gRPC server with both services, metrics (if m
+// is not nil) and panic recovery.
 func NewGRPCServer(s *Services, m *Metrics) *grpc.Server {
 	srv := grpc.NewServer(grpc.UnaryInterceptor(unaryInterceptor(s.log, m)), grpc.MaxRecvMsgSize(4<<20), grpc.NumStreamWorkers(streamWorkers))
 	kmsv2.RegisterKeyManagementServiceServer(srv, v2Service{Services: s})
@@ -69,9 +66,8 @@ func NewGRPCServer(s *Services, m *Metrics) *grpc.Server {
 	return srv
 }
 
-// unaryInterceptor counts and times each request (if m is not nil) around
-// the recovery interceptor. One interceptor rather than gRPC's chain of
-// two, which costs every request a closure.
+// unaryInterceptor times requests into m around recoverInterceptor: one
+// interceptor, as gRPC's chain of two costs every request a closure.
 func unaryInterceptor(log *slog.Logger, m *Metrics) grpc.UnaryServerInterceptor {
 	recovering := recoverInterceptor(log)
 	if m == nil {
@@ -85,10 +81,9 @@ func unaryInterceptor(log *slog.Logger, m *Metrics) grpc.UnaryServerInterceptor 
 	}
 }
 
-// recoverInterceptor turns a panic into codes.Internal: the last line of
-// defence, so that one bad request cannot take the plugin (and every
-// write of the cluster) down. The request itself is not logged: it may
-// hold a DEK seed.
+// recoverInterceptor turns a panic into codes.Internal, so one bad request
+// cannot take down the plugin and the cluster's writes. The request is not
+// logged: it may hold a DEK seed.
 func recoverInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
@@ -115,9 +110,8 @@ type v2Service struct {
 
 // Status answers from the prober's snapshot: no remote call.
 func (s v2Service) Status(context.Context, *kmsv2.StatusRequest) (*kmsv2.StatusResponse, error) {
-	// The key_id is read live, not from the last probe: a DEK adopted or
-	// rotated since must be the one Status names, or kube-apiserver would
-	// see Encrypt answer with a key_id Status did not announce.
+	// Live, not from the probe: else Encrypt could answer with a key_id
+	// Status never announced.
 	snap := s.health()
 	keyID := s.env.KeyID()
 	if keyID == "" {
@@ -175,13 +169,11 @@ func (s v2Service) Decrypt(ctx context.Context, req *kmsv2.DecryptRequest) (*kms
 	return &kmsv2.DecryptResponse{Plaintext: pt}, nil
 }
 
-// checkKeyID holds kube-apiserver to the contract: Decrypt gets back the
-// key_id that Encrypt returned with these annotations. A mismatch means
-// the stored object was altered or mixed up, so it is refused before any
-// backend is asked to unwrap anything. The header is only parsed here,
-// which needs no backend, and only once: its key_id is remembered. This
-// relies on Header.KeyID giving, for every header ever written, the
-// key_id Encrypt returned with it.
+// checkKeyID holds kube-apiserver to the contract that Decrypt gets the
+// key_id Encrypt returned with these annotations: a mismatch (an altered
+// or mixed-up object) is refused before any backend unwraps. This relies
+// on [envelope.Header.KeyID] giving, for every header ever written, that
+// key_id; it is remembered in [keyIDs].
 func (s v2Service) checkKeyID(ctx context.Context, uid, keyID string, header []byte) error {
 	if keyID == "" {
 		return invalid("key_id is empty: Decrypt needs the key_id that Encrypt returned")
@@ -222,7 +214,7 @@ func (s v1Service) Version(ctx context.Context, req *kmsv1.VersionRequest) (*kms
 	return &kmsv1.VersionResponse{Version: v1Version, RuntimeName: "trousseau", RuntimeVersion: s.version}, nil
 }
 
-// Encrypt is called on every write under KMS v1: it must stay local.
+// Encrypt runs on every write under KMS v1, so it stays local.
 func (s v1Service) Encrypt(ctx context.Context, req *kmsv1.EncryptRequest) (*kmsv1.EncryptResponse, error) {
 	if err := checkV1Version(req.GetVersion()); err != nil {
 		return nil, err

@@ -17,33 +17,26 @@ import (
 	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
-// Listener is the plugin's socket. It holds the socket's lock file (see
-// ListenUnix) until it is closed.
+// Listener is the plugin's socket; it holds [SocketLock] until closed.
 type Listener struct {
 	*net.UnixListener
 	lock *os.File
 	once sync.Once
 }
 
-// Close removes the socket, then releases the lock: in that order, so that
-// the next instance, which waits for the lock, never sees its new socket
-// unlinked by us.
+// Close removes the socket before releasing the lock, so the next
+// instance, waiting on the lock, never has its new socket unlinked by us.
 func (l *Listener) Close() error {
 	err := l.UnixListener.Close()
 	l.once.Do(func() { l.lock.Close() })
 	return err
 }
 
-// ListenUnix creates the plugin's socket with the given mode (and group,
-// if not empty).
-//
-// Its directory is created if missing, and refused if someone else could
-// replace the socket in it (see checkSocketDir). For the life of the
-// listener it holds an exclusive lock on "<path>.lock" (mode 0600, left in
-// place on exit: removing a lock file races with the next taker), so two
-// Trousseau instances never race on one path. Under that lock a socket
-// file left by a crashed plugin is removed, but only if nothing answers on
-// it: another KMS plugin (which takes no lock) must not lose its socket.
+// ListenUnix creates the plugin's socket with mode (and group, if set),
+// in a directory others cannot write (checkSocketDir). It holds
+// [SocketLock] while listening, so two Trousseaus never share a path; the
+// lock file stays, as removing it races with the next taker. A stale
+// socket goes only if nothing answers: other KMS plugins take no lock.
 func ListenUnix(path string, mode os.FileMode, group string) (*Listener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -64,20 +57,15 @@ func ListenUnix(path string, mode os.FileMode, group string) (*Listener, error) 
 	return &Listener{UnixListener: l, lock: lock}, nil
 }
 
-// checkSocketDir refuses a directory in which another user could unlink
-// or replace the socket, and with it point kube-apiserver at their own
-// server: one owned by anyone but us or root, or writable by group or
-// others. The sticky bit (/tmp) is no excuse: it stops others removing
-// our socket, not taking its name or its lock file's before we start.
-// Group write is refused even with a socket group configured:
-// kube-apiserver only connects, which needs search (x) on the directory,
-// never write, so 0750 with that group is enough.
+// checkSocketDir refuses a directory where another user could replace
+// the socket and point kube-apiserver at their server. The sticky bit
+// does not help: it stops removal, not taking the name first. Group write
+// is refused even with a socket group: kube-apiserver needs only search.
 func checkSocketDir(dir string) error {
 	return safedir.Check("socket directory", dir, true)
 }
 
-// lockSocket takes the exclusive lock that makes this process the only
-// Trousseau on path.
+// lockSocket makes this process the only Trousseau on path.
 func lockSocket(path string) (*os.File, error) {
 	f, err := filelock.Acquire(SocketLock(path))
 	if errors.Is(err, filelock.ErrHeld) {
@@ -89,16 +77,14 @@ func lockSocket(path string) (*os.File, error) {
 	return f, nil
 }
 
-// listen binds the socket, first removing a stale one. The caller holds
+// listen binds the socket, first removing a stale one; the caller holds
 // the lock.
 func listen(path string, mode os.FileMode, group string) (*net.UnixListener, error) {
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
-	// Create the socket with no access for anyone but us, then widen it
-	// to mode: no moment where it is more open than asked. The umask is
-	// process-wide, which is fine at start-up before other goroutines
-	// create files.
+	// Created private, then widened: never more open than asked. The
+	// umask is process-wide, which is fine at start-up.
 	old := syscall.Umask(0o177)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	syscall.Umask(old)
@@ -138,8 +124,7 @@ func removeStale(path string) error {
 		conn.Close()
 		return fmt.Errorf("socket %s: another process is serving on it (another KMS plugin, or a Trousseau that takes no lock); stop it or choose another path", path)
 	}
-	// Only a refused connection proves nobody listens; a timeout or a
-	// full queue may be a busy live plugin, whose socket must not go.
+	// Only a refusal proves nobody listens; a timeout may be a busy plugin.
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("socket %s exists and cannot be probed (%v); not removing it", path, err)
 	}
@@ -160,6 +145,5 @@ func lookupGroup(group string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
-// SocketLock is the lock file beside the socket path, held while a plugin
-// serves on it.
+// SocketLock is the lock file held while a plugin serves on path.
 func SocketLock(path string) string { return path + ".lock" }
