@@ -1,7 +1,6 @@
-// Package config is the YAML configuration of `trousseau serve` (and of
-// `recover` and `config check`): a typed struct, strict loading that
-// rejects unknown fields, and Validate, whose errors name the field at
-// fault. Backends are built from it in one place.
+// Package config is the YAML configuration of `trousseau serve`,
+// `recover` and `config check`: strict loading, and [Config.Validate],
+// whose errors name the field at fault.
 package config
 
 import (
@@ -42,9 +41,8 @@ type Config struct {
 	SocketPermissions SocketPermissions `json:"socketPermissions,omitzero"`
 	StateDir          string            `json:"stateDir,omitempty"`
 	Threshold         int               `json:"threshold"`
-	// MinThreshold is the lowest threshold a stored DEK may have and still
-	// be decrypted (default: threshold). Set it to the old k while raising
-	// threshold, until every object has been rewritten under the new one.
+	// MinThreshold is the lowest threshold a stored DEK may have (default
+	// threshold): the old k while raising it, until every object is rewritten.
 	MinThreshold int       `json:"minThreshold,omitempty"`
 	Backends     []Backend `json:"backends"`
 	Health       Health    `json:"health,omitzero"`
@@ -52,10 +50,10 @@ type Config struct {
 	Log          Log       `json:"log,omitzero"`
 }
 
-// SocketPermissions lets a kube-apiserver running as another user reach the socket.
+// SocketPermissions lets a kube-apiserver of another user reach the socket.
 type SocketPermissions struct {
 	Mode  string `json:"mode,omitempty"`  // octal, default "0600"
-	Group string `json:"group,omitempty"` // group name or id; empty keeps the process's group
+	Group string `json:"group,omitempty"` // name or id; "" keeps the process's
 }
 
 // Health is the HTTP endpoint and the background prober.
@@ -67,7 +65,7 @@ type Health struct {
 
 // Rotation is the DEK rotation policy.
 type Rotation struct {
-	// MaxAge rotates the DEK when it is older; "0s" turns age-based rotation off.
+	// MaxAge rotates an older DEK; "0s" is off.
 	MaxAge *Duration `json:"maxAge,omitempty"`
 }
 
@@ -77,16 +75,13 @@ type Log struct {
 	Format string `json:"format,omitempty"` // json | text
 }
 
-// Duration is a time.Duration written as "30s", "720h". It is
-// kmsclients.Duration, which the backends' config blocks use too, so that
-// the strict field walk checks theirs as it checks these.
+// Duration is written "30s", "720h": [kmsclients.Duration], as in the
+// backends' blocks, so the strict field walk checks all alike.
 type Duration = kmsclients.Duration
 
-// Load reads, defaults and validates a config file. Each override edits
-// the config after the defaults and before Validate, so that what a
-// command line sets instead of the file (serve's --socket) is what is
-// validated: a kmsplugin endpoint is checked against the socket serve
-// will listen on, not the one the file names.
+// Load reads, defaults and validates a config file. Overrides apply
+// before Validate, so a flag (serve's --socket) is what is validated: a
+// kmsplugin endpoint is checked against the socket serve will use.
 func Load(path string, overrides ...func(*Config)) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -105,7 +100,7 @@ func Parse(raw []byte, overrides ...func(*Config)) (*Config, error) {
 	if err := checkFields(raw); err != nil {
 		return nil, cleanYAMLError(err)
 	}
-	// Strict: unknown fields (a typo) and duplicate keys are errors.
+	// Strict: unknown fields and duplicate keys are errors.
 	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
 		return nil, cleanYAMLError(err)
 	}
@@ -146,8 +141,7 @@ func (c *Config) SetDefaults() {
 		c.Health.ProbeInterval.Duration = DefaultProbeInterval
 	}
 	if c.Health.ProbeTimeout.Duration == 0 {
-		// An unset timeout follows a short interval rather than fail
-		// validation over a default the user never wrote.
+		// Follows a short interval rather than fail over an unwritten default.
 		c.Health.ProbeTimeout.Duration = min(DefaultProbeTimeout, c.Health.ProbeInterval.Duration)
 	}
 	if c.Rotation.MaxAge == nil {
@@ -161,20 +155,18 @@ func (c *Config) SetDefaults() {
 	}
 }
 
-// MaxSocketPath is the longest path a unix socket can bind to on Linux:
-// sun_path holds 108 bytes, with a terminating NUL.
+// MaxSocketPath is Linux's sun_path (108 bytes) less its NUL.
 const MaxSocketPath = 107
 
-// problems collects Validate's errors, each prefixed with its field.
+// problems collects Validate's errors, each prefixed by its field.
 type problems []error
 
 func (p *problems) add(field, format string, args ...any) {
 	*p = append(*p, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 }
 
-// Validate checks the config; every error names the field at fault. It
-// checks all that serve would refuse or be stuck on, except what depends
-// on the machine (see ValidateOnHost).
+// Validate checks all that serve would refuse or be stuck on, except what
+// depends on the machine ([Config.ValidateOnHost]); errors name the field.
 func (c *Config) Validate() error {
 	var p problems
 	c.validateSocket(&p)
@@ -219,7 +211,7 @@ func (c *Config) validateThreshold(p *problems) {
 	case n == 0:
 		p.add("backends", "at least one backend is required")
 	case n > split.MaxShares:
-		// The threshold is not at fault, whatever ValidateThreshold says.
+		// Not threshold's fault, whatever ValidateThreshold says.
 		p.add("backends", "at most %d backends, got %d", split.MaxShares, n)
 	default:
 		if err := split.ValidateThreshold(c.Threshold, n); err != nil {
@@ -261,8 +253,8 @@ func (c *Config) validateBackends(p *problems) {
 }
 
 // validateKeyFiles refuses two local backends on one key file, however
-// it is named (a symlink, a "../" path, a hard link): one key would hold
-// two shares, and serve would never make a first DEK.
+// named (symlink, "../", hard link): one key would hold two shares, and
+// serve would never make a first DEK.
 func (c *Config) validateKeyFiles(p *problems) {
 	type keyFile struct {
 		index int
@@ -291,7 +283,7 @@ func (c *Config) validateKeyFiles(p *problems) {
 	}
 }
 
-// keyFileOf is the key file of a local backend, "" for other kinds.
+// keyFileOf is a local backend's key file, or "".
 func keyFileOf(b Backend) string {
 	if l, ok := b.Spec.(*local.Config); ok && l != nil {
 		return l.KeyFile
@@ -299,8 +291,7 @@ func keyFileOf(b Backend) string {
 	return ""
 }
 
-// resolvePath follows symlinks where the file exists, and cleans the
-// path either way.
+// resolvePath follows symlinks if the file exists, and cleans the path.
 func resolvePath(path string) string {
 	if real, err := filepath.EvalSymlinks(path); err == nil {
 		return real
@@ -320,8 +311,7 @@ func (c *Config) validateHealth(p *problems) {
 	}
 }
 
-// checkListen accepts what net.Listen("tcp", addr) will: host:port with
-// a port number (0 picks a free one).
+// checkListen accepts what net.Listen("tcp", addr) will.
 func checkListen(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -333,9 +323,8 @@ func checkListen(addr string) error {
 	return nil
 }
 
-// ValidateOnHost checks what depends on the machine serve runs on, which
-// Validate leaves out so that `recover` can read the config elsewhere:
-// socketPermissions.group must name a group of this machine.
+// ValidateOnHost checks what depends on serve's machine, left out of
+// Validate so `recover` can read the config elsewhere: the socket group.
 func (c *Config) ValidateOnHost() error {
 	g := c.SocketPermissions.Group
 	if g == "" {
@@ -343,8 +332,8 @@ func (c *Config) ValidateOnHost() error {
 	}
 	gid, err := strconv.ParseUint(g, 10, 32)
 	if err != nil {
-		// A numeric id needs no entry in /etc/group (a container's often
-		// lacks the host's groups); the socket is chowned to it as it is.
+		// A numeric id needs no /etc/group entry: containers often lack
+		// the host's groups.
 		grp, err := user.LookupGroup(g)
 		if err != nil {
 			return fmt.Errorf("socketPermissions.group: %v: give a group of this machine, by name or numeric id", err)
@@ -353,16 +342,15 @@ func (c *Config) ValidateOnHost() error {
 			return fmt.Errorf("socketPermissions.group: group %s has the id %q", g, grp.Gid)
 		}
 	}
-	// Only root, or a process with CAP_CHOWN, may give a file to a group
-	// it is not in.
+	// Only root or CAP_CHOWN may give a file to a group it is not in.
 	if os.Geteuid() != 0 && !inGroup(int(gid)) && !hasCapChown() {
 		return fmt.Errorf("socketPermissions.group: this process (uid %d) is not in group %s and has no CAP_CHOWN, so it cannot give the socket to it: add the plugin's user to the group, or give it CAP_CHOWN, or run the plugin as root", os.Geteuid(), g)
 	}
 	return nil
 }
 
-// hasCapChown reports whether CAP_CHOWN (capability 0) is in this
-// process's effective set, from /proc/self/status; false if unknown.
+// hasCapChown reports CAP_CHOWN (bit 0) in /proc/self/status's CapEff;
+// false if unknown.
 func hasCapChown() bool {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -406,10 +394,9 @@ func (c *Config) MaxAge() time.Duration {
 	return c.Rotation.MaxAge.Duration
 }
 
-// BuildBackends constructs every backend. It fails only on what the
-// config itself gets wrong: a backend whose key, server or key file is
-// unusable is built, and reports it from Probe, Wrap and Unwrap, so that
-// serve starts on the others. On error, those already built are closed.
+// BuildBackends constructs every backend. It fails only on config
+// errors: an unusable key or server reports from Probe, Wrap and Unwrap,
+// so serve starts on the others. On error, those built are closed.
 func (c *Config) BuildBackends(ctx context.Context) ([]kmsclients.Backend, error) {
 	out := make([]kmsclients.Backend, 0, len(c.Backends))
 	for i, b := range c.Backends {
@@ -426,8 +413,7 @@ func (c *Config) BuildBackends(ctx context.Context) ([]kmsclients.Backend, error
 // Marshal writes the config as YAML.
 func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
 
-// ThresholdFloor is the lowest threshold a stored DEK may have:
-// minThreshold, or threshold when it is not set.
+// ThresholdFloor is minThreshold, or threshold if unset.
 func (c *Config) ThresholdFloor() int {
 	if c.MinThreshold > 0 {
 		return c.MinThreshold

@@ -15,16 +15,13 @@ func init() {
 	register(k)
 }
 
-// validateEndpoints refuses a kmsplugin endpoint that is Trousseau's own
-// socket (the plugin would be a custodian of its own shares) and two
-// kmsplugin backends on one socket (one custodian would hold two
-// shares), however the socket is named (a symlink, a hard link, a "../"
-// path): kmsplugin.CheckEndpoints compares them. Custodians that are one
-// key behind two sockets are found by `config check` and the envelope,
-// from the key_id they report.
+// validateEndpoints refuses, however named ([kmsplugin.CheckEndpoints]),
+// an endpoint that is Trousseau's own socket (custodian of its own
+// shares) and two backends on one socket (one custodian, two shares).
+// `config check` and the envelope find one key behind two sockets.
 func (c *Config) validateEndpoints(p *problems) {
 	var endpoints []string
-	var backend []int // the index in backends of each endpoint
+	var backend []int // each endpoint's index in backends
 	for i, b := range c.Backends {
 		if k, ok := b.Spec.(*kmsplugin.Config); ok && k != nil {
 			endpoints = append(endpoints, k.Endpoint)

@@ -16,22 +16,17 @@ import (
 )
 
 // kindOrder names every backend kind, in the order messages list them.
-// Each kind's entry of kinds is registered by its own kind_<name>.go file,
-// which the build tag no_<name> leaves out with the kind's package and
-// SDK (local is always in). A kind is its YAML name and its package's
-// New; the config type is what New takes, and its Validate method is the
-// kind's validation. Everything else about kinds (the YAML fields of a
-// backend, their strict checks, the list in messages, building) is
-// derived from the table. Adding a kind is a package, a name here, a
-// kind_<name>.go file and a docs/backends/<kind>.md page (see "Adding a
-// backend" in docs/development.md; TestEveryKindIsComplete checks it).
+// Each kind_<name>.go registers its kind; the build tag no_<name> leaves
+// it out with its package and SDK (local is always in). All else about
+// kinds (YAML fields, strict checks, messages, building) derives from the
+// table: see "Adding a backend" in docs/development.md.
 var kindOrder = []string{"local", "vault", "awskms", "azurekv", "kmsplugin", "gcpkms", "pkcs11"}
 
 // kinds is the kinds compiled in, in kindOrder.
 var kinds []kind
 
-// register adds k to kinds in its place; kind_<name>.go files call it
-// from init.
+// register adds k to kinds in kindOrder's place; kind_<name>.go's init
+// calls it.
 func register(k kind) {
 	rank := func(k kind) int { return slices.Index(kindOrder, k.name) }
 	if rank(k) < 0 {
@@ -41,20 +36,18 @@ func register(k kind) {
 	kinds = slices.Insert(kinds, i, k)
 }
 
-// leftOut reports whether name is a kind that this binary was built
-// without.
+// leftOut reports whether this binary was built without kind name.
 func leftOut(name string) bool {
 	_, in := kindNamed(name)
 	return !in && slices.Contains(kindOrder, name)
 }
 
-// leftOutError is the complaint about a block of a kind left out.
 func leftOutError(name string) string {
 	return fmt.Sprintf("kind %q is not compiled into this binary (built with -tags no_%s); use a build with it", name, name)
 }
 
-// Spec is a backend kind's config block: a pointer to the config type of
-// one of the kinds (*local.Config for `local: {...}`, *vault.Config, ...).
+// Spec is a backend kind's config block, a pointer to its config type
+// (*local.Config for `local: {...}`).
 type Spec interface {
 	// Validate names the field at fault ("vault.keyName: required").
 	Validate() error
@@ -62,18 +55,15 @@ type Spec interface {
 
 // kind is one entry of the table.
 type kind struct {
-	name    string       // the YAML key of the kind's block
-	typ     reflect.Type // its config type (local.Config); a Spec is a *typ
-	newSpec func() Spec
-	holds   func(Spec) bool // whether a Spec is a non-nil *typ
-	build   func(ctx context.Context, name string, spec Spec) (kmsclients.Backend, error)
-	// checkAll, if set, checks the kind's backends against each other
-	// and the rest of the file.
-	checkAll func(*Config, *problems)
+	name     string       // the YAML key of the kind's block
+	typ      reflect.Type // a Spec is a *typ
+	newSpec  func() Spec
+	holds    func(Spec) bool // a non-nil *typ
+	build    func(ctx context.Context, name string, spec Spec) (kmsclients.Backend, error)
+	checkAll func(*Config, *problems) // optional: checks across backends
 }
 
-// kindOf makes the table entry of a kind from its New, which every
-// backend package has with this signature.
+// kindOf makes a kind's table entry from its package's New.
 func kindOf[C any, PC interface {
 	*C
 	Spec
@@ -89,15 +79,14 @@ func kindOf[C any, PC interface {
 		build: func(ctx context.Context, backend string, spec Spec) (kmsclients.Backend, error) {
 			b, err := newBackend(ctx, backend, *spec.(PC))
 			if err != nil {
-				return nil, err // not a non-nil interface holding a nil B
+				return nil, err // not an interface holding a nil B
 			}
 			return b, nil
 		},
 	}
 }
 
-// Kinds lists the backend kinds compiled in, by their YAML names, in the
-// table's order.
+// Kinds lists the backend kinds compiled in, by YAML name, in order.
 func Kinds() []string {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
@@ -106,8 +95,7 @@ func Kinds() []string {
 	return names
 }
 
-// kindNames lists every kind, by its YAML name, in table order: "local,
-// vault, awskms, azurekv or kmsplugin".
+// kindNames lists [Kinds] in prose: "local, vault or awskms".
 func kindNames() string { return sentence(Kinds()) }
 
 // sentence joins names as a list in prose: "a", "a or b", "a, b or c".
@@ -119,8 +107,7 @@ func sentence(names []string) string {
 	return strings.Join(names[:last], ", ") + " or " + names[last]
 }
 
-// kindFor is the kind whose config type spec points to, and its index
-// in kinds.
+// kindFor is spec's kind and its index in kinds.
 func kindFor(spec Spec) (kind, int, bool) {
 	for i, k := range kinds {
 		if k.holds(spec) {
@@ -130,7 +117,6 @@ func kindFor(spec Spec) (kind, int, bool) {
 	return kind{}, -1, false
 }
 
-// kindNamed is the kind whose YAML name is name.
 func kindNamed(name string) (kind, bool) {
 	for _, k := range kinds {
 		if k.name == name {
@@ -140,7 +126,7 @@ func kindNamed(name string) (kind, bool) {
 	return kind{}, false
 }
 
-// isSet reports whether spec is a block: neither nil nor a nil pointer.
+// isSet: spec is neither nil nor a nil pointer.
 func isSet(spec Spec) bool {
 	v := reflect.ValueOf(spec)
 	return v.IsValid() && !(v.Kind() == reflect.Pointer && v.IsNil())
@@ -150,21 +136,18 @@ func isSet(spec Spec) bool {
 // `{name: vault-eu, vault: {...}}`.
 type Backend struct {
 	Name string
-	// Spec is the kind block: &vault.Config{...} for `vault: {...}`.
-	Spec Spec
-	// more names the kind blocks of the YAML entry beyond the first, which
-	// Validate refuses; only decoding sets it.
-	more []string
+	Spec Spec     // &vault.Config{...} for `vault: {...}`
+	more []string // decoded kind blocks beyond the first, for Validate to refuse
 }
 
-// Kind is the YAML name of b's kind, "" when b has none.
+// Kind is b's kind's YAML name, or "".
 func (b Backend) Kind() string {
 	k, _, _ := kindFor(b.Spec)
 	return k.name
 }
 
-// setKinds lists the kind blocks b was given, by their YAML names (a Go
-// type's name for a Spec that is no kind's), sorted.
+// setKinds lists b's kind blocks by YAML name (Go type for a foreign
+// Spec), sorted.
 func (b Backend) setKinds() []string {
 	if !isSet(b.Spec) {
 		return b.more
@@ -179,9 +162,8 @@ func (b Backend) setKinds() []string {
 }
 
 // UnmarshalJSON reads `{name: ..., <kind>: {...}}`: the first kind block
-// becomes Spec, any other is left to Validate to refuse. The strict field
-// walk (checkFields) names what is wrong in a file before this runs; these
-// errors are for a backend decoded without it.
+// becomes Spec, others are left to Validate to refuse. In a file,
+// checkFields names faults first; these errors are for other callers.
 func (b *Backend) UnmarshalJSON(data []byte) error {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil {
@@ -205,8 +187,8 @@ func (b *Backend) UnmarshalJSON(data []byte) error {
 			b.more = append(b.more, key)
 		default:
 			b.Spec = k.newSpec()
-			// sigs.k8s.io/yaml, not encoding/json: it reads `keyName: 123`
-			// as "123" for a string field, as it does in the rest of the file.
+			// sigs.k8s.io/yaml, as for the rest of the file: `keyName: 123`
+			// is "123".
 			if err := yaml.UnmarshalStrict(raw, b.Spec); err != nil {
 				return fmt.Errorf("backend %s: %w", key, err)
 			}
@@ -229,8 +211,7 @@ func (b Backend) MarshalJSON() ([]byte, error) {
 	return fmt.Appendf(nil, `{"name":%s,%q:%s}`, name, k.name, spec), err
 }
 
-// validate checks b's one kind block; its errors name its fields
-// ("awskms.keyID: ...").
+// validate checks b's one kind block, naming its fields ("awskms.keyID").
 func (b Backend) validate() error {
 	if _, _, ok := kindFor(b.Spec); !ok {
 		return errors.New(notAKind(b.Spec))

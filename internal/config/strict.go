@@ -16,9 +16,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// checkFields walks the YAML document against the Config type before it is
-// decoded, so that a typo or a bad duration is reported with its full path
-// ("backends[1].local.keyFlie"), which the JSON decoder does not give.
+// checkFields walks the YAML against [Config] before decoding, to name a
+// typo or bad duration by its full path ("backends[1].local.keyFlie"),
+// which the JSON decoder does not give.
 func checkFields(raw []byte) error {
 	js, err := yaml.YAMLToJSON(raw)
 	if err != nil {
@@ -37,9 +37,7 @@ func checkFields(raw []byte) error {
 }
 
 var (
-	// durationType is the one duration type of the file: config.Duration
-	// is kmsclients.Duration, which backends' blocks use too (such as
-	// kmsplugin.timeout), so theirs are checked and named alike.
+	// durationType is every duration of the file (see [Duration]).
 	durationType = reflect.TypeFor[Duration]()
 	backendType  = reflect.TypeFor[Backend]()
 )
@@ -96,8 +94,7 @@ func walk(v any, t reflect.Type, path string, errs *[]string) {
 	}
 }
 
-// walkFields walks a mapping whose field types fieldType knows, or says
-// why a field is not one.
+// walkFields walks a mapping's fields by fieldType, or its complaint.
 func walkFields(v any, path string, errs *[]string, fieldType func(string) (reflect.Type, string)) {
 	m, ok := v.(map[string]any)
 	if !ok {
@@ -114,8 +111,7 @@ func walkFields(v any, path string, errs *[]string, fieldType func(string) (refl
 	}
 }
 
-// backendField is the type of a backend's field at path: its name, or a
-// kind block from the kinds table.
+// backendField is the type of a backend's field: name, or a kind block.
 func backendField(path, key string) (reflect.Type, string) {
 	if key == "name" {
 		return reflect.TypeFor[string](), ""
