@@ -1,7 +1,6 @@
-// Package plugintest runs a real Trousseau plugin (envelope, prober and
-// gRPC server on a unix socket) over any backends, and talks to it with
-// kube-apiserver's own KMS v2 client. Backend packages use it for their
-// end-to-end tests through the socket.
+// Package plugintest runs a real Trousseau plugin (envelope, prober, gRPC
+// server on a unix socket) over any backends, talking to it with
+// kube-apiserver's own KMS v2 client, for backends' end-to-end tests.
 package plugintest
 
 import (
@@ -79,10 +78,9 @@ func (p *Plugin) Probe() string {
 	return p.Plugin.Prober().Snapshot().Healthz
 }
 
-// WantRotatedOnce probes after a change in a backend's key that must
-// rotate the DEK (what names the change, for messages): the plugin stays
-// healthy, its key_id moves from before, and a second probe does not move
-// it again. It returns the new key_id.
+// WantRotatedOnce probes after a backend key change (named by what) that
+// must rotate the DEK: the plugin stays healthy, its key_id moves from
+// before, once. It returns the new key_id.
 func (p *Plugin) WantRotatedOnce(t testing.TB, before, what string) string {
 	t.Helper()
 	if h := p.Probe(); h != "ok" {

@@ -21,10 +21,9 @@ import (
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
-// BuildInShortDir builds the real trousseau binary into a new temporary
-// directory with a short path (a unix socket's path is limited to 107
-// bytes, and t.TempDir's are long), removed when the test ends; it
-// returns the directory and the binary.
+// BuildInShortDir builds the trousseau binary into a temporary directory
+// with a short path, as a socket path holds 107 bytes and t.TempDir's are
+// long. It returns the directory (removed after the test) and the binary.
 func BuildInShortDir(t *testing.T) (dir, bin string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "trs")
@@ -38,9 +37,8 @@ func BuildInShortDir(t *testing.T) (dir, bin string) {
 	return dir, bin
 }
 
-// Served is a `trousseau serve` process (the real binary, see
-// testutil.BuildTrousseau) and kube-apiserver's KMS v2 client on its
-// socket.
+// Served is a `trousseau serve` process and kube-apiserver's KMS v2
+// client on its socket.
 type Served struct {
 	cmd    *exec.Cmd
 	Out    *testutil.Buffer // what it logged
@@ -48,10 +46,9 @@ type Served struct {
 	client kmsservice.Service
 }
 
-// StartServe runs `bin serve --config config` with exactly the
-// environment env, plus the test's GODEBUG (so that the FIPS pass's
-// fips140=only reaches the plugin), until the test ends, and waits until
-// it is healthy on socket.
+// StartServe runs `bin serve --config config` with exactly env plus the
+// test's GODEBUG (so the FIPS pass's fips140=only reaches the plugin)
+// until the test ends, and waits until it is healthy on socket.
 func StartServe(t *testing.T, bin string, env []string, config, socket string) *Served {
 	t.Helper()
 	p := &Served{Out: &testutil.Buffer{}, exited: make(chan struct{})}
