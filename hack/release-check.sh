@@ -6,7 +6,7 @@
 #
 # -short (hack/test.sh, a few minutes): the linux/amd64 binary alone,
 # built with the usual Go build cache and with an empty one. deploy/image's
-# TestRelease writes the rest (index, tarball, SBOMs) twice and compares.
+# TestRelease builds the whole release twice (usual cache) and compares.
 set -eu
 cd "$(dirname "$0")/.."
 
