@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	out, err := writeImage(img, f.outDir, o.tag())
+	out, err := writeImage(img.Image, f.outDir, o.tag())
 	if err != nil {
 		return err
 	}
