@@ -62,3 +62,8 @@ GOFIPS140=v1.0.0 GODEBUG=fips140=only go test -count=1 -timeout 20m -skip '^Test
 	./envelope/ ./split/ ./kmsclients/local/ ./kmsclients/awskms/ ./kmsclients/vault/ ./kmsclients/pkcs11/ \
 	./grpcserver/ ./internal/recovery/...
 GOFIPS140=v1.0.0 go test -count=1 -timeout 10m -run '^TestFIPSOnlyPlugin$' ./e2e/
+
+echo "== chaos soak, short: a fixed seed for 150 s (docs/reliability.md; make soak runs longer ones)"
+go vet -tags soak ./e2e/
+SOAK_DURATION=150s SOAK_SEED=20261207 SOAK_OUT="$(mktemp -d)" \
+	go test -tags soak -race -count=1 -timeout 20m -run '^TestSoak$' ./e2e/
