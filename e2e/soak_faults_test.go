@@ -150,12 +150,13 @@ func (r *soakRig) apiserverRestart(f soak.Fault) {
 // nodes report it and write under it: the convergence the report keeps.
 func (r *soakRig) rotate(f soak.Fault) {
 	n := r.node(f.Targets[0])
+	end := r.rec.FaultStarted(f.Kind, f.Targets, time.Now())
 	before, err := r.keyIDWithin(n, 2*time.Minute)
 	if err != nil {
+		end(time.Now(), "no key_id")
 		r.rec.Problem("%s: no key_id before the rotation: %v", f, err)
 		return
 	}
-	end := r.rec.FaultStarted(f.Kind, f.Targets, time.Now())
 	starts := r.sendRotation(f, n)
 	var rotated time.Time
 	var now string

@@ -56,6 +56,9 @@ func TestSoak(t *testing.T) {
 	load.Wait()
 	r.final()
 	rep := r.rec.Finish(ran, time.Now())
+	if err := plan.Ran(rep.Windows); err != nil {
+		t.Errorf("the run did not follow seed %d's plan: %v", seed, err)
+	}
 	writeJSON(t, filepath.Join(out, "report.json"), rep)
 	os.WriteFile(filepath.Join(out, "summary.txt"), []byte(rep.Summary()+"\n"), 0o644)
 	r.logf("%s", rep.Summary())

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -160,4 +161,32 @@ func (p Plan) Digest() string {
 	b, _ := json.Marshal(p) // maps are marshalled in key order
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+// laneOf is the lane each kind runs in.
+var laneOf = map[Kind]string{
+	CustodianStop: LaneCustodian, CustodianKill: LaneCustodian, QuorumLost: LaneCustodian,
+	PluginKill: LaneProcess, APIServerRestart: LaneProcess,
+	RotateSIGHUP: LaneKey, RotateCommand: LaneKey, Migration: LaneKey,
+}
+
+// Ran checks that the fault windows of a run, lane by lane, are the
+// plan's first faults in order: what makes a seed a replay.
+func (p Plan) Ran(ws []Window) error {
+	next := map[string]int{}
+	for _, w := range ws {
+		lane, ok := laneOf[w.Kind]
+		if !ok {
+			continue
+		}
+		i := next[lane]
+		next[lane]++
+		if i >= len(p.Lanes[lane]) {
+			return fmt.Errorf("lane %s ran %d faults, the plan has %d", lane, i+1, len(p.Lanes[lane]))
+		}
+		if f := p.Lanes[lane][i]; f.Kind != w.Kind || !slices.Equal(f.Targets, w.Targets) {
+			return fmt.Errorf("lane %s fault %d ran %s %v, the plan says %s", lane, i, w.Kind, w.Targets, f)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package soak
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -79,6 +80,29 @@ func TestHourPlanHasEnoughOfEveryKind(t *testing.T) {
 		}
 		if total < 300 {
 			t.Errorf("seed %d: %d faults", seed, total)
+		}
+	}
+}
+
+func TestRanChecksTheScheduleOfARun(t *testing.T) {
+	p := NewPlan(5, 10*time.Minute)
+	var ws []Window
+	for _, lane := range []string{LaneKey, LaneCustodian} {
+		for _, f := range p.Lanes[lane][:3] {
+			ws = append(ws, Window{Kind: f.Kind, Targets: f.Targets})
+		}
+	}
+	if err := p.Ran(ws); err != nil {
+		t.Fatal(err)
+	}
+	other := NewPlan(6, 10*time.Minute)
+	if err := other.Ran(ws); err == nil {
+		t.Fatal("another seed's plan accepts this run")
+	}
+	ws[1], ws[2] = ws[2], ws[1]
+	if p.Lanes[LaneKey][1].Kind != p.Lanes[LaneKey][2].Kind || !slices.Equal(p.Lanes[LaneKey][1].Targets, p.Lanes[LaneKey][2].Targets) {
+		if err := p.Ran(ws); err == nil {
+			t.Fatal("faults run out of order pass")
 		}
 	}
 }
