@@ -192,11 +192,19 @@ func TestRecover(t *testing.T) {
 				}
 			}
 			// Each distinct DEK was unwrapped once: every configured
-			// backend was asked at most once per DEK.
+			// backend was asked at most once per DEK, and at least k=2
+			// answered for each. With three configured, the slowest may be
+			// cancelled once two shares combine, and then counts neither way.
+			var total int64
 			for _, b := range sum.Backends {
-				if calls := b.Unwraps + b.UnwrapFailures; calls > 2 || calls < 1 {
+				calls := b.Unwraps + b.UnwrapFailures
+				total += calls
+				if calls > 2 || len(names) == 2 && calls < 2 {
 					t.Errorf("backend %s asked %d times for 2 DEKs", b.Name, calls)
 				}
+			}
+			if total < 2*2 {
+				t.Errorf("backends answered %d times for 2 DEKs of threshold 2", total)
 			}
 			for _, want := range []string{"sha256 verified", "2 distinct, 2 recovered", "backend local-", "used"} {
 				if !strings.Contains(text, want) {
