@@ -41,7 +41,12 @@ const adoptRetry = 10 * time.Second
 // built from public keys must not push this node's rotations.
 func (l *lifecycle) considerAdoption(d *dek) {
 	cur := l.cur.get()
-	if cur == nil || !newer(d.parsed, cur.parsed) {
+	if cur != nil && !newer(d.parsed, cur.parsed) {
+		l.candidate.CompareAndSwap(d, nil)
+		return
+	}
+	l.keepCandidate(d)
+	if cur == nil {
 		return
 	}
 	now := l.cfg.Now().UnixNano()
@@ -62,6 +67,26 @@ func (l *lifecycle) considerAdoption(d *dek) {
 		defer unlock()
 		r.adopt(d)
 	}()
+}
+
+// keepCandidate remembers d for [lifecycle.retryAdoption] if it is the
+// newest confirmed DEK seen: kube-apiserver caches what it decrypted, so
+// the read that brought d may be the only one. Unconfirmed DEKs are not
+// kept, so one built from public keys cannot hold the place.
+func (l *lifecycle) keepCandidate(d *dek) {
+	for d.authenticated {
+		old := l.candidate.Load()
+		if old != nil && !newer(d.parsed, old.parsed) || l.candidate.CompareAndSwap(old, d) {
+			return
+		}
+	}
+}
+
+// retryAdoption considers again the newest DEK seen and not adopted.
+func (l *lifecycle) retryAdoption() {
+	if d := l.candidate.Load(); d != nil {
+		l.considerAdoption(d)
+	}
 }
 
 // notAdoptable says why this node could not have made h, or "". An

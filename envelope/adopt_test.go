@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"crypto/rand"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,5 +226,42 @@ func TestUnadoptedDEKsDoNotRaiseTheGeneration(t *testing.T) {
 	}
 	if g := node.Current().Generation; g != 2 {
 		t.Fatalf("generation after rotation %d, want 2 (the unadopted DEK's %d must not count)", g, other.Current().Generation)
+	}
+}
+
+// kube-apiserver caches what it decrypted, so the read that brought a
+// newer DEK may be the only one: a DEK that could not be adopted then is
+// adopted at a later probe without another read.
+func TestAdoptionRetriedWithoutAnotherRead(t *testing.T) {
+	bs := newLocals(t, 3)
+	peer := mustNew(t, Config{Threshold: 2, Backends: bs})
+	peer.Rotate(ctxT(t), "test")
+	s := mustEncrypt(t, peer, seed)
+
+	clock := time.Now()
+	var mu sync.Mutex
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	a := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: t.TempDir(), Now: now})
+	if err := a.Prepare(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	stored := a.KeyID()
+	a.life.adopting.Store(true) // another adoption is running
+	if _, err := a.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil {
+		t.Fatal(err)
+	}
+	a.life.adopting.Store(false)
+	a.RetryAdoption() // too soon after the last try
+	stays(t, a, stored)
+	mu.Lock()
+	clock = clock.Add(adoptRetry)
+	mu.Unlock()
+	a.RetryAdoption()
+	waitKeyID(t, a, s.KeyID)
+	if a.life.candidate.Load() != nil {
+		a.RetryAdoption()
+		if a.life.candidate.Load() != nil {
+			t.Error("the adopted DEK is still a candidate")
+		}
 	}
 }

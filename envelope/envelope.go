@@ -196,6 +196,11 @@ func (e *Envelope) Decrypt(ctx context.Context, ciphertext, header []byte) ([]by
 	return d.open(ciphertext)
 }
 
+// RetryAdoption tries again to adopt the newest DEK another node made
+// that an earlier Decrypt found but could not adopt (a custodian down, an
+// adoption already running). The prober calls it at every probe.
+func (e *Envelope) RetryAdoption() { e.life.retryAdoption() }
+
 // dekFor finds the header's DEK and offers it for adoption.
 func (e *Envelope) dekFor(ctx context.Context, raw []byte) (*dek, error) {
 	d, err := e.lookup.find(ctx, raw)

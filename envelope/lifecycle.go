@@ -20,9 +20,10 @@ type lifecycle struct {
 	probes *probeView
 	state  *stateFile // nil: in memory only
 
-	cur      currentDEK
-	rotation rotationLock
-	adopting atomic.Bool // an adoption runs in the background
+	cur       currentDEK
+	rotation  rotationLock
+	adopting  atomic.Bool         // an adoption runs in the background
+	candidate atomic.Pointer[dek] // newest confirmed DEK seen, not adopted yet
 }
 
 func newLifecycle(cfg Config, log *slog.Logger, obs Observer, open *opener, keep func(*dek), probes *probeView) (*lifecycle, error) {

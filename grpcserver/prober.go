@@ -328,6 +328,7 @@ func (p *Prober) maintainDEK(ctx context.Context, reachable, n int, identities m
 			return failed("cannot create or unlock the DEK", err)
 		}
 	}
+	p.env.RetryAdoption()
 	reason := p.env.RotationDue(identities)
 	if force {
 		reason = "requested by operator"
