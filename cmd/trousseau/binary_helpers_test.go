@@ -197,10 +197,22 @@ func waitServing(t *testing.T, b *bin, socket string) {
 // and returns its output and exit code.
 func runBin(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runBinWith(t, "", stdin, args...)
+}
+
+// runBinIn is [runBin] in the working directory dir, with no stdin.
+func runBinIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return runBinWith(t, dir, "", args...)
+}
+
+func runBinWith(t *testing.T, dir, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	path := buildBinary(t) // before the minute starts: the first call builds it
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Dir = dir
 	cmd.Stdin = strings.NewReader(stdin)
 	var o, e strings.Builder
 	cmd.Stdout, cmd.Stderr = &o, &e

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/trousseau-io/trousseau/internal/recovery/recoverytest"
 )
@@ -53,27 +49,6 @@ type recoverJSON struct {
 	ObjectsPerSecond float64 `json:"objectsPerSecond"`
 	ExitCode         int     `json:"exitCode"`
 	Error            string  `json:"error"`
-}
-
-// runBinIn is runBin in the working directory dir.
-func runBinIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, buildBinary(t), args...)
-	cmd.Dir = dir
-	var o, e strings.Builder
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ctx.Err() == nil:
-		code = ee.ExitCode()
-	default:
-		t.Fatalf("%v: %v\n%s%s", args, err, o.String(), e.String())
-	}
-	return o.String(), e.String(), code
 }
 
 // TestRecoverOutputGrammar runs the real binary: -o is the format of the
