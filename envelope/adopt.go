@@ -76,17 +76,96 @@ func (l *lifecycle) considerAdoption(d *dek) {
 func (l *lifecycle) keepCandidate(d *dek) {
 	for d.authenticated {
 		old := l.candidate.Load()
-		if old != nil && !newer(d.parsed, old.parsed) || l.candidate.CompareAndSwap(old, d) {
+		if old != nil && !newer(d.parsed, old.parsed) {
+			return
+		}
+		if l.candidate.CompareAndSwap(old, d) {
+			go l.record()
 			return
 		}
 	}
 }
 
-// retryAdoption considers again the newest DEK seen and not adopted.
+// retryAdoption considers again the newest DEK seen and not adopted,
+// before a restart or since.
 func (l *lifecycle) retryAdoption() {
+	if w := l.restored.Load(); w != nil {
+		l.reopen(w)
+	}
 	if d := l.candidate.Load(); d != nil {
 		l.considerAdoption(d)
 	}
+}
+
+// record writes the candidate to the state dir, so that a restart before
+// its adoption does not forget it.
+func (l *lifecycle) record() {
+	if l.state == nil {
+		return
+	}
+	l.recordMu.Lock()
+	defer l.recordMu.Unlock()
+	d := l.candidate.Load()
+	if d == nil || l.recorded != nil && bytes.Equal(d.header, l.recorded.raw) {
+		return
+	}
+	if cur := l.cur.get(); cur != nil && !newer(d.parsed, cur.parsed) {
+		return
+	}
+	if err := l.state.saveCandidate(d.header, d.keyID); err != nil {
+		l.log.Warn("could not record a newer DEK to adopt in the state dir; a restart before its adoption forgets it", "key_id", d.keyID, "error", err)
+		return
+	}
+	l.recorded = &wrappedDEK{raw: d.header, parsed: d.parsed}
+}
+
+// forgetRecorded removes the recorded candidate once cur is as new.
+func (l *lifecycle) forgetRecorded(cur *Header) {
+	l.recordMu.Lock()
+	defer l.recordMu.Unlock()
+	if l.recorded == nil || newer(l.recorded.parsed, cur) {
+		return
+	}
+	l.state.dropCandidate()
+	l.recorded = nil
+}
+
+// reopen opens a candidate restored from the state dir, from secret-key
+// backends only (the state dir is no proof of authorship), and offers it
+// for adoption; one no newer than the current DEK is dropped.
+func (l *lifecycle) reopen(w *wrappedDEK) {
+	cur := l.cur.get()
+	if cur == nil {
+		return // tried once the current DEK is unlocked
+	}
+	if !newer(w.parsed, cur.parsed) {
+		l.restored.CompareAndSwap(w, nil)
+		l.forgetRecorded(cur.parsed)
+		return
+	}
+	now := l.cfg.Now().UnixNano()
+	last := w.tried.Load()
+	if last != 0 && time.Duration(now-last) < adoptRetry || !w.tried.CompareAndSwap(last, now) {
+		return
+	}
+	if !l.adopting.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.UnwrapTimeout)
+		defer cancel()
+		d, err := l.openAndKeep(ctx, w.raw, w.parsed, true)
+		l.adopting.Store(false)
+		if err != nil {
+			if msg := err.Error(); msg != w.lastErr {
+				w.lastErr = msg
+				l.log.Warn("a newer DEK seen before the restart is not confirmed by k secret-key backends yet; not adopted (tried again at the next probe)", "key_id", w.parsed.KeyID(), "error", err)
+			}
+			return
+		}
+		l.restored.CompareAndSwap(w, nil)
+		l.considerAdoption(d)
+	}()
 }
 
 // notAdoptable says why this node could not have made h, or "". An

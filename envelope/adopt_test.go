@@ -3,6 +3,11 @@ package envelope
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -262,6 +267,135 @@ func TestAdoptionRetriedWithoutAnotherRead(t *testing.T) {
 		a.RetryAdoption()
 		if a.life.candidate.Load() != nil {
 			t.Error("the adopted DEK is still a candidate")
+		}
+	}
+}
+
+// A plugin killed after it saw a newer DEK but before it adopted it must
+// not forget it: kube-apiserver will not ask it to decrypt that DEK again.
+func TestAdoptionCandidateSurvivesRestart(t *testing.T) {
+	ss := wrapSwitchable(newLocals(t, 3))
+	bs := asBackends(ss)
+	peer := mustNew(t, Config{Threshold: 2, Backends: bs})
+	peer.Rotate(ctxT(t), "test")
+	s := mustEncrypt(t, peer, seed)
+
+	dir := t.TempDir()
+	clock := time.Now()
+	var mu sync.Mutex
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	a := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Now: now})
+	stored := a.KeyID()
+	a.life.adopting.Store(true) // the adoption does not start before the kill
+	if _, err := a.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil {
+		t.Fatal(err)
+	}
+	recorded := filepath.Join(dir, candidateFileName)
+	waitFile(t, recorded)
+
+	// The restart: a new envelope over the same state dir, and no Decrypt.
+	b := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Now: now})
+	if b.KeyID() != stored {
+		t.Fatalf("after the restart key id %s, want the stored %s", b.KeyID(), stored)
+	}
+	ss[0].down.Store(true)
+	ss[1].down.Store(true)
+	b.RetryAdoption() // only one custodian: not confirmed
+	stays(t, b, stored)
+	ss[0].down.Store(false)
+	ss[1].down.Store(false)
+	b.RetryAdoption() // too soon after the last try
+	stays(t, b, stored)
+	mu.Lock()
+	clock = clock.Add(adoptRetry)
+	mu.Unlock()
+	b.RetryAdoption()
+	waitKeyID(t, b, s.KeyID)
+	waitGone(t, recorded)
+
+	// A third start loads the adopted DEK and has nothing left to adopt.
+	c := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Now: now})
+	if c.KeyID() != s.KeyID || c.life.restored.Load() != nil {
+		t.Fatalf("third start: key id %s (want %s), candidate left %v", c.KeyID(), s.KeyID, c.life.restored.Load() != nil)
+	}
+}
+
+// What a writer of the state dir plants as a candidate is never adopted
+// unless k secret-key backends open it, and junk does not stop a start.
+func TestPlantedAdoptionCandidate(t *testing.T) {
+	bs := newLocals(t, 3)
+	peer := mustNew(t, Config{Threshold: 2, Backends: bs})
+	peer.Rotate(ctxT(t), "test")
+	genuine := mustEncrypt(t, peer, seed).Header
+
+	for name, content := range map[string]func(t *testing.T) []byte{
+		"junk": func(*testing.T) []byte { return []byte("{not json") },
+		"wrong version": func(*testing.T) []byte {
+			return mustJSON(t, candidateDoc{Version: 99, Header: genuine})
+		},
+		"share bytes changed": func(t *testing.T) []byte {
+			h := append([]byte(nil), genuine...)
+			p, err := ParseHeader(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, sh := range p.Shares[:2] {
+				at := bytes.Index(h, sh.Wrapped)
+				if at < 0 {
+					t.Fatal("share not found in the header")
+				}
+				h[at+len(sh.Wrapped)/2] ^= 1
+			}
+			return mustJSON(t, candidateDoc{Version: stateVersion, Header: h})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			a := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+			stored := a.KeyID()
+			path := filepath.Join(dir, candidateFileName)
+			if err := os.WriteFile(path, content(t), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			b := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir})
+			b.RetryAdoption()
+			stays(t, b, stored)
+			if b.life.restored.Load() == nil {
+				waitGone(t, path) // unreadable: removed at start
+			}
+		})
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was not written", path)
+		}
+	}
+}
+
+func waitGone(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is still there", path)
 		}
 	}
 }

@@ -24,6 +24,20 @@ type lifecycle struct {
 	rotation  rotationLock
 	adopting  atomic.Bool         // an adoption runs in the background
 	candidate atomic.Pointer[dek] // newest confirmed DEK seen, not adopted yet
+
+	// A candidate in the state dir: recorded holds what is there, and
+	// restored what was read at start and is not opened again yet.
+	recordMu sync.Mutex
+	recorded *wrappedDEK
+	restored atomic.Pointer[wrappedDEK]
+}
+
+// wrappedDEK is a header known but not opened.
+type wrappedDEK struct {
+	raw     []byte
+	parsed  *Header
+	tried   atomic.Int64 // unix nanoseconds of the last try to open it
+	lastErr string
 }
 
 func newLifecycle(cfg Config, log *slog.Logger, obs Observer, open *opener, keep func(*dek), probes *probeView) (*lifecycle, error) {
@@ -33,6 +47,11 @@ func newLifecycle(cfg Config, log *slog.Logger, obs Observer, open *opener, keep
 		return l, nil
 	}
 	l.state = &stateFile{dir: cfg.StateDir}
+	if raw, h := l.state.loadCandidate(log); raw != nil {
+		l.recorded = &wrappedDEK{raw: raw, parsed: h}
+		l.restored.Store(&wrappedDEK{raw: raw, parsed: h})
+		log.Info("a newer DEK another node made, seen before the restart, is adopted once k secret-key backends confirm it", "key_id", h.KeyID(), "generation", h.Generation)
+	}
 	raw, err := l.state.load(log)
 	if err != nil || raw == nil {
 		return l, err
@@ -95,7 +114,10 @@ func (r *rotation) prepare(ctx context.Context) error {
 }
 
 // setCurrent makes d the current DEK.
-func (r *rotation) setCurrent(d *dek, origin string) { r.cur.set(d, origin, r.cfg.Now()) }
+func (r *rotation) setCurrent(d *dek, origin string) {
+	r.cur.set(d, origin, r.cfg.Now())
+	r.forgetRecorded(d.parsed)
+}
 
 // openAndKeep recovers h's DEK and caches it.
 func (l *lifecycle) openAndKeep(ctx context.Context, raw []byte, h *Header, authOnly bool) (*dek, error) {

@@ -116,8 +116,13 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	// Errors name the state file, not the temporary one, so that the same
-	// cause reads the same (the prober logs once per cause).
+	return s.replace(s.path(), b)
+}
+
+// replace writes b to path atomically: a crash leaves old or new, never a
+// mix. Errors name path, not the temporary file, so that the same cause
+// reads the same (the prober logs once per cause).
+func (s *stateFile) replace(path string, b []byte) error {
 	fail := func(op string, err error) error {
 		var pe *fs.PathError
 		var le *os.LinkError
@@ -127,7 +132,7 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 		case errors.As(err, &le):
 			err = le.Err
 		}
-		return fmt.Errorf("%s state file %s: %w", op, s.path(), err)
+		return fmt.Errorf("%s state file %s: %w", op, path, err)
 	}
 	tmp, err := os.CreateTemp(s.dir, ".state-*.tmp") // mode 0600
 	if err != nil {
@@ -145,7 +150,7 @@ func (s *stateFile) save(header []byte, keyID string, now time.Time) error {
 	if err := tmp.Close(); err != nil {
 		return fail("write", err)
 	}
-	if err := os.Rename(tmp.Name(), s.path()); err != nil {
+	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fail("replace", err)
 	}
 	if d, err := os.Open(s.dir); err == nil {
@@ -289,4 +294,62 @@ func (s *stateFile) all() (headers [][]byte, files []string, err error) {
 		}
 	}
 	return headers, files, nil
+}
+
+// The candidate file keeps a newer DEK another node made that this node
+// saw but has not adopted yet, so that a restart does not forget it:
+// kube-apiserver caches what it decrypted and may never ask again. It is
+// only a hint: at start its DEK is opened again from k secret-key
+// backends before it can be adopted.
+const candidateFileName = "candidate.json"
+
+type candidateDoc struct {
+	Version int    `json:"version"`
+	KeyID   string `json:"keyID"` // for people
+	Header  []byte `json:"header"`
+}
+
+func (s *stateFile) candidatePath() string { return filepath.Join(s.dir, candidateFileName) }
+
+func (s *stateFile) saveCandidate(header []byte, keyID string) error {
+	b, err := json.MarshalIndent(candidateDoc{Version: stateVersion, KeyID: keyID, Header: header}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return s.replace(s.candidatePath(), b)
+}
+
+// loadCandidate returns the stored candidate, nil if there is none. One
+// that cannot be read is removed: it is a hint, and losing it loses no data.
+func (s *stateFile) loadCandidate(log *slog.Logger) ([]byte, *Header) {
+	b, err := readNoFollow(s.candidatePath(), nil)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	var doc candidateDoc
+	if err == nil {
+		err = json.Unmarshal(b, &doc)
+	}
+	var h *Header
+	if err == nil && doc.Version != stateVersion {
+		err = fmt.Errorf("version %d, this build reads %d", doc.Version, stateVersion)
+	}
+	if err == nil {
+		h, err = ParseHeader(doc.Header)
+	}
+	if err != nil {
+		log.Warn("removed an unreadable record of a DEK to adopt; this node adopts it when it next decrypts an object under it", "file", s.candidatePath(), "error", err)
+		s.dropCandidate()
+		return nil, nil
+	}
+	return doc.Header, h
+}
+
+func (s *stateFile) dropCandidate() {
+	if err := os.Remove(s.candidatePath()); err == nil {
+		if d, err := os.Open(s.dir); err == nil {
+			d.Sync()
+			d.Close()
+		}
+	}
 }
