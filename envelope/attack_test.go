@@ -39,7 +39,7 @@ func newAttacker(t testing.TB) *attacker {
 // finish seals h and pt under the attacker's DEK, as Encrypt would have.
 func (a *attacker) finish(t testing.TB, h *Header, pt []byte) (raw, ct []byte) {
 	t.Helper()
-	raw, err := h.seal(a.dek)
+	raw, err := h.seal(a.dek, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

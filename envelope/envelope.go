@@ -32,9 +32,12 @@ type Config struct {
 	// MaxUnwraps bounds unwraps in flight (default [DefaultMaxUnwraps]);
 	// past four times as many waiting, Decrypt returns [ErrBusy].
 	MaxUnwraps int
-	Logger     *slog.Logger
-	Observer   Observer
-	Now        func() time.Time
+	// Recovery adds the officers' branch to every new DEK (version 2
+	// headers); nil makes version 1 headers.
+	Recovery *Recovery
+	Logger   *slog.Logger
+	Observer Observer
+	Now      func() time.Time
 }
 
 // Observer is told what the envelope does, for metrics. It must be cheap
@@ -125,6 +128,11 @@ func withDefaults(cfg Config) (Config, error) {
 	}
 	if cfg.MaxUnwraps <= 0 {
 		cfg.MaxUnwraps = DefaultMaxUnwraps
+	}
+	if cfg.Recovery != nil {
+		if err := cfg.Recovery.Validate(); err != nil {
+			return cfg, err
+		}
 	}
 	return cfg, nil
 }

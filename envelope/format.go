@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -25,9 +26,16 @@ import (
 // The commitment tells a right DEK from a wrong one (a lying backend, a
 // tampered share) and authenticates the whole header: a changed byte
 // anywhere makes it fail.
+//
+// Version 2, made only with a [Recovery] policy (officers.go), adds after
+// the shares, and after the commitment:
+//
+//	k' u8 | m u8 | m times: index u8 | len u8, officer name | recipient id [8] | len u16, sealed share
+//	signer id [8] | commitment [32] | Ed25519 signature [64] over label | every byte before it
 const (
 	headerMagic   = "TRSH"
 	headerVersion = 1
+	headerV2      = 2
 	dekIDSize     = 16
 	dekSize       = 32
 	commitSize    = sha256.Size
@@ -99,6 +107,8 @@ type Header struct {
 	Created    time.Time
 	DEKID      [dekIDSize]byte
 	Shares     []WrappedShare
+	// Recovery is the officers' branch; nil in version 1 headers.
+	Recovery   *RecoverySplit
 	commitment [commitSize]byte
 }
 
@@ -129,7 +139,7 @@ func (h *Header) marshalBody() ([]byte, error) {
 	}
 	var b bytes.Buffer
 	b.WriteString(headerMagic)
-	b.WriteByte(headerVersion)
+	b.WriteByte(h.version())
 	b.WriteByte(byte(h.Threshold))
 	b.WriteByte(byte(len(h.Shares)))
 	b.Write(binary.BigEndian.AppendUint32(nil, h.Generation))
@@ -153,21 +163,62 @@ func (h *Header) marshalBody() ([]byte, error) {
 		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(s.Wrapped))))
 		b.Write(s.Wrapped)
 	}
-	if b.Len()+commitSize > MaxHeaderSize {
-		return nil, fmt.Errorf("header would be %d bytes, over the limit of %d: the backends' wrapped shares are too large", b.Len()+commitSize, MaxHeaderSize)
+	if rs := h.Recovery; rs != nil {
+		if err := split.ValidateThreshold(rs.Threshold, len(rs.Shares)); err != nil {
+			return nil, fmt.Errorf("recovery: %w", err)
+		}
+		b.WriteByte(byte(rs.Threshold))
+		b.WriteByte(byte(len(rs.Shares)))
+		for i, s := range rs.Shares {
+			if s.Index != i+1 || len(s.Sealed) > maxSealedShareSize {
+				return nil, fmt.Errorf("officer share %d: index %d, %d bytes", i+1, s.Index, len(s.Sealed))
+			}
+			b.WriteByte(byte(s.Index))
+			b.WriteByte(byte(len(s.Officer)))
+			b.WriteString(s.Officer)
+			b.Write(s.RecipientID[:])
+			b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(s.Sealed))))
+			b.Write(s.Sealed)
+		}
+		b.Write(rs.SignerID[:])
+	}
+	if size := b.Len() + h.trailerSize(); size > MaxHeaderSize {
+		return nil, fmt.Errorf("header would be %d bytes, over the limit of %d: the backends' wrapped shares or the officers' sealed shares are too large", size, MaxHeaderSize)
 	}
 	return b.Bytes(), nil
 }
 
-// seal computes the commitment under dek and returns the encoded header.
-func (h *Header) seal(dek []byte) ([]byte, error) {
+func (h *Header) version() byte {
+	if h.Recovery != nil {
+		return headerV2
+	}
+	return headerVersion
+}
+
+// trailerSize is what follows the body: the commitment, and in version 2
+// the signature.
+func (h *Header) trailerSize() int {
+	if h.Recovery != nil {
+		return commitSize + ed25519.SignatureSize
+	}
+	return commitSize
+}
+
+// seal computes the commitment under dek and returns the encoded header,
+// signed by signer in version 2.
+func (h *Header) seal(dek []byte, signer ed25519.PrivateKey) ([]byte, error) {
 	body, err := h.marshalBody()
 	if err != nil {
 		return nil, err
 	}
 	mac := commitment(dek, body)
 	copy(h.commitment[:], mac)
-	return append(body, mac...), nil
+	raw := append(body, mac...)
+	if h.Recovery != nil {
+		raw = signHeader(raw, signer)
+		copy(h.Recovery.Signature[:], raw[len(raw)-ed25519.SignatureSize:])
+	}
+	return raw, nil
 }
 
 func commitment(dek, body []byte) []byte {
@@ -232,10 +283,19 @@ func ParseHeader(raw []byte) (*Header, error) {
 	if string(raw[:len(headerMagic)]) != headerMagic {
 		return nil, fmt.Errorf("%w: not a Trousseau header", ErrInvalid)
 	}
-	r := &reader{b: raw[len(headerMagic) : len(raw)-commitSize]}
-	if v := r.u8("version"); v != headerVersion {
-		return nil, fmt.Errorf("%w: unknown header version %d", ErrInvalid, v)
+	version := raw[len(headerMagic)]
+	trailer := commitSize
+	switch version {
+	case headerVersion:
+	case headerV2:
+		trailer += ed25519.SignatureSize
+		if len(raw) < headerFixed+trailer+2+signerIDSize {
+			return nil, fmt.Errorf("%w: header too short (%d bytes)", ErrInvalid, len(raw))
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown header version %d", ErrInvalid, version)
 	}
+	r := &reader{b: raw[len(headerMagic)+1 : len(raw)-trailer]}
 	h := &Header{Threshold: r.u8("threshold")}
 	n := r.u8("share count")
 	if err := split.ValidateThreshold(h.Threshold, n); err != nil {
@@ -270,19 +330,62 @@ func ParseHeader(raw []byte) (*Header, error) {
 		}
 		h.Shares = append(h.Shares, s)
 	}
+	if version == headerV2 && r.err == nil {
+		h.Recovery = parseRecoverySplit(r)
+		if rs := h.Recovery; rs != nil {
+			copy(rs.Signature[:], raw[len(raw)-ed25519.SignatureSize:])
+		}
+	}
 	if r.err != nil {
 		return nil, r.err
 	}
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes in header", ErrInvalid, len(r.b))
 	}
-	copy(h.commitment[:], raw[len(raw)-commitSize:])
+	copy(h.commitment[:], raw[len(raw)-trailer:])
 	return h, nil
+}
+
+// parseRecoverySplit reads version 2's officers' part.
+func parseRecoverySplit(r *reader) *RecoverySplit {
+	rs := &RecoverySplit{Threshold: r.u8("officer threshold")}
+	m := r.u8("officer count")
+	if r.err == nil {
+		if err := split.ValidateThreshold(rs.Threshold, m); err != nil {
+			r.err = fmt.Errorf("%w: officers: %v", ErrInvalid, err)
+		}
+	}
+	seen := map[string]bool{}
+	for i := 1; i <= m && r.err == nil; i++ {
+		s := OfficerShare{Index: r.u8("officer share index")}
+		s.Officer = string(r.take(r.u8("officer name length"), "officer name"))
+		copy(s.RecipientID[:], r.take(recipientIDSize, "recipient id"))
+		s.Sealed = bytes.Clone(r.take(r.u16("sealed share length"), "sealed share"))
+		switch {
+		case r.err != nil:
+		case s.Index != i:
+			r.err = fmt.Errorf("%w: officer share %d has index %d", ErrInvalid, i, s.Index)
+		case kmsclients.ValidateName(s.Officer) != nil:
+			r.err = fmt.Errorf("%w: officer share %d: %v", ErrInvalid, i, kmsclients.ValidateName(s.Officer))
+		case seen[s.Officer]:
+			r.err = fmt.Errorf("%w: officer %s named twice", ErrInvalid, s.Officer)
+		case len(s.Sealed) == 0 || len(s.Sealed) > maxSealedShareSize:
+			r.err = fmt.Errorf("%w: officer share %d is %d bytes", ErrInvalid, i, len(s.Sealed))
+		}
+		seen[s.Officer] = true
+		rs.Shares = append(rs.Shares, s)
+	}
+	copy(rs.SignerID[:], r.take(signerIDSize, "signer id"))
+	if r.err != nil {
+		return nil
+	}
+	return rs
 }
 
 // verify reports whether dek is the key h, parsed from raw, commits to.
 func (h *Header) verify(raw, dek []byte) bool {
-	want := commitment(dek, raw[:len(raw)-commitSize])
+	end := len(raw) - h.trailerSize()
+	want := commitment(dek, raw[:end])
 	return hmac.Equal(want, h.commitment[:])
 }
 

@@ -30,6 +30,8 @@ func FuzzParseHeader(f *testing.F) {
 	_, s := fuzzEnvelope(f)
 	f.Add(s.Header)
 	f.Add([]byte("TRSH"))
+	bs := newLocals(f, 3)
+	f.Add(mustEncrypt(f, mustNew(f, Config{Threshold: 2, Backends: bs, Recovery: newOfficers(f, 2, 3).policy(f, bs)}), seed).Header)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		h, err := ParseHeader(raw)
 		if err != nil {
@@ -44,7 +46,11 @@ func FuzzParseHeader(f *testing.F) {
 		if err != nil {
 			t.Fatalf("parsed header does not re-encode: %v", err)
 		}
-		if !bytes.Equal(append(body, h.commitment[:]...), raw) {
+		again := append(body, h.commitment[:]...)
+		if h.Recovery != nil {
+			again = append(again, h.Recovery.Signature[:]...)
+		}
+		if !bytes.Equal(again, raw) {
 			t.Fatal("parse/encode is not a round trip")
 		}
 		_ = h.KeyID()
@@ -121,7 +127,7 @@ func FuzzForgedHeader(f *testing.F) {
 				h.Shares = append(h.Shares, WrappedShare{Index: i, Backend: bs[i-1].Name(), KeyIdentity: "local:x", Wrapped: []byte{byte(i)}})
 			}
 		}
-		raw, err := h.seal(dek)
+		raw, err := h.seal(dek, nil)
 		if err != nil {
 			return
 		}

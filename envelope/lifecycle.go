@@ -2,6 +2,8 @@ package envelope
 
 import (
 	"context"
+	"crypto/ed25519"
+	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -27,6 +29,9 @@ type lifecycle struct {
 
 	// A candidate in the state dir: recorded holds what is there, and
 	// restored what was read at start and is not opened again yet.
+	// The header signing key, once unlocked (with a [Recovery] policy).
+	signKey atomic.Pointer[ed25519.PrivateKey]
+
 	recordMu sync.Mutex
 	recorded *wrappedDEK
 	restored atomic.Pointer[wrappedDEK]
@@ -92,6 +97,12 @@ func (l *lifecycle) prepare(ctx context.Context) error {
 }
 
 func (r *rotation) prepare(ctx context.Context) error {
+	if r.cfg.Recovery != nil {
+		// Needed by the next rotation only: a failure here is retried then.
+		if _, err := r.signer(ctx); err != nil {
+			r.log.Warn("the header signing key is not unlocked; rotations wait for it", "error", err)
+		}
+	}
 	ready, raw := r.cur.stored()
 	switch {
 	case ready:
@@ -111,6 +122,20 @@ func (r *rotation) prepare(ctx context.Context) error {
 	r.setCurrent(d, OriginStored)
 	r.log.Info("current DEK unlocked", "key_id", d.keyID)
 	return nil
+}
+
+// signer returns the header signing key, unlocking it the first time.
+func (l *lifecycle) signer(ctx context.Context) (ed25519.PrivateKey, error) {
+	if k := l.signKey.Load(); k != nil {
+		return *k, nil
+	}
+	k, err := l.cfg.Recovery.SigningKey.unlock(ctx, l.open)
+	if err != nil {
+		return nil, err
+	}
+	l.signKey.Store(&k)
+	l.log.Info("header signing key unlocked", "signer_id", fmt.Sprintf("%x", SignerID(k.Public().(ed25519.PublicKey))))
+	return k, nil
 }
 
 // setCurrent makes d the current DEK.

@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"slices"
@@ -71,7 +72,16 @@ func (l *lifecycle) makeDEK(ctx context.Context, reason string) (*dek, error) {
 		l.log.Debug("DEK rotation postponed", "reason", reason, "error", err)
 		return nil, fmt.Errorf("rotation postponed: %w", err)
 	}
-	raw, err := h.seal(key)
+	var signer ed25519.PrivateKey
+	if rec := l.cfg.Recovery; rec != nil {
+		if signer, err = l.signer(ctx); err != nil {
+			return nil, fmt.Errorf("rotation postponed: %w", err)
+		}
+		if h.Recovery, err = sealOfficers(key, h, rec, signer); err != nil {
+			return nil, fmt.Errorf("rotation postponed: officers' shares: %w", err)
+		}
+	}
+	raw, err := h.seal(key, signer)
 	if err != nil {
 		return nil, fmt.Errorf("rotation postponed: %w", err)
 	}
@@ -207,6 +217,30 @@ func (l *lifecycle) differsFromConfig(h *Header, observed map[string]string) str
 	for _, s := range h.Shares {
 		if id := observed[s.Backend]; id != "" && id != s.KeyIdentity {
 			return fmt.Sprintf("backend %s key changed", s.Backend)
+		}
+	}
+	return l.recoveryDiffers(h)
+}
+
+// recoveryDiffers says how h's officers' branch differs from the
+// config's, or "".
+func (l *lifecycle) recoveryDiffers(h *Header) string {
+	rec, rs := l.cfg.Recovery, h.Recovery
+	switch {
+	case rec == nil && rs == nil:
+		return ""
+	case rec == nil:
+		return "the officers' recovery branch was removed"
+	case rs == nil:
+		return "an officers' recovery branch was added"
+	case rs.Threshold != rec.Threshold || len(rs.Shares) != len(rec.Officers):
+		return fmt.Sprintf("officers changed from %d of %d to %d of %d", rs.Threshold, len(rs.Shares), rec.Threshold, len(rec.Officers))
+	case rs.SignerID != SignerID(rec.SigningKey.Public):
+		return "the header signing key changed"
+	}
+	for i, o := range rec.Officers {
+		if s := rs.Shares[i]; s.Officer != o.Name || s.RecipientID != RecipientID(o.Recipient) {
+			return fmt.Sprintf("officer %d changed from %s to %s or its recipient changed", i+1, s.Officer, o.Name)
 		}
 	}
 	return ""

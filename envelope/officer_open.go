@@ -1,0 +1,260 @@
+package envelope
+
+import (
+	"cmp"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"filippo.io/age"
+
+	"github.com/trousseau-io/trousseau/split"
+)
+
+// ErrRefusedSignature: recovery through the officers refused a header
+// whose signature does not verify against the packet's keys.
+var ErrRefusedSignature = errors.New("header signature not verified")
+
+// OfficerKeyringConfig says what recovery through the officers may use.
+type OfficerKeyringConfig struct {
+	// Identities open officers' shares: officers' own identities, and the
+	// recovery operator's for [ShareTransfer]s sealed to it.
+	Identities []age.Identity
+	// Trusted are the signing public keys of the officers' packet.
+	Trusted []ed25519.PublicKey
+	// AcceptUnsigned opens headers whose signature does not verify; each
+	// is reported.
+	AcceptUnsigned bool
+	Transfers      []*ShareTransfer
+}
+
+// OfficerKeyring decrypts through the officers' branch only: no
+// custodian is asked. It is safe for concurrent use.
+type OfficerKeyring struct {
+	cfg       OfficerKeyringConfig
+	transfers map[transferKey][][]byte
+
+	mu      sync.Mutex
+	byRaw   map[string]*officerDEK
+	reports []*OfficerReport
+}
+
+type transferKey struct {
+	dekID [dekIDSize]byte
+	index int
+}
+
+// OfficerReport is how one DEK did through the officers.
+type OfficerReport struct {
+	KeyID     string
+	Signature Signature
+	Officers  int      // m, 0 if the header has no officers' branch
+	Threshold int      // k'
+	Opened    []string // officers whose share opened, in header order
+	Err       error    // why it could not be opened, nil if it was
+}
+
+type officerDEK struct {
+	d   *dek
+	err error
+}
+
+// maxOfficerHeaders bounds the headers remembered; past it, each object
+// under a further header opens its header again.
+const maxOfficerHeaders = 1 << 16
+
+// NewOfficerKeyring checks cfg.
+func NewOfficerKeyring(cfg OfficerKeyringConfig) (*OfficerKeyring, error) {
+	if len(cfg.Identities) == 0 {
+		return nil, errors.New("no officer identity given")
+	}
+	if len(cfg.Trusted) == 0 && !cfg.AcceptUnsigned {
+		return nil, errors.New("no signing public key to check headers against: give the officers' packet")
+	}
+	k := &OfficerKeyring{cfg: cfg, transfers: map[transferKey][][]byte{}, byRaw: map[string]*officerDEK{}}
+	for _, t := range cfg.Transfers {
+		for _, s := range t.Shares {
+			id, err := hex.DecodeString(s.DEKID)
+			if err != nil || len(id) != dekIDSize {
+				return nil, fmt.Errorf("share transfer of %s: dekID %q is not %d hex bytes", t.Officer, s.DEKID, dekIDSize)
+			}
+			key := transferKey{[dekIDSize]byte(id), s.Index}
+			k.transfers[key] = append(k.transfers[key], s.Sealed)
+		}
+	}
+	return k, nil
+}
+
+// Decrypt opens ciphertext under header's DEK, found through the officers.
+func (k *OfficerKeyring) Decrypt(ctx context.Context, ciphertext, header []byte) ([]byte, error) {
+	if err := checkCiphertext(ciphertext); err != nil {
+		return nil, err
+	}
+	d, err := k.dekFor(ctx, header)
+	if err != nil {
+		return nil, err
+	}
+	return d.open(ciphertext)
+}
+
+func (k *OfficerKeyring) dekFor(ctx context.Context, raw []byte) (*dek, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock() // one header at a time: age unwraps are fast and local
+	if got := k.byRaw[string(raw)]; got != nil {
+		return got.d, got.err
+	}
+	d, rep := k.open(ctx, raw)
+	if len(k.byRaw) < maxOfficerHeaders {
+		k.byRaw[string(raw)] = &officerDEK{d, rep.Err}
+		k.reports = append(k.reports, rep)
+	}
+	return d, rep.Err
+}
+
+// Reports says how each DEK seen did, in the order first seen.
+func (k *OfficerKeyring) Reports() []OfficerReport {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]OfficerReport, len(k.reports))
+	for i, r := range k.reports {
+		out[i] = *r
+	}
+	return out
+}
+
+// open recovers raw's DEK from the officers' shares the identities open.
+func (k *OfficerKeyring) open(ctx context.Context, raw []byte) (*dek, *OfficerReport) {
+	rep := &OfficerReport{}
+	h, err := ParseHeader(raw)
+	if err != nil {
+		rep.Err = err
+		return nil, rep
+	}
+	rep.KeyID = h.KeyID()
+	rs := h.Recovery
+	if rs == nil {
+		rep.Err = fmt.Errorf("DEK %s has no officers' branch (made without a recovery policy): only its custodians can open it", rep.KeyID)
+		return nil, rep
+	}
+	rep.Officers, rep.Threshold = len(rs.Shares), rs.Threshold
+	rep.Signature = CheckSignature(raw, h, k.cfg.Trusted)
+	if rep.Signature != SignatureValid && !k.cfg.AcceptUnsigned {
+		rep.Err = fmt.Errorf("%w: DEK %s is %s; refused (anyone with the officers' public recipients can build such a header; --accept-unsigned opens it anyway)", ErrRefusedSignature, rep.KeyID, rep.Signature)
+		return nil, rep
+	}
+	shares, opened := k.openShares(h)
+	defer func() {
+		for _, s := range shares {
+			s.Wipe()
+		}
+	}()
+	rep.Opened = opened
+	if len(shares) < rs.Threshold {
+		rep.Err = fmt.Errorf("DEK %s needs %d officers' shares, the identities given open %d (%v)", rep.KeyID, rs.Threshold, len(shares), opened)
+		return nil, rep
+	}
+	dec, err := split.Decode(ctx, shares, func(secret []byte) bool { return h.verify(raw, secret) })
+	if err == nil && dec.Secret == nil {
+		err = fmt.Errorf("%w: the officers' shares of DEK %s do not combine to its key", ErrInvalid, rep.KeyID)
+	}
+	if err != nil {
+		rep.Err = err
+		return nil, rep
+	}
+	defer clear(dec.Secret)
+	d, err := newDEK(dec.Secret, raw, h)
+	rep.Err = err
+	return d, rep
+}
+
+// openShares opens every officer's share it can, sealed in the header or
+// transferred.
+func (k *OfficerKeyring) openShares(h *Header) (shares []split.Share, opened []string) {
+	for i, s := range h.Recovery.Shares {
+		candidates := append([][]byte{s.Sealed}, k.transfers[transferKey{h.DEKID, i + 1}]...)
+		for _, sealed := range candidates {
+			framed, err := OpenOfficerShare(h, i+1, sealed, k.cfg.Identities)
+			if err != nil {
+				continue
+			}
+			sh, err := split.Parse(framed, dekSize)
+			clear(framed)
+			if err != nil || sh.Index != i+1 || sh.Threshold != h.Recovery.Threshold {
+				continue
+			}
+			shares, opened = append(shares, sh), append(opened, s.Officer)
+			break
+		}
+	}
+	return shares, opened
+}
+
+// ShareTransfer carries one officer's shares, opened on their air-gapped
+// machine and sealed again to the recovery operator's recipient, so that
+// no officer's identity leaves its officer.
+type ShareTransfer struct {
+	Version   int                `json:"version"`
+	Officer   string             `json:"officer"`
+	Recipient string             `json:"recipient"` // the operator's
+	Shares    []TransferredShare `json:"shares"`
+}
+
+// TransferredShare is one DEK's share in a [ShareTransfer].
+type TransferredShare struct {
+	KeyID  string `json:"keyID"`
+	DEKID  string `json:"dekID"` // hex
+	Index  int    `json:"index"`
+	Sealed []byte `json:"sealed"` // the bound share, sealed to Recipient
+}
+
+const shareTransferVersion = 1
+
+// TransferShares opens, with an officer's identities, that officer's
+// share of each header and seals it to the operator's recipient. Headers
+// without a share for those identities are skipped.
+func TransferShares(officer string, headers [][]byte, ids []age.Identity, operator string) (*ShareTransfer, error) {
+	to, err := ParseRecipient(operator)
+	if err != nil {
+		return nil, fmt.Errorf("operator's recipient: %w", err)
+	}
+	t := &ShareTransfer{Version: shareTransferVersion, Officer: officer, Recipient: operator}
+	seen := map[string]bool{}
+	for _, raw := range headers {
+		h, err := ParseHeader(raw)
+		if err != nil || h.Recovery == nil || seen[string(raw)] {
+			continue
+		}
+		seen[string(raw)] = true
+		for i, s := range h.Recovery.Shares {
+			if officer != "" && s.Officer != officer {
+				continue
+			}
+			framed, err := OpenOfficerShare(h, i+1, s.Sealed, ids)
+			if err != nil {
+				continue
+			}
+			pt := officerPlaintext(h.DEKID, i+1, h.Recovery.Threshold, len(h.Recovery.Shares), s.Officer, framed)
+			clear(framed)
+			sealed, err := ageSeal(pt, to)
+			clear(pt)
+			if err != nil {
+				return nil, err
+			}
+			t.Shares = append(t.Shares, TransferredShare{KeyID: h.KeyID(), DEKID: hex.EncodeToString(h.DEKID[:]), Index: i + 1, Sealed: sealed})
+			if t.Officer == "" {
+				t.Officer = s.Officer
+			}
+		}
+	}
+	slices.SortFunc(t.Shares, func(a, b TransferredShare) int {
+		return cmp.Or(cmp.Compare(a.DEKID, b.DEKID), cmp.Compare(a.Index, b.Index))
+	})
+	if len(t.Shares) == 0 {
+		return nil, errors.New("the identities open no officer's share of any DEK given")
+	}
+	return t, nil
+}

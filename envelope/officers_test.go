@@ -1,0 +1,337 @@
+package envelope
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+
+	"filippo.io/age"
+
+	"github.com/trousseau-io/trousseau/kmsclients"
+)
+
+// officers is a test's set of officers: identities and the policy.
+type officers struct {
+	ids       []age.Identity
+	threshold int
+	list      []Officer
+}
+
+// newOfficers makes m officers, the last one with a hybrid
+// (post-quantum) recipient, the others X25519.
+func newOfficers(t testing.TB, k, m int) *officers {
+	t.Helper()
+	o := &officers{threshold: k}
+	for i := range m {
+		var id age.Identity
+		var recipient string
+		if i == m-1 {
+			h, err := age.GenerateHybridIdentity()
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, recipient = h, h.Recipient().String()
+		} else {
+			x, err := age.GenerateX25519Identity()
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, recipient = x, x.Recipient().String()
+		}
+		o.ids = append(o.ids, id)
+		o.list = append(o.list, Officer{Name: string(rune('a'+i)) + "-officer", Recipient: recipient})
+	}
+	return o
+}
+
+// policy makes a signing key over signers (2 of them needed) and the policy.
+func (o *officers) policy(t testing.TB, signers []kmsclients.Backend) *Recovery {
+	t.Helper()
+	sk, err := mustNew(t, Config{Threshold: 2, Backends: signers}).MakeSigningKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Recovery{Threshold: o.threshold, Officers: o.list, SigningKey: sk}
+}
+
+func officerKeyring(t *testing.T, rec *Recovery, ids ...age.Identity) *OfficerKeyring {
+	t.Helper()
+	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: ids, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestOfficersRecoverWithoutAnyCustodian(t *testing.T) {
+	ss := wrapSwitchable(newLocals(t, 3))
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, asBackends(ss))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(ss), Recovery: rec})
+	s := mustEncrypt(t, e, seed)
+	h, err := ParseHeader(s.Header)
+	if err != nil || h.Recovery == nil || len(h.Recovery.Shares) != 3 {
+		t.Fatalf("header has no officers' branch: %v", err)
+	}
+	for _, b := range ss {
+		b.down.Store(true)
+	}
+	calls := ss[0].calls.Load() + ss[1].calls.Load() + ss[2].calls.Load()
+
+	for _, pair := range [][]int{{0, 1}, {0, 2}, {1, 2}} {
+		k := officerKeyring(t, rec, o.ids[pair[0]], o.ids[pair[1]])
+		pt, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+		if err != nil || !bytes.Equal(pt, seed) {
+			t.Fatalf("officers %v: %v", pair, err)
+		}
+		r := k.Reports()
+		if len(r) != 1 || r[0].Signature != SignatureValid || len(r[0].Opened) != 2 || r[0].KeyID != s.KeyID {
+			t.Fatalf("officers %v: report %+v", pair, r)
+		}
+	}
+	one := officerKeyring(t, rec, o.ids[2])
+	if _, err := one.Decrypt(ctxT(t), s.Ciphertext, s.Header); err == nil || !strings.Contains(err.Error(), "needs 2 officers' shares, the identities given open 1") {
+		t.Fatalf("one officer: %v", err)
+	}
+	if now := ss[0].calls.Load() + ss[1].calls.Load() + ss[2].calls.Load(); now != calls {
+		t.Fatalf("custodians were asked %d times through the officers", now-calls)
+	}
+}
+
+// forge builds what an etcd writer can: a header for a DEK of its choice
+// whose officers' shares are sealed to the officers' public recipients,
+// signed with a key of its own (or not at all), and an object under it.
+func forge(t *testing.T, genuine []byte, rec *Recovery, signer ed25519.PrivateKey) (header, ciphertext []byte) {
+	t.Helper()
+	unsigned := signer == nil
+	if unsigned {
+		_, signer, _ = ed25519.GenerateKey(rand.Reader)
+	}
+	g, err := ParseHeader(genuine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, dekSize)
+	rand.Read(key)
+	h := &Header{Threshold: g.Threshold, Generation: g.Generation + 1, Created: g.Created, Shares: g.Shares}
+	rand.Read(h.DEKID[:])
+	if h.Recovery, err = sealOfficers(key, h, rec, signer); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := h.seal(key, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unsigned {
+		clear(raw[len(raw)-ed25519.SignatureSize-commitSize-signerIDSize : len(raw)-ed25519.SignatureSize-commitSize])
+		clear(raw[len(raw)-ed25519.SignatureSize:])
+		raw = bytes.Clone(raw[:len(raw)-ed25519.SignatureSize-commitSize])
+		raw = append(raw, commitment(key, raw)...)
+		raw = append(raw, make([]byte, ed25519.SignatureSize)...)
+		if h, err = ParseHeader(raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := newDEK(key, raw, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := d.seal([]byte("planted by the attacker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, ct
+}
+
+func TestForgedHeaderRefusedThroughOfficers(t *testing.T) {
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	e := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	_, attacker, _ := ed25519.GenerateKey(rand.Reader)
+
+	byOwnKey, ct := forge(t, e.Header, rec, attacker)
+	unsigned, unsignedCT := forge(t, e.Header, rec, nil)
+	// The genuine key's id with the attacker's signature.
+	wrongSig := bytes.Clone(byOwnKey)
+	id := SignerID(rec.SigningKey.Public)
+	copy(wrongSig[len(wrongSig)-ed25519.SignatureSize-commitSize-signerIDSize:], id[:])
+	// A genuine header with one officer's share replaced.
+	tampered := bytes.Clone(e.Header)
+	tampered[len(tampered)-ed25519.SignatureSize-commitSize-signerIDSize-5] ^= 1
+
+	for name, c := range map[string]struct {
+		raw, ct []byte
+		want    Signature
+	}{
+		"signed by the attacker's key": {byOwnKey, ct, SignatureUnknown},
+		"unsigned":                     {unsigned, unsignedCT, SignatureNone},
+		"claiming the genuine key":     {wrongSig, ct, SignatureInvalid},
+		"genuine, then changed":        {tampered, e.Ciphertext, SignatureInvalid},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p, err := ParseHeader(c.raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := CheckSignature(c.raw, p, []ed25519.PublicKey{rec.SigningKey.Public}); got != c.want {
+				t.Fatalf("signature %s, want %s", got, c.want)
+			}
+			k := officerKeyring(t, rec, o.ids...)
+			_, err = k.Decrypt(ctxT(t), c.ct, c.raw)
+			if !errors.Is(err, ErrRefusedSignature) {
+				t.Fatalf("recovery through officers opened it: %v", err)
+			}
+		})
+	}
+	// The forge itself works: only the signature stands in its way.
+	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: o.ids, AcceptUnsigned: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := k.Decrypt(ctxT(t), unsignedCT, unsigned)
+	if err != nil || string(pt) != "planted by the attacker" {
+		t.Fatalf("with --accept-unsigned: %q, %v", pt, err)
+	}
+	if r := k.Reports(); r[0].Signature != SignatureNone {
+		t.Fatalf("report %+v", r[0])
+	}
+}
+
+func TestOfficerShareBoundToItsPlace(t *testing.T) {
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	e := mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec})
+	a := mustEncrypt(t, e, seed)
+	if err := e.Rotate(ctxT(t), "test"); err != nil {
+		t.Fatal(err)
+	}
+	b := mustEncrypt(t, e, seed)
+	ha, _ := ParseHeader(a.Header)
+	hb, _ := ParseHeader(b.Header)
+	if _, err := OpenOfficerShare(hb, 1, ha.Recovery.Shares[0].Sealed, o.ids); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a share of another DEK opened: %v", err)
+	}
+	if _, err := OpenOfficerShare(ha, 2, ha.Recovery.Shares[0].Sealed, o.ids); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a share in another place opened: %v", err)
+	}
+	if _, err := OpenOfficerShare(ha, 1, ha.Recovery.Shares[0].Sealed, o.ids); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestShareTransferToTheOperator(t *testing.T) {
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	e := mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec})
+	s := mustEncrypt(t, e, seed)
+	operator, _ := age.GenerateX25519Identity()
+
+	var transfers []*ShareTransfer
+	for _, i := range []int{0, 2} {
+		tr, err := TransferShares("", [][]byte{s.Header, s.Header}, []age.Identity{o.ids[i]}, operator.Recipient().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.Officer != o.list[i].Name || len(tr.Shares) != 1 || tr.Shares[0].Index != i+1 {
+			t.Fatalf("transfer %+v", tr)
+		}
+		transfers = append(transfers, tr)
+	}
+	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: []age.Identity{operator}, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}, Transfers: transfers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	if err != nil || !bytes.Equal(pt, seed) {
+		t.Fatalf("through transfers: %v", err)
+	}
+	// A transferred share moved to another place does not count.
+	transfers[1].Shares[0].Index = 2
+	k, _ = NewOfficerKeyring(OfficerKeyringConfig{Identities: []age.Identity{operator}, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}, Transfers: transfers})
+	if _, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header); err == nil {
+		t.Fatal("a share moved to another index was used")
+	}
+}
+
+func TestSigningKeyFile(t *testing.T) {
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	b, err := MarshalSigningKey(rec.SigningKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseSigningKey("sign.json", b)
+	if err != nil || !bytes.Equal(back.Public, rec.SigningKey.Public) {
+		t.Fatalf("round trip: %v", err)
+	}
+	e := mustNew(t, Config{Threshold: 2, Backends: bs})
+	if _, err := back.unlock(ctxT(t), e.open); err != nil {
+		t.Fatal(err)
+	}
+	// A file whose public key is another's does not unlock: headers would
+	// be signed by a key the packet does not hold.
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	back.Public = other
+	if _, err := back.unlock(ctxT(t), e.open); err == nil || !strings.Contains(err.Error(), "does not match its public key") {
+		t.Fatalf("mismatched public key: %v", err)
+	}
+	// Its header is never a DEK to adopt (generation 0).
+	h, _ := ParseHeader(rec.SigningKey.Wrapped)
+	if h.Generation != 0 {
+		t.Fatalf("generation %d", h.Generation)
+	}
+	for _, bad := range []string{`{"version":2}`, `{"version":1,"publicKey":"AAAA"}`, `nope`} {
+		if _, err := ParseSigningKey("sign.json", []byte(bad)); err == nil || !strings.Contains(err.Error(), "sign.json") {
+			t.Fatalf("%s: %v", bad, err)
+		}
+	}
+}
+
+func TestOfficerPolicyChangeRotates(t *testing.T) {
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	dir := t.TempDir()
+	e := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Recovery: rec})
+	if reason := e.life.configChange(); reason != "" {
+		t.Fatalf("own DEK differs from config: %s", reason)
+	}
+	first := e.KeyID()
+	changed := *rec
+	changed.Officers = append([]Officer(nil), rec.Officers...)
+	x, _ := age.GenerateX25519Identity()
+	changed.Officers[1].Recipient = x.Recipient().String()
+	for name, r := range map[string]*Recovery{"recipient changed": &changed, "branch removed": nil} {
+		e2 := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: dir, Recovery: r})
+		if e2.KeyID() == first {
+			t.Fatalf("%s: the DEK was not replaced", name)
+		}
+	}
+}
+
+func TestOfficerPolicyValidation(t *testing.T) {
+	o := newOfficers(t, 2, 3)
+	sk := &SigningKey{}
+	for name, c := range map[string]struct {
+		r    Recovery
+		want string
+	}{
+		"threshold above m": {Recovery{Threshold: 4, Officers: o.list, SigningKey: sk}, "threshold 4 is larger than the number of officers 3"},
+		"same name twice":   {Recovery{Threshold: 2, Officers: []Officer{o.list[0], o.list[0]}, SigningKey: sk}, "named twice"},
+		"not a recipient":   {Recovery{Threshold: 1, Officers: []Officer{{Name: "x", Recipient: "ssh-ed25519 AAAA"}}, SigningKey: sk}, "recovery.officers[0].recipient (x): ssh-ed25519 ... is not an age recipient"},
+		"plugin recipient":  {Recovery{Threshold: 1, Officers: []Officer{{Name: "x", Recipient: "age1yubikey1qwerty"}}, SigningKey: sk}, "age plugin recipient"},
+		"no signing key":    {Recovery{Threshold: 1, Officers: o.list[:1]}, "no signing key"},
+	} {
+		if err := c.r.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+}
