@@ -156,6 +156,9 @@ func (o *configCheckOptions) check(ctx context.Context, r *checkReport, cfg *con
 		return
 	}
 	defer kmsclients.CloseAll(backends)
+	if _, err := cfg.RecoveryPolicy(); err != nil {
+		r.Invalid = append(r.Invalid, err.Error())
+	}
 	if cfg.Threshold == 1 {
 		r.Warnings = append(r.Warnings, "threshold 1 means no threshold custody: every backend holds the whole DEK and any one of them can decrypt.")
 	}

@@ -211,9 +211,13 @@ func (o *serveOptions) run(parent context.Context) (err error) {
 
 func newPlugin(cfg *config.Config, backends []kmsclients.Backend, log *slog.Logger) (*grpcserver.Plugin, error) {
 	metrics := grpcserver.NewMetrics(grpcserver.WithVersion(buildVersion()))
+	recovery, err := cfg.RecoveryPolicy()
+	if err != nil {
+		return nil, err
+	}
 	env, err := envelope.New(envelope.Config{
 		Threshold: cfg.Threshold, MinThreshold: cfg.ThresholdFloor(), Backends: backends, StateDir: cfg.StateDir,
-		MaxAge: cfg.MaxAge(), Logger: log, Observer: metrics,
+		MaxAge: cfg.MaxAge(), Logger: log, Observer: metrics, Recovery: recovery,
 	})
 	if err != nil {
 		return nil, err

@@ -48,6 +48,7 @@ type Config struct {
 	Health       Health    `json:"health,omitzero"`
 	Rotation     Rotation  `json:"rotation,omitzero"`
 	Log          Log       `json:"log,omitzero"`
+	Recovery     *Recovery `json:"recovery,omitempty"`
 }
 
 // SocketPermissions lets a kube-apiserver of another user reach the socket.
@@ -176,6 +177,7 @@ func (c *Config) Validate() error {
 	c.validateThreshold(&p)
 	c.validateBackends(&p)
 	c.validateHealth(&p)
+	c.validateRecovery(&p)
 	if d := c.MaxAge(); d != 0 && d < MinMaxAge {
 		p.add("rotation.maxAge", "must be 0s (off) or at least %s, got %s: each rotation makes every stored object stale", MinMaxAge, d)
 	}
