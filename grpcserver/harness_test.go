@@ -41,6 +41,8 @@ type harness struct {
 	now func() time.Time
 	// configure, if set, is called with the plugin before it runs.
 	configure func(*grpcserver.Plugin)
+	// recovery, if set, is the envelope's officers' policy.
+	recovery *envelope.Recovery
 }
 
 func newHarness(t testing.TB) *harness {
@@ -93,7 +95,7 @@ func (h *harness) tryStart() error {
 	h.logs = &testutil.Buffer{}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.metrics = grpcserver.NewMetrics()
-	env, err := envelope.New(envelope.Config{Threshold: 2, Backends: backends, StateDir: h.stateDir, Logger: log, Observer: h.metrics})
+	env, err := envelope.New(envelope.Config{Threshold: 2, Backends: backends, StateDir: h.stateDir, Logger: log, Observer: h.metrics, Recovery: h.recovery})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,7 @@ type Metrics struct {
 	adopted        prometheus.Counter
 	generation     prometheus.Gauge
 	custodyMargin  *prometheus.GaugeVec
+	officerMargin  *prometheus.GaugeVec
 	currentInfo    *prometheus.GaugeVec
 	shareOK        *prometheus.GaugeVec
 	shareMismatch  *prometheus.CounterVec
@@ -127,6 +128,10 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 		Name: "trousseau_dek_custody_margin",
 		Help: "Backends whose share of the current DEK checked out at the last probe, minus k: at 0, one more loss makes it unrecoverable. Labelled with the DEK's key_id_hash (the stored DEK's while it is not unlocked yet); absent while there is none or its drill failed.",
 	}, []string{"key_id_hash"})
+	m.officerMargin = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "trousseau_dek_officer_margin",
+		Help: "Officers of the current DEK's recovery branch minus k' (officers are offline, never down: this is the policy's margin). Absent without a recovery branch.",
+	}, []string{"key_id_hash"})
 	m.currentInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "trousseau_dek_current_info",
 		Help: "1 for the current DEK: its key_id_hash (kube-apiserver's hash of the key_id, the same on every node once they agree) and origin (made, stored or adopted).",
@@ -146,7 +151,7 @@ func NewMetrics(opts ...MetricsOption) *Metrics {
 	m.reachable = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_backends_reachable", Help: "Backends that answered the last probe."})
 	m.healthy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "trousseau_healthy", Help: "1 when Status reports ok."})
 	for _, c := range []prometheus.Collector{m.requests, m.requestSeconds, m.backendOps, m.backendSeconds, m.backendUp,
-		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.currentInfo, m.shareOK, m.shareMismatch, m.currentSince, m.pendingSince, m.threshold, m.reachable, m.healthy,
+		m.cacheLookups, m.rotations, m.unusable, m.adopted, m.generation, m.custodyMargin, m.officerMargin, m.currentInfo, m.shareOK, m.shareMismatch, m.currentSince, m.pendingSince, m.threshold, m.reachable, m.healthy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -231,6 +236,10 @@ func (m *Metrics) observeProbe(s Snapshot) {
 			}
 			m.shareOK.WithLabelValues(sh.Backend).Set(ok)
 		}
+	}
+	m.officerMargin.Reset()
+	if o := s.Officers; o != nil && s.Current.KeyID != "" {
+		m.officerMargin.WithLabelValues(KeyIDHash(s.Current.KeyID)).Set(float64(o.Officers - o.Threshold))
 	}
 	m.currentInfo.Reset()
 	if !s.Current.Since.IsZero() {

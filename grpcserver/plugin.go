@@ -172,6 +172,9 @@ func (p *Plugin) httpHandler() http.Handler {
 		// Live, like Status's key_id.
 		if c := p.env.CurrentInfo(); c.KeyID != "" {
 			fmt.Fprintf(w, "current DEK: %s, generation %d, %s at %s\n", c.KeyID, c.Generation, c.Origin, c.Since.UTC().Format(time.RFC3339))
+			if o := officerBranch(p.env.Current()); o != nil {
+				fmt.Fprintf(w, "recovery branch: %s\n", o)
+			}
 		}
 		for _, warning := range s.Warnings(p.prober.now()) {
 			fmt.Fprintln(w, "warning: "+warning)

@@ -43,6 +43,25 @@ type Snapshot struct {
 	PendingSince    time.Time // when RotationPending last became non-empty
 	Current         envelope.CurrentInfo
 	Custody         *envelope.DEKCheck // last drill of the current DEK
+	Officers        *OfficerBranch     // the current DEK's; nil without one
+}
+
+// OfficerBranch is the current DEK's recovery branch: no officer is ever
+// down, so its margin is the policy's, m - k'.
+type OfficerBranch struct {
+	Threshold, Officers int
+	SignerID            string // hex
+}
+
+func officerBranch(h *envelope.Header) *OfficerBranch {
+	if h == nil || h.Recovery == nil {
+		return nil
+	}
+	return &OfficerBranch{Threshold: h.Recovery.Threshold, Officers: len(h.Recovery.Shares), SignerID: fmt.Sprintf("%x", h.Recovery.SignerID)}
+}
+
+func (b *OfficerBranch) String() string {
+	return fmt.Sprintf("%d of %d officers (margin %d), headers signed by %s", b.Threshold, b.Officers, b.Officers-b.Threshold, b.SignerID)
 }
 
 // RotationOverdue is how long a rotation may stay postponed before
@@ -194,7 +213,7 @@ func (p *Prober) ProbeOnce(ctx context.Context, forceRotate bool) {
 	pending := p.maintainDEK(ctx, reachable, len(results), identities, p.requested.Load())
 	s := Snapshot{Backends: results, Reachable: reachable, Threshold: p.env.Threshold(),
 		Ready: p.env.Ready(), KeyID: p.env.KeyID(), RotationPending: pending.public, pendingDetail: pending.detail,
-		Current: p.env.CurrentInfo(), Custody: p.drillCurrent(ctx)}
+		Current: p.env.CurrentInfo(), Custody: p.drillCurrent(ctx), Officers: officerBranch(p.env.Current())}
 	s.Healthz = healthz(s)
 	p.mu.Lock()
 	old := p.snap

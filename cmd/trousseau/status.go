@@ -107,11 +107,13 @@ type statusReport struct {
 
 // healthDetail is what /readyz says after its first line.
 type healthDetail struct {
-	Address    string   `json:"address"`
-	Ready      bool     `json:"ready"`
-	CurrentDEK string   `json:"currentDEK,omitempty"` // "KEY_ID, generation N, made at TIME"
-	Warnings   []string `json:"warnings"`
-	Error      string   `json:"error,omitempty"` // the endpoint did not answer
+	Address    string `json:"address"`
+	Ready      bool   `json:"ready"`
+	CurrentDEK string `json:"currentDEK,omitempty"` // "KEY_ID, generation N, made at TIME"
+	// RecoveryBranch: "K of M officers (margin N), headers signed by ID".
+	RecoveryBranch string   `json:"recoveryBranch,omitempty"`
+	Warnings       []string `json:"warnings"`
+	Error          string   `json:"error,omitempty"` // the endpoint did not answer
 }
 
 func (o *statusOptions) run(ctx context.Context) error {
@@ -154,6 +156,9 @@ func (r *statusReport) writeText(out io.Writer) {
 		if h.CurrentDEK != "" {
 			fmt.Fprintf(out, "current DEK: %s\n", h.CurrentDEK)
 		}
+		if h.RecoveryBranch != "" {
+			fmt.Fprintf(out, "recovery branch: %s\n", h.RecoveryBranch)
+		}
 		for _, w := range h.Warnings {
 			fmt.Fprintf(out, "warning: %s\n", w)
 		}
@@ -181,6 +186,8 @@ func readHealth(ctx context.Context, addr string) *healthDetail {
 		line := sc.Text()
 		if dek, ok := strings.CutPrefix(line, "current DEK: "); ok && !first {
 			h.CurrentDEK = dek
+		} else if b, ok := strings.CutPrefix(line, "recovery branch: "); ok && !first {
+			h.RecoveryBranch = b
 		} else if w, ok := strings.CutPrefix(line, "warning: "); ok && !first {
 			h.Warnings = append(h.Warnings, w)
 		}

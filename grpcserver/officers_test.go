@@ -1,0 +1,70 @@
+package grpcserver_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"filippo.io/age"
+
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/kmsclients/local"
+)
+
+// The recovery branch's margin shows in /readyz (and so in `trousseau
+// status`) and in metrics, beside the custodians'.
+func TestOfficerBranchShows(t *testing.T) {
+	h := newHarness(t)
+	var backends []kmsclients.Backend
+	for i, p := range h.keys {
+		b, err := local.New(context.Background(), fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		backends = append(backends, b)
+	}
+	maker, err := envelope.New(envelope.Config{Threshold: 2, Backends: backends})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := maker.MakeSigningKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &envelope.Recovery{Threshold: 2, SigningKey: sk}
+	for _, name := range []string{"ana", "bo", "cy"} {
+		id, _ := age.GenerateX25519Identity()
+		rec.Officers = append(rec.Officers, envelope.Officer{Name: name, Recipient: id.Recipient().String()})
+	}
+	h.recovery = rec
+	h.start()
+	h.probe()
+	signer := envelope.SignerID(sk.Public)
+	_, body := get(t, "http://"+h.plugin.HTTPAddr()+"/readyz")
+	if want := fmt.Sprintf("recovery branch: 2 of 3 officers (margin 1), headers signed by %x", signer); !strings.Contains(body, want) {
+		t.Fatalf("/readyz lacks %q:\n%s", want, body)
+	}
+	_, metrics := get(t, "http://"+h.plugin.HTTPAddr()+"/metrics")
+	if !strings.Contains(metrics, "trousseau_dek_officer_margin{key_id_hash=") || !strings.Contains(metrics, "} 1\n") {
+		t.Fatalf("no officer margin in metrics")
+	}
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "trousseau_dek_officer_margin{") && !strings.HasSuffix(line, " 1") {
+			t.Fatalf("officer margin: %s", line)
+		}
+	}
+}
+
+// Without a policy there is no branch to show, and no series.
+func TestNoOfficerBranchShowsNothing(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.probe()
+	_, body := get(t, "http://"+h.plugin.HTTPAddr()+"/readyz")
+	_, metrics := get(t, "http://"+h.plugin.HTTPAddr()+"/metrics")
+	if strings.Contains(body, "recovery branch") || strings.Contains(metrics, "trousseau_dek_officer_margin{") {
+		t.Fatalf("a branch shows without a policy:\n%s", body)
+	}
+}
