@@ -201,3 +201,25 @@ func warmWithADarkBackend(b *testing.B) (sw []*switchable, e *Envelope, s Sealed
 	sw[2].hang.Store(true)
 	return sw, e, s
 }
+
+// BenchmarkDecryptWarmWithOfficers: a warm Decrypt under a version 2
+// header (three officers, one post-quantum: a header ~10x larger) against
+// one under a version 1 header, same backends (x-without-officers near 1).
+func BenchmarkDecryptWarmWithOfficers(b *testing.B) {
+	bs := newLocals(b, 3)
+	plain := mustNew(b, Config{Threshold: 2, Backends: bs})
+	withOfficers := mustNew(b, Config{Threshold: 2, Backends: bs, Recovery: newOfficers(b, 2, 3).policy(b, bs)})
+	s1, s2 := mustEncrypt(b, plain, seed), mustEncrypt(b, withOfficers, seed)
+	ctx := context.Background()
+	interleave(b, "without-officers", func() {
+		if _, err := withOfficers.Decrypt(ctx, s2.Ciphertext, s2.Header); err != nil {
+			b.Fatal(err)
+		}
+	}, func() {
+		if _, err := plain.Decrypt(ctx, s1.Ciphertext, s1.Header); err != nil {
+			b.Fatal(err)
+		}
+	})
+	b.ReportMetric(float64(len(s2.Header)), "header-bytes")
+	b.ReportMetric(float64(len(s1.Header)), "v1-header-bytes")
+}
