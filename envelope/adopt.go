@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"time"
 )
 
@@ -54,7 +55,7 @@ func (l *lifecycle) considerAdoption(d *dek) {
 	if last != 0 && time.Duration(now-last) < adoptRetry || !d.adoptTried.CompareAndSwap(last, now) {
 		return
 	}
-	if reason := l.notAdoptable(d.parsed); reason != "" {
+	if reason := l.notAdoptable(d.header, d.parsed); reason != "" {
 		l.log.Debug("a newer DEK was seen but is not adopted", "key_id", d.keyID, "reason", reason)
 		return
 	}
@@ -171,9 +172,14 @@ func (l *lifecycle) reopen(w *wrappedDEK) {
 // notAdoptable says why this node could not have made h, or "". An
 // adopted DEK seals new writes and anyone who writes etcd can plant one,
 // so it must match config and probed keys, with k custodians proving it.
-func (l *lifecycle) notAdoptable(h *Header) string {
+func (l *lifecycle) notAdoptable(raw []byte, h *Header) string {
 	if reason := l.differsFromConfig(h, l.probes.keys()); reason != "" {
 		return "this node would not make it: " + reason
+	}
+	if rec := l.cfg.Recovery; rec != nil {
+		if sig := CheckSignature(raw, h, []ed25519.PublicKey{rec.SigningKey.Public}); sig != SignatureValid {
+			return "its header signature is " + sig.String()
+		}
 	}
 	if secret, _ := countSecretKey(l.cfg.Backends); secret < l.cfg.Threshold {
 		return "fewer than k backends are known to wrap with a secret key, so no DEK is proof of authorship"

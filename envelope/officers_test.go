@@ -8,10 +8,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 
 	"github.com/trousseau-io/trousseau/kmsclients"
+	"github.com/trousseau-io/trousseau/split"
 )
 
 // officers is a test's set of officers: identities and the policy.
@@ -334,4 +336,66 @@ func TestOfficerPolicyValidation(t *testing.T) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
 	}
+}
+
+// Two nodes with the same policy agree on one DEK as without officers;
+// a header of the right shape but not signed by the nodes' key is not
+// adopted, even though k custodians open it.
+func TestNodesWithOfficersAdoptOnlySignedDEKs(t *testing.T) {
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	a := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: t.TempDir(), Recovery: rec})
+	b := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: t.TempDir(), Recovery: rec})
+	if err := a.Rotate(ctxT(t), "test"); err != nil {
+		t.Fatal(err)
+	}
+	s := mustEncrypt(t, a, seed)
+	if _, err := b.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil {
+		t.Fatal(err)
+	}
+	waitKeyID(t, b, s.KeyID)
+
+	// Whoever holds k custodians but not the signing key can wrap a DEK
+	// that names the nodes' key; its signature does not verify.
+	forged := forgeWrapped(t, b, rec)
+	if _, err := b.Decrypt(ctxT(t), forged.Ciphertext, forged.Header); err != nil {
+		t.Fatal(err)
+	}
+	stays(t, b, s.KeyID)
+}
+
+// forgeWrapped makes, with e's custodians, a DEK one generation above e's
+// whose header names rec's signing key but is signed by another.
+func forgeWrapped(t *testing.T, e *Envelope, rec *Recovery) Sealed {
+	t.Helper()
+	key := make([]byte, dekSize)
+	rand.Read(key)
+	h := &Header{Threshold: 2, Generation: e.Current().Generation + 1, Created: time.Now().UTC().Truncate(time.Second)}
+	rand.Read(h.DEKID[:])
+	shares, err := split.Split(key, 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Shares, err = e.life.wrapAll(ctxT(t), h, shares); err != nil {
+		t.Fatal(err)
+	}
+	_, wrong, _ := ed25519.GenerateKey(rand.Reader)
+	if h.Recovery, err = sealOfficers(key, h, rec, wrong); err != nil {
+		t.Fatal(err)
+	}
+	h.Recovery.SignerID = SignerID(rec.SigningKey.Public)
+	raw, err := h.seal(key, wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDEK(key, raw, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := d.seal(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Sealed{Ciphertext: ct, Header: raw, KeyID: d.keyID}
 }
