@@ -245,9 +245,10 @@ func (v1Service) Encrypt([]byte) ([]byte, error) { return nil, errReadOnly }
 
 // headerState is the shared outcome of a header's first unwrap.
 type headerState struct {
-	done chan struct{}
-	err  error // set when the DEK itself could not be recovered
-	info *envelope.Header
+	done     chan struct{}
+	err      error // set when the DEK itself could not be recovered
+	info     *envelope.Header
+	officers *envelope.OfficerReport // through the officers only
 }
 
 // unwrap opens a seed (or v1 DEK) with Trousseau's envelope. The first
@@ -287,6 +288,16 @@ func (d *Decrypter) firstUnwrap(ctx context.Context, st *headerState, ct, header
 		return nil, err
 	}
 	st.info = h
+	if p, ok := d.env.(officerProver); ok {
+		// Opened twice (here, then to decrypt): one report per header,
+		// which the keyring's own Reports cannot tell apart.
+		rep := p.Prove(ctx, header)
+		st.officers = &rep
+		if rep.Err != nil {
+			st.err = &OfficerError{Report: rep}
+			return nil, st.err
+		}
+	}
 	pt, err := d.env.Decrypt(ctx, ct, header)
 	if qe := (*envelope.QuorumError)(nil); errors.As(err, &qe) {
 		st.err = &DEKError{KeyID: h.KeyID(), Header: h, Quorum: qe}
@@ -336,9 +347,12 @@ func (e *DEKError) Unwrap() error { return e.Quorum }
 // our own errors, which say more.
 func explain(err error) error {
 	var de *DEKError
+	var oe *OfficerError
 	switch {
 	case errors.As(err, &de):
 		return de
+	case errors.As(err, &oe):
+		return oe
 	case errors.Is(err, ErrNotTrousseau):
 		return fmt.Errorf("%w: %v", ErrOtherProvider, err)
 	}
@@ -360,7 +374,7 @@ func (d *Decrypter) DEKs() []DEKInfo {
 			out = append(out, DEKInfo{Err: st.err})
 			continue
 		}
-		info := DEKInfo{KeyID: st.info.KeyID(), Threshold: st.info.Threshold, Err: st.err}
+		info := DEKInfo{KeyID: st.info.KeyID(), Threshold: st.info.Threshold, Err: st.err, Officers: st.officers}
 		for _, s := range st.info.Shares {
 			info.Backends = append(info.Backends, s.Backend)
 		}
@@ -376,4 +390,7 @@ type DEKInfo struct {
 	Threshold int
 	Backends  []string // the header's backends, share order
 	Err       error    // why it could not be recovered, if it could not
+	// Officers is how it did through the officers, when recovery went
+	// through them ([envelope.OfficerKeyring]).
+	Officers *envelope.OfficerReport
 }

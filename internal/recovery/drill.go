@@ -38,7 +38,10 @@ type DrillOptions struct {
 	Prefix string // etcd prefix, default /registry
 	// StateDir adds the plugin's current DEK and those set aside.
 	StateDir string
+	// Envelope drills the custodians; nil drills the officers only.
 	Envelope Driller
+	// Officers, if set, checks each header's officers' branch too.
+	Officers *OfficerDrill
 	// CheckTimeout bounds the backends' answers for one header (default
 	// envelope.DefaultUnwrapTimeout).
 	CheckTimeout time.Duration
@@ -63,11 +66,16 @@ type DrilledDEK struct {
 	// calls, while no header of its DEK id checked out: ExitCode counts
 	// it as a margin it could not check (1), not as unrecoverable.
 	NotDrilled bool
+	// OfficersOnly: the custodians were not drilled (no envelope), so
+	// Shares is empty and Margin means nothing.
+	OfficersOnly bool
+	// Officers is its officers' branch (DrillOptions.Officers).
+	Officers *OfficerBranch
 }
 
 // Unrecoverable reports whether no quorum can open the DEK now.
 func (d DrilledDEK) Unrecoverable() bool {
-	return !d.Tampered && !d.NotDrilled && (d.Err != nil || d.Margin() < 0)
+	return !d.Tampered && !d.NotDrilled && (d.Err != nil || !d.OfficersOnly && d.Margin() < 0)
 }
 
 // DrillReport is what a drill found.
@@ -80,12 +88,16 @@ type DrillReport struct {
 }
 
 // ExitCode is 2 when some DEK is unrecoverable, 1 when some DEK has a
-// margin below minMargin, 0 otherwise.
+// margin below minMargin or an officers' branch with a [OfficerBranch.Problem],
+// 0 otherwise.
 func (r *DrillReport) ExitCode(minMargin int) int {
 	code := 0
 	for _, d := range r.DEKs {
 		switch {
 		case d.Tampered:
+		case d.Officers != nil && d.Officers.Problem() != "" && !d.Unrecoverable():
+			code = max(code, 1)
+		case d.OfficersOnly && d.Err == nil:
 		case d.NotDrilled:
 			// No header of its DEK id checked out: margin unknown.
 			code = max(code, 1)
@@ -100,8 +112,8 @@ func (r *DrillReport) ExitCode(minMargin int) int {
 
 // Drill runs a drill: one unwrap per (DEK, backend).
 func Drill(ctx context.Context, opts DrillOptions) (*DrillReport, error) {
-	if opts.Envelope == nil {
-		return nil, fmt.Errorf("recovery: drill needs an envelope")
+	if opts.Envelope == nil && opts.Officers == nil {
+		return nil, fmt.Errorf("recovery: drill needs an envelope or officers to check")
 	}
 	found := drillIndex{}
 	report := &DrillReport{}
@@ -281,7 +293,20 @@ func (x drillIndex) drill(ctx context.Context, opts DrillOptions) []DrilledDEK {
 	tick := newTicker(opts.Progress)
 	for _, group := range x.byDEKID() {
 		tick.say("drill: drilled %d of %d DEKs", len(out), len(x))
-		out = append(out, drillGroup(ctx, opts, group)...)
+		var drilled []DrilledDEK
+		if opts.Envelope != nil {
+			drilled = drillGroup(ctx, opts, group)
+		} else {
+			drilled = officersOnly(group)
+		}
+		if opts.Officers != nil {
+			for i, e := range group {
+				if h, err := envelope.ParseHeader(e.header); err == nil {
+					drilled[i].Officers = checkOfficers(ctx, e.header, h, opts.Officers)
+				}
+			}
+		}
+		out = append(out, drilled...)
 	}
 	if opts.Progress != nil {
 		fmt.Fprintf(opts.Progress, "drill: drilled %d DEKs in %s\n", len(out), time.Since(start).Round(time.Millisecond))
@@ -347,6 +372,23 @@ func drillGroup(ctx context.Context, opts DrillOptions, group []*drillEntry) []D
 				out[i].Err = fmt.Errorf("a tampered copy of the header of DEK %s (stored beside %d objects): no share fits it", genuine.KeyID, out[i].Objects)
 			}
 		}
+	}
+	return out
+}
+
+// officersOnly describes each header of a group from the header alone:
+// with no envelope, no custodian is asked.
+func officersOnly(group []*drillEntry) []DrilledDEK {
+	out := make([]DrilledDEK, 0, len(group))
+	for _, e := range group {
+		d := DrilledDEK{Objects: e.objects, Resources: e.res, From: e.from, OfficersOnly: true}
+		h, err := envelope.ParseHeader(e.header)
+		if err != nil {
+			d.Err = err
+		} else {
+			d.DEKCheck = envelope.DEKCheck{KeyID: h.KeyID(), Generation: h.Generation, Created: h.Created, Threshold: h.Threshold}
+		}
+		out = append(out, d)
 	}
 	return out
 }

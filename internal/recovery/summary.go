@@ -185,6 +185,10 @@ func (s *Summary) writeDEKs(b *strings.Builder) {
 		if d.Err != nil {
 			state = "NOT recovered"
 		}
+		if d.Officers != nil {
+			safetext.Fprintf(b, "  %s: %s, %s\n", d.KeyID, describeOfficers(*d.Officers), state)
+			continue
+		}
 		safetext.Fprintf(b, "  %s: %d of %s, %s\n", d.KeyID, d.Threshold, strings.Join(d.Backends, ","), state)
 	}
 }

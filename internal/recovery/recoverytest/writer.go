@@ -40,10 +40,19 @@ type Plugin struct {
 	StateDir string
 	KeyFiles map[string]string // by backend name
 	Env      *envelope.Envelope
+	// Recovery is its officers' policy, nil without one.
+	Recovery *envelope.Recovery
 }
 
 // StartPlugin runs the plugin until the test ends.
 func StartPlugin(t testing.TB) *Plugin {
+	t.Helper()
+	return startPlugin(t, nil)
+}
+
+// startPlugin runs a plugin; policy, if set, makes its officers' policy
+// over its backends.
+func startPlugin(t testing.TB, policy func([]kmsclients.Backend) *envelope.Recovery) *Plugin {
 	t.Helper()
 	// Unix socket paths are limited to ~108 bytes: keep the dir short.
 	dir, err := os.MkdirTemp("", "trsrec")
@@ -65,7 +74,10 @@ func StartPlugin(t testing.TB) *Plugin {
 		}
 		backends = append(backends, b)
 	}
-	p.Env, err = envelope.New(envelope.Config{Threshold: 2, Backends: backends, StateDir: p.StateDir})
+	if policy != nil {
+		p.Recovery = policy(backends)
+	}
+	p.Env, err = envelope.New(envelope.Config{Threshold: 2, Backends: backends, StateDir: p.StateDir, Recovery: p.Recovery})
 	if err != nil {
 		t.Fatal(err)
 	}
