@@ -44,6 +44,7 @@ func NewRootCmd(s streams) *cobra.Command {
 		NewCmdRecover(s), NewCmdDecryptValue(s),
 		NewCmdDrill(s),
 		NewCmdRotate(s),
+		NewCmdOfficer(s),
 		NewCmdVersion(s),
 	)
 	completeFlagValues(root)
