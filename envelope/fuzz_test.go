@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"testing"
 	"time"
@@ -138,6 +139,54 @@ func FuzzForgedHeader(f *testing.F) {
 		// Cold: e's cache would refuse it without combining.
 		if _, err := coldNode(t, e).Decrypt(ctx, ct, raw); err == nil {
 			t.Fatalf("a header forged with one backend of a 2-of-3 decrypted: k=%d n=%d share k=%d index=%d x=%d", k, n, shareK, index, x)
+		}
+	})
+}
+
+// FuzzOfficerDecrypt: recovery through the officers, given any header and
+// ciphertext, opens only the genuine pair, and never panics on a header
+// that claims an officers' branch.
+func FuzzOfficerDecrypt(f *testing.F) {
+	bs := newLocals(f, 3)
+	o := newOfficers(f, 2, 3)
+	rec := o.policy(f, bs)
+	s := mustEncrypt(f, mustNew(f, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	f.Add(s.Ciphertext, s.Header)
+	f.Add([]byte{2}, []byte("TRSH\x02"))
+	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: o.ids, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, ct, hdr []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		pt, err := k.Decrypt(ctx, ct, hdr)
+		if err == nil && (!bytes.Equal(ct, s.Ciphertext) || !bytes.Equal(hdr, s.Header) || !bytes.Equal(pt, seed)) {
+			t.Fatalf("forged input decrypted through the officers: ct=%x hdr=%x", ct, hdr)
+		}
+	})
+}
+
+// FuzzParseSigningKey: a signing key file is parsed or refused, never
+// half-read.
+func FuzzParseSigningKey(f *testing.F) {
+	bs := newLocals(f, 3)
+	b, err := MarshalSigningKey(newOfficers(f, 1, 1).policy(f, bs).SigningKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"version":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k, err := ParseSigningKey("f", b)
+		if err != nil {
+			return
+		}
+		if len(k.Public) != ed25519.PublicKeySize {
+			t.Fatalf("public key of %d bytes accepted", len(k.Public))
+		}
+		if _, err := ParseHeader(k.Wrapped); err != nil {
+			t.Fatalf("unparsable wrapped key accepted: %v", err)
 		}
 	})
 }
