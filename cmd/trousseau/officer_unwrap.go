@@ -48,8 +48,8 @@ it to trousseau recover with --officer-shares.
 Headers are checked against the signing public keys of --officer-packet:
 one that is unsigned or wrongly signed is skipped, since anyone who
 knows the officers' recipients can build one. --accept-unsigned unwraps
-them anyway; use it only when you know why (backups made before the
-recovery block had a signing key). Each DEK is reported on stderr:
+them anyway; use it only when you know why (a signing key rotated
+without packet --previous, its public half lost). Each DEK is reported on stderr:
 key_id, signature, and whether this officer's share opened.
 
 Exit status: 0 when the transfer was written, 1 otherwise (no share

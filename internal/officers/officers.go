@@ -68,7 +68,7 @@ type SigningKey struct {
 var procedure = []string{
 	"This packet holds no secret. Keep it with your age identity, offline; it lets a recovery check that a DEK's header was signed by the cluster.",
 	"To recover an etcd snapshot with no custodian: threshold officers each bring their identity (or an `officer unwrap` transfer), and the operator runs: trousseau recover --officer-packet PACKET --officer-identity ID... --etcd-snapshot SNAPSHOT --out-dir DIR",
-	"Without giving your identity to anyone: on an air-gapped machine, trousseau officer unwrap --identity ID --officer-packet PACKET --etcd-snapshot SNAPSHOT --to OPERATOR_RECIPIENT --out TRANSFER; the operator then adds --officer-shares TRANSFER.",
+	"Without giving your identity to anyone: on an air-gapped machine, trousseau officer unwrap --identity ID --officer-packet PACKET --etcd-snapshot SNAPSHOT --to OPERATOR_RECIPIENT --out TRANSFER; the operator, who made OPERATOR_RECIPIENT with trousseau officer keygen, then gives --officer-identity OPERATOR_ID --officer-shares TRANSFER to recover.",
 	"Headers that the signing keys below did not sign are refused: anyone who knows the officers' recipients could have built them. --accept-unsigned overrides that; use it only when you know why.",
 	"Check, without any identity, that backups are still recoverable through you: trousseau drill --officer-packet PACKET --etcd-snapshot SNAPSHOT.",
 }
