@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -152,7 +153,7 @@ func (o *officerSigningKeyOptions) run(ctx context.Context) error {
 	}
 	id := envelope.SignerID(key.Public)
 	fmt.Fprintf(o.Out, "wrote %s\npublic key: %s\nsigner id: %s\n", o.out, base64.StdEncoding.EncodeToString(key.Public), hex.EncodeToString(id[:]))
-	if cfg.Recovery == nil || cfg.Recovery.SigningKeyFile != o.out {
+	if abs, _ := filepath.Abs(o.out); cfg.Recovery == nil || cfg.Recovery.SigningKeyFile != abs {
 		fmt.Fprintf(o.Err, "note: %s is not the config's recovery.signingKeyFile: copy it there, on every node\n", o.out)
 	}
 	return nil

@@ -189,11 +189,12 @@ func TestOfficerKeygen(t *testing.T) {
 
 func TestOfficerSigningKey(t *testing.T) {
 	c := newOfficerCase(t)
-	first := mustRun(t, "officer", "signing-key", "--config", c.config, "--out", c.signingKey)
-	st, err := os.Stat(c.signingKey)
-	must(t, err)
-	if st.Mode().Perm() != 0o644 {
-		t.Errorf("signing key file mode %v", st.Mode())
+	first, errOut, err := run(t, "", "officer", "signing-key", "--config", c.config, "--out", c.signingKey)
+	if err != nil || errOut != "" {
+		t.Fatalf("at the config's signingKeyFile: %v %q", err, errOut)
+	}
+	if st, err := os.Stat(c.signingKey); err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("signing key file: %v %v", err, st)
 	}
 	_, _, err = run(t, "", "officer", "signing-key", "--config", c.config, "--out", c.signingKey)
 	if err == nil || !strings.Contains(err.Error(), "--force") || !strings.Contains(err.Error(), "--previous") {
@@ -201,6 +202,9 @@ func TestOfficerSigningKey(t *testing.T) {
 	}
 	if again := mustRun(t, "officer", "signing-key", "--config", c.config, "--out", c.signingKey, "--force"); again == first {
 		t.Fatal("--force did not make a new key")
+	}
+	if _, errOut, _ := run(t, "", "officer", "signing-key", "--config", c.config, "--out", filepath.Join(c.dir, "copy.json")); !strings.Contains(errOut, "not the config's recovery.signingKeyFile") {
+		t.Errorf("elsewhere than the config says: %q", errOut)
 	}
 	var key struct{ PublicKey string }
 	b, _ := os.ReadFile(c.signingKey)
