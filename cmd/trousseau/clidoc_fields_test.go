@@ -92,6 +92,7 @@ var fieldDocs = map[string]string{
 	"trousseau status health.address":                  "the address read",
 	"trousseau status health.ready":                    "/readyz answered 200",
 	"trousseau status health.currentDEK":               "the current DEK: key_id, generation, how and since when",
+	"trousseau status health.recoveryBranch":           "the current DEK's officers' branch (`K of M officers (margin N), headers signed by ID`); absent without one",
 	"trousseau status health.warnings":                 "what to look at: a rotation overdue, a backend down, a custody margin at 0",
 	"trousseau status health.error":                    "why the endpoint did not answer",
 	"trousseau status exitCode":                        "0 or 1, as the exit status",
