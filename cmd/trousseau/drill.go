@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/officers"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -33,8 +34,8 @@ type drillOptions struct {
 func NewCmdDrill(s streams) *cobra.Command {
 	o := &drillOptions{recoverOptions: recoverOptions{streams: s}}
 	cmd := &cobra.Command{
-		Use:   "drill --config FILE [--etcd-snapshot FILE | --etcd-endpoints URLS] [--state-dir DIR]",
-		Short: "Custody drill: check that every DEK protecting data can still be recovered, and with how much margin",
+		Use:   "drill (--config FILE | --officer-packet FILE [--officer-identity FILE...] | both) [--etcd-snapshot FILE | --etcd-endpoints URLS] [--state-dir DIR]",
+		Short: "Custody drill: check that every DEK protecting data can still be recovered, through the custodians and the officers, and with how much margin",
 		Long: `Ask every backend that holds a share of each DEK (not just the first k)
 for its share, and check each share against the DEK's commitment. The
 DEKs come from the headers stored beside the objects of an etcd snapshot
@@ -46,9 +47,23 @@ Per DEK: key_id, generation, creation time, the objects and resources it
 protects, which backends gave a valid share and why the others did not,
 and the margin: working backends minus k.
 
+With --officer-packet, each header's officers' branch is checked too,
+with no identity: its threshold k' of m, its signature against the
+packet's signing keys, which officer each share is sealed to (by
+recipient; shares sealed to a recipient the packet does not know are
+flagged and not counted), and the officers' margin: officers the packet
+knows minus k'. With --officer-identity (repeatable) the branch is also
+proved: the shares those identities open, and, when at least k' open,
+that they combine to the DEK (fewer is no failure: officers may drill one
+at a time). Without --config only the officers' branch is drilled: no
+custodian is asked.
+
 Exit status: 0 when every DEK has a margin of at least --min-margin, 1
 when some DEK is below it (at 0, one more lost backend loses data) or
-the drill could not run, 2 when some DEK is already unrecoverable.
+the drill could not run, 2 when some DEK is already unrecoverable. With
+--officer-packet, 1 also when some DEK has no officers' branch, a
+signature that does not verify, fewer known officers than k', or
+officers' shares that do not combine.
 -o json writes the report as JSON (docs/reference/cli.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -67,12 +82,18 @@ the drill could not run, 2 when some DEK is already unrecoverable.
 	f.DurationVar(&o.probeTimeout, "probe-timeout", kmsclients.DefaultCommandProbeTimeout, "deadline for each backend's health probe at start")
 	f.DurationVar(&o.unwrapTimeout, "unwrap-timeout", time.Minute, "deadline to drill one DEK (every backend)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
-	cmd.MarkFlagRequired("config")
+	o.addOfficerFlags(f, false)
 	return cmd
 }
 
 func (o *drillOptions) validate() error {
 	switch {
+	case o.configFile == "" && o.officerPacket == "":
+		return errors.New("give --config FILE (drill the custodians), --officer-packet FILE (the officers' branch), or both")
+	case len(o.officerIDs) > 0 && o.officerPacket == "":
+		return errors.New("--officer-identity needs --officer-packet FILE: the drill checks headers against its signing keys and officers")
+	case o.configFile == "" && o.snapshot == "" && len(o.endpoints) == 0 && o.stateDir == "":
+		return errors.New("without --config, say what to drill: --etcd-snapshot FILE, --etcd-endpoints URLS or --state-dir DIR")
 	case o.snapshot != "" && len(o.endpoints) > 0:
 		return errors.New("--etcd-snapshot and --etcd-endpoints are exclusive")
 	case o.output == "table":
@@ -89,23 +110,25 @@ func (o *drillOptions) validate() error {
 func (o *drillOptions) run(ctx context.Context) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg, kr, err := o.openKeyring(ctx)
-	if err != nil {
-		return err
-	}
-	defer kr.Close()
-	opts := recovery.DrillOptions{Envelope: kr.Envelope, CheckTimeout: o.unwrapTimeout, Prefix: o.prefix, StateDir: o.stateDir}
+	opts := recovery.DrillOptions{CheckTimeout: o.unwrapTimeout, Prefix: o.prefix, StateDir: o.stateDir}
 	if o.snapshot != "" || len(o.endpoints) > 0 {
 		opts.Source = o.source()
 	}
-	if opts.StateDir == "" {
-		opts.StateDir = cfg.StateDir
-		// With etcd, the state dir adds the current DEK (which may seal
-		// nothing yet); a recovery machine may well not have it.
-		if _, err := os.Stat(cfg.StateDir); err != nil && opts.Source != nil {
-			safetext.Fprintf(o.Err, "note: state dir %s not readable here (%v): the node's current DEK is not checked; give --state-dir to check it\n", cfg.StateDir, err)
-			opts.StateDir = ""
+	if o.configFile != "" {
+		cfg, kr, err := o.openKeyring(ctx)
+		if err != nil {
+			return err
 		}
+		defer kr.Close()
+		opts.Envelope = kr.Envelope
+		o.defaultStateDir(&opts, cfg.StateDir)
+	}
+	if o.officerPacket != "" {
+		od, err := o.officerDrill()
+		if err != nil {
+			return err
+		}
+		opts.Officers = od
 	}
 	if !o.quiet {
 		opts.Progress = o.Err
@@ -123,14 +146,50 @@ func (o *drillOptions) run(ctx context.Context) error {
 		return err
 	}
 	if code := report.ExitCode(o.minMargin); code != 0 {
-		return &exitError{code: code, err: fmt.Errorf("drill: %s", drillVerdict(code, o.minMargin))}
+		return &exitError{code: code, err: fmt.Errorf("drill: %s", drillVerdict(report, code, o.minMargin))}
 	}
 	return nil
 }
 
-func drillVerdict(code, minMargin int) string {
+// defaultStateDir drills the config's state dir when --state-dir is not
+// given and it is there.
+func (o *drillOptions) defaultStateDir(opts *recovery.DrillOptions, stateDir string) {
+	if opts.StateDir != "" {
+		return
+	}
+	opts.StateDir = stateDir
+	// With etcd, the state dir adds the current DEK (which may seal
+	// nothing yet); a recovery machine may well not have it.
+	if _, err := os.Stat(stateDir); err != nil && opts.Source != nil {
+		safetext.Fprintf(o.Err, "note: state dir %s not readable here (%v): the node's current DEK is not checked; give --state-dir to check it\n", stateDir, err)
+		opts.StateDir = ""
+	}
+}
+
+// officerDrill reads the packet, and the identities that prove the branch.
+func (o *drillOptions) officerDrill() (*recovery.OfficerDrill, error) {
+	quietKubeLogs()
+	p, err := officers.ReadPacket(o.officerPacket)
+	if err != nil {
+		return nil, fmt.Errorf("--officer-packet: %w", err)
+	}
+	od := &recovery.OfficerDrill{Trusted: p.TrustedKeys(), Holder: p.OfficerFor}
+	if len(o.officerIDs) > 0 {
+		if od.Prover, err = o.officerKeyring(false); err != nil {
+			return nil, err
+		}
+	}
+	return od, nil
+}
+
+func drillVerdict(r *recovery.DrillReport, code, minMargin int) string {
 	if code == 2 {
 		return "some DEK is unrecoverable now"
+	}
+	for _, d := range r.DEKs {
+		if d.Officers != nil && d.Officers.Problem() != "" {
+			return "some DEK fails the officers' drill (see the report)"
+		}
 	}
 	return fmt.Sprintf("some DEK has a margin below %d", minMargin)
 }
@@ -152,6 +211,21 @@ func writeDrillTable(w io.Writer, r *recovery.DrillReport, minMargin int) error 
 	if r.Describe != "" {
 		safetext.Fprintf(w, "source: %s\n", r.Describe)
 	}
+	if custodiansDrilled(r) {
+		if err := writeCustodiansTable(w, r, minMargin); err != nil {
+			return err
+		}
+	}
+	if err := writeOfficersTable(w, r); err != nil {
+		return err
+	}
+	if r.NotTrousseau > 0 {
+		fmt.Fprintf(w, "%d KMS values carry no Trousseau header (another provider, or damaged)\n", r.NotTrousseau)
+	}
+	return nil
+}
+
+func writeCustodiansTable(w io.Writer, r *recovery.DrillReport, minMargin int) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY ID\tGEN\tCREATED\tOBJECTS\tK\tBACKENDS\tMARGIN")
 	for _, d := range r.DEKs {
@@ -186,9 +260,6 @@ func writeDrillTable(w io.Writer, r *recovery.DrillReport, minMargin int) error 
 			}
 		}
 	}
-	if r.NotTrousseau > 0 {
-		fmt.Fprintf(w, "%d KMS values carry no Trousseau header (another provider, or damaged)\n", r.NotTrousseau)
-	}
 	return nil
 }
 
@@ -211,6 +282,7 @@ func resourcesNote(res map[string]int, from []string) string {
 
 type drillJSON struct {
 	Source       string         `json:"source,omitempty"`
+	Custodians   bool           `json:"custodians"`
 	MinMargin    int            `json:"minMargin"`
 	ExitCode     int            `json:"exitCode"`
 	NotTrousseau int            `json:"notTrousseau"`
@@ -231,13 +303,19 @@ type drillDEKJSON struct {
 	// Tampered: a header naming a DEK whose genuine header checked out,
 	// but differing from it (an etcd writer's copy); not a custody failure.
 	Tampered bool `json:"tampered,omitempty"`
+	// Officers: its officers' branch, with --officer-packet.
+	Officers *drillOfficers `json:"officers,omitempty"`
 }
 
 func writeDrillJSON(w io.Writer, r *recovery.DrillReport, minMargin int) error {
-	out := drillJSON{Source: r.Describe, MinMargin: minMargin, ExitCode: r.ExitCode(minMargin), NotTrousseau: r.NotTrousseau, DEKs: []drillDEKJSON{}}
+	out := drillJSON{Source: r.Describe, Custodians: custodiansDrilled(r), MinMargin: minMargin, ExitCode: r.ExitCode(minMargin), NotTrousseau: r.NotTrousseau, DEKs: []drillDEKJSON{}}
 	for _, d := range r.DEKs {
 		j := drillDEKJSON{KeyID: d.KeyID, Generation: d.Generation, Created: d.Created, Threshold: d.Threshold,
-			Objects: d.Objects, Resources: d.Resources, From: d.From, Backends: map[string]string{}, Margin: d.Margin(), Tampered: d.Tampered}
+			Objects: d.Objects, Resources: d.Resources, From: d.From, Backends: map[string]string{}, Margin: d.Margin(), Tampered: d.Tampered,
+			Officers: drillOfficersJSON(d.Officers)}
+		if d.OfficersOnly {
+			j.Margin = 0
+		}
 		for _, s := range d.Shares {
 			j.Backends[s.Backend] = shareState(s.OK, s.Err)
 		}

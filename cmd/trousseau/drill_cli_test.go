@@ -12,6 +12,7 @@ import (
 // documents it; unknown fields fail the decode.
 type drillSchema struct {
 	Source       string `json:"source"`
+	Custodians   bool   `json:"custodians"`
 	MinMargin    int    `json:"minMargin"`
 	ExitCode     int    `json:"exitCode"`
 	NotTrousseau int    `json:"notTrousseau"`
@@ -27,6 +28,24 @@ type drillSchema struct {
 		Margin     int               `json:"margin"`
 		Error      string            `json:"error"`
 		Tampered   bool              `json:"tampered"`
+		Officers   *struct {
+			Branch    bool   `json:"branch"`
+			Threshold int    `json:"threshold"`
+			Officers  int    `json:"officers"`
+			Signature string `json:"signature"`
+			Shares    []struct {
+				Index       int    `json:"index"`
+				Officer     string `json:"officer"`
+				RecipientID string `json:"recipientID"`
+				Holder      string `json:"holder"`
+				Opened      bool   `json:"opened"`
+			} `json:"shares"`
+			Margin     int      `json:"margin"`
+			Proof      string   `json:"proof"`
+			Opened     []string `json:"opened"`
+			ProofError string   `json:"proofError"`
+			Problem    string   `json:"problem"`
+		} `json:"officers"`
 	} `json:"deks"`
 }
 

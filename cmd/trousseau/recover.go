@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,7 +15,9 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
+	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/internal/config"
+	"github.com/trousseau-io/trousseau/internal/officers"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -43,13 +46,23 @@ type recoverOptions struct {
 	unwrapTimeout time.Duration
 	probeTimeout  time.Duration
 	quiet         bool
+	officerFlags
+}
+
+// officerFlags are recovery through the officers' branch (recover) and
+// its drill: docs/recovery.md, "Break glass".
+type officerFlags struct {
+	officerPacket  string
+	officerIDs     []string
+	officerShares  []string
+	acceptUnsigned bool
 }
 
 // NewCmdRecover builds `trousseau recover`.
 func NewCmdRecover(s streams) *cobra.Command {
 	o := &recoverOptions{streams: s}
 	cmd := &cobra.Command{
-		Use:   "recover --config FILE (--etcd-snapshot FILE | --etcd-endpoints URLS) (--out-dir DIR | -o yaml|json | --dry-run)",
+		Use:   "recover (--config FILE | --officer-identity FILE... --officer-packet FILE) (--etcd-snapshot FILE | --etcd-endpoints URLS) (--out-dir DIR | -o yaml|json | --dry-run)",
 		Short: "Disaster recovery: decrypt every KMS-encrypted object of an etcd snapshot (or a live etcd) with any quorum of backends",
 		Long: `Read an etcd snapshot file (made by 'etcdctl snapshot save'; no etcd
 needs to run) or a live etcd, decrypt every object that kube-apiserver
@@ -61,6 +74,14 @@ that reaches each DEK's quorum is enough; backends that cannot be built
 are skipped and reported. The threshold is read from the stored data,
 not from the config.
 
+Through the officers instead (break glass: no custodian at all): give
+--officer-identity (repeatable) for the identities of k' officers, or
+the operator's identity with the --officer-shares files officers made
+with 'trousseau officer unwrap', and --officer-packet, whose signing keys
+each header must be signed by: a header signed by another key, or not at
+all, is refused (anyone with the officers' public recipients can build
+one) and its objects fail, unless --accept-unsigned. No --config then.
+
 Values are decrypted by kube-apiserver's own KMS v2 and v1 transformer
 code. Server-managed metadata (resourceVersion, uid, creationTimestamp,
 managedFields, ownerReferences, ...) is removed.
@@ -69,7 +90,8 @@ The objects go into --out-dir DIR (one file each), or to stdout with
 -o yaml or -o json and no --out-dir (a YAML stream or a JSON List).
 
 A summary says: objects found, decrypted, skipped, failed (by reason),
-the DEKs met and the backends used. With -o json it is a JSON object
+the DEKs met and the backends used (through the officers: each DEK's
+signature status and the officers whose shares opened). With -o json it is a JSON object
 (docs/reference/cli.md), on stdout when stdout holds no objects
 (--out-dir, --dry-run), else on stderr; otherwise it is text on stderr.
 
@@ -102,14 +124,26 @@ Exit status: 0 when every object was recovered, 1 otherwise.
 	f.DurationVar(&o.unwrapTimeout, "unwrap-timeout", time.Minute, "deadline to unwrap one DEK from the backends")
 	f.DurationVar(&o.probeTimeout, "probe-timeout", kmsclients.DefaultCommandProbeTimeout, "deadline for each backend's health probe at start")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress lines")
-	cmd.MarkFlagRequired("config")
+	o.addOfficerFlags(f, true)
 	return cmd
+}
+
+// addOfficerFlags adds the officers' flags; recover also takes share
+// transfers and --accept-unsigned.
+func (o *officerFlags) addOfficerFlags(f *pflag.FlagSet, recover bool) {
+	f.StringVar(&o.officerPacket, "officer-packet", "", "the officers' packet `FILE` (trousseau officer packet): its signing keys check every header, its officers name the shares")
+	f.StringArrayVar(&o.officerIDs, "officer-identity", nil, "an officer's age identity `FILE` (repeatable); with --officer-shares, the operator's")
+	if !recover {
+		return
+	}
+	f.StringArrayVar(&o.officerShares, "officer-shares", nil, "a share transfer `FILE` made by trousseau officer unwrap, sealed to an identity of --officer-identity (repeatable)")
+	f.BoolVar(&o.acceptUnsigned, "accept-unsigned", false, "through the officers, also open headers not signed by a key of the packet (reported per DEK); anyone with the officers' recipients can forge those")
 }
 
 // addSourceFlags adds the config and the etcd source flags that recover
 // and drill share.
 func (o *recoverOptions) addSourceFlags(f *pflag.FlagSet) {
-	f.StringVar(&o.configFile, "config", "", "config `FILE` with the backends (the format of serve)")
+	f.StringVar(&o.configFile, "config", "", "config `FILE` with the backends (the format of serve); not with --officer-identity")
 	f.StringVar(&o.snapshot, "etcd-snapshot", "", "etcd snapshot `FILE` to read")
 	f.StringSliceVar(&o.endpoints, "etcd-endpoints", nil, "live etcd to read instead (comma-separated `URLS`)")
 	f.StringVar(&o.caCert, "cacert", "", "live etcd: CA bundle to verify the server")
@@ -119,6 +153,9 @@ func (o *recoverOptions) addSourceFlags(f *pflag.FlagSet) {
 }
 
 func (o *recoverOptions) validate(cmd *cobra.Command) error {
+	if err := o.validateOfficers(); err != nil {
+		return err
+	}
 	switch {
 	case o.snapshot == "" && len(o.endpoints) == 0:
 		return errors.New("give --etcd-snapshot FILE or --etcd-endpoints URLS")
@@ -137,6 +174,21 @@ func (o *recoverOptions) validate(cmd *cobra.Command) error {
 		return errors.New("say where the objects go: --out-dir DIR, -o yaml|json (stdout), or --dry-run")
 	case o.dryRun && o.outputDir != "":
 		return errors.New("--dry-run writes nothing: drop --out-dir")
+	}
+	return nil
+}
+
+func (o *recoverOptions) validateOfficers() error {
+	through := len(o.officerIDs) > 0
+	switch {
+	case through && o.configFile != "":
+		return errors.New("--config and --officer-identity are exclusive: --config recovers through the custodians, --officer-identity through the officers alone")
+	case !through && o.configFile == "":
+		return errors.New("give --config FILE (recover through the custodians) or --officer-identity FILE with --officer-packet FILE (through the officers)")
+	case !through && (o.officerPacket != "" || len(o.officerShares) > 0 || o.acceptUnsigned):
+		return errors.New("--officer-packet, --officer-shares and --accept-unsigned are for recovery through the officers: give --officer-identity FILE (and no --config)")
+	case through && o.officerPacket == "" && !o.acceptUnsigned:
+		return errors.New("--officer-identity needs --officer-packet FILE: headers are checked against its signing keys (--accept-unsigned opens them unchecked, and anyone with the officers' public recipients can forge those)")
 	}
 	return nil
 }
@@ -169,17 +221,17 @@ func (o *recoverOptions) sink() (recovery.Sink, error) {
 func (o *recoverOptions) run(ctx context.Context) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	_, kr, err := o.openKeyring(ctx)
+	env, closeEnv, err := o.recoveryEnvelope(ctx)
 	if err != nil {
 		return err
 	}
-	defer kr.Close()
+	defer closeEnv()
 	sink, err := o.sink()
 	if err != nil {
 		return err
 	}
 	opts := recovery.Options{
-		Source: o.source(), Envelope: kr, Prefix: o.prefix,
+		Source: o.source(), Envelope: env, Prefix: o.prefix,
 		Resources: o.resources, Namespace: o.namespace, Provider: o.provider,
 		IncludeUnencrypted: o.unencrypted, KeepOwnerReferences: o.keepOwners,
 		Sink: sink, Workers: o.workers, UnwrapTimeout: o.unwrapTimeout,
@@ -197,6 +249,52 @@ func (o *recoverOptions) run(ctx context.Context) error {
 		return safetext.Error(err)
 	}
 	return sum.Err()
+}
+
+// recoveryEnvelope is the custodians' keyring of --config, or the
+// officers' of --officer-identity.
+func (o *recoverOptions) recoveryEnvelope(ctx context.Context) (recovery.Envelope, func(), error) {
+	if len(o.officerIDs) > 0 {
+		quietKubeLogs()
+		k, err := o.officerKeyring(o.acceptUnsigned)
+		if err != nil {
+			return nil, nil, err
+		}
+		return k, func() {}, nil
+	}
+	_, kr, err := o.openKeyring(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kr, kr.Close, nil
+}
+
+// officerKeyring opens DEKs with the identities and transfers given,
+// trusting the packet's signing keys.
+func (o *officerFlags) officerKeyring(acceptUnsigned bool) (*envelope.OfficerKeyring, error) {
+	cfg := envelope.OfficerKeyringConfig{AcceptUnsigned: acceptUnsigned}
+	if o.officerPacket != "" {
+		p, err := officers.ReadPacket(o.officerPacket)
+		if err != nil {
+			return nil, fmt.Errorf("--officer-packet: %w", err)
+		}
+		cfg.Trusted = p.TrustedKeys()
+	}
+	for _, path := range o.officerIDs {
+		ids, err := officers.ReadIdentities(path)
+		if err != nil {
+			return nil, fmt.Errorf("--officer-identity: %w", err)
+		}
+		cfg.Identities = append(cfg.Identities, ids...)
+	}
+	for _, path := range o.officerShares {
+		t, err := officers.ReadTransfer(path)
+		if err != nil {
+			return nil, fmt.Errorf("--officer-shares: %w", err)
+		}
+		cfg.Transfers = append(cfg.Transfers, t)
+	}
+	return envelope.NewOfficerKeyring(cfg)
 }
 
 // openKeyring loads the config and opens a keyring over its backends:

@@ -90,7 +90,7 @@ func TestRecoverCommand(t *testing.T) {
 			{[]string{"--config", ab, "--etcd-snapshot", snap, "--dry-run", "--out-dir", "x"}, "--dry-run writes nothing"},
 			{[]string{"--config", ab, "--etcd-snapshot", snap, "-o", "xml"}, `output format "xml"`},
 			{[]string{"--config", ab, "--etcd-snapshot", snap, "--cacert", "x", "--dry-run"}, "are for --etcd-endpoints"},
-			{[]string{"--etcd-snapshot", snap, "--dry-run"}, `"config" not set`},
+			{[]string{"--etcd-snapshot", snap, "--dry-run"}, "give --config FILE (recover through the custodians) or --officer-identity FILE"},
 		} {
 			_, _, err := run(t, "", append([]string{"recover"}, tc.args...)...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 )
 
@@ -99,6 +100,29 @@ type recoverDEK struct {
 	Backends  []string `json:"backends"`
 	Recovered bool     `json:"recovered"`
 	Error     string   `json:"error,omitempty"`
+	// Officers: how it did through the officers (--officer-identity).
+	Officers *recoverOfficers `json:"officers,omitempty"`
+}
+
+type recoverOfficers struct {
+	Branch           bool     `json:"branch"`
+	Threshold        int      `json:"threshold"`
+	Officers         int      `json:"officers"`
+	Signature        string   `json:"signature,omitempty"`
+	AcceptedUnsigned bool     `json:"acceptedUnsigned"`
+	Opened           []string `json:"opened"`
+}
+
+func recoverOfficersJSON(r *envelope.OfficerReport) *recoverOfficers {
+	if r == nil {
+		return nil
+	}
+	j := &recoverOfficers{Branch: r.Officers > 0, Threshold: r.Threshold, Officers: r.Officers,
+		AcceptedUnsigned: recovery.AcceptedUnsigned(*r), Opened: append([]string{}, r.Opened...)}
+	if j.Branch {
+		j.Signature = recovery.SignatureName(r.Signature)
+	}
+	return j
 }
 
 type recoverBackend struct {
@@ -121,7 +145,7 @@ func recoverSummaryJSON(s *recovery.Summary) recoverSummary {
 		j.Reasons = append(j.Reasons, recoverReason{Text: r.Text, Count: r.Count, Examples: r.Examples})
 	}
 	for _, d := range s.DEKs {
-		dj := recoverDEK{KeyID: d.KeyID, Threshold: d.Threshold, Backends: d.Backends, Recovered: d.Err == nil}
+		dj := recoverDEK{KeyID: d.KeyID, Threshold: d.Threshold, Backends: d.Backends, Recovered: d.Err == nil, Officers: recoverOfficersJSON(d.Officers)}
 		dj.Error = errText(d.Err)
 		j.DEKs = append(j.DEKs, dj)
 	}
