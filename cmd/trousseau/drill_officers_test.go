@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/recovery/recoverytest"
 )
 
@@ -100,5 +103,28 @@ func TestDrillOfficerFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// Officer names and recipient ids come from headers an etcd writer may
+// have forged: the officers' table and JSON show them escaped.
+func TestDrillOfficersArePrintedEscaped(t *testing.T) {
+	evil := fakeScreen + "\u202e\u009b2J\x7f\n"
+	b := &recovery.OfficerBranch{Present: true, Threshold: 2, Signature: envelope.SignatureUnknown,
+		Shares: []recovery.OfficerShareCheck{{Index: 1, Officer: evil, RecipientID: evil}, {Index: 2, Officer: "b", Holder: evil, Opened: true}},
+		Proof:  &envelope.OfficerReport{Opened: []string{evil}, Err: errors.New(evil)}}
+	r := &recovery.DrillReport{DEKs: []recovery.DrilledDEK{{DEKCheck: envelope.DEKCheck{KeyID: evil}, OfficersOnly: true, Officers: b}}}
+	var table, js bytes.Buffer
+	must(t, writeDrillTable(&table, r, 1))
+	must(t, writeDrillJSON(&js, r, 1))
+	for name, out := range map[string]string{"table": table.String(), "json": js.String()} {
+		for _, bad := range []string{"\x1b", "\u202e", "\u009b", "\x7f"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s holds %q:\n%s", name, bad, out)
+			}
+		}
+	}
+	if !strings.Contains(table.String(), `UNKNOWN(\x1b[2J`) {
+		t.Errorf("table:\n%s", table.String())
 	}
 }
