@@ -300,11 +300,7 @@ func (x drillIndex) drill(ctx context.Context, opts DrillOptions) []DrilledDEK {
 			drilled = officersOnly(group)
 		}
 		if opts.Officers != nil {
-			for i, e := range group {
-				if h, err := envelope.ParseHeader(e.header); err == nil {
-					drilled[i].Officers = checkOfficers(ctx, e.header, h, opts.Officers)
-				}
-			}
+			addOfficers(ctx, opts.Officers, group, drilled)
 		}
 		out = append(out, drilled...)
 	}
@@ -391,6 +387,15 @@ func officersOnly(group []*drillEntry) []DrilledDEK {
 		out = append(out, d)
 	}
 	return out
+}
+
+// addOfficers drills the officers' branch of each header of a group.
+func addOfficers(ctx context.Context, o *OfficerDrill, group []*drillEntry, drilled []DrilledDEK) {
+	for i, e := range group {
+		if h, err := envelope.ParseHeader(e.header); err == nil {
+			drilled[i].Officers = checkOfficers(ctx, e.header, h, o)
+		}
+	}
 }
 
 // ticker writes a progress line at most once per progressEvery.
