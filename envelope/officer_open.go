@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
+	"crypto/fips140"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -69,6 +70,9 @@ const maxOfficerHeaders = 1 << 16
 
 // NewOfficerKeyring checks cfg.
 func NewOfficerKeyring(cfg OfficerKeyringConfig) (*OfficerKeyring, error) {
+	if fips140.Enforced() {
+		return nil, ErrFIPSOnly
+	}
 	if len(cfg.Identities) == 0 {
 		return nil, errors.New("no officer identity given")
 	}
@@ -217,6 +221,9 @@ const shareTransferVersion = 1
 // share of each header and seals it to the operator's recipient. Headers
 // without a share for those identities are skipped.
 func TransferShares(officer string, headers [][]byte, ids []age.Identity, operator string) (*ShareTransfer, error) {
+	if fips140.Enforced() {
+		return nil, ErrFIPSOnly
+	}
 	to, err := ParseRecipient(operator)
 	if err != nil {
 		return nil, fmt.Errorf("operator's recipient: %w", err)

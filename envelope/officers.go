@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/fips140"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -56,8 +57,15 @@ func ParseRecipient(s string) (age.Recipient, error) {
 	return nil, err
 }
 
+// ErrFIPSOnly: age (X25519, ML-KEM hybrid, ChaCha20-Poly1305) is not an
+// approved service, so GODEBUG=fips140=only refuses the officers' branch.
+var ErrFIPSOnly = errors.New("the officers' branch seals with age (X25519, ChaCha20-Poly1305), which GODEBUG=fips140=only refuses: run without the recovery block, or without fips140=only")
+
 // Validate checks the policy's shape and every recipient.
 func (r *Recovery) Validate() error {
+	if fips140.Enforced() {
+		return ErrFIPSOnly
+	}
 	if err := split.ValidateThreshold(r.Threshold, len(r.Officers)); err != nil {
 		return fmt.Errorf("recovery: %s", strings.ReplaceAll(err.Error(), "backend", "officer"))
 	}

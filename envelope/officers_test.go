@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/fips140"
 	"crypto/rand"
 	"errors"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/split"
 )
@@ -70,6 +72,7 @@ func officerKeyring(t *testing.T, rec *Recovery, ids ...age.Identity) *OfficerKe
 }
 
 func TestOfficersRecoverWithoutAnyCustodian(t *testing.T) {
+	testutil.NeedsAge(t)
 	ss := wrapSwitchable(newLocals(t, 3))
 	o := newOfficers(t, 2, 3)
 	rec := o.policy(t, asBackends(ss))
@@ -150,6 +153,7 @@ func forge(t *testing.T, genuine []byte, rec *Recovery, signer ed25519.PrivateKe
 }
 
 func TestForgedHeaderRefusedThroughOfficers(t *testing.T) {
+	testutil.NeedsAge(t)
 	bs := newLocals(t, 3)
 	o := newOfficers(t, 2, 3)
 	rec := o.policy(t, bs)
@@ -205,6 +209,7 @@ func TestForgedHeaderRefusedThroughOfficers(t *testing.T) {
 }
 
 func TestOfficerShareBoundToItsPlace(t *testing.T) {
+	testutil.NeedsAge(t)
 	bs := newLocals(t, 3)
 	o := newOfficers(t, 2, 3)
 	rec := o.policy(t, bs)
@@ -228,6 +233,7 @@ func TestOfficerShareBoundToItsPlace(t *testing.T) {
 }
 
 func TestShareTransferToTheOperator(t *testing.T) {
+	testutil.NeedsAge(t)
 	bs := newLocals(t, 3)
 	o := newOfficers(t, 2, 3)
 	rec := o.policy(t, bs)
@@ -263,6 +269,7 @@ func TestShareTransferToTheOperator(t *testing.T) {
 }
 
 func TestSigningKeyFile(t *testing.T) {
+	testutil.NeedsAge(t)
 	bs := newLocals(t, 3)
 	o := newOfficers(t, 2, 3)
 	rec := o.policy(t, bs)
@@ -298,6 +305,7 @@ func TestSigningKeyFile(t *testing.T) {
 }
 
 func TestOfficerPolicyChangeRotates(t *testing.T) {
+	testutil.NeedsAge(t)
 	bs := newLocals(t, 3)
 	o := newOfficers(t, 2, 3)
 	rec := o.policy(t, bs)
@@ -320,6 +328,7 @@ func TestOfficerPolicyChangeRotates(t *testing.T) {
 }
 
 func TestOfficerPolicyValidation(t *testing.T) {
+	testutil.NeedsAge(t)
 	o := newOfficers(t, 2, 3)
 	sk := &SigningKey{}
 	for name, c := range map[string]struct {
@@ -342,6 +351,7 @@ func TestOfficerPolicyValidation(t *testing.T) {
 // a header of the right shape but not signed by the nodes' key is not
 // adopted, even though k custodians open it.
 func TestNodesWithOfficersAdoptOnlySignedDEKs(t *testing.T) {
+	testutil.NeedsAge(t)
 	bs := newLocals(t, 3)
 	o := newOfficers(t, 2, 3)
 	rec := o.policy(t, bs)
@@ -398,4 +408,22 @@ func forgeWrapped(t *testing.T, e *Envelope, rec *Recovery) Sealed {
 		t.Fatal(err)
 	}
 	return Sealed{Ciphertext: ct, Header: raw, KeyID: d.keyID}
+}
+
+// In FIPS 140-only mode the branch is refused with a clear error instead
+// of failing deep in age (whose key generation loops there).
+func TestOfficersRefusedInFIPSOnlyMode(t *testing.T) {
+	if !fips140.Enforced() {
+		t.Skip("checks GODEBUG=fips140=only; hack/test.sh's FIPS pass runs it")
+	}
+	rec := &Recovery{Threshold: 1, Officers: []Officer{{Name: "ana", Recipient: "age1zvkyg2lqzraa2lnjvqej32nkuu0ues2s82hzrye869xeexvn73equnujwj"}}, SigningKey: &SigningKey{}}
+	if _, err := New(Config{Threshold: 2, Backends: newLocals(t, 3), Recovery: rec}); !errors.Is(err, ErrFIPSOnly) {
+		t.Fatalf("New with officers: %v, want ErrFIPSOnly", err)
+	}
+	if _, err := NewOfficerKeyring(OfficerKeyringConfig{AcceptUnsigned: true}); !errors.Is(err, ErrFIPSOnly) {
+		t.Fatalf("NewOfficerKeyring: %v, want ErrFIPSOnly", err)
+	}
+	if _, err := TransferShares("", nil, nil, ""); !errors.Is(err, ErrFIPSOnly) {
+		t.Fatalf("TransferShares: %v, want ErrFIPSOnly", err)
+	}
 }

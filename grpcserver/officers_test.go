@@ -9,6 +9,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/trousseau-io/trousseau/envelope"
+	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
 	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
@@ -16,6 +17,7 @@ import (
 // The recovery branch's margin shows in /readyz (and so in `trousseau
 // status`) and in metrics, beside the custodians'.
 func TestOfficerBranchShows(t *testing.T) {
+	testutil.NeedsAge(t)
 	h := newHarness(t)
 	var backends []kmsclients.Backend
 	for i, p := range h.keys {

@@ -15,6 +15,7 @@ import (
 	"github.com/trousseau-io/trousseau/internal/officers"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/recovery/recoverytest"
+	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
 // identities reads the identity files of the officers at idx.
@@ -176,6 +177,7 @@ func officerDrill(t testing.TB, f *recoverytest.OfficerFixture, ids []age.Identi
 // branch: its signature, who holds each share, the margin; the forgery,
 // the tampered copy and the DEK without a branch fail it.
 func TestDrillOfficersWithoutIdentities(t *testing.T) {
+	testutil.NeedsAge(t)
 	f := recoverytest.NewOfficerFixture(t)
 	r, err := recovery.Drill(context.Background(), recovery.DrillOptions{Source: recovery.SnapshotFile{Path: f.Snapshot}, Officers: officerDrill(t, f, nil)})
 	if err != nil {
@@ -216,6 +218,7 @@ func TestDrillOfficersWithoutIdentities(t *testing.T) {
 // open and combine to each DEK; one officer alone opens their share
 // (no failure); a packet that does not know an officer flags that share.
 func TestDrillOfficersProves(t *testing.T) {
+	testutil.NeedsAge(t)
 	f := recoverytest.NewOfficerFixture(t)
 	source := recovery.SnapshotFile{Path: f.Snapshot}
 	drill := func(o *recovery.OfficerDrill) *recovery.DrillReport {
@@ -257,6 +260,7 @@ func TestDrillOfficersProves(t *testing.T) {
 
 // Custodians and officers drilled together: each DEK gets both verdicts.
 func TestDrillCustodiansAndOfficers(t *testing.T) {
+	testutil.NeedsAge(t)
 	f := recoverytest.NewOfficerFixture(t)
 	kr := openKeyring(t, f.Plugin.WriteConfig(t, recoverytest.Backends...))
 	r, err := recovery.Drill(context.Background(), recovery.DrillOptions{Source: recovery.SnapshotFile{Path: f.Snapshot}, Envelope: kr.Envelope, Officers: officerDrill(t, f, nil)})
