@@ -172,3 +172,31 @@ func BenchmarkDecryptWarmVsNoop(b *testing.B) {
 		func() error { _, err := tr.Decrypt(ctx, "u", req); return err },
 		func() error { _, err := floor.Decrypt(ctx, "u", freq); return err })
 }
+
+// BenchmarkDecryptWarmWithOfficers: warm Decrypts through kube-apiserver's
+// client from a plugin with a recovery policy (a 2.8 KB header in every
+// request's annotations) and from one without, alternately.
+func BenchmarkDecryptWarmWithOfficers(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	decrypt := func(withOfficers bool) func() error {
+		h := newHarness(b)
+		if withOfficers {
+			h.withOfficers()
+		}
+		h.start()
+		c, err := kmsv2client.NewGRPCService(ctx, h.endpoint(), "trousseau", 3*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		seed := make([]byte, 32)
+		rand.Read(seed)
+		r, err := c.Encrypt(ctx, "u", seed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req := &kmsservice.DecryptRequest{Ciphertext: r.Ciphertext, KeyID: r.KeyID, Annotations: r.Annotations}
+		return func() error { _, err := c.Decrypt(ctx, "u", req); return err }
+	}
+	interleaveAs(b, decrypt(true), decrypt(false), "officers", "none", "without-officers")
+}

@@ -19,28 +19,7 @@ import (
 func TestOfficerBranchShows(t *testing.T) {
 	testutil.NeedsAge(t)
 	h := newHarness(t)
-	var backends []kmsclients.Backend
-	for i, p := range h.keys {
-		b, err := local.New(context.Background(), fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		backends = append(backends, b)
-	}
-	maker, err := envelope.New(envelope.Config{Threshold: 2, Backends: backends})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sk, err := maker.MakeSigningKey(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &envelope.Recovery{Threshold: 2, SigningKey: sk}
-	for _, name := range []string{"ana", "bo", "cy"} {
-		id, _ := age.GenerateX25519Identity()
-		rec.Officers = append(rec.Officers, envelope.Officer{Name: name, Recipient: id.Recipient().String()})
-	}
-	h.recovery = rec
+	sk := h.withOfficers()
 	h.start()
 	h.probe()
 	signer := envelope.SignerID(sk.Public)
@@ -69,4 +48,39 @@ func TestNoOfficerBranchShowsNothing(t *testing.T) {
 	if strings.Contains(body, "recovery branch") || strings.Contains(metrics, "trousseau_dek_officer_margin{") {
 		t.Fatalf("a branch shows without a policy:\n%s", body)
 	}
+}
+
+// withOfficers gives h's envelope a 2-of-3 officers' policy, its signing
+// key wrapped by h's key files, and returns the key.
+func (h *harness) withOfficers() *envelope.SigningKey {
+	t := h.t
+	var backends []kmsclients.Backend
+	for i, p := range h.keys {
+		b, err := local.New(context.Background(), fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		backends = append(backends, b)
+	}
+	maker, err := envelope.New(envelope.Config{Threshold: 2, Backends: backends})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := maker.MakeSigningKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.recovery = &envelope.Recovery{Threshold: 2, SigningKey: sk}
+	for i, name := range []string{"ana", "bo", "cy"} {
+		var recipient string
+		if i == 2 {
+			id, _ := age.GenerateHybridIdentity()
+			recipient = id.Recipient().String()
+		} else {
+			id, _ := age.GenerateX25519Identity()
+			recipient = id.Recipient().String()
+		}
+		h.recovery.Officers = append(h.recovery.Officers, envelope.Officer{Name: name, Recipient: recipient})
+	}
+	return sk
 }
