@@ -28,10 +28,13 @@ import (
 // anywhere makes it fail.
 //
 // Version 2, made only with a [Recovery] policy (officers.go), adds after
-// the shares, and after the commitment:
+// the shares, and before the commitment:
 //
 //	k' u8 | m u8 | m times: index u8 | len u8, officer name | recipient id [8] | len u16, sealed share
-//	signer id [8] | commitment [32] | Ed25519 signature [64] over label | every byte before it
+//	signer id [8] | Ed25519 signature [64] over label | every byte before it
+//
+// The commitment covers the signature too: a header whose signature was
+// changed is another header, which no DEK opens.
 const (
 	headerMagic   = "TRSH"
 	headerVersion = 1
@@ -195,8 +198,8 @@ func (h *Header) version() byte {
 	return headerVersion
 }
 
-// trailerSize is what follows the body: the commitment, and in version 2
-// the signature.
+// trailerSize is what follows the body: in version 2 the signature, then
+// the commitment.
 func (h *Header) trailerSize() int {
 	if h.Recovery != nil {
 		return commitSize + ed25519.SignatureSize
@@ -211,14 +214,14 @@ func (h *Header) seal(dek []byte, signer ed25519.PrivateKey) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	mac := commitment(dek, body)
-	copy(h.commitment[:], mac)
-	raw := append(body, mac...)
+	raw := body
 	if h.Recovery != nil {
 		raw = signHeader(raw, signer)
-		copy(h.Recovery.Signature[:], raw[len(raw)-ed25519.SignatureSize:])
+		copy(h.Recovery.Signature[:], raw[len(body):])
 	}
-	return raw, nil
+	mac := commitment(dek, raw)
+	copy(h.commitment[:], mac)
+	return append(raw, mac...), nil
 }
 
 func commitment(dek, body []byte) []byte {
@@ -333,7 +336,7 @@ func ParseHeader(raw []byte) (*Header, error) {
 	if version == headerV2 && r.err == nil {
 		h.Recovery = parseRecoverySplit(r)
 		if rs := h.Recovery; rs != nil {
-			copy(rs.Signature[:], raw[len(raw)-ed25519.SignatureSize:])
+			copy(rs.Signature[:], raw[len(raw)-trailer:])
 		}
 	}
 	if r.err != nil {
@@ -342,7 +345,7 @@ func ParseHeader(raw []byte) (*Header, error) {
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes in header", ErrInvalid, len(r.b))
 	}
-	copy(h.commitment[:], raw[len(raw)-trailer:])
+	copy(h.commitment[:], raw[len(raw)-commitSize:])
 	return h, nil
 }
 
@@ -384,8 +387,7 @@ func parseRecoverySplit(r *reader) *RecoverySplit {
 
 // verify reports whether dek is the key h, parsed from raw, commits to.
 func (h *Header) verify(raw, dek []byte) bool {
-	end := len(raw) - h.trailerSize()
-	want := commitment(dek, raw[:end])
+	want := commitment(dek, raw[:len(raw)-commitSize])
 	return hmac.Equal(want, h.commitment[:])
 }
 

@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/ed25519"
@@ -150,51 +151,95 @@ func (k *OfficerKeyring) open(ctx context.Context, raw []byte) (*dek, *OfficerRe
 		rep.Err = fmt.Errorf("%w: DEK %s is %s; refused (anyone with the officers' public recipients can build such a header; --accept-unsigned opens it anyway)", ErrRefusedSignature, rep.KeyID, rep.Signature)
 		return nil, rep
 	}
-	shares, opened := k.openShares(h)
+	byOfficer, opened := k.openShares(h)
 	defer func() {
-		for _, s := range shares {
-			s.Wipe()
+		for _, c := range byOfficer {
+			for _, s := range c {
+				s.Wipe()
+			}
 		}
 	}()
 	rep.Opened = opened
-	if len(shares) < rs.Threshold {
-		rep.Err = fmt.Errorf("DEK %s needs %d officers' shares, the identities given open %d (%v)", rep.KeyID, rs.Threshold, len(shares), opened)
+	if len(byOfficer) < rs.Threshold {
+		rep.Err = fmt.Errorf("DEK %s needs %d officers' shares, the identities given open %d (%v)", rep.KeyID, rs.Threshold, len(byOfficer), opened)
 		return nil, rep
 	}
-	dec, err := split.Decode(ctx, shares, func(secret []byte) bool { return h.verify(raw, secret) })
-	if err == nil && dec.Secret == nil {
+	key, err := combineOfficers(ctx, byOfficer, func(secret []byte) bool { return h.verify(raw, secret) })
+	if err == nil && key == nil {
 		err = fmt.Errorf("%w: the officers' shares of DEK %s do not combine to its key", ErrInvalid, rep.KeyID)
 	}
 	if err != nil {
 		rep.Err = err
 		return nil, rep
 	}
-	defer clear(dec.Secret)
-	d, err := newDEK(dec.Secret, raw, h)
+	defer clear(key)
+	d, err := newDEK(key, raw, h)
 	rep.Err = err
 	return d, rep
 }
 
+// maxCombinations bounds the choices of one share per officer tried
+// when transfers disagree.
+const maxCombinations = 256
+
+// combineOfficers finds the secret that fits from one share per officer,
+// trying each officer's candidates in turn: anyone can seal a share to
+// the operator's public recipient, so a forged transfer must not hide
+// the genuine one.
+func combineOfficers(ctx context.Context, byOfficer [][]split.Share, fits func([]byte) bool) ([]byte, error) {
+	choice := make([]int, len(byOfficer))
+	pick := make([]split.Share, len(byOfficer))
+	for range maxCombinations {
+		for i, c := range byOfficer {
+			pick[i] = c[choice[i]]
+		}
+		dec, err := split.Decode(ctx, pick, fits)
+		if err != nil || dec.Secret != nil {
+			return dec.Secret, err
+		}
+		i := 0 // the next choice, odometer-wise
+		for ; i < len(choice); i++ {
+			if choice[i]++; choice[i] < len(byOfficer[i]) {
+				break
+			}
+			choice[i] = 0
+		}
+		if i == len(choice) {
+			return nil, nil
+		}
+	}
+	return nil, fmt.Errorf("officers' shares disagree in more than %d ways: give fewer share transfers", maxCombinations)
+}
+
 // openShares opens every officer's share it can, sealed in the header or
-// transferred.
-func (k *OfficerKeyring) openShares(h *Header) (shares []split.Share, opened []string) {
+// transferred: per officer who has one, each distinct share, the
+// header's own first.
+func (k *OfficerKeyring) openShares(h *Header) (byOfficer [][]split.Share, opened []string) {
 	for i, s := range h.Recovery.Shares {
-		candidates := append([][]byte{s.Sealed}, k.transfers[transferKey{h.DEKID, i + 1}]...)
-		for _, sealed := range candidates {
+		var found []split.Share
+		for _, sealed := range append([][]byte{s.Sealed}, k.transfers[transferKey{h.DEKID, i + 1}]...) {
 			framed, err := OpenOfficerShare(h, i+1, sealed, k.cfg.Identities)
 			if err != nil {
 				continue
 			}
 			sh, err := split.Parse(framed, dekSize)
-			clear(framed)
-			if err != nil || sh.Index != i+1 || sh.Threshold != h.Recovery.Threshold {
-				continue
+			if err == nil && sh.Index == i+1 && sh.Threshold == h.Recovery.Threshold &&
+				!slices.ContainsFunc(found, func(o split.Share) bool { return sameShare(o, framed) }) {
+				found = append(found, sh)
 			}
-			shares, opened = append(shares, sh), append(opened, s.Officer)
-			break
+			clear(framed)
+		}
+		if len(found) > 0 {
+			byOfficer, opened = append(byOfficer, found), append(opened, s.Officer)
 		}
 	}
-	return shares, opened
+	return byOfficer, opened
+}
+
+func sameShare(s split.Share, framed []byte) bool {
+	m := s.Marshal()
+	defer clear(m)
+	return bytes.Equal(m, framed)
 }
 
 // ShareTransfer carries one officer's shares, opened on their air-gapped

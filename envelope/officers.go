@@ -208,7 +208,7 @@ func OpenOfficerShare(h *Header, index int, sealed []byte, ids []age.Identity) (
 	return bytes.Clone(pt[len(prefix):]), nil
 }
 
-// signHeader appends the signature over everything before it.
+// signHeader appends the signature over the body.
 func signHeader(raw []byte, key ed25519.PrivateKey) []byte {
 	return append(raw, ed25519.Sign(key, signatureMessage(raw))...)
 }
@@ -242,7 +242,7 @@ func CheckSignature(raw []byte, h *Header, trusted []ed25519.PublicKey) Signatur
 		if SignerID(pub) != rs.SignerID {
 			continue
 		}
-		if ed25519.Verify(pub, signatureMessage(raw[:len(raw)-ed25519.SignatureSize]), rs.Signature[:]) {
+		if ed25519.Verify(pub, signatureMessage(raw[:len(raw)-ed25519.SignatureSize-commitSize]), rs.Signature[:]) {
 			return SignatureValid
 		}
 		return SignatureInvalid

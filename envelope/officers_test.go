@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/fips140"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -132,11 +133,10 @@ func forge(t *testing.T, genuine []byte, rec *Recovery, signer ed25519.PrivateKe
 		t.Fatal(err)
 	}
 	if unsigned {
-		clear(raw[len(raw)-ed25519.SignatureSize-commitSize-signerIDSize : len(raw)-ed25519.SignatureSize-commitSize])
-		clear(raw[len(raw)-ed25519.SignatureSize:])
-		raw = bytes.Clone(raw[:len(raw)-ed25519.SignatureSize-commitSize])
+		body := bytes.Clone(raw[:len(raw)-ed25519.SignatureSize-commitSize])
+		clear(body[len(body)-signerIDSize:])
+		raw = append(body, make([]byte, ed25519.SignatureSize)...)
 		raw = append(raw, commitment(key, raw)...)
-		raw = append(raw, make([]byte, ed25519.SignatureSize)...)
 		if h, err = ParseHeader(raw); err != nil {
 			t.Fatal(err)
 		}
@@ -425,5 +425,70 @@ func TestOfficersRefusedInFIPSOnlyMode(t *testing.T) {
 	}
 	if _, err := TransferShares("", nil, nil, ""); !errors.Is(err, ErrFIPSOnly) {
 		t.Fatalf("TransferShares: %v, want ErrFIPSOnly", err)
+	}
+}
+
+// A genuine header whose signature bytes were changed (which an etcd
+// writer can do) is another header that no DEK opens: it must not take
+// the genuine header's place in a node's cache, or stop its adoption.
+func TestChangedSignatureIsAnotherHeader(t *testing.T) {
+	testutil.NeedsAge(t)
+	bs := newLocals(t, 3)
+	rec := newOfficers(t, 2, 3).policy(t, bs)
+	a := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: t.TempDir(), Recovery: rec})
+	b := mustNew(t, Config{Threshold: 2, Backends: bs, StateDir: t.TempDir(), Recovery: rec})
+	if err := a.Rotate(ctxT(t), "test"); err != nil {
+		t.Fatal(err)
+	}
+	s := mustEncrypt(t, a, seed)
+	changed := bytes.Clone(s.Header)
+	changed[len(changed)-commitSize-1] ^= 1 // the signature's last byte
+	if _, err := b.Decrypt(ctxT(t), s.Ciphertext, changed); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a header with a changed signature: %v, want ErrInvalid", err)
+	}
+	pt, err := b.Decrypt(ctxT(t), s.Ciphertext, s.Header)
+	if err != nil || !bytes.Equal(pt, seed) {
+		t.Fatalf("the genuine header after the changed one: %v", err)
+	}
+	waitKeyID(t, b, s.KeyID)
+}
+
+// Anyone can seal a share to the operator's public recipient, bound to a
+// DEK's public id and place: a forged transfer, given first, must not
+// hide the genuine one.
+func TestForgedTransferDoesNotHideGenuine(t *testing.T) {
+	testutil.NeedsAge(t)
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	h, _ := ParseHeader(s.Header)
+	operator, _ := age.GenerateX25519Identity()
+	to := operator.Recipient()
+
+	wrong, err := split.Split(bytes.Repeat([]byte{7}, dekSize), 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := officerPlaintext(h.DEKID, 1, 2, 3, o.list[0].Name, wrong[0].Marshal())
+	sealed, err := ageSeal(pt, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &ShareTransfer{Version: 1, Officer: o.list[0].Name, Shares: []TransferredShare{{DEKID: hex.EncodeToString(h.DEKID[:]), Index: 1, Sealed: sealed}}}
+	transfers := []*ShareTransfer{forged}
+	for _, i := range []int{0, 1} {
+		tr, err := TransferShares("", [][]byte{s.Header}, []age.Identity{o.ids[i]}, to.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		transfers = append(transfers, tr)
+	}
+	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: []age.Identity{operator}, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}, Transfers: transfers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("a forged transfer hid the genuine one: %v", err)
 	}
 }
