@@ -248,5 +248,14 @@ func (o *officerPacketOptions) run() error {
 		return p.WriteText(o.Out)
 	}
 	fmt.Fprintf(o.Out, "wrote %s: %d of %d officers, %d signing keys\n", o.out, p.Threshold, len(p.Officers), len(p.SigningKeys))
+	// Recovery trusts every key listed: say which, so that a key slipped
+	// into the --previous packet is seen.
+	for i, k := range p.SigningKeys {
+		from := "the config's signing key file"
+		if i > 0 {
+			from = "carried from " + o.previous
+		}
+		fmt.Fprintf(o.Out, "trusts signer id %s (%s)\n", k.SignerID, from)
+	}
 	return nil
 }

@@ -232,7 +232,8 @@ func TestOfficerPacketErrors(t *testing.T) {
 		t.Fatalf("before the signing key: %v", err)
 	}
 	mustRun(t, "officer", "signing-key", "--config", c.config, "--out", c.signingKey)
-	if out := mustRun(t, "officer", "packet", "--config", c.config, "--out", packet); out != "wrote "+packet+": 2 of 3 officers, 1 signing keys\n" {
+	out := mustRun(t, "officer", "packet", "--config", c.config, "--out", packet)
+	if !strings.HasPrefix(out, "wrote "+packet+": 2 of 3 officers, 1 signing keys\ntrusts signer id ") || strings.Count(out, "trusts signer id") != 1 {
 		t.Fatalf("packet: %q", out)
 	}
 	bad := filepath.Join(c.dir, "bad.json")
@@ -243,7 +244,7 @@ func TestOfficerPacketErrors(t *testing.T) {
 	// Rotated signing key: the new packet keeps the old public key.
 	mustRun(t, "officer", "signing-key", "--config", c.config, "--out", c.signingKey, "--force")
 	next := filepath.Join(c.dir, "next.json")
-	if out := mustRun(t, "officer", "packet", "--config", c.config, "--out", next, "--previous", packet); !strings.Contains(out, "2 signing keys") {
+	if out := mustRun(t, "officer", "packet", "--config", c.config, "--out", next, "--previous", packet); !strings.Contains(out, "2 signing keys") || !strings.Contains(out, "(carried from "+packet+")") {
 		t.Fatalf("packet --previous: %q", out)
 	}
 }
