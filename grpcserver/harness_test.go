@@ -81,11 +81,8 @@ func (h *harness) startNoWait() {
 func (h *harness) tryStart() error {
 	t := h.t
 	var backends []kmsclients.Backend
-	for i, p := range h.keys {
-		b, err := local.New(context.Background(), fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: p})
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i := range h.keys {
+		b := h.localBackend(i)
 		if h.wrap != nil {
 			backends = append(backends, h.wrap(i, b))
 			continue
@@ -123,6 +120,15 @@ func (h *harness) tryStart() error {
 	}
 	t.Cleanup(h.stop)
 	return nil
+}
+
+// localBackend opens key file i as the backend local-a, local-b, ...
+func (h *harness) localBackend(i int) kmsclients.Backend {
+	b, err := local.New(context.Background(), fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: h.keys[i]})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return b
 }
 
 func (h *harness) stop() {

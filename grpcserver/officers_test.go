@@ -11,7 +11,6 @@ import (
 	"github.com/trousseau-io/trousseau/envelope"
 	"github.com/trousseau-io/trousseau/internal/testutil"
 	"github.com/trousseau-io/trousseau/kmsclients"
-	"github.com/trousseau-io/trousseau/kmsclients/local"
 )
 
 // The recovery branch's margin shows in /readyz (and so in `trousseau
@@ -55,12 +54,8 @@ func TestNoOfficerBranchShowsNothing(t *testing.T) {
 func (h *harness) withOfficers() *envelope.SigningKey {
 	t := h.t
 	var backends []kmsclients.Backend
-	for i, p := range h.keys {
-		b, err := local.New(context.Background(), fmt.Sprintf("local-%c", 'a'+i), local.Config{KeyFile: p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		backends = append(backends, b)
+	for i := range h.keys {
+		backends = append(backends, h.localBackend(i))
 	}
 	maker, err := envelope.New(envelope.Config{Threshold: 2, Backends: backends})
 	if err != nil {
