@@ -492,3 +492,23 @@ func TestForgedTransferDoesNotHideGenuine(t *testing.T) {
 		t.Fatalf("a forged transfer hid the genuine one: %v", err)
 	}
 }
+
+// Officers are never asked at run time: with the signing key unlocked, a
+// rotation makes exactly one wrap call per custodian, as without a
+// policy, and the officers' shares are sealed locally.
+func TestRotationAsksOnlyTheCustodians(t *testing.T) {
+	testutil.NeedsAge(t)
+	ss := wrapSwitchable(newLocals(t, 3))
+	rec := newOfficers(t, 2, 3).policy(t, asBackends(ss))
+	e := mustNew(t, Config{Threshold: 2, Backends: asBackends(ss), Recovery: rec})
+	before := ss[0].calls.Load() + ss[1].calls.Load() + ss[2].calls.Load()
+	if err := e.Rotate(ctxT(t), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if calls := ss[0].calls.Load() + ss[1].calls.Load() + ss[2].calls.Load() - before; calls != 3 {
+		t.Fatalf("a rotation made %d backend calls, want 3 wraps", calls)
+	}
+	if h := e.Current(); h.Recovery == nil || len(h.Recovery.Shares) != 3 {
+		t.Fatal("the new DEK has no officers' branch")
+	}
+}
