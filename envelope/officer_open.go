@@ -62,7 +62,7 @@ type OfficerReport struct {
 
 type officerDEK struct {
 	d   *dek
-	err error
+	rep *OfficerReport
 }
 
 // maxOfficerHeaders bounds the headers remembered; past it, each object
@@ -99,25 +99,32 @@ func (k *OfficerKeyring) Decrypt(ctx context.Context, ciphertext, header []byte)
 	if err := checkCiphertext(ciphertext); err != nil {
 		return nil, err
 	}
-	d, err := k.dekFor(ctx, header)
-	if err != nil {
-		return nil, err
+	d, rep := k.dekFor(ctx, header)
+	if rep.Err != nil {
+		return nil, rep.Err
 	}
 	return d.open(ciphertext)
 }
 
-func (k *OfficerKeyring) dekFor(ctx context.Context, raw []byte) (*dek, error) {
+// Report opens header's DEK as Decrypt does, keeping it for the Decrypts
+// that follow, and says how that went.
+func (k *OfficerKeyring) Report(ctx context.Context, header []byte) OfficerReport {
+	_, rep := k.dekFor(ctx, header)
+	return *rep
+}
+
+func (k *OfficerKeyring) dekFor(ctx context.Context, raw []byte) (*dek, *OfficerReport) {
 	k.mu.Lock()
 	defer k.mu.Unlock() // one header at a time: age unwraps are fast and local
 	if got := k.byRaw[string(raw)]; got != nil {
-		return got.d, got.err
+		return got.d, got.rep
 	}
 	d, rep := k.open(ctx, raw)
 	if len(k.byRaw) < maxOfficerHeaders {
-		k.byRaw[string(raw)] = &officerDEK{d, rep.Err}
+		k.byRaw[string(raw)] = &officerDEK{d, rep}
 		k.reports = append(k.reports, rep)
 	}
-	return d, rep.Err
+	return d, rep
 }
 
 // Reports says how each DEK seen did, in the order first seen.

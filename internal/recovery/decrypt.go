@@ -288,10 +288,8 @@ func (d *Decrypter) firstUnwrap(ctx context.Context, st *headerState, ct, header
 		return nil, err
 	}
 	st.info = h
-	if p, ok := d.env.(officerProver); ok {
-		// Opened twice (here, then to decrypt): one report per header,
-		// which the keyring's own Reports cannot tell apart.
-		rep := p.Prove(ctx, header)
+	if p, ok := d.env.(officerReporter); ok {
+		rep := p.Report(ctx, header) // the keyring keeps the DEK for Decrypt
 		st.officers = &rep
 		if rep.Err != nil {
 			st.err = &OfficerError{Report: rep}

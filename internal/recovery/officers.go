@@ -17,13 +17,13 @@ import (
 // drill with [OfficerDrill] checks each header's branch against the
 // officers' packet.
 
-// officerProver is an envelope that opens DEKs through the officers
-// ([envelope.OfficerKeyring]).
-type officerProver interface {
-	Prove(ctx context.Context, header []byte) envelope.OfficerReport
+// officerReporter is an envelope that opens DEKs through the officers
+// ([envelope.OfficerKeyring]) and says how each went.
+type officerReporter interface {
+	Report(ctx context.Context, header []byte) envelope.OfficerReport
 }
 
-var _ officerProver = (*envelope.OfficerKeyring)(nil)
+var _ officerReporter = (*envelope.OfficerKeyring)(nil)
 
 // OfficerError is a DEK the officers' branch could not open: a refused
 // signature ([envelope.ErrRefusedSignature]), too few shares, no branch.
