@@ -49,25 +49,9 @@ func (r *rotation) rotate(ctx context.Context, reason string) (err error) {
 
 // makeDEK makes a DEK of the next generation, wrapped by every backend.
 func (l *lifecycle) makeDEK(ctx context.Context, reason string) (*dek, error) {
-	key := make([]byte, dekSize)
+	key, h, err := l.wrapNewSecret(ctx, l.cur.nextGeneration())
 	defer clear(key)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	h := &Header{Threshold: l.cfg.Threshold, Created: l.cfg.Now().UTC().Truncate(time.Second), Generation: l.cur.nextGeneration()}
-	if _, err := rand.Read(h.DEKID[:]); err != nil {
-		return nil, err
-	}
-	shares, err := split.Split(key, l.cfg.Threshold, len(l.cfg.Backends))
 	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		for _, s := range shares {
-			s.Wipe()
-		}
-	}()
-	if h.Shares, err = l.wrapAll(ctx, h, shares); err != nil {
 		// Debug: callers log it (the prober once per cause).
 		l.log.Debug("DEK rotation postponed", "reason", reason, "error", err)
 		return nil, fmt.Errorf("rotation postponed: %w", err)
@@ -86,6 +70,31 @@ func (l *lifecycle) makeDEK(ctx context.Context, reason string) (*dek, error) {
 		return nil, fmt.Errorf("rotation postponed: %w", err)
 	}
 	return newDEK(key, raw, h)
+}
+
+// wrapNewSecret makes a random secret (a DEK, or a signing key's) and
+// its header of generation, split k-of-n and wrapped by every backend.
+// The header is not sealed yet; the caller clears the secret.
+func (l *lifecycle) wrapNewSecret(ctx context.Context, generation uint32) ([]byte, *Header, error) {
+	key := make([]byte, dekSize)
+	h := &Header{Threshold: l.cfg.Threshold, Created: l.cfg.Now().UTC().Truncate(time.Second), Generation: generation}
+	if _, err := rand.Read(key); err != nil {
+		return key, nil, err
+	}
+	if _, err := rand.Read(h.DEKID[:]); err != nil {
+		return key, nil, err
+	}
+	shares, err := split.Split(key, l.cfg.Threshold, len(l.cfg.Backends))
+	if err != nil {
+		return key, nil, err
+	}
+	defer func() {
+		for _, s := range shares {
+			s.Wipe()
+		}
+	}()
+	h.Shares, err = l.wrapAll(ctx, h, shares)
+	return key, h, err
 }
 
 // wrapAll has every backend wrap its share, in parallel. All must succeed.

@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"time"
-
-	"github.com/trousseau-io/trousseau/split"
 )
 
 // The header signing key of the officers' branch. Its private half is
@@ -34,25 +31,9 @@ type SigningKey struct {
 
 // MakeSigningKey makes a signing key wrapped by every backend of e.
 func (e *Envelope) MakeSigningKey(ctx context.Context) (*SigningKey, error) {
-	secret := make([]byte, dekSize)
+	secret, h, err := e.life.wrapNewSecret(ctx, 0)
 	defer clear(secret)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, err
-	}
-	h := &Header{Threshold: e.cfg.Threshold, Created: e.cfg.Now().UTC().Truncate(time.Second)}
-	if _, err := rand.Read(h.DEKID[:]); err != nil {
-		return nil, err
-	}
-	shares, err := split.Split(secret, e.cfg.Threshold, len(e.cfg.Backends))
 	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		for _, s := range shares {
-			s.Wipe()
-		}
-	}()
-	if h.Shares, err = e.life.wrapAll(ctx, h, shares); err != nil {
 		return nil, err
 	}
 	raw, err := h.seal(secret, nil)
