@@ -54,7 +54,7 @@ func (c *Config) validateRecovery(p *problems) {
 		p.add("recovery.signingKeyFile", "must be an absolute path, got %q (make the file with `trousseau officer signing-key`)", r.SigningKeyFile)
 	}
 	if fipsmode.Mode() == "only" {
-		p.add("recovery", "officers' shares are sealed with age (X25519, ChaCha20-Poly1305), which GODEBUG=fips140=only refuses: run without the recovery block in FIPS-only mode")
+		p.add("recovery", "%v", envelope.ErrFIPSOnly)
 	}
 }
 
