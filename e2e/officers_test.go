@@ -8,12 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestBreakGlassOfficers is the break-glass promise, end to end: a
@@ -51,26 +47,7 @@ func TestBreakGlassOfficers(t *testing.T) {
 
 	c.startPlugin()
 	c.startAPIServer(apiserverOptions{kmsAPIVersion: "v2", etcdPrefix: "/registry"})
-	want := newExpected()
-	namespaces := []string{"bg-a", "bg-b"}
-	for _, ns := range namespaces {
-		if _, err := c.kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeObjects(t, c, want, namespaces, 0, 150, 50)
-	firstKey := c.apiserverKeyID(t, "bg-a", "secret-0")
-	c.plugin.signal(syscall.SIGHUP)
-	eventually(t, 150*time.Second, "new writes carry a new key_id", func(ctx context.Context) error {
-		time.Sleep(2 * time.Second)
-		name := fmt.Sprintf("probe-%s", randomHex(4))
-		want.addSecret(t, c, "bg-a", name, map[string][]byte{"k": []byte(name)})
-		if id := c.apiserverKeyID(t, "bg-a", name); id == firstKey {
-			return fmt.Errorf("still %s", id)
-		}
-		return nil
-	})
-	writeObjects(t, c, want, namespaces, 150, 300, 50)
+	want := writeAcrossRotation(t, c, []string{"bg-a", "bg-b"}, 300, 50)
 
 	snap := filepath.Join(c.dir, "etcd.snapshot")
 	takeSnapshot(t, c, snap)

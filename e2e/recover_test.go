@@ -34,27 +34,7 @@ func TestRecoverFromSnapshot(t *testing.T) {
 	c.startPlugin()
 	c.startAPIServer(apiserverOptions{kmsAPIVersion: "v2", etcdPrefix: "/registry"})
 
-	want := newExpected()
-	namespaces := []string{"rec-a", "rec-b", "rec-c"}
-	for _, ns := range namespaces {
-		if _, err := c.kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeObjects(t, c, want, namespaces, 0, 500, 100)
-	firstKey := c.apiserverKeyID(t, "rec-a", "secret-0")
-	c.plugin.signal(syscall.SIGHUP)
-	eventually(t, 150*time.Second, "new writes carry a new key_id", func(ctx context.Context) error {
-		time.Sleep(2 * time.Second)
-		name := fmt.Sprintf("probe-%s", randomHex(4))
-		want.addSecret(t, c, "rec-a", name, map[string][]byte{"k": []byte(name)})
-		if id := c.apiserverKeyID(t, "rec-a", name); id == firstKey {
-			return fmt.Errorf("still %s", id)
-		}
-		return nil
-	})
-	writeObjects(t, c, want, namespaces, 500, 1000, 100)
-	t.Logf("wrote %d secrets and %d configmaps across a DEK rotation", len(want.secrets), len(want.configs))
+	want := writeAcrossRotation(t, c, []string{"rec-a", "rec-b", "rec-c"}, 1000, 100)
 
 	snap := filepath.Join(c.dir, "etcd.snapshot")
 	takeSnapshot(t, c, snap)
@@ -85,6 +65,34 @@ func TestRecoverFromSnapshot(t *testing.T) {
 		}
 	})
 	t.Run("custody drill", func(t *testing.T) { drillSnapshot(t, c, snap, len(want.secrets)+len(want.configs)) })
+}
+
+// writeAcrossRotation makes the namespaces and writes n Secrets (every
+// large-th one 128 KiB) and n/5 ConfigMaps across them, half before a
+// SIGHUP rotation of the plugin and half once new writes carry the new
+// key_id, and returns what was written.
+func writeAcrossRotation(t *testing.T, c *cluster, namespaces []string, n, large int) *expected {
+	want := newExpected()
+	for _, ns := range namespaces {
+		if _, err := c.kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeObjects(t, c, want, namespaces, 0, n/2, large)
+	firstKey := c.apiserverKeyID(t, namespaces[0], "secret-0")
+	c.plugin.signal(syscall.SIGHUP)
+	eventually(t, 150*time.Second, "new writes carry a new key_id", func(ctx context.Context) error {
+		time.Sleep(2 * time.Second)
+		name := fmt.Sprintf("probe-%s", randomHex(4))
+		want.addSecret(t, c, namespaces[0], name, map[string][]byte{"k": []byte(name)})
+		if id := c.apiserverKeyID(t, namespaces[0], name); id == firstKey {
+			return fmt.Errorf("still %s", id)
+		}
+		return nil
+	})
+	writeObjects(t, c, want, namespaces, n/2, n, large)
+	t.Logf("wrote %d secrets and %d configmaps across a DEK rotation", len(want.secrets), len(want.configs))
+	return want
 }
 
 // drillSnapshot: a drill of the snapshot's two DEKs with every backend,
