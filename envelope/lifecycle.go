@@ -27,11 +27,11 @@ type lifecycle struct {
 	adopting  atomic.Bool         // an adoption runs in the background
 	candidate atomic.Pointer[dek] // newest confirmed DEK seen, not adopted yet
 
-	// A candidate in the state dir: recorded holds what is there, and
-	// restored what was read at start and is not opened again yet.
 	// The header signing key, once unlocked (with a [Recovery] policy).
 	signKey atomic.Pointer[ed25519.PrivateKey]
 
+	// A candidate in the state dir: recorded holds what is there, and
+	// restored what was read at start and is not opened again yet.
 	recordMu sync.Mutex
 	recorded *wrappedDEK
 	restored atomic.Pointer[wrappedDEK]
