@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/trousseau-io/trousseau/internal/safedir"
 	"github.com/trousseau-io/trousseau/internal/safetext"
@@ -47,6 +48,13 @@ type DirSink struct {
 	mu      sync.Mutex // guards handles
 	handles []*safedir.PrivateDir
 	written map[string]Key // paths that two keys can share; see [sharable]
+
+	// The flusher makes what was written durable while the run goes on.
+	flushEvery int64        // bytes between flushes: flushEvery, tests less
+	unflushed  atomic.Int64 // bytes written since the flusher was last woken
+	flushes    chan struct{}
+	flushed    chan error // the flusher's first error, once flushes is closed
+	flushCount atomic.Int64
 }
 
 // dirHandles bounds the files written at once.
@@ -63,7 +71,7 @@ func NewDirSink(dir string, f Format) (*DirSink, error) {
 
 // newDirSink takes the uid whose files are ours: tests pass another.
 func newDirSink(dir string, f Format, uid int) (*DirSink, error) {
-	d := &DirSink{format: f, dir: dir, uid: uid, written: map[string]Key{}, idle: make(chan *safedir.PrivateDir, dirHandles)}
+	d := &DirSink{format: f, dir: dir, uid: uid, written: map[string]Key{}, idle: make(chan *safedir.PrivateDir, dirHandles), flushEvery: flushEvery}
 	root, err := safedir.OpenPrivate(dir, uid, false)
 	if err == nil {
 		return d, root.Close()
@@ -108,6 +116,12 @@ func (d *DirSink) acquire() (*safedir.PrivateDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("output directory %w", err)
 	}
+	if len(d.handles) == 0 {
+		if err := d.startFlusher(); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	d.handles = append(d.handles, h)
 	return h, nil
 }
@@ -124,6 +138,42 @@ func (d *DirSink) write(p string, rendered []byte) error {
 	if err := h.WriteFile(p, rendered); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
+	if d.unflushed.Add(int64(len(rendered))) >= d.flushEvery {
+		d.unflushed.Store(0)
+		select {
+		case d.flushes <- struct{}{}:
+		default: // a flush is under way
+		}
+	}
+	return nil
+}
+
+// flushEvery is how many bytes of manifests are written between two
+// flushes while a run goes on: the disk writes them while the next
+// objects are decrypted, so that Close waits for the last ones only,
+// not for a whole snapshot's files at once, and dirty pages do not pile
+// up until the kernel throttles the writers.
+const flushEvery = 16 << 20
+
+// startFlusher starts the goroutine that flushes the directory's file
+// system each time write asks, until Close, through a handle of its
+// own. A flush that fails is reported by Close.
+func (d *DirSink) startFlusher() error {
+	h, err := safedir.OpenPrivate(d.dir, d.uid, false)
+	if err != nil {
+		return fmt.Errorf("output directory %w", err)
+	}
+	d.flushes, d.flushed = make(chan struct{}, 1), make(chan error, 1)
+	go func() {
+		var first error
+		for range d.flushes {
+			if err := h.Sync(); first == nil {
+				first = err
+			}
+			d.flushCount.Add(1)
+		}
+		d.flushed <- errors.Join(first, h.Close())
+	}()
 	return nil
 }
 
@@ -193,7 +243,12 @@ func (d *DirSink) Close() error {
 	if err != nil {
 		return err
 	}
-	errs := []error{h.Sync()}
+	var errs []error
+	if d.flushes != nil {
+		close(d.flushes)
+		errs = append(errs, <-d.flushed)
+	}
+	errs = append(errs, h.Sync())
 	d.release(h)
 	for _, h := range d.handles {
 		errs = append(errs, h.Close())

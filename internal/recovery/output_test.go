@@ -237,6 +237,32 @@ func TestDirSinkWritesFromManyGoroutines(t *testing.T) {
 	wantHolds(t, filepath.Join(dir, "ns-3", "secrets", "s-7-48.yaml"), recovered)
 }
 
+// TestDirSinkFlushesAsItWrites: the directory is flushed while files are
+// written, not only at Close, and what was written is whole after it.
+func TestDirSinkFlushesAsItWrites(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	sink, err := recovery.NewDirSink(dir, recovery.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink.FlushEvery(int64(3 * len(recovered)))
+	for i := range 30 {
+		k := recovery.Key{Resource: "secrets", Namespace: "ns", Name: fmt.Sprintf("s-%d", i)}
+		if done, err := sink.PutUnordered(k, []byte(recovered)); !done || err != nil {
+			t.Fatalf("%v: written %v, %v", k, done, err)
+		}
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := sink.Flushes(); n == 0 {
+		t.Error("no flush while writing: every file waited for Close")
+	}
+	for i := range 30 {
+		wantHolds(t, filepath.Join(dir, "ns", "secrets", fmt.Sprintf("s-%d.yaml", i)), recovered)
+	}
+}
+
 // countingWriter counts the writes it gets; it fails from the write
 // failAt on, when failAt > 0.
 type countingWriter struct {
