@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trousseau-io/trousseau/internal/recovery/recoverytest"
+	"github.com/trousseau-io/trousseau/internal/safedir"
 )
 
 // BenchmarkScale runs the trousseau binary over snapshots of 100,000 and
@@ -27,8 +30,11 @@ import (
 // from /proc, each as a ratio to a plain read of the same snapshot in
 // the same run: recover --dry-run with a provider name that matches
 // nothing, which reads and parses every value and decrypts none.
-// SCALE_SIZES picks sizes (default "100000,1000000"). make bench-scale.
+// SCALE_SIZES picks sizes (default "100000,1000000"); SCALE_OUT_DIR, the
+// file system --out-dir writes to (default the test's temporary
+// directory), whose type and options are logged. make bench-scale.
 func BenchmarkScale(b *testing.B) {
+	out := scaleOutDir(b)
 	bin := filepath.Join(b.TempDir(), "trousseau")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/trousseau").CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
@@ -57,17 +63,27 @@ func BenchmarkScale(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("%d-secrets", n), func(b *testing.B) {
 			var base scaleRun
+			rates := map[string]float64{}
 			for _, m := range modes {
-				r := runScaled(b, bin, m.args, n)
+				r := runScaled(b, bin, m.args, n, out)
 				if m.name == "plain-read" {
 					base = r
 				}
+				rates[m.name] = r.rate
 				b.Logf("%-11s %8.0f objects/s (x%.2f plain read)  peak RssAnon %4d MB (x%.2f plain read)",
 					m.name, r.rate, r.rate/base.rate, r.rss>>20, float64(r.rss)/float64(base.rss))
 				b.ReportMetric(r.rate, m.name+"-objects/s")
 				b.ReportMetric(float64(r.rss>>20), m.name+"-RssAnon-MB")
 				b.ReportMetric(r.rate/base.rate, m.name+"-x-plain-rate")
 			}
+			files := filesAlone(b, n, out)
+			// Both runs are CPU-bound on the same cores, so the directory
+			// writer can at best take the stream's time plus the files'.
+			floor := 1 / (1/rates["stream-yaml"] + 1/files)
+			b.Logf("files alone %8.0f files/s: out-dir is x%.2f slower than the stream; the stream plus the files alone would be x%.2f; out-dir reaches %.0f%% of that",
+				files, rates["stream-yaml"]/rates["out-dir"], rates["stream-yaml"]/floor, 100*rates["out-dir"]/floor)
+			b.ReportMetric(files, "files-alone-files/s")
+			b.ReportMetric(rates["stream-yaml"]/rates["out-dir"], "out-dir-x-slower-than-stream")
 		})
 	}
 }
@@ -77,11 +93,69 @@ type scaleRun struct {
 	rss  int64   // peak RssAnon, bytes
 }
 
-func runScaled(b *testing.B, bin string, args []string, n int) scaleRun {
+// filesAlone writes n files of the size of a recovered Secret's
+// manifest through a [safedir.PrivateDir] per goroutine (as many as
+// recover's default workers), into 100 namespaces, and nothing else:
+// no snapshot, no decryption. It is the floor of the directory writer on
+// out's file system, in files/s.
+func filesAlone(b *testing.B, n int, out string) float64 {
+	workers := 2 * runtime.NumCPU()
+	data := bytes.Repeat([]byte("x"), 979) // a scale Secret's YAML
+	dir := filepath.Join(out, fmt.Sprintf("files-%d", n))
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		h, err := safedir.OpenPrivate(dir, os.Geteuid(), true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			defer h.Close()
+			for i := w; i < n; i += workers {
+				if err := h.WriteFile(fmt.Sprintf("ns-%d/secrets/secret-%07d.yaml", i%100, i), data); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	h, err := safedir.OpenPrivate(dir, os.Geteuid(), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := h.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	h.Close()
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// scaleOutDir makes the directory the runs' output directories go in.
+// They are all removed at the end, not between runs: on ext4 without a
+// journal, new files are slow to create for minutes after many were
+// deleted (the allocator steps over each recently freed inode).
+func scaleOutDir(b *testing.B) string {
+	parent := os.Getenv("SCALE_OUT_DIR")
+	if parent == "" {
+		parent = b.TempDir()
+	}
+	dir, err := os.MkdirTemp(parent, "bench-scale-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	if fs, err := exec.Command("findmnt", "-no", "FSTYPE,OPTIONS", "-T", dir).Output(); err == nil {
+		b.Logf("--out-dir writes to %s: %s", dir, bytes.TrimSpace(fs))
+	}
+	return dir
+}
+
+func runScaled(b *testing.B, bin string, args []string, n int, outParent string) scaleRun {
 	args = append([]string(nil), args...)
 	for i, a := range args {
 		if a == "OUTDIR" {
-			args[i] = filepath.Join(b.TempDir(), "out")
+			args[i] = filepath.Join(outParent, fmt.Sprintf("out-%d-%d", n, time.Now().UnixNano()))
 		}
 	}
 	cmd := exec.Command(bin, args...)
