@@ -62,7 +62,7 @@ func NewPlugin(env *envelope.Envelope, m *Metrics, opts Options) *Plugin {
 		opts.ProbeInterval = kmsclients.DefaultProbeInterval
 	}
 	if opts.ProbeTimeout <= 0 || opts.ProbeTimeout > opts.ProbeInterval {
-		opts.ProbeTimeout = min(kmsclients.DefaultProbeTimeout, opts.ProbeInterval)
+		opts.ProbeTimeout = kmsclients.ProbeTimeoutFor(opts.ProbeInterval)
 	}
 	prober := NewProber(env, opts.ProbeInterval, opts.ProbeTimeout, opts.Logger, m)
 	if opts.Now != nil {

@@ -12,3 +12,10 @@ const (
 	// recovery: longer, as no API server waits on them.
 	DefaultCommandProbeTimeout = 10 * time.Second
 )
+
+// ProbeTimeoutFor is the probe deadline where none is set: the default,
+// or the interval if shorter, so that a short interval is followed rather
+// than refused over a value no one wrote.
+func ProbeTimeoutFor(interval time.Duration) time.Duration {
+	return min(DefaultProbeTimeout, interval)
+}

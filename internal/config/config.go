@@ -142,8 +142,7 @@ func (c *Config) SetDefaults() {
 		c.Health.ProbeInterval.Duration = DefaultProbeInterval
 	}
 	if c.Health.ProbeTimeout.Duration == 0 {
-		// Follows a short interval rather than fail over an unwritten default.
-		c.Health.ProbeTimeout.Duration = min(DefaultProbeTimeout, c.Health.ProbeInterval.Duration)
+		c.Health.ProbeTimeout.Duration = kmsclients.ProbeTimeoutFor(c.Health.ProbeInterval.Duration)
 	}
 	if c.Rotation.MaxAge == nil {
 		c.Rotation.MaxAge = &Duration{Duration: DefaultMaxAge}
