@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trousseau-io/trousseau/envelope"
-	"github.com/trousseau-io/trousseau/internal/officers"
 	"github.com/trousseau-io/trousseau/internal/recovery"
 	"github.com/trousseau-io/trousseau/internal/safetext"
 	"github.com/trousseau-io/trousseau/kmsclients"
@@ -169,13 +168,13 @@ func (o *drillOptions) defaultStateDir(opts *recovery.DrillOptions, stateDir str
 // officerDrill reads the packet, and the identities that prove the branch.
 func (o *drillOptions) officerDrill() (*recovery.OfficerDrill, error) {
 	quietKubeLogs()
-	p, err := officers.ReadPacket(o.officerPacket)
+	p, err := o.readPacket()
 	if err != nil {
-		return nil, fmt.Errorf("--officer-packet: %w", err)
+		return nil, err
 	}
 	od := &recovery.OfficerDrill{Trusted: p.TrustedKeys(), Holder: p.OfficerFor}
 	if len(o.officerIDs) > 0 {
-		if od.Prover, err = o.officerKeyring(false); err != nil {
+		if od.Prover, err = o.officerKeyring(p, false); err != nil {
 			return nil, err
 		}
 	}

@@ -256,7 +256,11 @@ func (o *recoverOptions) run(ctx context.Context) error {
 func (o *recoverOptions) recoveryEnvelope(ctx context.Context) (recovery.Envelope, func(), error) {
 	if len(o.officerIDs) > 0 {
 		quietKubeLogs()
-		k, err := o.officerKeyring(o.acceptUnsigned)
+		p, err := o.readPacket()
+		if err != nil {
+			return nil, nil, err
+		}
+		k, err := o.officerKeyring(p, o.acceptUnsigned)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -269,15 +273,23 @@ func (o *recoverOptions) recoveryEnvelope(ctx context.Context) (recovery.Envelop
 	return kr, kr.Close, nil
 }
 
+// readPacket reads --officer-packet; nil without one.
+func (o *officerFlags) readPacket() (*officers.Packet, error) {
+	if o.officerPacket == "" {
+		return nil, nil
+	}
+	p, err := officers.ReadPacket(o.officerPacket)
+	if err != nil {
+		return nil, fmt.Errorf("--officer-packet: %w", err)
+	}
+	return p, nil
+}
+
 // officerKeyring opens DEKs with the identities and transfers given,
-// trusting the packet's signing keys.
-func (o *officerFlags) officerKeyring(acceptUnsigned bool) (*envelope.OfficerKeyring, error) {
+// trusting the signing keys of the packet p (none without one).
+func (o *officerFlags) officerKeyring(p *officers.Packet, acceptUnsigned bool) (*envelope.OfficerKeyring, error) {
 	cfg := envelope.OfficerKeyringConfig{AcceptUnsigned: acceptUnsigned}
-	if o.officerPacket != "" {
-		p, err := officers.ReadPacket(o.officerPacket)
-		if err != nil {
-			return nil, fmt.Errorf("--officer-packet: %w", err)
-		}
+	if p != nil {
 		cfg.Trusted = p.TrustedKeys()
 	}
 	for _, path := range o.officerIDs {
