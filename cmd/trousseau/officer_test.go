@@ -295,3 +295,35 @@ func TestOfficerUnwrapErrors(t *testing.T) {
 		t.Fatalf("--accept-unsigned with no packet: %v\n%s", err, errOut)
 	}
 }
+
+// TestOfficerUnwrapAmidJunkHeaders: an etcd writer can store any number
+// of headers. The genuine one still opens, each junk header is counted,
+// and the report lists the first ones only.
+func TestOfficerUnwrapAmidJunkHeaders(t *testing.T) {
+	c := newOfficerCase(t)
+	mustRun(t, "officer", "signing-key", "--config", c.config, "--out", c.signingKey)
+	packet := filepath.Join(c.dir, "packet.json")
+	mustRun(t, "officer", "packet", "--config", c.config, "--out", packet)
+	s, err := c.envelope(t).Encrypt([]byte("seed"))
+	must(t, err)
+	values := map[string][]byte{"/registry/secrets/a/genuine": storedValue(t, s)}
+	const junk = reportLines + 10
+	for i := range junk {
+		values[fmt.Sprintf("/registry/secrets/a/junk-%d", i)] = storedValue(t, envelope.Sealed{Ciphertext: []byte("x"), KeyID: "k", Header: fmt.Appendf(nil, "junk header %d", i)})
+	}
+	snap := filepath.Join(c.dir, "etcd.snapshot")
+	writeSnapshot(t, snap, values)
+	to := strings.TrimSpace(mustRun(t, "officer", "keygen", "--out", filepath.Join(c.dir, "operator.txt")))
+	_, errOut, err := run(t, "", "officer", "unwrap", "--identity", c.ids["alice"], "--to", to, "--etcd-snapshot", snap, "--officer-packet", packet, "--out", filepath.Join(c.dir, "t.json"))
+	if err != nil || !strings.Contains(errOut, "signature: valid; share of alice opened") {
+		t.Fatalf("unwrap: %v\n%s", err, errOut)
+	}
+	if n := strings.Count(errOut, "unreadable header"); n != reportLines {
+		t.Errorf("%d junk headers listed, want the first %d\n%s", n, reportLines, errOut)
+	}
+	for _, want := range []string{"10 more unreadable or refused headers not listed", fmt.Sprintf("%d headers: 1 opened, 0 refused", junk+1)} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("report lacks %q\n%s", want, errOut)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -106,15 +107,29 @@ func (o *officerUnwrapOptions) run(ctx context.Context) error {
 		}
 		trusted = p.TrustedKeys()
 	}
-	headers, sc, err := recovery.Headers(ctx, recovery.SnapshotFile{Path: o.snapshot}, o.prefix)
+	// Each header is checked as it is met, and only those to unwrap are
+	// kept whole: an etcd writer can store as many forged ones as etcd
+	// holds.
+	var checked []checkedHeader
+	var accepted [][]byte
+	sc, err := recovery.Headers(ctx, recovery.SnapshotFile{Path: o.snapshot}, o.prefix, func(raw []byte) {
+		c, h := checkHeader(raw, trusted, o.packet != "")
+		if h != nil && h.Recovery != nil && (o.acceptUnsigned || !c.refused()) {
+			accepted = append(accepted, bytes.Clone(raw))
+			c.officers = make([]string, len(h.Recovery.Shares))
+			for i, s := range h.Recovery.Shares {
+				c.officers[i] = s.Officer
+			}
+		}
+		checked = append(checked, c)
+	})
 	if err != nil {
 		return err
 	}
-	checked := checkHeaders(headers, trusted, o.packet != "")
-	t, err := envelope.TransferShares("", acceptedHeaders(checked, o.acceptUnsigned), ids, o.to)
+	t, err := envelope.TransferShares("", accepted, ids, o.to)
 	reportUnwrap(o.Err, checked, t, o.acceptUnsigned)
 	if err != nil {
-		return fmt.Errorf("%s (%s, %d headers): %w", o.snapshot, sc.Describe, len(headers), err)
+		return fmt.Errorf("%s (%s, %d headers): %w", o.snapshot, sc.Describe, len(checked), err)
 	}
 	b, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
@@ -142,25 +157,32 @@ func readIdentities(files []string) ([]age.Identity, error) {
 	return ids, nil
 }
 
-// checkedHeader is one stored header and how its signature checked.
+// checkedHeader is what the report says of one stored header: how its
+// signature checked, not the header.
 type checkedHeader struct {
-	raw     []byte
-	h       *envelope.Header // nil if it does not parse
-	err     error
-	sig     envelope.Signature
-	checked bool // against a packet's keys
+	keyID      string // empty if the header does not parse
+	generation uint32
+	dekID      string   // hex
+	branch     bool     // it has an officers' branch
+	officers   []string // share holders, by index: of accepted headers only
+	err        error
+	sig        envelope.Signature
+	checked    bool // against a packet's keys
 }
 
-func checkHeaders(headers [][]byte, trusted []ed25519.PublicKey, check bool) []checkedHeader {
-	out := make([]checkedHeader, len(headers))
-	for i, raw := range headers {
-		c := checkedHeader{raw: raw, checked: check}
-		if c.h, c.err = envelope.ParseHeader(raw); c.err == nil && check {
-			c.sig = envelope.CheckSignature(raw, c.h, trusted)
-		}
-		out[i] = c
+// checkHeader parses raw and checks its signature (with check).
+func checkHeader(raw []byte, trusted []ed25519.PublicKey, check bool) (checkedHeader, *envelope.Header) {
+	c := checkedHeader{checked: check}
+	h, err := envelope.ParseHeader(raw)
+	if err != nil {
+		c.err = err
+		return c, nil
 	}
-	return out
+	c.keyID, c.generation, c.dekID, c.branch = h.KeyID(), h.Generation, hex.EncodeToString(h.DEKID[:]), h.Recovery != nil
+	if check {
+		c.sig = envelope.CheckSignature(raw, h, trusted)
+	}
+	return c, h
 }
 
 // refused: a header the packet's keys did not sign.
@@ -168,15 +190,9 @@ func (c checkedHeader) refused() bool {
 	return c.checked && c.sig != envelope.SignatureValid
 }
 
-func acceptedHeaders(checked []checkedHeader, acceptUnsigned bool) [][]byte {
-	var out [][]byte
-	for _, c := range checked {
-		if c.h != nil && c.h.Recovery != nil && (acceptUnsigned || !c.refused()) {
-			out = append(out, c.raw)
-		}
-	}
-	return out
-}
+// reportLines bounds the lines about headers that are unreadable or
+// refused: a snapshot may hold any number.
+const reportLines = 20
 
 // reportUnwrap says, per header, whether this officer's share opened.
 func reportUnwrap(w io.Writer, checked []checkedHeader, t *envelope.ShareTransfer, acceptUnsigned bool) {
@@ -186,19 +202,28 @@ func reportUnwrap(w io.Writer, checked []checkedHeader, t *envelope.ShareTransfe
 			opened[s.DEKID] = append(opened[s.DEKID], s.Index)
 		}
 	}
-	var n, refused int
+	var n, refused, noisy int
 	for _, c := range checked {
-		if c.h == nil {
+		idx := opened[c.dekID]
+		switch {
+		case c.branch && len(idx) > 0:
+			n++
+		case c.branch && c.refused() && !acceptUnsigned:
+			refused++
+		}
+		if c.keyID == "" || (c.refused() && !acceptUnsigned) {
+			if noisy++; noisy > reportLines {
+				continue
+			}
+		}
+		if c.keyID == "" {
 			safetext.Fprintf(w, "unwrap: unreadable header: %v\n", c.err)
 			continue
 		}
-		idx := opened[hex.EncodeToString(c.h.DEKID[:])]
-		if c.h.Recovery != nil && len(idx) > 0 {
-			n++
-		} else if c.h.Recovery != nil && c.refused() && !acceptUnsigned {
-			refused++
-		}
-		safetext.Fprintf(w, "unwrap: DEK %s generation %d: signature: %s; %s\n", c.h.KeyID(), c.h.Generation, c.signature(), c.verdict(idx, acceptUnsigned))
+		safetext.Fprintf(w, "unwrap: DEK %s generation %d: signature: %s; %s\n", c.keyID, c.generation, c.signature(), c.verdict(idx, acceptUnsigned))
+	}
+	if noisy > reportLines {
+		safetext.Fprintf(w, "unwrap: %d more unreadable or refused headers not listed\n", noisy-reportLines)
 	}
 	safetext.Fprintf(w, "unwrap: %d headers: %d opened, %d refused for their signature\n", len(checked), n, refused)
 }
@@ -213,7 +238,7 @@ func (c checkedHeader) signature() string {
 // verdict says what became of the header, whose shares idx opened.
 func (c checkedHeader) verdict(idx []int, acceptUnsigned bool) string {
 	switch {
-	case c.h.Recovery == nil:
+	case !c.branch:
 		return "no officers' branch (made without a recovery policy)"
 	case c.refused() && !acceptUnsigned:
 		return "refused (--accept-unsigned unwraps it)"
@@ -222,7 +247,7 @@ func (c checkedHeader) verdict(idx []int, acceptUnsigned bool) string {
 	}
 	names := make([]string, len(idx))
 	for i, j := range idx {
-		names[i] = c.h.Recovery.Shares[j-1].Officer
+		names[i] = c.officers[j-1]
 	}
 	return fmt.Sprintf("share of %s opened", strings.Join(names, ", "))
 }

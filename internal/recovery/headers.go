@@ -1,7 +1,6 @@
 package recovery
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -9,11 +8,11 @@ import (
 )
 
 // Headers reads every stored value under prefix (default [DefaultPrefix])
-// and returns the distinct Trousseau headers beside them, in the order
-// first met: what an officer's air-gapped unwrap needs, with no object
-// decrypted. Memory grows with the distinct headers, not the values.
-func Headers(ctx context.Context, src Source, prefix string) ([][]byte, *Scan, error) {
-	var out [][]byte
+// and calls each with every distinct Trousseau header beside them, once,
+// in the order first met: what an officer's air-gapped unwrap needs, with
+// no object decrypted. h is only valid during the call: clone what is
+// kept. Memory grows by a hash per distinct header, not with the values.
+func Headers(ctx context.Context, src Source, prefix string, each func(h []byte)) (*Scan, error) {
 	seen := map[[32]byte]bool{}
 	visit := func(kv KV) error {
 		h, ok := StoredHeader(kv.Value)
@@ -22,13 +21,13 @@ func Headers(ctx context.Context, src Source, prefix string) ([][]byte, *Scan, e
 		}
 		if sum := sha256.Sum256(h); !seen[sum] {
 			seen[sum] = true
-			out = append(out, bytes.Clone(h))
+			each(h)
 		}
 		return nil
 	}
 	sc, err := src.Scan(ctx, ScanRequest{Prefix: normalizePrefix(cmp.Or(prefix, DefaultPrefix)), Visit: visit})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read headers: %w", err)
+		return nil, fmt.Errorf("read headers: %w", err)
 	}
-	return out, sc, nil
+	return sc, nil
 }

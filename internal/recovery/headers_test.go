@@ -35,14 +35,15 @@ func TestHeaders(t *testing.T) {
 	if err := snap.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, sc, err := recovery.Headers(context.Background(), recovery.SnapshotFile{Path: path}, "")
+	var got [][]byte
+	sc, err := recovery.Headers(context.Background(), recovery.SnapshotFile{Path: path}, "", func(h []byte) { got = append(got, bytes.Clone(h)) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || !bytes.Equal(got[0], []byte("header-1")) || !bytes.Equal(got[1], []byte("header-2")) || sc.Describe == "" {
 		t.Fatalf("headers %q, scan %+v", got, sc)
 	}
-	if _, _, err := recovery.Headers(context.Background(), recovery.SnapshotFile{Path: filepath.Join(t.TempDir(), "none")}, ""); err == nil {
+	if _, err := recovery.Headers(context.Background(), recovery.SnapshotFile{Path: filepath.Join(t.TempDir(), "none")}, "", func([]byte) {}); err == nil {
 		t.Fatal("a missing snapshot read without error")
 	}
 }
