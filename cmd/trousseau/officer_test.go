@@ -76,6 +76,18 @@ func (c *officerCase) envelope(t *testing.T) *envelope.Envelope {
 	return e
 }
 
+// sealedWithPacket makes c's signing key and packet, and seals a seed
+// with them; it returns the packet's path and the sealed seed.
+func (c *officerCase) sealedWithPacket(t *testing.T) (string, envelope.Sealed) {
+	t.Helper()
+	mustRun(t, "officer", "signing-key", "--config", c.config, "--out", c.signingKey)
+	packet := filepath.Join(c.dir, "packet.json")
+	mustRun(t, "officer", "packet", "--config", c.config, "--out", packet)
+	s, err := c.envelope(t).Encrypt([]byte("seed"))
+	must(t, err)
+	return packet, s
+}
+
 // storedValue is sealed as kube-apiserver stores a KMS v2 value.
 func storedValue(t *testing.T, s envelope.Sealed) []byte {
 	b, err := proto.Marshal(&kmstypes.EncryptedObject{EncryptedData: []byte("data"), KeyID: s.KeyID, EncryptedDEKSource: s.Ciphertext,
@@ -251,11 +263,7 @@ func TestOfficerPacketErrors(t *testing.T) {
 
 func TestOfficerUnwrapErrors(t *testing.T) {
 	c := newOfficerCase(t)
-	mustRun(t, "officer", "signing-key", "--config", c.config, "--out", c.signingKey)
-	packet := filepath.Join(c.dir, "packet.json")
-	mustRun(t, "officer", "packet", "--config", c.config, "--out", packet)
-	s, err := c.envelope(t).Encrypt([]byte("seed"))
-	must(t, err)
+	packet, s := c.sealedWithPacket(t)
 	snap := filepath.Join(c.dir, "etcd.snapshot")
 	writeSnapshot(t, snap, map[string][]byte{"/registry/secrets/a/b": storedValue(t, s)})
 	to := strings.TrimSpace(mustRun(t, "officer", "keygen", "--out", filepath.Join(c.dir, "operator.txt")))
@@ -301,11 +309,7 @@ func TestOfficerUnwrapErrors(t *testing.T) {
 // and the report lists the first ones only.
 func TestOfficerUnwrapAmidJunkHeaders(t *testing.T) {
 	c := newOfficerCase(t)
-	mustRun(t, "officer", "signing-key", "--config", c.config, "--out", c.signingKey)
-	packet := filepath.Join(c.dir, "packet.json")
-	mustRun(t, "officer", "packet", "--config", c.config, "--out", packet)
-	s, err := c.envelope(t).Encrypt([]byte("seed"))
-	must(t, err)
+	packet, s := c.sealedWithPacket(t)
 	values := map[string][]byte{"/registry/secrets/a/genuine": storedValue(t, s)}
 	const junk = reportLines + 10
 	for i := range junk {
