@@ -45,8 +45,9 @@ type DirSink struct {
 	// idle holds the handles not in use: a PrivateDir is used by one
 	// goroutine at a time, and keeps the directories it opened open.
 	idle    chan *safedir.PrivateDir
-	mu      sync.Mutex // guards handles
+	mu      sync.Mutex // guards handles and closed
 	handles []*safedir.PrivateDir
+	closed  bool
 	written map[string]Key // paths that two keys can share; see [sharable]
 
 	// The flusher makes what was written durable while the run goes on.
@@ -237,19 +238,52 @@ func sharable(p string) bool {
 
 // Close implements Sink: it makes the files durable. A run that wrote
 // nothing still leaves the (empty) directory, as the operator asked for
-// it.
+// it. Closing again does nothing.
 func (d *DirSink) Close() error {
+	if d.isClosed() {
+		return nil
+	}
 	h, err := d.acquire()
 	if err != nil {
-		return err
+		return errors.Join(err, d.end())
 	}
+	err = h.Sync()
+	d.release(h)
+	return errors.Join(err, d.end())
+}
+
+// Abort ends a run whose source failed part way: what was written is
+// made durable, but a directory nothing was written to is not made.
+func (d *DirSink) Abort() error {
+	d.mu.Lock()
+	made := len(d.handles) > 0
+	d.mu.Unlock()
+	if !made {
+		d.end()
+		return nil
+	}
+	return d.Close()
+}
+
+func (d *DirSink) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
+// end stops the flusher and closes the handles, once.
+func (d *DirSink) end() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
 	var errs []error
 	if d.flushes != nil {
 		close(d.flushes)
 		errs = append(errs, <-d.flushed)
 	}
-	errs = append(errs, h.Sync())
-	d.release(h)
 	for _, h := range d.handles {
 		errs = append(errs, h.Close())
 	}

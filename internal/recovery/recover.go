@@ -57,6 +57,10 @@ type Options struct {
 	ProgressEvery time.Duration
 }
 
+// aborter is a Sink that can end a run whose source failed without
+// acting as if it had finished ([DirSink.Abort]).
+type aborter interface{ Abort() error }
+
 // outcome is what became of one selected key.
 type outcome int
 
@@ -81,7 +85,7 @@ type result struct {
 // Run reads opts.Source, decrypts and writes, one bounded batch at a
 // time: memory does not grow with the number of objects. It returns an
 // error when the source could not be read to the end (what was read
-// before may have been written); per-object failures are in the
+// before may have been written, and is made durable); per-object failures are in the
 // summary, and Summary.OK says whether there were any.
 func Run(ctx context.Context, opts Options) (*Summary, error) {
 	start := time.Now()
@@ -109,6 +113,9 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	p.wait()
 	stop()
 	if err != nil && ctx.Err() == nil {
+		if a, ok := opts.Sink.(aborter); ok {
+			err = errors.Join(err, a.Abort())
+		}
 		return nil, err
 	}
 	if scan != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -137,5 +139,60 @@ func TestDryRunChecksTheObjectAgainstItsKey(t *testing.T) {
 	sum.WriteTo(&text)
 	if sum.Decrypted != 1 || sum.Failed != 1 || !strings.Contains(text.String(), "metadata names default/other, the etcd key default/db") {
 		t.Fatalf("summary:\n%s", text.String())
+	}
+}
+
+// failingAfter gives its values, then fails, as a snapshot that breaks
+// part way.
+type failingAfter struct{ memScan }
+
+func (f failingAfter) Scan(ctx context.Context, req ScanRequest) (*Scan, error) {
+	if _, err := f.memScan.Scan(ctx, req); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: test", ErrCorruptSnapshot)
+}
+
+// TestFailedRunEndsTheOutputDirectory: a source that fails part way
+// leaves the files written before it, with the directory's flusher and
+// handles ended; one that fails before any object makes no directory.
+// Closing twice does nothing.
+func TestFailedRunEndsTheOutputDirectory(t *testing.T) {
+	NeedsDataDecryption(t)
+	env, _, _ := fuzzValues(t)
+	var kvs []KV
+	for i := range 3 {
+		name := fmt.Sprintf("s%d", i)
+		kvs = append(kvs, KV{Key: "/registry/secrets/default/" + name, Value: []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + name + `","namespace":"default"}}`)})
+	}
+	for _, tc := range []struct {
+		name  string
+		kvs   []KV
+		files int
+	}{{"after 3 objects", kvs, 3}, {"before any", nil, 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "out")
+			sink, err := NewDirSink(dir, YAML)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Run(context.Background(), Options{Source: failingAfter{memScan{kvs: tc.kvs}}, Envelope: env, IncludeUnencrypted: true, Sink: sink})
+			if !errors.Is(err, ErrCorruptSnapshot) {
+				t.Fatalf("run: %v", err)
+			}
+			if !sink.isClosed() {
+				t.Error("the output directory's flusher and handles outlived the run")
+			}
+			files, _ := filepath.Glob(filepath.Join(dir, "default", "secrets", "*.yaml"))
+			if len(files) != tc.files {
+				t.Errorf("%d files, want %d", len(files), tc.files)
+			}
+			if _, err := os.Stat(dir); (err == nil) != (tc.files > 0) {
+				t.Errorf("output directory: %v", err)
+			}
+			if err := sink.Close(); err != nil {
+				t.Errorf("second Close: %v", err)
+			}
+		})
 	}
 }
