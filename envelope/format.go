@@ -115,6 +115,11 @@ type Header struct {
 	commitment [commitSize]byte
 }
 
+// WithoutCommitment is a parsed header without its commitment: all that
+// can be checked of it without its DEK. Copies of one header that differ
+// only there have one.
+func WithoutCommitment(raw []byte) []byte { return raw[:len(raw)-commitSize] }
+
 // KeyID names the DEK for kube-apiserver: from the header alone, so the
 // same after a restart and on every node; the random DEK id keeps it
 // unique if the state is lost.

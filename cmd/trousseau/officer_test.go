@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -305,29 +306,47 @@ func TestOfficerUnwrapErrors(t *testing.T) {
 }
 
 // TestOfficerUnwrapAmidJunkHeaders: an etcd writer can store any number
-// of headers. The genuine one still opens, each junk header is counted,
-// and the report lists the first ones only.
+// of headers: junk, the genuine one with other commitments (which only
+// the DEK can check), or with its signature changed. The genuine share
+// opens once, each header is counted, and the report lists only the
+// first of those not unwrapped.
 func TestOfficerUnwrapAmidJunkHeaders(t *testing.T) {
 	c := newOfficerCase(t)
 	packet, s := c.sealedWithPacket(t)
 	values := map[string][]byte{"/registry/secrets/a/genuine": storedValue(t, s)}
-	const junk = reportLines + 10
+	variant := func(name string, change func(h []byte)) {
+		v := s
+		v.Header = bytes.Clone(s.Header)
+		change(v.Header)
+		values["/registry/secrets/a/"+name] = storedValue(t, v)
+	}
+	const junk, copies = reportLines + 10, 50
 	for i := range junk {
 		values[fmt.Sprintf("/registry/secrets/a/junk-%d", i)] = storedValue(t, envelope.Sealed{Ciphertext: []byte("x"), KeyID: "k", Header: fmt.Appendf(nil, "junk header %d", i)})
 	}
+	for i := range copies {
+		variant(fmt.Sprintf("copy-%d", i), func(h []byte) { h[len(h)-1], h[len(h)-2] = byte(i), 0xee })
+	}
+	variant("resigned", func(h []byte) { h[len(h)-40] ^= 1 }) // in the signature
 	snap := filepath.Join(c.dir, "etcd.snapshot")
 	writeSnapshot(t, snap, values)
 	to := strings.TrimSpace(mustRun(t, "officer", "keygen", "--out", filepath.Join(c.dir, "operator.txt")))
-	_, errOut, err := run(t, "", "officer", "unwrap", "--identity", c.ids["alice"], "--to", to, "--etcd-snapshot", snap, "--officer-packet", packet, "--out", filepath.Join(c.dir, "t.json"))
-	if err != nil || !strings.Contains(errOut, "signature: valid; share of alice opened") {
+	out := filepath.Join(c.dir, "t.json")
+	_, errOut, err := run(t, "", "officer", "unwrap", "--identity", c.ids["alice"], "--to", to, "--etcd-snapshot", snap, "--officer-packet", packet, "--out", out)
+	if err != nil || strings.Count(errOut, "signature: valid; share of alice opened\n") != 1 {
 		t.Fatalf("unwrap: %v\n%s", err, errOut)
 	}
-	if n := strings.Count(errOut, "unreadable header"); n != reportLines {
-		t.Errorf("%d junk headers listed, want the first %d\n%s", n, reportLines, errOut)
+	if n := strings.Count(errOut, "\n"); n != 1+reportLines+3 {
+		t.Errorf("%d lines, want the opened header, %d others, two of counts and the file written\n%s", n, reportLines, errOut)
 	}
-	for _, want := range []string{"10 more unreadable or refused headers not listed", fmt.Sprintf("%d headers: 1 opened, 0 refused", junk+1)} {
+	for _, want := range []string{"11 more headers not listed", "82 headers: 1 opened, 1 refused for their signature, 0 without an officers' branch, 30 unreadable, 50 copies of an opened one with another commitment (skipped)"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("report lacks %q\n%s", want, errOut)
 		}
+	}
+	tr, err := officers.ReadTransfer(out)
+	must(t, err)
+	if len(tr.Shares) != 1 {
+		t.Errorf("%d shares in the transfer, want 1", len(tr.Shares))
 	}
 }

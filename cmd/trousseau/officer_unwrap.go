@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 
 	"filippo.io/age"
@@ -107,29 +109,15 @@ func (o *officerUnwrapOptions) run(ctx context.Context) error {
 		}
 		trusted = p.TrustedKeys()
 	}
-	// Each header is checked as it is met, and only those to unwrap are
-	// kept whole: an etcd writer can store as many forged ones as etcd
-	// holds.
-	var checked []checkedHeader
-	var accepted [][]byte
-	sc, err := recovery.Headers(ctx, recovery.SnapshotFile{Path: o.snapshot}, o.prefix, func(raw []byte) {
-		c, h := checkHeader(raw, trusted, o.packet != "")
-		if h != nil && h.Recovery != nil && (o.acceptUnsigned || !c.refused()) {
-			accepted = append(accepted, bytes.Clone(raw))
-			c.officers = make([]string, len(h.Recovery.Shares))
-			for i, s := range h.Recovery.Shares {
-				c.officers[i] = s.Officer
-			}
-		}
-		checked = append(checked, c)
-	})
+	r := &unwrapReport{trusted: trusted, check: o.packet != "", acceptUnsigned: o.acceptUnsigned, seen: map[[32]byte]bool{}}
+	sc, err := recovery.Headers(ctx, recovery.SnapshotFile{Path: o.snapshot}, o.prefix, r.add)
 	if err != nil {
 		return err
 	}
-	t, err := envelope.TransferShares("", accepted, ids, o.to)
-	reportUnwrap(o.Err, checked, t, o.acceptUnsigned)
+	t, err := envelope.TransferShares("", r.raw, ids, o.to)
+	r.write(o.Err, t)
 	if err != nil {
-		return fmt.Errorf("%s (%s, %d headers): %w", o.snapshot, sc.Describe, len(checked), err)
+		return fmt.Errorf("%s (%s, %d headers): %w", o.snapshot, sc.Describe, r.total, err)
 	}
 	b, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
@@ -163,8 +151,8 @@ type checkedHeader struct {
 	keyID      string // empty if the header does not parse
 	generation uint32
 	dekID      string   // hex
-	branch     bool     // it has an officers' branch
 	officers   []string // share holders, by index: of accepted headers only
+	note       string   // why a header that parses is not unwrapped
 	err        error
 	sig        envelope.Signature
 	checked    bool // against a packet's keys
@@ -178,7 +166,7 @@ func checkHeader(raw []byte, trusted []ed25519.PublicKey, check bool) (checkedHe
 		c.err = err
 		return c, nil
 	}
-	c.keyID, c.generation, c.dekID, c.branch = h.KeyID(), h.Generation, hex.EncodeToString(h.DEKID[:]), h.Recovery != nil
+	c.keyID, c.generation, c.dekID = h.KeyID(), h.Generation, hex.EncodeToString(h.DEKID[:])
 	if check {
 		c.sig = envelope.CheckSignature(raw, h, trusted)
 	}
@@ -190,44 +178,6 @@ func (c checkedHeader) refused() bool {
 	return c.checked && c.sig != envelope.SignatureValid
 }
 
-// reportLines bounds the lines about headers that are unreadable or
-// refused: a snapshot may hold any number.
-const reportLines = 20
-
-// reportUnwrap says, per header, whether this officer's share opened.
-func reportUnwrap(w io.Writer, checked []checkedHeader, t *envelope.ShareTransfer, acceptUnsigned bool) {
-	opened := map[string][]int{} // share indexes, by DEK id (hex)
-	if t != nil {
-		for _, s := range t.Shares {
-			opened[s.DEKID] = append(opened[s.DEKID], s.Index)
-		}
-	}
-	var n, refused, noisy int
-	for _, c := range checked {
-		idx := opened[c.dekID]
-		switch {
-		case c.branch && len(idx) > 0:
-			n++
-		case c.branch && c.refused() && !acceptUnsigned:
-			refused++
-		}
-		if c.keyID == "" || (c.refused() && !acceptUnsigned) {
-			if noisy++; noisy > reportLines {
-				continue
-			}
-		}
-		if c.keyID == "" {
-			safetext.Fprintf(w, "unwrap: unreadable header: %v\n", c.err)
-			continue
-		}
-		safetext.Fprintf(w, "unwrap: DEK %s generation %d: signature: %s; %s\n", c.keyID, c.generation, c.signature(), c.verdict(idx, acceptUnsigned))
-	}
-	if noisy > reportLines {
-		safetext.Fprintf(w, "unwrap: %d more unreadable or refused headers not listed\n", noisy-reportLines)
-	}
-	safetext.Fprintf(w, "unwrap: %d headers: %d opened, %d refused for their signature\n", len(checked), n, refused)
-}
-
 func (c checkedHeader) signature() string {
 	if !c.checked {
 		return "not checked"
@@ -235,19 +185,110 @@ func (c checkedHeader) signature() string {
 	return c.sig.String()
 }
 
-// verdict says what became of the header, whose shares idx opened.
-func (c checkedHeader) verdict(idx []int, acceptUnsigned bool) string {
+// reportLines bounds the lines about headers not unwrapped: a snapshot
+// may hold any number.
+const reportLines = 20
+
+// unwrapReport checks each header as the snapshot is read and keeps
+// whole only the headers to unwrap, each once: an etcd writer can store
+// as many forged headers as etcd holds, and copies of a genuine one
+// that differ in the commitment, which only the DEK can check. Of the
+// others it keeps counts and the first lines.
+type unwrapReport struct {
+	trusted        []ed25519.PublicKey
+	check          bool // against a packet's keys
+	acceptUnsigned bool
+
+	raw      [][]byte          // the headers to unwrap
+	accepted []checkedHeader   // what the report says of them
+	seen     map[[32]byte]bool // accepted headers without their commitment
+	others   []checkedHeader   // the first reportLines of the rest
+
+	total, refused, noBranch, unreadable, copies int
+}
+
+// add is [recovery.Headers]' callback.
+func (r *unwrapReport) add(raw []byte) {
+	r.total++
+	c, h := checkHeader(raw, r.trusted, r.check)
 	switch {
-	case !c.branch:
-		return "no officers' branch (made without a recovery policy)"
-	case c.refused() && !acceptUnsigned:
-		return "refused (--accept-unsigned unwraps it)"
-	case len(idx) == 0:
-		return "no share these identities open"
+	case h == nil:
+		r.unreadable++
+	case h.Recovery == nil:
+		r.noBranch++
+		c.note = "no officers' branch (made without a recovery policy)"
+	case c.refused() && !r.acceptUnsigned:
+		r.refused++
+		c.note = "refused (--accept-unsigned unwraps it)"
+	default:
+		r.accept(raw, h, c)
+		return
 	}
-	names := make([]string, len(idx))
-	for i, j := range idx {
-		names[i] = c.officers[j-1]
+	if len(r.others) < reportLines {
+		r.others = append(r.others, c)
+	}
+}
+
+func (r *unwrapReport) accept(raw []byte, h *envelope.Header, c checkedHeader) {
+	sum := sha256.Sum256(envelope.WithoutCommitment(raw))
+	if r.seen[sum] {
+		r.copies++
+		return
+	}
+	r.seen[sum] = true
+	r.raw = append(r.raw, bytes.Clone(raw))
+	for _, s := range h.Recovery.Shares {
+		c.officers = append(c.officers, s.Officer)
+	}
+	r.accepted = append(r.accepted, c)
+}
+
+// write says, per header listed, whether this officer's share opened,
+// and counts them all.
+func (r *unwrapReport) write(w io.Writer, t *envelope.ShareTransfer) {
+	opened := map[string][]int{} // distinct share indexes, by DEK id (hex)
+	if t != nil {
+		for _, s := range t.Shares {
+			if !slices.Contains(opened[s.DEKID], s.Index) {
+				opened[s.DEKID] = append(opened[s.DEKID], s.Index)
+			}
+		}
+	}
+	var n int
+	for _, c := range r.accepted {
+		v := c.opened(opened[c.dekID])
+		if v != "" {
+			n++
+		} else {
+			v = "no share these identities open"
+		}
+		safetext.Fprintf(w, "unwrap: DEK %s generation %d: signature: %s; %s\n", c.keyID, c.generation, c.signature(), v)
+	}
+	for _, c := range r.others {
+		if c.keyID == "" {
+			safetext.Fprintf(w, "unwrap: unreadable header: %v\n", c.err)
+		} else {
+			safetext.Fprintf(w, "unwrap: DEK %s generation %d: signature: %s; %s\n", c.keyID, c.generation, c.signature(), c.note)
+		}
+	}
+	if more := r.total - r.copies - len(r.accepted) - len(r.others); more > 0 {
+		safetext.Fprintf(w, "unwrap: %d more headers not listed (unreadable, refused, or without an officers' branch)\n", more)
+	}
+	safetext.Fprintf(w, "unwrap: %d headers: %d opened, %d refused for their signature, %d without an officers' branch, %d unreadable, %d copies of an opened one with another commitment (skipped)\n",
+		r.total, n, r.refused, r.noBranch, r.unreadable, r.copies)
+}
+
+// opened names the officers whose shares, of those at indexes idx,
+// opened; "" if none.
+func (c checkedHeader) opened(idx []int) string {
+	var names []string
+	for _, j := range idx {
+		if j >= 1 && j <= len(c.officers) {
+			names = append(names, c.officers[j-1])
+		}
+	}
+	if len(names) == 0 {
+		return ""
 	}
 	return fmt.Sprintf("share of %s opened", strings.Join(names, ", "))
 }
