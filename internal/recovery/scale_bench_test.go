@@ -95,11 +95,11 @@ type scaleRun struct {
 
 // filesAlone writes n files of the size of a recovered Secret's
 // manifest through a [safedir.PrivateDir] per goroutine (as many as
-// recover's default workers), into 100 namespaces, and nothing else:
-// no snapshot, no decryption. It is the floor of the directory writer on
-// out's file system, in files/s.
+// write at once in recover with its default workers), into 100
+// namespaces, and nothing else: no snapshot, no decryption. It is the
+// floor of the directory writer on out's file system, in files/s.
 func filesAlone(b *testing.B, n int, out string) float64 {
-	workers := 2 * runtime.NumCPU()
+	workers := min(2*runtime.NumCPU(), dirHandles)
 	data := bytes.Repeat([]byte("x"), 979) // a scale Secret's YAML
 	dir := filepath.Join(out, fmt.Sprintf("files-%d", n))
 	start := time.Now()
