@@ -42,6 +42,7 @@ type OfficerKeyring struct {
 
 	mu      sync.Mutex
 	byRaw   map[string]*officerDEK
+	opened  map[string]string // KeyID of each header opened, by its bytes without the commitment
 	reports []*OfficerReport
 }
 
@@ -80,7 +81,7 @@ func NewOfficerKeyring(cfg OfficerKeyringConfig) (*OfficerKeyring, error) {
 	if len(cfg.Trusted) == 0 && !cfg.AcceptUnsigned {
 		return nil, errors.New("no signing public key to check headers against: give the officers' packet")
 	}
-	k := &OfficerKeyring{cfg: cfg, transfers: map[transferKey][][]byte{}, byRaw: map[string]*officerDEK{}}
+	k := &OfficerKeyring{cfg: cfg, transfers: map[transferKey][][]byte{}, byRaw: map[string]*officerDEK{}, opened: map[string]string{}}
 	for _, t := range cfg.Transfers {
 		for _, s := range t.Shares {
 			id, err := hex.DecodeString(s.DEKID)
@@ -119,12 +120,33 @@ func (k *OfficerKeyring) dekFor(ctx context.Context, raw []byte) (*dek, *Officer
 	if got := k.byRaw[string(raw)]; got != nil {
 		return got.d, got.rep
 	}
+	if rep := k.copyOfOpened(raw); rep != nil {
+		return nil, rep
+	}
 	d, rep := k.open(ctx, raw)
 	if len(k.byRaw) < maxOfficerHeaders {
 		k.byRaw[string(raw)] = &officerDEK{d, rep}
 		k.reports = append(k.reports, rep)
+		if d != nil {
+			k.opened[string(WithoutCommitment(raw))] = rep.KeyID
+		}
 	}
 	return d, rep
+}
+
+// copyOfOpened refuses, with no officer's share opened, a header that
+// differs from one opened only in its commitment: the shares under it
+// make the DEK that header's commitment fits, so another commitment is a
+// forgery, which an etcd writer can make in any number.
+func (k *OfficerKeyring) copyOfOpened(raw []byte) *OfficerReport {
+	if len(raw) <= commitSize {
+		return nil
+	}
+	keyID, ok := k.opened[string(WithoutCommitment(raw))]
+	if !ok {
+		return nil
+	}
+	return &OfficerReport{KeyID: keyID, Err: fmt.Errorf("%w: a header of DEK %s with another commitment than the one its shares fit", ErrInvalid, keyID)}
 }
 
 // Reports says how each DEK seen did, in the order first seen.

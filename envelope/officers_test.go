@@ -512,3 +512,79 @@ func TestRotationAsksOnlyTheCustodians(t *testing.T) {
 		t.Fatal("the new DEK has no officers' branch")
 	}
 }
+
+// An etcd writer can store the genuine header with another commitment,
+// which its signature cannot cover, and, if forged transfers reach the
+// operator, one that fits shares of their own. Once the genuine header
+// opened, such a copy is refused without opening any officer's share.
+func TestCopyWithAnotherCommitmentRefusedAfterTheGenuine(t *testing.T) {
+	testutil.NeedsAge(t)
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	h, _ := ParseHeader(s.Header)
+	operator, _ := age.GenerateX25519Identity()
+	to := operator.Recipient()
+
+	// The attacker's DEK, split for officers 1 and 2 and sealed to the
+	// operator, and the genuine header with the commitment of that DEK.
+	key := bytes.Repeat([]byte{7}, dekSize)
+	wrong, err := split.Split(key, 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var transfers []*ShareTransfer
+	for i := range 2 {
+		sealed, err := ageSeal(officerPlaintext(h.DEKID, i+1, 2, 3, o.list[i].Name, wrong[i].Marshal()), to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		transfers = append(transfers, &ShareTransfer{Version: 1, Officer: o.list[i].Name, Shares: []TransferredShare{{DEKID: hex.EncodeToString(h.DEKID[:]), Index: i + 1, Sealed: sealed}}})
+		genuine, err := TransferShares("", [][]byte{s.Header}, []age.Identity{o.ids[i]}, to.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		transfers = append(transfers, genuine)
+	}
+	copied := append(bytes.Clone(WithoutCommitment(s.Header)), commitment(key, WithoutCommitment(s.Header))...)
+	ch, err := ParseHeader(copied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDEK(key, copied, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted, err := d.seal([]byte("planted by the attacker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	unwraps := &countingIdentity{Identity: operator}
+	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: []age.Identity{unwraps}, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}, Transfers: transfers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("the genuine header: %v", err)
+	}
+	before := unwraps.n
+	if got, err := k.Decrypt(ctxT(t), planted, copied); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "another commitment") {
+		t.Fatalf("the copy opened (%q) or failed otherwise: %v", got, err)
+	}
+	if unwraps.n != before {
+		t.Errorf("the copy made %d more unwraps", unwraps.n-before)
+	}
+}
+
+// countingIdentity counts the age stanzas it is asked to unwrap.
+type countingIdentity struct {
+	age.Identity
+	n int
+}
+
+func (c *countingIdentity) Unwrap(stanzas []*age.Stanza) ([]byte, error) {
+	c.n++
+	return c.Identity.Unwrap(stanzas)
+}
