@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 
@@ -83,13 +84,16 @@ func NewOfficerKeyring(cfg OfficerKeyringConfig) (*OfficerKeyring, error) {
 	}
 	k := &OfficerKeyring{cfg: cfg, transfers: map[transferKey][][]byte{}, byRaw: map[string]*officerDEK{}, opened: map[string]string{}}
 	for _, t := range cfg.Transfers {
+		if err := t.CheckVersion(); err != nil {
+			return nil, fmt.Errorf("share transfer of %s: %w", t.Officer, err)
+		}
 		for _, s := range t.Shares {
 			id, err := hex.DecodeString(s.DEKID)
 			if err != nil || len(id) != dekIDSize {
 				return nil, fmt.Errorf("share transfer of %s: dekID %q is not %d hex bytes", t.Officer, s.DEKID, dekIDSize)
 			}
 			key := transferKey{[dekIDSize]byte(id), s.Index}
-			k.transfers[key] = append(k.transfers[key], s.Sealed)
+			k.transfers[key] = append(k.transfers[key], s.SealedFileKey)
 		}
 	}
 	return k, nil
@@ -240,17 +244,14 @@ func combineOfficers(ctx context.Context, byOfficer [][]split.Share, fits func([
 	return nil, fmt.Errorf("officers' shares disagree in more than %d ways: give fewer share transfers", maxCombinations)
 }
 
-// openShares opens every officer's share it can, sealed in the header or
-// transferred: per officer who has one, each distinct share, the
-// header's own first.
+// openShares opens every officer's share it can, sealed in the header:
+// with the identities, or with the file keys transferred for it. Per
+// officer who has one, each distinct share (one, unless an identity
+// given opens a share that does not combine).
 func (k *OfficerKeyring) openShares(h *Header) (byOfficer [][]split.Share, opened []string) {
 	for i, s := range h.Recovery.Shares {
 		var found []split.Share
-		for _, sealed := range append([][]byte{s.Sealed}, k.transfers[transferKey{h.DEKID, i + 1}]...) {
-			framed, err := OpenOfficerShare(h, i+1, sealed, k.cfg.Identities)
-			if err != nil {
-				continue
-			}
+		keep := func(framed []byte) {
 			sh, err := split.Parse(framed, dekSize)
 			if err == nil && sh.Index == i+1 && sh.Threshold == h.Recovery.Threshold &&
 				!slices.ContainsFunc(found, func(o split.Share) bool { return sameShare(o, framed) }) {
@@ -258,12 +259,68 @@ func (k *OfficerKeyring) openShares(h *Header) (byOfficer [][]split.Share, opene
 			}
 			clear(framed)
 		}
+		if framed, err := OpenOfficerShare(h, i+1, s.Sealed, k.cfg.Identities); err == nil {
+			keep(framed)
+		}
+		for _, sealedKey := range k.transfers[transferKey{h.DEKID, i + 1}] {
+			if framed, err := openTransferred(h, i+1, sealedKey, k.cfg.Identities); err == nil {
+				keep(framed)
+			}
+		}
 		if len(found) > 0 {
 			byOfficer, opened = append(byOfficer, found), append(opened, s.Officer)
 		}
 	}
 	return byOfficer, opened
 }
+
+// openTransferred opens the file key sealed to the operator, then with
+// it the header's own sealed share at index.
+func openTransferred(h *Header, index int, sealedKey []byte, ids []age.Identity) ([]byte, error) {
+	r, err := age.Decrypt(bytes.NewReader(sealedKey), ids...)
+	if err != nil {
+		return nil, err
+	}
+	key, err := io.ReadAll(io.LimitReader(r, fileKeySize+1))
+	if err == nil && len(key) != fileKeySize {
+		err = fmt.Errorf("%w: a transferred file key of %d bytes", ErrInvalid, len(key))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	return OpenOfficerShare(h, index, h.Recovery.Shares[index-1].Sealed, []age.Identity{fileKey(key)})
+}
+
+// fileKeySize is the size of an age file key.
+const fileKeySize = 16
+
+// fileKeyRecorder unwraps an age file with ids and keeps its file key.
+type fileKeyRecorder struct {
+	ids []age.Identity
+	key []byte
+}
+
+func (r *fileKeyRecorder) Unwrap(stanzas []*age.Stanza) ([]byte, error) {
+	for _, id := range r.ids {
+		k, err := id.Unwrap(stanzas)
+		if errors.Is(err, age.ErrIncorrectIdentity) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		r.key = bytes.Clone(k)
+		return k, nil
+	}
+	return nil, age.ErrIncorrectIdentity
+}
+
+// fileKey opens the one age file whose key it is; any other fails its
+// header's MAC.
+type fileKey []byte
+
+func (k fileKey) Unwrap([]*age.Stanza) ([]byte, error) { return bytes.Clone(k), nil }
 
 func sameShare(s split.Share, framed []byte) bool {
 	m := s.Marshal()
@@ -281,15 +338,33 @@ type ShareTransfer struct {
 	Shares    []TransferredShare `json:"shares"`
 }
 
-// TransferredShare is one DEK's share in a [ShareTransfer].
+// TransferredShare is one DEK's share in a [ShareTransfer]: the age file
+// key of the officer's sealed share in the header, sealed to Recipient.
+// It opens that sealed share and nothing else, so a transferred share is
+// always the one under the header's signature: one forged by anyone who
+// knows the operator's recipient opens nothing.
 type TransferredShare struct {
-	KeyID  string `json:"keyID"`
-	DEKID  string `json:"dekID"` // hex
-	Index  int    `json:"index"`
-	Sealed []byte `json:"sealed"` // the bound share, sealed to Recipient
+	KeyID         string `json:"keyID"`
+	DEKID         string `json:"dekID"` // hex
+	Index         int    `json:"index"`
+	SealedFileKey []byte `json:"sealedFileKey"`
 }
 
-const shareTransferVersion = 1
+// ShareTransferVersion is the [ShareTransfer] format this build makes
+// and reads. Version 1 carried the shares themselves, which nothing tied
+// to the signed header; it is refused.
+const ShareTransferVersion = 2
+
+// CheckVersion refuses a transfer this build does not read, saying why.
+func (t *ShareTransfer) CheckVersion() error {
+	switch t.Version {
+	case ShareTransferVersion:
+		return nil
+	case 1:
+		return errors.New("version 1, whose shares cannot be checked against the signed header: ask the officer to run `trousseau officer unwrap` again with this build")
+	}
+	return fmt.Errorf("version %d, this build reads %d", t.Version, ShareTransferVersion)
+}
 
 // TransferShares opens, with an officer's identities, that officer's
 // share of each header and seals it to the operator's recipient. Headers
@@ -302,7 +377,7 @@ func TransferShares(officer string, headers [][]byte, ids []age.Identity, operat
 	if err != nil {
 		return nil, fmt.Errorf("operator's recipient: %w", err)
 	}
-	t := &ShareTransfer{Version: shareTransferVersion, Officer: officer, Recipient: operator}
+	t := &ShareTransfer{Version: ShareTransferVersion, Officer: officer, Recipient: operator}
 	seen := map[string]bool{}
 	for _, raw := range headers {
 		h, err := ParseHeader(raw)
@@ -314,18 +389,18 @@ func TransferShares(officer string, headers [][]byte, ids []age.Identity, operat
 			if officer != "" && s.Officer != officer {
 				continue
 			}
-			framed, err := OpenOfficerShare(h, i+1, s.Sealed, ids)
+			rec := &fileKeyRecorder{ids: ids}
+			framed, err := OpenOfficerShare(h, i+1, s.Sealed, []age.Identity{rec})
 			if err != nil {
 				continue
 			}
-			pt := officerPlaintext(h.DEKID, i+1, h.Recovery.Threshold, len(h.Recovery.Shares), s.Officer, framed)
 			clear(framed)
-			sealed, err := ageSeal(pt, to)
-			clear(pt)
+			sealed, err := ageSeal(rec.key, to)
+			clear(rec.key)
 			if err != nil {
 				return nil, err
 			}
-			t.Shares = append(t.Shares, TransferredShare{KeyID: h.KeyID(), DEKID: hex.EncodeToString(h.DEKID[:]), Index: i + 1, Sealed: sealed})
+			t.Shares = append(t.Shares, TransferredShare{KeyID: h.KeyID(), DEKID: hex.EncodeToString(h.DEKID[:]), Index: i + 1, SealedFileKey: sealed})
 			if t.Officer == "" {
 				t.Officer = s.Officer
 			}

@@ -453,9 +453,9 @@ func TestChangedSignatureIsAnotherHeader(t *testing.T) {
 	waitKeyID(t, b, s.KeyID)
 }
 
-// Anyone can seal a share to the operator's public recipient, bound to a
-// DEK's public id and place: a forged transfer, given first, must not
-// hide the genuine one.
+// Anyone can seal a file key to the operator's public recipient under a
+// DEK's public id and place: a forged transfer opens no share, and,
+// given first, does not hide the genuine one.
 func TestForgedTransferDoesNotHideGenuine(t *testing.T) {
 	testutil.NeedsAge(t)
 	bs := newLocals(t, 3)
@@ -464,21 +464,9 @@ func TestForgedTransferDoesNotHideGenuine(t *testing.T) {
 	s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
 	h, _ := ParseHeader(s.Header)
 	operator, _ := age.GenerateX25519Identity()
-	to := operator.Recipient()
-
-	wrong, err := split.Split(bytes.Repeat([]byte{7}, dekSize), 2, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pt := officerPlaintext(h.DEKID, 1, 2, 3, o.list[0].Name, wrong[0].Marshal())
-	sealed, err := ageSeal(pt, to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged := &ShareTransfer{Version: 1, Officer: o.list[0].Name, Shares: []TransferredShare{{DEKID: hex.EncodeToString(h.DEKID[:]), Index: 1, Sealed: sealed}}}
-	transfers := []*ShareTransfer{forged}
+	transfers := []*ShareTransfer{forgedTransfer(t, h, o.list[0].Name, 1, operator.Recipient())}
 	for _, i := range []int{0, 1} {
-		tr, err := TransferShares("", [][]byte{s.Header}, []age.Identity{o.ids[i]}, to.String())
+		tr, err := TransferShares("", [][]byte{s.Header}, []age.Identity{o.ids[i]}, operator.Recipient().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -490,6 +478,39 @@ func TestForgedTransferDoesNotHideGenuine(t *testing.T) {
 	}
 	if got, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
 		t.Fatalf("a forged transfer hid the genuine one: %v", err)
+	}
+	if rep := k.Reports(); len(rep) != 1 || len(rep[0].Opened) != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	forgedOnly, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: []age.Identity{operator}, Trusted: []ed25519.PublicKey{rec.SigningKey.Public},
+		Transfers: []*ShareTransfer{transfers[0], forgedTransfer(t, h, o.list[1].Name, 2, operator.Recipient())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forgedOnly.Decrypt(ctxT(t), s.Ciphertext, s.Header); err == nil || !strings.Contains(err.Error(), "the identities given open 0") {
+		t.Fatalf("forged transfers alone: %v", err)
+	}
+}
+
+// forgedTransfer is what anyone with the operator's recipient can make:
+// a file key of their own, sealed to it, for officer's share at index.
+func forgedTransfer(t *testing.T, h *Header, officer string, index int, to age.Recipient) *ShareTransfer {
+	t.Helper()
+	sealed, err := ageSeal(bytes.Repeat([]byte{7}, fileKeySize), to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ShareTransfer{Version: ShareTransferVersion, Officer: officer, Shares: []TransferredShare{{DEKID: hex.EncodeToString(h.DEKID[:]), Index: index, SealedFileKey: sealed}}}
+}
+
+// A transfer of the first format, which carried shares nothing tied to
+// the signed header, is refused with what to do.
+func TestTransferVersion1Refused(t *testing.T) {
+	testutil.NeedsAge(t)
+	operator, _ := age.GenerateX25519Identity()
+	_, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: []age.Identity{operator}, AcceptUnsigned: true, Transfers: []*ShareTransfer{{Version: 1, Officer: "ana"}}})
+	if err == nil || !strings.Contains(err.Error(), "share transfer of ana: version 1") || !strings.Contains(err.Error(), "officer unwrap` again") {
+		t.Fatalf("version 1: %v", err)
 	}
 }
 
@@ -514,10 +535,11 @@ func TestRotationAsksOnlyTheCustodians(t *testing.T) {
 }
 
 // An etcd writer can store the genuine header with another commitment,
-// which its signature cannot cover, and, if forged transfers reach the
-// operator, one that fits shares of their own. Once the genuine header
-// opened, such a copy is refused without opening any officer's share.
-func TestCopyWithAnotherCommitmentRefusedAfterTheGenuine(t *testing.T) {
+// which its signature cannot cover, with objects under a DEK of their
+// own. Transfers open only the header's own shares, so such a copy opens
+// nothing, even met first and with forged transfers given; once the
+// genuine header opened, a copy is refused without opening any share.
+func TestCopyWithAnotherCommitmentOpensNothing(t *testing.T) {
 	testutil.NeedsAge(t)
 	bs := newLocals(t, 3)
 	o := newOfficers(t, 2, 3)
@@ -525,28 +547,15 @@ func TestCopyWithAnotherCommitmentRefusedAfterTheGenuine(t *testing.T) {
 	s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
 	h, _ := ParseHeader(s.Header)
 	operator, _ := age.GenerateX25519Identity()
-	to := operator.Recipient()
-
-	// The attacker's DEK, split for officers 1 and 2 and sealed to the
-	// operator, and the genuine header with the commitment of that DEK.
-	key := bytes.Repeat([]byte{7}, dekSize)
-	wrong, err := split.Split(key, 2, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var transfers []*ShareTransfer
 	for i := range 2 {
-		sealed, err := ageSeal(officerPlaintext(h.DEKID, i+1, 2, 3, o.list[i].Name, wrong[i].Marshal()), to)
+		genuine, err := TransferShares("", [][]byte{s.Header}, []age.Identity{o.ids[i]}, operator.Recipient().String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		transfers = append(transfers, &ShareTransfer{Version: 1, Officer: o.list[i].Name, Shares: []TransferredShare{{DEKID: hex.EncodeToString(h.DEKID[:]), Index: i + 1, Sealed: sealed}}})
-		genuine, err := TransferShares("", [][]byte{s.Header}, []age.Identity{o.ids[i]}, to.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		transfers = append(transfers, genuine)
+		transfers = append(transfers, forgedTransfer(t, h, o.list[i].Name, i+1, operator.Recipient()), genuine)
 	}
+	key := bytes.Repeat([]byte{7}, dekSize) // the attacker's
 	copied := append(bytes.Clone(WithoutCommitment(s.Header)), commitment(key, WithoutCommitment(s.Header))...)
 	ch, err := ParseHeader(copied)
 	if err != nil {
@@ -566,12 +575,17 @@ func TestCopyWithAnotherCommitmentRefusedAfterTheGenuine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
-		t.Fatalf("the genuine header: %v", err)
+	if got, err := k.Decrypt(ctxT(t), planted, copied); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("the copy, met first: %q, %v", got, err)
 	}
+	if got, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+		t.Fatalf("the genuine header after the copy: %v", err)
+	}
+	other := bytes.Clone(copied)
+	other[len(other)-1] ^= 1
 	before := unwraps.n
-	if got, err := k.Decrypt(ctxT(t), planted, copied); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "another commitment") {
-		t.Fatalf("the copy opened (%q) or failed otherwise: %v", got, err)
+	if got, err := k.Decrypt(ctxT(t), planted, other); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "another commitment") {
+		t.Fatalf("a copy after the genuine header: %q, %v", got, err)
 	}
 	if unwraps.n != before {
 		t.Errorf("the copy made %d more unwraps", unwraps.n-before)

@@ -43,10 +43,12 @@ func newCmdOfficerUnwrap(s streams) *cobra.Command {
 		Long: `For an officer on an air-gapped machine, so that no identity leaves its
 officer: read every Trousseau DEK header of an etcd snapshot (no object
 is decrypted), open this officer's share of each with --identity, and
-seal it again to the recovery operator's recipient (--to, age1... or
-age1pq1..., made for this recovery with trousseau officer keygen). FILE
-(mode 0600, never over an existing file) goes to the operator, who adds
-it to trousseau recover with --officer-shares.
+seal the key that opens it to the recovery operator's recipient (--to,
+age1... or age1pq1..., made for this recovery with trousseau officer
+keygen). That key opens the share sealed in the header and nothing
+else, so the operator uses only signed shares. FILE (mode 0600, never
+over an existing file) goes to the operator, who adds it to trousseau
+recover with --officer-shares.
 
 Headers are checked against the signing public keys of --officer-packet:
 one that is unsigned or wrongly signed is skipped, since anyone who

@@ -223,8 +223,8 @@ func ReadTransfer(path string) (*envelope.ShareTransfer, error) {
 	if err := json.Unmarshal(b, &t); err != nil {
 		return nil, fmt.Errorf("share transfer %s: %w", path, err)
 	}
-	if t.Version != 1 {
-		return nil, fmt.Errorf("share transfer %s: version %d, this build reads 1", path, t.Version)
+	if err := t.CheckVersion(); err != nil {
+		return nil, fmt.Errorf("share transfer %s: %w", path, err)
 	}
 	return &t, nil
 }

@@ -243,7 +243,8 @@ func TestReadPacketAndTransferErrors(t *testing.T) {
 		"packet version":      {readPacket, `{"version":9,"signingKeys":[{}]}`, "version 9, this build reads 1"},
 		"packet without keys": {readPacket, `{"version":1}`, "holds no signing key"},
 		"packet short key":    {readPacket, `{"version":1,"signingKeys":[{"publicKey":"AAAA"}]}`, "signingKeys[0].publicKey is 3 bytes"},
-		"transfer version":    {readTransfer, `{"version":2}`, "version 2, this build reads 1"},
+		"transfer version":    {readTransfer, `{"version":3}`, "version 3, this build reads 2"},
+		"transfer version 1":  {readTransfer, `{"version":1}`, "version 1, whose shares cannot be checked against the signed header"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
