@@ -92,6 +92,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzForgedHeader$$' -fuzztime $(FUZZTIME) ./envelope/
 	$(GO) test -run '^$$' -fuzz '^FuzzOfficerDecrypt$$' -fuzztime $(FUZZTIME) ./envelope/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSigningKey$$' -fuzztime $(FUZZTIME) ./envelope/
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenTransferred$$' -fuzztime $(FUZZTIME) ./envelope/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./split/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./split/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/

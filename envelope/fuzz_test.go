@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/trousseau-io/trousseau/internal/testutil"
 )
 
@@ -170,6 +172,38 @@ func FuzzOfficerDecrypt(f *testing.F) {
 		pt, err := k.Decrypt(ctx, ct, hdr)
 		if err == nil && (!bytes.Equal(ct, s.Ciphertext) || !bytes.Equal(hdr, s.Header) || !bytes.Equal(pt, seed)) {
 			t.Fatalf("forged input decrypted through the officers: ct=%x hdr=%x", ct, hdr)
+		}
+	})
+}
+
+// FuzzOpenTransferred: a transferred file key, whatever its bytes, opens
+// the officer's share sealed in the header or nothing: never a share of
+// the sender's choosing.
+func FuzzOpenTransferred(f *testing.F) {
+	testutil.NeedsAge(f)
+	bs := newLocals(f, 3)
+	o := newOfficers(f, 2, 3)
+	rec := o.policy(f, bs)
+	s := mustEncrypt(f, mustNew(f, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	h, err := ParseHeader(s.Header)
+	if err != nil {
+		f.Fatal(err)
+	}
+	genuine, err := OpenOfficerShare(h, 1, h.Recovery.Shares[0].Sealed, o.ids)
+	if err != nil {
+		f.Fatal(err)
+	}
+	operator, _ := age.GenerateX25519Identity()
+	t, err := TransferShares(o.list[0].Name, [][]byte{s.Header}, o.ids, operator.Recipient().String())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(t.Shares[0].SealedFileKey)
+	f.Add([]byte("age-encryption.org/v1\n"))
+	f.Fuzz(func(t *testing.T, sealedKey []byte) {
+		framed, err := openTransferred(h, 1, sealedKey, []age.Identity{operator})
+		if err == nil && !bytes.Equal(framed, genuine) {
+			t.Fatalf("a transferred key opened another share: %x", framed)
 		}
 	})
 }
