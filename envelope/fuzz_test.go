@@ -176,9 +176,10 @@ func FuzzOfficerDecrypt(f *testing.F) {
 	})
 }
 
-// FuzzOpenTransferred: a transferred file key, whatever its bytes, opens
-// the officer's share sealed in the header or nothing: never a share of
-// the sender's choosing.
+// FuzzOpenTransferred: a file key sealed to the operator opens an
+// officer's share sealed in the header only if it is that share's own
+// key, and then gives that share: never one of the sender's choosing, nor
+// the share of another place (the last officer's is hybrid ML-KEM).
 func FuzzOpenTransferred(f *testing.F) {
 	testutil.NeedsAge(f)
 	bs := newLocals(f, 3)
@@ -189,21 +190,31 @@ func FuzzOpenTransferred(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	genuine, err := OpenOfficerShare(h, 1, h.Recovery.Shares[0].Sealed, o.ids)
-	if err != nil {
-		f.Fatal(err)
+	var keys, shares [3][]byte
+	for i := range 3 {
+		if keys[i], err = shareFileKey(h, i+1, o.ids); err != nil {
+			f.Fatal(err)
+		}
+		if shares[i], err = OpenOfficerShare(h, i+1, h.Recovery.Shares[i].Sealed, o.ids); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(keys[i], uint8(i))
+		f.Add(keys[i], uint8(i+1)) // at another place
 	}
+	f.Add(make([]byte, fileKeySize), uint8(0))
 	operator, _ := age.GenerateX25519Identity()
-	t, err := TransferShares(o.list[0].Name, [][]byte{s.Header}, o.ids, operator.Recipient().String())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(t.Shares[0].SealedFileKey)
-	f.Add([]byte("age-encryption.org/v1\n"))
-	f.Fuzz(func(t *testing.T, sealedKey []byte) {
-		framed, err := openTransferred(h, 1, sealedKey, []age.Identity{operator})
-		if err == nil && !bytes.Equal(framed, genuine) {
-			t.Fatalf("a transferred key opened another share: %x", framed)
+	f.Fuzz(func(t *testing.T, key []byte, place uint8) {
+		i := int(place) % 3
+		sealed, err := ageSeal(key, operator.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		framed, err := openTransferred(h, i+1, sealed, []age.Identity{operator})
+		if (err == nil) != bytes.Equal(key, keys[i]) {
+			t.Fatalf("key %x at share %d: %v", key, i+1, err)
+		}
+		if err == nil && !bytes.Equal(framed, shares[i]) {
+			t.Fatalf("share %d's key opened another share", i+1)
 		}
 	})
 }

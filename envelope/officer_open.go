@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/fips140"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -41,9 +42,12 @@ type OfficerKeyring struct {
 	cfg       OfficerKeyringConfig
 	transfers map[transferKey][][]byte
 
-	mu      sync.Mutex
-	byRaw   map[string]*officerDEK
-	opened  map[string]string // KeyID of each header opened, by its bytes without the commitment
+	mu sync.Mutex
+	// opened holds the DEKs opened, by the SHA-256 of their header
+	// without its commitment: only genuine shares open, so one part makes
+	// one DEK, and a header with another commitment is a forgery.
+	opened  map[[32]byte]*officerDEK
+	failed  map[[32]byte]*OfficerReport // by the SHA-256 of the header, up to maxOfficerHeaders
 	reports []*OfficerReport
 }
 
@@ -67,8 +71,8 @@ type officerDEK struct {
 	rep *OfficerReport
 }
 
-// maxOfficerHeaders bounds the headers remembered; past it, each object
-// under a further header opens its header again.
+// maxOfficerHeaders bounds the headers remembered that opened nothing;
+// past it, each object under a further one tries its header again.
 const maxOfficerHeaders = 1 << 16
 
 // NewOfficerKeyring checks cfg.
@@ -82,7 +86,7 @@ func NewOfficerKeyring(cfg OfficerKeyringConfig) (*OfficerKeyring, error) {
 	if len(cfg.Trusted) == 0 && !cfg.AcceptUnsigned {
 		return nil, errors.New("no signing public key to check headers against: give the officers' packet")
 	}
-	k := &OfficerKeyring{cfg: cfg, transfers: map[transferKey][][]byte{}, byRaw: map[string]*officerDEK{}, opened: map[string]string{}}
+	k := &OfficerKeyring{cfg: cfg, transfers: map[transferKey][][]byte{}, opened: map[[32]byte]*officerDEK{}, failed: map[[32]byte]*OfficerReport{}}
 	for _, t := range cfg.Transfers {
 		if err := t.CheckVersion(); err != nil {
 			return nil, fmt.Errorf("share transfer of %s: %w", t.Officer, err)
@@ -121,36 +125,31 @@ func (k *OfficerKeyring) Report(ctx context.Context, header []byte) OfficerRepor
 func (k *OfficerKeyring) dekFor(ctx context.Context, raw []byte) (*dek, *OfficerReport) {
 	k.mu.Lock()
 	defer k.mu.Unlock() // one header at a time: age unwraps are fast and local
-	if got := k.byRaw[string(raw)]; got != nil {
-		return got.d, got.rep
-	}
-	if rep := k.copyOfOpened(raw); rep != nil {
+	sum := sha256.Sum256(raw)
+	if rep := k.failed[sum]; rep != nil {
 		return nil, rep
 	}
-	d, rep := k.open(ctx, raw)
-	if len(k.byRaw) < maxOfficerHeaders {
-		k.byRaw[string(raw)] = &officerDEK{d, rep}
-		k.reports = append(k.reports, rep)
-		if d != nil {
-			k.opened[string(WithoutCommitment(raw))] = rep.KeyID
+	var part [32]byte
+	if len(raw) > commitSize {
+		part = sha256.Sum256(WithoutCommitment(raw))
+		if got := k.opened[part]; got != nil {
+			if !bytes.Equal(got.d.header, raw) {
+				return nil, &OfficerReport{KeyID: got.rep.KeyID, Err: fmt.Errorf("%w: a header of DEK %s with another commitment than the one its shares fit", ErrInvalid, got.rep.KeyID)}
+			}
+			return got.d, got.rep
 		}
 	}
+	d, rep := k.open(ctx, raw)
+	switch {
+	case d != nil:
+		k.opened[part] = &officerDEK{d, rep}
+	case len(k.failed) < maxOfficerHeaders:
+		k.failed[sum] = rep
+	default:
+		return nil, rep
+	}
+	k.reports = append(k.reports, rep)
 	return d, rep
-}
-
-// copyOfOpened refuses, with no officer's share opened, a header that
-// differs from one opened only in its commitment: the shares under it
-// make the DEK that header's commitment fits, so another commitment is a
-// forgery, which an etcd writer can make in any number.
-func (k *OfficerKeyring) copyOfOpened(raw []byte) *OfficerReport {
-	if len(raw) <= commitSize {
-		return nil
-	}
-	keyID, ok := k.opened[string(WithoutCommitment(raw))]
-	if !ok {
-		return nil
-	}
-	return &OfficerReport{KeyID: keyID, Err: fmt.Errorf("%w: a header of DEK %s with another commitment than the one its shares fit", ErrInvalid, keyID)}
 }
 
 // Reports says how each DEK seen did, in the order first seen.
@@ -184,20 +183,19 @@ func (k *OfficerKeyring) open(ctx context.Context, raw []byte) (*dek, *OfficerRe
 		rep.Err = fmt.Errorf("%w: DEK %s is %s; refused (anyone with the officers' public recipients can build such a header; --accept-unsigned opens it anyway)", ErrRefusedSignature, rep.KeyID, rep.Signature)
 		return nil, rep
 	}
-	byOfficer, opened := k.openShares(h)
+	shares, opened := k.openShares(h)
 	defer func() {
-		for _, c := range byOfficer {
-			for _, s := range c {
-				s.Wipe()
-			}
+		for _, s := range shares {
+			s.Wipe()
 		}
 	}()
 	rep.Opened = opened
-	if len(byOfficer) < rs.Threshold {
-		rep.Err = fmt.Errorf("DEK %s needs %d officers' shares, the identities given open %d (%v)", rep.KeyID, rs.Threshold, len(byOfficer), opened)
+	if len(shares) < rs.Threshold {
+		rep.Err = fmt.Errorf("DEK %s needs %d officers' shares, the identities given open %d (%v)", rep.KeyID, rs.Threshold, len(shares), opened)
 		return nil, rep
 	}
-	key, err := combineOfficers(ctx, byOfficer, func(secret []byte) bool { return h.verify(raw, secret) })
+	dec, err := split.Decode(ctx, shares, func(secret []byte) bool { return h.verify(raw, secret) })
+	key := dec.Secret
 	if err == nil && key == nil {
 		err = fmt.Errorf("%w: the officers' shares of DEK %s do not combine to its key", ErrInvalid, rep.KeyID)
 	}
@@ -211,67 +209,29 @@ func (k *OfficerKeyring) open(ctx context.Context, raw []byte) (*dek, *OfficerRe
 	return d, rep
 }
 
-// maxCombinations bounds the choices of one share per officer tried
-// when transfers disagree.
-const maxCombinations = 256
-
-// combineOfficers finds the secret that fits from one share per officer,
-// trying each officer's candidates in turn: anyone can seal a share to
-// the operator's public recipient, so a forged transfer must not hide
-// the genuine one.
-func combineOfficers(ctx context.Context, byOfficer [][]split.Share, fits func([]byte) bool) ([]byte, error) {
-	choice := make([]int, len(byOfficer))
-	pick := make([]split.Share, len(byOfficer))
-	for range maxCombinations {
-		for i, c := range byOfficer {
-			pick[i] = c[choice[i]]
-		}
-		dec, err := split.Decode(ctx, pick, fits)
-		if err != nil || dec.Secret != nil {
-			return dec.Secret, err
-		}
-		i := 0 // the next choice, odometer-wise
-		for ; i < len(choice); i++ {
-			if choice[i]++; choice[i] < len(byOfficer[i]) {
+// openShares opens each officer's share sealed in the header that it
+// can: with the identities, or with a file key transferred for it. Both
+// open the same sealed bytes, so there is at most one share per officer,
+// and every one is under the header's signature.
+func (k *OfficerKeyring) openShares(h *Header) (shares []split.Share, opened []string) {
+	for i, s := range h.Recovery.Shares {
+		framed, err := OpenOfficerShare(h, i+1, s.Sealed, k.cfg.Identities)
+		for _, sealedKey := range k.transfers[transferKey{h.DEKID, i + 1}] {
+			if err == nil {
 				break
 			}
-			choice[i] = 0
+			framed, err = openTransferred(h, i+1, sealedKey, k.cfg.Identities)
 		}
-		if i == len(choice) {
-			return nil, nil
+		if err != nil {
+			continue
 		}
-	}
-	return nil, fmt.Errorf("officers' shares disagree in more than %d ways: give fewer share transfers", maxCombinations)
-}
-
-// openShares opens every officer's share it can, sealed in the header:
-// with the identities, or with the file keys transferred for it. Per
-// officer who has one, each distinct share (one, unless an identity
-// given opens a share that does not combine).
-func (k *OfficerKeyring) openShares(h *Header) (byOfficer [][]split.Share, opened []string) {
-	for i, s := range h.Recovery.Shares {
-		var found []split.Share
-		keep := func(framed []byte) {
-			sh, err := split.Parse(framed, dekSize)
-			if err == nil && sh.Index == i+1 && sh.Threshold == h.Recovery.Threshold &&
-				!slices.ContainsFunc(found, func(o split.Share) bool { return sameShare(o, framed) }) {
-				found = append(found, sh)
-			}
-			clear(framed)
-		}
-		if framed, err := OpenOfficerShare(h, i+1, s.Sealed, k.cfg.Identities); err == nil {
-			keep(framed)
-		}
-		for _, sealedKey := range k.transfers[transferKey{h.DEKID, i + 1}] {
-			if framed, err := openTransferred(h, i+1, sealedKey, k.cfg.Identities); err == nil {
-				keep(framed)
-			}
-		}
-		if len(found) > 0 {
-			byOfficer, opened = append(byOfficer, found), append(opened, s.Officer)
+		sh, err := split.Parse(framed, dekSize)
+		clear(framed)
+		if err == nil && sh.Index == i+1 && sh.Threshold == h.Recovery.Threshold {
+			shares, opened = append(shares, sh), append(opened, s.Officer)
 		}
 	}
-	return byOfficer, opened
+	return shares, opened
 }
 
 // openTransferred opens the file key sealed to the operator, then with
@@ -282,51 +242,18 @@ func openTransferred(h *Header, index int, sealedKey []byte, ids []age.Identity)
 		return nil, err
 	}
 	key, err := io.ReadAll(io.LimitReader(r, fileKeySize+1))
+	defer clear(key)
 	if err == nil && len(key) != fileKeySize {
 		err = fmt.Errorf("%w: a transferred file key of %d bytes", ErrInvalid, len(key))
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer clear(key)
-	return OpenOfficerShare(h, index, h.Recovery.Shares[index-1].Sealed, []age.Identity{fileKey(key)})
+	return OpenOfficerShare(h, index, h.Recovery.Shares[index-1].Sealed, []age.Identity{age.NewInjectedFileKeyIdentity(key)})
 }
 
 // fileKeySize is the size of an age file key.
 const fileKeySize = 16
-
-// fileKeyRecorder unwraps an age file with ids and keeps its file key.
-type fileKeyRecorder struct {
-	ids []age.Identity
-	key []byte
-}
-
-func (r *fileKeyRecorder) Unwrap(stanzas []*age.Stanza) ([]byte, error) {
-	for _, id := range r.ids {
-		k, err := id.Unwrap(stanzas)
-		if errors.Is(err, age.ErrIncorrectIdentity) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		r.key = bytes.Clone(k)
-		return k, nil
-	}
-	return nil, age.ErrIncorrectIdentity
-}
-
-// fileKey opens the one age file whose key it is; any other fails its
-// header's MAC.
-type fileKey []byte
-
-func (k fileKey) Unwrap([]*age.Stanza) ([]byte, error) { return bytes.Clone(k), nil }
-
-func sameShare(s split.Share, framed []byte) bool {
-	m := s.Marshal()
-	defer clear(m)
-	return bytes.Equal(m, framed)
-}
 
 // ShareTransfer carries one officer's shares, opened on their air-gapped
 // machine and sealed again to the recovery operator's recipient, so that
@@ -366,6 +293,26 @@ func (t *ShareTransfer) CheckVersion() error {
 	return fmt.Errorf("version %d, this build reads %d", t.Version, ShareTransferVersion)
 }
 
+// shareFileKey is the age file key of the officer's share of h at index,
+// found with ids, once the share it opens is checked to be that one.
+func shareFileKey(h *Header, index int, ids []age.Identity) ([]byte, error) {
+	hdr, err := age.ExtractHeader(bytes.NewReader(h.Recovery.Shares[index-1].Sealed))
+	if err != nil {
+		return nil, err
+	}
+	key, err := age.DecryptHeader(hdr, ids...)
+	if err != nil {
+		return nil, err
+	}
+	framed, err := OpenOfficerShare(h, index, h.Recovery.Shares[index-1].Sealed, []age.Identity{age.NewInjectedFileKeyIdentity(key)})
+	clear(framed)
+	if err != nil {
+		clear(key)
+		return nil, err
+	}
+	return key, nil
+}
+
 // TransferShares opens, with an officer's identities, that officer's
 // share of each header and seals it to the operator's recipient. Headers
 // without a share for those identities are skipped.
@@ -389,14 +336,12 @@ func TransferShares(officer string, headers [][]byte, ids []age.Identity, operat
 			if officer != "" && s.Officer != officer {
 				continue
 			}
-			rec := &fileKeyRecorder{ids: ids}
-			framed, err := OpenOfficerShare(h, i+1, s.Sealed, []age.Identity{rec})
+			key, err := shareFileKey(h, i+1, ids)
 			if err != nil {
 				continue
 			}
-			clear(framed)
-			sealed, err := ageSeal(rec.key, to)
-			clear(rec.key)
+			sealed, err := ageSeal(key, to)
+			clear(key)
 			if err != nil {
 				return nil, err
 			}

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -601,4 +602,33 @@ type countingIdentity struct {
 func (c *countingIdentity) Unwrap(stanzas []*age.Stanza) ([]byte, error) {
 	c.n++
 	return c.Identity.Unwrap(stanzas)
+}
+
+// Headers that open nothing are remembered up to a bound; an etcd writer
+// who plants more must not make the genuine DEK open again per object.
+func TestOpenedDEKOutlivesPlantedHeaders(t *testing.T) {
+	testutil.NeedsAge(t)
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	unwraps := &countingIdentity{Identity: o.ids[0]}
+	k := officerKeyring(t, rec, unwraps, o.ids[1])
+	for i := range maxOfficerHeaders + 1 {
+		if _, err := k.Decrypt(ctxT(t), s.Ciphertext, fmt.Appendf(nil, "planted %d", i)); err == nil {
+			t.Fatal("a planted header opened")
+		}
+	}
+	first := 0
+	for i := range 3 {
+		if got, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
+			t.Fatalf("the genuine header: %v", err)
+		}
+		if i == 0 {
+			first = unwraps.n
+		}
+	}
+	if first == 0 || unwraps.n != first {
+		t.Errorf("the genuine header's shares were opened again: %d unwraps, %d at the first object", unwraps.n, first)
+	}
 }
