@@ -156,10 +156,7 @@ func FuzzForgedHeader(f *testing.F) {
 // that claims an officers' branch.
 func FuzzOfficerDecrypt(f *testing.F) {
 	testutil.NeedsAge(f)
-	bs := newLocals(f, 3)
-	o := newOfficers(f, 2, 3)
-	rec := o.policy(f, bs)
-	s := mustEncrypt(f, mustNew(f, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	o, rec, s := sealedWithOfficers(f)
 	f.Add(s.Ciphertext, s.Header)
 	f.Add([]byte{2}, []byte("TRSH\x02"))
 	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: o.ids, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}})
@@ -182,10 +179,7 @@ func FuzzOfficerDecrypt(f *testing.F) {
 // the share of another place (the last officer's is hybrid ML-KEM).
 func FuzzOpenTransferred(f *testing.F) {
 	testutil.NeedsAge(f)
-	bs := newLocals(f, 3)
-	o := newOfficers(f, 2, 3)
-	rec := o.policy(f, bs)
-	s := mustEncrypt(f, mustNew(f, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	o, _, s := sealedWithOfficers(f)
 	h, err := ParseHeader(s.Header)
 	if err != nil {
 		f.Fatal(err)

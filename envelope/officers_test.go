@@ -64,6 +64,17 @@ func (o *officers) policy(t testing.TB, signers []kmsclients.Backend) *Recovery 
 	return &Recovery{Threshold: o.threshold, Officers: o.list, SigningKey: sk}
 }
 
+// sealedWithOfficers seals the test seed with 2 of 3 local backends and
+// a policy of 2 of 3 officers; it returns the officers, the policy and
+// what was sealed.
+func sealedWithOfficers(t testing.TB) (*officers, *Recovery, Sealed) {
+	t.Helper()
+	bs := newLocals(t, 3)
+	o := newOfficers(t, 2, 3)
+	rec := o.policy(t, bs)
+	return o, rec, mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+}
+
 func officerKeyring(t *testing.T, rec *Recovery, ids ...age.Identity) *OfficerKeyring {
 	t.Helper()
 	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: ids, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}})
@@ -142,6 +153,12 @@ func forge(t *testing.T, genuine []byte, rec *Recovery, signer ed25519.PrivateKe
 			t.Fatal(err)
 		}
 	}
+	return raw, planted(t, key, raw, h)
+}
+
+// planted is an object sealed under key, with header raw (parsed as h).
+func planted(t *testing.T, key, raw []byte, h *Header) []byte {
+	t.Helper()
 	d, err := newDEK(key, raw, h)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +167,7 @@ func forge(t *testing.T, genuine []byte, rec *Recovery, signer ed25519.PrivateKe
 	if err != nil {
 		t.Fatal(err)
 	}
-	return raw, ct
+	return ct
 }
 
 func TestForgedHeaderRefusedThroughOfficers(t *testing.T) {
@@ -459,10 +476,7 @@ func TestChangedSignatureIsAnotherHeader(t *testing.T) {
 // given first, does not hide the genuine one.
 func TestForgedTransferDoesNotHideGenuine(t *testing.T) {
 	testutil.NeedsAge(t)
-	bs := newLocals(t, 3)
-	o := newOfficers(t, 2, 3)
-	rec := o.policy(t, bs)
-	s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	o, rec, s := sealedWithOfficers(t)
 	h, _ := ParseHeader(s.Header)
 	operator, _ := age.GenerateX25519Identity()
 	transfers := []*ShareTransfer{forgedTransfer(t, h, o.list[0].Name, 1, operator.Recipient())}
@@ -542,10 +556,7 @@ func TestRotationAsksOnlyTheCustodians(t *testing.T) {
 // genuine header opened, a copy is refused without opening any share.
 func TestCopyWithAnotherCommitmentOpensNothing(t *testing.T) {
 	testutil.NeedsAge(t)
-	bs := newLocals(t, 3)
-	o := newOfficers(t, 2, 3)
-	rec := o.policy(t, bs)
-	s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	o, rec, s := sealedWithOfficers(t)
 	h, _ := ParseHeader(s.Header)
 	operator, _ := age.GenerateX25519Identity()
 	var transfers []*ShareTransfer
@@ -562,21 +573,14 @@ func TestCopyWithAnotherCommitmentOpensNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := newDEK(key, copied, ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	planted, err := d.seal([]byte("planted by the attacker"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ct := planted(t, key, copied, ch)
 
 	unwraps := &countingIdentity{Identity: operator}
 	k, err := NewOfficerKeyring(OfficerKeyringConfig{Identities: []age.Identity{unwraps}, Trusted: []ed25519.PublicKey{rec.SigningKey.Public}, Transfers: transfers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := k.Decrypt(ctxT(t), planted, copied); !errors.Is(err, ErrInvalid) {
+	if got, err := k.Decrypt(ctxT(t), ct, copied); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("the copy, met first: %q, %v", got, err)
 	}
 	if got, err := k.Decrypt(ctxT(t), s.Ciphertext, s.Header); err != nil || !bytes.Equal(got, seed) {
@@ -585,7 +589,7 @@ func TestCopyWithAnotherCommitmentOpensNothing(t *testing.T) {
 	other := bytes.Clone(copied)
 	other[len(other)-1] ^= 1
 	before := unwraps.n
-	if got, err := k.Decrypt(ctxT(t), planted, other); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "another commitment") {
+	if got, err := k.Decrypt(ctxT(t), ct, other); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "another commitment") {
 		t.Fatalf("a copy after the genuine header: %q, %v", got, err)
 	}
 	if unwraps.n != before {
@@ -608,10 +612,7 @@ func (c *countingIdentity) Unwrap(stanzas []*age.Stanza) ([]byte, error) {
 // who plants more must not make the genuine DEK open again per object.
 func TestOpenedDEKOutlivesPlantedHeaders(t *testing.T) {
 	testutil.NeedsAge(t)
-	bs := newLocals(t, 3)
-	o := newOfficers(t, 2, 3)
-	rec := o.policy(t, bs)
-	s := mustEncrypt(t, mustNew(t, Config{Threshold: 2, Backends: bs, Recovery: rec}), seed)
+	o, rec, s := sealedWithOfficers(t)
 	unwraps := &countingIdentity{Identity: o.ids[0]}
 	k := officerKeyring(t, rec, unwraps, o.ids[1])
 	for i := range maxOfficerHeaders + 1 {

@@ -80,11 +80,7 @@ func TestRunBadValues(t *testing.T) {
 func TestRunProgressAndCancel(t *testing.T) {
 	NeedsDataDecryption(t)
 	env, _, _ := fuzzValues(t)
-	var kvs []KV
-	for i := range 200 {
-		name := fmt.Sprintf("s%03d", i)
-		kvs = append(kvs, KV{Key: "/registry/secrets/default/" + name, Value: []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + name + `","namespace":"default"}}`)})
-	}
+	kvs := plainSecrets(200)
 	var progress testutil.Buffer
 	sink := &slowSink{StreamSink: NewStreamSink(io.Discard, YAML), d: time.Millisecond}
 	sum, err := Run(context.Background(), Options{Source: memScan{kvs: kvs}, Envelope: env, IncludeUnencrypted: true, Sink: sink,
@@ -107,6 +103,16 @@ func TestRunProgressAndCancel(t *testing.T) {
 	if _, err := Run(ctx, Options{Source: memScan{kvs: kvs}, Envelope: env}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled run: %v", err)
 	}
+}
+
+// plainSecrets are n Secrets stored in the clear, named s000, s001...
+func plainSecrets(n int) []KV {
+	var kvs []KV
+	for i := range n {
+		name := fmt.Sprintf("s%03d", i)
+		kvs = append(kvs, KV{Key: "/registry/secrets/default/" + name, Value: []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + name + `","namespace":"default"}}`)})
+	}
+	return kvs
 }
 
 type slowSink struct {
@@ -160,11 +166,7 @@ func (f failingAfter) Scan(ctx context.Context, req ScanRequest) (*Scan, error) 
 func TestFailedRunEndsTheOutputDirectory(t *testing.T) {
 	NeedsDataDecryption(t)
 	env, _, _ := fuzzValues(t)
-	var kvs []KV
-	for i := range 3 {
-		name := fmt.Sprintf("s%d", i)
-		kvs = append(kvs, KV{Key: "/registry/secrets/default/" + name, Value: []byte(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + name + `","namespace":"default"}}`)})
-	}
+	kvs := plainSecrets(3)
 	for _, tc := range []struct {
 		name  string
 		kvs   []KV
