@@ -180,6 +180,11 @@ func (c checkedHeader) refused() bool {
 	return c.checked && c.sig != envelope.SignatureValid
 }
 
+// line is the report's line on a header that parses.
+func (c checkedHeader) line(w io.Writer, verdict string) {
+	safetext.Fprintf(w, "unwrap: DEK %s generation %d: signature: %s; %s\n", c.keyID, c.generation, c.signature(), verdict)
+}
+
 func (c checkedHeader) signature() string {
 	if !c.checked {
 		return "not checked"
@@ -264,13 +269,13 @@ func (r *unwrapReport) write(w io.Writer, t *envelope.ShareTransfer) {
 		} else {
 			v = "no share these identities open"
 		}
-		safetext.Fprintf(w, "unwrap: DEK %s generation %d: signature: %s; %s\n", c.keyID, c.generation, c.signature(), v)
+		c.line(w, v)
 	}
 	for _, c := range r.others {
 		if c.keyID == "" {
 			safetext.Fprintf(w, "unwrap: unreadable header: %v\n", c.err)
 		} else {
-			safetext.Fprintf(w, "unwrap: DEK %s generation %d: signature: %s; %s\n", c.keyID, c.generation, c.signature(), c.note)
+			c.line(w, c.note)
 		}
 	}
 	if more := r.total - r.copies - len(r.accepted) - len(r.others); more > 0 {

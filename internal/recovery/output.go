@@ -259,8 +259,7 @@ func (d *DirSink) Abort() error {
 	made := len(d.handles) > 0
 	d.mu.Unlock()
 	if !made {
-		d.end()
-		return nil
+		return d.end()
 	}
 	return d.Close()
 }
